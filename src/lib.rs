@@ -2,3 +2,11 @@
 //! SCIM 2.0, the way the Microsoft Entra ID provisioning service does for gallery apps.
 //!
 //! See `ARCHITECTURE.md` for the pipeline and its invariants.
+
+pub mod mapping;
+pub mod model;
+pub mod plan;
+pub mod scope;
+pub mod source;
+pub mod state;
+pub mod summary;

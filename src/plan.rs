@@ -1,0 +1,892 @@
+//! The planner: what must change in the target so it matches the source. Pure — a function of
+//! the directory, its scope, the mappings and the links — so every rule here is testable
+//! without a network, and planning the same inputs twice gives the same plan.
+//!
+//! Planning has two phases because references need target ids that only exist once objects
+//! are exported: [`plan_objects`] (create/match, update, disable, delete users and groups),
+//! then, after export, [`plan_references`] (managers and group memberships).
+
+use crate::mapping::expr::EvalEnv;
+use crate::mapping::{map_object, MapContext, Mapped, Mappings};
+use crate::model::{Directory, ObjectType, SourceObject};
+use crate::scope::Scoped;
+use crate::state::{Link, LinkIndex};
+use crate::summary::Problem;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// What to do when a mapped value becomes null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NullPolicy {
+    /// Entra's behaviour: leave the old value in the target.
+    #[default]
+    Leave,
+    /// Clear it with a PATCH `remove`.
+    Remove,
+}
+
+/// One attribute change of an update.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub path: String,
+    pub old: Option<Value>,
+    /// `None` removes the attribute.
+    pub new: Option<Value>,
+}
+
+/// An in-scope object without a link: match it in the target, then adopt or create it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provision {
+    pub object_type: ObjectType,
+    pub source_id: String,
+    pub display_name: String,
+    pub mapped: Mapped,
+}
+
+/// A linked object whose mapped values changed since they were last exported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    pub object_type: ObjectType,
+    pub source_id: String,
+    pub target_id: String,
+    pub display_name: String,
+    pub changes: Vec<Change>,
+    /// The matching value after the update, kept in the link.
+    pub matching: Option<(String, Value)>,
+    /// What to do on 404: provision again with these values.
+    pub mapped: Mapped,
+}
+
+/// A linked user to set `active=false`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Disable {
+    pub source_id: String,
+    pub target_id: String,
+    pub display_name: String,
+    pub reason: String,
+}
+
+/// A linked object to delete in the target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delete {
+    pub object_type: ObjectType,
+    pub source_id: String,
+    pub target_id: String,
+    pub display_name: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Provision(Provision),
+    Update(Update),
+    Disable(Disable),
+    Delete(Delete),
+}
+
+impl Action {
+    pub fn object_type(&self) -> ObjectType {
+        match self {
+            Action::Provision(p) => p.object_type,
+            Action::Update(u) => u.object_type,
+            Action::Disable(_) => ObjectType::User,
+            Action::Delete(d) => d.object_type,
+        }
+    }
+    pub fn is_deprovisioning(&self) -> bool {
+        matches!(self, Action::Disable(_) | Action::Delete(_))
+    }
+}
+
+/// Phase one of a cycle's plan.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub unchanged_users: u64,
+    pub unchanged_groups: u64,
+    /// Out-of-scope objects that have no link: nothing to do.
+    pub skipped_users: u64,
+    pub skipped_groups: u64,
+    /// Objects that cannot be processed this cycle, with why.
+    pub problems: Vec<Problem>,
+    /// Disables and deletes not planned because the source read was incomplete.
+    pub withheld_deprovisions: u64,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+/// Settings the planner needs from the job.
+pub struct PlanSettings<'a> {
+    pub null_values: NullPolicy,
+    pub env: &'a EvalEnv,
+}
+
+fn problem(ty: Option<ObjectType>, id: &str, name: Option<&str>, code: &str, reason: String) -> Problem {
+    Problem {
+        object_type: ty.map(|t| t.as_str().to_string()),
+        id: Some(id.to_string()),
+        name: name.map(str::to_string),
+        code: code.to_string(),
+        reason,
+    }
+}
+
+/// Case-insensitive key for duplicate detection: SCIM `userName` and `displayName` are not
+/// case-exact (RFC 7643), so "Alice@x" and "alice@x" would match the same target object.
+fn match_key(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.to_lowercase(),
+        other => other.to_string(),
+    }
+}
+
+/// Phase one: users and groups.
+pub fn plan_objects(
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &LinkIndex,
+    settings: &PlanSettings<'_>,
+) -> Plan {
+    let mut plan = Plan::default();
+    let rejected: HashSet<&str> = dir.rejected.iter().filter_map(|r| r.id.as_deref()).collect();
+    for r in &dir.rejected {
+        plan.problems.push(Problem {
+            object_type: r.object_type.map(|t| t.as_str().to_string()),
+            id: r.id.clone(),
+            name: None,
+            code: "InvalidSourceObject".into(),
+            reason: format!("{}: {}", r.position, r.reason),
+        });
+    }
+    for ty in [ObjectType::User, ObjectType::Group] {
+        plan_type(ty, dir, scoped, mappings, links, settings, &rejected, &mut plan);
+    }
+    plan
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_type(
+    ty: ObjectType,
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &LinkIndex,
+    settings: &PlanSettings<'_>,
+    rejected: &HashSet<&str>,
+    plan: &mut Plan,
+) {
+    let objects = dir.objects(ty);
+    let type_links = links.of(ty);
+    let maps = mappings.of(ty);
+    let deprovision_allowed = dir.complete;
+
+    // Map every in-scope object first, so duplicate matching values can be found before any
+    // object is provisioned on the strength of one.
+    let mut wanted: Vec<(&SourceObject, Mapped)> = Vec::new();
+    for (id, obj) in objects {
+        let decision = scoped.decision(ty, id);
+        let link = type_links.get(id);
+        match decision {
+            Some(Ok(())) => {
+                let ctx = MapContext {
+                    soft_deleted: false,
+                    roles: scoped.roles.get(id),
+                    env: settings.env,
+                };
+                match map_object(obj, maps, &ctx) {
+                    Ok(mapped) => wanted.push((obj, mapped)),
+                    Err(reason) => plan.problems.push(problem(
+                        Some(ty),
+                        id,
+                        Some(obj.display_name()),
+                        "AttributeMappingFailed",
+                        reason,
+                    )),
+                }
+            }
+            Some(Err(why)) => match link {
+                None => bump_skipped(plan, ty),
+                Some(l) if ty == ObjectType::User && l.disabled() => plan.unchanged_users += 1,
+                Some(l) if !deprovision_allowed => {
+                    let _ = l;
+                    plan.withheld_deprovisions += 1;
+                }
+                Some(l) => plan.actions.push(match ty {
+                    ObjectType::User => Action::Disable(Disable {
+                        source_id: id.clone(),
+                        target_id: l.target_id.clone(),
+                        display_name: obj.display_name().to_string(),
+                        reason: why.to_string(),
+                    }),
+                    ObjectType::Group => Action::Delete(Delete {
+                        object_type: ty,
+                        source_id: id.clone(),
+                        target_id: l.target_id.clone(),
+                        display_name: obj.display_name().to_string(),
+                        reason: why.to_string(),
+                    }),
+                }),
+            },
+            None => bump_skipped(plan, ty),
+        }
+    }
+
+    // Duplicate matching values: linked objects keep their target object; unlinked objects
+    // sharing a value with any other in-scope object are skipped, since either could match.
+    let mut by_value: HashMap<(String, String), Vec<&str>> = HashMap::new();
+    for (obj, mapped) in &wanted {
+        for (path, v) in &mapped.matching {
+            by_value
+                .entry((path.to_lowercase(), match_key(v)))
+                .or_default()
+                .push(&obj.id);
+        }
+    }
+
+    for (obj, mapped) in wanted {
+        let id = &obj.id;
+        match type_links.get(id) {
+            Some(link) => match diff(link, &mapped, settings.null_values) {
+                changes if changes.is_empty() => bump_unchanged(plan, ty),
+                changes => plan.actions.push(Action::Update(Update {
+                    object_type: ty,
+                    source_id: id.clone(),
+                    target_id: link.target_id.clone(),
+                    display_name: obj.display_name().to_string(),
+                    changes,
+                    matching: mapped.matching.first().cloned(),
+                    mapped,
+                })),
+            },
+            None => {
+                if mapped.matching.is_empty() {
+                    plan.problems.push(problem(
+                        Some(ty),
+                        id,
+                        Some(obj.display_name()),
+                        "MissingMatchingValue",
+                        "no value for any matching attribute".into(),
+                    ));
+                    continue;
+                }
+                let clash = mapped.matching.iter().find_map(|(path, v)| {
+                    let others: Vec<&str> = by_value
+                        .get(&(path.to_lowercase(), match_key(v)))
+                        .map(|ids| ids.iter().copied().filter(|o| o != id).collect())
+                        .unwrap_or_default();
+                    (!others.is_empty()).then(|| (path.clone(), v.clone(), others.join(", ")))
+                });
+                if let Some((path, v, others)) = clash {
+                    plan.problems.push(problem(
+                        Some(ty),
+                        id,
+                        Some(obj.display_name()),
+                        "DuplicateSourceEntries",
+                        format!("{path} {v} is also the value of {others}"),
+                    ));
+                    continue;
+                }
+                plan.actions.push(Action::Provision(Provision {
+                    object_type: ty,
+                    source_id: id.clone(),
+                    display_name: obj.display_name().to_string(),
+                    mapped,
+                }));
+            }
+        }
+    }
+
+    // Links whose source object is gone: deleted in the source. A rejected object is present
+    // but unreadable, never gone.
+    for (id, link) in type_links {
+        if objects.contains_key(id) || rejected.contains(id.as_str()) {
+            continue;
+        }
+        if !deprovision_allowed {
+            plan.withheld_deprovisions += 1;
+            continue;
+        }
+        plan.actions.push(Action::Delete(Delete {
+            object_type: ty,
+            source_id: id.clone(),
+            target_id: link.target_id.clone(),
+            display_name: link.display_name.clone(),
+            reason: "deleted in the source".into(),
+        }));
+    }
+}
+
+fn bump_skipped(plan: &mut Plan, ty: ObjectType) {
+    match ty {
+        ObjectType::User => plan.skipped_users += 1,
+        ObjectType::Group => plan.skipped_groups += 1,
+    }
+}
+
+fn bump_unchanged(plan: &mut Plan, ty: ObjectType) {
+    match ty {
+        ObjectType::User => plan.unchanged_users += 1,
+        ObjectType::Group => plan.unchanged_groups += 1,
+    }
+}
+
+/// The attribute changes between what was last exported and what the mappings want now.
+pub fn diff(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (path, new) in &mapped.values {
+        let old = link.exported.get(path);
+        if old != Some(new) {
+            changes.push(Change {
+                path: path.clone(),
+                old: old.cloned(),
+                new: Some(new.clone()),
+            });
+        }
+    }
+    // An account provisiond disabled comes back into scope: enable it even when no mapping
+    // produces `active`.
+    if link.disabled() && !mapped.values.contains_key("active") {
+        changes.push(Change {
+            path: "active".into(),
+            old: Some(Value::Bool(false)),
+            new: Some(Value::Bool(true)),
+        });
+    }
+    if nulls == NullPolicy::Remove {
+        for path in &mapped.nulls {
+            if let Some(old) = link.exported.get(path) {
+                changes.push(Change {
+                    path: path.clone(),
+                    old: Some(old.clone()),
+                    new: None,
+                });
+            }
+        }
+    }
+    changes
+}
+
+/// Apply a change set to a link's memory of exported values.
+pub fn record_changes(link: &mut Link, changes: &[Change]) {
+    for c in changes {
+        match &c.new {
+            Some(v) => {
+                link.exported.insert(c.path.clone(), v.clone());
+            }
+            None => {
+                link.exported.remove(&c.path);
+            }
+        }
+    }
+}
+
+/// A group's membership delta, in target ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MembershipChange {
+    pub group_source_id: String,
+    pub group_target_id: String,
+    pub display_name: String,
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+}
+
+/// Phase two of a cycle's plan.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReferencePlan {
+    /// Manager (and other reference) updates, as user updates.
+    pub updates: Vec<Update>,
+    pub memberships: Vec<MembershipChange>,
+    pub problems: Vec<Problem>,
+}
+
+impl ReferencePlan {
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty() && self.memberships.is_empty()
+    }
+}
+
+/// Phase two: resolve references (managers, members) to target ids now that objects exist.
+pub fn plan_references(
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &LinkIndex,
+    settings: &PlanSettings<'_>,
+) -> ReferencePlan {
+    let mut out = ReferencePlan::default();
+    let user_target = |source_id: &str| -> Option<&str> {
+        links
+            .users
+            .get(source_id)
+            .filter(|l| !l.disabled() && scoped.in_scope(ObjectType::User, source_id))
+            .map(|l| l.target_id.as_str())
+    };
+
+    let reference_maps: Vec<_> = mappings.users.iter().filter(|m| m.is_reference()).collect();
+    if !reference_maps.is_empty() {
+        for (id, user) in &dir.users {
+            let Some(link) = links.users.get(id) else { continue };
+            if !scoped.in_scope(ObjectType::User, id) || link.disabled() {
+                continue;
+            }
+            let ctx = MapContext {
+                soft_deleted: false,
+                roles: None,
+                env: settings.env,
+            };
+            let Ok(mapped) = map_object(user, &reference_maps.iter().map(|m| (*m).clone()).collect::<Vec<_>>(), &ctx) else {
+                continue;
+            };
+            let mut changes = Vec::new();
+            for (path, referenced) in &mapped.references {
+                let old = link.exported.get(path);
+                let new = match referenced {
+                    None => None,
+                    Some(r) => match user_target(r) {
+                        Some(t) => Some(Value::String(t.to_string())),
+                        None => {
+                            // The manager is not provisioned (out of scope, or failed): leave
+                            // the attribute as it is rather than clear it.
+                            continue;
+                        }
+                    },
+                };
+                match (&new, old) {
+                    (Some(n), o) if o != Some(n) => changes.push(Change {
+                        path: path.clone(),
+                        old: o.cloned(),
+                        new: Some(n.clone()),
+                    }),
+                    (None, Some(o)) if settings.null_values == NullPolicy::Remove => changes.push(Change {
+                        path: path.clone(),
+                        old: Some(o.clone()),
+                        new: None,
+                    }),
+                    _ => {}
+                }
+            }
+            if !changes.is_empty() {
+                out.updates.push(Update {
+                    object_type: ObjectType::User,
+                    source_id: id.clone(),
+                    target_id: link.target_id.clone(),
+                    display_name: link.display_name.clone(),
+                    changes,
+                    matching: link.matching.clone(),
+                    mapped,
+                });
+            }
+        }
+    }
+
+    if mappings.sync_members() {
+        for (id, group) in &dir.groups {
+            let Some(link) = links.groups.get(id) else { continue };
+            if !scoped.in_scope(ObjectType::Group, id) {
+                continue;
+            }
+            let mut desired: BTreeSet<String> = BTreeSet::new();
+            let mut missing: Vec<&str> = Vec::new();
+            for m in &group.members {
+                if let Some(t) = user_target(m) {
+                    desired.insert(t.to_string());
+                } else if !dir.users.contains_key(m) && !dir.groups.contains_key(m) {
+                    missing.push(m);
+                }
+            }
+            if !missing.is_empty() {
+                out.problems.push(problem(
+                    Some(ObjectType::Group),
+                    id,
+                    Some(group.display_name()),
+                    "InvalidMember",
+                    format!("members that do not exist in the source were skipped: {}", missing.join(", ")),
+                ));
+            }
+            let add: Vec<String> = desired.difference(&link.members).cloned().collect();
+            // Only remove members provisiond added; and never on an incomplete read, where a
+            // missing member may just be unread.
+            let remove: Vec<String> = if dir.complete {
+                link.members.difference(&desired).cloned().collect()
+            } else {
+                Vec::new()
+            };
+            if !add.is_empty() || !remove.is_empty() {
+                out.memberships.push(MembershipChange {
+                    group_source_id: id.clone(),
+                    group_target_id: link.target_id.clone(),
+                    display_name: link.display_name.clone(),
+                    add,
+                    remove,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Render a plan as lines an admin reads (`sync --dry-run`).
+pub fn describe_action(a: &Action) -> String {
+    match a {
+        Action::Provision(p) => format!(
+            "provision {} {:?} (match on {}, create if absent)",
+            p.object_type,
+            p.display_name,
+            p.mapped
+                .matching
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Action::Update(u) => format!(
+            "update {} {:?} [{}]: {}",
+            u.object_type,
+            u.display_name,
+            u.target_id,
+            describe_changes(&u.changes)
+        ),
+        Action::Disable(d) => format!("disable user {:?} [{}]: {}", d.display_name, d.target_id, d.reason),
+        Action::Delete(d) => format!(
+            "delete {} {:?} [{}]: {}",
+            d.object_type, d.display_name, d.target_id, d.reason
+        ),
+    }
+}
+
+pub fn describe_changes(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(|c| match (&c.old, &c.new) {
+            (None, Some(n)) => format!("{} = {n}", c.path),
+            (Some(o), Some(n)) => format!("{}: {o} -> {n}", c.path),
+            (_, None) => format!("{} removed", c.path),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Links keyed by target id, to refuse adopting one target object for two source objects.
+pub fn target_index(links: &LinkIndex, ty: ObjectType) -> BTreeMap<String, String> {
+    links
+        .of(ty)
+        .values()
+        .map(|l| (l.target_id.clone(), l.source_id.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::{self, ScopeMode, ScopeSettings};
+    use crate::source::file::parse_export;
+    use proptest::prelude::*;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn env() -> EvalEnv {
+        EvalEnv { now: chrono::Utc::now() }
+    }
+
+    /// Apply a plan to the links as if the target accepted every request: the state a
+    /// successful export leaves behind.
+    fn simulate(plan: &Plan, links: &mut LinkIndex) {
+        for a in &plan.actions {
+            match a {
+                Action::Provision(p) => {
+                    links.of_mut(p.object_type).insert(
+                        p.source_id.clone(),
+                        Link {
+                            object_type: p.object_type,
+                            source_id: p.source_id.clone(),
+                            target_id: format!("t-{}", p.source_id),
+                            display_name: p.display_name.clone(),
+                            matching: p.mapped.matching.first().cloned(),
+                            exported: p.mapped.values.clone(),
+                            members: BTreeSet::new(),
+                            created: true,
+                        },
+                    );
+                }
+                Action::Update(u) => {
+                    if let Some(l) = links.of_mut(u.object_type).get_mut(&u.source_id) {
+                        record_changes(l, &u.changes);
+                    }
+                }
+                Action::Disable(d) => {
+                    if let Some(l) = links.users.get_mut(&d.source_id) {
+                        l.exported.insert("active".into(), Value::Bool(false));
+                    }
+                }
+                Action::Delete(d) => {
+                    links.of_mut(d.object_type).remove(&d.source_id);
+                }
+            }
+        }
+    }
+
+    fn simulate_refs(plan: &ReferencePlan, links: &mut LinkIndex) {
+        for u in &plan.updates {
+            if let Some(l) = links.users.get_mut(&u.source_id) {
+                record_changes(l, &u.changes);
+            }
+        }
+        for m in &plan.memberships {
+            if let Some(l) = links.groups.get_mut(&m.group_source_id) {
+                l.members.extend(m.add.iter().cloned());
+                for r in &m.remove {
+                    l.members.remove(r);
+                }
+            }
+        }
+    }
+
+    fn run(dir: &Directory, settings: &ScopeSettings, links: &mut LinkIndex) -> (Plan, ReferencePlan) {
+        let mappings = Mappings::generic_scim().unwrap();
+        let scoped = scope::evaluate(dir, settings, None);
+        let env = env();
+        let ps = PlanSettings { null_values: NullPolicy::Leave, env: &env };
+        let plan = plan_objects(dir, &scoped, &mappings, links, &ps);
+        simulate(&plan, links);
+        let refs = plan_references(dir, &scoped, &mappings, links, &ps);
+        simulate_refs(&refs, links);
+        (plan, refs)
+    }
+
+    fn parse(v: Value) -> Directory {
+        parse_export(v.to_string().as_bytes(), Path::new("d.json")).unwrap()
+    }
+
+    #[test]
+    fn lifecycle_create_update_disable_delete() {
+        let settings = ScopeSettings::default();
+        let mut links = LinkIndex::default();
+        let d1 = parse(json!({
+            "users": [{"id":"a","userPrincipalName":"a@x","givenName":"A","manager":"b"},
+                      {"id":"b","userPrincipalName":"b@x"}],
+            "groups": [{"id":"g","displayName":"G","members":["a","b","ghost"]}],
+            "assignments": [{"principalId":"g"}]}));
+        let (p, r) = run(&d1, &settings, &mut links);
+        assert_eq!(p.actions.len(), 3, "{p:#?}");
+        assert!(p.actions.iter().all(|a| matches!(a, Action::Provision(_))));
+        assert_eq!(r.memberships.len(), 1);
+        assert_eq!(r.memberships[0].add, vec!["t-a", "t-b"]);
+        assert_eq!(r.updates.len(), 1, "a's manager resolves to b's target id");
+        assert_eq!(r.updates[0].changes[0].new, Some(json!("t-b")));
+        assert!(r.problems.iter().any(|p| p.reason.contains("ghost")));
+
+        // Same directory again: nothing to do.
+        let (p, r) = run(&d1, &settings, &mut links);
+        assert!(p.is_empty() && r.is_empty(), "{p:#?} {r:#?}");
+        assert_eq!(p.unchanged_users, 2);
+
+        // b leaves the group (out of scope → disabled, membership removed); a renamed.
+        let d2 = parse(json!({
+            "users": [{"id":"a","userPrincipalName":"a@x","givenName":"Alice","manager":"b"},
+                      {"id":"b","userPrincipalName":"b@x"}],
+            "groups": [{"id":"g","displayName":"G","members":["a"]}],
+            "assignments": [{"principalId":"g"}]}));
+        let (p, r) = run(&d2, &settings, &mut links);
+        let kinds: Vec<_> = p.actions.iter().map(|a| match a {
+            Action::Update(u) => format!("update {}", u.source_id),
+            Action::Disable(d) => format!("disable {}", d.source_id),
+            other => format!("{other:?}"),
+        }).collect();
+        assert_eq!(kinds, vec!["disable b", "update a"]);
+        assert_eq!(r.memberships[0].remove, vec!["t-b"]);
+        assert!(r.updates.is_empty(), "manager out of scope: left alone");
+
+        // b deleted from the source: deleted in the target; g unassigned: deleted.
+        let d3 = parse(json!({
+            "users": [{"id":"a","userPrincipalName":"a@x","givenName":"Alice"}],
+            "groups": [{"id":"g","displayName":"G","members":["a"]}],
+            "assignments": [{"principalId":"a"}]}));
+        let (p, _) = run(&d3, &settings, &mut links);
+        let deletes: Vec<_> = p.actions.iter().filter_map(|a| match a {
+            Action::Delete(d) => Some(d.source_id.as_str()),
+            _ => None,
+        }).collect();
+        assert_eq!(deletes, vec!["b", "g"]);
+    }
+
+    #[test]
+    fn an_incomplete_read_never_deprovisions() {
+        let settings = ScopeSettings::default();
+        let mut links = LinkIndex::default();
+        let full = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"b","userPrincipalName":"b@x"}],
+            "assignments":[{"principalId":"a"},{"principalId":"b"}]}));
+        run(&full, &settings, &mut links);
+        let mut partial = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"}],"assignments":[]}));
+        partial.complete = false;
+        let (p, _) = run(&partial, &settings, &mut links);
+        assert!(p.actions.iter().all(|a| !a.is_deprovisioning()), "{p:#?}");
+        assert_eq!(p.withheld_deprovisions, 2);
+    }
+
+    #[test]
+    fn duplicates_and_missing_matching_values_are_skipped() {
+        let d = parse(json!({"users":[
+            {"id":"a","userPrincipalName":"Same@x"},{"id":"b","userPrincipalName":"same@x"},
+            {"id":"c"}],
+            "assignments":[{"principalId":"a"},{"principalId":"b"},{"principalId":"c"}]}));
+        let mut links = LinkIndex::default();
+        let (p, _) = run(&d, &ScopeSettings::default(), &mut links);
+        assert!(p.actions.is_empty(), "{p:#?}");
+        let codes: Vec<_> = p.problems.iter().map(|p| p.code.as_str()).collect();
+        assert_eq!(codes, vec!["DuplicateSourceEntries", "DuplicateSourceEntries", "MissingMatchingValue"]);
+    }
+
+    #[test]
+    fn rejected_objects_are_never_taken_as_deleted() {
+        let mut links = LinkIndex::default();
+        let d1 = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"}],"assignments":[{"principalId":"a"}]}));
+        run(&d1, &ScopeSettings::default(), &mut links);
+        let d2 = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"a"}],"assignments":[{"principalId":"a"}]}));
+        let (p, _) = run(&d2, &ScopeSettings::default(), &mut links);
+        assert!(p.actions.is_empty(), "{p:#?}");
+    }
+
+    #[test]
+    fn null_values_follow_the_policy() {
+        let mut links = LinkIndex::default();
+        let d1 = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x","jobTitle":"T"}],"assignments":[{"principalId":"a"}]}));
+        run(&d1, &ScopeSettings::default(), &mut links);
+        let d2 = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"}],"assignments":[{"principalId":"a"}]}));
+        let (p, _) = run(&d2, &ScopeSettings::default(), &mut links);
+        assert!(p.actions.is_empty(), "Entra's default leaves nulls alone");
+        let mappings = Mappings::generic_scim().unwrap();
+        let scoped = scope::evaluate(&d2, &ScopeSettings::default(), None);
+        let env = env();
+        let ps = PlanSettings { null_values: NullPolicy::Remove, env: &env };
+        let p = plan_objects(&d2, &scoped, &mappings, &links, &ps);
+        match &p.actions[..] {
+            [Action::Update(u)] => assert_eq!(u.changes, vec![Change { path: "title".into(), old: Some(json!("T")), new: None }]),
+            other => panic!("{other:#?}"),
+        }
+    }
+
+    #[test]
+    fn re_enabling_sets_active_true() {
+        let mut links = LinkIndex::default();
+        let on = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"}],"assignments":[{"principalId":"a"}]}));
+        let off = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x","accountEnabled":false}],"assignments":[{"principalId":"a"}]}));
+        run(&on, &ScopeSettings::default(), &mut links);
+        let (p, _) = run(&off, &ScopeSettings::default(), &mut links);
+        assert!(matches!(&p.actions[..], [Action::Disable(_)]));
+        let (p, _) = run(&off, &ScopeSettings::default(), &mut links);
+        assert!(p.is_empty(), "an already disabled user stays unchanged");
+        let (p, _) = run(&on, &ScopeSettings::default(), &mut links);
+        match &p.actions[..] {
+            [Action::Update(u)] => assert_eq!(u.changes[0].new, Some(json!(true))),
+            other => panic!("{other:#?}"),
+        }
+    }
+
+    fn arb_directory() -> impl Strategy<Value = Value> {
+        let user = (0..8usize, 0..5usize, any::<bool>(), any::<bool>(), any::<bool>(), 0..3usize, 0..9usize);
+        let group = (0..4usize, proptest::collection::btree_set(0..10usize, 0..6), any::<bool>());
+        let assignment = (0..12usize, any::<bool>());
+        (
+            proptest::collection::vec(user, 0..8),
+            proptest::collection::vec(group, 0..4),
+            proptest::collection::vec(assignment, 0..10),
+            any::<bool>(),
+        )
+            .prop_map(|(users, groups, assignments, all)| {
+                let users: Vec<Value> = users
+                    .into_iter()
+                    .map(|(id, upn, enabled, deleted, titled, name, manager)| {
+                        let mut u = json!({"id": format!("u{id}"), "userPrincipalName": format!("user{upn}@x"),
+                            "accountEnabled": enabled || id % 2 == 0, "givenName": format!("n{name}")});
+                        if deleted && id % 3 == 0 {
+                            u["deletedDateTime"] = json!("2026-01-01T00:00:00Z");
+                        }
+                        if titled {
+                            u["jobTitle"] = json!("t");
+                        }
+                        if manager < 8 {
+                            u["manager"] = json!(format!("u{manager}"));
+                        }
+                        u
+                    })
+                    .collect();
+                let groups: Vec<Value> = groups
+                    .into_iter()
+                    .map(|(id, members, named)| {
+                        let members: Vec<String> = members.into_iter().map(|m| if m < 8 { format!("u{m}") } else { format!("g{}", m - 8) }).collect();
+                        json!({"id": format!("g{id}"), "displayName": if named { format!("G{id}") } else { format!("Group {id}") }, "members": members})
+                    })
+                    .collect();
+                let assignments: Vec<Value> = assignments
+                    .into_iter()
+                    .map(|(p, default)| {
+                        let principal = if p < 8 { format!("u{p}") } else { format!("g{}", p - 8) };
+                        json!({"principalId": principal, "role": if default { "Default Access" } else { "User" }})
+                    })
+                    .collect();
+                json!({"users": users, "groups": groups, "assignments": assignments, "_all": all})
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever sequence of directories the source goes through, applying each plan reaches
+        /// the desired state, and planning again right after yields nothing.
+        #[test]
+        fn applying_a_plan_converges(seq in proptest::collection::vec(arb_directory(), 1..4)) {
+            let mut links = LinkIndex::default();
+            for raw in seq {
+                let settings = ScopeSettings {
+                    mode: if raw["_all"] == json!(true) { ScopeMode::All } else { ScopeMode::Assigned },
+                    ..ScopeSettings::default()
+                };
+                let dir = parse(raw);
+                let (plan, _) = run(&dir, &settings, &mut links);
+                // Only linked objects are ever changed or removed.
+                for a in &plan.actions {
+                    prop_assert!(!matches!(a, Action::Provision(p) if links.of(p.object_type).get(&p.source_id).is_none()));
+                }
+                let (again, refs) = run(&dir, &settings, &mut links);
+                prop_assert!(again.is_empty(), "second plan not empty: {:#?}", again.actions);
+                prop_assert!(refs.is_empty(), "second reference plan not empty: {:#?}", refs);
+                // Desired state: every in-scope user without a problem is linked and active;
+                // every linked out-of-scope user is disabled; links exist only for source objects.
+                let scoped = scope::evaluate(&dir, &settings, None);
+                let troubled: HashSet<String> = again.problems.iter().filter_map(|p| p.id.clone()).collect();
+                for (id, _) in &dir.users {
+                    let link = links.users.get(id);
+                    if scoped.in_scope(ObjectType::User, id) {
+                        if !troubled.contains(id) {
+                            prop_assert!(link.is_some_and(|l| !l.disabled()), "user {id} should be active");
+                        }
+                    } else if let Some(l) = link {
+                        prop_assert!(l.disabled(), "user {id} should be disabled");
+                    }
+                }
+                let rejected: HashSet<&str> = dir.rejected.iter().filter_map(|r| r.id.as_deref()).collect();
+                for id in links.users.keys() {
+                    prop_assert!(dir.users.contains_key(id) || rejected.contains(id.as_str()));
+                }
+                for (id, l) in &links.groups {
+                    if rejected.contains(id.as_str()) {
+                        continue;
+                    }
+                    prop_assert!(scoped.in_scope(ObjectType::Group, id));
+                    let desired: BTreeSet<String> = dir.groups[id].members.iter()
+                        .filter(|m| scoped.in_scope(ObjectType::User, m))
+                        .filter_map(|m| links.users.get(m).map(|u| u.target_id.clone()))
+                        .collect();
+                    prop_assert_eq!(&l.members, &desired);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Scope: which source objects the application should have. Pure: a function of the
+//! directory and the job's scope settings.
+
+use crate::model::{Directory, ObjectType, SourceObject};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Entra's "Sync only assigned users and groups" / "Sync all users and groups".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeMode {
+    #[default]
+    Assigned,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScopeSettings {
+    pub mode: ScopeMode,
+    /// Assignments with these roles do not count (Robin's tutorial: "Default Access").
+    pub excluded_roles: Vec<String>,
+}
+
+impl Default for ScopeSettings {
+    fn default() -> Self {
+        ScopeSettings {
+            mode: ScopeMode::Assigned,
+            excluded_roles: vec!["Default Access".into()],
+        }
+    }
+}
+
+/// Why an object present in the source is not wanted in the application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum OutOfScope {
+    /// Neither assigned nor a direct member of an assigned group.
+    NotAssigned,
+    /// Assigned only with roles listed in `excluded_roles`.
+    ExcludedRole(String),
+    /// `accountEnabled: false`.
+    Disabled,
+    /// In the source's recycle bin.
+    SoftDeleted,
+    /// Failed the job's scoping filters.
+    Filtered(String),
+}
+
+impl std::fmt::Display for OutOfScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutOfScope::NotAssigned => f.write_str("not assigned to the application"),
+            OutOfScope::ExcludedRole(r) => write!(f, "assigned only with the excluded role {r:?}"),
+            OutOfScope::Disabled => f.write_str("disabled in the source (accountEnabled=false)"),
+            OutOfScope::SoftDeleted => f.write_str("soft-deleted in the source"),
+            OutOfScope::Filtered(why) => write!(f, "excluded by a scoping filter: {why}"),
+        }
+    }
+}
+
+/// The scope decision for every object of the directory.
+#[derive(Debug, Clone, Default)]
+pub struct Scoped {
+    pub users: HashMap<String, Result<(), OutOfScope>>,
+    pub groups: HashMap<String, Result<(), OutOfScope>>,
+    /// Role names per principal, direct and inherited from assigned groups, for the virtual
+    /// attribute `appRoleAssignments`.
+    pub roles: HashMap<String, BTreeSet<String>>,
+}
+
+impl Scoped {
+    pub fn decision(&self, ty: ObjectType, id: &str) -> Option<&Result<(), OutOfScope>> {
+        match ty {
+            ObjectType::User => self.users.get(id),
+            ObjectType::Group => self.groups.get(id),
+        }
+    }
+
+    pub fn in_scope(&self, ty: ObjectType, id: &str) -> bool {
+        matches!(self.decision(ty, id), Some(Ok(())))
+    }
+}
+
+/// A predicate a job may add (scoping filters): `Err(reason)` puts the object out of scope.
+pub type ObjectFilter<'a> = &'a (dyn Fn(&SourceObject) -> Result<(), String> + Sync);
+
+/// Decide the scope of every user and group.
+pub fn evaluate(dir: &Directory, settings: &ScopeSettings, filter: Option<ObjectFilter<'_>>) -> Scoped {
+    let excluded: BTreeSet<&str> = settings.excluded_roles.iter().map(String::as_str).collect();
+    // Roles by principal, split into counting and excluded ones.
+    let mut counted: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut excluded_only: BTreeMap<&str, &str> = BTreeMap::new();
+    for a in &dir.assignments {
+        if excluded.contains(a.role.as_str()) {
+            excluded_only.entry(&a.principal_id).or_insert(&a.role);
+        } else {
+            counted
+                .entry(&a.principal_id)
+                .or_default()
+                .insert(&a.role);
+        }
+    }
+
+    let mut scoped = Scoped::default();
+    let usable = |o: &SourceObject| -> Result<(), OutOfScope> {
+        if o.soft_deleted() {
+            return Err(OutOfScope::SoftDeleted);
+        }
+        if let Some(f) = filter {
+            f(o).map_err(OutOfScope::Filtered)?;
+        }
+        Ok(())
+    };
+
+    // Groups first: assigned groups bring their direct members into scope.
+    let mut member_of_assigned: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (id, g) in &dir.groups {
+        let decision = match settings.mode {
+            ScopeMode::All => usable(g),
+            ScopeMode::Assigned => match (counted.get(id.as_str()), excluded_only.get(id.as_str())) {
+                (Some(_), _) => usable(g),
+                (None, Some(role)) => Err(OutOfScope::ExcludedRole((*role).to_string())),
+                (None, None) => Err(OutOfScope::NotAssigned),
+            },
+        };
+        if decision.is_ok() {
+            let roles = counted.get(id.as_str()).cloned().unwrap_or_default();
+            for m in &g.members {
+                // Entra does not expand nested groups; only direct user members count.
+                if dir.users.contains_key(m) {
+                    member_of_assigned
+                        .entry(m.as_str())
+                        .or_default()
+                        .extend(roles.iter().copied());
+                }
+            }
+        }
+        scoped.groups.insert(id.clone(), decision);
+    }
+
+    for (id, u) in &dir.users {
+        let direct = counted.get(id.as_str());
+        let via_group = member_of_assigned.get(id.as_str());
+        let mut roles: BTreeSet<String> = BTreeSet::new();
+        roles.extend(direct.into_iter().flatten().map(|r| r.to_string()));
+        roles.extend(via_group.into_iter().flatten().map(|r| r.to_string()));
+        let decision = match settings.mode {
+            ScopeMode::All => Ok(()),
+            ScopeMode::Assigned if direct.is_some() || via_group.is_some() => Ok(()),
+            ScopeMode::Assigned => match excluded_only.get(id.as_str()) {
+                Some(role) => Err(OutOfScope::ExcludedRole((*role).to_string())),
+                None => Err(OutOfScope::NotAssigned),
+            },
+        }
+        .and_then(|()| {
+            if !u.enabled() {
+                return Err(OutOfScope::Disabled);
+            }
+            usable(u)
+        });
+        if !roles.is_empty() {
+            scoped.roles.insert(id.clone(), roles);
+        }
+        scoped.users.insert(id.clone(), decision);
+    }
+    scoped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::file::parse_export;
+    use std::path::Path;
+
+    fn dir() -> Directory {
+        parse_export(
+            br#"{"users":[
+                {"id":"direct"},{"id":"viagroup"},{"id":"nested"},{"id":"none"},
+                {"id":"default"},{"id":"off","accountEnabled":false},
+                {"id":"gone","deletedDateTime":"2026-01-01T00:00:00Z"}],
+              "groups":[{"id":"g","members":["viagroup","inner","off"]},{"id":"inner","members":["nested"]},
+                        {"id":"other","members":["none"]}],
+              "assignments":[{"principalId":"direct"},{"principalId":"g","role":"Member"},
+                             {"principalId":"default","role":"Default Access"},
+                             {"principalId":"off"},{"principalId":"gone"}]}"#,
+            Path::new("d.json"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn assigned_scope_follows_entra() {
+        let s = evaluate(&dir(), &ScopeSettings::default(), None);
+        assert_eq!(s.users["direct"], Ok(()));
+        assert_eq!(s.users["viagroup"], Ok(()));
+        assert_eq!(s.users["nested"], Err(OutOfScope::NotAssigned), "no nested expansion");
+        assert_eq!(s.users["none"], Err(OutOfScope::NotAssigned));
+        assert_eq!(
+            s.users["default"],
+            Err(OutOfScope::ExcludedRole("Default Access".into()))
+        );
+        assert_eq!(s.users["off"], Err(OutOfScope::Disabled));
+        assert_eq!(s.users["gone"], Err(OutOfScope::SoftDeleted));
+        assert_eq!(s.groups["g"], Ok(()));
+        assert_eq!(s.groups["inner"], Err(OutOfScope::NotAssigned));
+        assert!(s.roles["viagroup"].contains("Member"));
+        assert!(s.roles["direct"].contains("User"));
+    }
+
+    #[test]
+    fn all_scope_takes_everyone_enabled() {
+        let settings = ScopeSettings {
+            mode: ScopeMode::All,
+            ..ScopeSettings::default()
+        };
+        let s = evaluate(&dir(), &settings, None);
+        assert_eq!(s.users["none"], Ok(()));
+        assert_eq!(s.users["nested"], Ok(()));
+        assert_eq!(s.users["off"], Err(OutOfScope::Disabled));
+        assert_eq!(s.groups["inner"], Ok(()));
+    }
+
+    #[test]
+    fn excluded_roles_are_configurable() {
+        let settings = ScopeSettings {
+            excluded_roles: vec![],
+            ..ScopeSettings::default()
+        };
+        let s = evaluate(&dir(), &settings, None);
+        assert_eq!(s.users["default"], Ok(()));
+    }
+
+    #[test]
+    fn a_filter_puts_objects_out_of_scope() {
+        let f = |o: &SourceObject| {
+            if o.id == "direct" {
+                Err("department EQUALS Sales".to_string())
+            } else {
+                Ok(())
+            }
+        };
+        let s = evaluate(&dir(), &ScopeSettings::default(), Some(&f));
+        assert!(matches!(s.users["direct"], Err(OutOfScope::Filtered(_))));
+    }
+}

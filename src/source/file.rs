@@ -1,0 +1,293 @@
+//! The file source: a JSON document shaped like an Entra tenant export
+//! (`{"users": [...], "groups": [...], "assignments": [...]}`).
+
+use super::{Source, SourceError, SourceRead};
+use crate::model::{Assignment, Directory, ObjectType, Rejected, SourceObject};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// Reads a directory export file on every cycle.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    path: PathBuf,
+}
+
+impl FileSource {
+    pub fn new(path: PathBuf) -> Self {
+        FileSource { path }
+    }
+}
+
+/// The wire shape of the export. Objects stay loose maps: any attribute may be mapped.
+#[derive(Deserialize)]
+struct Export {
+    #[serde(default)]
+    users: Vec<Value>,
+    #[serde(default)]
+    groups: Vec<Value>,
+    #[serde(default)]
+    assignments: Vec<Value>,
+}
+
+#[async_trait]
+impl Source for FileSource {
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    async fn read(&self, _watermark: Option<&str>) -> Result<SourceRead, SourceError> {
+        let bytes = tokio::fs::read(&self.path)
+            .await
+            .map_err(|source| SourceError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+        let watermark = hex(&Sha256::digest(&bytes));
+        let path = self.path.clone();
+        // Parsing 100k users takes a few hundred milliseconds: keep it off the async workers.
+        let directory = tokio::task::spawn_blocking(move || parse_export(&bytes, &path))
+            .await
+            .map_err(|e| SourceError::Parse {
+                path: self.path.clone(),
+                line: 0,
+                column: 0,
+                message: format!("parser task failed: {e}"),
+            })??;
+        Ok(SourceRead {
+            directory,
+            watermark: Some(watermark),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parse an export document. Whole-document problems are errors; problems with one object
+/// reject that object only.
+pub fn parse_export(bytes: &[u8], path: &std::path::Path) -> Result<Directory, SourceError> {
+    let export: Export = serde_json::from_slice(bytes).map_err(|e| SourceError::Parse {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })?;
+    let mut dir = Directory {
+        complete: true,
+        ..Directory::default()
+    };
+    dir.users = collect_objects(export.users, ObjectType::User, &mut dir.rejected);
+    dir.groups = collect_objects(export.groups, ObjectType::Group, &mut dir.rejected);
+    // A user and a group sharing an id would make assignments and members ambiguous.
+    let clash: Vec<String> = dir
+        .users
+        .keys()
+        .filter(|id| dir.groups.contains_key(*id))
+        .cloned()
+        .collect();
+    for id in clash {
+        dir.users.remove(&id);
+        dir.groups.remove(&id);
+        dir.rejected.push(Rejected {
+            object_type: None,
+            id: Some(id),
+            position: "users, groups".into(),
+            reason: "the same id is used by a user and a group".into(),
+        });
+    }
+    for (i, raw) in export.assignments.into_iter().enumerate() {
+        match parse_assignment(raw) {
+            Ok(a) => dir.assignments.push(a),
+            Err(reason) => dir.rejected.push(Rejected {
+                object_type: None,
+                id: None,
+                position: format!("assignments[{i}]"),
+                reason,
+            }),
+        }
+    }
+    Ok(dir)
+}
+
+fn collect_objects(
+    raw: Vec<Value>,
+    ty: ObjectType,
+    rejected: &mut Vec<Rejected>,
+) -> BTreeMap<String, SourceObject> {
+    let list = match ty {
+        ObjectType::User => "users",
+        ObjectType::Group => "groups",
+    };
+    let mut out = BTreeMap::new();
+    let mut duplicates = BTreeSet::new();
+    for (i, value) in raw.into_iter().enumerate() {
+        let position = format!("{list}[{i}]");
+        match parse_object(value, ty) {
+            Ok(obj) => {
+                if out.contains_key(&obj.id) || duplicates.contains(&obj.id) {
+                    duplicates.insert(obj.id.clone());
+                    rejected.push(Rejected {
+                        object_type: Some(ty),
+                        id: Some(obj.id),
+                        position,
+                        reason: "duplicate id: every object with this id is skipped".into(),
+                    });
+                } else {
+                    out.insert(obj.id.clone(), obj);
+                }
+            }
+            Err((id, reason)) => rejected.push(Rejected {
+                object_type: Some(ty),
+                id,
+                position,
+                reason,
+            }),
+        }
+    }
+    // Which copy is right is unknown, so none is used; the first copy goes too.
+    for id in duplicates {
+        out.remove(&id);
+    }
+    out
+}
+
+fn parse_object(value: Value, ty: ObjectType) -> Result<SourceObject, (Option<String>, String)> {
+    let Value::Object(mut attributes) = value else {
+        return Err((None, "not a JSON object".into()));
+    };
+    let id = match attributes.remove("id") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s,
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err((None, "no id".into()));
+        }
+        Some(other) => return Err((None, format!("id is not a string: {other}"))),
+    };
+    let members = match (ty, attributes.remove("members")) {
+        (_, None | Some(Value::Null)) => Vec::new(),
+        (ObjectType::Group, Some(Value::Array(items))) => {
+            let mut members = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(s) => members.push(s),
+                    // Graph-style member objects carry the id in `id`.
+                    Value::Object(m) => match m.get("id") {
+                        Some(Value::String(s)) => members.push(s.clone()),
+                        _ => return Err((Some(id), "a member has no id".into())),
+                    },
+                    other => {
+                        return Err((Some(id), format!("a member is not an id: {other}")));
+                    }
+                }
+            }
+            members
+        }
+        (ObjectType::Group, Some(other)) => {
+            return Err((Some(id), format!("members is not an array: {other}")));
+        }
+        // A user's `members` is just another attribute.
+        (ObjectType::User, Some(other)) => {
+            attributes.insert("members".into(), other);
+            Vec::new()
+        }
+    };
+    Ok(SourceObject {
+        id,
+        object_type: ty,
+        attributes: strip_nulls(attributes),
+        members,
+    })
+}
+
+fn strip_nulls(mut m: Map<String, Value>) -> Map<String, Value> {
+    m.retain(|_, v| !v.is_null());
+    m
+}
+
+fn parse_assignment(value: Value) -> Result<Assignment, String> {
+    let Value::Object(m) = value else {
+        return Err("not a JSON object".into());
+    };
+    let principal_id = match m.get("principalId") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err("no principalId".into()),
+    };
+    let role = match m.get("role") {
+        None | Some(Value::Null) => "User".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(format!("role is not a string: {other}")),
+    };
+    Ok(Assignment { principal_id, role })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(s: &str) -> Directory {
+        parse_export(s.as_bytes(), Path::new("dir.json")).unwrap()
+    }
+
+    #[test]
+    fn reads_users_groups_and_assignments() {
+        let d = parse(
+            r#"{"users":[{"id":"u1","userPrincipalName":"a@x","accountEnabled":true,"manager":null}],
+                "groups":[{"id":"g1","displayName":"G","members":["u1",{"id":"u2"}]}],
+                "assignments":[{"principalId":"u1"},{"principalId":"g1","role":"Admin"}]}"#,
+        );
+        assert!(d.complete);
+        let u = &d.users["u1"];
+        assert_eq!(u.attr("userPrincipalName"), Some(&Value::from("a@x")));
+        assert!(!u.attributes.contains_key("id"));
+        assert!(!u.attributes.contains_key("manager"), "nulls are dropped");
+        assert_eq!(d.groups["g1"].members, vec!["u1", "u2"]);
+        assert_eq!(d.assignments[0].role, "User");
+        assert_eq!(d.assignments[1].role, "Admin");
+        assert!(d.rejected.is_empty());
+    }
+
+    #[test]
+    fn bad_objects_are_rejected_with_their_position() {
+        let d = parse(
+            r#"{"users":[{"displayName":"no id"},{"id":"u1"},{"id":"u1"},{"id":7},"x",{"id":"u2"}],
+                "groups":[{"id":"g1","members":"u2"},{"id":"u2"}],
+                "assignments":[{"role":"User"}]}"#,
+        );
+        assert!(d.users.is_empty(), "{:?}", d.users.keys().collect::<Vec<_>>());
+        assert!(d.groups.is_empty());
+        let positions: Vec<_> = d.rejected.iter().map(|r| r.position.as_str()).collect();
+        assert!(positions.contains(&"users[0]"));
+        assert!(positions.contains(&"users[2]"));
+        assert!(positions.contains(&"users[3]"));
+        assert!(positions.contains(&"users[4]"));
+        assert!(positions.contains(&"groups[0]"));
+        assert!(positions.contains(&"assignments[0]"));
+        assert!(d
+            .rejected
+            .iter()
+            .any(|r| r.reason.contains("user and a group")));
+    }
+
+    #[test]
+    fn invalid_json_names_file_and_position() {
+        let e = parse_export(b"{\"users\": [", Path::new("/x/dir.json")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("/x/dir.json"), "{msg}");
+        assert!(msg.contains("line 1"), "{msg}");
+    }
+
+    #[test]
+    fn enabled_and_soft_deleted() {
+        let d = parse(
+            r#"{"users":[{"id":"a","accountEnabled":false},{"id":"b","deletedDateTime":"2026-01-01T00:00:00Z"},{"id":"c"}]}"#,
+        );
+        assert!(!d.users["a"].enabled());
+        assert!(d.users["b"].soft_deleted());
+        assert!(d.users["c"].enabled() && !d.users["c"].soft_deleted());
+    }
+}

@@ -1,0 +1,55 @@
+//! Sources: where the directory comes from. Each adapter converts its own wire format into
+//! [`Directory`](crate::model::Directory); nothing past this module knows which source it was.
+//!
+//! Seams for later sources (LDAP, Microsoft Graph): a source may return an incomplete read
+//! (`Directory::complete == false`) instead of failing, and receives the previous watermark so
+//! it can read only what changed.
+
+pub mod file;
+
+use crate::model::Directory;
+use async_trait::async_trait;
+use std::path::PathBuf;
+
+/// What one read of a source produced.
+#[derive(Debug, Clone)]
+pub struct SourceRead {
+    pub directory: Directory,
+    /// Opaque position to hand back next time (a content hash for files, a delta link for
+    /// Graph). Stored only after the cycle that used it has been flushed.
+    pub watermark: Option<String>,
+}
+
+/// A directory provisiond reads from.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// A short description for logs and `status` (never contains secrets).
+    fn describe(&self) -> String;
+    /// Read the directory. `watermark` is what the previous successful cycle stored.
+    async fn read(&self, watermark: Option<&str>) -> Result<SourceRead, SourceError>;
+}
+
+/// A source read that produced nothing usable: the cycle fails before any write.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read source file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("source file {path} is not a valid directory export: {message} (line {line}, column {column})")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+impl SourceError {
+    /// Whether trying again later may help (a file being rewritten, a network hiccup).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SourceError::Read { .. })
+    }
+}

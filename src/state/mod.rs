@@ -1,0 +1,134 @@
+//! The state store: what provisiond remembers between cycles. Behind a trait so the planner's
+//! tests run in memory and the store can change without touching the cycle.
+//!
+//! Per job: one [`Link`] per provisioned object (source anchor ↔ target id, matching value,
+//! last exported values) and a [`JobMeta`] (watermark, mapping fingerprint, last cycle).
+//! Every record carries the schema version it was written with.
+
+pub mod memory;
+pub mod sled_store;
+
+use crate::model::ObjectType;
+use crate::summary::CycleSummary;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+/// The version of the persisted records. Bump it with a migration in `sled_store`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What provisiond knows about one object it created or matched in the target. Only objects
+/// with a link are ever changed or deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    pub object_type: ObjectType,
+    pub source_id: String,
+    pub target_id: String,
+    pub display_name: String,
+    /// The matching attribute and value that found or created the object.
+    #[serde(default)]
+    pub matching: Option<(String, Value)>,
+    /// Last values exported successfully, by target path: updates send only what differs.
+    #[serde(default)]
+    pub exported: BTreeMap<String, Value>,
+    /// Groups: the target ids of the members last exported.
+    #[serde(default)]
+    pub members: BTreeSet<String>,
+    /// True when provisiond created the object, false when it matched an existing one.
+    #[serde(default)]
+    pub created: bool,
+}
+
+impl Link {
+    /// Whether provisiond last left the account disabled.
+    pub fn disabled(&self) -> bool {
+        self.exported.get("active") == Some(&Value::Bool(false))
+    }
+}
+
+/// Per-job memory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobMeta {
+    /// The source's position after the last completed cycle; none = next cycle is initial.
+    #[serde(default)]
+    pub watermark: Option<String>,
+    /// Fingerprint of the mappings and scope the watermark was reached with.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    #[serde(default)]
+    pub last_cycle: Option<CycleSummary>,
+    #[serde(default)]
+    pub last_success: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {path} is in use by another process{}", holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Locked { path: PathBuf, holder: Option<String> },
+    #[error("state store {path}: {message}")]
+    Storage { path: PathBuf, message: String },
+    #[error("state store {path}: record {key:?} is unreadable: {message}")]
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("state store {path} was written by a newer provisiond (schema {found}, this one reads up to {SCHEMA_VERSION})")]
+    TooNew { path: PathBuf, found: u32 },
+}
+
+/// Persistence of links and job metadata.
+pub trait StateStore: Send + Sync {
+    fn links(&self, job: &str) -> Result<Vec<Link>, StateError>;
+    fn put_link(&self, job: &str, link: &Link) -> Result<(), StateError>;
+    fn remove_link(&self, job: &str, ty: ObjectType, source_id: &str) -> Result<(), StateError>;
+    fn meta(&self, job: &str) -> Result<JobMeta, StateError>;
+    fn put_meta(&self, job: &str, meta: &JobMeta) -> Result<(), StateError>;
+    /// Make everything written so far durable. Called before a watermark advances.
+    fn flush(&self) -> Result<(), StateError>;
+    /// Number of links per type, for `status`.
+    fn link_counts(&self, job: &str) -> Result<(usize, usize), StateError> {
+        let links = self.links(job)?;
+        let users = links
+            .iter()
+            .filter(|l| l.object_type == ObjectType::User)
+            .count();
+        Ok((users, links.len() - users))
+    }
+}
+
+/// Links of a job indexed by type and source id.
+#[derive(Debug, Clone, Default)]
+pub struct LinkIndex {
+    pub users: BTreeMap<String, Link>,
+    pub groups: BTreeMap<String, Link>,
+}
+
+impl LinkIndex {
+    pub fn new(links: Vec<Link>) -> Self {
+        let mut idx = LinkIndex::default();
+        for l in links {
+            idx.of_mut(l.object_type).insert(l.source_id.clone(), l);
+        }
+        idx
+    }
+    pub fn of(&self, ty: ObjectType) -> &BTreeMap<String, Link> {
+        match ty {
+            ObjectType::User => &self.users,
+            ObjectType::Group => &self.groups,
+        }
+    }
+    pub fn of_mut(&mut self, ty: ObjectType) -> &mut BTreeMap<String, Link> {
+        match ty {
+            ObjectType::User => &mut self.users,
+            ObjectType::Group => &mut self.groups,
+        }
+    }
+    pub fn get(&self, ty: ObjectType, source_id: &str) -> Option<&Link> {
+        self.of(ty).get(source_id)
+    }
+}

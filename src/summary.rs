@@ -1,0 +1,120 @@
+//! The outcome of one cycle, as `sync --json`, `status` and the state store show it.
+
+use serde::{Deserialize, Serialize};
+
+/// Per-type counts of what a cycle did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserCounts {
+    pub created: u64,
+    pub updated: u64,
+    pub disabled: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCounts {
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipCounts {
+    pub added: u64,
+    pub removed: u64,
+}
+
+/// HTTP requests sent to the target, retries included.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    #[serde(rename = "GET")]
+    pub get: u64,
+    #[serde(rename = "POST")]
+    pub post: u64,
+    #[serde(rename = "PATCH")]
+    pub patch: u64,
+    #[serde(rename = "PUT")]
+    pub put: u64,
+    #[serde(rename = "DELETE")]
+    pub delete: u64,
+}
+
+impl RequestCounts {
+    pub fn writes(&self) -> u64 {
+        self.post + self.patch + self.put + self.delete
+    }
+    pub fn total(&self) -> u64 {
+        self.get + self.writes()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CycleKind {
+    Initial,
+    Incremental,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleStatus {
+    Succeeded,
+    /// The cycle ran, but some objects failed or were skipped as bad input.
+    EntryLevelErrors,
+    /// The cycle could not run (source unreadable, target unreachable, state store error).
+    Failed,
+}
+
+impl CycleStatus {
+    /// The `sync` command's exit code.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            CycleStatus::Succeeded => 0,
+            CycleStatus::EntryLevelErrors => 1,
+            CycleStatus::Failed => 2,
+        }
+    }
+}
+
+/// One object that was skipped or failed, with why: what an admin reads first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub object_type: Option<String>,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    /// Entra-style error code (`EntryConflict`, `DuplicateTargetEntries`, `InvalidSourceObject`…).
+    pub code: String,
+    pub reason: String,
+}
+
+/// The summary of one cycle. The JSON shape is the `sync --json` interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleSummary {
+    pub job: String,
+    pub cycle_id: String,
+    pub kind: CycleKind,
+    pub status: CycleStatus,
+    pub dry_run: bool,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub duration_ms: u64,
+    pub users: UserCounts,
+    pub groups: GroupCounts,
+    pub memberships: MembershipCounts,
+    pub requests: RequestCounts,
+    /// False when the source read was incomplete: no disable or delete was done.
+    pub source_complete: bool,
+    /// Why the cycle failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The first problems (capped, so a summary stays small); `problem_count` has them all.
+    #[serde(default)]
+    pub problems: Vec<Problem>,
+    #[serde(default)]
+    pub problem_count: u64,
+}
