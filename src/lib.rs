@@ -10,3 +10,4 @@ pub mod scope;
 pub mod source;
 pub mod state;
 pub mod summary;
+pub mod target;

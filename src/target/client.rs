@@ -1,0 +1,685 @@
+//! The SCIM HTTP client and its retry loop.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use url::Url;
+
+use super::error::TargetError;
+use super::filter::eq_filter;
+use super::patch::{render_patch, PatchOp};
+use super::{PatchStyle, TargetSettings};
+use crate::model::ObjectType;
+
+const SCIM_JSON: &str = "application/scim+json";
+/// Longest piece of a non-SCIM error body kept in an error message.
+const BODY_SNIPPET: usize = 200;
+/// Servers commonly close idle keep-alive connections after 30–60 s; dropping ours
+/// earlier avoids sending a request on a connection the server is closing, which would
+/// turn a `POST` into an ambiguous failure.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Number of HTTP requests sent, retries included, by method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RequestCounts {
+    /// GET requests.
+    #[serde(rename = "GET")]
+    pub get: u64,
+    /// POST requests.
+    #[serde(rename = "POST")]
+    pub post: u64,
+    /// PUT requests.
+    #[serde(rename = "PUT")]
+    pub put: u64,
+    /// PATCH requests.
+    #[serde(rename = "PATCH")]
+    pub patch: u64,
+    /// DELETE requests.
+    #[serde(rename = "DELETE")]
+    pub delete: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    get: AtomicU64,
+    post: AtomicU64,
+    put: AtomicU64,
+    patch: AtomicU64,
+    delete: AtomicU64,
+}
+
+impl Counters {
+    fn record(&self, method: &Method) {
+        let counter = match *method {
+            Method::GET => &self.get,
+            Method::POST => &self.post,
+            Method::PUT => &self.put,
+            Method::PATCH => &self.patch,
+            Method::DELETE => &self.delete,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> RequestCounts {
+        RequestCounts {
+            get: self.get.load(Ordering::Relaxed),
+            post: self.post.load(Ordering::Relaxed),
+            put: self.put.load(Ordering::Relaxed),
+            patch: self.patch.load(Ordering::Relaxed),
+            delete: self.delete.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A SCIM 2.0 client for one target. Cheap to clone; clones share the connection pool,
+/// the concurrency limit and the request counters.
+#[derive(Clone)]
+pub struct ScimClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// Base URL normalised to end with `/`, without query or fragment.
+    base: Url,
+    token: secrecy::SecretString,
+    patch_style: PatchStyle,
+    concurrency: usize,
+    permits: Semaphore,
+    max_retries: u32,
+    backoff_base: Duration,
+    backoff_max: Duration,
+    max_retry_after: Duration,
+    counts: Counters,
+}
+
+impl std::fmt::Debug for ScimClient {
+    // Written by hand so that neither the token nor the auth header can ever be printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScimClient")
+            .field("base_url", &self.inner.base.as_str())
+            .field("patch_style", &self.inner.patch_style)
+            .field("concurrency", &self.inner.concurrency)
+            .field("max_retries", &self.inner.max_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request, kept so that it can be sent again.
+pub(crate) struct Req {
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    pub(crate) query: Vec<(&'static str, String)>,
+    pub(crate) body: Option<Bytes>,
+}
+
+impl Req {
+    fn path(&self) -> String {
+        self.url.path().to_owned()
+    }
+}
+
+/// A complete HTTP response.
+pub(crate) struct Raw {
+    pub(crate) status: StatusCode,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) location: Option<String>,
+    pub(crate) body: Bytes,
+    /// An earlier attempt of this request may have been processed by the server.
+    pub(crate) after_ambiguous: bool,
+}
+
+/// Why a transport-level attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The connection was never established: the request was not sent.
+    NotSent { timeout: bool },
+    /// Sent (possibly), no complete response in time.
+    Timeout,
+    /// Sent (possibly), connection dropped before a complete response.
+    Dropped,
+}
+
+fn classify(err: &reqwest::Error) -> Failure {
+    if err.is_connect() {
+        Failure::NotSent {
+            timeout: err.is_timeout(),
+        }
+    } else if err.is_timeout() {
+        Failure::Timeout
+    } else {
+        Failure::Dropped
+    }
+}
+
+/// The error and its sources, without the URL (errors name the path separately).
+pub(crate) fn error_chain(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // hyper and reqwest often repeat the inner message in the outer one.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Parses `Retry-After` as delta-seconds or an HTTP date (a past date means now).
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+impl ScimClient {
+    /// Builds a client. Fails on an unusable base URL (not http/https, credentials in
+    /// the URL, query or fragment) or zero concurrency.
+    pub fn new(settings: TargetSettings) -> Result<Self, TargetError> {
+        let base = normalise_base(&settings.base_url)?;
+        if settings.concurrency == 0 {
+            return Err(settings_error("concurrency must be at least 1"));
+        }
+
+        let mut auth = HeaderValue::try_from(format!("Bearer {}", settings.token.expose_secret()))
+            .map_err(|_| settings_error("the token contains characters not allowed in a header"))?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, auth);
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/scim+json, application/json"),
+        );
+
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .default_headers(headers)
+            .user_agent(concat!("provisiond/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .pool_max_idle_per_host(settings.concurrency)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .tcp_nodelay(true)
+            // A redirect would turn a POST into a GET and may carry the token elsewhere;
+            // a SCIM base URL that redirects is a configuration problem to report.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| settings_error(&format!("HTTP client: {}", error_chain(e))))?;
+
+        Ok(ScimClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                token: settings.token,
+                patch_style: settings.patch_style,
+                concurrency: settings.concurrency,
+                permits: Semaphore::new(settings.concurrency),
+                max_retries: settings.max_retries,
+                backoff_base: settings.backoff_base,
+                backoff_max: settings.backoff_max,
+                max_retry_after: settings.max_retry_after,
+                counts: Counters::default(),
+            }),
+        })
+    }
+
+    /// Every HTTP request sent so far by this client and its clones, retries included.
+    pub fn request_counts(&self) -> RequestCounts {
+        self.inner.counts.snapshot()
+    }
+
+    /// `GET /{Users|Groups}?filter=<attr> eq "<value>"` (groups also with
+    /// `excludedAttributes=members`). Returns the matching resources: zero, one or more;
+    /// more than one is for the caller to report as duplicates.
+    pub async fn find(
+        &self,
+        ty: ObjectType,
+        attr: &str,
+        value: &Value,
+    ) -> Result<Vec<Value>, TargetError> {
+        let mut query = Vec::with_capacity(2);
+        if ty == ObjectType::Group {
+            // Large groups' member lists are irrelevant to matching and can be huge.
+            query.push(("excludedAttributes", "members".to_owned()));
+        }
+        query.push(("filter", eq_filter(attr, value)));
+        let req = Req {
+            method: Method::GET,
+            url: self.url(&[ty.endpoint()])?,
+            query,
+            body: None,
+        };
+        let raw = self.execute(&req, self.inner.max_retries).await?;
+        if raw.status == StatusCode::NOT_FOUND {
+            // On a collection a 404 means a wrong base URL, not a missing object.
+            return Err(incompatible(
+                &req,
+                raw.status,
+                "404 on the resource collection: check the base URL".into(),
+            ));
+        }
+        let body = self.success_json(&req, raw)?;
+        let resources =
+            parse_list(body).map_err(|reason| incompatible(&req, StatusCode::OK, reason))?;
+        for resource in &resources {
+            if resource_id(resource).is_none() {
+                return Err(incompatible(
+                    &req,
+                    StatusCode::OK,
+                    "a resource in the list has no non-empty string \"id\"".into(),
+                ));
+            }
+        }
+        Ok(resources)
+    }
+
+    /// `GET /{Users|Groups}/{id}`: the resource.
+    pub async fn get(&self, ty: ObjectType, id: &str) -> Result<Value, TargetError> {
+        let req = Req {
+            method: Method::GET,
+            url: self.url(&[ty.endpoint(), id])?,
+            query: Vec::new(),
+            body: None,
+        };
+        let raw = self.execute(&req, self.inner.max_retries).await?;
+        let status = raw.status;
+        let body = self.success_json(&req, raw)?;
+        if !body.is_object() {
+            return Err(incompatible(
+                &req,
+                status,
+                "the resource is not a JSON object".into(),
+            ));
+        }
+        Ok(body)
+    }
+
+    /// `POST /{Users|Groups}`: creates the resource and returns it as the server stored it.
+    ///
+    /// Its `id` is checked to be a non-empty string; ids are taken from the body, never
+    /// from `Location`. On an error with [`TargetError::is_ambiguous`] the object may
+    /// exist: match again before creating again.
+    pub async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError> {
+        let req = Req {
+            method: Method::POST,
+            url: self.url(&[ty.endpoint()])?,
+            query: Vec::new(),
+            body: Some(to_bytes(&body)),
+        };
+        let raw = self.execute(&req, self.inner.max_retries).await?;
+        let status = raw.status;
+        let created = self.success_json(&req, raw)?;
+        if resource_id(&created).is_none() {
+            return Err(incompatible(
+                &req,
+                status,
+                "the created resource has no non-empty string \"id\"".into(),
+            ));
+        }
+        Ok(created)
+    }
+
+    /// `PATCH /{Users|Groups}/{id}` with `ops`, rendered in the configured [`PatchStyle`].
+    /// 200 (with or without a body) and 204 are success; the body is not used.
+    pub async fn patch(
+        &self,
+        ty: ObjectType,
+        id: &str,
+        ops: &[PatchOp],
+    ) -> Result<(), TargetError> {
+        let body = render_patch(ops, self.inner.patch_style);
+        let req = Req {
+            method: Method::PATCH,
+            url: self.url(&[ty.endpoint(), id])?,
+            query: Vec::new(),
+            body: Some(to_bytes(&body)),
+        };
+        let raw = self.execute(&req, self.inner.max_retries).await?;
+        self.success(&req, raw).map(drop)
+    }
+
+    /// `DELETE /{Users|Groups}/{id}`. A 404 after an earlier attempt that may have been
+    /// processed counts as deleted.
+    pub async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError> {
+        let req = Req {
+            method: Method::DELETE,
+            url: self.url(&[ty.endpoint(), id])?,
+            query: Vec::new(),
+            body: None,
+        };
+        let raw = self.execute(&req, self.inner.max_retries).await?;
+        if raw.status == StatusCode::NOT_FOUND && raw.after_ambiguous {
+            return Ok(());
+        }
+        self.success(&req, raw).map(drop)
+    }
+
+    /// `{base}/{segments...}`, each segment percent-encoded (an id containing `/` stays
+    /// one segment).
+    pub(crate) fn url(&self, segments: &[&str]) -> Result<Url, TargetError> {
+        let mut url = self.inner.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| settings_error("the base URL cannot have a path"))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// One attempt: waits for a concurrency permit, sends, reads the whole body. The
+    /// permit is released on return, so it is never held while sleeping between retries.
+    pub(crate) async fn send_once(&self, req: &Req) -> Result<Raw, reqwest::Error> {
+        // The semaphore is never closed, so acquiring cannot fail; if it ever did, going
+        // ahead unbounded is better than failing the request.
+        let _permit = self.inner.permits.acquire().await.ok();
+        self.inner.counts.record(&req.method);
+        let mut builder = self.inner.http.request(req.method.clone(), req.url.clone());
+        if !req.query.is_empty() {
+            builder = builder.query(&req.query);
+        }
+        if let Some(body) = &req.body {
+            builder = builder.header(CONTENT_TYPE, SCIM_JSON).body(body.clone());
+        }
+        let response = builder.send().await?;
+        let status = response.status();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header(RETRY_AFTER);
+        let location = header(reqwest::header::LOCATION);
+        let body = response.bytes().await?;
+        Ok(Raw {
+            status,
+            retry_after,
+            location,
+            body,
+            after_ambiguous: false,
+        })
+    }
+
+    /// Sends `req`, retrying throttling, server errors and transport failures up to
+    /// `max_retries` times. Returns the final response whatever its status, or a
+    /// transport error.
+    pub(crate) async fn execute(&self, req: &Req, max_retries: u32) -> Result<Raw, TargetError> {
+        let inner = &*self.inner;
+        let is_post = req.method == Method::POST;
+        let mut after_ambiguous = false;
+        let mut attempt: u32 = 0;
+        loop {
+            let started = Instant::now();
+            let result = self.send_once(req).await;
+            let (status, reason, delay) = match result {
+                Ok(mut raw) => {
+                    tracing::debug!(
+                        method = %req.method,
+                        path = req.url.path(),
+                        status = raw.status.as_u16(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "SCIM response"
+                    );
+                    let status = raw.status.as_u16();
+                    let throttled = status == 429 || status == 503;
+                    // 429/503 mean the request was not processed, so even a POST can be
+                    // sent again; other 5xx may come after the POST was processed.
+                    let retryable = throttled || (!is_post && matches!(status, 500 | 502 | 504));
+                    if !retryable || attempt >= max_retries {
+                        raw.after_ambiguous = after_ambiguous;
+                        return Ok(raw);
+                    }
+                    let delay = if throttled {
+                        raw.retry_after
+                            .as_deref()
+                            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+                            .map(|d| d.min(inner.max_retry_after))
+                    } else {
+                        None
+                    };
+                    (
+                        Some(status),
+                        format!("HTTP {status}"),
+                        delay.unwrap_or_else(|| self.backoff(attempt)),
+                    )
+                }
+                Err(err) => {
+                    let failure = classify(&err);
+                    let sent = !matches!(failure, Failure::NotSent { .. });
+                    let reason = error_chain(err);
+                    // A POST that may have reached the server must not be replayed: the
+                    // caller re-matches first, or a duplicate could be created.
+                    let give_up = (is_post && sent) || attempt >= max_retries;
+                    if give_up {
+                        let ambiguous = is_post && sent;
+                        let method = req.method.clone();
+                        let path = req.path();
+                        return Err(match failure {
+                            Failure::Timeout | Failure::NotSent { timeout: true } => {
+                                TargetError::Timeout {
+                                    method,
+                                    path,
+                                    ambiguous,
+                                }
+                            }
+                            Failure::Dropped | Failure::NotSent { timeout: false } => {
+                                TargetError::Connection {
+                                    method,
+                                    path,
+                                    reason,
+                                    ambiguous,
+                                }
+                            }
+                        });
+                    }
+                    after_ambiguous |= sent;
+                    (None, reason, self.backoff(attempt))
+                }
+            };
+            attempt += 1;
+            tracing::warn!(
+                method = %req.method,
+                path = req.url.path(),
+                status,
+                reason = %reason,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                "retrying SCIM request"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Full-jitter exponential backoff: uniform in `[0, min(max, base * 2^attempt)]`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let inner = &*self.inner;
+        let ceiling = inner
+            .backoff_base
+            .saturating_mul(2u32.saturating_pow(attempt))
+            .min(inner.backoff_max);
+        let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::thread_rng().gen_range(0..=ceiling_ms))
+    }
+
+    /// The body of a 2xx response, or the error the status means.
+    fn success(&self, req: &Req, raw: Raw) -> Result<Raw, TargetError> {
+        if raw.status.is_success() {
+            return Ok(raw);
+        }
+        if raw.status.is_redirection() || raw.status.is_informational() {
+            let target = raw.location.as_deref().unwrap_or("no Location");
+            return Err(incompatible(
+                req,
+                raw.status,
+                format!("unexpected redirect ({target}): use the final SCIM base URL"),
+            ));
+        }
+        let (scim_type, detail) = self.error_details(&raw.body);
+        let status = raw.status.as_u16();
+        Err(TargetError::Status {
+            method: req.method.clone(),
+            path: req.path(),
+            status,
+            scim_type,
+            detail,
+            ambiguous: req.method == Method::POST && matches!(status, 500 | 502 | 504),
+        })
+    }
+
+    /// The JSON body of a 2xx response, whatever its content type.
+    fn success_json(&self, req: &Req, raw: Raw) -> Result<Value, TargetError> {
+        let raw = self.success(req, raw)?;
+        if raw.body.iter().all(u8::is_ascii_whitespace) {
+            return Err(incompatible(
+                req,
+                raw.status,
+                "empty body where JSON was expected".into(),
+            ));
+        }
+        serde_json::from_slice(&raw.body).map_err(|e| {
+            incompatible(
+                req,
+                raw.status,
+                format!("body is not valid JSON ({e}): {}", snippet(&raw.body)),
+            )
+        })
+    }
+
+    /// `scimType` and `detail` of a SCIM error body, or a snippet of any other body.
+    /// The token is scrubbed in case a server echoes the `Authorization` header.
+    fn error_details(&self, body: &[u8]) -> (Option<String>, Option<String>) {
+        let (scim_type, detail) = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => {
+                let text = |key: &str| match map.get(key) {
+                    Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+                (text("scimType"), text("detail").or_else(|| text("message")))
+            }
+            _ if body.iter().all(u8::is_ascii_whitespace) => (None, None),
+            _ => (None, Some(snippet(body))),
+        };
+        let token = self.inner.token.expose_secret();
+        let scrub = |s: String| {
+            if !token.is_empty() && s.contains(token) {
+                s.replace(token, "[REDACTED]")
+            } else {
+                s
+            }
+        };
+        (scim_type.map(scrub), detail.map(scrub))
+    }
+}
+
+fn settings_error(reason: &str) -> TargetError {
+    TargetError::Settings {
+        reason: reason.to_owned(),
+    }
+}
+
+pub(crate) fn incompatible(req: &Req, status: StatusCode, reason: String) -> TargetError {
+    TargetError::Incompatible {
+        method: req.method.clone(),
+        path: req.path(),
+        status: status.as_u16(),
+        reason,
+    }
+}
+
+fn normalise_base(url: &Url) -> Result<Url, TargetError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(settings_error("the base URL must be http:// or https://"));
+    }
+    if url.cannot_be_a_base() || url.host().is_none() {
+        return Err(settings_error("the base URL must have a host"));
+    }
+    // The token goes in a header; credentials in the URL would end up in error messages.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(settings_error("the base URL must not contain credentials"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(settings_error(
+            "the base URL must not have a query or fragment",
+        ));
+    }
+    let mut base = url.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    Ok(base)
+}
+
+fn to_bytes(body: &Value) -> Bytes {
+    // Serialising a `Value` to a Vec cannot fail (string keys, no I/O).
+    Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// The start of a body, printable, for error messages.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(BODY_SNIPPET)
+        .collect();
+    let text = text.trim().to_owned();
+    if body.len() > text.len() {
+        format!("{text}…")
+    } else {
+        text
+    }
+}
+
+pub(crate) fn resource_id(resource: &Value) -> Option<&str> {
+    resource
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+}
+
+/// The `Resources` of a ListResponse, leniently: `resources` is accepted, and
+/// `Resources` may be missing when `totalResults` is 0.
+pub(crate) fn parse_list(body: Value) -> Result<Vec<Value>, String> {
+    let Value::Object(mut map) = body else {
+        return Err("not a ListResponse (not a JSON object)".into());
+    };
+    let total = match map.get("totalResults") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let resources = map.remove("Resources").or_else(|| map.remove("resources"));
+    match resources {
+        Some(Value::Array(items)) => {
+            if items.iter().all(Value::is_object) {
+                Ok(items)
+            } else {
+                Err("Resources contains something other than objects".into())
+            }
+        }
+        None | Some(Value::Null) => match total {
+            Some(0) => Ok(Vec::new()),
+            Some(n) => Err(format!("totalResults is {n} but Resources is missing")),
+            None => Err("not a ListResponse (no totalResults nor Resources)".into()),
+        },
+        Some(_) => Err("Resources is not an array".into()),
+    }
+}

@@ -1,0 +1,152 @@
+//! Errors of the SCIM client, with the Entra provisioning-log codes they map to.
+
+use reqwest::Method;
+
+/// A failed SCIM request, or invalid settings.
+///
+/// Messages carry method, URL path, status and the SCIM `scimType` / `detail`; they never
+/// carry the token.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The settings cannot be used (bad base URL, zero concurrency, HTTP client setup).
+    #[error("invalid target settings: {reason}")]
+    Settings {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The server answered with an error status (after any retries).
+    #[error("{method} {path} failed with HTTP {status}{}", scim_suffix(.scim_type, .detail))]
+    Status {
+        /// Request method.
+        method: Method,
+        /// Request URL path.
+        path: String,
+        /// HTTP status code.
+        status: u16,
+        /// SCIM `scimType` of the error body, if any.
+        scim_type: Option<String>,
+        /// SCIM `detail` of the error body, or the start of a non-SCIM body.
+        detail: Option<String>,
+        /// The request may have been processed although it failed (a `POST` answered 500,
+        /// 502 or 504): match again before creating again.
+        ambiguous: bool,
+    },
+    /// The response cannot be understood as SCIM (bad JSON, missing `id`, unexpected
+    /// status or redirect).
+    #[error("{method} {path}: response is not valid SCIM (HTTP {status}): {reason}")]
+    Incompatible {
+        /// Request method.
+        method: Method,
+        /// Request URL path.
+        path: String,
+        /// HTTP status code of the response.
+        status: u16,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// No complete response within the timeout.
+    #[error("{method} {path} timed out{}", ambiguity_suffix(*.ambiguous))]
+    Timeout {
+        /// Request method.
+        method: Method,
+        /// Request URL path.
+        path: String,
+        /// The request may have been processed (a `POST` that was sent): match again
+        /// before creating again.
+        ambiguous: bool,
+    },
+    /// The connection could not be made, or dropped before a complete response.
+    #[error("{method} {path}: connection failed: {reason}{}", ambiguity_suffix(*.ambiguous))]
+    Connection {
+        /// Request method.
+        method: Method,
+        /// Request URL path.
+        path: String,
+        /// The transport error chain.
+        reason: String,
+        /// The request may have been processed (a `POST` that was sent): match again
+        /// before creating again.
+        ambiguous: bool,
+    },
+}
+
+fn scim_suffix(scim_type: &Option<String>, detail: &Option<String>) -> String {
+    match (scim_type, detail) {
+        (Some(t), Some(d)) => format!(" ({t}): {d}"),
+        (Some(t), None) => format!(" ({t})"),
+        (None, Some(d)) => format!(": {d}"),
+        (None, None) => String::new(),
+    }
+}
+
+fn ambiguity_suffix(ambiguous: bool) -> &'static str {
+    if ambiguous {
+        " (the request may have been processed)"
+    } else {
+        ""
+    }
+}
+
+impl TargetError {
+    /// The Entra provisioning-log error code for this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            // Not an Entra code: Entra validates settings in its portal before any cycle.
+            TargetError::Settings { .. } => "InvalidConfiguration",
+            TargetError::Status { status, .. } => match status {
+                401 | 403 => "Unauthorized",
+                404 => "InvalidAnchor",
+                409 => "EntryConflict",
+                429 => "TooManyRequests",
+                500..=599 => "InternalServerError",
+                400..=499 => "WebExceptionProtocolError",
+                _ => "ServiceIncompatible",
+            },
+            TargetError::Incompatible { .. } => "ServiceIncompatible",
+            TargetError::Timeout { .. } => "Timeout",
+            TargetError::Connection { .. } => "ConnectionFailed",
+        }
+    }
+
+    /// Whether trying again later may succeed (throttling, server errors, timeouts,
+    /// connection failures). The client has already retried; this is for escrow.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TargetError::Status { status, .. } => *status == 429 || (500..=599).contains(status),
+            TargetError::Timeout { .. } | TargetError::Connection { .. } => true,
+            TargetError::Settings { .. } | TargetError::Incompatible { .. } => false,
+        }
+    }
+
+    /// Whether a non-idempotent request (`POST`) may have been processed even though it
+    /// failed. The caller must match the object again before creating it again, or it
+    /// risks a duplicate.
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            TargetError::Status { ambiguous, .. }
+            | TargetError::Timeout { ambiguous, .. }
+            | TargetError::Connection { ambiguous, .. } => *ambiguous,
+            TargetError::Settings { .. } | TargetError::Incompatible { .. } => false,
+        }
+    }
+
+    /// The HTTP status of the response, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            TargetError::Status { status, .. } | TargetError::Incompatible { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
+    /// 409: the object already exists in the target (match and adopt it).
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409) && matches!(self, TargetError::Status { .. })
+    }
+
+    /// 404: the linked object is gone from the target (match again, then create).
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404) && matches!(self, TargetError::Status { .. })
+    }
+}

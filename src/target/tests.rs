@@ -1,0 +1,768 @@
+//! Behaviour of the SCIM client against local mock servers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use url::Url;
+use wiremock::matchers::{body_json, header, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use super::client::parse_retry_after;
+use super::*;
+use crate::model::ObjectType;
+
+const TOKEN: &str = "s3cr3t-T0KEN-value";
+const BASE_PATH: &str = "/v1.0/scim-2";
+
+fn settings(base: &str) -> TargetSettings {
+    let mut s = TargetSettings::new(Url::parse(base).unwrap(), SecretString::from(TOKEN));
+    s.connect_timeout = Duration::from_secs(1);
+    s.request_timeout = Duration::from_secs(2);
+    s.max_retries = 3;
+    s.backoff_base = Duration::from_millis(2);
+    s.backoff_max = Duration::from_millis(10);
+    s.max_retry_after = Duration::from_secs(5);
+    s
+}
+
+fn client(server: &MockServer) -> ScimClient {
+    ScimClient::new(settings(&format!("{}{BASE_PATH}", server.uri()))).unwrap()
+}
+
+fn scim(status: u16, body: Value) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_raw(body.to_string(), "application/scim+json")
+}
+
+fn list(resources: Value) -> Value {
+    let n = resources.as_array().map_or(0, Vec::len);
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+           "totalResults": n, "Resources": resources})
+}
+
+fn scim_error(status: &str, scim_type: &str, detail: &str) -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+           "status": status, "scimType": scim_type, "detail": detail})
+}
+
+fn users() -> String {
+    format!("{BASE_PATH}/Users")
+}
+
+#[test]
+fn eq_filter_escapes_strings_and_leaves_scalars_unquoted() {
+    assert_eq!(
+        eq_filter("userName", &json!("a@b.c")),
+        r#"userName eq "a@b.c""#
+    );
+    assert_eq!(
+        eq_filter("userName", &json!("q\"b\\s\nü")),
+        r#"userName eq "q\"b\\s\nü""#
+    );
+    assert_eq!(eq_filter("active", &json!(true)), "active eq true");
+    assert_eq!(eq_filter("x", &json!(42)), "x eq 42");
+    assert_eq!(eq_filter("x", &Value::Null), "x eq null");
+}
+
+#[test]
+fn patch_styles_render_ops_and_booleans() {
+    let ops = [
+        PatchOp::replace("active", json!(false)),
+        PatchOp::add("emails", json!([{"value": "a@b.c", "primary": true}])),
+        PatchOp::remove(r#"members[value eq "u1"]"#),
+    ];
+    assert_eq!(
+        patch::render_patch(&ops, PatchStyle::Rfc7644),
+        json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [
+            {"op": "replace", "path": "active", "value": false},
+            {"op": "add", "path": "emails", "value": [{"value": "a@b.c", "primary": true}]},
+            {"op": "remove", "path": "members[value eq \"u1\"]"}]})
+    );
+    assert_eq!(
+        patch::render_patch(&ops, PatchStyle::EntraLegacy),
+        json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [
+            {"op": "Replace", "path": "active", "value": "False"},
+            {"op": "Add", "path": "emails", "value": [{"value": "a@b.c", "primary": "True"}]},
+            {"op": "Remove", "path": "members[value eq \"u1\"]"}]})
+    );
+    let style: PatchStyle = serde_json::from_value(json!("entra-legacy")).unwrap();
+    assert_eq!(style, PatchStyle::EntraLegacy);
+    let style: PatchStyle = serde_json::from_value(json!("rfc7644")).unwrap();
+    assert_eq!(style, PatchStyle::Rfc7644);
+}
+
+#[test]
+fn retry_after_parses_seconds_and_dates() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+    let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+    assert_eq!(
+        parse_retry_after(&later, now),
+        Some(Duration::from_secs(30))
+    );
+    let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+    assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+    assert_eq!(parse_retry_after("soon", now), None);
+}
+
+#[test]
+fn request_counts_serialise_with_method_names() {
+    let counts = RequestCounts {
+        get: 1,
+        post: 2,
+        put: 0,
+        patch: 3,
+        delete: 4,
+    };
+    assert_eq!(
+        serde_json::to_value(counts).unwrap(),
+        json!({"GET": 1, "POST": 2, "PUT": 0, "PATCH": 3, "DELETE": 4})
+    );
+}
+
+#[test]
+fn bad_base_urls_are_rejected() {
+    for bad in [
+        "ftp://h/scim",
+        "https://user:pw@h/scim",
+        "https://h/scim?x=1",
+    ] {
+        let err = ScimClient::new(settings(bad)).unwrap_err();
+        assert!(matches!(err, TargetError::Settings { .. }), "{bad}: {err}");
+    }
+    let mut s = settings("https://h/scim");
+    s.concurrency = 0;
+    assert!(ScimClient::new(s).is_err());
+}
+
+#[tokio::test]
+async fn find_sends_escaped_filter_and_headers() {
+    let server = MockServer::start().await;
+    let value = "o'\"q\\x\tü@contoso.com";
+    let expected = "userName eq \"o'\\\"q\\\\x\\tü@contoso.com\"";
+    Mock::given(method("GET"))
+        .and(path(users()))
+        .and(query_param("filter", expected))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .respond_with(scim(200, list(json!([{"id": "u1", "userName": value}]))))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let found = client(&server)
+        .find(ObjectType::User, "userName", &json!(value))
+        .await
+        .unwrap();
+    assert_eq!(found, vec![json!({"id": "u1", "userName": value})]);
+
+    let received = server.received_requests().await.unwrap();
+    let accept = received[0].headers.get("accept").unwrap().to_str().unwrap();
+    assert_eq!(accept, "application/scim+json, application/json");
+    assert!(received[0].headers.get("content-type").is_none());
+    let url = &received[0].url;
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    assert_eq!(pairs, vec![("filter".to_owned(), expected.to_owned())]);
+    // Non-ASCII goes over the wire percent-encoded as UTF-8, spaces and quotes too.
+    let raw = url.query().unwrap();
+    assert!(raw.contains("%C3%BC"), "{raw}");
+    assert!(!raw.contains('"') && !raw.contains(' '), "{raw}");
+}
+
+#[tokio::test]
+async fn find_groups_excludes_members_and_tolerates_missing_resources() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("{BASE_PATH}/Groups")))
+        .and(query_param("excludedAttributes", "members"))
+        .and(query_param("filter", "displayName eq \"Engineering\""))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:ListResponse"],"totalResults":0}"#,
+            "application/json",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let found = client(&server)
+        .find(ObjectType::Group, "displayName", &json!("Engineering"))
+        .await
+        .unwrap();
+    assert!(found.is_empty());
+}
+
+#[tokio::test]
+async fn find_accepts_lowercase_resources_and_trailing_slash_base() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(users()))
+        .respond_with(scim(
+            200,
+            json!({"totalResults": 2, "resources": [{"id": "a"}, {"id": "b"}]}),
+        ))
+        .mount(&server)
+        .await;
+    let c = ScimClient::new(settings(&format!("{}{BASE_PATH}/", server.uri()))).unwrap();
+    let found = c
+        .find(ObjectType::User, "userName", &json!("x"))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
+}
+
+#[tokio::test]
+async fn create_returns_resource_with_id_from_body() {
+    let server = MockServer::start().await;
+    let body =
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"});
+    Mock::given(method("POST"))
+        .and(path(users()))
+        .and(header("content-type", "application/scim+json"))
+        .and(body_json(&body))
+        .respond_with(
+            scim(201, json!({"id": "body-id", "userName": "alice"}))
+                .insert_header("Location", "https://elsewhere/Users/location-id"),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let created = c.create(ObjectType::User, body).await.unwrap();
+    assert_eq!(created["id"], "body-id");
+    assert_eq!(c.request_counts().post, 1);
+}
+
+#[tokio::test]
+async fn create_without_id_is_service_incompatible() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(scim(201, json!({"userName": "alice"})).insert_header("Location", "/Users/x"))
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .create(ObjectType::User, json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ServiceIncompatible", "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn non_json_and_truncated_bodies_are_service_incompatible() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("{BASE_PATH}/Users/html")))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("<html>login</html>", "text/html"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_raw(r#"{"id":"u1","userName":"#, "application/json"),
+        )
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let err = c.get(ObjectType::User, "html").await.unwrap_err();
+    assert_eq!(err.code(), "ServiceIncompatible", "{err}");
+    assert!(err.to_string().contains("<html>login</html>"), "{err}");
+    let err = c.create(ObjectType::User, json!({})).await.unwrap_err();
+    assert_eq!(err.code(), "ServiceIncompatible", "{err}");
+}
+
+#[tokio::test]
+async fn conflict_is_entry_conflict_with_scim_detail() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(scim(
+            409,
+            scim_error("409", "uniqueness", "userName alice is taken"),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .create(ObjectType::User, json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "EntryConflict");
+    assert!(err.is_conflict() && !err.is_retryable() && !err.is_ambiguous());
+    let text = err.to_string();
+    assert!(text.contains("POST /v1.0/scim-2/Users"), "{text}");
+    assert!(
+        text.contains("409") && text.contains("uniqueness"),
+        "{text}"
+    );
+    assert!(text.contains("userName alice is taken"), "{text}");
+}
+
+#[tokio::test]
+async fn patch_accepts_200_with_and_without_body_and_204() {
+    let server = MockServer::start().await;
+    let ops = [PatchOp::replace("active", json!(false))];
+    let expected = json!({"schemas": [PATCH_OP_SCHEMA],
+        "Operations": [{"op": "replace", "path": "active", "value": false}]});
+    for (id, response) in [
+        ("a", scim(200, json!({"id": "a", "active": false}))),
+        ("b", ResponseTemplate::new(200)),
+        ("c", ResponseTemplate::new(204)),
+    ] {
+        Mock::given(method("PATCH"))
+            .and(path(format!("{BASE_PATH}/Users/{id}")))
+            .and(header("content-type", "application/scim+json"))
+            .and(body_json(&expected))
+            .respond_with(response)
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let c = client(&server);
+    for id in ["a", "b", "c"] {
+        c.patch(ObjectType::User, id, &ops).await.unwrap();
+    }
+    assert_eq!(c.request_counts().patch, 3);
+}
+
+#[tokio::test]
+async fn patch_legacy_style_is_sent() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("{BASE_PATH}/Users/u1")))
+        .and(body_json(json!({"schemas": [PATCH_OP_SCHEMA],
+            "Operations": [{"op": "Replace", "path": "active", "value": "False"}]})))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut s = settings(&format!("{}{BASE_PATH}", server.uri()));
+    s.patch_style = PatchStyle::EntraLegacy;
+    let c = ScimClient::new(s).unwrap();
+    c.patch(
+        ObjectType::User,
+        "u1",
+        &[PatchOp::replace("active", json!(false))],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn not_found_is_invalid_anchor_and_delete_succeeds_on_204() {
+    let server = MockServer::start().await;
+    Mock::given(path(format!("{BASE_PATH}/Users/gone")))
+        .respond_with(scim(404, scim_error("404", "", "not found")))
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(format!("{BASE_PATH}/Groups/g%2F1")))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let err = c.get(ObjectType::User, "gone").await.unwrap_err();
+    assert_eq!(err.code(), "InvalidAnchor");
+    assert!(err.is_not_found());
+    let err = c.patch(ObjectType::User, "gone", &[]).await.unwrap_err();
+    assert_eq!(err.code(), "InvalidAnchor");
+    let err = c.delete(ObjectType::User, "gone").await.unwrap_err();
+    assert_eq!(err.code(), "InvalidAnchor");
+    // An id with a slash stays one path segment.
+    c.delete(ObjectType::Group, "g/1").await.unwrap();
+}
+
+#[tokio::test]
+async fn too_many_requests_waits_for_retry_after_seconds() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            scim(429, scim_error("429", "", "slow down")).insert_header("Retry-After", "1"),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(scim(200, list(json!([]))))
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let started = Instant::now();
+    c.find(ObjectType::User, "userName", &json!("a"))
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(950), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    assert_eq!(c.request_counts().get, 2);
+}
+
+#[tokio::test]
+async fn service_unavailable_honours_retry_after_http_date_even_for_post() {
+    let server = MockServer::start().await;
+    let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2));
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", at.as_str()))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(scim(201, json!({"id": "u1"})))
+        .mount(&server)
+        .await;
+    let mut s = settings(&format!("{}{BASE_PATH}", server.uri()));
+    // Without the date being honoured the retry would come at once.
+    s.backoff_max = Duration::from_millis(1);
+    let c = ScimClient::new(s).unwrap();
+    let started = Instant::now();
+    c.create(ObjectType::User, json!({})).await.unwrap();
+    let elapsed = started.elapsed();
+    // The date has one-second resolution: the wait is between 1 and 2 s.
+    assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    assert_eq!(c.request_counts().post, 2);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_success() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(scim(200, json!({"id": "u1"})))
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    assert_eq!(c.get(ObjectType::User, "u1").await.unwrap()["id"], "u1");
+    assert_eq!(c.request_counts().get, 3);
+}
+
+#[tokio::test]
+async fn persistent_server_errors_give_up_after_max_retries() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(scim(502, scim_error("502", "", "upstream down")))
+        .expect(4)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let err = c.get(ObjectType::User, "u1").await.unwrap_err();
+    assert_eq!(err.code(), "InternalServerError");
+    assert!(err.is_retryable() && !err.is_ambiguous());
+    assert!(err.to_string().contains("upstream down"), "{err}");
+    assert_eq!(c.request_counts().get, 4);
+}
+
+#[tokio::test]
+async fn post_answered_500_is_ambiguous_and_not_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .create(ObjectType::User, json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "InternalServerError");
+    assert!(err.is_ambiguous());
+}
+
+#[tokio::test]
+async fn post_timeout_is_ambiguous_and_not_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(scim(201, json!({"id": "u1"})).set_delay(Duration::from_secs(2)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut s = settings(&format!("{}{BASE_PATH}", server.uri()));
+    s.request_timeout = Duration::from_millis(200);
+    let c = ScimClient::new(s).unwrap();
+    let err = c.create(ObjectType::User, json!({})).await.unwrap_err();
+    assert_eq!(err.code(), "Timeout");
+    assert!(err.is_ambiguous() && err.is_retryable(), "{err}");
+    assert_eq!(c.request_counts().post, 1);
+}
+
+#[tokio::test]
+async fn get_timeouts_are_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(scim(200, json!({"id": "u1"})).set_delay(Duration::from_secs(2)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(scim(200, json!({"id": "u1"})))
+        .mount(&server)
+        .await;
+    let mut s = settings(&format!("{}{BASE_PATH}", server.uri()));
+    s.request_timeout = Duration::from_millis(200);
+    let c = ScimClient::new(s).unwrap();
+    c.get(ObjectType::User, "u1").await.unwrap();
+    assert_eq!(c.request_counts().get, 2);
+}
+
+/// A server that reads each request and hangs up without answering.
+async fn hang_up_server() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            drop(socket);
+        }
+    });
+    (format!("http://{addr}{BASE_PATH}"), accepted)
+}
+
+#[tokio::test]
+async fn dropped_connections_retry_get_but_not_post() {
+    let (base, accepted) = hang_up_server().await;
+    let c = ScimClient::new(settings(&base)).unwrap();
+    let err = c.get(ObjectType::User, "u1").await.unwrap_err();
+    assert_eq!(err.code(), "ConnectionFailed", "{err}");
+    assert!(!err.is_ambiguous());
+    assert_eq!(c.request_counts().get, 4);
+
+    let before = accepted.load(Ordering::SeqCst);
+    let err = c.create(ObjectType::User, json!({})).await.unwrap_err();
+    assert_eq!(err.code(), "ConnectionFailed", "{err}");
+    assert!(err.is_ambiguous());
+    assert_eq!(c.request_counts().post, 1);
+    assert_eq!(accepted.load(Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test]
+async fn connection_refused_post_is_retried_and_not_ambiguous() {
+    let base = format!("http://{}{BASE_PATH}", free_addr().await);
+    let c = ScimClient::new(settings(&base)).unwrap();
+    let err = c.create(ObjectType::User, json!({})).await.unwrap_err();
+    assert_eq!(err.code(), "ConnectionFailed", "{err}");
+    assert!(!err.is_ambiguous());
+    assert_eq!(c.request_counts().post, 4);
+}
+
+#[tokio::test]
+async fn concurrency_is_bounded_across_clones() {
+    use axum::{extract::State, routing::get, Json, Router};
+
+    #[derive(Default)]
+    struct Load {
+        now: AtomicUsize,
+        max: AtomicUsize,
+    }
+    async fn slow(State(load): State<Arc<Load>>) -> Json<Value> {
+        let now = load.now.fetch_add(1, Ordering::SeqCst) + 1;
+        load.max.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        load.now.fetch_sub(1, Ordering::SeqCst);
+        Json(json!({"totalResults": 0, "Resources": []}))
+    }
+
+    let load = Arc::new(Load::default());
+    let app = Router::new()
+        .route(&users(), get(slow))
+        .with_state(load.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut s = settings(&format!("http://{addr}{BASE_PATH}"));
+    s.concurrency = 3;
+    let c = ScimClient::new(s).unwrap();
+    let calls = (0..20).map(|i| {
+        let c = c.clone();
+        async move {
+            c.find(ObjectType::User, "userName", &json!(format!("u{i}")))
+                .await
+        }
+    });
+    for result in futures::future::join_all(calls).await {
+        result.unwrap();
+    }
+    assert_eq!(load.max.load(Ordering::SeqCst), 3);
+    assert_eq!(c.request_counts().get, 20);
+}
+
+async fn free_addr() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn test_connection_diagnoses_problems() {
+    let ok = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(users()))
+        .respond_with(scim(200, json!({"totalResults": 0, "Resources": []})))
+        .mount(&ok)
+        .await;
+    let report = client(&ok).test_connection().await;
+    assert!(report.ok && report.problem.is_none(), "{report}");
+    let filter = ok.received_requests().await.unwrap()[0]
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == "filter")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    assert!(
+        filter.starts_with("userName eq \"") && filter.len() == 13 + 36 + 1,
+        "{filter}"
+    );
+
+    for (response, problem) in [
+        (
+            scim(401, scim_error("401", "", "bad token")),
+            ConnectionProblem::Token,
+        ),
+        (ResponseTemplate::new(403), ConnectionProblem::Token),
+        (
+            ResponseTemplate::new(200).set_body_raw("<html>sign in</html>", "text/html"),
+            ConnectionProblem::ScimCompliance,
+        ),
+        (
+            scim(200, list(json!([{"id": "x"}]))),
+            ConnectionProblem::ScimCompliance,
+        ),
+        (
+            scim(200, json!({"id": "x"})),
+            ConnectionProblem::ScimCompliance,
+        ),
+        (
+            ResponseTemplate::new(404),
+            ConnectionProblem::ScimCompliance,
+        ),
+        (ResponseTemplate::new(503), ConnectionProblem::Server),
+        (
+            ResponseTemplate::new(302).insert_header("Location", "https://login.example/"),
+            ConnectionProblem::Url,
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(response)
+            .mount(&server)
+            .await;
+        let report = client(&server).test_connection().await;
+        assert!(!report.ok);
+        assert_eq!(report.problem, Some(problem), "{report}");
+        assert!(!report.to_string().contains(TOKEN));
+    }
+
+    let base = format!("http://{}{BASE_PATH}", free_addr().await);
+    let report = ScimClient::new(settings(&base))
+        .unwrap()
+        .test_connection()
+        .await;
+    assert_eq!(report.problem, Some(ConnectionProblem::Connect), "{report}");
+    assert!(report.to_string().contains("check"), "{report}");
+
+    let mut s = settings(&format!("{}{BASE_PATH}", ok.uri()));
+    s.request_timeout = Duration::from_millis(100);
+    let slow = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(1)))
+        .mount(&slow)
+        .await;
+    s.base_url = Url::parse(&slow.uri()).unwrap();
+    let report = ScimClient::new(s).unwrap().test_connection().await;
+    assert_eq!(report.problem, Some(ConnectionProblem::Timeout), "{report}");
+}
+
+#[tokio::test]
+async fn token_never_appears_in_debug_or_errors() {
+    let server = MockServer::start().await;
+    // A server that echoes the Authorization header back in its error detail.
+    Mock::given(method("GET"))
+        .respond_with(scim(
+            401,
+            scim_error("401", "invalidToken", &format!("bad token Bearer {TOKEN}")),
+        ))
+        .mount(&server)
+        .await;
+    let s = settings(&format!("{}{BASE_PATH}", server.uri()));
+    let c = ScimClient::new(s.clone()).unwrap();
+    let err = c.get(ObjectType::User, "u1").await.unwrap_err();
+    assert_eq!(err.code(), "Unauthorized");
+    let report = c.test_connection().await;
+    for text in [
+        format!("{s:?}"),
+        format!("{c:?}"),
+        format!("{err:?}"),
+        err.to_string(),
+        format!("{report:?}"),
+        report.to_string(),
+    ] {
+        assert!(!text.contains(TOKEN), "token leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(301).insert_header("Location", "https://elsewhere/"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server)
+        .create(ObjectType::User, json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ServiceIncompatible", "{err}");
+    assert!(err.to_string().contains("https://elsewhere/"), "{err}");
+}
+
+#[tokio::test]
+async fn delete_404_after_a_timed_out_attempt_counts_as_deleted() {
+    let server = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(2)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .respond_with(scim(404, scim_error("404", "", "no such user")))
+        .mount(&server)
+        .await;
+    let mut s = settings(&format!("{}{BASE_PATH}", server.uri()));
+    s.request_timeout = Duration::from_millis(200);
+    let c = ScimClient::new(s).unwrap();
+    c.delete(ObjectType::User, "u1").await.unwrap();
+    assert_eq!(c.request_counts().delete, 2);
+}
+
+#[tokio::test]
+async fn http_1_0_server_without_keep_alive() {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            // No Content-Length: the body ends when the server closes the connection.
+            let _ = socket
+                .write_all(
+                    b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"id\":\"u1\"}",
+                )
+                .await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    let c = ScimClient::new(settings(&format!("http://{addr}{BASE_PATH}"))).unwrap();
+    for _ in 0..3 {
+        assert_eq!(c.get(ObjectType::User, "u1").await.unwrap()["id"], "u1");
+    }
+    assert_eq!(c.request_counts().get, 3);
+}
