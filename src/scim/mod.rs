@@ -1,6 +1,8 @@
 //! SCIM 2.0 protocol pieces shared by the provisioning client and the sandbox server:
 //! attribute paths, PATCH semantics, list filters and wire types. Pure: no I/O here.
 
+pub mod filter;
+pub mod patch;
 pub mod path;
 pub mod wire;
 
