@@ -6,6 +6,7 @@
 pub mod mapping;
 pub mod model;
 pub mod plan;
+pub mod scim;
 pub mod scope;
 pub mod source;
 pub mod state;
