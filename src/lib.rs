@@ -3,6 +3,7 @@
 //!
 //! See `ARCHITECTURE.md` for the pipeline and its invariants.
 
+pub mod cycle;
 pub mod mapping;
 pub mod model;
 pub mod plan;

@@ -31,28 +31,7 @@ pub struct MembershipCounts {
 }
 
 /// HTTP requests sent to the target, retries included.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestCounts {
-    #[serde(rename = "GET")]
-    pub get: u64,
-    #[serde(rename = "POST")]
-    pub post: u64,
-    #[serde(rename = "PATCH")]
-    pub patch: u64,
-    #[serde(rename = "PUT")]
-    pub put: u64,
-    #[serde(rename = "DELETE")]
-    pub delete: u64,
-}
-
-impl RequestCounts {
-    pub fn writes(&self) -> u64 {
-        self.post + self.patch + self.put + self.delete
-    }
-    pub fn total(&self) -> u64 {
-        self.get + self.writes()
-    }
-}
+pub use crate::target::RequestCounts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -683,3 +683,24 @@ pub(crate) fn parse_list(body: Value) -> Result<Vec<Value>, String> {
         Some(_) => Err("Resources is not an array".into()),
     }
 }
+
+impl RequestCounts {
+    /// Requests that change the target.
+    pub fn writes(&self) -> u64 {
+        self.post + self.put + self.patch + self.delete
+    }
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        self.get + self.writes()
+    }
+    /// The requests counted since `earlier` (counters only grow).
+    pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
+        RequestCounts {
+            get: self.get.saturating_sub(earlier.get),
+            post: self.post.saturating_sub(earlier.post),
+            put: self.put.saturating_sub(earlier.put),
+            patch: self.patch.saturating_sub(earlier.patch),
+            delete: self.delete.saturating_sub(earlier.delete),
+        }
+    }
+}

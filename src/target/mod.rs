@@ -9,6 +9,7 @@
 
 mod client;
 mod connection;
+mod dry_run;
 mod error;
 mod filter;
 pub(crate) mod patch;
@@ -19,6 +20,7 @@ mod tests;
 
 pub use client::{RequestCounts, ScimClient};
 pub use connection::{ConnectionProblem, ConnectionReport};
+pub use dry_run::{DryRunTarget, Target};
 pub use error::TargetError;
 pub use filter::eq_filter;
 pub use patch::{PatchKind, PatchOp, PATCH_OP_SCHEMA};

@@ -1,0 +1,665 @@
+//! Export: carries a plan out against the target, one object at a time, with bounded
+//! concurrency, writing each link to the state store as soon as the target confirmed it.
+
+use crate::model::ObjectType;
+use crate::plan::{
+    describe_changes, Action, Change, Delete, Disable, MembershipChange, Provision, Update,
+};
+use crate::scim::path::ScimPath;
+use crate::scim::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
+use crate::state::{Link, LinkIndex, StateStore};
+use crate::summary::{GroupCounts, MembershipCounts, Problem, UserCounts};
+use crate::target::{PatchOp, Target, TargetError};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// One thing the export did (or, in a dry run, would do): the seed of a provisioning-log entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionRecord {
+    /// `create`, `adopt`, `update`, `disable`, `delete`, `add_members`, `remove_members`, `failed`.
+    pub action: &'static str,
+    pub object_type: ObjectType,
+    pub source_id: String,
+    pub target_id: Option<String>,
+    pub name: String,
+    pub detail: String,
+}
+
+/// What stops the export early.
+pub trait StopSignal: Sync {
+    fn stopped(&self) -> bool;
+}
+
+impl StopSignal for AtomicBool {
+    fn stopped(&self) -> bool {
+        self.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    users: UserCounts,
+    groups: GroupCounts,
+    memberships: MembershipCounts,
+    problems: Vec<Problem>,
+    records: Vec<ActionRecord>,
+}
+
+/// Why the export gave up on the whole cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abort(pub String);
+
+pub struct Exporter<'a> {
+    pub job: &'a str,
+    pub cycle_id: &'a str,
+    pub target: &'a dyn Target,
+    pub store: &'a dyn StateStore,
+    pub concurrency: usize,
+    pub member_batch: usize,
+    pub record_actions: bool,
+    pub stop: &'a dyn StopSignal,
+    pub progress: Option<&'a indicatif::ProgressBar>,
+    links: Mutex<LinkIndex>,
+    /// (type, target id) → source id: one target object is never linked to two source objects.
+    owners: Mutex<HashMap<(ObjectType, String), String>>,
+    tally: Mutex<Tally>,
+    abort: Mutex<Option<Abort>>,
+}
+
+/// The result of one object's processing.
+enum Outcome {
+    Created(Link),
+    Adopted(Link),
+    Updated(Link),
+    Unchanged,
+    Disabled(Link),
+    Deleted,
+}
+
+struct Failure {
+    code: String,
+    reason: String,
+    /// Credentials rejected or target unreachable: every further request would fail too.
+    fatal: bool,
+}
+
+impl From<TargetError> for Failure {
+    fn from(e: TargetError) -> Self {
+        let fatal = matches!(e.code(), "Unauthorized" | "ConnectionFailed" | "InvalidConfiguration");
+        Failure {
+            code: e.code().to_string(),
+            reason: e.to_string(),
+            fatal,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Poisoning needs a panic, which the crate forbids; recover rather than propagate.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<'a> Exporter<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        job: &'a str,
+        cycle_id: &'a str,
+        target: &'a dyn Target,
+        store: &'a dyn StateStore,
+        links: LinkIndex,
+        concurrency: usize,
+        member_batch: usize,
+        stop: &'a dyn StopSignal,
+    ) -> Self {
+        let owners = [ObjectType::User, ObjectType::Group]
+            .into_iter()
+            .flat_map(|ty| {
+                links
+                    .of(ty)
+                    .values()
+                    .map(move |l| ((ty, l.target_id.clone()), l.source_id.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Exporter {
+            job,
+            cycle_id,
+            target,
+            store,
+            concurrency: concurrency.max(1),
+            member_batch: member_batch.max(1),
+            record_actions: false,
+            stop,
+            progress: None,
+            links: Mutex::new(links),
+            owners: Mutex::new(owners),
+            tally: Mutex::new(Tally::default()),
+            abort: Mutex::new(None),
+        }
+    }
+
+    pub fn aborted(&self) -> Option<Abort> {
+        lock(&self.abort).clone()
+    }
+
+    fn halted(&self) -> bool {
+        self.stop.stopped() || lock(&self.abort).is_some()
+    }
+
+    /// A snapshot of the links as they are now (after phase one, for reference planning).
+    pub fn links(&self) -> LinkIndex {
+        lock(&self.links).clone()
+    }
+
+    pub fn into_results(
+        self,
+    ) -> (UserCounts, GroupCounts, MembershipCounts, Vec<Problem>, Vec<ActionRecord>) {
+        let t = self.tally.into_inner().unwrap_or_else(|e| e.into_inner());
+        (t.users, t.groups, t.memberships, t.problems, t.records)
+    }
+
+    /// Run actions concurrently. Returns when all are done or the export was halted; actions
+    /// not started are left for the next cycle.
+    pub async fn run(&self, actions: &[Action]) {
+        // Twice the client's concurrency keeps its pipe full while results are being recorded.
+        futures::stream::iter(actions)
+            .for_each_concurrent(self.concurrency * 2, |a| async move {
+                if self.halted() {
+                    return;
+                }
+                self.run_one(a).await;
+                if let Some(p) = self.progress {
+                    p.inc(1);
+                }
+            })
+            .await;
+    }
+
+    async fn run_one(&self, action: &Action) {
+        let (ty, source_id, name) = match action {
+            Action::Provision(p) => (p.object_type, &p.source_id, &p.display_name),
+            Action::Update(u) => (u.object_type, &u.source_id, &u.display_name),
+            Action::Disable(d) => (ObjectType::User, &d.source_id, &d.display_name),
+            Action::Delete(d) => (d.object_type, &d.source_id, &d.display_name),
+        };
+        let result = match action {
+            Action::Provision(p) => self.provision(p).await,
+            Action::Update(u) => self.update(u).await,
+            Action::Disable(d) => self.disable(d).await,
+            Action::Delete(d) => self.delete(d).await,
+        };
+        self.finish(ty, source_id, name, action, result);
+    }
+
+    fn finish(
+        &self,
+        ty: ObjectType,
+        source_id: &str,
+        name: &str,
+        action: &Action,
+        result: Result<Outcome, Failure>,
+    ) {
+        let persist = |link: &Link| -> Result<(), Failure> {
+            self.store.put_link(self.job, link).map_err(|e| Failure {
+                code: "StateStoreError".into(),
+                reason: e.to_string(),
+                fatal: true,
+            })
+        };
+        let result = result.and_then(|outcome| {
+            match &outcome {
+                Outcome::Created(l) | Outcome::Adopted(l) | Outcome::Updated(l) | Outcome::Disabled(l) => {
+                    persist(l)?;
+                    lock(&self.owners).insert((ty, l.target_id.clone()), source_id.to_string());
+                    lock(&self.links).of_mut(ty).insert(source_id.to_string(), l.clone());
+                }
+                Outcome::Deleted => {
+                    self.store
+                        .remove_link(self.job, ty, source_id)
+                        .map_err(|e| Failure {
+                            code: "StateStoreError".into(),
+                            reason: e.to_string(),
+                            fatal: true,
+                        })?;
+                    if let Some(l) = lock(&self.links).of_mut(ty).remove(source_id) {
+                        lock(&self.owners).remove(&(ty, l.target_id));
+                    }
+                }
+                Outcome::Unchanged => {}
+            }
+            Ok(outcome)
+        });
+        let mut t = lock(&self.tally);
+        match result {
+            Ok(outcome) => {
+                let (verb, target_id, detail) = match (&outcome, action) {
+                    (Outcome::Created(l), _) => ("create", Some(&l.target_id), String::new()),
+                    (Outcome::Adopted(l), _) => ("adopt", Some(&l.target_id), "matched an existing object".to_string()),
+                    (Outcome::Updated(l), Action::Update(u)) => ("update", Some(&l.target_id), describe_changes(&u.changes)),
+                    (Outcome::Updated(l), _) => ("update", Some(&l.target_id), String::new()),
+                    (Outcome::Disabled(l), Action::Disable(d)) => ("disable", Some(&l.target_id), d.reason.clone()),
+                    (Outcome::Disabled(l), _) => ("disable", Some(&l.target_id), String::new()),
+                    (Outcome::Deleted, Action::Delete(d)) => ("delete", Some(&d.target_id), d.reason.clone()),
+                    (Outcome::Deleted, _) => ("delete", None, String::new()),
+                    (Outcome::Unchanged, _) => ("unchanged", None, String::new()),
+                };
+                match (ty, verb) {
+                    (ObjectType::User, "create") => t.users.created += 1,
+                    (ObjectType::User, "adopt" | "update") => t.users.updated += 1,
+                    (ObjectType::User, "disable") => t.users.disabled += 1,
+                    (ObjectType::User, "delete") => t.users.deleted += 1,
+                    (ObjectType::User, _) => t.users.unchanged += 1,
+                    (ObjectType::Group, "create") => t.groups.created += 1,
+                    (ObjectType::Group, "adopt" | "update") => t.groups.updated += 1,
+                    (ObjectType::Group, "delete") => t.groups.deleted += 1,
+                    (ObjectType::Group, _) => t.groups.unchanged += 1,
+                }
+                tracing::info!(
+                    job = self.job,
+                    cycle_id = self.cycle_id,
+                    action = verb,
+                    object_type = %ty,
+                    source_id,
+                    target_id = target_id.map(String::as_str),
+                    name,
+                    detail = %detail,
+                    "exported"
+                );
+                if self.record_actions {
+                    t.records.push(ActionRecord {
+                        action: verb,
+                        object_type: ty,
+                        source_id: source_id.to_string(),
+                        target_id: target_id.cloned(),
+                        name: name.to_string(),
+                        detail,
+                    });
+                }
+            }
+            Err(f) => {
+                match ty {
+                    ObjectType::User => t.users.failed += 1,
+                    ObjectType::Group => t.groups.failed += 1,
+                }
+                tracing::warn!(
+                    job = self.job,
+                    cycle_id = self.cycle_id,
+                    object_type = %ty,
+                    source_id,
+                    name,
+                    code = %f.code,
+                    reason = %f.reason,
+                    "export failed"
+                );
+                if self.record_actions {
+                    t.records.push(ActionRecord {
+                        action: "failed",
+                        object_type: ty,
+                        source_id: source_id.to_string(),
+                        target_id: None,
+                        name: name.to_string(),
+                        detail: format!("{}: {}", f.code, f.reason),
+                    });
+                }
+                t.problems.push(Problem {
+                    object_type: Some(ty.as_str().to_string()),
+                    id: Some(source_id.to_string()),
+                    name: Some(name.to_string()),
+                    code: f.code.clone(),
+                    reason: f.reason.clone(),
+                });
+                if f.fatal {
+                    let mut abort = lock(&self.abort);
+                    if abort.is_none() {
+                        *abort = Some(Abort(format!("{}: {}", f.code, f.reason)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Entra's matching: each matching attribute alone, in precedence order; the first hit wins;
+    /// more than one hit is an error for this object.
+    async fn find_match(&self, ty: ObjectType, matching: &[(String, Value)]) -> Result<Option<Value>, Failure> {
+        for (path, value) in matching {
+            let mut hits = self.target.find(ty, path, value).await?;
+            match hits.len() {
+                0 => continue,
+                1 => return Ok(hits.pop()),
+                n => {
+                    return Err(Failure {
+                        code: "DuplicateTargetEntries".into(),
+                        reason: format!("{n} target objects match {path} eq {value}"),
+                        fatal: false,
+                    })
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn provision(&self, p: &Provision) -> Result<Outcome, Failure> {
+        if let Some(found) = self.find_match(p.object_type, &p.mapped.matching).await? {
+            return self.adopt(p, found).await;
+        }
+        let body = render_resource(
+            p.object_type,
+            p.mapped.values.iter().chain(p.mapped.create_only.iter()),
+        );
+        match self.target.create(p.object_type, body.clone()).await {
+            Ok(resource) => Ok(Outcome::Created(self.new_link(p, &resource, true)?)),
+            // Someone (or a lost response of ours) created it meanwhile: match and adopt.
+            Err(e) if e.is_conflict() || e.is_ambiguous() => {
+                let ambiguous = e.is_ambiguous();
+                match self.find_match(p.object_type, &p.mapped.matching).await? {
+                    Some(found) => self.adopt(p, found).await,
+                    None if ambiguous => {
+                        let resource = self.target.create(p.object_type, body).await?;
+                        Ok(Outcome::Created(self.new_link(p, &resource, true)?))
+                    }
+                    None => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn new_link(&self, p: &Provision, resource: &Value, created: bool) -> Result<Link, Failure> {
+        let target_id = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Failure {
+                code: "ServiceIncompatible".into(),
+                reason: "the target's response has no id".into(),
+                fatal: false,
+            })?
+            .to_string();
+        if let Some(owner) = lock(&self.owners).get(&(p.object_type, target_id.clone())) {
+            if owner != &p.source_id {
+                return Err(Failure {
+                    code: "TargetObjectAlreadyLinked".into(),
+                    reason: format!("target object {target_id} is already linked to source object {owner}"),
+                    fatal: false,
+                });
+            }
+        }
+        Ok(Link {
+            object_type: p.object_type,
+            source_id: p.source_id.clone(),
+            target_id,
+            display_name: p.display_name.clone(),
+            matching: p.mapped.matching.first().cloned(),
+            exported: p.mapped.values.clone(),
+            members: Default::default(),
+            created,
+        })
+    }
+
+    /// Link an existing target object and bring its mapped attributes up to date, sending only
+    /// the attributes whose value differs.
+    async fn adopt(&self, p: &Provision, resource: Value) -> Result<Outcome, Failure> {
+        let link = self.new_link(p, &resource, false)?;
+        let ops: Vec<PatchOp> = p
+            .mapped
+            .values
+            .iter()
+            .filter(|(path, want)| {
+                ScimPath::parse(path)
+                    .ok()
+                    .and_then(|sp| sp.get(&resource).cloned())
+                    .as_ref()
+                    != Some(*want)
+            })
+            .map(|(path, v)| PatchOp::replace(path.clone(), wire_value(path, v.clone())))
+            .collect();
+        if !ops.is_empty() {
+            self.target.patch(p.object_type, &link.target_id, &ops).await?;
+        }
+        Ok(Outcome::Adopted(link))
+    }
+
+    async fn update(&self, u: &Update) -> Result<Outcome, Failure> {
+        let ops = change_ops(&u.changes);
+        match self.target.patch(u.object_type, &u.target_id, &ops).await {
+            Ok(()) => {
+                let mut link = lock(&self.links)
+                    .get(u.object_type, &u.source_id)
+                    .cloned()
+                    .ok_or_else(|| Failure {
+                        code: "InternalError".into(),
+                        reason: "link vanished during the cycle".into(),
+                        fatal: false,
+                    })?;
+                crate::plan::record_changes(&mut link, &u.changes);
+                link.display_name = u.display_name.clone();
+                if u.matching.is_some() {
+                    link.matching = u.matching.clone();
+                }
+                Ok(Outcome::Updated(link))
+            }
+            // Deleted in the target behind our back: forget the link, match again, create.
+            Err(e) if e.is_not_found() => {
+                self.forget(u.object_type, &u.source_id)?;
+                let p = Provision {
+                    object_type: u.object_type,
+                    source_id: u.source_id.clone(),
+                    display_name: u.display_name.clone(),
+                    mapped: u.mapped.clone(),
+                };
+                Box::pin(self.provision(&p)).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn forget(&self, ty: ObjectType, source_id: &str) -> Result<(), Failure> {
+        self.store
+            .remove_link(self.job, ty, source_id)
+            .map_err(|e| Failure {
+                code: "StateStoreError".into(),
+                reason: e.to_string(),
+                fatal: true,
+            })?;
+        if let Some(l) = lock(&self.links).of_mut(ty).remove(source_id) {
+            lock(&self.owners).remove(&(ty, l.target_id));
+        }
+        Ok(())
+    }
+
+    async fn disable(&self, d: &Disable) -> Result<Outcome, Failure> {
+        let ops = [PatchOp::replace("active", Value::Bool(false))];
+        match self.target.patch(ObjectType::User, &d.target_id, &ops).await {
+            Ok(()) => {
+                let mut link = lock(&self.links)
+                    .get(ObjectType::User, &d.source_id)
+                    .cloned()
+                    .ok_or_else(|| Failure {
+                        code: "InternalError".into(),
+                        reason: "link vanished during the cycle".into(),
+                        fatal: false,
+                    })?;
+                link.exported.insert("active".into(), Value::Bool(false));
+                Ok(Outcome::Disabled(link))
+            }
+            // Already gone from the target: nothing left to disable.
+            Err(e) if e.is_not_found() => Ok(Outcome::Deleted),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete(&self, d: &Delete) -> Result<Outcome, Failure> {
+        match self.target.delete(d.object_type, &d.target_id).await {
+            Ok(()) => Ok(Outcome::Deleted),
+            Err(e) if e.is_not_found() => Ok(Outcome::Deleted),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Phase two: reference updates (managers) and membership deltas.
+    pub async fn run_references(&self, updates: &[Update], memberships: &[MembershipChange]) {
+        let actions: Vec<Action> = updates.iter().cloned().map(Action::Update).collect();
+        self.run(&actions).await;
+        futures::stream::iter(memberships)
+            .for_each_concurrent(self.concurrency, |m| async move {
+                if self.halted() {
+                    return;
+                }
+                self.members(m).await;
+                if let Some(p) = self.progress {
+                    p.inc(1);
+                }
+            })
+            .await;
+    }
+
+    async fn members(&self, m: &MembershipChange) {
+        let mut chunks: Vec<(bool, Vec<PatchOp>, Vec<String>)> = Vec::new();
+        for ids in m.add.chunks(self.member_batch) {
+            let value = Value::Array(ids.iter().map(|id| serde_json::json!({"value": id})).collect());
+            chunks.push((true, vec![PatchOp::add("members", value)], ids.to_vec()));
+        }
+        for ids in m.remove.chunks(self.member_batch) {
+            let ops = ids
+                .iter()
+                .map(|id| PatchOp::remove(format!("members[value eq {}]", quote(id))))
+                .collect();
+            chunks.push((false, ops, ids.to_vec()));
+        }
+        for (adding, ops, ids) in chunks {
+            if self.halted() {
+                return;
+            }
+            let result = self.target.patch(ObjectType::Group, &m.group_target_id, &ops).await;
+            let outcome = match result {
+                Ok(()) => {
+                    let updated = {
+                        let mut links = lock(&self.links);
+                        links.groups.get_mut(&m.group_source_id).map(|l| {
+                            for id in &ids {
+                                if adding {
+                                    l.members.insert(id.clone());
+                                } else {
+                                    l.members.remove(id);
+                                }
+                            }
+                            l.clone()
+                        })
+                    };
+                    match updated {
+                        Some(l) => self.store.put_link(self.job, &l).map_err(|e| Failure {
+                            code: "StateStoreError".into(),
+                            reason: e.to_string(),
+                            fatal: true,
+                        }),
+                        None => Ok(()),
+                    }
+                }
+                // The group is gone from the target: forget it; the next cycle recreates it.
+                Err(e) if e.is_not_found() => {
+                    let f: Failure = e.into();
+                    let _ = self.forget(ObjectType::Group, &m.group_source_id);
+                    Err(f)
+                }
+                Err(e) => Err(e.into()),
+            };
+            let mut t = lock(&self.tally);
+            match outcome {
+                Ok(()) => {
+                    let n = ids.len() as u64;
+                    if adding {
+                        t.memberships.added += n;
+                    } else {
+                        t.memberships.removed += n;
+                    }
+                    let verb = if adding { "add_members" } else { "remove_members" };
+                    tracing::info!(job = self.job, cycle_id = self.cycle_id, action = verb,
+                        group_id = %m.group_source_id, target_id = %m.group_target_id, count = n, "exported");
+                    if self.record_actions {
+                        t.records.push(ActionRecord {
+                            action: verb,
+                            object_type: ObjectType::Group,
+                            source_id: m.group_source_id.clone(),
+                            target_id: Some(m.group_target_id.clone()),
+                            name: m.display_name.clone(),
+                            detail: format!("{n} member(s): {}", ids.join(", ")),
+                        });
+                    }
+                }
+                Err(f) => {
+                    t.groups.failed += 1;
+                    tracing::warn!(job = self.job, cycle_id = self.cycle_id, group_id = %m.group_source_id,
+                        code = %f.code, reason = %f.reason, "membership export failed");
+                    t.problems.push(Problem {
+                        object_type: Some("group".into()),
+                        id: Some(m.group_source_id.clone()),
+                        name: Some(m.display_name.clone()),
+                        code: f.code.clone(),
+                        reason: f.reason.clone(),
+                    });
+                    if f.fatal {
+                        let mut abort = lock(&self.abort);
+                        if abort.is_none() {
+                            *abort = Some(Abort(format!("{}: {}", f.code, f.reason)));
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A SCIM filter string literal.
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
+}
+
+/// The value as the target wants it: the enterprise `manager` is complex (`{"value": id}`).
+fn wire_value(path: &str, v: Value) -> Value {
+    let leaf = path.rsplit([':', '.']).next().unwrap_or(path);
+    match v {
+        Value::String(id) if leaf.eq_ignore_ascii_case("manager") => serde_json::json!({"value": id}),
+        other => other,
+    }
+}
+
+fn change_ops(changes: &[Change]) -> Vec<PatchOp> {
+    changes
+        .iter()
+        .map(|c| match &c.new {
+            Some(v) => PatchOp::replace(c.path.clone(), wire_value(&c.path, v.clone())),
+            None => PatchOp::remove(c.path.clone()),
+        })
+        .collect()
+}
+
+/// Build a SCIM resource from target paths and values (null values are never sent).
+pub fn render_resource<'v>(
+    ty: ObjectType,
+    attrs: impl Iterator<Item = (&'v String, &'v Value)>,
+) -> Value {
+    let schema = match ty {
+        ObjectType::User => USER_SCHEMA,
+        ObjectType::Group => GROUP_SCHEMA,
+    };
+    let mut body = serde_json::json!({ "schemas": [schema] });
+    for (path, v) in attrs {
+        if v.is_null() {
+            continue;
+        }
+        if let Ok(p) = ScimPath::parse(path) {
+            p.set(&mut body, v.clone());
+        }
+    }
+    // Keep the core schema first and the extension listed once.
+    if let Some(Value::Array(s)) = body.get_mut("schemas") {
+        s.dedup();
+        let _ = ENTERPRISE_USER_SCHEMA;
+    }
+    body
+}

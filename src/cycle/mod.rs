@@ -1,0 +1,265 @@
+//! One provisioning cycle: import → scope → map/plan → export → record.
+//!
+//! The stages between import and export are pure ([`crate::scope`], [`crate::plan`]); this
+//! module is the imperative shell around them.
+
+pub mod export;
+
+use crate::mapping::expr::EvalEnv;
+use crate::mapping::Mappings;
+use crate::plan::{self, Action, NullPolicy, PlanSettings};
+use crate::scope::{self, ScopeSettings};
+use crate::source::Source;
+use crate::state::{LinkIndex, StateStore};
+use crate::summary::{
+    CycleKind, CycleStatus, CycleSummary, GroupCounts, MembershipCounts, Problem, UserCounts,
+};
+use crate::target::Target;
+pub use export::{ActionRecord, StopSignal};
+use export::Exporter;
+use std::time::Instant;
+
+/// Problems kept in a summary; the logs have them all.
+const SUMMARY_PROBLEMS: usize = 100;
+
+/// Everything a cycle needs to know about its job.
+pub struct JobSpec {
+    pub name: String,
+    pub source: Box<dyn Source>,
+    pub scope: ScopeSettings,
+    pub mappings: Mappings,
+    pub null_values: NullPolicy,
+    pub concurrency: usize,
+    pub member_batch: usize,
+}
+
+impl JobSpec {
+    /// Fingerprint of what decides the desired state: a change forces a full re-evaluation.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{}:{}",
+            self.mappings.fingerprint,
+            serde_json::to_string(&(&self.scope, self.null_values)).unwrap_or_default()
+        )
+    }
+}
+
+/// How to run one cycle.
+#[derive(Default)]
+pub struct CycleOptions<'a> {
+    /// Writes were only pretended (the caller passes a dry-run target and a scratch store).
+    pub dry_run: bool,
+    /// Keep a record per action (for `--dry-run` output and provisioning logs).
+    pub record_actions: bool,
+    pub progress: Option<&'a indicatif::ProgressBar>,
+}
+
+/// A cycle's summary and, when asked for, what it did object by object.
+#[derive(Debug, Clone)]
+pub struct CycleReport {
+    pub summary: CycleSummary,
+    pub actions: Vec<ActionRecord>,
+}
+
+/// Run one cycle of `job`. Never panics and never returns early without a summary: failures
+/// are reported in it (`status = failed`, `error`).
+pub async fn run_cycle(
+    job: &JobSpec,
+    store: &dyn StateStore,
+    target: &dyn Target,
+    opts: &CycleOptions<'_>,
+    stop: &dyn StopSignal,
+) -> CycleReport {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now();
+    let cycle_id = uuid::Uuid::new_v4().to_string();
+    let requests_before = target.request_counts();
+    let span = tracing::info_span!("cycle", job = %job.name, cycle_id = %cycle_id);
+    let _guard = span.enter();
+
+    let mut summary = CycleSummary {
+        job: job.name.clone(),
+        cycle_id: cycle_id.clone(),
+        kind: CycleKind::Initial,
+        status: CycleStatus::Failed,
+        dry_run: opts.dry_run,
+        started_at,
+        duration_ms: 0,
+        users: UserCounts::default(),
+        groups: GroupCounts::default(),
+        memberships: MembershipCounts::default(),
+        requests: Default::default(),
+        source_complete: false,
+        error: None,
+        problems: Vec::new(),
+        problem_count: 0,
+    };
+    let fail = |mut s: CycleSummary, error: String| {
+        tracing::error!(job = %job.name, cycle_id = %cycle_id, error = %error, "cycle failed");
+        s.error = Some(error);
+        s.status = CycleStatus::Failed;
+        s.duration_ms = started.elapsed().as_millis() as u64;
+        s.requests = target.request_counts().since(&requests_before);
+        s
+    };
+
+    let mut meta = match store.meta(&job.name) {
+        Ok(m) => m,
+        Err(e) => {
+            return CycleReport { summary: fail(summary, e.to_string()), actions: vec![] };
+        }
+    };
+    let fingerprint = job.fingerprint();
+    summary.kind = if meta.watermark.is_some() && meta.fingerprint.as_deref() == Some(fingerprint.as_str()) {
+        CycleKind::Incremental
+    } else {
+        CycleKind::Initial
+    };
+    tracing::info!(job = %job.name, cycle_id = %cycle_id, kind = ?summary.kind, source = %job.source.describe(), "cycle started");
+
+    let read = match job.source.read(meta.watermark.as_deref()).await {
+        Ok(r) => r,
+        Err(e) => {
+            let s = fail(summary, format!("source read failed, nothing was changed: {e}"));
+            record_failure(store, &job.name, &mut meta, &s, opts.dry_run);
+            return CycleReport { summary: s, actions: vec![] };
+        }
+    };
+    let dir = read.directory;
+    summary.source_complete = dir.complete;
+    let links = match store.links(&job.name) {
+        Ok(l) => LinkIndex::new(l),
+        Err(e) => {
+            let s = fail(summary, e.to_string());
+            record_failure(store, &job.name, &mut meta, &s, opts.dry_run);
+            return CycleReport { summary: s, actions: vec![] };
+        }
+    };
+
+    let env = EvalEnv { now: chrono::Utc::now() };
+    let settings = PlanSettings { null_values: job.null_values, env: &env };
+    let scoped = scope::evaluate(&dir, &job.scope, None);
+    let plan = plan::plan_objects(&dir, &scoped, &job.mappings, &links, &settings);
+    if !dir.complete {
+        tracing::warn!(job = %job.name, withheld = plan.withheld_deprovisions, "source read incomplete: no disable and no delete this cycle");
+    }
+    tracing::info!(
+        job = %job.name,
+        actions = plan.actions.len(),
+        unchanged_users = plan.unchanged_users,
+        unchanged_groups = plan.unchanged_groups,
+        problems = plan.problems.len(),
+        "planned"
+    );
+
+    if let Some(p) = opts.progress {
+        p.set_length(plan.actions.len() as u64);
+    }
+    let mut exporter = Exporter::new(&job.name, &cycle_id, target, store, links, job.concurrency, job.member_batch, stop);
+    exporter.record_actions = opts.record_actions;
+    exporter.progress = opts.progress;
+    // Users first, then groups, then references: group members and managers need user ids.
+    let (users, groups): (Vec<Action>, Vec<Action>) = plan
+        .actions
+        .iter()
+        .cloned()
+        .partition(|a| a.object_type() == crate::model::ObjectType::User);
+    exporter.run(&users).await;
+    exporter.run(&groups).await;
+    let mut problems: Vec<Problem> = plan.problems.clone();
+    if exporter.aborted().is_none() && !stop.stopped() {
+        let refs = plan::plan_references(&dir, &scoped, &job.mappings, &exporter.links(), &settings);
+        if let Some(p) = opts.progress {
+            p.inc_length((refs.updates.len() + refs.memberships.len()) as u64);
+        }
+        problems.extend(refs.problems.iter().cloned());
+        exporter.run_references(&refs.updates, &refs.memberships).await;
+    }
+    let aborted = exporter.aborted();
+    let (users_c, groups_c, memberships, export_problems, actions) = exporter.into_results();
+    problems.extend(export_problems);
+
+    summary.users = users_c;
+    summary.users.unchanged += plan.unchanged_users;
+    summary.users.skipped = plan.skipped_users + count(&plan.problems, "user");
+    summary.groups = groups_c;
+    summary.groups.unchanged += plan.unchanged_groups;
+    summary.groups.skipped = plan.skipped_groups + count(&plan.problems, "group");
+    summary.memberships = memberships;
+    summary.problem_count = problems.len() as u64;
+    summary.problems = problems.into_iter().take(SUMMARY_PROBLEMS).collect();
+    summary.requests = target.request_counts().since(&requests_before);
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    summary.status = if summary.problem_count > 0 {
+        CycleStatus::EntryLevelErrors
+    } else {
+        CycleStatus::Succeeded
+    };
+    if let Some(Abort(reason)) = aborted {
+        let s = fail(summary, format!("cycle stopped: {reason}"));
+        record_failure(store, &job.name, &mut meta, &s, opts.dry_run);
+        return CycleReport { summary: s, actions };
+    }
+    if stop.stopped() {
+        let s = fail(summary, "interrupted by shutdown; the next cycle continues".into());
+        record_failure(store, &job.name, &mut meta, &s, opts.dry_run);
+        return CycleReport { summary: s, actions };
+    }
+
+    if !opts.dry_run {
+        // Links are durable before the watermark moves past them.
+        let done = store.flush().and_then(|()| {
+            meta.watermark = read.watermark;
+            meta.fingerprint = Some(fingerprint);
+            meta.last_success = Some(chrono::Utc::now());
+            meta.last_cycle = Some(summary.clone());
+            store.put_meta(&job.name, &meta)?;
+            store.flush()
+        });
+        if let Err(e) = done {
+            return CycleReport { summary: fail(summary, e.to_string()), actions };
+        }
+    }
+    tracing::info!(
+        job = %job.name,
+        cycle_id = %cycle_id,
+        status = ?summary.status,
+        duration_ms = summary.duration_ms,
+        users_created = summary.users.created,
+        users_updated = summary.users.updated,
+        users_disabled = summary.users.disabled,
+        users_deleted = summary.users.deleted,
+        groups_created = summary.groups.created,
+        memberships_added = summary.memberships.added,
+        memberships_removed = summary.memberships.removed,
+        problems = summary.problem_count,
+        "cycle finished"
+    );
+    CycleReport { summary, actions }
+}
+
+use export::Abort;
+
+fn count(problems: &[Problem], ty: &str) -> u64 {
+    problems
+        .iter()
+        .filter(|p| p.object_type.as_deref() == Some(ty))
+        .count() as u64
+}
+
+/// Remember a failed cycle without advancing the watermark.
+fn record_failure(
+    store: &dyn StateStore,
+    job: &str,
+    meta: &mut crate::state::JobMeta,
+    summary: &CycleSummary,
+    dry_run: bool,
+) {
+    if dry_run {
+        return;
+    }
+    meta.last_cycle = Some(summary.clone());
+    if let Err(e) = store.put_meta(job, meta).and_then(|()| store.flush()) {
+        tracing::error!(job, error = %e, "could not record the failed cycle");
+    }
+}
