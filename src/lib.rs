@@ -3,4 +3,5 @@
 //!
 //! See `ARCHITECTURE.md` for the pipeline and its invariants.
 
+pub mod sandbox;
 pub mod scim;
