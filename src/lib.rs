@@ -7,6 +7,7 @@ pub mod cycle;
 pub mod mapping;
 pub mod model;
 pub mod plan;
+pub mod sandbox;
 pub mod scim;
 pub mod scope;
 pub mod source;
