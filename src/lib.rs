@@ -2,3 +2,5 @@
 //! SCIM 2.0, the way the Microsoft Entra ID provisioning service does for gallery apps.
 //!
 //! See `ARCHITECTURE.md` for the pipeline and its invariants.
+
+pub mod mapping;
