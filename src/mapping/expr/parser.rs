@@ -278,7 +278,6 @@ impl Parser<'_> {
     /// operand [comparison operand]
     fn expr(&mut self) -> Result<Node, ParseError> {
         let start = self.pos;
-        self.enter(start)?;
         let lhs = self.operand()?;
         self.skip_ws();
         let op_pos = self.pos;
@@ -318,7 +317,6 @@ impl Parser<'_> {
                 }
             }
         };
-        self.depth -= 1;
         Ok(node)
     }
 
@@ -493,8 +491,8 @@ impl Parser<'_> {
             };
             return Err(self.error(start, message));
         };
-        // Depth 1 is the top-level expression itself.
-        if func == Func::SelectUniqueValue && self.depth != 1 {
+        // Depth counts enclosing calls: 0 is the top level.
+        if func == Func::SelectUniqueValue && self.depth != 0 {
             return Err(self.error(start, NESTED_SUV));
         }
         self.enter(start)?;
