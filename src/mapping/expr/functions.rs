@@ -757,7 +757,11 @@ fn from_filetime(ticks: i64) -> Option<DateTime<Utc>> {
     }
     let secs = ticks / 10_000_000 - FILETIME_EPOCH_OFFSET_SECS;
     let nanos = u32::try_from(ticks % 10_000_000 * 100).ok()?;
-    Utc.timestamp_opt(secs, nanos).single()
+    // .NET's DateTime ends with year 9999, so larger values (such as accountExpires'
+    // "never", 0x7FFFFFFFFFFFFFFF) are not dates.
+    Utc.timestamp_opt(secs, nanos)
+        .single()
+        .filter(|dt| dt.year() <= 9999)
 }
 
 fn to_filetime(dt: &DateTime<Utc>) -> Option<i64> {
@@ -850,7 +854,11 @@ fn random_string(ctx: &Ctx<'_>, f: Func, args: &[Node]) -> R<Value> {
     if length == 0 || length > 256 {
         return Err(fail(f, format!("Length must be 1 to 256, got {length}")));
     }
-    if min_num + min_special + min_cap + min_lower > length {
+    let total = min_num
+        .saturating_add(min_special)
+        .saturating_add(min_cap)
+        .saturating_add(min_lower);
+    if total > length {
         return Err(fail(f, "the minimums add up to more than Length"));
     }
     let avoid = text_arg(ctx, f, args, 5)?.unwrap_or_default();

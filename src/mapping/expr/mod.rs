@@ -160,6 +160,11 @@ impl EvalEnv {
 }
 
 /// The result of evaluating an expression for one object.
+///
+/// Date-times that weren't formatted explicitly come out as strings in Entra's documented
+/// form, `M/d/yyyy h:mm:ss tt` in UTC (e.g. `"3/16/2020 7:00:00 AM"`); use `FormatDateTime`
+/// for ISO 8601. Booleans (`Not`, `CBool`, `IsNull`...) come out as JSON booleans, while
+/// `Switch`/`IIF` return whatever strings the mapping gives (`"True"`/`"False"`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// The value to flow to the target (null: nothing to flow).
