@@ -3,6 +3,7 @@
 //!
 //! See `ARCHITECTURE.md` for the pipeline and its invariants.
 
+pub mod config;
 pub mod cycle;
 pub mod mapping;
 pub mod model;

@@ -75,7 +75,6 @@ enum Outcome {
     Created(Link),
     Adopted(Link),
     Updated(Link),
-    Unchanged,
     Disabled(Link),
     Deleted,
 }
@@ -229,7 +228,6 @@ impl<'a> Exporter<'a> {
                         lock(&self.owners).remove(&(ty, l.target_id));
                     }
                 }
-                Outcome::Unchanged => {}
             }
             Ok(outcome)
         });
@@ -245,7 +243,6 @@ impl<'a> Exporter<'a> {
                     (Outcome::Disabled(l), _) => ("disable", Some(&l.target_id), String::new()),
                     (Outcome::Deleted, Action::Delete(d)) => ("delete", Some(&d.target_id), d.reason.clone()),
                     (Outcome::Deleted, _) => ("delete", None, String::new()),
-                    (Outcome::Unchanged, _) => ("unchanged", None, String::new()),
                 };
                 match (ty, verb) {
                     (ObjectType::User, "create") => t.users.created += 1,

@@ -1,0 +1,390 @@
+//! Configuration: a TOML file, checked whole before anything runs. Every error names the file
+//! and the key (or the line and column) so an admin can fix it without guessing.
+
+mod duration;
+
+pub use duration::{format_duration, parse_duration};
+
+use crate::mapping::{MappingError, MappingSpec, Mappings, PresetFile, GENERIC_SCIM_PRESET};
+use crate::plan::NullPolicy;
+use crate::scope::{ScopeMode, ScopeSettings};
+use crate::target::{PatchStyle, TargetSettings};
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the config is looked for when neither `--config` nor `PROVISIOND_CONFIG` says.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/provisiond/provisiond.toml";
+
+/// A configuration problem, located.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {key}: {message}", file.display())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// The key, as a TOML path (`jobs[0].target.token_file`), or where in the file.
+    pub key: String,
+    pub message: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    control_socket: Option<PathBuf>,
+    #[serde(default)]
+    jobs: Vec<RawJob>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    name: String,
+    interval: Option<String>,
+    cron: Option<String>,
+    #[serde(default)]
+    scope: ScopeMode,
+    excluded_roles: Option<Vec<String>>,
+    #[serde(default)]
+    null_values: NullPolicy,
+    preset: Option<String>,
+    source: RawSource,
+    target: RawTarget,
+    #[serde(default)]
+    mappings: RawMappings,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum RawSource {
+    File { path: PathBuf },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    url: String,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    /// A systemd credential name (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY`.
+    token_credential: Option<String>,
+    #[serde(default)]
+    patch_style: PatchStyle,
+    concurrency: Option<usize>,
+    member_batch: Option<usize>,
+    connect_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_retries: Option<u32>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMappings {
+    #[serde(default)]
+    users: Vec<MappingSpec>,
+    #[serde(default)]
+    groups: Vec<MappingSpec>,
+}
+
+/// When a job runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// The next cycle starts this long after the previous one ended.
+    Interval(Duration),
+    /// A 6-field cron expression (seconds first), in UTC.
+    Cron(String),
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Interval(d) => write!(f, "every {} after the previous cycle", format_duration(*d)),
+            Schedule::Cron(c) => write!(f, "cron {c:?} (UTC)"),
+        }
+    }
+}
+
+/// Where a job reads its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    File { path: PathBuf },
+}
+
+impl SourceConfig {
+    pub fn build(&self) -> Box<dyn crate::source::Source> {
+        match self {
+            SourceConfig::File { path } => Box::new(crate::source::file::FileSource::new(path.clone())),
+        }
+    }
+}
+
+/// One checked job.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub name: String,
+    pub schedule: Schedule,
+    pub scope: ScopeSettings,
+    pub null_values: NullPolicy,
+    pub mappings: Mappings,
+    pub source: SourceConfig,
+    /// Holds the token; its `Debug` redacts it.
+    pub target: TargetSettings,
+    pub member_batch: usize,
+}
+
+impl JobConfig {
+    /// The pipeline's view of this job.
+    pub fn spec(&self) -> crate::cycle::JobSpec {
+        crate::cycle::JobSpec {
+            name: self.name.clone(),
+            source: self.source.build(),
+            scope: self.scope.clone(),
+            mappings: self.mappings.clone(),
+            null_values: self.null_values,
+            concurrency: self.target.concurrency,
+            member_batch: self.member_batch,
+        }
+    }
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub log_format: LogFormat,
+    pub jobs: Vec<JobConfig>,
+}
+
+impl Config {
+    /// The jobs a command applies to: one by name, or all.
+    pub fn select(&self, name: Option<&str>) -> Result<Vec<&JobConfig>, ConfigError> {
+        match name {
+            None => Ok(self.jobs.iter().collect()),
+            Some(n) => self
+                .jobs
+                .iter()
+                .find(|j| j.name == n)
+                .map(|j| vec![j])
+                .ok_or_else(|| ConfigError {
+                    file: self.path.clone(),
+                    key: "jobs".into(),
+                    message: format!(
+                        "no job named {n:?} (jobs: {})",
+                        self.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                }),
+        }
+    }
+
+    /// Read and check a configuration file, including the token files it names.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Check configuration text; `env` looks up environment variables (tests pass their own).
+    pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let err = |key: String, message: String| ConfigError {
+            file: path.to_path_buf(),
+            key,
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((0, 0));
+            err(format!("line {line}, column {col}"), e.message().to_string())
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let state_dir = resolve(raw.state_dir.as_deref().unwrap_or(Path::new("/var/lib/provisiond")));
+        let control_socket = raw
+            .control_socket
+            .as_deref()
+            .map(resolve)
+            .unwrap_or_else(|| state_dir.join("control.sock"));
+        if raw.jobs.is_empty() {
+            return Err(err("jobs".into(), "no [[jobs]] defined".into()));
+        }
+        let mut jobs = Vec::new();
+        for (i, rj) in raw.jobs.into_iter().enumerate() {
+            let k = |rest: &str| format!("jobs[{i}]{rest}");
+            if rj.name.is_empty() || !rj.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(err(k(".name"), format!("{:?} is not a valid job name (letters, digits, - _ .)", rj.name)));
+            }
+            if jobs.iter().any(|j: &JobConfig| j.name == rj.name) {
+                return Err(err(k(".name"), format!("job name {:?} is used twice", rj.name)));
+            }
+            let schedule = match (&rj.interval, &rj.cron) {
+                (Some(_), Some(_)) => return Err(err(k(".cron"), "set either interval or cron, not both".into())),
+                (None, Some(c)) => {
+                    check_cron(c).map_err(|m| err(k(".cron"), m))?;
+                    Schedule::Cron(c.clone())
+                }
+                (Some(s), None) => Schedule::Interval(parse_duration(s).map_err(|m| err(k(".interval"), m))?),
+                (None, None) => Schedule::Interval(Duration::from_secs(40 * 60)),
+            };
+            let source = match rj.source {
+                RawSource::File { path } => {
+                    let p = resolve(&path);
+                    if !p.is_file() {
+                        return Err(err(k(".source.path"), format!("{} is not a readable file", p.display())));
+                    }
+                    SourceConfig::File { path: p }
+                }
+            };
+            let t = rj.target;
+            let url = url::Url::parse(&t.url).map_err(|e| err(k(".target.url"), format!("{:?} is not a URL: {e}", t.url)))?;
+            match url.scheme() {
+                "https" => {}
+                "http" if t.allow_insecure_http || is_loopback(&url) => {}
+                "http" => {
+                    return Err(err(
+                        k(".target.url"),
+                        "plain http:// is only allowed for loopback hosts; use https:// or set allow_insecure_http = true".into(),
+                    ))
+                }
+                other => return Err(err(k(".target.url"), format!("unsupported scheme {other:?}"))),
+            }
+            let token = read_token(&t, &resolve, env).map_err(|(key, m)| err(k(&format!(".target.{key}")), m))?;
+            let mut settings = TargetSettings::new(url, token);
+            settings.patch_style = t.patch_style;
+            if let Some(c) = t.concurrency {
+                if c == 0 || c > 256 {
+                    return Err(err(k(".target.concurrency"), "must be between 1 and 256".into()));
+                }
+                settings.concurrency = c;
+            }
+            if let Some(s) = &t.connect_timeout {
+                settings.connect_timeout = parse_duration(s).map_err(|m| err(k(".target.connect_timeout"), m))?;
+            }
+            if let Some(s) = &t.request_timeout {
+                settings.request_timeout = parse_duration(s).map_err(|m| err(k(".target.request_timeout"), m))?;
+            }
+            if let Some(r) = t.max_retries {
+                settings.max_retries = r;
+            }
+            let member_batch = t.member_batch.unwrap_or(100);
+            if member_batch == 0 {
+                return Err(err(k(".target.member_batch"), "must be at least 1".into()));
+            }
+            let preset_text = match rj.preset.as_deref() {
+                None | Some("generic-scim") => GENERIC_SCIM_PRESET,
+                Some(other) => return Err(err(k(".preset"), format!("unknown preset {other:?} (available: generic-scim)"))),
+            };
+            let preset: PresetFile = toml::from_str(preset_text).map_err(|e| err(k(".preset"), e.to_string()))?;
+            let mappings = Mappings::build(&preset, &rj.mappings.users, &rj.mappings.groups).map_err(|e: MappingError| {
+                let list = match e.object_type {
+                    crate::model::ObjectType::User => "users",
+                    crate::model::ObjectType::Group => "groups",
+                };
+                err(k(&format!(".mappings.{list}")), e.to_string())
+            })?;
+            jobs.push(JobConfig {
+                name: rj.name,
+                schedule,
+                scope: ScopeSettings {
+                    mode: rj.scope,
+                    excluded_roles: rj.excluded_roles.unwrap_or_else(|| vec!["Default Access".into()]),
+                },
+                null_values: rj.null_values,
+                mappings,
+                source,
+                target: settings,
+                member_batch,
+            });
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            state_dir,
+            control_socket,
+            log_format: raw.log_format.unwrap_or_default(),
+            jobs,
+        })
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// The 6-field (seconds first) cron dialect of tokio-cron-scheduler.
+pub fn cron_schedule(expr: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("{expr:?} is not a valid cron expression (6 fields, seconds first, UTC): {e}"))
+}
+
+fn check_cron(expr: &str) -> Result<(), String> {
+    cron_schedule(expr).map(|_| ())
+}
+
+fn read_token(
+    t: &RawTarget,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SecretString, (&'static str, String)> {
+    let (key, raw) = match (&t.token_file, &t.token_env, &t.token_credential) {
+        (Some(f), None, None) => {
+            let p = resolve(f);
+            let s = std::fs::read_to_string(&p).map_err(|e| ("token_file", format!("cannot read {}: {e}", p.display())))?;
+            ("token_file", s)
+        }
+        (None, Some(name), None) => {
+            let s = env(name).ok_or_else(|| ("token_env", format!("environment variable {name} is not set")))?;
+            ("token_env", s)
+        }
+        (None, None, Some(name)) => {
+            let dir = env("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                ("token_credential", "CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the systemd unit)".to_string())
+            })?;
+            let p = Path::new(&dir).join(name);
+            let s = std::fs::read_to_string(&p).map_err(|e| ("token_credential", format!("cannot read {}: {e}", p.display())))?;
+            ("token_credential", s)
+        }
+        (None, None, None) => return Err(("token_file", "no token: set token_file, token_env or token_credential".into())),
+        _ => return Err(("token_file", "set only one of token_file, token_env and token_credential".into())),
+    };
+    let token = raw.trim();
+    if token.is_empty() {
+        return Err((key, "the token is empty".into()));
+    }
+    Ok(SecretString::from(token.to_string()))
+}
+
+#[cfg(test)]
+mod tests;
