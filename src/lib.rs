@@ -3,12 +3,16 @@
 //!
 //! See `ARCHITECTURE.md` for the pipeline and its invariants.
 
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod cycle;
+pub mod demo;
 pub mod mapping;
 pub mod model;
 pub mod plan;
 pub mod sandbox;
+pub mod schedule;
 pub mod scim;
 pub mod scope;
 pub mod source;

@@ -1,1 +1,75 @@
-fn main() {}
+//! The `provisiond` binary: parse the command line, set up logging, run the command.
+
+use clap::Parser;
+use provisiond::cli::{self, Cli, Command, Failure};
+use provisiond::config::{Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<i32, Failure> {
+    let flag_format = match cli.log_format.as_deref() {
+        Some("json") => Some(LogFormat::Json),
+        Some(_) => Some(LogFormat::Text),
+        None => None,
+    };
+    if !cli.command.needs_config() {
+        init_logging(flag_format.unwrap_or_default(), "warn");
+        return match cli.command {
+            Command::Sandbox {
+                listen,
+                token,
+                faults,
+            } => cli::sandbox(listen, token, faults.as_deref()).await,
+            Command::Demo => provisiond::demo::run().await.map_err(|e| Failure {
+                code: 1,
+                message: e,
+            }),
+            Command::Expr {
+                expression,
+                input,
+                input_file,
+            } => cli::expr(&expression, input.as_deref(), input_file.as_deref()),
+            _ => Ok(0),
+        };
+    }
+    let config = Config::load(&cli.config)?;
+    let daemon = matches!(cli.command, Command::Run);
+    init_logging(
+        flag_format.unwrap_or(config.log_format),
+        if daemon { "info" } else { "warn" },
+    );
+    match cli.command {
+        Command::Run => cli::run(config).await,
+        Command::Sync { job, dry_run, json } => {
+            cli::sync(&config, job.as_deref(), dry_run, json).await
+        }
+        Command::TestConnection { job } => cli::test_connection(&config, job.as_deref()).await,
+        Command::Status { job, json } => cli::status(&config, job.as_deref(), json).await,
+        Command::CheckConfig => Ok(cli::check_config(&config)),
+        Command::Sandbox { .. } | Command::Demo | Command::Expr { .. } => Ok(0),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let code = match dispatch(cli).await {
+        Ok(code) => code,
+        Err(Failure { code, message }) => {
+            eprintln!("provisiond: {message}");
+            code
+        }
+    };
+    std::process::exit(code);
+}

@@ -59,7 +59,10 @@ impl SourceObject {
 
     /// `accountEnabled: false` disables; anything else (absent included) is enabled, as in Entra.
     pub fn enabled(&self) -> bool {
-        !matches!(self.attributes.get("accountEnabled"), Some(Value::Bool(false)))
+        !matches!(
+            self.attributes.get("accountEnabled"),
+            Some(Value::Bool(false))
+        )
     }
 
     /// Soft-deleted: Entra sets `deletedDateTime` on objects in its recycle bin.

@@ -127,7 +127,13 @@ pub struct PlanSettings<'a> {
     pub env: &'a EvalEnv,
 }
 
-fn problem(ty: Option<ObjectType>, id: &str, name: Option<&str>, code: &str, reason: String) -> Problem {
+fn problem(
+    ty: Option<ObjectType>,
+    id: &str,
+    name: Option<&str>,
+    code: &str,
+    reason: String,
+) -> Problem {
     Problem {
         object_type: ty.map(|t| t.as_str().to_string()),
         id: Some(id.to_string()),
@@ -155,7 +161,11 @@ pub fn plan_objects(
     settings: &PlanSettings<'_>,
 ) -> Plan {
     let mut plan = Plan::default();
-    let rejected: HashSet<&str> = dir.rejected.iter().filter_map(|r| r.id.as_deref()).collect();
+    let rejected: HashSet<&str> = dir
+        .rejected
+        .iter()
+        .filter_map(|r| r.id.as_deref())
+        .collect();
     for r in &dir.rejected {
         plan.problems.push(Problem {
             object_type: r.object_type.map(|t| t.as_str().to_string()),
@@ -166,7 +176,9 @@ pub fn plan_objects(
         });
     }
     for ty in [ObjectType::User, ObjectType::Group] {
-        plan_type(ty, dir, scoped, mappings, links, settings, &rejected, &mut plan);
+        plan_type(
+            ty, dir, scoped, mappings, links, settings, &rejected, &mut plan,
+        );
     }
     plan
 }
@@ -432,7 +444,9 @@ pub fn plan_references(
     let reference_maps: Vec<_> = mappings.users.iter().filter(|m| m.is_reference()).collect();
     if !reference_maps.is_empty() {
         for (id, user) in &dir.users {
-            let Some(link) = links.users.get(id) else { continue };
+            let Some(link) = links.users.get(id) else {
+                continue;
+            };
             if !scoped.in_scope(ObjectType::User, id) || link.disabled() {
                 continue;
             }
@@ -441,7 +455,14 @@ pub fn plan_references(
                 roles: None,
                 env: settings.env,
             };
-            let Ok(mapped) = map_object(user, &reference_maps.iter().map(|m| (*m).clone()).collect::<Vec<_>>(), &ctx) else {
+            let Ok(mapped) = map_object(
+                user,
+                &reference_maps
+                    .iter()
+                    .map(|m| (*m).clone())
+                    .collect::<Vec<_>>(),
+                &ctx,
+            ) else {
                 continue;
             };
             let mut changes = Vec::new();
@@ -464,11 +485,13 @@ pub fn plan_references(
                         old: o.cloned(),
                         new: Some(n.clone()),
                     }),
-                    (None, Some(o)) if settings.null_values == NullPolicy::Remove => changes.push(Change {
-                        path: path.clone(),
-                        old: Some(o.clone()),
-                        new: None,
-                    }),
+                    (None, Some(o)) if settings.null_values == NullPolicy::Remove => {
+                        changes.push(Change {
+                            path: path.clone(),
+                            old: Some(o.clone()),
+                            new: None,
+                        })
+                    }
                     _ => {}
                 }
             }
@@ -488,7 +511,9 @@ pub fn plan_references(
 
     if mappings.sync_members() {
         for (id, group) in &dir.groups {
-            let Some(link) = links.groups.get(id) else { continue };
+            let Some(link) = links.groups.get(id) else {
+                continue;
+            };
             if !scoped.in_scope(ObjectType::Group, id) {
                 continue;
             }
@@ -507,7 +532,10 @@ pub fn plan_references(
                     id,
                     Some(group.display_name()),
                     "InvalidMember",
-                    format!("members that do not exist in the source were skipped: {}", missing.join(", ")),
+                    format!(
+                        "members that do not exist in the source were skipped: {}",
+                        missing.join(", ")
+                    ),
                 ));
             }
             let add: Vec<String> = desired.difference(&link.members).cloned().collect();
@@ -553,7 +581,10 @@ pub fn describe_action(a: &Action) -> String {
             u.target_id,
             describe_changes(&u.changes)
         ),
-        Action::Disable(d) => format!("disable user {:?} [{}]: {}", d.display_name, d.target_id, d.reason),
+        Action::Disable(d) => format!(
+            "disable user {:?} [{}]: {}",
+            d.display_name, d.target_id, d.reason
+        ),
         Action::Delete(d) => format!(
             "delete {} {:?} [{}]: {}",
             d.object_type, d.display_name, d.target_id, d.reason
@@ -592,7 +623,9 @@ mod tests {
     use std::path::Path;
 
     fn env() -> EvalEnv {
-        EvalEnv { now: chrono::Utc::now() }
+        EvalEnv {
+            now: chrono::Utc::now(),
+        }
     }
 
     /// Apply a plan to the links as if the target accepted every request: the state a
@@ -648,11 +681,18 @@ mod tests {
         }
     }
 
-    fn run(dir: &Directory, settings: &ScopeSettings, links: &mut LinkIndex) -> (Plan, ReferencePlan) {
+    fn run(
+        dir: &Directory,
+        settings: &ScopeSettings,
+        links: &mut LinkIndex,
+    ) -> (Plan, ReferencePlan) {
         let mappings = Mappings::generic_scim().unwrap();
         let scoped = scope::evaluate(dir, settings, None);
         let env = env();
-        let ps = PlanSettings { null_values: NullPolicy::Leave, env: &env };
+        let ps = PlanSettings {
+            null_values: NullPolicy::Leave,
+            env: &env,
+        };
         let plan = plan_objects(dir, &scoped, &mappings, links, &ps);
         simulate(&plan, links);
         let refs = plan_references(dir, &scoped, &mappings, links, &ps);
@@ -694,11 +734,15 @@ mod tests {
             "groups": [{"id":"g","displayName":"G","members":["a"]}],
             "assignments": [{"principalId":"g"}]}));
         let (p, r) = run(&d2, &settings, &mut links);
-        let kinds: Vec<_> = p.actions.iter().map(|a| match a {
-            Action::Update(u) => format!("update {}", u.source_id),
-            Action::Disable(d) => format!("disable {}", d.source_id),
-            other => format!("{other:?}"),
-        }).collect();
+        let kinds: Vec<_> = p
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Update(u) => format!("update {}", u.source_id),
+                Action::Disable(d) => format!("disable {}", d.source_id),
+                other => format!("{other:?}"),
+            })
+            .collect();
         assert_eq!(kinds, vec!["disable b", "update a"]);
         assert_eq!(r.memberships[0].remove, vec!["t-b"]);
         assert!(r.updates.is_empty(), "manager out of scope: left alone");
@@ -709,10 +753,14 @@ mod tests {
             "groups": [{"id":"g","displayName":"G","members":["a"]}],
             "assignments": [{"principalId":"a"}]}));
         let (p, _) = run(&d3, &settings, &mut links);
-        let deletes: Vec<_> = p.actions.iter().filter_map(|a| match a {
-            Action::Delete(d) => Some(d.source_id.as_str()),
-            _ => None,
-        }).collect();
+        let deletes: Vec<_> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Delete(d) => Some(d.source_id.as_str()),
+                _ => None,
+            })
+            .collect();
         assert_eq!(deletes, vec!["b", "g"]);
     }
 
@@ -720,10 +768,13 @@ mod tests {
     fn an_incomplete_read_never_deprovisions() {
         let settings = ScopeSettings::default();
         let mut links = LinkIndex::default();
-        let full = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"b","userPrincipalName":"b@x"}],
-            "assignments":[{"principalId":"a"},{"principalId":"b"}]}));
+        let full = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"b","userPrincipalName":"b@x"}],
+            "assignments":[{"principalId":"a"},{"principalId":"b"}]}),
+        );
         run(&full, &settings, &mut links);
-        let mut partial = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"}],"assignments":[]}));
+        let mut partial =
+            parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"}],"assignments":[]}));
         partial.complete = false;
         let (p, _) = run(&partial, &settings, &mut links);
         assert!(p.actions.iter().all(|a| !a.is_deprovisioning()), "{p:#?}");
@@ -740,15 +791,26 @@ mod tests {
         let (p, _) = run(&d, &ScopeSettings::default(), &mut links);
         assert!(p.actions.is_empty(), "{p:#?}");
         let codes: Vec<_> = p.problems.iter().map(|p| p.code.as_str()).collect();
-        assert_eq!(codes, vec!["DuplicateSourceEntries", "DuplicateSourceEntries", "MissingMatchingValue"]);
+        assert_eq!(
+            codes,
+            vec![
+                "DuplicateSourceEntries",
+                "DuplicateSourceEntries",
+                "MissingMatchingValue"
+            ]
+        );
     }
 
     #[test]
     fn rejected_objects_are_never_taken_as_deleted() {
         let mut links = LinkIndex::default();
-        let d1 = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"}],"assignments":[{"principalId":"a"}]}));
+        let d1 = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x"}],"assignments":[{"principalId":"a"}]}),
+        );
         run(&d1, &ScopeSettings::default(), &mut links);
-        let d2 = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"a"}],"assignments":[{"principalId":"a"}]}));
+        let d2 = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"a"}],"assignments":[{"principalId":"a"}]}),
+        );
         let (p, _) = run(&d2, &ScopeSettings::default(), &mut links);
         assert!(p.actions.is_empty(), "{p:#?}");
     }
@@ -756,18 +818,32 @@ mod tests {
     #[test]
     fn null_values_follow_the_policy() {
         let mut links = LinkIndex::default();
-        let d1 = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x","jobTitle":"T"}],"assignments":[{"principalId":"a"}]}));
+        let d1 = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x","jobTitle":"T"}],"assignments":[{"principalId":"a"}]}),
+        );
         run(&d1, &ScopeSettings::default(), &mut links);
-        let d2 = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"}],"assignments":[{"principalId":"a"}]}));
+        let d2 = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x"}],"assignments":[{"principalId":"a"}]}),
+        );
         let (p, _) = run(&d2, &ScopeSettings::default(), &mut links);
         assert!(p.actions.is_empty(), "Entra's default leaves nulls alone");
         let mappings = Mappings::generic_scim().unwrap();
         let scoped = scope::evaluate(&d2, &ScopeSettings::default(), None);
         let env = env();
-        let ps = PlanSettings { null_values: NullPolicy::Remove, env: &env };
+        let ps = PlanSettings {
+            null_values: NullPolicy::Remove,
+            env: &env,
+        };
         let p = plan_objects(&d2, &scoped, &mappings, &links, &ps);
         match &p.actions[..] {
-            [Action::Update(u)] => assert_eq!(u.changes, vec![Change { path: "title".into(), old: Some(json!("T")), new: None }]),
+            [Action::Update(u)] => assert_eq!(
+                u.changes,
+                vec![Change {
+                    path: "title".into(),
+                    old: Some(json!("T")),
+                    new: None
+                }]
+            ),
             other => panic!("{other:#?}"),
         }
     }
@@ -775,8 +851,12 @@ mod tests {
     #[test]
     fn re_enabling_sets_active_true() {
         let mut links = LinkIndex::default();
-        let on = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x"}],"assignments":[{"principalId":"a"}]}));
-        let off = parse(json!({"users":[{"id":"a","userPrincipalName":"a@x","accountEnabled":false}],"assignments":[{"principalId":"a"}]}));
+        let on = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x"}],"assignments":[{"principalId":"a"}]}),
+        );
+        let off = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x","accountEnabled":false}],"assignments":[{"principalId":"a"}]}),
+        );
         run(&on, &ScopeSettings::default(), &mut links);
         let (p, _) = run(&off, &ScopeSettings::default(), &mut links);
         assert!(matches!(&p.actions[..], [Action::Disable(_)]));
@@ -790,8 +870,20 @@ mod tests {
     }
 
     fn arb_directory() -> impl Strategy<Value = Value> {
-        let user = (0..8usize, 0..5usize, any::<bool>(), any::<bool>(), any::<bool>(), 0..3usize, 0..9usize);
-        let group = (0..4usize, proptest::collection::btree_set(0..10usize, 0..6), any::<bool>());
+        let user = (
+            0..8usize,
+            0..5usize,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            0..3usize,
+            0..9usize,
+        );
+        let group = (
+            0..4usize,
+            proptest::collection::btree_set(0..10usize, 0..6),
+            any::<bool>(),
+        );
         let assignment = (0..12usize, any::<bool>());
         (
             proptest::collection::vec(user, 0..8),
@@ -861,7 +953,7 @@ mod tests {
                 // every linked out-of-scope user is disabled; links exist only for source objects.
                 let scoped = scope::evaluate(&dir, &settings, None);
                 let troubled: HashSet<String> = again.problems.iter().filter_map(|p| p.id.clone()).collect();
-                for (id, _) in &dir.users {
+                for id in dir.users.keys() {
                     let link = links.users.get(id);
                     if scoped.in_scope(ObjectType::User, id) {
                         if !troubled.contains(id) {

@@ -84,7 +84,11 @@ impl Scoped {
 pub type ObjectFilter<'a> = &'a (dyn Fn(&SourceObject) -> Result<(), String> + Sync);
 
 /// Decide the scope of every user and group.
-pub fn evaluate(dir: &Directory, settings: &ScopeSettings, filter: Option<ObjectFilter<'_>>) -> Scoped {
+pub fn evaluate(
+    dir: &Directory,
+    settings: &ScopeSettings,
+    filter: Option<ObjectFilter<'_>>,
+) -> Scoped {
     let excluded: BTreeSet<&str> = settings.excluded_roles.iter().map(String::as_str).collect();
     // Roles by principal, split into counting and excluded ones.
     let mut counted: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -93,10 +97,7 @@ pub fn evaluate(dir: &Directory, settings: &ScopeSettings, filter: Option<Object
         if excluded.contains(a.role.as_str()) {
             excluded_only.entry(&a.principal_id).or_insert(&a.role);
         } else {
-            counted
-                .entry(&a.principal_id)
-                .or_default()
-                .insert(&a.role);
+            counted.entry(&a.principal_id).or_default().insert(&a.role);
         }
     }
 
@@ -116,7 +117,8 @@ pub fn evaluate(dir: &Directory, settings: &ScopeSettings, filter: Option<Object
     for (id, g) in &dir.groups {
         let decision = match settings.mode {
             ScopeMode::All => usable(g),
-            ScopeMode::Assigned => match (counted.get(id.as_str()), excluded_only.get(id.as_str())) {
+            ScopeMode::Assigned => match (counted.get(id.as_str()), excluded_only.get(id.as_str()))
+            {
                 (Some(_), _) => usable(g),
                 (None, Some(role)) => Err(OutOfScope::ExcludedRole((*role).to_string())),
                 (None, None) => Err(OutOfScope::NotAssigned),
@@ -192,7 +194,11 @@ mod tests {
         let s = evaluate(&dir(), &ScopeSettings::default(), None);
         assert_eq!(s.users["direct"], Ok(()));
         assert_eq!(s.users["viagroup"], Ok(()));
-        assert_eq!(s.users["nested"], Err(OutOfScope::NotAssigned), "no nested expansion");
+        assert_eq!(
+            s.users["nested"],
+            Err(OutOfScope::NotAssigned),
+            "no nested expansion"
+        );
         assert_eq!(s.users["none"], Err(OutOfScope::NotAssigned));
         assert_eq!(
             s.users["default"],

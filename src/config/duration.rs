@@ -15,9 +15,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(bad());
         }
-        let n: u64 = rest.get(..digits).and_then(|d| d.parse().ok()).ok_or_else(bad)?;
+        let n: u64 = rest
+            .get(..digits)
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(bad)?;
         rest = rest.get(digits..).unwrap_or("");
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = rest.get(..unit_len).unwrap_or("");
         rest = rest.get(unit_len..).unwrap_or("");
         let part = match unit {

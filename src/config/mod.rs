@@ -110,7 +110,9 @@ pub enum Schedule {
 impl std::fmt::Display for Schedule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Schedule::Interval(d) => write!(f, "every {} after the previous cycle", format_duration(*d)),
+            Schedule::Interval(d) => {
+                write!(f, "every {} after the previous cycle", format_duration(*d))
+            }
             Schedule::Cron(c) => write!(f, "cron {c:?} (UTC)"),
         }
     }
@@ -125,7 +127,9 @@ pub enum SourceConfig {
 impl SourceConfig {
     pub fn build(&self) -> Box<dyn crate::source::Source> {
         match self {
-            SourceConfig::File { path } => Box::new(crate::source::file::FileSource::new(path.clone())),
+            SourceConfig::File { path } => {
+                Box::new(crate::source::file::FileSource::new(path.clone()))
+            }
         }
     }
 }
@@ -184,7 +188,11 @@ impl Config {
                     key: "jobs".into(),
                     message: format!(
                         "no job named {n:?} (jobs: {})",
-                        self.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
+                        self.jobs
+                            .iter()
+                            .map(|j| j.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 }),
         }
@@ -201,22 +209,36 @@ impl Config {
     }
 
     /// Check configuration text; `env` looks up environment variables (tests pass their own).
-    pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let err = |key: String, message: String| ConfigError {
             file: path.to_path_buf(),
             key,
             message,
         };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
-            err(format!("line {line}, column {col}"), e.message().to_string())
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            err(
+                format!("line {line}, column {col}"),
+                e.message().to_string(),
+            )
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-        let state_dir = resolve(raw.state_dir.as_deref().unwrap_or(Path::new("/var/lib/provisiond")));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let state_dir = resolve(
+            raw.state_dir
+                .as_deref()
+                .unwrap_or(Path::new("/var/lib/provisiond")),
+        );
         let control_socket = raw
             .control_socket
             .as_deref()
@@ -228,32 +250,57 @@ impl Config {
         let mut jobs = Vec::new();
         for (i, rj) in raw.jobs.into_iter().enumerate() {
             let k = |rest: &str| format!("jobs[{i}]{rest}");
-            if rj.name.is_empty() || !rj.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(err(k(".name"), format!("{:?} is not a valid job name (letters, digits, - _ .)", rj.name)));
+            if rj.name.is_empty()
+                || !rj
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(err(
+                    k(".name"),
+                    format!(
+                        "{:?} is not a valid job name (letters, digits, - _ .)",
+                        rj.name
+                    ),
+                ));
             }
             if jobs.iter().any(|j: &JobConfig| j.name == rj.name) {
-                return Err(err(k(".name"), format!("job name {:?} is used twice", rj.name)));
+                return Err(err(
+                    k(".name"),
+                    format!("job name {:?} is used twice", rj.name),
+                ));
             }
             let schedule = match (&rj.interval, &rj.cron) {
-                (Some(_), Some(_)) => return Err(err(k(".cron"), "set either interval or cron, not both".into())),
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        k(".cron"),
+                        "set either interval or cron, not both".into(),
+                    ))
+                }
                 (None, Some(c)) => {
                     check_cron(c).map_err(|m| err(k(".cron"), m))?;
                     Schedule::Cron(c.clone())
                 }
-                (Some(s), None) => Schedule::Interval(parse_duration(s).map_err(|m| err(k(".interval"), m))?),
+                (Some(s), None) => {
+                    Schedule::Interval(parse_duration(s).map_err(|m| err(k(".interval"), m))?)
+                }
                 (None, None) => Schedule::Interval(Duration::from_secs(40 * 60)),
             };
             let source = match rj.source {
                 RawSource::File { path } => {
                     let p = resolve(&path);
                     if !p.is_file() {
-                        return Err(err(k(".source.path"), format!("{} is not a readable file", p.display())));
+                        return Err(err(
+                            k(".source.path"),
+                            format!("{} is not a readable file", p.display()),
+                        ));
                     }
                     SourceConfig::File { path: p }
                 }
             };
             let t = rj.target;
-            let url = url::Url::parse(&t.url).map_err(|e| err(k(".target.url"), format!("{:?} is not a URL: {e}", t.url)))?;
+            let url = url::Url::parse(&t.url)
+                .map_err(|e| err(k(".target.url"), format!("{:?} is not a URL: {e}", t.url)))?;
             match url.scheme() {
                 "https" => {}
                 "http" if t.allow_insecure_http || is_loopback(&url) => {}
@@ -265,20 +312,26 @@ impl Config {
                 }
                 other => return Err(err(k(".target.url"), format!("unsupported scheme {other:?}"))),
             }
-            let token = read_token(&t, &resolve, env).map_err(|(key, m)| err(k(&format!(".target.{key}")), m))?;
+            let token = read_token(&t, &resolve, env)
+                .map_err(|(key, m)| err(k(&format!(".target.{key}")), m))?;
             let mut settings = TargetSettings::new(url, token);
             settings.patch_style = t.patch_style;
             if let Some(c) = t.concurrency {
                 if c == 0 || c > 256 {
-                    return Err(err(k(".target.concurrency"), "must be between 1 and 256".into()));
+                    return Err(err(
+                        k(".target.concurrency"),
+                        "must be between 1 and 256".into(),
+                    ));
                 }
                 settings.concurrency = c;
             }
             if let Some(s) = &t.connect_timeout {
-                settings.connect_timeout = parse_duration(s).map_err(|m| err(k(".target.connect_timeout"), m))?;
+                settings.connect_timeout =
+                    parse_duration(s).map_err(|m| err(k(".target.connect_timeout"), m))?;
             }
             if let Some(s) = &t.request_timeout {
-                settings.request_timeout = parse_duration(s).map_err(|m| err(k(".target.request_timeout"), m))?;
+                settings.request_timeout =
+                    parse_duration(s).map_err(|m| err(k(".target.request_timeout"), m))?;
             }
             if let Some(r) = t.max_retries {
                 settings.max_retries = r;
@@ -289,22 +342,31 @@ impl Config {
             }
             let preset_text = match rj.preset.as_deref() {
                 None | Some("generic-scim") => GENERIC_SCIM_PRESET,
-                Some(other) => return Err(err(k(".preset"), format!("unknown preset {other:?} (available: generic-scim)"))),
+                Some(other) => {
+                    return Err(err(
+                        k(".preset"),
+                        format!("unknown preset {other:?} (available: generic-scim)"),
+                    ))
+                }
             };
-            let preset: PresetFile = toml::from_str(preset_text).map_err(|e| err(k(".preset"), e.to_string()))?;
-            let mappings = Mappings::build(&preset, &rj.mappings.users, &rj.mappings.groups).map_err(|e: MappingError| {
-                let list = match e.object_type {
-                    crate::model::ObjectType::User => "users",
-                    crate::model::ObjectType::Group => "groups",
-                };
-                err(k(&format!(".mappings.{list}")), e.to_string())
-            })?;
+            let preset: PresetFile =
+                toml::from_str(preset_text).map_err(|e| err(k(".preset"), e.to_string()))?;
+            let mappings = Mappings::build(&preset, &rj.mappings.users, &rj.mappings.groups)
+                .map_err(|e: MappingError| {
+                    let list = match e.object_type {
+                        crate::model::ObjectType::User => "users",
+                        crate::model::ObjectType::Group => "groups",
+                    };
+                    err(k(&format!(".mappings.{list}")), e.to_string())
+                })?;
             jobs.push(JobConfig {
                 name: rj.name,
                 schedule,
                 scope: ScopeSettings {
                     mode: rj.scope,
-                    excluded_roles: rj.excluded_roles.unwrap_or_else(|| vec!["Default Access".into()]),
+                    excluded_roles: rj
+                        .excluded_roles
+                        .unwrap_or_else(|| vec!["Default Access".into()]),
                 },
                 null_values: rj.null_values,
                 mappings,
@@ -326,7 +388,12 @@ impl Config {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -346,7 +413,9 @@ pub fn cron_schedule(expr: &str) -> Result<croner::Cron, String> {
         .dom_and_dow(true)
         .build()
         .parse(expr)
-        .map_err(|e| format!("{expr:?} is not a valid cron expression (6 fields, seconds first, UTC): {e}"))
+        .map_err(|e| {
+            format!("{expr:?} is not a valid cron expression (6 fields, seconds first, UTC): {e}")
+        })
 }
 
 fn check_cron(expr: &str) -> Result<(), String> {
@@ -361,23 +430,48 @@ fn read_token(
     let (key, raw) = match (&t.token_file, &t.token_env, &t.token_credential) {
         (Some(f), None, None) => {
             let p = resolve(f);
-            let s = std::fs::read_to_string(&p).map_err(|e| ("token_file", format!("cannot read {}: {e}", p.display())))?;
+            let s = std::fs::read_to_string(&p)
+                .map_err(|e| ("token_file", format!("cannot read {}: {e}", p.display())))?;
             ("token_file", s)
         }
         (None, Some(name), None) => {
-            let s = env(name).ok_or_else(|| ("token_env", format!("environment variable {name} is not set")))?;
+            let s = env(name).ok_or_else(|| {
+                (
+                    "token_env",
+                    format!("environment variable {name} is not set"),
+                )
+            })?;
             ("token_env", s)
         }
         (None, None, Some(name)) => {
             let dir = env("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-                ("token_credential", "CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the systemd unit)".to_string())
+                (
+                    "token_credential",
+                    "CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the systemd unit)"
+                        .to_string(),
+                )
             })?;
             let p = Path::new(&dir).join(name);
-            let s = std::fs::read_to_string(&p).map_err(|e| ("token_credential", format!("cannot read {}: {e}", p.display())))?;
+            let s = std::fs::read_to_string(&p).map_err(|e| {
+                (
+                    "token_credential",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
             ("token_credential", s)
         }
-        (None, None, None) => return Err(("token_file", "no token: set token_file, token_env or token_credential".into())),
-        _ => return Err(("token_file", "set only one of token_file, token_env and token_credential".into())),
+        (None, None, None) => {
+            return Err((
+                "token_file",
+                "no token: set token_file, token_env or token_credential".into(),
+            ))
+        }
+        _ => {
+            return Err((
+                "token_file",
+                "set only one of token_file, token_env and token_credential".into(),
+            ))
+        }
     };
     let token = raw.trim();
     if token.is_empty() {

@@ -15,7 +15,9 @@ impl Fixture {
     }
     fn parse(&self, text: &str) -> Result<Config, ConfigError> {
         let env: HashMap<&str, &str> = [("ROBIN_TOKEN", "from-env")].into_iter().collect();
-        Config::parse(text, &self.dir.path().join("provisiond.toml"), &|k| env.get(k).map(|s| s.to_string()))
+        Config::parse(text, &self.dir.path().join("provisiond.toml"), &|k| {
+            env.get(k).map(|s| s.to_string())
+        })
     }
 }
 
@@ -43,7 +45,10 @@ fn a_good_config_resolves_relative_paths_and_reads_the_token() {
     assert_eq!(j.target.token.expose_secret(), "s3cret-token");
     assert_eq!(j.scope.excluded_roles, vec!["Default Access"]);
     assert_eq!(j.member_batch, 100);
-    assert!(!format!("{c:?}").contains("s3cret"), "Debug must not show the token");
+    assert!(
+        !format!("{c:?}").contains("s3cret"),
+        "Debug must not show the token"
+    );
 }
 
 fn error_for(f: &Fixture, text: &str) -> ConfigError {
@@ -54,15 +59,51 @@ fn error_for(f: &Fixture, text: &str) -> ConfigError {
 fn errors_name_the_file_and_key() {
     let f = Fixture::new();
     let cases: Vec<(String, &str, &str)> = vec![
-        (GOOD.replace("interval = \"40m\"", "interval = \"40 minutes\""), "jobs[0].interval", "not a duration"),
-        (GOOD.replace("token_file = \"token\"", "token_file = \"missing\""), "jobs[0].target.token_file", "cannot read"),
-        (GOOD.replace("token_file = \"token\"", "token_env = \"NOPE\""), "jobs[0].target.token_env", "NOPE is not set"),
-        (GOOD.replace("token_file = \"token\"", ""), "jobs[0].target.token_file", "no token"),
-        (GOOD.replace("https://api", "http://api"), "jobs[0].target.url", "loopback"),
-        (GOOD.replace("path = \"directory.json\"", "path = \"nope.json\""), "jobs[0].source.path", "not a readable file"),
-        (GOOD.replace("interval = \"40m\"", "cron = \"0 0 * * *\""), "jobs[0].cron", "not a valid cron"),
-        (format!("{GOOD}\n[[jobs.mappings.users]]\ntarget = \"x\"\n"), "jobs[0].mappings.users", "exactly one of"),
-        (GOOD.replace("name = \"robin\"", "name = \"robin\"\nbogus = 1"), "line 5, column 1", "unknown field `bogus`"),
+        (
+            GOOD.replace("interval = \"40m\"", "interval = \"40 minutes\""),
+            "jobs[0].interval",
+            "not a duration",
+        ),
+        (
+            GOOD.replace("token_file = \"token\"", "token_file = \"missing\""),
+            "jobs[0].target.token_file",
+            "cannot read",
+        ),
+        (
+            GOOD.replace("token_file = \"token\"", "token_env = \"NOPE\""),
+            "jobs[0].target.token_env",
+            "NOPE is not set",
+        ),
+        (
+            GOOD.replace("token_file = \"token\"", ""),
+            "jobs[0].target.token_file",
+            "no token",
+        ),
+        (
+            GOOD.replace("https://api", "http://api"),
+            "jobs[0].target.url",
+            "loopback",
+        ),
+        (
+            GOOD.replace("path = \"directory.json\"", "path = \"nope.json\""),
+            "jobs[0].source.path",
+            "not a readable file",
+        ),
+        (
+            GOOD.replace("interval = \"40m\"", "cron = \"0 0 * * *\""),
+            "jobs[0].cron",
+            "not a valid cron",
+        ),
+        (
+            format!("{GOOD}\n[[jobs.mappings.users]]\ntarget = \"x\"\n"),
+            "jobs[0].mappings.users",
+            "exactly one of",
+        ),
+        (
+            GOOD.replace("name = \"robin\"", "name = \"robin\"\nbogus = 1"),
+            "line 5, column 1",
+            "unknown field `bogus`",
+        ),
     ];
     for (text, key, message) in cases {
         let e = error_for(&f, &text);
@@ -76,17 +117,30 @@ fn errors_name_the_file_and_key() {
 fn token_sources_and_loopback_http() {
     let f = Fixture::new();
     let c = f
-        .parse(&GOOD.replace("token_file = \"token\"", "token_env = \"ROBIN_TOKEN\"").replace(
-            "https://api.robinpowered.com/v1.0/scim-2",
-            "http://127.0.0.1:9999/scim",
-        ))
+        .parse(
+            &GOOD
+                .replace("token_file = \"token\"", "token_env = \"ROBIN_TOKEN\"")
+                .replace(
+                    "https://api.robinpowered.com/v1.0/scim-2",
+                    "http://127.0.0.1:9999/scim",
+                ),
+        )
         .unwrap();
     assert_eq!(c.jobs[0].target.token.expose_secret(), "from-env");
     assert!(f
-        .parse(&GOOD.replace("https://api", "http://api").replace("[jobs.target]", "[jobs.target]\nallow_insecure_http = true"))
+        .parse(
+            &GOOD
+                .replace("https://api", "http://api")
+                .replace("[jobs.target]", "[jobs.target]\nallow_insecure_http = true")
+        )
         .is_ok());
-    let cron = f.parse(&GOOD.replace("interval = \"40m\"", "cron = \"0 */40 * * * *\"")).unwrap();
-    assert_eq!(cron.jobs[0].schedule, Schedule::Cron("0 */40 * * * *".into()));
+    let cron = f
+        .parse(&GOOD.replace("interval = \"40m\"", "cron = \"0 */40 * * * *\""))
+        .unwrap();
+    assert_eq!(
+        cron.jobs[0].schedule,
+        Schedule::Cron("0 */40 * * * *".into())
+    );
 }
 
 #[test]
@@ -94,5 +148,9 @@ fn job_selection() {
     let f = Fixture::new();
     let c = f.parse(GOOD).unwrap();
     assert_eq!(c.select(Some("robin")).unwrap().len(), 1);
-    assert!(c.select(Some("other")).unwrap_err().message.contains("robin"));
+    assert!(c
+        .select(Some("other"))
+        .unwrap_err()
+        .message
+        .contains("robin"));
 }

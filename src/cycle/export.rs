@@ -11,17 +11,17 @@ use crate::state::{Link, LinkIndex, StateStore};
 use crate::summary::{GroupCounts, MembershipCounts, Problem, UserCounts};
 use crate::target::{PatchOp, Target, TargetError};
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// One thing the export did (or, in a dry run, would do): the seed of a provisioning-log entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionRecord {
     /// `create`, `adopt`, `update`, `disable`, `delete`, `add_members`, `remove_members`, `failed`.
-    pub action: &'static str,
+    pub action: String,
     pub object_type: ObjectType,
     pub source_id: String,
     pub target_id: Option<String>,
@@ -88,7 +88,10 @@ struct Failure {
 
 impl From<TargetError> for Failure {
     fn from(e: TargetError) -> Self {
-        let fatal = matches!(e.code(), "Unauthorized" | "ConnectionFailed" | "InvalidConfiguration");
+        let fatal = matches!(
+            e.code(),
+            "Unauthorized" | "ConnectionFailed" | "InvalidConfiguration"
+        );
         Failure {
             code: e.code().to_string(),
             reason: e.to_string(),
@@ -156,7 +159,13 @@ impl<'a> Exporter<'a> {
 
     pub fn into_results(
         self,
-    ) -> (UserCounts, GroupCounts, MembershipCounts, Vec<Problem>, Vec<ActionRecord>) {
+    ) -> (
+        UserCounts,
+        GroupCounts,
+        MembershipCounts,
+        Vec<Problem>,
+        Vec<ActionRecord>,
+    ) {
         let t = self.tally.into_inner().unwrap_or_else(|e| e.into_inner());
         (t.users, t.groups, t.memberships, t.problems, t.records)
     }
@@ -211,10 +220,15 @@ impl<'a> Exporter<'a> {
         };
         let result = result.and_then(|outcome| {
             match &outcome {
-                Outcome::Created(l) | Outcome::Adopted(l) | Outcome::Updated(l) | Outcome::Disabled(l) => {
+                Outcome::Created(l)
+                | Outcome::Adopted(l)
+                | Outcome::Updated(l)
+                | Outcome::Disabled(l) => {
                     persist(l)?;
                     lock(&self.owners).insert((ty, l.target_id.clone()), source_id.to_string());
-                    lock(&self.links).of_mut(ty).insert(source_id.to_string(), l.clone());
+                    lock(&self.links)
+                        .of_mut(ty)
+                        .insert(source_id.to_string(), l.clone());
                 }
                 Outcome::Deleted => {
                     self.store
@@ -236,12 +250,22 @@ impl<'a> Exporter<'a> {
             Ok(outcome) => {
                 let (verb, target_id, detail) = match (&outcome, action) {
                     (Outcome::Created(l), _) => ("create", Some(&l.target_id), String::new()),
-                    (Outcome::Adopted(l), _) => ("adopt", Some(&l.target_id), "matched an existing object".to_string()),
-                    (Outcome::Updated(l), Action::Update(u)) => ("update", Some(&l.target_id), describe_changes(&u.changes)),
+                    (Outcome::Adopted(l), _) => (
+                        "adopt",
+                        Some(&l.target_id),
+                        "matched an existing object".to_string(),
+                    ),
+                    (Outcome::Updated(l), Action::Update(u)) => {
+                        ("update", Some(&l.target_id), describe_changes(&u.changes))
+                    }
                     (Outcome::Updated(l), _) => ("update", Some(&l.target_id), String::new()),
-                    (Outcome::Disabled(l), Action::Disable(d)) => ("disable", Some(&l.target_id), d.reason.clone()),
+                    (Outcome::Disabled(l), Action::Disable(d)) => {
+                        ("disable", Some(&l.target_id), d.reason.clone())
+                    }
                     (Outcome::Disabled(l), _) => ("disable", Some(&l.target_id), String::new()),
-                    (Outcome::Deleted, Action::Delete(d)) => ("delete", Some(&d.target_id), d.reason.clone()),
+                    (Outcome::Deleted, Action::Delete(d)) => {
+                        ("delete", Some(&d.target_id), d.reason.clone())
+                    }
                     (Outcome::Deleted, _) => ("delete", None, String::new()),
                 };
                 match (ty, verb) {
@@ -268,7 +292,7 @@ impl<'a> Exporter<'a> {
                 );
                 if self.record_actions {
                     t.records.push(ActionRecord {
-                        action: verb,
+                        action: verb.to_string(),
                         object_type: ty,
                         source_id: source_id.to_string(),
                         target_id: target_id.cloned(),
@@ -294,7 +318,7 @@ impl<'a> Exporter<'a> {
                 );
                 if self.record_actions {
                     t.records.push(ActionRecord {
-                        action: "failed",
+                        action: "failed".to_string(),
                         object_type: ty,
                         source_id: source_id.to_string(),
                         target_id: None,
@@ -321,7 +345,11 @@ impl<'a> Exporter<'a> {
 
     /// Entra's matching: each matching attribute alone, in precedence order; the first hit wins;
     /// more than one hit is an error for this object.
-    async fn find_match(&self, ty: ObjectType, matching: &[(String, Value)]) -> Result<Option<Value>, Failure> {
+    async fn find_match(
+        &self,
+        ty: ObjectType,
+        matching: &[(String, Value)],
+    ) -> Result<Option<Value>, Failure> {
         for (path, value) in matching {
             let mut hits = self.target.find(ty, path, value).await?;
             match hits.len() {
@@ -380,7 +408,9 @@ impl<'a> Exporter<'a> {
             if owner != &p.source_id {
                 return Err(Failure {
                     code: "TargetObjectAlreadyLinked".into(),
-                    reason: format!("target object {target_id} is already linked to source object {owner}"),
+                    reason: format!(
+                        "target object {target_id} is already linked to source object {owner}"
+                    ),
                     fatal: false,
                 });
             }
@@ -415,7 +445,9 @@ impl<'a> Exporter<'a> {
             .map(|(path, v)| PatchOp::replace(path.clone(), wire_value(path, v.clone())))
             .collect();
         if !ops.is_empty() {
-            self.target.patch(p.object_type, &link.target_id, &ops).await?;
+            self.target
+                .patch(p.object_type, &link.target_id, &ops)
+                .await?;
         }
         Ok(Outcome::Adopted(link))
     }
@@ -470,7 +502,11 @@ impl<'a> Exporter<'a> {
 
     async fn disable(&self, d: &Disable) -> Result<Outcome, Failure> {
         let ops = [PatchOp::replace("active", Value::Bool(false))];
-        match self.target.patch(ObjectType::User, &d.target_id, &ops).await {
+        match self
+            .target
+            .patch(ObjectType::User, &d.target_id, &ops)
+            .await
+        {
             Ok(()) => {
                 let mut link = lock(&self.links)
                     .get(ObjectType::User, &d.source_id)
@@ -517,7 +553,11 @@ impl<'a> Exporter<'a> {
     async fn members(&self, m: &MembershipChange) {
         let mut chunks: Vec<(bool, Vec<PatchOp>, Vec<String>)> = Vec::new();
         for ids in m.add.chunks(self.member_batch) {
-            let value = Value::Array(ids.iter().map(|id| serde_json::json!({"value": id})).collect());
+            let value = Value::Array(
+                ids.iter()
+                    .map(|id| serde_json::json!({"value": id}))
+                    .collect(),
+            );
             chunks.push((true, vec![PatchOp::add("members", value)], ids.to_vec()));
         }
         for ids in m.remove.chunks(self.member_batch) {
@@ -531,7 +571,10 @@ impl<'a> Exporter<'a> {
             if self.halted() {
                 return;
             }
-            let result = self.target.patch(ObjectType::Group, &m.group_target_id, &ops).await;
+            let result = self
+                .target
+                .patch(ObjectType::Group, &m.group_target_id, &ops)
+                .await;
             let outcome = match result {
                 Ok(()) => {
                     let updated = {
@@ -573,12 +616,16 @@ impl<'a> Exporter<'a> {
                     } else {
                         t.memberships.removed += n;
                     }
-                    let verb = if adding { "add_members" } else { "remove_members" };
+                    let verb = if adding {
+                        "add_members"
+                    } else {
+                        "remove_members"
+                    };
                     tracing::info!(job = self.job, cycle_id = self.cycle_id, action = verb,
                         group_id = %m.group_source_id, target_id = %m.group_target_id, count = n, "exported");
                     if self.record_actions {
                         t.records.push(ActionRecord {
-                            action: verb,
+                            action: verb.to_string(),
                             object_type: ObjectType::Group,
                             source_id: m.group_source_id.clone(),
                             target_id: Some(m.group_target_id.clone()),
@@ -620,7 +667,9 @@ fn quote(s: &str) -> String {
 fn wire_value(path: &str, v: Value) -> Value {
     let leaf = path.rsplit([':', '.']).next().unwrap_or(path);
     match v {
-        Value::String(id) if leaf.eq_ignore_ascii_case("manager") => serde_json::json!({"value": id}),
+        Value::String(id) if leaf.eq_ignore_ascii_case("manager") => {
+            serde_json::json!({"value": id})
+        }
         other => other,
     }
 }

@@ -15,8 +15,8 @@ use crate::summary::{
     CycleKind, CycleStatus, CycleSummary, GroupCounts, MembershipCounts, Problem, UserCounts,
 };
 use crate::target::Target;
-pub use export::{ActionRecord, StopSignal};
 use export::Exporter;
+pub use export::{ActionRecord, StopSignal};
 use std::time::Instant;
 
 /// Problems kept in a summary; the logs have them all.
@@ -55,7 +55,7 @@ pub struct CycleOptions<'a> {
 }
 
 /// A cycle's summary and, when asked for, what it did object by object.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CycleReport {
     pub summary: CycleSummary,
     pub actions: Vec<ActionRecord>,
@@ -106,23 +106,33 @@ pub async fn run_cycle(
     let mut meta = match store.meta(&job.name) {
         Ok(m) => m,
         Err(e) => {
-            return CycleReport { summary: fail(summary, e.to_string()), actions: vec![] };
+            return CycleReport {
+                summary: fail(summary, e.to_string()),
+                actions: vec![],
+            };
         }
     };
     let fingerprint = job.fingerprint();
-    summary.kind = if meta.watermark.is_some() && meta.fingerprint.as_deref() == Some(fingerprint.as_str()) {
-        CycleKind::Incremental
-    } else {
-        CycleKind::Initial
-    };
+    summary.kind =
+        if meta.watermark.is_some() && meta.fingerprint.as_deref() == Some(fingerprint.as_str()) {
+            CycleKind::Incremental
+        } else {
+            CycleKind::Initial
+        };
     tracing::info!(job = %job.name, cycle_id = %cycle_id, kind = ?summary.kind, source = %job.source.describe(), "cycle started");
 
     let read = match job.source.read(meta.watermark.as_deref()).await {
         Ok(r) => r,
         Err(e) => {
-            let s = fail(summary, format!("source read failed, nothing was changed: {e}"));
+            let s = fail(
+                summary,
+                format!("source read failed, nothing was changed: {e}"),
+            );
             record_failure(store, &job.name, &mut meta, &s, opts.dry_run);
-            return CycleReport { summary: s, actions: vec![] };
+            return CycleReport {
+                summary: s,
+                actions: vec![],
+            };
         }
     };
     let dir = read.directory;
@@ -132,12 +142,20 @@ pub async fn run_cycle(
         Err(e) => {
             let s = fail(summary, e.to_string());
             record_failure(store, &job.name, &mut meta, &s, opts.dry_run);
-            return CycleReport { summary: s, actions: vec![] };
+            return CycleReport {
+                summary: s,
+                actions: vec![],
+            };
         }
     };
 
-    let env = EvalEnv { now: chrono::Utc::now() };
-    let settings = PlanSettings { null_values: job.null_values, env: &env };
+    let env = EvalEnv {
+        now: chrono::Utc::now(),
+    };
+    let settings = PlanSettings {
+        null_values: job.null_values,
+        env: &env,
+    };
     let scoped = scope::evaluate(&dir, &job.scope, None);
     let plan = plan::plan_objects(&dir, &scoped, &job.mappings, &links, &settings);
     if !dir.complete {
@@ -155,7 +173,16 @@ pub async fn run_cycle(
     if let Some(p) = opts.progress {
         p.set_length(plan.actions.len() as u64);
     }
-    let mut exporter = Exporter::new(&job.name, &cycle_id, target, store, links, job.concurrency, job.member_batch, stop);
+    let mut exporter = Exporter::new(
+        &job.name,
+        &cycle_id,
+        target,
+        store,
+        links,
+        job.concurrency,
+        job.member_batch,
+        stop,
+    );
     exporter.record_actions = opts.record_actions;
     exporter.progress = opts.progress;
     // Users first, then groups, then references: group members and managers need user ids.
@@ -168,12 +195,15 @@ pub async fn run_cycle(
     exporter.run(&groups).await;
     let mut problems: Vec<Problem> = plan.problems.clone();
     if exporter.aborted().is_none() && !stop.stopped() {
-        let refs = plan::plan_references(&dir, &scoped, &job.mappings, &exporter.links(), &settings);
+        let refs =
+            plan::plan_references(&dir, &scoped, &job.mappings, &exporter.links(), &settings);
         if let Some(p) = opts.progress {
             p.inc_length((refs.updates.len() + refs.memberships.len()) as u64);
         }
         problems.extend(refs.problems.iter().cloned());
-        exporter.run_references(&refs.updates, &refs.memberships).await;
+        exporter
+            .run_references(&refs.updates, &refs.memberships)
+            .await;
     }
     let aborted = exporter.aborted();
     let (users_c, groups_c, memberships, export_problems, actions) = exporter.into_results();
@@ -198,12 +228,21 @@ pub async fn run_cycle(
     if let Some(Abort(reason)) = aborted {
         let s = fail(summary, format!("cycle stopped: {reason}"));
         record_failure(store, &job.name, &mut meta, &s, opts.dry_run);
-        return CycleReport { summary: s, actions };
+        return CycleReport {
+            summary: s,
+            actions,
+        };
     }
     if stop.stopped() {
-        let s = fail(summary, "interrupted by shutdown; the next cycle continues".into());
+        let s = fail(
+            summary,
+            "interrupted by shutdown; the next cycle continues".into(),
+        );
         record_failure(store, &job.name, &mut meta, &s, opts.dry_run);
-        return CycleReport { summary: s, actions };
+        return CycleReport {
+            summary: s,
+            actions,
+        };
     }
 
     if !opts.dry_run {
@@ -217,7 +256,10 @@ pub async fn run_cycle(
             store.flush()
         });
         if let Err(e) = done {
-            return CycleReport { summary: fail(summary, e.to_string()), actions };
+            return CycleReport {
+                summary: fail(summary, e.to_string()),
+                actions,
+            };
         }
     }
     tracing::info!(

@@ -419,30 +419,52 @@ mod tests {
     #[test]
     fn generic_defaults_map_an_entra_user() {
         let m = Mappings::generic_scim().unwrap();
-        let u = user(json!({"userPrincipalName":"alice@contoso.com","mail":"alice@contoso.com",
+        let u = user(
+            json!({"userPrincipalName":"alice@contoso.com","mail":"alice@contoso.com",
             "givenName":"Alice","surname":"Liddell","displayName":"Alice Liddell","jobTitle":"Engineer",
-            "department":"R&D","employeeId":"1001","mailNickname":"alice","manager":"u9","city":"Oxford"}));
+            "department":"R&D","employeeId":"1001","mailNickname":"alice","manager":"u9","city":"Oxford"}),
+        );
         let env = env();
-        let ctx = MapContext { soft_deleted: false, roles: None, env: &env };
+        let ctx = MapContext {
+            soft_deleted: false,
+            roles: None,
+            env: &env,
+        };
         let out = map_object(&u, &m.users, &ctx).unwrap();
         assert_eq!(out.values["userName"], json!("alice@contoso.com"));
         assert_eq!(out.values["active"], json!(true));
         assert_eq!(out.values["name.formatted"], json!("Alice Liddell"));
-        assert_eq!(out.values["emails[type eq \"work\"].value"], json!("alice@contoso.com"));
-        assert_eq!(out.values["addresses[type eq \"work\"].locality"], json!("Oxford"));
+        assert_eq!(
+            out.values["emails[type eq \"work\"].value"],
+            json!("alice@contoso.com")
+        );
+        assert_eq!(
+            out.values["addresses[type eq \"work\"].locality"],
+            json!("Oxford")
+        );
         assert_eq!(
             out.values["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"],
             json!("R&D")
         );
-        assert_eq!(out.matching, vec![("userName".to_string(), json!("alice@contoso.com"))]);
+        assert_eq!(
+            out.matching,
+            vec![("userName".to_string(), json!("alice@contoso.com"))]
+        );
         assert_eq!(
             out.references["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"],
             Some("u9".to_string())
         );
-        assert!(out.nulls.contains("title") == false);
+        assert!(!out.nulls.contains("title"));
         assert!(out.nulls.contains("preferredLanguage"));
-        let ctx = MapContext { soft_deleted: true, roles: None, env: &env };
-        assert_eq!(map_object(&u, &m.users, &ctx).unwrap().values["active"], json!(false));
+        let ctx = MapContext {
+            soft_deleted: true,
+            roles: None,
+            env: &env,
+        };
+        assert_eq!(
+            map_object(&u, &m.users, &ctx).unwrap().values["active"],
+            json!(false)
+        );
     }
 
     #[test]
@@ -471,7 +493,11 @@ mod tests {
         let m = Mappings::build(&preset, &users, &[]).unwrap();
         assert!(m.users.iter().all(|x| x.target != "title"));
         let env = env();
-        let ctx = MapContext { soft_deleted: false, roles: None, env: &env };
+        let ctx = MapContext {
+            soft_deleted: false,
+            roles: None,
+            env: &env,
+        };
         let out = map_object(&user(json!({"mail":"m@x","jobTitle":"T"})), &m.users, &ctx).unwrap();
         assert_eq!(out.values["USERNAME"], json!("m@x"));
         assert_eq!(out.create_only["nickName"], json!("n"));
@@ -489,8 +515,18 @@ mod tests {
         let e = Mappings::build(&PresetFile::default(), &bad, &[]).unwrap_err();
         assert_eq!(e.target, "x");
         let dup = vec![
-            MappingSpec { target: "a".into(), source: Some("a".into()), matching: Some(1), ..MappingSpec::default() },
-            MappingSpec { target: "b".into(), source: Some("b".into()), matching: Some(1), ..MappingSpec::default() },
+            MappingSpec {
+                target: "a".into(),
+                source: Some("a".into()),
+                matching: Some(1),
+                ..MappingSpec::default()
+            },
+            MappingSpec {
+                target: "b".into(),
+                source: Some("b".into()),
+                matching: Some(1),
+                ..MappingSpec::default()
+            },
         ];
         assert!(Mappings::build(&PresetFile::default(), &dup, &[]).is_err());
     }
@@ -505,7 +541,11 @@ mod tests {
         }];
         let m = Mappings::build(&PresetFile::default(), &specs, &[]).unwrap();
         let env = env();
-        let ctx = MapContext { soft_deleted: false, roles: None, env: &env };
+        let ctx = MapContext {
+            soft_deleted: false,
+            roles: None,
+            env: &env,
+        };
         let out = map_object(&user(json!({})), &m.users, &ctx).unwrap();
         assert_eq!(out.create_only["title"], json!("Staff"));
         assert!(out.nulls.contains("title"));

@@ -258,7 +258,11 @@ mod tests {
                 "groups":[{"id":"g1","members":"u2"},{"id":"u2"}],
                 "assignments":[{"role":"User"}]}"#,
         );
-        assert!(d.users.is_empty(), "{:?}", d.users.keys().collect::<Vec<_>>());
+        assert!(
+            d.users.is_empty(),
+            "{:?}",
+            d.users.keys().collect::<Vec<_>>()
+        );
         assert!(d.groups.is_empty());
         let positions: Vec<_> = d.rejected.iter().map(|r| r.position.as_str()).collect();
         assert!(positions.contains(&"users[0]"));

@@ -68,7 +68,10 @@ pub struct JobMeta {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state store {path} is in use by another process{}", holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
-    Locked { path: PathBuf, holder: Option<String> },
+    Locked {
+        path: PathBuf,
+        holder: Option<String>,
+    },
     #[error("state store {path}: {message}")]
     Storage { path: PathBuf, message: String },
     #[error("state store {path}: record {key:?} is unreadable: {message}")]

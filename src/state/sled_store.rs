@@ -21,7 +21,9 @@ pub struct SledStore {
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").field("path", &self.path).finish()
+        f.debug_struct("SledStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -46,7 +48,10 @@ impl SledStore {
             .flush_every_ms(Some(500))
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
                     StateError::Locked {
                         path: path.clone(),
                         holder: None,
@@ -99,7 +104,11 @@ impl SledStore {
     }
 
     fn encode<T: Serialize>(&self, key: &str, d: &T) -> Result<Vec<u8>, StateError> {
-        serde_json::to_vec(&Envelope { v: SCHEMA_VERSION, d }).map_err(|e| StateError::Corrupt {
+        serde_json::to_vec(&Envelope {
+            v: SCHEMA_VERSION,
+            d,
+        })
+        .map_err(|e| StateError::Corrupt {
             path: self.path.clone(),
             key: key.to_string(),
             message: e.to_string(),
@@ -211,7 +220,14 @@ mod tests {
             s.put_link("j", &link("b")).unwrap();
             s.put_link("other", &link("c")).unwrap();
             s.remove_link("j", ObjectType::User, "b").unwrap();
-            s.put_meta("j", &JobMeta { watermark: Some("w".into()), ..JobMeta::default() }).unwrap();
+            s.put_meta(
+                "j",
+                &JobMeta {
+                    watermark: Some("w".into()),
+                    ..JobMeta::default()
+                },
+            )
+            .unwrap();
             s.flush().unwrap();
         }
         let s = SledStore::open(dir.path()).unwrap();
@@ -238,7 +254,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStore::open(dir.path()).unwrap();
-            s.db.open_tree("meta").unwrap().insert("schema_version", "99").unwrap();
+            s.db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", "99")
+                .unwrap();
             s.flush().unwrap();
         }
         assert!(matches!(

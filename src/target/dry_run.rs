@@ -9,7 +9,12 @@ use serde_json::Value;
 /// What the export stage needs from a target application.
 #[async_trait]
 pub trait Target: Send + Sync {
-    async fn find(&self, ty: ObjectType, attr: &str, value: &Value) -> Result<Vec<Value>, TargetError>;
+    async fn find(
+        &self,
+        ty: ObjectType,
+        attr: &str,
+        value: &Value,
+    ) -> Result<Vec<Value>, TargetError>;
     async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError>;
     async fn patch(&self, ty: ObjectType, id: &str, ops: &[PatchOp]) -> Result<(), TargetError>;
     async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError>;
@@ -18,7 +23,12 @@ pub trait Target: Send + Sync {
 
 #[async_trait]
 impl Target for ScimClient {
-    async fn find(&self, ty: ObjectType, attr: &str, value: &Value) -> Result<Vec<Value>, TargetError> {
+    async fn find(
+        &self,
+        ty: ObjectType,
+        attr: &str,
+        value: &Value,
+    ) -> Result<Vec<Value>, TargetError> {
         ScimClient::find(self, ty, attr, value).await
     }
     async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError> {
@@ -50,7 +60,12 @@ impl<T> DryRunTarget<T> {
 
 #[async_trait]
 impl<T: Target> Target for DryRunTarget<T> {
-    async fn find(&self, ty: ObjectType, attr: &str, value: &Value) -> Result<Vec<Value>, TargetError> {
+    async fn find(
+        &self,
+        ty: ObjectType,
+        attr: &str,
+        value: &Value,
+    ) -> Result<Vec<Value>, TargetError> {
         self.inner.find(ty, attr, value).await
     }
     async fn create(&self, _ty: ObjectType, mut body: Value) -> Result<Value, TargetError> {

@@ -1,0 +1,566 @@
+//! The command line: argument definitions and one function per command. `main.rs` only parses,
+//! sets up logging and turns the outcome into an exit code.
+
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
+use crate::control::{self, Request, Response};
+use crate::cycle::CycleReport;
+use crate::schedule::{self, Daemon, JobRuntime, JobStatus};
+use crate::state::{SledStore, StateError, StateStore};
+use crate::summary::{CycleStatus, CycleSummary};
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "provisiond",
+    version,
+    about = "Keeps a SaaS application's users and groups in step with a directory over SCIM 2.0"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "PROVISIOND_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Log format on stderr (overrides the config's log_format).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run as a daemon: a cycle per job at start-up, then on each job's schedule.
+    Run,
+    /// Run one cycle now and exit (through the daemon when it is running).
+    Sync {
+        #[arg(long)]
+        job: Option<String>,
+        /// Plan and show what would change; send no writing request.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print one JSON object per job.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that the target's URL, TLS, token and SCIM answers are right.
+    TestConnection {
+        #[arg(long)]
+        job: Option<String>,
+    },
+    /// Show each job's last cycle, linked objects and next run.
+    Status {
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the configuration and exit.
+    CheckConfig,
+    /// Serve an in-memory SCIM 2.0 server for trying provisiond and for tests.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Require this bearer token (default: accept any request).
+        #[arg(long, env = "PROVISIOND_SANDBOX_TOKEN")]
+        token: Option<String>,
+        /// JSON file with a list of fault rules to inject (see README).
+        #[arg(long)]
+        faults: Option<PathBuf>,
+    },
+    /// Show provisiond at work: a sandbox, an initial cycle and an incremental one.
+    Demo,
+    /// Evaluate one Entra mapping expression against one source object.
+    Expr {
+        expression: String,
+        /// The source object, as JSON.
+        #[arg(long, conflicts_with = "input_file")]
+        input: Option<String>,
+        #[arg(long)]
+        input_file: Option<PathBuf>,
+    },
+}
+
+impl Command {
+    /// Commands that start from the configuration file.
+    pub fn needs_config(&self) -> bool {
+        !matches!(
+            self,
+            Command::Sandbox { .. } | Command::Demo | Command::Expr { .. }
+        )
+    }
+}
+
+/// A command's failure: a message for stderr and an exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::usage(e.to_string())
+    }
+}
+
+/// The pid file next to the store, so a second process can say who holds the store.
+pub fn pid_file(config: &Config) -> PathBuf {
+    config.state_dir.join("provisiond.pid")
+}
+
+/// Open the store, or explain who holds it.
+pub fn open_store(config: &Config) -> Result<SledStore, Failure> {
+    SledStore::open(&config.state_dir.join("state")).map_err(|e| match e {
+        StateError::Locked { path, .. } => {
+            let holder = std::fs::read_to_string(pid_file(config))
+                .ok()
+                .map(|p| format!("provisiond (pid {})", p.trim()))
+                .unwrap_or_else(|| "another process".into());
+            Failure::usage(format!(
+                "state store {} is in use by {holder}, and its control socket {} does not answer",
+                path.display(),
+                config.control_socket.display()
+            ))
+        }
+        other => Failure::usage(other.to_string()),
+    })
+}
+
+pub async fn run(config: Config) -> Result<i32, Failure> {
+    let store = open_store(&config)?;
+    let listener = control::bind(&config.control_socket)
+        .await
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let pid_path = pid_file(&config);
+    if let Err(e) = std::fs::write(&pid_path, std::process::id().to_string()) {
+        tracing::warn!(path = %pid_path.display(), error = %e, "cannot write the pid file");
+    }
+    let store: Arc<dyn StateStore> = Arc::new(store);
+    let daemon = Arc::new(
+        Daemon::new(config.clone(), store.clone()).map_err(|e| Failure::usage(e.to_string()))?,
+    );
+    tracing::info!(jobs = daemon.jobs.len(), socket = %config.control_socket.display(), pid = std::process::id(), "provisiond started");
+    let control_task = tokio::spawn(control::serve(listener, daemon.clone()));
+
+    let workers = {
+        let d = daemon.clone();
+        tokio::spawn(async move { d.run_workers().await })
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    daemon.shutdown();
+    // In-flight requests get what is left of the 10 s systemd allows; then we persist and go.
+    let finished = tokio::time::timeout(Duration::from_secs(8), workers).await;
+    if finished.is_err() {
+        tracing::warn!(
+            "requests still in flight after 8 s: abandoning them (the next cycle re-matches)"
+        );
+    }
+    control_task.abort();
+    let flushed = store.flush();
+    let _ = std::fs::remove_file(&config.control_socket);
+    let _ = std::fs::remove_file(&pid_path);
+    match flushed {
+        Ok(()) => {
+            tracing::info!("provisiond stopped");
+            Ok(0)
+        }
+        Err(e) => Err(Failure {
+            code: 1,
+            message: format!("could not persist the state on shutdown: {e}"),
+        }),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+pub async fn sync(
+    config: &Config,
+    job: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> Result<i32, Failure> {
+    config.select(job)?;
+    let req = Request::Sync {
+        job: job.map(str::to_string),
+        dry_run,
+    };
+    let reports = match control::request(&config.control_socket, &req, None)
+        .await
+        .map_err(|e| Failure::usage(e.to_string()))?
+    {
+        Some(Response::Sync { reports }) => reports,
+        Some(Response::Error { message }) => return Err(Failure::usage(message)),
+        Some(other) => {
+            return Err(Failure::usage(format!(
+                "unexpected answer from the daemon: {other:?}"
+            )))
+        }
+        None => {
+            let store = open_store(config)?;
+            let stop = stop_on_signal();
+            let mut reports = Vec::new();
+            for j in config.select(job)? {
+                let rt = JobRuntime::new(j.clone()).map_err(|e| Failure::usage(e.to_string()))?;
+                let bar = progress_bar(json);
+                let report =
+                    schedule::run_job_cycle(&rt, &store, dry_run, bar.as_ref(), &stop).await;
+                if let Some(b) = bar {
+                    b.finish_and_clear();
+                }
+                reports.push(report);
+            }
+            reports
+        }
+    };
+    let mut code = 0;
+    for r in &reports {
+        code = code.max(r.summary.status.exit_code());
+        if json {
+            println!("{}", serde_json::to_string(&r.summary).unwrap_or_default());
+        } else {
+            print!("{}", render_report(r));
+        }
+    }
+    Ok(code)
+}
+
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        s.store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!("interrupted: finishing in-flight requests");
+    });
+    stop
+}
+
+fn progress_bar(json: bool) -> Option<indicatif::ProgressBar> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {pos}/{len} objects [{elapsed_precise}] {wide_bar}",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// A cycle summary as an admin reads it.
+pub fn render_summary(s: &CycleSummary) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let status = match s.status {
+        CycleStatus::Succeeded => "succeeded",
+        CycleStatus::EntryLevelErrors => "finished with errors on some objects",
+        CycleStatus::Failed => "FAILED",
+    };
+    let kind = match s.kind {
+        crate::summary::CycleKind::Initial => "initial",
+        crate::summary::CycleKind::Incremental => "incremental",
+    };
+    let _ = writeln!(
+        out,
+        "{}: {}{kind} cycle {status} in {:.1} s (cycle {})",
+        s.job,
+        if s.dry_run { "dry-run " } else { "" },
+        s.duration_ms as f64 / 1000.0,
+        s.cycle_id
+    );
+    if let Some(e) = &s.error {
+        let _ = writeln!(out, "  error: {e}");
+    }
+    let u = &s.users;
+    let _ = writeln!(
+        out,
+        "  users:       created {}, updated {}, disabled {}, deleted {}, unchanged {}, skipped {}, failed {}",
+        u.created, u.updated, u.disabled, u.deleted, u.unchanged, u.skipped, u.failed
+    );
+    let g = &s.groups;
+    let _ = writeln!(
+        out,
+        "  groups:      created {}, updated {}, deleted {}, unchanged {}, skipped {}, failed {}",
+        g.created, g.updated, g.deleted, g.unchanged, g.skipped, g.failed
+    );
+    let _ = writeln!(
+        out,
+        "  memberships: added {}, removed {}",
+        s.memberships.added, s.memberships.removed
+    );
+    let r = &s.requests;
+    let _ = writeln!(
+        out,
+        "  requests:    GET {}, POST {}, PATCH {}, PUT {}, DELETE {}",
+        r.get, r.post, r.patch, r.put, r.delete
+    );
+    if !s.source_complete && s.error.is_none() {
+        let _ = writeln!(
+            out,
+            "  source read incomplete: no account was disabled or deleted"
+        );
+    }
+    if s.problem_count > 0 {
+        let _ = writeln!(out, "  problems ({}):", s.problem_count);
+        for p in &s.problems {
+            let _ = writeln!(
+                out,
+                "    {} {} {}: {}: {}",
+                p.object_type.as_deref().unwrap_or("object"),
+                p.id.as_deref().unwrap_or("-"),
+                p.name
+                    .as_deref()
+                    .map(|n| format!("{n:?}"))
+                    .unwrap_or_default(),
+                p.code,
+                p.reason
+            );
+        }
+        if s.problem_count as usize > s.problems.len() {
+            let _ = writeln!(
+                out,
+                "    … and {} more in the logs",
+                s.problem_count as usize - s.problems.len()
+            );
+        }
+    }
+    out
+}
+
+pub fn render_report(r: &CycleReport) -> String {
+    let mut out = render_summary(&r.summary);
+    if r.summary.dry_run {
+        out.push_str("  dry run: no writing request was sent; planned actions:\n");
+        if r.actions.is_empty() {
+            out.push_str("    (none)\n");
+        }
+        for a in &r.actions {
+            out.push_str(&format!(
+                "    {:<14} {} {:?} {}{}\n",
+                a.action,
+                a.object_type,
+                a.name,
+                a.target_id
+                    .as_deref()
+                    .map(|t| format!("[{t}] "))
+                    .unwrap_or_default(),
+                a.detail
+            ));
+        }
+    }
+    out
+}
+
+pub async fn status(config: &Config, job: Option<&str>, json: bool) -> Result<i32, Failure> {
+    config.select(job)?;
+    let req = Request::Status {
+        job: job.map(str::to_string),
+    };
+    let jobs: Vec<JobStatus> =
+        match control::request(&config.control_socket, &req, Some(Duration::from_secs(10)))
+            .await
+            .map_err(|e| Failure::usage(e.to_string()))?
+        {
+            Some(Response::Status { jobs }) => jobs,
+            Some(Response::Error { message }) => return Err(Failure::usage(message)),
+            Some(other) => {
+                return Err(Failure::usage(format!(
+                    "unexpected answer from the daemon: {other:?}"
+                )))
+            }
+            None => {
+                let store = open_store(config)?;
+                config
+                    .select(job)?
+                    .into_iter()
+                    .map(|j| schedule::offline_status(j, &store))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Failure::usage(e.to_string()))?
+            }
+        };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&jobs).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    for s in &jobs {
+        println!("{} ({})", s.job, s.schedule);
+        println!(
+            "  linked: {} users, {} groups",
+            s.users_linked, s.groups_linked
+        );
+        match &s.last_cycle {
+            Some(c) => {
+                println!(
+                    "  last cycle: {} {:?} at {} ({} ms)",
+                    match c.status {
+                        CycleStatus::Succeeded => "succeeded",
+                        CycleStatus::EntryLevelErrors => "entry-level errors",
+                        CycleStatus::Failed => "failed",
+                    },
+                    c.kind,
+                    c.started_at.to_rfc3339(),
+                    c.duration_ms
+                );
+                if let Some(e) = &c.error {
+                    println!("    error: {e}");
+                }
+            }
+            None => println!("  last cycle: none yet"),
+        }
+        if let Some(t) = s.last_success {
+            println!("  last success: {}", t.to_rfc3339());
+        }
+        if s.running {
+            println!("  a cycle is running now");
+        }
+        match (&s.next_run, &s.note) {
+            (Some(t), _) => println!("  next run: {}", t.to_rfc3339()),
+            (None, Some(n)) => println!("  next run: none ({n})"),
+            (None, None) if s.running => {}
+            (None, None) => println!("  next run: not scheduled"),
+        }
+    }
+    Ok(0)
+}
+
+pub async fn test_connection(config: &Config, job: Option<&str>) -> Result<i32, Failure> {
+    let mut code = 0;
+    for j in config.select(job)? {
+        let client = crate::target::ScimClient::new(j.target.clone());
+        let report = match client {
+            Ok(c) => c.test_connection().await,
+            Err(e) => crate::target::ConnectionReport::invalid_settings(&e),
+        };
+        println!("{} ({}): {report}", j.name, j.target.base_url);
+        if !report.ok {
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+pub fn check_config(config: &Config) -> i32 {
+    println!(
+        "{}: OK, {} job(s)",
+        config.path.display(),
+        config.jobs.len()
+    );
+    println!("  state: {}", config.state_dir.display());
+    for j in &config.jobs {
+        println!(
+            "  {}: {}; source {}; target {} ({} user and {} group mappings); scope {:?}",
+            j.name,
+            j.schedule,
+            j.spec().source.describe(),
+            j.target.base_url,
+            j.mappings.users.len(),
+            j.mappings.groups.len(),
+            j.scope.mode
+        );
+    }
+    0
+}
+
+pub async fn sandbox(
+    listen: SocketAddr,
+    token: Option<String>,
+    faults: Option<&Path>,
+) -> Result<i32, Failure> {
+    let faults = match faults {
+        None => Vec::new(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Failure::usage(format!("{}: cannot read: {e}", p.display())))?;
+            serde_json::from_str(&text).map_err(|e| {
+                Failure::usage(format!("{}: not a list of fault rules: {e}", p.display()))
+            })?
+        }
+    };
+    let config = crate::sandbox::SandboxConfig {
+        token: token.map(secrecy::SecretString::from),
+        faults,
+        ..Default::default()
+    };
+    let has_token = config.token.is_some();
+    let handle = crate::sandbox::spawn(listen, config)
+        .await
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    println!(
+        "SCIM 2.0 sandbox listening on {} ({}); Ctrl-C stops it",
+        handle.base_url(),
+        if has_token {
+            "bearer token required"
+        } else {
+            "any token accepted"
+        }
+    );
+    wait_for_signal().await;
+    handle.shutdown().await;
+    Ok(0)
+}
+
+pub fn expr(
+    expression: &str,
+    input: Option<&str>,
+    input_file: Option<&Path>,
+) -> Result<i32, Failure> {
+    use crate::mapping::expr::{EvalEnv, Expression, Outcome};
+    let parsed = Expression::parse(expression).map_err(|e| Failure::usage(e.to_string()))?;
+    let text = match (input, input_file) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(p)) => std::fs::read_to_string(p)
+            .map_err(|e| Failure::usage(format!("{}: cannot read: {e}", p.display())))?,
+        (None, None) => "{}".to_string(),
+    };
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| Failure::usage(format!("the input is not a JSON object: {e}")))?;
+    let env = EvalEnv {
+        now: chrono::Utc::now(),
+    };
+    match parsed.evaluate(&object, &env) {
+        Ok(Outcome::Value(v)) => println!("{v}"),
+        Ok(Outcome::Ignored) => println!("{}", serde_json::json!({"ignored": true})),
+        Err(e) => {
+            return Err(Failure {
+                code: 1,
+                message: e.to_string(),
+            })
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,175 @@
+//! `provisiond demo`: the whole cycle, visibly, on a fresh machine: a sandbox SCIM server on a
+//! free loopback port, an initial cycle from `config/examples/directory.json`, a change to the
+//! directory, the incremental cycle that follows, and a no-change cycle.
+
+use crate::cli::render_report;
+use crate::config::Config;
+use crate::sandbox::{self, SandboxConfig};
+use crate::schedule::{run_job_cycle, JobRuntime};
+use crate::state::SledStore;
+use serde_json::Value;
+use std::sync::atomic::AtomicBool;
+
+const EXAMPLE_DIRECTORY: &str = include_str!("../config/examples/directory.json");
+const TOKEN: &str = "demo-token";
+
+pub async fn run() -> Result<i32, String> {
+    let handle = sandbox::spawn(
+        ([127, 0, 0, 1], 0).into(),
+        SandboxConfig {
+            token: Some(TOKEN.to_string().into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let dir = tempfile_dir()?;
+    let directory_path = dir.join("directory.json");
+    std::fs::write(&directory_path, EXAMPLE_DIRECTORY).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("token"), TOKEN).map_err(|e| e.to_string())?;
+    let config_text = format!(
+        "state_dir = \"state\"\n[[jobs]]\nname = \"demo\"\n[jobs.source]\nkind = \"file\"\npath = \"directory.json\"\n\
+         [jobs.target]\nurl = \"{}\"\ntoken_file = \"token\"\n",
+        handle.base_url()
+    );
+    let config_path = dir.join("provisiond.toml");
+    std::fs::write(&config_path, &config_text).map_err(|e| e.to_string())?;
+    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
+    let store = SledStore::open(&config.state_dir.join("state")).map_err(|e| e.to_string())?;
+    let job = config
+        .jobs
+        .first()
+        .cloned()
+        .ok_or("the demo configuration has no job")?;
+    let runtime = JobRuntime::new(job).map_err(|e| e.to_string())?;
+    let stop = AtomicBool::new(false);
+
+    println!("provisiond demo");
+    println!("  sandbox SCIM server: {} (in memory)", handle.base_url());
+    println!(
+        "  directory:           {} (copy of config/examples/directory.json)",
+        directory_path.display()
+    );
+    println!("  state:               {}", config.state_dir.display());
+    println!();
+    println!("== 1. Initial cycle: every assigned user and group is matched or created ==");
+    let report = run_job_cycle(&runtime, &store, false, None, &stop).await;
+    print!("{}", render_report(&report));
+    show_target(&handle);
+
+    println!();
+    println!("== 2. The directory changes ==");
+    let mut d: Value = serde_json::from_str(EXAMPLE_DIRECTORY).map_err(|e| e.to_string())?;
+    change_directory(&mut d);
+    std::fs::write(
+        &directory_path,
+        serde_json::to_vec_pretty(&d).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    println!("  - Carol Danvers is promoted: jobTitle \"Account Executive\" -> \"Sales Director\"");
+    println!("  - Dave Bowman leaves the Engineering group (and so the app's scope)");
+    println!("  - Erin O'Brien is deleted from the directory");
+    println!("  - Frank Castle joins and is assigned to the app");
+    println!();
+    println!("== 3. Incremental cycle: only what changed is sent ==");
+    let mut report = run_job_cycle(&runtime, &store, false, None, &stop).await;
+    report.actions.clear();
+    print!("{}", render_report(&report));
+    show_target(&handle);
+
+    println!();
+    println!("== 4. Nothing changed: no writing request at all ==");
+    let report = run_job_cycle(&runtime, &store, false, None, &stop).await;
+    print!("{}", render_report(&report));
+
+    println!();
+    println!("Run it against your own app: see README.md (\"Pointing it at Robin\").");
+    handle.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(report.summary.status.exit_code())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("provisiond-demo-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+fn change_directory(d: &mut Value) {
+    let carol = "0c6b4b1e-5c0a-4bd8-9b59-1d1a6c1c0003";
+    let dave = "0c6b4b1e-5c0a-4bd8-9b59-1d1a6c1c0004";
+    let erin = "0c6b4b1e-5c0a-4bd8-9b59-1d1a6c1c0005";
+    let frank = "0c6b4b1e-5c0a-4bd8-9b59-1d1a6c1c0010";
+    if let Some(users) = d["users"].as_array_mut() {
+        for u in users.iter_mut() {
+            if u["id"] == carol {
+                u["jobTitle"] = "Sales Director".into();
+            }
+        }
+        users.retain(|u| u["id"] != erin);
+        users.push(serde_json::json!({"id": frank, "userPrincipalName": "frank@contoso.com", "mail": "frank@contoso.com",
+            "givenName": "Frank", "surname": "Castle", "displayName": "Frank Castle", "accountEnabled": true,
+            "jobTitle": "Engineer", "department": "R&D", "mailNickname": "frank"}));
+    }
+    if let Some(groups) = d["groups"].as_array_mut() {
+        for g in groups.iter_mut() {
+            if let Some(m) = g["members"].as_array_mut() {
+                m.retain(|x| x != dave);
+            }
+        }
+    }
+    if let Some(a) = d["assignments"].as_array_mut() {
+        a.retain(|x| x["principalId"] != erin);
+        a.push(serde_json::json!({"principalId": frank, "role": "User"}));
+    }
+}
+
+fn show_target(handle: &sandbox::SandboxHandle) {
+    let users = handle.users();
+    let name_of = |id: &str| {
+        users
+            .iter()
+            .find(|u| u["id"] == id)
+            .and_then(|u| u["userName"].as_str())
+            .unwrap_or(id)
+            .to_string()
+    };
+    println!("  In the app now:");
+    println!(
+        "    {:<22} {:<16} {:<7} {:<20} manager",
+        "userName", "displayName", "active", "title"
+    );
+    let mut sorted = users.clone();
+    sorted.sort_by(|a, b| a["userName"].as_str().cmp(&b["userName"].as_str()));
+    for u in &sorted {
+        let manager = u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["manager"]
+            ["value"]
+            .as_str()
+            .map(name_of)
+            .unwrap_or_default();
+        println!(
+            "    {:<22} {:<16} {:<7} {:<20} {}",
+            u["userName"].as_str().unwrap_or(""),
+            u["displayName"].as_str().unwrap_or(""),
+            u["active"].to_string(),
+            u["title"].as_str().unwrap_or(""),
+            manager
+        );
+    }
+    for g in handle.groups() {
+        let members: Vec<String> = g["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|x| x["value"].as_str())
+                    .map(name_of)
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "    group {:<16} members: {}",
+            g["displayName"].as_str().unwrap_or(""),
+            members.join(", ")
+        );
+    }
+}
