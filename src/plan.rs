@@ -441,7 +441,12 @@ pub fn plan_references(
             .map(|l| l.target_id.as_str())
     };
 
-    let reference_maps: Vec<_> = mappings.users.iter().filter(|m| m.is_reference()).collect();
+    let reference_maps: Vec<crate::mapping::Mapping> = mappings
+        .users
+        .iter()
+        .filter(|m| m.is_reference())
+        .cloned()
+        .collect();
     if !reference_maps.is_empty() {
         for (id, user) in &dir.users {
             let Some(link) = links.users.get(id) else {
@@ -455,14 +460,7 @@ pub fn plan_references(
                 roles: None,
                 env: settings.env,
             };
-            let Ok(mapped) = map_object(
-                user,
-                &reference_maps
-                    .iter()
-                    .map(|m| (*m).clone())
-                    .collect::<Vec<_>>(),
-                &ctx,
-            ) else {
+            let Ok(mapped) = map_object(user, &reference_maps, &ctx) else {
                 continue;
             };
             let mut changes = Vec::new();
