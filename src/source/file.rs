@@ -294,4 +294,61 @@ mod tests {
         assert!(d.users["b"].soft_deleted());
         assert!(d.users["c"].enabled() && !d.users["c"].soft_deleted());
     }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z0-9@. ]{0,8}".prop_map(Value::String),
+            Just(Value::String("id".into())),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("id".to_string()),
+                        Just("members".to_string()),
+                        Just("principalId".to_string()),
+                        Just("role".to_string()),
+                        Just("accountEnabled".to_string()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever the export holds, parsing never panics, and every object is either kept or
+        /// rejected with a position.
+        #[test]
+        fn parsing_never_panics(users in proptest::collection::vec(arb_json(), 0..6),
+                                groups in proptest::collection::vec(arb_json(), 0..6),
+                                assignments in proptest::collection::vec(arb_json(), 0..6)) {
+            let doc = serde_json::json!({"users": users, "groups": groups, "assignments": assignments});
+            let d = parse_export(doc.to_string().as_bytes(), Path::new("d.json")).unwrap();
+            for r in &d.rejected {
+                proptest::prop_assert!(!r.position.is_empty() && !r.reason.is_empty());
+            }
+            // Nothing is lost silently: an object with an id is kept or its id is reported.
+            let reported: std::collections::HashSet<&str> =
+                d.rejected.iter().filter_map(|r| r.id.as_deref()).collect();
+            for u in &users {
+                if let Some(id) = u.get("id").and_then(Value::as_str).filter(|s| !s.trim().is_empty()) {
+                    proptest::prop_assert!(d.users.contains_key(id) || reported.contains(id), "user {} lost", id);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_an_error_or_a_directory(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = parse_export(&bytes, Path::new("d.json"));
+        }
+    }
 }
