@@ -685,7 +685,7 @@ mod tests {
         links: &mut LinkIndex,
     ) -> (Plan, ReferencePlan) {
         let mappings = Mappings::generic_scim().unwrap();
-        let scoped = scope::evaluate(dir, settings, None);
+        let scoped = scope::evaluate(dir, settings);
         let env = env();
         let ps = PlanSettings {
             null_values: NullPolicy::Leave,
@@ -826,7 +826,7 @@ mod tests {
         let (p, _) = run(&d2, &ScopeSettings::default(), &mut links);
         assert!(p.actions.is_empty(), "Entra's default leaves nulls alone");
         let mappings = Mappings::generic_scim().unwrap();
-        let scoped = scope::evaluate(&d2, &ScopeSettings::default(), None);
+        let scoped = scope::evaluate(&d2, &ScopeSettings::default());
         let env = env();
         let ps = PlanSettings {
             null_values: NullPolicy::Remove,
@@ -949,7 +949,7 @@ mod tests {
                 prop_assert!(refs.is_empty(), "second reference plan not empty: {:#?}", refs);
                 // Desired state: every in-scope user without a problem is linked and active;
                 // every linked out-of-scope user is disabled; links exist only for source objects.
-                let scoped = scope::evaluate(&dir, &settings, None);
+                let scoped = scope::evaluate(&dir, &settings);
                 let troubled: HashSet<String> = again.problems.iter().filter_map(|p| p.id.clone()).collect();
                 for id in dir.users.keys() {
                     let link = links.users.get(id);

@@ -7,7 +7,7 @@ pub use duration::{format_duration, parse_duration};
 
 use crate::mapping::{MappingError, MappingSpec, Mappings, PresetFile, GENERIC_SCIM_PRESET};
 use crate::plan::NullPolicy;
-use crate::scope::{ScopeMode, ScopeSettings};
+use crate::scope::{FilterSpec, ScopeMode, ScopeSettings, ScopingFilter};
 use crate::target::{PatchStyle, TargetSettings};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -62,6 +62,17 @@ struct RawJob {
     target: RawTarget,
     #[serde(default)]
     mappings: RawMappings,
+    #[serde(default)]
+    scoping: RawScoping,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawScoping {
+    #[serde(default)]
+    users: Vec<FilterSpec>,
+    #[serde(default)]
+    groups: Vec<FilterSpec>,
 }
 
 #[derive(Deserialize)]
@@ -359,6 +370,19 @@ impl Config {
                     };
                     err(k(&format!(".mappings.{list}")), e.to_string())
                 })?;
+            let compile =
+                |list: &str, specs: Vec<FilterSpec>| -> Result<Vec<ScopingFilter>, ConfigError> {
+                    specs
+                        .into_iter()
+                        .enumerate()
+                        .map(|(f, spec)| {
+                            ScopingFilter::compile(spec)
+                                .map_err(|m| err(k(&format!(".scoping.{list}[{f}]")), m))
+                        })
+                        .collect()
+                };
+            let user_filters = compile("users", rj.scoping.users)?;
+            let group_filters = compile("groups", rj.scoping.groups)?;
             jobs.push(JobConfig {
                 name: rj.name,
                 schedule,
@@ -367,6 +391,8 @@ impl Config {
                     excluded_roles: rj
                         .excluded_roles
                         .unwrap_or_else(|| vec!["Default Access".into()]),
+                    user_filters,
+                    group_filters,
                 },
                 null_values: rj.null_values,
                 mappings,

@@ -104,6 +104,16 @@ fn errors_name_the_file_and_key() {
             "line 5, column 1",
             "unknown field `bogus`",
         ),
+        (
+            format!("{GOOD}\n[[jobs.scoping.users]]\nclauses = [{{attribute = \"upn\", operator = \"REGEX MATCH\", value = \"(\"}}]\n"),
+            "jobs[0].scoping.users[0]",
+            "invalid regular expression",
+        ),
+        (
+            format!("{GOOD}\n[[jobs.scoping.groups]]\nclauses = [{{attribute = \"n\", operator = \"Greater_Than\", value = \"x\"}}]\n"),
+            "jobs[0].scoping.groups[0]",
+            "must be an integer",
+        ),
     ];
     for (text, key, message) in cases {
         let e = error_for(&f, &text);
@@ -141,6 +151,18 @@ fn token_sources_and_loopback_http() {
         cron.jobs[0].schedule,
         Schedule::Cron("0 */40 * * * *".into())
     );
+}
+
+#[test]
+fn scoping_filters_load() {
+    let f = Fixture::new();
+    let c = f
+        .parse(&format!(
+            "{GOOD}\n[[jobs.scoping.users]]\ntitle = \"Sales\"\nclauses = [\n  {{attribute = \"department\", operator = \"EQUALS\", value = \"Sales\"}},\n  {{attribute = \"employeeId\", operator = \"Greater_Than\", value = 1000}},\n  {{attribute = \"jobTitle\", operator = \"IS NOT NULL\"}},\n]\n"
+        ))
+        .unwrap();
+    assert_eq!(c.jobs[0].scope.user_filters.len(), 1);
+    assert_eq!(c.jobs[0].scope.user_filters[0].spec.clauses.len(), 3);
 }
 
 #[test]

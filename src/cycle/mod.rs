@@ -156,7 +156,7 @@ pub async fn run_cycle(
         null_values: job.null_values,
         env: &env,
     };
-    let scoped = scope::evaluate(&dir, &job.scope, None);
+    let scoped = scope::evaluate(&dir, &job.scope);
     let plan = plan::plan_objects(&dir, &scoped, &job.mappings, &links, &settings);
     if !dir.complete {
         tracing::warn!(job = %job.name, withheld = plan.withheld_deprovisions, "source read incomplete: no disable and no delete this cycle");

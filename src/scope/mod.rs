@@ -1,5 +1,9 @@
 //! Scope: which source objects the application should have. Pure: a function of the
-//! directory and the job's scope settings.
+//! directory and the job's scope settings (assignment scope, excluded roles, scoping filters).
+
+pub mod filter;
+
+pub use filter::{ClauseSpec, FilterSpec, ScopingFilter};
 
 use crate::model::{Directory, ObjectType, SourceObject};
 use serde::{Deserialize, Serialize};
@@ -14,11 +18,15 @@ pub enum ScopeMode {
     All,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScopeSettings {
     pub mode: ScopeMode,
     /// Assignments with these roles do not count (Robin's tutorial: "Default Access").
     pub excluded_roles: Vec<String>,
+    /// Scoping filters for users: ORed; none = no attribute condition.
+    pub user_filters: Vec<ScopingFilter>,
+    /// Scoping filters for groups.
+    pub group_filters: Vec<ScopingFilter>,
 }
 
 impl Default for ScopeSettings {
@@ -26,6 +34,8 @@ impl Default for ScopeSettings {
         ScopeSettings {
             mode: ScopeMode::Assigned,
             excluded_roles: vec!["Default Access".into()],
+            user_filters: Vec::new(),
+            group_filters: Vec::new(),
         }
     }
 }
@@ -80,15 +90,8 @@ impl Scoped {
     }
 }
 
-/// A predicate a job may add (scoping filters): `Err(reason)` puts the object out of scope.
-pub type ObjectFilter<'a> = &'a (dyn Fn(&SourceObject) -> Result<(), String> + Sync);
-
 /// Decide the scope of every user and group.
-pub fn evaluate(
-    dir: &Directory,
-    settings: &ScopeSettings,
-    filter: Option<ObjectFilter<'_>>,
-) -> Scoped {
+pub fn evaluate(dir: &Directory, settings: &ScopeSettings) -> Scoped {
     let excluded: BTreeSet<&str> = settings.excluded_roles.iter().map(String::as_str).collect();
     // Roles by principal, split into counting and excluded ones.
     let mut counted: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -106,10 +109,11 @@ pub fn evaluate(
         if o.soft_deleted() {
             return Err(OutOfScope::SoftDeleted);
         }
-        if let Some(f) = filter {
-            f(o).map_err(OutOfScope::Filtered)?;
-        }
-        Ok(())
+        let filters = match o.object_type {
+            ObjectType::User => &settings.user_filters,
+            ObjectType::Group => &settings.group_filters,
+        };
+        filter::check_any(filters, o).map_err(OutOfScope::Filtered)
     };
 
     // Groups first: assigned groups bring their direct members into scope.
@@ -191,7 +195,7 @@ mod tests {
 
     #[test]
     fn assigned_scope_follows_entra() {
-        let s = evaluate(&dir(), &ScopeSettings::default(), None);
+        let s = evaluate(&dir(), &ScopeSettings::default());
         assert_eq!(s.users["direct"], Ok(()));
         assert_eq!(s.users["viagroup"], Ok(()));
         assert_eq!(
@@ -218,7 +222,7 @@ mod tests {
             mode: ScopeMode::All,
             ..ScopeSettings::default()
         };
-        let s = evaluate(&dir(), &settings, None);
+        let s = evaluate(&dir(), &settings);
         assert_eq!(s.users["none"], Ok(()));
         assert_eq!(s.users["nested"], Ok(()));
         assert_eq!(s.users["off"], Err(OutOfScope::Disabled));
@@ -231,20 +235,40 @@ mod tests {
             excluded_roles: vec![],
             ..ScopeSettings::default()
         };
-        let s = evaluate(&dir(), &settings, None);
+        let s = evaluate(&dir(), &settings);
         assert_eq!(s.users["default"], Ok(()));
     }
 
     #[test]
     fn a_filter_puts_objects_out_of_scope() {
-        let f = |o: &SourceObject| {
-            if o.id == "direct" {
-                Err("department EQUALS Sales".to_string())
-            } else {
-                Ok(())
-            }
+        let f = ScopingFilter::compile(FilterSpec {
+            title: Some("Sales only".into()),
+            clauses: vec![ClauseSpec {
+                attribute: "department".into(),
+                operator: "EQUALS".into(),
+                value: Some("Sales".into()),
+            }],
+        })
+        .unwrap();
+        let settings = ScopeSettings {
+            user_filters: vec![f.clone()],
+            ..ScopeSettings::default()
         };
-        let s = evaluate(&dir(), &ScopeSettings::default(), Some(&f));
-        assert!(matches!(s.users["direct"], Err(OutOfScope::Filtered(_))));
+        let s = evaluate(&dir(), &settings);
+        assert!(
+            matches!(&s.users["direct"], Err(OutOfScope::Filtered(why)) if why.contains("Sales only"))
+        );
+        assert_eq!(s.groups["g"], Ok(()), "user filters do not apply to groups");
+        let settings = ScopeSettings {
+            group_filters: vec![f],
+            ..ScopeSettings::default()
+        };
+        let s = evaluate(&dir(), &settings);
+        assert!(matches!(s.groups["g"], Err(OutOfScope::Filtered(_))));
+        assert_eq!(
+            s.users["viagroup"],
+            Err(OutOfScope::NotAssigned),
+            "a filtered-out group brings no members"
+        );
     }
 }
