@@ -91,7 +91,7 @@ impl Serialize for ScopingFilter {
 fn op_key(name: &str) -> String {
     name.trim()
         .to_ascii_uppercase()
-        .split(|c: char| c == ' ' || c == '_')
+        .split([' ', '_'])
         .filter(|p| !p.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
