@@ -13,7 +13,7 @@ use crate::target::{PatchOp, Target, TargetError};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -47,6 +47,10 @@ struct Tally {
     memberships: MembershipCounts,
     problems: Vec<Problem>,
     records: Vec<ActionRecord>,
+    /// Objects already counted this cycle: each is counted once (see `finish`).
+    counted: HashSet<(ObjectType, String)>,
+    /// Objects the planner counted unchanged that phase two updated (or failed on) after all.
+    unchanged_then_changed: u64,
 }
 
 /// Why the export gave up on the whole cycle.
@@ -68,6 +72,8 @@ pub struct Exporter<'a> {
     owners: Mutex<HashMap<(ObjectType, String), String>>,
     tally: Mutex<Tally>,
     abort: Mutex<Option<Abort>>,
+    /// Set while phase two (references, memberships) runs.
+    in_references: AtomicBool,
 }
 
 /// The result of one object's processing.
@@ -139,6 +145,7 @@ impl<'a> Exporter<'a> {
             owners: Mutex::new(owners),
             tally: Mutex::new(Tally::default()),
             abort: Mutex::new(None),
+            in_references: AtomicBool::new(false),
         }
     }
 
@@ -153,6 +160,12 @@ impl<'a> Exporter<'a> {
     /// A snapshot of the links as they are now (after phase one, for reference planning).
     pub fn links(&self) -> LinkIndex {
         lock(&self.links).clone()
+    }
+
+    /// Objects the plan counted as unchanged but phase two updated (a new manager) or failed on:
+    /// the caller takes them out of `unchanged`.
+    pub fn unchanged_then_changed(&self) -> u64 {
+        lock(&self.tally).unchanged_then_changed
     }
 
     pub fn into_results(
@@ -247,7 +260,16 @@ impl<'a> Exporter<'a> {
                     (Outcome::Deleted, _) => ("delete", None, String::new()),
                     (Outcome::Unchanged, _) => ("unchanged", None, String::new()),
                 };
+                // Count each object once per cycle. A reference update (phase two: a manager)
+                // of an object created, adopted or updated in phase one is part of that
+                // action, not a second update; without this an initial cycle reported every
+                // user with a manager as both created and updated.
+                let first = t.counted.insert((ty, source_id.to_string()));
+                if first && ty == ObjectType::User && self.in_references.load(Ordering::SeqCst) {
+                    t.unchanged_then_changed += 1;
+                }
                 match (ty, verb) {
+                    _ if !first => {}
                     (ObjectType::User, "create") => t.users.created += 1,
                     (ObjectType::User, "adopt" | "update") => t.users.updated += 1,
                     (ObjectType::User, "disable") => t.users.disabled += 1,
@@ -281,6 +303,14 @@ impl<'a> Exporter<'a> {
                 }
             }
             Err(f) => {
+                // A failure always counts; one in phase two of an object the plan counted
+                // unchanged is no longer unchanged.
+                if t.counted.insert((ty, source_id.to_string()))
+                    && ty == ObjectType::User
+                    && self.in_references.load(Ordering::SeqCst)
+                {
+                    t.unchanged_then_changed += 1;
+                }
                 match ty {
                     ObjectType::User => t.users.failed += 1,
                     ObjectType::Group => t.groups.failed += 1,
@@ -502,6 +532,7 @@ impl<'a> Exporter<'a> {
 
     /// Phase two: reference updates (managers) and membership deltas.
     pub async fn run_references(&self, updates: &[Update], memberships: &[MembershipChange]) {
+        self.in_references.store(true, Ordering::SeqCst);
         let actions: Vec<Action> = updates.iter().cloned().map(Action::Update).collect();
         self.run(&actions).await;
         futures::stream::iter(memberships)
