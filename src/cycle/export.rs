@@ -386,6 +386,15 @@ impl<'a> Exporter<'a> {
             Err(e) if e.is_conflict() || e.is_ambiguous() => {
                 let ambiguous = e.is_ambiguous();
                 match self.find_match(p.object_type, &p.mapped.matching).await? {
+                    // After an ambiguous create (a lost response, a 500 after the write) the
+                    // match is our own object: count and remember it as created, not adopted.
+                    Some(found) if ambiguous => match self.adopt(p, found).await? {
+                        Outcome::Adopted(mut link) => {
+                            link.created = true;
+                            Ok(Outcome::Created(link))
+                        }
+                        other => Ok(other),
+                    },
                     Some(found) => self.adopt(p, found).await,
                     None if ambiguous => {
                         let resource = self.target.create(p.object_type, body).await?;
