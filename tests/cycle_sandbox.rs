@@ -209,6 +209,9 @@ struct Case {
     memberships: MembershipCounts,
     /// Requests of the measured cycle.
     requests: RequestCounts,
+    /// The PATCH operations sent to users in the measured cycle (see `user_patch_ops`), when
+    /// they hold no generated id.
+    user_ops: Option<&'static [&'static str]>,
     check: fn(&SandboxHandle),
 }
 
@@ -220,7 +223,7 @@ async fn run_case(case: Case) {
     let file = DirFile::new(&case.history[0]);
     let job = job(&file.path);
     let store = MemoryStore::new();
-    let client = client(&h.base_url());
+    let client = Recorder::new(client(&h.base_url()));
     for d in &case.history {
         file.write(d);
         let s = run(&job, &store, &client).await.summary;
@@ -234,6 +237,7 @@ async fn run_case(case: Case) {
         tamper(&h);
     }
     file.write(&case.after);
+    client.take();
     let report = run(&job, &store, &client).await;
     let s = &report.summary;
     assert_eq!(s.status, CycleStatus::Succeeded, "{name}: {s:#?}");
@@ -250,6 +254,13 @@ async fn run_case(case: Case) {
         "{name}: requests\n{:#?}",
         report.actions
     );
+    if let Some(want) = case.user_ops {
+        assert_eq!(
+            user_patch_ops(&client.take()),
+            want,
+            "{name}: PATCH operations sent to users"
+        );
+    }
     (case.check)(&h);
     assert_converged(&job, &store, &client).await;
     (case.check)(&h);
@@ -284,6 +295,7 @@ fn cases() -> Vec<Case> {
             groups: groups(0, 0, 0, 2, 1, 0),
             memberships: memberships(0, 0),
             requests: requests(0, 0, 1, 0),
+            user_ops: Some(&[r#"replace title "Principal Engineer""#]),
             check: |h| {
                 let alice = user(h, "alice@contoso.com");
                 assert_eq!(alice["title"], "Principal Engineer");
@@ -304,6 +316,7 @@ fn cases() -> Vec<Case> {
             groups: groups(0, 0, 0, 2, 1, 0),
             memberships: memberships(0, 1),
             requests: requests(0, 0, 2, 0),
+            user_ops: Some(&["replace active false"]),
             check: |h| {
                 assert_eq!(user(h, "grace@contoso.com")["active"], json!(false));
                 assert_eq!(
@@ -326,6 +339,7 @@ fn cases() -> Vec<Case> {
             groups: groups(0, 0, 0, 2, 1, 0),
             memberships: memberships(0, 1),
             requests: requests(0, 0, 1, 1),
+            user_ops: Some(&[]),
             check: |h| {
                 assert!(try_user(h, "henry@contoso.com").is_none());
                 assert_eq!(
@@ -350,6 +364,7 @@ fn cases() -> Vec<Case> {
             groups: groups(0, 0, 0, 2, 1, 0),
             memberships: memberships(0, 1),
             requests: requests(0, 0, 1, 1),
+            user_ops: Some(&[]),
             check: |h| {
                 assert!(try_user(h, "bob@contoso.com").is_none());
                 assert_eq!(
@@ -367,6 +382,7 @@ fn cases() -> Vec<Case> {
             groups: groups(0, 0, 1, 1, 1, 0),
             memberships: memberships(0, 0),
             requests: requests(0, 0, 0, 1),
+            user_ops: Some(&[]),
             check: |h| {
                 assert!(try_group(h, "Operations").is_none());
                 assert_eq!(user(h, "alice@contoso.com")["active"], json!(true));
@@ -382,6 +398,7 @@ fn cases() -> Vec<Case> {
             groups: groups(0, 0, 0, 2, 1, 0),
             memberships: memberships(0, 1),
             requests: requests(0, 0, 2, 0),
+            user_ops: Some(&["replace active false"]),
             check: |h| {
                 assert_eq!(user(h, "alice@contoso.com")["active"], json!(false));
                 assert_eq!(
@@ -401,6 +418,7 @@ fn cases() -> Vec<Case> {
             groups: groups(0, 0, 0, 2, 1, 0),
             memberships: memberships(0, 1),
             requests: requests(0, 0, 2, 0),
+            user_ops: Some(&["replace active false"]),
             check: |h| {
                 assert_eq!(user(h, "henry@contoso.com")["active"], json!(false));
                 assert_eq!(
@@ -425,6 +443,7 @@ fn cases() -> Vec<Case> {
             groups: groups(0, 0, 0, 2, 1, 0),
             memberships: memberships(0, 1),
             requests: requests(0, 0, 2, 0),
+            user_ops: Some(&["replace active false"]),
             check: |h| assert_eq!(user(h, "henry@contoso.com")["active"], json!(false)),
         },
         Case {
@@ -436,6 +455,7 @@ fn cases() -> Vec<Case> {
             groups: groups(0, 0, 0, 2, 1, 0),
             memberships: memberships(1, 0),
             requests: requests(0, 0, 2, 0),
+            user_ops: Some(&["replace active true"]),
             check: check_base_state,
         },
         Case {
@@ -456,6 +476,7 @@ fn cases() -> Vec<Case> {
             memberships: memberships(1, 0),
             // Match, create, manager, membership.
             requests: requests(1, 1, 2, 0),
+            user_ops: None,
             check: |h| {
                 let ivan = user(h, "ivan@contoso.com");
                 assert_eq!(
@@ -476,6 +497,7 @@ fn cases() -> Vec<Case> {
             groups: groups(0, 1, 0, 1, 1, 0),
             memberships: memberships(0, 0),
             requests: requests(0, 0, 1, 0),
+            user_ops: Some(&[]),
             check: |h| {
                 assert!(try_group(h, "Engineering").is_none());
                 assert_eq!(group(h, "R&D Engineering")["externalId"], "g-eng");
@@ -490,6 +512,7 @@ fn cases() -> Vec<Case> {
             groups: groups(0, 0, 0, 2, 1, 0),
             memberships: memberships(0, 0),
             requests: requests(0, 0, 1, 0),
+            user_ops: None,
             check: |h| {
                 let grace = id(&user(h, "grace@contoso.com"));
                 assert_eq!(
@@ -507,10 +530,50 @@ fn cases() -> Vec<Case> {
             groups: groups(0, 0, 0, 2, 1, 0),
             memberships: memberships(0, 0),
             requests: requests(0, 0, 1, 0),
+            user_ops: Some(&[r#"replace userName "alice.liddell@contoso.com""#]),
             check: |h| {
                 assert!(try_user(h, "alice@contoso.com").is_none());
                 let alice = user(h, "alice.liddell@contoso.com");
                 assert!(member_ids(&group(h, "Operations")).contains(&id(&alice)));
+            },
+        },
+        Case {
+            name: "a new sub-attribute of a missing element adds the element",
+            history: vec![base()],
+            after: edit(base(), |d| {
+                let henry = user_mut(d, "u-henry");
+                henry["city"] = json!("Paris");
+                henry["country"] = json!("FR");
+                henry["mobile"] = json!("+33 6 00 00 00 00");
+                user_mut(d, "u-alice")["country"] = json!("FR");
+            }),
+            tamper: None,
+            users: users(0, 2, 0, 0, 2, 4, 0),
+            groups: groups(0, 0, 0, 2, 1, 0),
+            memberships: memberships(0, 0),
+            requests: requests(0, 0, 2, 0),
+            // RFC 7644: a replace whose filter matches nothing fails (noTarget); a new element
+            // is added to the multi-valued attribute instead, once, with all its sub-attributes.
+            user_ops: Some(&[
+                r#"add addresses [{"country":"FR","locality":"Paris","type":"work"}]"#,
+                r#"add phoneNumbers [{"type":"mobile","value":"+33 6 00 00 00 00"}]"#,
+                r#"replace addresses[type eq "work"].country "FR""#,
+            ]),
+            check: |h| {
+                let henry = user(h, "henry@contoso.com");
+                assert_eq!(
+                    henry["addresses"],
+                    json!([{"type": "work", "locality": "Paris", "country": "FR"}])
+                );
+                assert_eq!(
+                    henry["phoneNumbers"],
+                    json!([{"type": "mobile", "value": "+33 6 00 00 00 00"}])
+                );
+                let alice = user(h, "alice@contoso.com");
+                assert_eq!(
+                    alice["addresses"],
+                    json!([{"type": "work", "locality": "Oxford", "country": "FR"}])
+                );
             },
         },
     ]
@@ -529,13 +592,32 @@ async fn changes_are_exported_as_minimal_requests() {
 #[tokio::test]
 async fn an_existing_user_is_adopted_case_insensitively_not_duplicated() {
     let h = sandbox(vec![]).await;
-    let seeded =
-        h.insert_user(json!({"userName": "ALICE@Contoso.COM", "active": false, "title": "Old"}));
+    let seeded = h.insert_user(
+        json!({"userName": "ALICE@Contoso.COM", "active": false, "title": "Old",
+        "phoneNumbers": [{"type": "work", "value": "+1 555 0100"}],
+        "addresses": [{"type": "home", "locality": "Cheshire"}]}),
+    );
     let file = DirFile::new(&base_directory());
     let job = job(&file.path);
     let store = MemoryStore::new();
-    let client = client(&h.base_url());
+    let client = Recorder::new(client(&h.base_url()));
     let report = run(&job, &store, &client).await;
+    // Attributes the adopted user lacks are added as new elements; existing ones replaced.
+    let ops = user_patch_ops(&client.take());
+    for want in [
+        r#"add addresses [{"country":"GB","locality":"Oxford","type":"work"}]"#,
+        r#"add emails [{"type":"work","value":"alice@contoso.com"}]"#,
+        r#"add phoneNumbers [{"type":"mobile","value":"+44 7700 900000"}]"#,
+        r#"replace phoneNumbers[type eq "work"].value "+44 1865 000000""#,
+        r#"replace userName "alice@contoso.com""#,
+        "replace active true",
+    ] {
+        assert!(ops.iter().any(|o| o == want), "{want} not in {ops:#?}");
+    }
+    assert!(
+        !ops.iter().any(|o| o.contains("replace addresses[")),
+        "{ops:#?}"
+    );
     let s = &report.summary;
     assert_eq!(s.status, CycleStatus::Succeeded, "{s:#?}");
     assert_eq!(s.users, users(3, 1, 0, 0, 0, 4, 0), "{s:#?}");
@@ -548,6 +630,11 @@ async fn an_existing_user_is_adopted_case_insensitively_not_duplicated() {
     assert_eq!(alice["active"], json!(true));
     assert_eq!(alice["title"], "Engineer");
     assert_eq!(alice["name"]["formatted"], "Alice Liddell");
+    assert_eq!(
+        alice["addresses"].as_array().unwrap().len(),
+        2,
+        "home kept, work added"
+    );
     let link = store
         .links("test")
         .unwrap()

@@ -8,10 +8,13 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use provisiond::cycle::{run_cycle, CycleOptions, CycleReport, JobSpec};
 use provisiond::mapping::Mappings;
+use provisiond::model::ObjectType;
 use provisiond::plan::NullPolicy;
 use provisiond::sandbox::{self, FaultRule, SandboxConfig, SandboxHandle};
 use provisiond::scope::ScopeSettings;
@@ -19,7 +22,7 @@ use provisiond::source::file::FileSource;
 use provisiond::source::Source;
 use provisiond::state::StateStore;
 use provisiond::summary::{CycleStatus, CycleSummary, GroupCounts, MembershipCounts, UserCounts};
-use provisiond::target::{RequestCounts, ScimClient, Target, TargetSettings};
+use provisiond::target::{PatchOp, RequestCounts, ScimClient, Target, TargetError, TargetSettings};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
@@ -402,4 +405,91 @@ pub async fn raw(method: reqwest::Method, url: String, body: Option<Value>) -> r
             .body(b.to_string());
     }
     req.send().await.unwrap()
+}
+
+/// One request the export asked a target for, as [`Recorder`] saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sent {
+    Find(ObjectType, String, Value),
+    Create(ObjectType, Value),
+    Patch(ObjectType, String, Vec<PatchOp>),
+    Delete(ObjectType, String),
+}
+
+/// A [`Target`] that forwards to another and records what was asked: what the exporter sends,
+/// operation by operation, whatever the server makes of it.
+pub struct Recorder<T> {
+    pub inner: T,
+    pub sent: Mutex<Vec<Sent>>,
+}
+
+impl<T> Recorder<T> {
+    pub fn new(inner: T) -> Self {
+        Recorder {
+            inner,
+            sent: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Everything recorded so far, and forget it.
+    pub fn take(&self) -> Vec<Sent> {
+        std::mem::take(&mut *self.sent.lock().unwrap())
+    }
+
+    fn push(&self, s: Sent) {
+        self.sent.lock().unwrap().push(s);
+    }
+}
+
+#[async_trait]
+impl<T: Target> Target for Recorder<T> {
+    async fn find(
+        &self,
+        ty: ObjectType,
+        attr: &str,
+        value: &Value,
+    ) -> Result<Vec<Value>, TargetError> {
+        self.push(Sent::Find(ty, attr.to_string(), value.clone()));
+        self.inner.find(ty, attr, value).await
+    }
+    async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError> {
+        self.push(Sent::Create(ty, body.clone()));
+        self.inner.create(ty, body).await
+    }
+    async fn patch(&self, ty: ObjectType, id: &str, ops: &[PatchOp]) -> Result<(), TargetError> {
+        self.push(Sent::Patch(ty, id.to_string(), ops.to_vec()));
+        self.inner.patch(ty, id, ops).await
+    }
+    async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError> {
+        self.push(Sent::Delete(ty, id.to_string()));
+        self.inner.delete(ty, id).await
+    }
+    fn request_counts(&self) -> RequestCounts {
+        self.inner.request_counts()
+    }
+}
+
+/// `replace title "CTO"`: one PATCH operation as text.
+pub fn describe(op: &PatchOp) -> String {
+    let kind = format!("{:?}", op.kind).to_lowercase();
+    match &op.value {
+        Some(v) => format!("{kind} {} {v}", op.path.as_deref().unwrap_or("")),
+        None => format!("{kind} {}", op.path.as_deref().unwrap_or("")),
+    }
+}
+
+/// The PATCH operations sent to users, as text, sorted.
+pub fn user_patch_ops(sent: &[Sent]) -> Vec<String> {
+    let mut ops: Vec<String> = sent
+        .iter()
+        .filter_map(|s| match s {
+            Sent::Patch(ObjectType::User, _, ops) => {
+                Some(ops.iter().map(describe).collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    ops.sort();
+    ops
 }
