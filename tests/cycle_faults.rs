@@ -538,3 +538,58 @@ async fn a_cycle_killed_mid_request_leaves_no_duplicate() {
     check_base_state(&h);
     assert_converged(&job, &store, &client).await;
 }
+
+#[tokio::test]
+async fn a_timed_out_post_is_matched_again_and_never_duplicated() {
+    // The first user POST is answered after the client gave up; the server applies it late.
+    let h = sandbox(vec![FaultRule::new(FaultAction::Delay { delay_ms: 1200 })
+        .method("POST")
+        .path_prefix("/Users")
+        .times(1)])
+    .await;
+    let file = DirFile::new(&base_directory());
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let mut settings = settings(&h.base_url(), TOKEN);
+    settings.request_timeout = Duration::from_millis(400);
+    let client = client_with(settings);
+    let s = run(&job, &store, &client).await.summary;
+    assert_ne!(s.status, CycleStatus::Failed, "{s:#?}");
+    // Let the late POST land (or be dropped with its connection), then converge.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let s = run(&job, &store, &client).await.summary;
+    assert_eq!(s.status, CycleStatus::Succeeded, "{s:#?}");
+    check_base_state(&h);
+    assert_converged(&job, &store, &client).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_target_fails_the_cycle_quickly() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = DirFile::new(&base_directory());
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let client = common::client(&format!("http://127.0.0.1:{port}"));
+    let started = Instant::now();
+    let s = run(&job, &store, &client).await.summary;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.status, CycleStatus::Failed, "{s:#?}");
+    let error = s.error.unwrap();
+    assert!(error.contains("ConnectionFailed"), "{error}");
+    // Retries are bounded: at most (1 + max_retries) attempts per request in flight.
+    assert!(
+        s.requests.total() <= 5 * 2 * job.concurrency as u64,
+        "{:?}",
+        s.requests
+    );
+    assert!(store.links("test").unwrap().is_empty());
+}
