@@ -122,6 +122,15 @@ async fn run_fault_case(case: FaultCase) {
             !p.reason.is_empty(),
             "{name}: a problem without a reason: {p:?}"
         );
+        if p.code == "ServiceIncompatible" {
+            // Says which request, and what was wrong with the answer.
+            assert!(
+                p.reason.contains("response is not valid SCIM")
+                    && (p.reason.contains("JSON") || p.reason.contains("\"id\"")),
+                "{name}: {}",
+                p.reason
+            );
+        }
     }
     let server = h.request_counts();
     assert_eq!(
