@@ -13,7 +13,7 @@ use crate::target::{PatchOp, Target, TargetError};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -47,6 +47,10 @@ struct Tally {
     memberships: MembershipCounts,
     problems: Vec<Problem>,
     records: Vec<ActionRecord>,
+    /// Objects already counted this cycle: each is counted once (see `finish`).
+    counted: HashSet<(ObjectType, String)>,
+    /// Objects the planner counted unchanged that phase two updated (or failed on) after all.
+    unchanged_then_changed: u64,
 }
 
 /// Why the export gave up on the whole cycle.
@@ -68,6 +72,8 @@ pub struct Exporter<'a> {
     owners: Mutex<HashMap<(ObjectType, String), String>>,
     tally: Mutex<Tally>,
     abort: Mutex<Option<Abort>>,
+    /// Set while phase two (references, memberships) runs.
+    in_references: AtomicBool,
 }
 
 /// The result of one object's processing.
@@ -141,6 +147,7 @@ impl<'a> Exporter<'a> {
             owners: Mutex::new(owners),
             tally: Mutex::new(Tally::default()),
             abort: Mutex::new(None),
+            in_references: AtomicBool::new(false),
         }
     }
 
@@ -155,6 +162,12 @@ impl<'a> Exporter<'a> {
     /// A snapshot of the links as they are now (after phase one, for reference planning).
     pub fn links(&self) -> LinkIndex {
         lock(&self.links).clone()
+    }
+
+    /// Objects the plan counted as unchanged but phase two updated (a new manager) or failed on:
+    /// the caller takes them out of `unchanged`.
+    pub fn unchanged_then_changed(&self) -> u64 {
+        lock(&self.tally).unchanged_then_changed
     }
 
     pub fn into_results(
@@ -268,7 +281,16 @@ impl<'a> Exporter<'a> {
                     }
                     (Outcome::Deleted, _) => ("delete", None, String::new()),
                 };
+                // Count each object once per cycle. A reference update (phase two: a manager)
+                // of an object created, adopted or updated in phase one is part of that
+                // action, not a second update; without this an initial cycle reported every
+                // user with a manager as both created and updated.
+                let first = t.counted.insert((ty, source_id.to_string()));
+                if first && ty == ObjectType::User && self.in_references.load(Ordering::SeqCst) {
+                    t.unchanged_then_changed += 1;
+                }
                 match (ty, verb) {
+                    _ if !first => {}
                     (ObjectType::User, "create") => t.users.created += 1,
                     (ObjectType::User, "adopt" | "update") => t.users.updated += 1,
                     (ObjectType::User, "disable") => t.users.disabled += 1,
@@ -302,6 +324,14 @@ impl<'a> Exporter<'a> {
                 }
             }
             Err(f) => {
+                // A failure always counts; one in phase two of an object the plan counted
+                // unchanged is no longer unchanged.
+                if t.counted.insert((ty, source_id.to_string()))
+                    && ty == ObjectType::User
+                    && self.in_references.load(Ordering::SeqCst)
+                {
+                    t.unchanged_then_changed += 1;
+                }
                 match ty {
                     ObjectType::User => t.users.failed += 1,
                     ObjectType::Group => t.groups.failed += 1,
@@ -381,6 +411,15 @@ impl<'a> Exporter<'a> {
             Err(e) if e.is_conflict() || e.is_ambiguous() => {
                 let ambiguous = e.is_ambiguous();
                 match self.find_match(p.object_type, &p.mapped.matching).await? {
+                    // After an ambiguous create (a lost response, a 500 after the write) the
+                    // match is our own object: count and remember it as created, not adopted.
+                    Some(found) if ambiguous => match self.adopt(p, found).await? {
+                        Outcome::Adopted(mut link) => {
+                            link.created = true;
+                            Ok(Outcome::Created(link))
+                        }
+                        other => Ok(other),
+                    },
                     Some(found) => self.adopt(p, found).await,
                     None if ambiguous => {
                         let resource = self.target.create(p.object_type, body).await?;
@@ -431,7 +470,7 @@ impl<'a> Exporter<'a> {
     /// the attributes whose value differs.
     async fn adopt(&self, p: &Provision, resource: Value) -> Result<Outcome, Failure> {
         let link = self.new_link(p, &resource, false)?;
-        let ops: Vec<PatchOp> = p
+        let differing: Vec<(String, Value)> = p
             .mapped
             .values
             .iter()
@@ -442,8 +481,9 @@ impl<'a> Exporter<'a> {
                     .as_ref()
                     != Some(*want)
             })
-            .map(|(path, v)| PatchOp::replace(path.clone(), wire_value(path, v.clone())))
+            .map(|(path, v)| (path.clone(), v.clone()))
             .collect();
+        let ops = set_ops(&differing, |path| has_element(&resource, path));
         if !ops.is_empty() {
             self.target
                 .patch(p.object_type, &link.target_id, &ops)
@@ -453,7 +493,13 @@ impl<'a> Exporter<'a> {
     }
 
     async fn update(&self, u: &Update) -> Result<Outcome, Failure> {
-        let ops = change_ops(&u.changes);
+        let exported: Vec<String> = lock(&self.links)
+            .get(u.object_type, &u.source_id)
+            .map(|l| l.exported.keys().filter_map(|k| element_key(k)).collect())
+            .unwrap_or_default();
+        let ops = change_ops(&u.changes, |path| {
+            element_key(path).is_some_and(|key| exported.contains(&key))
+        });
         match self.target.patch(u.object_type, &u.target_id, &ops).await {
             Ok(()) => {
                 let mut link = lock(&self.links)
@@ -535,6 +581,7 @@ impl<'a> Exporter<'a> {
 
     /// Phase two: reference updates (managers) and membership deltas.
     pub async fn run_references(&self, updates: &[Update], memberships: &[MembershipChange]) {
+        self.in_references.store(true, Ordering::SeqCst);
         let actions: Vec<Action> = updates.iter().cloned().map(Action::Update).collect();
         self.run(&actions).await;
         futures::stream::iter(memberships)
@@ -674,14 +721,75 @@ fn wire_value(path: &str, v: Value) -> Value {
     }
 }
 
-fn change_ops(changes: &[Change]) -> Vec<PatchOp> {
-    changes
+/// `element_exists(path)`: whether the target has the element a filtered path addresses.
+fn change_ops(changes: &[Change], element_exists: impl Fn(&str) -> bool) -> Vec<PatchOp> {
+    let sets: Vec<(String, Value)> = changes
         .iter()
-        .map(|c| match &c.new {
-            Some(v) => PatchOp::replace(c.path.clone(), wire_value(&c.path, v.clone())),
-            None => PatchOp::remove(c.path.clone()),
-        })
-        .collect()
+        .filter_map(|c| c.new.clone().map(|v| (c.path.clone(), v)))
+        .collect();
+    let mut ops = set_ops(&sets, element_exists);
+    ops.extend(changes.iter().filter(|c| c.new.is_none()).map(|c| PatchOp::remove(c.path.clone())));
+    ops
+}
+
+/// The multi-valued element a filtered path addresses (`addresses[type eq "work"]`), as a
+/// comparable key; `None` for any other path.
+fn element_key(path: &str) -> Option<String> {
+    let p = ScimPath::parse(path).ok()?;
+    let filter = p.filter()?;
+    Some(format!("{}|{}|{filter:?}", p.schema().unwrap_or("").to_lowercase(), p.attr().to_lowercase()))
+}
+
+/// Whether `resource` has an element matching the filter of `path` (`addresses[type eq "work"]`).
+fn has_element(resource: &Value, path: &str) -> bool {
+    let Ok(p) = ScimPath::parse(path) else { return false };
+    let attr = match p.schema() {
+        Some(urn) => format!("{urn}:{}", p.attr()),
+        None => p.attr().to_string(),
+    };
+    match (ScimPath::parse(&attr).ok().and_then(|a| a.get(resource).cloned()), p.filter()) {
+        (Some(Value::Array(items)), Some(f)) => items.iter().any(|e| f.matches(e)),
+        _ => false,
+    }
+}
+
+/// PATCH operations setting `values`. RFC 7644 §3.5.2.3: a `replace` whose value filter
+/// matches no element must fail with 400 `noTarget` (scim2-server does; `add` likewise), so a
+/// sub-attribute of an element the target does not have yet — `addresses[type eq
+/// "work"].locality` for a user created without an address — is sent as an `add` of a new
+/// element to the multi-valued attribute, one per element:
+/// `{"op":"add","path":"addresses","value":[{"type":"work","locality":"Oxford"}]}`.
+/// `element_exists(path)` says whether the target has the element a filtered path addresses.
+fn set_ops(values: &[(String, Value)], element_exists: impl Fn(&str) -> bool) -> Vec<PatchOp> {
+    let mut ops = Vec::new();
+    // (element key, path of the multi-valued attribute, scratch resource holding the element)
+    let mut new_elements: Vec<(String, String, Value)> = Vec::new();
+    for (path, v) in values {
+        let parsed = ScimPath::parse(path).ok().filter(|p| p.sub_attr().is_some());
+        match (parsed, element_key(path)) {
+            (Some(p), Some(key)) if !element_exists(path) => {
+                let i = match new_elements.iter().position(|(k, _, _)| *k == key) {
+                    Some(i) => i,
+                    None => {
+                        let attr_path = match p.schema() {
+                            Some(urn) => format!("{urn}:{}", p.attr()),
+                            None => p.attr().to_string(),
+                        };
+                        new_elements.push((key, attr_path, serde_json::json!({})));
+                        new_elements.len() - 1
+                    }
+                };
+                p.set(&mut new_elements[i].2, v.clone());
+            }
+            _ => ops.push(PatchOp::replace(path.clone(), wire_value(path, v.clone()))),
+        }
+    }
+    for (_, attr_path, scratch) in new_elements {
+        if let Some(element) = ScimPath::parse(&attr_path).ok().and_then(|p| p.get(&scratch).cloned()) {
+            ops.push(PatchOp::add(attr_path, element));
+        }
+    }
+    ops
 }
 
 /// Build a SCIM resource from target paths and values (null values are never sent).

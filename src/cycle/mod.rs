@@ -206,11 +206,13 @@ pub async fn run_cycle(
             .await;
     }
     let aborted = exporter.aborted();
+    let unchanged_then_changed = exporter.unchanged_then_changed();
     let (users_c, groups_c, memberships, export_problems, actions) = exporter.into_results();
     problems.extend(export_problems);
 
     summary.users = users_c;
-    summary.users.unchanged += plan.unchanged_users;
+    // Users the plan found unchanged but whose manager changed were counted as updated.
+    summary.users.unchanged += plan.unchanged_users.saturating_sub(unchanged_then_changed);
     summary.users.skipped = plan.skipped_users + count(&plan.problems, "user");
     summary.groups = groups_c;
     summary.groups.unchanged += plan.unchanged_groups;

@@ -1,0 +1,604 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Cycles against the sandbox with injected faults: throttling, server errors, slow answers,
+//! dropped connections (before and after the request was applied), broken bodies, a wrong
+//! token, and a cycle cut off mid-way.
+
+mod common;
+
+use common::*;
+use provisiond::cycle::run_cycle;
+use provisiond::cycle::{CycleOptions, StopSignal};
+use provisiond::sandbox::{DropWhen, FaultAction, FaultRule, SandboxHandle};
+use provisiond::state::{MemoryStore, SledStore, StateStore};
+use provisiond::summary::CycleStatus;
+use provisiond::target::RequestCounts;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+fn status(status: u16) -> FaultAction {
+    FaultAction::Status {
+        status,
+        retry_after: None,
+        body: None,
+    }
+}
+
+fn throttle(status: u16, retry_after: &str) -> FaultAction {
+    FaultAction::Status {
+        status,
+        retry_after: Some(retry_after.into()),
+        body: None,
+    }
+}
+
+fn body(status: u16, body: &str) -> FaultAction {
+    FaultAction::Status {
+        status,
+        retry_after: None,
+        body: Some(body.into()),
+    }
+}
+
+fn drop(when: DropWhen) -> FaultAction {
+    FaultAction::Drop { drop: when }
+}
+
+/// The target after the base directory was provisioned: four users, no duplicate, the two
+/// groups with their members, alice's manager.
+fn check_base_state(h: &SandboxHandle) {
+    let names: Vec<String> = h
+        .users()
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 4, "duplicates or missing users: {names:?}");
+    let names: BTreeSet<String> = names.into_iter().collect();
+    let want: BTreeSet<String> = ["alice", "bob", "grace", "henry"]
+        .iter()
+        .map(|n| format!("{n}@contoso.com"))
+        .collect();
+    assert_eq!(names, want);
+    assert_eq!(h.groups().len(), 2, "{:#?}", h.groups());
+    let eng = group(h, "Engineering");
+    assert_eq!(
+        member_ids(&eng),
+        ids_of(h, &["bob@contoso.com", "grace@contoso.com"])
+    );
+    assert_eq!(
+        eng["members"].as_array().unwrap().len(),
+        2,
+        "no duplicate member entries"
+    );
+    let ops = group(h, "Operations");
+    assert_eq!(
+        member_ids(&ops),
+        ids_of(h, &["alice@contoso.com", "henry@contoso.com"])
+    );
+    assert_eq!(
+        ops["members"].as_array().unwrap().len(),
+        2,
+        "no duplicate member entries"
+    );
+    let bob = id(&user(h, "bob@contoso.com"));
+    assert_eq!(
+        user(h, "alice@contoso.com")[ENTERPRISE]["manager"]["value"],
+        json!(bob)
+    );
+    assert!(h.users().iter().all(|u| u["active"] == json!(true)));
+}
+
+struct FaultCase {
+    name: &'static str,
+    faults: Vec<FaultRule>,
+    /// Status of the cycle run with the faults.
+    status: CycleStatus,
+    /// Problem codes of that cycle, sorted.
+    codes: &'static [&'static str],
+    /// Whether that cycle must already leave the target in its final state (and count it
+    /// exactly as a cycle without faults would).
+    converged_at_once: bool,
+    /// Requests of that cycle, retries included, when they are deterministic.
+    requests: Option<RequestCounts>,
+}
+
+/// Initial cycle of the base directory with the faults, then without them: the target must end
+/// up exactly as without faults, and a further cycle must write nothing.
+async fn run_fault_case(case: FaultCase) {
+    let name = case.name;
+    let h = sandbox(case.faults).await;
+    let file = DirFile::new(&base_directory());
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let client = client(&h.base_url());
+    let report = run(&job, &store, &client).await;
+    let s = &report.summary;
+    assert_eq!(s.status, case.status, "{name}: {s:#?}");
+    let mut codes: Vec<&str> = s.problems.iter().map(|p| p.code.as_str()).collect();
+    codes.sort();
+    assert_eq!(codes, case.codes, "{name}: {s:#?}");
+    for p in &s.problems {
+        assert!(
+            !p.reason.is_empty(),
+            "{name}: a problem without a reason: {p:?}"
+        );
+        if p.code == "ServiceIncompatible" {
+            // Says which request, and what was wrong with the answer.
+            assert!(
+                p.reason.contains("response is not valid SCIM")
+                    && (p.reason.contains("JSON") || p.reason.contains("\"id\"")),
+                "{name}: {}",
+                p.reason
+            );
+        }
+    }
+    let server = h.request_counts();
+    assert_eq!(
+        (server.get, server.post, server.patch, server.delete),
+        (
+            s.requests.get,
+            s.requests.post,
+            s.requests.patch,
+            s.requests.delete
+        ),
+        "{name}: the client counts every request the server saw"
+    );
+    if let Some(want) = case.requests {
+        assert_eq!(s.requests, want, "{name}: {s:#?}");
+    }
+    // Whatever happened, no object exists twice.
+    let mut seen = BTreeSet::new();
+    for u in h.users() {
+        assert!(
+            seen.insert(u["userName"].as_str().unwrap().to_lowercase()),
+            "{name}: duplicate {u}"
+        );
+    }
+    if case.converged_at_once {
+        check_base_state(&h);
+        // Counted as a cycle without faults is: a lost response is still a create.
+        assert_eq!(s.users, users(4, 0, 0, 0, 0, 4, 0), "{name}: {s:#?}");
+        assert_eq!(s.groups, groups(2, 0, 0, 0, 1, 0), "{name}: {s:#?}");
+        assert_eq!(s.memberships, memberships(4, 0), "{name}: {s:#?}");
+        assert!(
+            store.links("test").unwrap().iter().all(|l| l.created),
+            "{name}"
+        );
+    }
+    h.set_faults(vec![]);
+    let s = run(&job, &store, &client).await.summary;
+    assert_eq!(
+        s.status,
+        CycleStatus::Succeeded,
+        "{name}: the cycle after the faults: {s:#?}"
+    );
+    check_base_state(&h);
+    assert_converged(&job, &store, &client).await;
+    // Every object is linked to the target object that exists.
+    for l in store.links("test").unwrap() {
+        let exists = match l.object_type {
+            provisiond::model::ObjectType::User => {
+                h.users().iter().any(|u| u["id"] == l.target_id.as_str())
+            }
+            provisiond::model::ObjectType::Group => {
+                h.groups().iter().any(|g| g["id"] == l.target_id.as_str())
+            }
+        };
+        assert!(exists, "{name}: link to a missing object {l:?}");
+    }
+}
+
+#[tokio::test]
+async fn faults_that_the_cycle_absorbs() {
+    let cases = vec![
+        FaultCase {
+            name: "429 with Retry-After seconds on POSTs",
+            faults: vec![FaultRule::new(throttle(429, "1")).method("POST").times(2)],
+            status: CycleStatus::Succeeded,
+            codes: &[],
+            converged_at_once: true,
+            requests: Some(requests(6, 8, 3, 0)),
+        },
+        FaultCase {
+            name: "503 with Retry-After as an HTTP date",
+            faults: vec![FaultRule::new(throttle(
+                503,
+                &httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2)),
+            ))
+            .times(3)],
+            status: CycleStatus::Succeeded,
+            codes: &[],
+            converged_at_once: true,
+            requests: Some(requests(9, 6, 3, 0)),
+        },
+        FaultCase {
+            name: "500 on the first requests",
+            faults: vec![FaultRule::new(status(500)).times(5)],
+            status: CycleStatus::Succeeded,
+            codes: &[],
+            converged_at_once: true,
+            requests: Some(requests(11, 6, 3, 0)),
+        },
+        FaultCase {
+            name: "500, 502 and 504 on the first POSTs (maybe processed: match again)",
+            faults: vec![
+                FaultRule::new(status(500)).method("POST").times(1),
+                FaultRule::new(status(502)).method("POST").times(1),
+                FaultRule::new(status(504)).method("POST").times(1),
+            ],
+            status: CycleStatus::Succeeded,
+            codes: &[],
+            converged_at_once: true,
+            requests: Some(requests(9, 9, 3, 0)),
+        },
+        FaultCase {
+            name: "500s on membership PATCHes",
+            faults: vec![FaultRule::new(status(500))
+                .method("PATCH")
+                .path_prefix("/Groups")
+                .times(2)],
+            status: CycleStatus::Succeeded,
+            codes: &[],
+            converged_at_once: true,
+            requests: Some(requests(6, 6, 5, 0)),
+        },
+        FaultCase {
+            name: "slow answers",
+            faults: vec![FaultRule::new(FaultAction::Delay { delay_ms: 150 })],
+            status: CycleStatus::Succeeded,
+            codes: &[],
+            converged_at_once: true,
+            requests: Some(requests(6, 6, 3, 0)),
+        },
+        FaultCase {
+            name: "connection dropped before a POST was applied",
+            faults: vec![FaultRule::new(drop(DropWhen::Before))
+                .method("POST")
+                .path_prefix("/Users")
+                .times(2)],
+            status: CycleStatus::Succeeded,
+            codes: &[],
+            converged_at_once: true,
+            requests: Some(requests(8, 8, 3, 0)),
+        },
+        FaultCase {
+            name: "connection dropped before GETs and PATCHes were applied",
+            faults: vec![
+                FaultRule::new(drop(DropWhen::Before))
+                    .method("GET")
+                    .times(2),
+                FaultRule::new(drop(DropWhen::Before))
+                    .method("PATCH")
+                    .times(2),
+            ],
+            status: CycleStatus::Succeeded,
+            codes: &[],
+            converged_at_once: true,
+            requests: Some(requests(8, 6, 5, 0)),
+        },
+        FaultCase {
+            name: "response to a user POST lost (applied, connection dropped)",
+            faults: vec![FaultRule::new(drop(DropWhen::After))
+                .method("POST")
+                .path_prefix("/Users")
+                .times(2)],
+            status: CycleStatus::Succeeded,
+            codes: &[],
+            converged_at_once: true,
+            requests: Some(requests(8, 6, 3, 0)),
+        },
+        FaultCase {
+            name: "response to a group POST lost",
+            faults: vec![FaultRule::new(drop(DropWhen::After))
+                .method("POST")
+                .path_prefix("/Groups")
+                .times(1)],
+            status: CycleStatus::Succeeded,
+            codes: &[],
+            converged_at_once: true,
+            requests: Some(requests(7, 6, 3, 0)),
+        },
+        FaultCase {
+            name: "response to membership PATCHes lost (retried: no duplicate member)",
+            faults: vec![FaultRule::new(drop(DropWhen::After))
+                .method("PATCH")
+                .path_prefix("/Groups")
+                .times(2)],
+            status: CycleStatus::Succeeded,
+            codes: &[],
+            converged_at_once: true,
+            requests: Some(requests(6, 6, 5, 0)),
+        },
+        FaultCase {
+            name: "a non-JSON body on a create",
+            faults: vec![
+                FaultRule::new(body(201, "<html><body>Created!</body></html>"))
+                    .method("POST")
+                    .path_prefix("/Users")
+                    .skip(1)
+                    .times(1),
+            ],
+            status: CycleStatus::EntryLevelErrors,
+            codes: &["ServiceIncompatible"],
+            converged_at_once: false,
+            requests: None,
+        },
+        FaultCase {
+            name: "a truncated body on a create (the object exists: adopted next cycle)",
+            faults: vec![FaultRule::new(FaultAction::Truncate { truncate: true })
+                .method("POST")
+                .path_prefix("/Users")
+                .skip(1)
+                .times(1)],
+            status: CycleStatus::EntryLevelErrors,
+            codes: &["ServiceIncompatible"],
+            converged_at_once: false,
+            requests: None,
+        },
+        FaultCase {
+            name: "a created resource without id",
+            faults: vec![FaultRule::new(body(
+                201,
+                r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"x"}"#,
+            ))
+            .method("POST")
+            .path_prefix("/Users")
+            .times(1)],
+            status: CycleStatus::EntryLevelErrors,
+            codes: &["ServiceIncompatible"],
+            converged_at_once: false,
+            requests: None,
+        },
+        FaultCase {
+            name: "a non-JSON body on a matching query",
+            faults: vec![FaultRule::new(body(200, "OK"))
+                .method("GET")
+                .path_prefix("/Groups")
+                .times(1)],
+            status: CycleStatus::EntryLevelErrors,
+            codes: &["ServiceIncompatible"],
+            converged_at_once: false,
+            requests: Some(requests(6, 5, 2, 0)),
+        },
+        FaultCase {
+            name: "a 400 on one create",
+            faults: vec![FaultRule::new(status(400))
+                .method("POST")
+                .path_prefix("/Users")
+                .times(1)],
+            status: CycleStatus::EntryLevelErrors,
+            codes: &["WebExceptionProtocolError"],
+            converged_at_once: false,
+            requests: None,
+        },
+    ];
+    for case in cases {
+        run_fault_case(case).await;
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let h = sandbox(vec![FaultRule::new(throttle(429, "1"))
+        .method("POST")
+        .path_prefix("/Groups")
+        .times(1)])
+    .await;
+    let file = DirFile::new(&base_directory());
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let client = client(&h.base_url());
+    let started = Instant::now();
+    let s = run_ok(&job, &store, &client).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "waited {:?}",
+        started.elapsed()
+    );
+    // The throttled POST was sent again, and only once more.
+    assert_eq!(s.requests.post, 7, "{s:#?}");
+    assert_eq!(h.request_counts().post, 7);
+    check_base_state(&h);
+}
+
+#[tokio::test]
+async fn a_wrong_token_fails_the_cycle_quickly_without_hammering() {
+    let h = sandbox(vec![]).await;
+    // Enough users that a cycle that did not stop would send hundreds of requests.
+    let mut d = base_directory();
+    for i in 0..200 {
+        d["users"].as_array_mut().unwrap().push(full_user(
+            &format!("u-x{i}"),
+            &format!("X{i}"),
+            "Extra",
+            json!({}),
+        ));
+        d["assignments"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"principalId": format!("u-x{i}")}));
+    }
+    let file = DirFile::new(&d);
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let client = client_with(settings(&h.base_url(), "wrong-token"));
+    let started = Instant::now();
+    let s = run(&job, &store, &client).await.summary;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.status, CycleStatus::Failed, "{s:#?}");
+    let error = s.error.clone().unwrap();
+    assert!(
+        error.contains("401") && error.contains("Unauthorized"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("wrong-token"),
+        "the token never appears: {error}"
+    );
+    let server = h.request_counts();
+    // At most the requests already in flight when the first 401 came back.
+    assert!(server.total <= 2 * job.concurrency as u64, "{server:?}");
+    assert_eq!(server.total, s.requests.total());
+    assert!(h.users().is_empty());
+    assert!(store.links("test").unwrap().is_empty());
+    assert!(
+        store.meta("test").unwrap().watermark.is_none(),
+        "a failed cycle does not advance"
+    );
+
+    // With the right token the next cycle is still initial and provisions everything.
+    let s = run_ok(&job, &store, &common::client(&h.base_url())).await;
+    assert_eq!(s.users.created, 204);
+}
+
+#[tokio::test]
+async fn a_server_failing_every_request_fails_objects_not_the_process() {
+    let h = sandbox(vec![FaultRule::new(status(500))]).await;
+    let file = DirFile::new(&base_directory());
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let client = client(&h.base_url());
+    let s = run(&job, &store, &client).await.summary;
+    assert_ne!(s.status, CycleStatus::Succeeded, "{s:#?}");
+    assert!(h.users().is_empty());
+    // Bounded retries: (1 + max_retries) GETs per object at most.
+    assert!(s.requests.total() <= 6 * 5, "{s:#?}");
+    h.set_faults(vec![]);
+    run_ok(&job, &store, &client).await;
+    check_base_state(&h);
+    assert_converged(&job, &store, &client).await;
+}
+
+/// Stops the cycle once the sandbox has seen `after` POSTs: a shutdown (or a crash) mid-way.
+struct StopAfterPosts<'a> {
+    h: &'a SandboxHandle,
+    after: u64,
+}
+
+impl StopSignal for StopAfterPosts<'_> {
+    fn stopped(&self) -> bool {
+        self.h.request_counts().post >= self.after
+    }
+}
+
+#[tokio::test]
+async fn a_cycle_stopped_mid_way_is_completed_by_the_next_one_without_duplicates() {
+    for after in [1, 3, 5] {
+        let h = sandbox(vec![]).await;
+        let file = DirFile::new(&base_directory());
+        let mut job = job(&file.path);
+        job.concurrency = 1;
+        let state = tempfile::tempdir().unwrap();
+        let client = client(&h.base_url());
+        {
+            let store = SledStore::open(state.path()).unwrap();
+            let stop = StopAfterPosts { h: &h, after };
+            let opts = CycleOptions::default();
+            let s = run_cycle(&job, &store, &client, &opts, &stop).await.summary;
+            assert_eq!(s.status, CycleStatus::Failed, "{s:#?}");
+            assert!(s.error.unwrap().contains("interrupted"));
+            let done = h.users().len()
+                + h.groups().len()
+                + h.groups()
+                    .iter()
+                    .map(|g| member_ids(g).len())
+                    .sum::<usize>();
+            assert!(done < 10, "stopped before the end");
+        }
+        let store = SledStore::open(state.path()).unwrap();
+        let s = run_ok(&job, &store, &client).await;
+        assert_eq!(
+            s.kind,
+            provisiond::summary::CycleKind::Initial,
+            "the watermark did not advance"
+        );
+        check_base_state(&h);
+        assert_converged(&job, &store, &client).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cycle_killed_mid_request_leaves_no_duplicate() {
+    // Slow POSTs; the cycle future is dropped while requests are in flight (what a kill does
+    // to the process's view), the store is reopened, and the next cycle converges.
+    let h = sandbox(vec![
+        FaultRule::new(FaultAction::Delay { delay_ms: 300 }).method("POST")
+    ])
+    .await;
+    let file = DirFile::new(&base_directory());
+    let job = job(&file.path);
+    let state = tempfile::tempdir().unwrap();
+    let client = client(&h.base_url());
+    {
+        let store = SledStore::open(state.path()).unwrap();
+        let cycle = run(&job, &store, &client);
+        let cut = tokio::time::timeout(Duration::from_millis(450), cycle).await;
+        assert!(cut.is_err(), "the cycle should still be running");
+    }
+    // Let the requests the server already accepted finish.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    h.set_faults(vec![]);
+    let store = SledStore::open(state.path()).unwrap();
+    run_ok(&job, &store, &client).await;
+    check_base_state(&h);
+    assert_converged(&job, &store, &client).await;
+}
+
+#[tokio::test]
+async fn a_timed_out_post_is_matched_again_and_never_duplicated() {
+    // The first user POST is answered after the client gave up; the server applies it late.
+    let h = sandbox(vec![FaultRule::new(FaultAction::Delay { delay_ms: 1200 })
+        .method("POST")
+        .path_prefix("/Users")
+        .times(1)])
+    .await;
+    let file = DirFile::new(&base_directory());
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let mut settings = settings(&h.base_url(), TOKEN);
+    settings.request_timeout = Duration::from_millis(400);
+    let client = client_with(settings);
+    let s = run(&job, &store, &client).await.summary;
+    assert_ne!(s.status, CycleStatus::Failed, "{s:#?}");
+    // Let the late POST land (or be dropped with its connection), then converge.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let s = run(&job, &store, &client).await.summary;
+    assert_eq!(s.status, CycleStatus::Succeeded, "{s:#?}");
+    check_base_state(&h);
+    assert_converged(&job, &store, &client).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_target_fails_the_cycle_quickly() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = DirFile::new(&base_directory());
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let client = common::client(&format!("http://127.0.0.1:{port}"));
+    let started = Instant::now();
+    let s = run(&job, &store, &client).await.summary;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.status, CycleStatus::Failed, "{s:#?}");
+    let error = s.error.unwrap();
+    assert!(error.contains("ConnectionFailed"), "{error}");
+    // Retries are bounded: at most (1 + max_retries) attempts per request in flight.
+    assert!(
+        s.requests.total() <= 5 * 2 * job.concurrency as u64,
+        "{:?}",
+        s.requests
+    );
+    assert!(store.links("test").unwrap().is_empty());
+}
