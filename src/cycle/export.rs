@@ -728,7 +728,12 @@ fn change_ops(changes: &[Change], element_exists: impl Fn(&str) -> bool) -> Vec<
         .filter_map(|c| c.new.clone().map(|v| (c.path.clone(), v)))
         .collect();
     let mut ops = set_ops(&sets, element_exists);
-    ops.extend(changes.iter().filter(|c| c.new.is_none()).map(|c| PatchOp::remove(c.path.clone())));
+    ops.extend(
+        changes
+            .iter()
+            .filter(|c| c.new.is_none())
+            .map(|c| PatchOp::remove(c.path.clone())),
+    );
     ops
 }
 
@@ -737,17 +742,28 @@ fn change_ops(changes: &[Change], element_exists: impl Fn(&str) -> bool) -> Vec<
 fn element_key(path: &str) -> Option<String> {
     let p = ScimPath::parse(path).ok()?;
     let filter = p.filter()?;
-    Some(format!("{}|{}|{filter:?}", p.schema().unwrap_or("").to_lowercase(), p.attr().to_lowercase()))
+    Some(format!(
+        "{}|{}|{filter:?}",
+        p.schema().unwrap_or("").to_lowercase(),
+        p.attr().to_lowercase()
+    ))
 }
 
 /// Whether `resource` has an element matching the filter of `path` (`addresses[type eq "work"]`).
 fn has_element(resource: &Value, path: &str) -> bool {
-    let Ok(p) = ScimPath::parse(path) else { return false };
+    let Ok(p) = ScimPath::parse(path) else {
+        return false;
+    };
     let attr = match p.schema() {
         Some(urn) => format!("{urn}:{}", p.attr()),
         None => p.attr().to_string(),
     };
-    match (ScimPath::parse(&attr).ok().and_then(|a| a.get(resource).cloned()), p.filter()) {
+    match (
+        ScimPath::parse(&attr)
+            .ok()
+            .and_then(|a| a.get(resource).cloned()),
+        p.filter(),
+    ) {
         (Some(Value::Array(items)), Some(f)) => items.iter().any(|e| f.matches(e)),
         _ => false,
     }
@@ -765,7 +781,9 @@ fn set_ops(values: &[(String, Value)], element_exists: impl Fn(&str) -> bool) ->
     // (element key, path of the multi-valued attribute, scratch resource holding the element)
     let mut new_elements: Vec<(String, String, Value)> = Vec::new();
     for (path, v) in values {
-        let parsed = ScimPath::parse(path).ok().filter(|p| p.sub_attr().is_some());
+        let parsed = ScimPath::parse(path)
+            .ok()
+            .filter(|p| p.sub_attr().is_some());
         match (parsed, element_key(path)) {
             (Some(p), Some(key)) if !element_exists(path) => {
                 let i = match new_elements.iter().position(|(k, _, _)| *k == key) {
@@ -785,7 +803,10 @@ fn set_ops(values: &[(String, Value)], element_exists: impl Fn(&str) -> bool) ->
         }
     }
     for (_, attr_path, scratch) in new_elements {
-        if let Some(element) = ScimPath::parse(&attr_path).ok().and_then(|p| p.get(&scratch).cloned()) {
+        if let Some(element) = ScimPath::parse(&attr_path)
+            .ok()
+            .and_then(|p| p.get(&scratch).cloned())
+        {
             ops.push(PatchOp::add(attr_path, element));
         }
     }
