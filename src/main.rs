@@ -57,6 +57,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::TestConnection { job } => cli::test_connection(&config, job.as_deref()).await,
         Command::Status { job, json } => cli::status(&config, job.as_deref(), json).await,
         Command::CheckConfig => Ok(cli::check_config(&config)),
+        Command::Mappings { job } => cli::mappings(&config, job.as_deref()),
         Command::Sandbox { .. } | Command::Demo | Command::Expr { .. } => Ok(0),
     }
 }

@@ -5,7 +5,7 @@ mod duration;
 
 pub use duration::{format_duration, parse_duration};
 
-use crate::mapping::{MappingError, MappingSpec, Mappings, PresetFile, GENERIC_SCIM_PRESET};
+use crate::mapping::{MappingError, MappingSpec, Mappings, PresetFile, BUILT_IN_PRESETS};
 use crate::plan::NullPolicy;
 use crate::scope::{FilterSpec, ScopeMode, ScopeSettings, ScopingFilter};
 use crate::target::{PatchStyle, TargetSettings};
@@ -84,7 +84,8 @@ enum RawSource {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTarget {
-    url: String,
+    /// Optional when the preset names the app's tenant URL.
+    url: Option<String>,
     token_file: Option<PathBuf>,
     token_env: Option<String>,
     /// A systemd credential name (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY`.
@@ -216,7 +217,9 @@ impl Config {
             key: "(file)".into(),
             message: format!("cannot read: {e}"),
         })?;
-        Config::parse(&text, path, &|name| std::env::var(name).ok())
+        // Absolute, so relative paths in it resolve the same from any working directory.
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Config::parse(&text, &path, &|name| std::env::var(name).ok())
     }
 
     /// Check configuration text; `env` looks up environment variables (tests pass their own).
@@ -309,9 +312,21 @@ impl Config {
                     SourceConfig::File { path: p }
                 }
             };
+            let preset =
+                load_preset(rj.preset.as_deref(), &resolve).map_err(|m| err(k(".preset"), m))?;
             let t = rj.target;
-            let url = url::Url::parse(&t.url)
-                .map_err(|e| err(k(".target.url"), format!("{:?} is not a URL: {e}", t.url)))?;
+            let url_text = t
+                .url
+                .clone()
+                .or_else(|| preset.target.as_ref().and_then(|p| p.url.clone()))
+                .ok_or_else(|| {
+                    err(
+                        k(".target.url"),
+                        "missing (and the preset names no tenant URL)".into(),
+                    )
+                })?;
+            let url = url::Url::parse(&url_text)
+                .map_err(|e| err(k(".target.url"), format!("{url_text:?} is not a URL: {e}")))?;
             match url.scheme() {
                 "https" => {}
                 "http" if t.allow_insecure_http || is_loopback(&url) => {}
@@ -351,17 +366,6 @@ impl Config {
             if member_batch == 0 {
                 return Err(err(k(".target.member_batch"), "must be at least 1".into()));
             }
-            let preset_text = match rj.preset.as_deref() {
-                None | Some("generic-scim") => GENERIC_SCIM_PRESET,
-                Some(other) => {
-                    return Err(err(
-                        k(".preset"),
-                        format!("unknown preset {other:?} (available: generic-scim)"),
-                    ))
-                }
-            };
-            let preset: PresetFile =
-                toml::from_str(preset_text).map_err(|e| err(k(".preset"), e.to_string()))?;
             let mappings = Mappings::build(&preset, &rj.mappings.users, &rj.mappings.groups)
                 .map_err(|e: MappingError| {
                     let list = match e.object_type {
@@ -409,6 +413,30 @@ impl Config {
             jobs,
         })
     }
+}
+
+/// A built-in preset by name, or a preset file (`*.toml`, relative to the config file).
+fn load_preset(
+    name: Option<&str>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<PresetFile, String> {
+    let name = name.unwrap_or("generic-scim");
+    let text = match BUILT_IN_PRESETS.iter().find(|(n, _)| *n == name) {
+        Some((_, text)) => (*text).to_string(),
+        None if name.ends_with(".toml") => {
+            let p = resolve(Path::new(name));
+            std::fs::read_to_string(&p)
+                .map_err(|e| format!("cannot read preset file {}: {e}", p.display()))?
+        }
+        None => {
+            let names: Vec<&str> = BUILT_IN_PRESETS.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "unknown preset {name:?} (built in: {}; or a path to a .toml preset file)",
+                names.join(", ")
+            ));
+        }
+    };
+    toml::from_str(&text).map_err(|e| format!("preset {name:?} is invalid: {e}"))
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

@@ -166,6 +166,38 @@ fn scoping_filters_load() {
 }
 
 #[test]
+fn presets_by_name_or_file() {
+    let f = Fixture::new();
+    let robin = GOOD
+        .replace("url = \"https://api.robinpowered.com/v1.0/scim-2\"\n", "")
+        .replace("interval", "preset = \"robin\"\ninterval");
+    let c = f.parse(&robin).unwrap();
+    let j = &c.jobs[0];
+    assert_eq!(
+        j.target.base_url.as_str(),
+        "https://api.robinpowered.com/v1.0/scim-2"
+    );
+    let targets: Vec<&str> = j.mappings.users.iter().map(|m| m.target.as_str()).collect();
+    assert!(
+        targets.contains(&"name.familyName") && !targets.iter().any(|t| t.contains("department"))
+    );
+    std::fs::write(
+        f.dir.path().join("mine.toml"),
+        "[[users]]\ntarget = \"userName\"\nsource = \"mail\"\nmatching = 1\n",
+    )
+    .unwrap();
+    let c = f
+        .parse(&GOOD.replace("interval", "preset = \"mine.toml\"\ninterval"))
+        .unwrap();
+    assert_eq!(c.jobs[0].mappings.users.len(), 1);
+    let e = f
+        .parse(&GOOD.replace("interval", "preset = \"nope\"\ninterval"))
+        .unwrap_err();
+    assert_eq!(e.key, "jobs[0].preset");
+    assert!(e.message.contains("robin"), "{e}");
+}
+
+#[test]
 fn job_selection() {
     let f = Fixture::new();
     let c = f.parse(GOOD).unwrap();

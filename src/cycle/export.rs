@@ -401,9 +401,16 @@ impl<'a> Exporter<'a> {
         if let Some(found) = self.find_match(p.object_type, &p.mapped.matching).await? {
             return self.adopt(p, found).await;
         }
+        let mut create_only = p.mapped.create_only.clone();
+        for (path, candidates) in &p.mapped.unique {
+            create_only.insert(
+                path.clone(),
+                self.first_unused(p.object_type, path, candidates).await?,
+            );
+        }
         let body = render_resource(
             p.object_type,
-            p.mapped.values.iter().chain(p.mapped.create_only.iter()),
+            p.mapped.values.iter().chain(create_only.iter()),
         );
         match self.target.create(p.object_type, body.clone()).await {
             Ok(resource) => Ok(Outcome::Created(self.new_link(p, &resource, true)?)),
@@ -430,6 +437,27 @@ impl<'a> Exporter<'a> {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// SelectUniqueValue: the first candidate no target object uses yet.
+    async fn first_unused(
+        &self,
+        ty: ObjectType,
+        path: &str,
+        candidates: &[Value],
+    ) -> Result<Value, Failure> {
+        for c in candidates {
+            if self.target.find(ty, path, c).await?.is_empty() {
+                return Ok(c.clone());
+            }
+        }
+        Err(Failure {
+            code: "NoUniqueValue".into(),
+            reason: format!(
+                "every SelectUniqueValue candidate for {path} is already used in the target"
+            ),
+            fatal: false,
+        })
     }
 
     fn new_link(&self, p: &Provision, resource: &Value, created: bool) -> Result<Link, Failure> {

@@ -21,6 +21,12 @@ pub const REFERENCE_ATTRIBUTES: &[&str] = &["manager"];
 /// The generic SCIM preset, shipped as data.
 pub const GENERIC_SCIM_PRESET: &str = include_str!("../../config/presets/generic-scim.toml");
 
+/// The built-in presets, by the name a job's `preset` uses.
+pub const BUILT_IN_PRESETS: &[(&str, &str)] = &[
+    ("generic-scim", GENERIC_SCIM_PRESET),
+    ("robin", include_str!("../../config/presets/robin.toml")),
+];
+
 /// Entra's "Apply this mapping".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,10 +88,20 @@ fn is_true(b: &bool) -> bool {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PresetFile {
+    /// Defaults for the job's target (the app's tenant URL).
+    #[serde(default)]
+    pub target: Option<PresetTarget>,
     #[serde(default)]
     pub users: Vec<MappingSpec>,
     #[serde(default)]
     pub groups: Vec<MappingSpec>,
+}
+
+/// Target defaults a preset may carry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresetTarget {
+    pub url: Option<String>,
 }
 
 /// Where a mapping's value comes from.
@@ -261,6 +277,9 @@ pub struct Mapped {
     pub matching: Vec<(String, Value)>,
     /// Reference attributes: target path → the referenced source object's id.
     pub references: BTreeMap<String, Option<String>>,
+    /// `SelectUniqueValue` mappings: target path → candidates in order. The first candidate is
+    /// in `create_only`; the export stage picks the first one not used in the target.
+    pub unique: BTreeMap<String, Vec<Value>>,
 }
 
 /// What the service knows about an object beyond its attributes.
@@ -336,6 +355,21 @@ pub fn map_object(
         let value = match &m.source {
             MappingSource::Attribute(a) => expr::Attributes::get(&view, a).cloned(),
             MappingSource::Constant(c) => Some(c.clone()),
+            // Entra: SelectUniqueValue belongs to creation; an existing account keeps its value.
+            MappingSource::Expression(e) if e.selects_unique_value() => {
+                let candidates: Vec<Value> = e
+                    .candidates(&view, ctx.env)
+                    .map_err(|err| format!("mapping for {:?} failed: {err}", m.target))?
+                    .into_iter()
+                    .filter(|v| !is_empty(v))
+                    .map(|v| coerce(&m.target, v))
+                    .collect();
+                if let Some(first) = candidates.first() {
+                    out.create_only.insert(m.target.clone(), first.clone());
+                    out.unique.insert(m.target.clone(), candidates);
+                }
+                continue;
+            }
             MappingSource::Expression(e) => match e.evaluate(&view, ctx.env) {
                 Ok(Outcome::Value(v)) => Some(v),
                 // IgnoreFlowIfNullOrEmpty: the attribute is not part of this flow at all.
@@ -529,6 +563,34 @@ mod tests {
             },
         ];
         assert!(Mappings::build(&PresetFile::default(), &dup, &[]).is_err());
+    }
+
+    #[test]
+    fn select_unique_value_yields_create_time_candidates() {
+        let specs = vec![MappingSpec {
+            target: "userName".into(),
+            expression: Some(
+                r#"SelectUniqueValue(Join("@", [mailNickname], "contoso.com"), Join("@", Join("", [mailNickname], "2"), "contoso.com"))"#.into(),
+            ),
+            ..MappingSpec::default()
+        }];
+        let m = Mappings::build(&PresetFile::default(), &specs, &[]).unwrap();
+        let env = env();
+        let ctx = MapContext {
+            soft_deleted: false,
+            roles: None,
+            env: &env,
+        };
+        let out = map_object(&user(json!({"mailNickname": "al"})), &m.users, &ctx).unwrap();
+        assert_eq!(
+            out.unique["userName"],
+            vec![json!("al@contoso.com"), json!("al2@contoso.com")]
+        );
+        assert_eq!(out.create_only["userName"], json!("al@contoso.com"));
+        assert!(
+            !out.values.contains_key("userName"),
+            "never updated after creation"
+        );
     }
 
     #[test]

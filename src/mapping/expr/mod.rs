@@ -88,6 +88,18 @@ impl Expression {
         }
     }
 
+    /// Whether the expression is a top-level `SelectUniqueValue(...)`, whose candidates the
+    /// export stage checks against the target one by one.
+    pub fn selects_unique_value(&self) -> bool {
+        matches!(
+            &self.root,
+            parser::Node::Call {
+                func: parser::Func::SelectUniqueValue,
+                ..
+            }
+        )
+    }
+
     /// The values to try, in order, for a uniqueness check in the target: for a top-level
     /// `SelectUniqueValue` every non-null candidate, otherwise the single evaluated value
     /// (none when it is null or ignored).
