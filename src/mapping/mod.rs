@@ -594,6 +594,44 @@ mod tests {
     }
 
     #[test]
+    fn virtual_attributes_reach_expressions() {
+        let specs = vec![
+            MappingSpec {
+                target: "roles".into(),
+                expression: Some("AppRoleAssignmentsComplex([appRoleAssignments])".into()),
+                ..MappingSpec::default()
+            },
+            MappingSpec {
+                target: "userType".into(),
+                expression: Some("SingleAppRoleAssignment([appRoleAssignments])".into()),
+                ..MappingSpec::default()
+            },
+            MappingSpec {
+                target: "externalId".into(),
+                source: Some("objectId".into()),
+                ..MappingSpec::default()
+            },
+        ];
+        let m = Mappings::build(&PresetFile::default(), &specs, &[]).unwrap();
+        let env = env();
+        let roles: BTreeSet<String> = ["Admin".to_string()].into_iter().collect();
+        let ctx = MapContext {
+            soft_deleted: false,
+            roles: Some(&roles),
+            env: &env,
+        };
+        let out = map_object(&user(json!({})), &m.users, &ctx).unwrap();
+        assert_eq!(out.values["userType"], json!("Admin"));
+        assert_eq!(out.values["externalId"], json!("u1"));
+        let r = &out.values["roles"][0];
+        assert_eq!(
+            (&r["display"], &r["value"]),
+            (&json!("Admin"), &json!("Admin")),
+            "{r}"
+        );
+    }
+
+    #[test]
     fn defaults_apply_on_create_when_null() {
         let specs = vec![MappingSpec {
             target: "title".into(),
