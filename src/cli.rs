@@ -471,9 +471,16 @@ pub async fn test_connection(config: &Config, job: Option<&str>) -> Result<i32, 
             Ok(c) => c.test_connection().await,
             Err(e) => crate::target::ConnectionReport::invalid_settings(&e),
         };
-        println!("{} ({}): {report}", j.name, j.target.base_url);
+        println!("{} target ({}): {report}", j.name, j.target.base_url);
         if !report.ok {
             code = 1;
+        }
+        match j.spec().source.test_connection().await {
+            Ok(what) => println!("{} source: OK: {what}", j.name),
+            Err(e) => {
+                println!("{} source: {e}", j.name);
+                code = 1;
+            }
         }
     }
     Ok(code)

@@ -1080,6 +1080,9 @@ impl Source for Partial {
             watermark: Some("partial".into()),
         })
     }
+    async fn test_connection(&self) -> Result<String, SourceError> {
+        Ok("fixed".into())
+    }
 }
 
 #[tokio::test]

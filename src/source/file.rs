@@ -62,6 +62,19 @@ impl Source for FileSource {
             watermark: Some(watermark),
         })
     }
+
+    async fn test_connection(&self) -> Result<String, SourceError> {
+        let read = self.read(None).await?;
+        let d = &read.directory;
+        Ok(format!(
+            "{} is readable: {} users, {} groups, {} assignments, {} rejected objects",
+            self.path.display(),
+            d.users.len(),
+            d.groups.len(),
+            d.assignments.len(),
+            d.rejected.len()
+        ))
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

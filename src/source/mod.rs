@@ -27,6 +27,10 @@ pub trait Source: Send + Sync {
     fn describe(&self) -> String;
     /// Read the directory. `watermark` is what the previous successful cycle stored.
     async fn read(&self, watermark: Option<&str>) -> Result<SourceRead, SourceError>;
+
+    /// A cheap probe for `provisiond test-connection` (a bind and a one-entry search, a token
+    /// and one API call, a file read): what was checked, or precisely what failed.
+    async fn test_connection(&self) -> Result<String, SourceError>;
 }
 
 /// A source read that produced nothing usable: the cycle fails before any write.
@@ -45,11 +49,23 @@ pub enum SourceError {
         column: usize,
         message: String,
     },
+    /// A directory service failed (LDAP, Microsoft Graph): `kind` names it, `message` says
+    /// what failed without any secret.
+    #[error("{kind} source: {message}")]
+    Service {
+        kind: &'static str,
+        message: String,
+        retryable: bool,
+    },
 }
 
 impl SourceError {
     /// Whether trying again later may help (a file being rewritten, a network hiccup).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SourceError::Read { .. })
+        match self {
+            SourceError::Read { .. } => true,
+            SourceError::Parse { .. } => false,
+            SourceError::Service { retryable, .. } => *retryable,
+        }
     }
 }
