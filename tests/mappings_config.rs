@@ -183,3 +183,70 @@ expression = 'SelectUniqueValue([mailNickname], Join("", [mailNickname], "1"), J
     assert_eq!(user(&h, "ann@contoso.com")["nickName"], json!("ann1"));
     assert_converged(&job, &store, &client).await;
 }
+
+/// Each of Entra's 14 scoping operators through a whole cycle: which of the four users the
+/// sandbox ends up with.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_scoping_operator_through_a_cycle() {
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        ("userAccountControl", "&", "2", &["cy"]),
+        ("userAccountControl", "!&", "2", &["ann", "bo", "di"]),
+        (
+            "userPrincipalName",
+            "ENDS_WITH",
+            r#""@fabrikam.com""#,
+            &["bo"],
+        ),
+        ("department", "EQUALS", r#""Sales""#, &["ann", "bo", "di"]),
+        ("department", "NOT EQUALS", r#""Sales""#, &["cy"]),
+        ("employeeId", "Greater_Than", "1500", &["bo", "di"]),
+        (
+            "employeeId",
+            "Greater_Than_OR_EQUALS",
+            "1500",
+            &["ann", "bo", "di"],
+        ),
+        ("displayName", "Includes", r#""Li""#, &["bo"]),
+        ("isContractor", "IS TRUE", "", &["di"]),
+        ("isContractor", "IS FALSE", "", &["ann"]),
+        ("jobTitle", "IS NULL", "", &["bo", "cy", "di"]),
+        ("jobTitle", "IS NOT NULL", "", &["ann"]),
+        (
+            "userPrincipalName",
+            "REGEX MATCH",
+            r#"'^[ab].*\@'"#,
+            &["ann", "bo"],
+        ),
+        (
+            "userPrincipalName",
+            "NOT REGEX MATCH",
+            r#"'^[ab].*\@'"#,
+            &["cy", "di"],
+        ),
+    ];
+    for (attribute, operator, value, expected) in cases {
+        let h = sandbox(vec![]).await;
+        let dir = DirFile::new(&people());
+        let value = if value.is_empty() {
+            String::new()
+        } else {
+            format!(", value = {value}")
+        };
+        let config = format!(
+            "state_dir = \"state\"\n[[jobs]]\nname = \"j\"\n[jobs.source]\nkind = \"file\"\npath = \"{{DIR}}\"\n\
+             [jobs.target]\nurl = \"{{URL}}\"\ntoken_file = \"token\"\n[[jobs.scoping.users]]\n\
+             clauses = [{{attribute = \"{attribute}\", operator = \"{operator}\"{value}}}]\n"
+        );
+        let (job, client) = job_from(&config, &dir, &h.base_url());
+        let store = MemoryStore::new();
+        run_ok(&job, &store, &client).await;
+        let mut got: Vec<String> = h
+            .users()
+            .iter()
+            .filter_map(|u| u["userName"].as_str())
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect();
+        got.sort();
+        assert_eq!(got, *expected, "{attribute} {operator}{value}");
+    }
+}
