@@ -97,6 +97,15 @@ const BAD_CONFIGS: &[BadConfig] = &[
         line_of: None,
     },
     BadConfig {
+        what: "mapping to an unparsable SCIM path",
+        edit: (
+            "token_file = \"token\"",
+            "token_file = \"token\"\n\n[[jobs.mappings.users]]\ntarget = \"emails[type eq\"\nsource = \"mail\"",
+        ),
+        fragments: &["jobs[0].mappings.users", "emails[type eq"],
+        line_of: None,
+    },
+    BadConfig {
         what: "missing source file",
         edit: (
             "path = \"directory.json\"",
@@ -549,4 +558,23 @@ fn logs_are_plain_text_or_json_lines_off_a_terminal() {
         let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
         assert!(v["level"].is_string(), "{l}");
     }
+}
+
+/// The shipped example configuration passes `check-config`, from any working directory.
+#[test]
+fn example_config_checks() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/examples/provisiond.toml"
+    );
+    let mut c = std::process::Command::new(bin());
+    c.args(["--config", example, "check-config"])
+        .current_dir("/")
+        .env("ROBIN_TOKEN", "example-token")
+        .env_remove("RUST_LOG");
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_command(c, dir.path(), RUN_LIMIT);
+    out.assert_code(0);
+    assert!(out.stdout.contains("robin"), "{out}");
+    assert!(!out.all().contains("example-token"), "{out}");
 }
