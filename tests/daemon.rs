@@ -171,7 +171,10 @@ fn daemon_cron_every_second() {
     o.cron = Some("*/1 * * * * *".into());
     fixture.write_job(&o);
 
-    let mut daemon = fixture.spawn(&["run"]);
+    // At trace level, so the check that the token is never logged means something.
+    let mut cmd = fixture.command(&["run"]);
+    cmd.env("RUST_LOG", "trace");
+    let mut daemon = Proc::spawn(cmd, fixture.dir.path());
     wait_daemon_ready(&fixture, &mut daemon);
     assert_eq!(sandbox.users().len(), 5);
 
@@ -198,6 +201,9 @@ fn daemon_cron_every_second() {
         "the cron cycle adds a user",
         || (sandbox.users().len() == 6).then_some(()),
     );
+    let logs = daemon.stderr();
+    assert!(logs.contains("TRACE"), "not at trace level");
+    assert!(!logs.contains(TOKEN), "the daemon logged the token");
     terminate(&fixture, daemon, "INT");
 }
 
