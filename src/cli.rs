@@ -122,31 +122,168 @@ impl From<ConfigError> for Failure {
     }
 }
 
-/// The pid file next to the store, so a second process can say who holds the store.
+/// The pid file next to the store, written by the daemon (`run`) for service managers.
 pub fn pid_file(config: &Config) -> PathBuf {
     config.state_dir.join("provisiond.pid")
 }
 
-/// Open the store, or explain who holds it.
-pub fn open_store(config: &Config) -> Result<SledStore, Failure> {
-    SledStore::open(&config.state_dir.join("state")).map_err(|e| match e {
-        StateError::Locked { path, .. } => {
-            let holder = std::fs::read_to_string(pid_file(config))
-                .ok()
-                .map(|p| format!("provisiond (pid {})", p.trim()))
-                .unwrap_or_else(|| "another process".into());
-            Failure::usage(format!(
-                "state store {} is in use by {holder}, and its control socket {} does not answer",
-                path.display(),
-                config.control_socket.display()
-            ))
+/// Who holds the state store: rewritten by every process (daemon or one-shot command) right
+/// after it has opened the store, so that a process finding the store locked can name the
+/// holder. It is never removed: a record whose pid is gone describes an earlier process (the
+/// current holder has only just opened the store and not written its record yet).
+pub fn holder_file(config: &Config) -> PathBuf {
+    config.state_dir.join("holder")
+}
+
+/// How long a command waits for a store whose holder is about to let go of it or about to
+/// answer on its control socket (a `status` reading offline, a daemon starting up).
+const STORE_SETTLE: Duration = Duration::from_secs(5);
+
+/// What a process holding the store is doing, as `open_store` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreUser {
+    /// `provisiond run`.
+    Daemon,
+    /// `sync` or `status` with no daemon answering on the control socket.
+    Command(&'static str),
+}
+
+impl StoreUser {
+    fn name(self) -> &'static str {
+        match self {
+            StoreUser::Daemon => "run",
+            StoreUser::Command(c) => c,
         }
-        other => Failure::usage(other.to_string()),
+    }
+}
+
+/// A record of the holder file.
+struct Holder {
+    /// `provisiond sync (pid 123)`.
+    text: String,
+    /// `sync`.
+    command: String,
+    alive: bool,
+}
+
+fn read_holder(config: &Config) -> Option<Holder> {
+    let text = std::fs::read_to_string(holder_file(config)).ok()?;
+    let text = text.trim().to_string();
+    let (head, tail) = text.split_once(" (pid ")?;
+    let command = head.strip_prefix("provisiond ")?.to_string();
+    let pid: u32 = tail.strip_suffix(')')?.parse().ok()?;
+    Some(Holder {
+        alive: pid_alive(pid),
+        text,
+        command,
     })
 }
 
+fn pid_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    // Without procfs we cannot tell: trust the record.
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// Whether the holder will let go of the store, or answer on its control socket, within
+/// moments: then it is worth waiting (bounded by [`STORE_SETTLE`]) instead of failing.
+fn holder_settling(holder: Option<&Holder>, user: StoreUser) -> bool {
+    match holder {
+        // No live record: the holder has only just opened the store.
+        None => true,
+        Some(h) if !h.alive => true,
+        // A `status` reading the store offline lets go at once.
+        Some(h) if h.command == "status" => true,
+        // A daemon that is starting: its control socket is coming (`status`/`sync`); a
+        // second daemon must not wait for it.
+        Some(h) if h.command == "run" => user != StoreUser::Daemon,
+        // A one-shot `sync` may hold the store for a whole cycle.
+        Some(_) => false,
+    }
+}
+
+/// The store, or (for `status` and `sync`, with `probe`) the running daemon's answer.
+enum Reached {
+    Store(SledStore),
+    Daemon(Response),
+}
+
+/// Reach the state: through a running daemon's control socket when `probe` is given and a
+/// daemon answers, else by opening the store. A store held by a process that lets go (or
+/// starts answering) within moments is waited for, at most [`STORE_SETTLE`]; otherwise this
+/// fails at once, naming the holder.
+///
+/// Before, the daemon's pid file was the only source for the name: a one-shot `sync` holding
+/// the store showed up as "another process", a stale pid file (left by a `kill -9`) named a
+/// dead daemon, and a `status` run while the daemon was starting (store open, socket not yet
+/// bound) failed, as did a daemon starting while a `status` read the store.
+async fn reach(
+    config: &Config,
+    user: StoreUser,
+    probe: Option<(&Request, Option<Duration>)>,
+) -> Result<Reached, Failure> {
+    let deadline = tokio::time::Instant::now() + STORE_SETTLE;
+    loop {
+        if let Some((req, timeout)) = probe {
+            if let Some(answer) = control::request(&config.control_socket, req, timeout)
+                .await
+                .map_err(|e| Failure::usage(e.to_string()))?
+            {
+                return Ok(Reached::Daemon(answer));
+            }
+        }
+        let path = match SledStore::open(&config.state_dir.join("state")) {
+            Ok(store) => {
+                let line = format!("provisiond {} (pid {})\n", user.name(), std::process::id());
+                if let Err(e) = std::fs::write(holder_file(config), line) {
+                    tracing::debug!(error = %e, "cannot record the state store's holder");
+                }
+                return Ok(Reached::Store(store));
+            }
+            Err(StateError::Locked { path, .. }) => path,
+            Err(other) => return Err(Failure::usage(other.to_string())),
+        };
+        let holder = read_holder(config);
+        if holder_settling(holder.as_ref(), user) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let name = holder
+            .filter(|h| h.alive)
+            .map(|h| h.text)
+            .unwrap_or_else(|| "another process".into());
+        let advice = match user {
+            // `run` has not tried the control socket: do not claim it is silent.
+            StoreUser::Daemon => {
+                "; only one daemon may run per state directory (`provisiond status` and \
+                 `provisiond sync` reach a running daemon through its control socket)"
+                    .to_string()
+            }
+            StoreUser::Command(_) => format!(
+                ", and no daemon answers on the control socket {}: try again when it is done",
+                config.control_socket.display()
+            ),
+        };
+        return Err(Failure::usage(format!(
+            "state store {} is in use by {name}{advice}",
+            path.display()
+        )));
+    }
+}
+
+/// Open the store, or explain who holds it (see [`reach`]).
+pub async fn open_store(config: &Config, user: StoreUser) -> Result<SledStore, Failure> {
+    match reach(config, user, None).await? {
+        Reached::Store(s) => Ok(s),
+        Reached::Daemon(_) => Err(Failure::usage("unexpected answer from the daemon")),
+    }
+}
+
 pub async fn run(config: Config) -> Result<i32, Failure> {
-    let store = open_store(&config)?;
+    // Catch SIGTERM/SIGINT from the start: one arriving while the store opens or the first
+    // cycle starts must still mean a clean stop (exit 0), not death by the default action.
+    let signal = ShutdownSignal::install();
+    let store = open_store(&config, StoreUser::Daemon).await?;
     let listener = control::bind(&config.control_socket)
         .await
         .map_err(|e| Failure::usage(e.to_string()))?;
@@ -155,34 +292,65 @@ pub async fn run(config: Config) -> Result<i32, Failure> {
         tracing::warn!(path = %pid_path.display(), error = %e, "cannot write the pid file");
     }
     let store: Arc<dyn StateStore> = Arc::new(store);
-    let daemon = Arc::new(
-        Daemon::new(config.clone(), store.clone()).map_err(|e| Failure::usage(e.to_string()))?,
-    );
+    let daemon = match Daemon::new(config.clone(), store.clone()) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            let _ = std::fs::remove_file(&config.control_socket);
+            let _ = std::fs::remove_file(&pid_path);
+            return Err(Failure::usage(e.to_string()));
+        }
+    };
     tracing::info!(jobs = daemon.jobs.len(), socket = %config.control_socket.display(), pid = std::process::id(), "provisiond started");
     let control_task = tokio::spawn(control::serve(listener, daemon.clone()));
 
-    let workers = {
+    let mut workers = {
         let d = daemon.clone();
         tokio::spawn(async move { d.run_workers().await })
     };
-    wait_for_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests");
-    daemon.shutdown();
-    // In-flight requests get what is left of the 10 s systemd allows; then we persist and go.
-    let finished = tokio::time::timeout(Duration::from_secs(8), workers).await;
-    if finished.is_err() {
-        tracing::warn!(
-            "requests still in flight after 8 s: abandoning them (the next cycle re-matches)"
-        );
+    // The workers only end on shutdown; if they end first (the cron scheduler failed to
+    // start), say so and stop rather than idle on as a daemon that never runs a cycle.
+    let early_end = tokio::select! {
+        () = signal.recv() => None,
+        r = &mut workers => Some(r),
+    };
+    let mut code = 0;
+    let mut failure = None;
+    match early_end {
+        None => {
+            tracing::info!("shutting down: finishing in-flight requests");
+            daemon.shutdown();
+            // In-flight requests get what is left of the 10 s systemd allows; then we persist
+            // and go.
+            let finished = tokio::time::timeout(Duration::from_secs(8), workers).await;
+            if finished.is_err() {
+                tracing::warn!(
+                    "requests still in flight after 8 s: abandoning them (the next cycle re-matches)"
+                );
+            }
+        }
+        Some(r) => {
+            daemon.shutdown();
+            let why = match r {
+                Ok(Ok(())) => "the job workers stopped unexpectedly".to_string(),
+                Ok(Err(e)) => format!("the cron scheduler failed: {e}"),
+                Err(e) => format!("the job workers failed: {e}"),
+            };
+            tracing::error!(error = %why, "provisiond cannot go on");
+            code = 1;
+            failure = Some(why);
+        }
     }
     control_task.abort();
     let flushed = store.flush();
     let _ = std::fs::remove_file(&config.control_socket);
     let _ = std::fs::remove_file(&pid_path);
+    if let Some(message) = failure {
+        return Err(Failure { code, message });
+    }
     match flushed {
         Ok(()) => {
             tracing::info!("provisiond stopped");
-            Ok(0)
+            Ok(code)
         }
         Err(e) => Err(Failure {
             code: 1,
@@ -191,20 +359,32 @@ pub async fn run(config: Config) -> Result<i32, Failure> {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+/// SIGTERM and SIGINT, listened for from the moment of `install`.
+struct ShutdownSignal {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        ShutdownSignal {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+    }
+
+    async fn recv(mut self) {
+        match (self.term.as_mut(), self.int.as_mut()) {
+            (Some(term), Some(int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
@@ -220,19 +400,15 @@ pub async fn sync(
         job: job.map(str::to_string),
         dry_run,
     };
-    let reports = match control::request(&config.control_socket, &req, None)
-        .await
-        .map_err(|e| Failure::usage(e.to_string()))?
-    {
-        Some(Response::Sync { reports }) => reports,
-        Some(Response::Error { message }) => return Err(Failure::usage(message)),
-        Some(other) => {
+    let reports = match reach(config, StoreUser::Command("sync"), Some((&req, None))).await? {
+        Reached::Daemon(Response::Sync { reports }) => reports,
+        Reached::Daemon(Response::Error { message }) => return Err(Failure::usage(message)),
+        Reached::Daemon(other) => {
             return Err(Failure::usage(format!(
                 "unexpected answer from the daemon: {other:?}"
             )))
         }
-        None => {
-            let store = open_store(config)?;
+        Reached::Store(store) => {
             let stop = stop_on_signal();
             let mut reports = Vec::new();
             for j in config.select(job)? {
@@ -263,8 +439,9 @@ pub async fn sync(
 fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
+    let signal = ShutdownSignal::install();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.recv().await;
         s.store(true, std::sync::atomic::Ordering::SeqCst);
         eprintln!("interrupted: finishing in-flight requests");
     });
@@ -284,6 +461,13 @@ fn progress_bar(json: bool) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+fn kind_name(kind: crate::summary::CycleKind) -> &'static str {
+    match kind {
+        crate::summary::CycleKind::Initial => "initial",
+        crate::summary::CycleKind::Incremental => "incremental",
+    }
+}
+
 /// A cycle summary as an admin reads it.
 pub fn render_summary(s: &CycleSummary) -> String {
     use std::fmt::Write;
@@ -293,10 +477,7 @@ pub fn render_summary(s: &CycleSummary) -> String {
         CycleStatus::EntryLevelErrors => "finished with errors on some objects",
         CycleStatus::Failed => "FAILED",
     };
-    let kind = match s.kind {
-        crate::summary::CycleKind::Initial => "initial",
-        crate::summary::CycleKind::Incremental => "incremental",
-    };
+    let kind = kind_name(s.kind);
     let _ = writeln!(
         out,
         "{}: {}{kind} cycle {status} in {:.1} s (cycle {})",
@@ -393,27 +574,22 @@ pub async fn status(config: &Config, job: Option<&str>, json: bool) -> Result<i3
     let req = Request::Status {
         job: job.map(str::to_string),
     };
+    let probe = (&req, Some(Duration::from_secs(10)));
     let jobs: Vec<JobStatus> =
-        match control::request(&config.control_socket, &req, Some(Duration::from_secs(10)))
-            .await
-            .map_err(|e| Failure::usage(e.to_string()))?
-        {
-            Some(Response::Status { jobs }) => jobs,
-            Some(Response::Error { message }) => return Err(Failure::usage(message)),
-            Some(other) => {
+        match reach(config, StoreUser::Command("status"), Some(probe)).await? {
+            Reached::Daemon(Response::Status { jobs }) => jobs,
+            Reached::Daemon(Response::Error { message }) => return Err(Failure::usage(message)),
+            Reached::Daemon(other) => {
                 return Err(Failure::usage(format!(
                     "unexpected answer from the daemon: {other:?}"
                 )))
             }
-            None => {
-                let store = open_store(config)?;
-                config
-                    .select(job)?
-                    .into_iter()
-                    .map(|j| schedule::offline_status(j, &store))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| Failure::usage(e.to_string()))?
-            }
+            Reached::Store(store) => config
+                .select(job)?
+                .into_iter()
+                .map(|j| schedule::offline_status(j, &store))
+                .collect::<Result<_, _>>()
+                .map_err(|e| Failure::usage(e.to_string()))?,
         };
     if json {
         println!(
@@ -430,14 +606,15 @@ pub async fn status(config: &Config, job: Option<&str>, json: bool) -> Result<i3
         );
         match &s.last_cycle {
             Some(c) => {
+                // The kind as `sync` and `--json` spell it (was its Debug form, "Initial").
                 println!(
-                    "  last cycle: {} {:?} at {} ({} ms)",
+                    "  last cycle: {} cycle {} at {} ({} ms)",
+                    kind_name(c.kind),
                     match c.status {
                         CycleStatus::Succeeded => "succeeded",
-                        CycleStatus::EntryLevelErrors => "entry-level errors",
+                        CycleStatus::EntryLevelErrors => "with entry-level errors",
                         CycleStatus::Failed => "failed",
                     },
-                    c.kind,
                     c.started_at.to_rfc3339(),
                     c.duration_ms
                 );
@@ -612,6 +789,7 @@ pub async fn sandbox(
         ..Default::default()
     };
     let has_token = config.token.is_some();
+    let signal = ShutdownSignal::install();
     let handle = crate::sandbox::spawn(listen, config)
         .await
         .map_err(|e| Failure::usage(e.to_string()))?;
@@ -624,7 +802,7 @@ pub async fn sandbox(
             "any token accepted"
         }
     );
-    wait_for_signal().await;
+    signal.recv().await;
     handle.shutdown().await;
     Ok(0)
 }

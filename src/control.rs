@@ -68,8 +68,14 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 /// Serve requests until the daemon stops.
 pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // E.g. out of file descriptors: retrying at once would spin a core at 100 %.
+                tracing::warn!(error = %e, "control socket: cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let daemon = daemon.clone();
         tokio::spawn(async move {
@@ -112,15 +118,19 @@ pub async fn request(
     req: &Request,
     timeout: Option<Duration>,
 ) -> Result<Option<Response>, ControlError> {
-    let stream = match tokio::time::timeout(Duration::from_secs(2), UnixStream::connect(path)).await
-    {
-        Ok(Ok(s)) => s,
-        // Nothing listening (no file, or a stale one): the caller opens the store itself.
-        Ok(Err(_)) | Err(_) => return Ok(None),
-    };
     let io = |source| ControlError::Io {
         path: path.to_path_buf(),
         source,
+    };
+    let stream = match tokio::time::timeout(Duration::from_secs(2), UnixStream::connect(path)).await
+    {
+        Ok(Ok(s)) => s,
+        // Permission denied (a daemon run by another user) is reported as it is: taken for
+        // "no daemon", it sent the caller to a store the daemon holds, to wait there and fail
+        // with a misleading "no daemon answers".
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(io(e)),
+        // Nothing listening (no file, or a stale one): the caller opens the store itself.
+        Ok(Err(_)) | Err(_) => return Ok(None),
     };
     let exchange = async {
         let (read, mut write) = stream.into_split();

@@ -219,26 +219,30 @@ impl Daemon {
     pub async fn run_workers(
         self: &Arc<Self>,
     ) -> Result<(), tokio_cron_scheduler::JobSchedulerError> {
-        let scheduler = tokio_cron_scheduler::JobScheduler::new().await?;
-        let mut uses_cron = false;
+        // The cron scheduler only exists when a job uses cron: an idle scheduler that is
+        // created but never started logs two spurious ERROR lines ("Error receiving …
+        // Closed") when it is dropped at shutdown.
+        let mut scheduler = None;
         for job in &self.jobs {
             if let Schedule::Cron(expr) = &job.config.schedule {
+                let s = match scheduler.take() {
+                    Some(s) => s,
+                    None => tokio_cron_scheduler::JobScheduler::new().await?,
+                };
                 let j = job.clone();
-                scheduler
-                    .add(tokio_cron_scheduler::Job::new_async(
-                        expr.as_str(),
-                        move |_, _| {
-                            let j = j.clone();
-                            Box::pin(async move { j.tick.notify_one() })
-                        },
-                    )?)
-                    .await?;
-                uses_cron = true;
+                s.add(tokio_cron_scheduler::Job::new_async(
+                    expr.as_str(),
+                    move |_, _| {
+                        let j = j.clone();
+                        Box::pin(async move { j.tick.notify_one() })
+                    },
+                )?)
+                .await?;
+                scheduler = Some(s);
             }
         }
-        let mut scheduler = scheduler;
-        if uses_cron {
-            scheduler.start().await?;
+        if let Some(s) = scheduler.as_mut() {
+            s.start().await?;
         }
         let workers: Vec<_> = self
             .jobs
@@ -252,8 +256,8 @@ impl Daemon {
         for w in workers {
             let _ = w.await;
         }
-        if uses_cron {
-            let _ = scheduler.shutdown().await;
+        if let Some(mut s) = scheduler {
+            let _ = s.shutdown().await;
         }
         Ok(())
     }

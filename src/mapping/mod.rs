@@ -239,6 +239,11 @@ fn compile_all(ty: ObjectType, specs: &[MappingSpec]) -> Result<Vec<Mapping>, Ma
         if spec.target.trim().is_empty() {
             return Err(err("empty target path".into()));
         }
+        // A target path that does not parse was accepted here and then silently left out of
+        // every request (render_resource skips it): refuse it with the configuration.
+        if let Err(e) = crate::scim::path::ScimPath::parse(&spec.target) {
+            return Err(err(e.to_string()));
+        }
         if let Some(p) = spec.matching {
             if let Some(other) = seen_precedence.insert(p, spec.target.clone()) {
                 return Err(err(format!(
