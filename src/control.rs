@@ -59,9 +59,18 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let listener = UnixListener::bind(path).map_err(io)?;
+    // Bind under a temporary name, restrict it, then rename it into place: the socket is never
+    // reachable at its public path with looser permissions than 0600.
+    let staging = path.with_extension(format!("{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging).map_err(io)?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&staging, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&staging);
+        return Err(io(e));
+    }
     Ok(listener)
 }
 

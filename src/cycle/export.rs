@@ -159,6 +159,19 @@ impl<'a> Exporter<'a> {
         self.stop.stopped() || lock(&self.abort).is_some()
     }
 
+    /// "Take no new work" on shutdown: an object whose reads already ran still sends no write
+    /// once the stop signal is up; the next cycle picks it up (matching makes that safe).
+    fn before_write(&self) -> Result<(), Failure> {
+        if self.halted() {
+            return Err(Failure {
+                code: "Interrupted".into(),
+                reason: "the cycle was stopped before this object's write was sent".into(),
+                fatal: false,
+            });
+        }
+        Ok(())
+    }
+
     /// A snapshot of the links as they are now (after phase one, for reference planning).
     pub fn links(&self) -> LinkIndex {
         lock(&self.links).clone()
@@ -408,6 +421,7 @@ impl<'a> Exporter<'a> {
                 self.first_unused(p.object_type, path, candidates).await?,
             );
         }
+        self.before_write()?;
         let body = render_resource(
             p.object_type,
             p.mapped.values.iter().chain(create_only.iter()),
@@ -513,6 +527,7 @@ impl<'a> Exporter<'a> {
             .collect();
         let ops = set_ops(&differing, |path| has_element(&resource, path));
         if !ops.is_empty() {
+            self.before_write()?;
             self.target
                 .patch(p.object_type, &link.target_id, &ops)
                 .await?;
@@ -528,6 +543,7 @@ impl<'a> Exporter<'a> {
         let ops = change_ops(&u.changes, |path| {
             element_key(path).is_some_and(|key| exported.contains(&key))
         });
+        self.before_write()?;
         match self.target.patch(u.object_type, &u.target_id, &ops).await {
             Ok(()) => {
                 let mut link = lock(&self.links)
@@ -575,6 +591,7 @@ impl<'a> Exporter<'a> {
     }
 
     async fn disable(&self, d: &Disable) -> Result<Outcome, Failure> {
+        self.before_write()?;
         let ops = [PatchOp::replace("active", Value::Bool(false))];
         match self
             .target
@@ -600,6 +617,7 @@ impl<'a> Exporter<'a> {
     }
 
     async fn delete(&self, d: &Delete) -> Result<Outcome, Failure> {
+        self.before_write()?;
         match self.target.delete(d.object_type, &d.target_id).await {
             Ok(()) => Ok(Outcome::Deleted),
             Err(e) if e.is_not_found() => Ok(Outcome::Deleted),
