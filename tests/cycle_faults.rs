@@ -602,3 +602,50 @@ async fn an_unreachable_target_fails_the_cycle_quickly() {
     );
     assert!(store.links("test").unwrap().is_empty());
 }
+
+/// Shutdown takes no new work: objects whose matching queries are in flight when the stop
+/// signal comes up send no write afterwards, and the next cycle provisions them.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_write_is_sent_after_the_stop_signal() {
+    let h = sandbox(vec![
+        FaultRule::new(FaultAction::Delay { delay_ms: 400 }).method("GET")
+    ])
+    .await;
+    let file = DirFile::new(&base_directory());
+    let store = MemoryStore::new();
+    let client = client(&h.base_url());
+    let job = job(&file.path);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let report = run_cycle(
+        &job,
+        &store,
+        &client,
+        &CycleOptions::default(),
+        stop.as_ref(),
+    )
+    .await;
+    assert_eq!(
+        report.summary.status,
+        CycleStatus::Failed,
+        "{:#?}",
+        report.summary
+    );
+    let counts = h.request_counts();
+    assert!(counts.get > 0, "matching queries were in flight");
+    assert_eq!(
+        (counts.post, counts.patch, counts.delete),
+        (0, 0, 0),
+        "{counts:?}"
+    );
+    h.set_faults(vec![]);
+    assert_eq!(
+        run(&job, &store, &client).await.summary.status,
+        CycleStatus::Succeeded
+    );
+    assert_converged(&job, &store, &client).await;
+}
