@@ -54,13 +54,26 @@ fn a_graph_source_with_defaults() {
     assert_eq!(g.authority.as_str(), "https://login.microsoftonline.com/");
     assert_eq!(g.graph_url.as_str(), "https://graph.microsoft.com/v1.0");
     // The default mappings' attributes are selected under their Graph names.
-    for p in ["userPrincipalName", "businessPhones", "manager", "employeeId"] {
-        assert!(g.select.users.iter().any(|s| s == p), "{p}: {:?}", g.select.users);
+    for p in [
+        "userPrincipalName",
+        "businessPhones",
+        "manager",
+        "employeeId",
+    ] {
+        assert!(
+            g.select.users.iter().any(|s| s == p),
+            "{p}: {:?}",
+            g.select.users
+        );
     }
     assert!(g.select.groups.iter().any(|s| s == "members"));
     let text = format!("{c:?}");
     assert!(!text.contains("gr4ph"), "Debug must not show the secret");
-    assert!(c.jobs[0].spec().source.describe().contains("graph.microsoft.com"));
+    assert!(c.jobs[0]
+        .spec()
+        .source
+        .describe()
+        .contains("graph.microsoft.com"));
 }
 
 #[test]
@@ -84,7 +97,10 @@ fn sovereign_cloud_env_secret_and_extras() {
     assert_eq!(g.graph_url.host_str(), Some("graph.microsoft.us"));
     assert_eq!(g.read_timeout, Duration::from_secs(600));
     assert_eq!(g.max_retries, 2);
-    assert!(g.select.users.contains(&"extension_0a1b2c_costCenter".to_string()));
+    assert!(g
+        .select
+        .users
+        .contains(&"extension_0a1b2c_costCenter".to_string()));
 }
 
 #[test]

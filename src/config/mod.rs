@@ -80,7 +80,7 @@ struct RawScoping {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 enum RawSource {
     File { path: PathBuf },
-    Graph(RawGraph),
+    Graph(Box<RawGraph>),
 }
 
 /// `kind = "graph"`: an Entra ID tenant through Microsoft Graph (`docs/graph.md`).
@@ -347,7 +347,12 @@ impl Config {
                 RawSource::Graph(g) => {
                     let settings = graph_settings(&g, &resolve, env)
                         .map_err(|(key, m)| err(k(&format!(".source.{key}")), m))?;
-                    graph_extras = Some((g.user_attributes, g.group_attributes));
+                    let RawGraph {
+                        user_attributes,
+                        group_attributes,
+                        ..
+                    } = *g;
+                    graph_extras = Some((user_attributes, group_attributes));
                     SourceConfig::Graph(Box::new(settings))
                 }
             };
@@ -584,7 +589,8 @@ fn graph_settings(
     let mut s = GraphSettings::new(&g.tenant_id, &g.client_id, secret, &g.service_principal_id)
         .map_err(|e| ("authority", e.to_string()))?;
     let check_url = |key: &'static str, text: &str| -> Result<url::Url, (&'static str, String)> {
-        let url = url::Url::parse(text).map_err(|e| (key, format!("{text:?} is not a URL: {e}")))?;
+        let url =
+            url::Url::parse(text).map_err(|e| (key, format!("{text:?} is not a URL: {e}")))?;
         match url.scheme() {
             "https" => {}
             "http" if g.allow_insecure_http || is_loopback(&url) => {}
@@ -708,6 +714,6 @@ fn read_token(
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod graph_tests;
+#[cfg(test)]
+mod tests;

@@ -172,7 +172,10 @@ impl Tenant {
 
     fn put(&mut self, kind: Kind, mut value: Value) -> String {
         let v = self.bump();
-        let obj = value.as_object_mut().map(std::mem::take).unwrap_or_default();
+        let obj = value
+            .as_object_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
         let mut data = obj;
         let id = match data.remove("id") {
             Some(Value::String(s)) => s,
@@ -739,7 +742,10 @@ impl Reply {
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
-        if let Some(v) = self.retry_after.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        if let Some(v) = self
+            .retry_after
+            .and_then(|r| HeaderValue::from_str(&r).ok())
+        {
             h.insert(RETRY_AFTER, v);
         }
         if let Some(v) = self.location.and_then(|r| HeaderValue::from_str(&r).ok()) {
@@ -992,7 +998,13 @@ fn parse_select(kind: Kind, raw: Option<&str>) -> Result<Vec<String>, Reply> {
                 "surname",
                 "userPrincipalName",
             ],
-            Kind::Group => &["description", "displayName", "groupTypes", "mail", "members"],
+            Kind::Group => &[
+                "description",
+                "displayName",
+                "groupTypes",
+                "mail",
+                "members",
+            ],
         };
         return Ok(default.iter().map(|s| s.to_string()).collect());
     };
@@ -1002,10 +1014,8 @@ fn parse_select(kind: Kind, raw: Option<&str>) -> Result<Vec<String>, Reply> {
     };
     let mut out = Vec::new();
     for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let ok = name == "id"
-            || name == nav
-            || name.starts_with("extension_")
-            || known.contains(&name);
+        let ok =
+            name == "id" || name == nav || name.starts_with("extension_") || known.contains(&name);
         if !ok {
             return Err(Reply::error(
                 StatusCode::BAD_REQUEST,
@@ -1024,7 +1034,11 @@ fn delta(shared: &Shared, kind: Kind, param: &Query<'_>) -> Reply {
     let base = format!("{}/{}/delta", shared.graph_url(), kind.collection());
     let state = if let Some(token) = param.get("$deltatoken") {
         let Some(s) = decode_state(token).filter(|s| s.kind == kind) else {
-            return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid delta token.");
+            return Reply::error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Invalid delta token.",
+            );
         };
         if s.snap < t.oldest_valid_token {
             // delta-query-overview.md: "410 (gone) and a Location header containing a
@@ -1127,7 +1141,10 @@ fn service_principal(shared: &Shared, id: &str, param: &Query<'_>) -> Reply {
     let mut out = Map::new();
     out.insert(
         "@odata.context".into(),
-        Value::String(format!("{}/$metadata#servicePrincipals/$entity", shared.graph_url())),
+        Value::String(format!(
+            "{}/$metadata#servicePrincipals/$entity",
+            shared.graph_url()
+        )),
     );
     match param.get("$select") {
         Some(sel) => {
@@ -1155,11 +1172,13 @@ fn list_page(
     param: &Query<'_>,
     context: &str,
 ) -> Reply {
-    let top = param.get("$top")
+    let top = param
+        .get("$top")
         .and_then(|t| t.parse::<usize>().ok())
         .unwrap_or(100);
     let size = top.min(shared.config.page_size.max(1)).max(1);
-    let offset = param.get("$skiptoken")
+    let offset = param
+        .get("$skiptoken")
         .and_then(|t| t.parse::<usize>().ok())
         .unwrap_or(0);
     let end = (offset + size).min(items.len());
@@ -1176,7 +1195,12 @@ fn list_page(
     }
     body.insert(
         "value".into(),
-        Value::Array(items.get(offset..end).map(<[Value]>::to_vec).unwrap_or_default()),
+        Value::Array(
+            items
+                .get(offset..end)
+                .map(<[Value]>::to_vec)
+                .unwrap_or_default(),
+        ),
     );
     Reply::json(StatusCode::OK, &Value::Object(body))
 }
@@ -1186,7 +1210,10 @@ fn assignments(shared: &Shared, id: &str, param: &Query<'_>) -> Reply {
         return not_found(id);
     }
     let items = lock(&shared.tenant).assignments.clone();
-    let base = format!("{}/servicePrincipals/{id}/appRoleAssignedTo", shared.graph_url());
+    let base = format!(
+        "{}/servicePrincipals/{id}/appRoleAssignedTo",
+        shared.graph_url()
+    );
     list_page(
         shared,
         &base,

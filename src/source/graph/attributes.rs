@@ -415,7 +415,10 @@ mod tests {
         ] {
             assert!(sel.users.iter().any(|s| s == p), "{p} in {:?}", sel.users);
         }
-        assert!(!sel.users.iter().any(|s| s == "telephoneNumber" || s == "IsSoftDeleted"));
+        assert!(!sel
+            .users
+            .iter()
+            .any(|s| s == "telephoneNumber" || s == "IsSoftDeleted"));
         assert_eq!(sel.groups, vec!["displayName", "members"]);
     }
 
@@ -436,8 +439,7 @@ expression = 'Join(" ", [costCentre], [extensionAttribute3], [extension_0a1b_bad
         assert_eq!(e.name, "costCentre");
         assert!(e.to_string().contains("user_attributes"), "{e}");
         let sel =
-            Selection::for_job(&m, &ScopeSettings::default(), &["costCentre".into()], &[])
-                .unwrap();
+            Selection::for_job(&m, &ScopeSettings::default(), &["costCentre".into()], &[]).unwrap();
         assert!(sel.users.contains(&"costCentre".to_string()));
         assert!(sel
             .users

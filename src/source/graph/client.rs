@@ -25,9 +25,11 @@ use url::Url;
 const BODY_SNIPPET: usize = 200;
 
 /// The application permissions a Graph source needs, for error messages.
+/// (Least privileged per endpoint: `serviceprincipal-list-approleassignedto-permissions.md`,
+/// `user-delta.md`, `group-delta-permissions.md`; Directory.Read.All is in all three lists.)
 pub const PERMISSIONS_HINT: &str = "the app registration needs the Microsoft Graph application \
-permissions Application.Read.All, User.Read.All and GroupMember.Read.All (or Directory.Read.All), \
-granted with admin consent";
+permissions Application.Read.All, User.Read.All and GroupMember.Read.All (or Directory.Read.All \
+alone), granted with admin consent";
 
 /// A failed Graph or token request. Never contains the client secret or an access token.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +160,7 @@ pub struct GraphClient {
     client_id: String,
     secret: SecretString,
     token: tokio::sync::Mutex<Option<CachedToken>>,
+    request_timeout: Duration,
     max_retries: u32,
     backoff_base: Duration,
     backoff_max: Duration,
@@ -211,6 +214,7 @@ impl GraphClient {
             client_id: s.client_id.clone(),
             secret: s.client_secret.clone(),
             token: tokio::sync::Mutex::new(None),
+            request_timeout: s.request_timeout,
             max_retries: s.max_retries,
             backoff_base: s.backoff_base,
             backoff_max: s.backoff_max,
@@ -293,7 +297,7 @@ impl GraphClient {
                 .post(self.token_url.clone())
                 .header(ACCEPT, "application/json")
                 .form(&form)
-                .timeout(left)
+                .timeout(left.min(self.request_timeout))
                 .send()
                 .await;
             let (failure, retry_after) = match sent {
@@ -353,8 +357,7 @@ impl GraphClient {
             status: status.as_u16(),
             reason: reason.to_string(),
         };
-        let v: Value =
-            serde_json::from_slice(body).map_err(|_| invalid("the body is not JSON"))?;
+        let v: Value = serde_json::from_slice(body).map_err(|_| invalid("the body is not JSON"))?;
         let token = v
             .get("access_token")
             .and_then(Value::as_str)
@@ -425,7 +428,11 @@ impl GraphClient {
 
     /// GET a Graph URL and return its JSON object, retrying throttling, server errors and
     /// transport failures; a 401 renews the token once.
-    pub async fn get(&self, url: &Url, deadline: Deadline) -> Result<Map<String, Value>, GraphError> {
+    pub async fn get(
+        &self,
+        url: &Url,
+        deadline: Deadline,
+    ) -> Result<Map<String, Value>, GraphError> {
         let path = url.path().to_string();
         let mut attempt = 0u32;
         let mut renewed = false;
@@ -444,7 +451,7 @@ impl GraphClient {
                 .get(url.clone())
                 .header(AUTHORIZATION, auth)
                 .header(ACCEPT, "application/json")
-                .timeout(left)
+                .timeout(left.min(self.request_timeout))
                 .send()
                 .await;
             let (failure, retry_after) = match sent {
@@ -548,7 +555,10 @@ impl GraphClient {
             .saturating_mul(2u32.saturating_pow(attempt))
             .min(self.backoff_max);
         let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::Rng::gen_range(&mut rand::thread_rng(), 0..=ceiling_ms))
+        Duration::from_millis(rand::Rng::gen_range(
+            &mut rand::thread_rng(),
+            0..=ceiling_ms,
+        ))
     }
 
     /// Sleep, unless the deadline comes first.
@@ -609,5 +619,75 @@ fn snippet(body: &[u8]) -> String {
         format!("{cut}…")
     } else {
         cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> GraphClient {
+        let mut s = GraphSettings::new("t", "c", SecretString::from("x"), "sp").unwrap();
+        s.graph_url = Url::parse("https://graph.microsoft.us/v1.0").unwrap();
+        s.authority = Url::parse("https://login.microsoftonline.us").unwrap();
+        GraphClient::new(&s).unwrap()
+    }
+
+    #[test]
+    fn urls_scope_and_links() {
+        let c = client();
+        assert_eq!(
+            c.token_url().as_str(),
+            "https://login.microsoftonline.us/t/oauth2/v2.0/token"
+        );
+        assert_eq!(c.scope, "https://graph.microsoft.us/.default");
+        let u = c
+            .url(&["users", "delta"], &[("$select", "id,mail")])
+            .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://graph.microsoft.us/v1.0/users/delta?%24select=id%2Cmail"
+        );
+        assert!(c
+            .link(
+                &u,
+                "https://graph.microsoft.us/v1.0/users/delta?$skiptoken=x"
+            )
+            .is_ok());
+        // The access token goes with a link: never to another host.
+        let e = c
+            .link(&u, "https://evil.example/v1.0/users/delta?$skiptoken=x")
+            .unwrap_err();
+        assert!(e.to_string().contains("another host"), "{e}");
+        assert!(c.link(&u, "http://graph.microsoft.us/v1.0/x").is_err());
+    }
+
+    #[test]
+    fn token_errors_keep_the_first_line_and_the_ids() {
+        let c = client();
+        let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: t-1\r\nCorrelation ID: c-1\r\nTimestamp: 2026-01-01 00:00:00Z","error_codes":[7000215]}"#;
+        let e = c.token_error("https://login/t", StatusCode::UNAUTHORIZED, body);
+        let m = e.to_string();
+        assert!(
+            m.contains("AADSTS7000215: Invalid client secret provided. (Trace ID: t-1, Correlation ID: c-1)"),
+            "{m}"
+        );
+        assert!(!m.contains("Timestamp"), "{m}");
+        assert!(!e.is_retryable());
+        let e = c.token_error(
+            "https://login/t",
+            StatusCode::BAD_GATEWAY,
+            b"<html>oops</html>",
+        );
+        assert!(e.to_string().contains("<html>oops</html>"), "{e}");
+        assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_capped() {
+        let c = client();
+        assert_eq!(c.delay(0, Some("7")), Duration::from_secs(7));
+        assert_eq!(c.delay(0, Some("100000")), Duration::from_secs(300));
+        assert!(c.delay(3, None) <= Duration::from_secs(4));
     }
 }

@@ -163,11 +163,27 @@ struct Round {
 }
 
 /// The Graph source. Keeps the last merged snapshot between reads.
-#[derive(Debug)]
 pub struct GraphSource {
     settings: GraphSettings,
     client: Result<GraphClient, String>,
     snapshot: tokio::sync::Mutex<Snapshot>,
+}
+
+impl std::fmt::Debug for GraphSource {
+    // By hand: the snapshot can hold a whole tenant, and the client holds the access token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let snapshot = self.snapshot.try_lock().ok().map(|s| {
+            (
+                s.users.as_ref().map(|c| c.objects.len()),
+                s.groups.as_ref().map(|c| c.objects.len()),
+            )
+        });
+        f.debug_struct("GraphSource")
+            .field("settings", &self.settings)
+            .field("client", &self.client)
+            .field("snapshot_users_groups", &snapshot)
+            .finish()
+    }
 }
 
 impl GraphSource {
@@ -216,7 +232,10 @@ impl GraphSource {
         )?;
         let sp = client.get(&url, deadline).await?;
         let mut roles = HashMap::new();
-        roles.insert(DEFAULT_ACCESS_ROLE_ID.to_string(), DEFAULT_ACCESS.to_string());
+        roles.insert(
+            DEFAULT_ACCESS_ROLE_ID.to_string(),
+            DEFAULT_ACCESS.to_string(),
+        );
         for role in sp
             .get("appRoles")
             .and_then(Value::as_array)
@@ -229,7 +248,11 @@ impl GraphSource {
             // Entra shows (and a job's excluded_roles names) the role's display name.
             let name = ["displayName", "value"]
                 .iter()
-                .find_map(|k| role.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
+                .find_map(|k| {
+                    role.get(*k)
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                })
                 .unwrap_or(id);
             roles.insert(id.to_ascii_lowercase(), name.to_string());
         }
@@ -319,7 +342,12 @@ impl GraphSource {
         };
         let collection = ty.endpoint().to_ascii_lowercase();
         let select = attributes::select_param(self.settings.select.of(ty));
-        let initial = || client.url(&[collection.as_str(), "delta"], &[("$select", select.as_str())]);
+        let initial = || {
+            client.url(
+                &[collection.as_str(), "delta"],
+                &[("$select", select.as_str())],
+            )
+        };
         let mut url = match base {
             Some(c) => {
                 round.objects = c.objects.clone();
@@ -518,19 +546,20 @@ fn apply_entry(
             // (delta-query-overview.md). Entra treats a soft-deleted user as out of scope and
             // disables it, so the object stays, marked the way the model knows soft deletion.
             // An unknown reason is taken as the reversible one.
-            let obj = objects.entry(id.to_string()).or_insert_with(|| SourceObject {
-                id: id.to_string(),
-                object_type: ty,
-                attributes: Map::new(),
-                members: Vec::new(),
-            });
+            let obj = objects
+                .entry(id.to_string())
+                .or_insert_with(|| SourceObject {
+                    id: id.to_string(),
+                    object_type: ty,
+                    attributes: Map::new(),
+                    members: Vec::new(),
+                });
             if obj.attr("deletedDateTime").is_none() {
                 obj.attributes.insert(
                     "deletedDateTime".into(),
-                    Value::String(chrono::Utc::now().to_rfc3339_opts(
-                        chrono::SecondsFormat::Secs,
-                        true,
-                    )),
+                    Value::String(
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    ),
                 );
             }
         }
@@ -608,9 +637,7 @@ impl Source for GraphSource {
         if watermark_in.is_none() && (snapshot.users.is_some() || snapshot.groups.is_some()) {
             // No watermark: the cycle is an initial one (a new or reset store); read it all
             // rather than trust a snapshot the store knows nothing about.
-            tracing::info!(
-                "no watermark stored: reading the whole directory, not only changes"
-            );
+            tracing::info!("no watermark stored: reading the whole directory, not only changes");
             *snapshot = Snapshot::default();
         }
 
@@ -623,7 +650,12 @@ impl Source for GraphSource {
 
         let (users, groups, (assignments, assignment_rejects, assignment_error)) = tokio::join!(
             self.delta(client, ObjectType::User, snapshot.users.as_ref(), deadline),
-            self.delta(client, ObjectType::Group, snapshot.groups.as_ref(), deadline),
+            self.delta(
+                client,
+                ObjectType::Group,
+                snapshot.groups.as_ref(),
+                deadline
+            ),
             self.assignments(client, &roles, deadline),
         );
         let mut groups = groups;
@@ -779,8 +811,16 @@ mod tests {
     #[test]
     fn removals_soft_and_hard() {
         let mut o = BTreeMap::new();
-        apply(&mut o, ObjectType::User, json!({"id": "a", "displayName": "A"}));
-        apply(&mut o, ObjectType::User, json!({"id": "b", "displayName": "B"}));
+        apply(
+            &mut o,
+            ObjectType::User,
+            json!({"id": "a", "displayName": "A"}),
+        );
+        apply(
+            &mut o,
+            ObjectType::User,
+            json!({"id": "b", "displayName": "B"}),
+        );
         apply(
             &mut o,
             ObjectType::User,
@@ -795,7 +835,11 @@ mod tests {
         assert_eq!(o["a"].attr("displayName"), Some(&json!("A")));
         assert!(!o.contains_key("b"));
         // Restored: the object comes back whole, no longer soft-deleted.
-        apply(&mut o, ObjectType::User, json!({"id": "a", "displayName": "A"}));
+        apply(
+            &mut o,
+            ObjectType::User,
+            json!({"id": "a", "displayName": "A"}),
+        );
         assert!(!o["a"].soft_deleted());
     }
 
@@ -807,7 +851,11 @@ mod tests {
             ObjectType::User,
             json!({"id": "a", "manager@delta": [{"id": "m"}]}),
         );
-        apply(&mut o, ObjectType::User, json!({"id": "a", "jobTitle": "X"}));
+        apply(
+            &mut o,
+            ObjectType::User,
+            json!({"id": "a", "jobTitle": "X"}),
+        );
         assert_eq!(o["a"].attr("manager"), Some(&json!("m")));
         apply(
             &mut o,
@@ -847,7 +895,11 @@ mod tests {
             ObjectType::Group,
             json!({"id": "g", "displayName": "G3"}),
         );
-        assert_eq!(o["g"].members, vec!["b", "h"], "no members@delta: unchanged");
+        assert_eq!(
+            o["g"].members,
+            vec!["b", "h"],
+            "no members@delta: unchanged"
+        );
     }
 
     #[test]
