@@ -717,23 +717,27 @@ impl Source for GraphSource {
                 error,
                 ..
             } = round;
-            match ty {
-                ObjectType::User => dir.users = objects.clone(),
-                ObjectType::Group => dir.groups = objects.clone(),
-            }
+            let (out, kept) = match ty {
+                ObjectType::User => (&mut dir.users, &mut snapshot.users),
+                ObjectType::Group => (&mut dir.groups, &mut snapshot.groups),
+            };
             match (delta_link, error) {
                 (Some(link), None) => {
-                    let c = Some(Collection {
+                    *out = objects.clone();
+                    *kept = Some(Collection {
                         objects,
                         delta_link: link,
                     });
-                    match ty {
-                        ObjectType::User => snapshot.users = c,
-                        ObjectType::Group => snapshot.groups = c,
-                    }
                 }
-                (_, Some(e)) => errors.push((format!("{}/delta", ty.endpoint()), e)),
-                (None, None) => {}
+                (_, error) => {
+                    // What was read is returned; the stored snapshot stays as it was.
+                    *out = objects;
+                    let e = error.unwrap_or_else(|| GraphError::Invalid {
+                        path: format!("/{}/delta", ty.endpoint().to_ascii_lowercase()),
+                        reason: "the round ended without a delta link".into(),
+                    });
+                    errors.push((format!("{}/delta", ty.endpoint()), e));
+                }
             }
         }
         dir.assignments = assignments;
