@@ -8,6 +8,7 @@ pub use duration::{format_duration, parse_duration};
 use crate::mapping::{MappingError, MappingSpec, Mappings, PresetFile, BUILT_IN_PRESETS};
 use crate::plan::NullPolicy;
 use crate::scope::{FilterSpec, ScopeMode, ScopeSettings, ScopingFilter};
+use crate::source::graph::{GraphSettings, GraphSource, Selection};
 use crate::target::{PatchStyle, TargetSettings};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -79,6 +80,31 @@ struct RawScoping {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 enum RawSource {
     File { path: PathBuf },
+    Graph(Box<RawGraph>),
+}
+
+/// `kind = "graph"`: an Entra ID tenant through Microsoft Graph (`docs/graph.md`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGraph {
+    tenant_id: String,
+    client_id: String,
+    client_secret_file: Option<PathBuf>,
+    client_secret_env: Option<String>,
+    service_principal_id: String,
+    authority: Option<String>,
+    graph_url: Option<String>,
+    /// Graph properties read besides those the mappings name (directory extensions, …).
+    #[serde(default)]
+    user_attributes: Vec<String>,
+    #[serde(default)]
+    group_attributes: Vec<String>,
+    connect_timeout: Option<String>,
+    request_timeout: Option<String>,
+    read_timeout: Option<String>,
+    max_retries: Option<u32>,
+    #[serde(default)]
+    allow_insecure_http: bool,
 }
 
 #[derive(Deserialize)]
@@ -133,7 +159,11 @@ impl std::fmt::Display for Schedule {
 /// Where a job reads its directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceConfig {
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
+    /// Holds the client secret; its `Debug` redacts it.
+    Graph(Box<GraphSettings>),
 }
 
 impl SourceConfig {
@@ -142,6 +172,7 @@ impl SourceConfig {
             SourceConfig::File { path } => {
                 Box::new(crate::source::file::FileSource::new(path.clone()))
             }
+            SourceConfig::Graph(settings) => Box::new(GraphSource::new((**settings).clone())),
         }
     }
 }
@@ -300,7 +331,9 @@ impl Config {
                 }
                 (None, None) => Schedule::Interval(Duration::from_secs(40 * 60)),
             };
-            let source = match rj.source {
+            // Graph's `$select` depends on the mappings: completed once they are built.
+            let mut graph_extras = None;
+            let mut source = match rj.source {
                 RawSource::File { path } => {
                     let p = resolve(&path);
                     if !p.is_file() {
@@ -310,6 +343,17 @@ impl Config {
                         ));
                     }
                     SourceConfig::File { path: p }
+                }
+                RawSource::Graph(g) => {
+                    let settings = graph_settings(&g, &resolve, env)
+                        .map_err(|(key, m)| err(k(&format!(".source.{key}")), m))?;
+                    let RawGraph {
+                        user_attributes,
+                        group_attributes,
+                        ..
+                    } = *g;
+                    graph_extras = Some((user_attributes, group_attributes));
+                    SourceConfig::Graph(Box::new(settings))
                 }
             };
             let preset =
@@ -387,17 +431,27 @@ impl Config {
                 };
             let user_filters = compile("users", rj.scoping.users)?;
             let group_filters = compile("groups", rj.scoping.groups)?;
+            let scope = ScopeSettings {
+                mode: rj.scope,
+                excluded_roles: rj
+                    .excluded_roles
+                    .unwrap_or_else(|| vec!["Default Access".into()]),
+                user_filters,
+                group_filters,
+            };
+            if let (SourceConfig::Graph(g), Some((users, groups))) = (&mut source, graph_extras) {
+                g.select = Selection::for_job(&mappings, &scope, &users, &groups).map_err(|e| {
+                    let list = match e.object_type {
+                        crate::model::ObjectType::User => "users",
+                        crate::model::ObjectType::Group => "groups",
+                    };
+                    err(k(&format!(".mappings.{list}")), e.to_string())
+                })?;
+            }
             jobs.push(JobConfig {
                 name: rj.name,
                 schedule,
-                scope: ScopeSettings {
-                    mode: rj.scope,
-                    excluded_roles: rj
-                        .excluded_roles
-                        .unwrap_or_else(|| vec!["Default Access".into()]),
-                    user_filters,
-                    group_filters,
-                },
+                scope,
                 null_values: rj.null_values,
                 mappings,
                 source,
@@ -476,6 +530,131 @@ fn check_cron(expr: &str) -> Result<(), String> {
     cron_schedule(expr).map(|_| ())
 }
 
+/// A Graph source's settings, with the client secret read; errors name the key.
+fn graph_settings(
+    g: &RawGraph,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GraphSettings, (&'static str, String)> {
+    for (key, value) in [
+        ("tenant_id", &g.tenant_id),
+        ("client_id", &g.client_id),
+        ("service_principal_id", &g.service_principal_id),
+    ] {
+        let v = value.trim();
+        if v.is_empty() || v.contains(['/', '?', '#']) || v.chars().any(char::is_whitespace) {
+            return Err((key, format!("{value:?} is not a valid id")));
+        }
+    }
+    let (key, raw) = match (&g.client_secret_file, &g.client_secret_env) {
+        (Some(f), None) => {
+            let p = resolve(f);
+            let s = std::fs::read_to_string(&p).map_err(|e| {
+                (
+                    "client_secret_file",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            ("client_secret_file", s)
+        }
+        (None, Some(name)) => {
+            let s = env(name).ok_or_else(|| {
+                (
+                    "client_secret_env",
+                    format!("environment variable {name} is not set"),
+                )
+            })?;
+            ("client_secret_env", s)
+        }
+        (None, None) => {
+            return Err((
+                "client_secret_file",
+                "no client secret: set client_secret_file or client_secret_env (certificate \
+                 credentials are not supported)"
+                    .into(),
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err((
+                "client_secret_file",
+                "set only one of client_secret_file and client_secret_env".into(),
+            ))
+        }
+    };
+    let secret = raw.trim();
+    if secret.is_empty() {
+        return Err((key, "the client secret is empty".into()));
+    }
+    let secret = SecretString::from(secret.to_string());
+    let mut s = GraphSettings::new(&g.tenant_id, &g.client_id, secret, &g.service_principal_id)
+        .map_err(|e| ("authority", e.to_string()))?;
+    let check_url = |key: &'static str, text: &str| -> Result<url::Url, (&'static str, String)> {
+        let url =
+            url::Url::parse(text).map_err(|e| (key, format!("{text:?} is not a URL: {e}")))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if g.allow_insecure_http || is_loopback(&url) => {}
+            "http" => {
+                return Err((
+                    key,
+                    "plain http:// is only allowed for loopback hosts; use https:// or set \
+                     allow_insecure_http = true"
+                        .into(),
+                ))
+            }
+            other => return Err((key, format!("unsupported scheme {other:?}"))),
+        }
+        if url.cannot_be_a_base() || url.host().is_none() {
+            return Err((key, format!("{text:?} has no host")));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err((key, "must not contain credentials".into()));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err((key, "must not have a query or fragment".into()));
+        }
+        Ok(url)
+    };
+    if let Some(a) = &g.authority {
+        s.authority = check_url("authority", a)?;
+    }
+    if let Some(u) = &g.graph_url {
+        s.graph_url = check_url("graph_url", u)?;
+        if s.graph_url.path().trim_matches('/').is_empty() {
+            return Err((
+                "graph_url",
+                format!("{u:?} has no API version: use e.g. https://graph.microsoft.com/v1.0"),
+            ));
+        }
+    }
+    let duration = |key: &'static str, v: &Option<String>, d: Duration| match v {
+        None => Ok(d),
+        Some(text) => match parse_duration(text) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            Ok(_) => Err((key, "must be longer than zero".to_string())),
+            Err(m) => Err((key, m)),
+        },
+    };
+    s.connect_timeout = duration("connect_timeout", &g.connect_timeout, s.connect_timeout)?;
+    s.request_timeout = duration("request_timeout", &g.request_timeout, s.request_timeout)?;
+    s.read_timeout = duration("read_timeout", &g.read_timeout, s.read_timeout)?;
+    if let Some(r) = g.max_retries {
+        s.max_retries = r;
+    }
+    for (key, list) in [
+        ("user_attributes", &g.user_attributes),
+        ("group_attributes", &g.group_attributes),
+    ] {
+        if let Some(bad) = list
+            .iter()
+            .find(|a| a.is_empty() || !a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err((key, format!("{bad:?} is not a Graph property name")));
+        }
+    }
+    Ok(s)
+}
+
 fn read_token(
     t: &RawTarget,
     resolve: &dyn Fn(&Path) -> PathBuf,
@@ -534,5 +713,7 @@ fn read_token(
     Ok(SecretString::from(token.to_string()))
 }
 
+#[cfg(test)]
+mod graph_tests;
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,12 @@
 //! Sources: where the directory comes from. Each adapter converts its own wire format into
 //! [`Directory`](crate::model::Directory); nothing past this module knows which source it was.
 //!
-//! Seams for later sources (LDAP, Microsoft Graph): a source may return an incomplete read
-//! (`Directory::complete == false`) instead of failing, and receives the previous watermark so
-//! it can read only what changed.
+//! A source may return an incomplete read (`Directory::complete == false`) instead of failing,
+//! and receives the previous watermark so it can read only what changed. `graph` reads an
+//! Entra ID tenant through Microsoft Graph (see `docs/graph.md`).
 
 pub mod file;
+pub mod graph;
 
 use crate::model::Directory;
 use async_trait::async_trait;

@@ -1,0 +1,917 @@
+//! The Microsoft Graph source (`kind = "graph"`): an Entra ID tenant read the way the Entra
+//! provisioning service reads it for its own enterprise applications.
+//!
+//! - **Assignments** come from the application's service principal:
+//!   `GET /servicePrincipals/{id}/appRoleAssignedTo` (microsoft-graph-docs
+//!   `api-reference/v1.0/api/serviceprincipal-list-approleassignedto.md`), role names from its
+//!   `appRoles`; the all-zero role id is the default role, shown by Entra as "Default Access"
+//!   (`resources/approleassignment.md`: "a default app role ID of
+//!   `00000000-0000-0000-0000-000000000000` … without any specific app roles"), so a job's
+//!   `excluded_roles` applies to it.
+//! - **Users and groups** come from `/users/delta` and `/groups/delta` (`api/user-delta.md`,
+//!   `api/group-delta.md`, `concepts/delta-query-overview.md`), with `$select` of what the job
+//!   reads, `manager` tracked through `manager@delta` and memberships through `members@delta`.
+//!   The source keeps the merged snapshot in memory between cycles (the daemon keeps the
+//!   source alive): an incremental read follows the stored `@odata.deltaLink` and applies only
+//!   the changes. With no snapshot (first cycle, after a restart, no watermark) or an expired
+//!   delta token (410 Gone, `syncStateNotFound`, `resyncRequired`), it reads everything.
+//! - **Assigned groups' members** are re-read from `/groups/{id}/members`
+//!   (`api/group-list-members.md`) on every full read of groups, as Entra expands a group
+//!   assignment to the group's direct members; incremental reads then follow `members@delta`.
+//!
+//! A read that fails part-way (a page that still fails after the retries, `read_timeout`)
+//! returns what it has with `Directory::complete == false`, so the planner disables and deletes
+//! nothing; the snapshot of a collection is only replaced by a round that finished. Only a
+//! failure before anything was read (the token, the service principal) fails the cycle.
+
+pub mod attributes;
+pub mod client;
+
+pub use attributes::Selection;
+pub use client::GraphError;
+
+use super::{Source, SourceError, SourceRead};
+use crate::model::{Assignment, Directory, ObjectType, Rejected, SourceObject};
+use async_trait::async_trait;
+use client::{Deadline, GraphClient};
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// The role id of an assignment made without a specific app role.
+pub const DEFAULT_ACCESS_ROLE_ID: &str = "00000000-0000-0000-0000-000000000000";
+/// Entra's name for it.
+pub const DEFAULT_ACCESS: &str = "Default Access";
+/// The public cloud's authority and Graph endpoint.
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
+/// Page size asked of list endpoints (`$top`; Graph's maximum for directory objects).
+const LIST_PAGE_SIZE: &str = "999";
+/// Pages followed in one collection before giving up: a loop of links must not spin forever.
+const MAX_PAGES: usize = 1_000_000;
+/// Assigned groups whose members are read at the same time.
+const MEMBER_READS_IN_FLIGHT: usize = 4;
+
+/// How to reach one tenant and what to read. `Debug` shows the secret as `[REDACTED]`.
+#[derive(Debug, Clone)]
+pub struct GraphSettings {
+    /// Directory (tenant) id, or a verified domain name.
+    pub tenant_id: String,
+    /// The app registration's application (client) id.
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Object id of the enterprise application (service principal) whose assignments say who
+    /// is provisioned.
+    pub service_principal_id: String,
+    /// `https://login.microsoftonline.com`, or a sovereign cloud's authority.
+    pub authority: Url,
+    /// `https://graph.microsoft.com/v1.0`, or a sovereign cloud's Graph endpoint.
+    pub graph_url: Url,
+    /// The `$select` of the delta queries.
+    pub select: Selection,
+    pub connect_timeout: Duration,
+    /// One request, response body included.
+    pub request_timeout: Duration,
+    /// A whole read; past it the read stops, incomplete.
+    pub read_timeout: Duration,
+    /// Retries of one request after the first attempt.
+    pub max_retries: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Upper bound applied to Graph's `Retry-After`.
+    pub max_retry_after: Duration,
+}
+
+impl GraphSettings {
+    /// Settings for the public cloud with the defaults: 10 s connect and 60 s request
+    /// timeouts, 30 min per read, 5 retries, backoff from 500 ms to 30 s, `Retry-After` capped
+    /// at 5 min, and the `$select` scope needs.
+    pub fn new(
+        tenant_id: &str,
+        client_id: &str,
+        client_secret: SecretString,
+        service_principal_id: &str,
+    ) -> Result<GraphSettings, url::ParseError> {
+        Ok(GraphSettings {
+            tenant_id: tenant_id.to_string(),
+            client_id: client_id.to_string(),
+            client_secret,
+            service_principal_id: service_principal_id.to_string(),
+            authority: Url::parse(DEFAULT_AUTHORITY)?,
+            graph_url: Url::parse(DEFAULT_GRAPH_URL)?,
+            select: Selection::default(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(30 * 60),
+            max_retries: 5,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(300),
+        })
+    }
+}
+
+impl PartialEq for GraphSettings {
+    fn eq(&self, o: &Self) -> bool {
+        self.tenant_id == o.tenant_id
+            && self.client_id == o.client_id
+            && self.client_secret.expose_secret() == o.client_secret.expose_secret()
+            && self.service_principal_id == o.service_principal_id
+            && self.authority == o.authority
+            && self.graph_url == o.graph_url
+            && self.select == o.select
+            && self.connect_timeout == o.connect_timeout
+            && self.request_timeout == o.request_timeout
+            && self.read_timeout == o.read_timeout
+            && self.max_retries == o.max_retries
+            && self.backoff_base == o.backoff_base
+            && self.backoff_max == o.backoff_max
+            && self.max_retry_after == o.max_retry_after
+    }
+}
+
+impl Eq for GraphSettings {}
+
+/// One collection as of its delta link.
+#[derive(Debug, Clone)]
+struct Collection {
+    objects: BTreeMap<String, SourceObject>,
+    delta_link: Url,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    users: Option<Collection>,
+    groups: Option<Collection>,
+}
+
+/// What one delta round produced.
+struct Round {
+    objects: BTreeMap<String, SourceObject>,
+    /// Set when the round reached its `@odata.deltaLink`.
+    delta_link: Option<Url>,
+    full: bool,
+    /// Entries applied (changes on an incremental round).
+    entries: usize,
+    pages: usize,
+    rejected: Vec<Rejected>,
+    error: Option<GraphError>,
+}
+
+/// The Graph source. Keeps the last merged snapshot between reads.
+pub struct GraphSource {
+    settings: GraphSettings,
+    client: Result<GraphClient, String>,
+    snapshot: tokio::sync::Mutex<Snapshot>,
+}
+
+impl std::fmt::Debug for GraphSource {
+    // By hand: the snapshot can hold a whole tenant, and the client holds the access token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let snapshot = self.snapshot.try_lock().ok().map(|s| {
+            (
+                s.users.as_ref().map(|c| c.objects.len()),
+                s.groups.as_ref().map(|c| c.objects.len()),
+            )
+        });
+        f.debug_struct("GraphSource")
+            .field("settings", &self.settings)
+            .field("client", &self.client)
+            .field("snapshot_users_groups", &snapshot)
+            .finish()
+    }
+}
+
+impl GraphSource {
+    pub fn new(settings: GraphSettings) -> GraphSource {
+        // A client that cannot be built (TLS setup) is reported by the first read, which
+        // can fail; building the source cannot.
+        let client = GraphClient::new(&settings).map_err(|e| e.to_string());
+        GraphSource {
+            settings,
+            client,
+            snapshot: tokio::sync::Mutex::new(Snapshot::default()),
+        }
+    }
+
+    fn client(&self) -> Result<&GraphClient, SourceError> {
+        self.client.as_ref().map_err(|m| SourceError::Service {
+            kind: "graph",
+            message: m.clone(),
+            retryable: false,
+        })
+    }
+
+    /// Token and Graph requests sent so far (token requests, GETs, retries), for tests and
+    /// benchmarks.
+    pub fn request_counts(&self) -> (u64, u64, u64) {
+        match &self.client {
+            Ok(c) => (
+                c.counters.tokens.load(Ordering::Relaxed),
+                c.counters.gets.load(Ordering::Relaxed),
+                c.counters.retries.load(Ordering::Relaxed),
+            ),
+            Err(_) => (0, 0, 0),
+        }
+    }
+
+    /// Role id → name, from the service principal's `appRoles`
+    /// (`GET /servicePrincipals/{id}?$select=id,appDisplayName,appRoles`).
+    async fn app_roles(
+        &self,
+        client: &GraphClient,
+        deadline: Deadline,
+    ) -> Result<HashMap<String, String>, GraphError> {
+        let url = client.url(
+            &["servicePrincipals", &self.settings.service_principal_id],
+            &[("$select", "id,appDisplayName,appRoles")],
+        )?;
+        let sp = client.get(&url, deadline).await?;
+        let mut roles = HashMap::new();
+        roles.insert(
+            DEFAULT_ACCESS_ROLE_ID.to_string(),
+            DEFAULT_ACCESS.to_string(),
+        );
+        for role in sp
+            .get("appRoles")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(id) = role.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            // Entra shows (and a job's excluded_roles names) the role's display name.
+            let name = ["displayName", "value"]
+                .iter()
+                .find_map(|k| {
+                    role.get(*k)
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                })
+                .unwrap_or(id);
+            roles.insert(id.to_ascii_lowercase(), name.to_string());
+        }
+        Ok(roles)
+    }
+
+    /// Every assignment of users and groups to the application, paged.
+    async fn assignments(
+        &self,
+        client: &GraphClient,
+        roles: &HashMap<String, String>,
+        deadline: Deadline,
+    ) -> (Vec<Assignment>, Vec<Rejected>, Option<GraphError>) {
+        let mut out = Vec::new();
+        let mut rejected = Vec::new();
+        let first = client.url(
+            &[
+                "servicePrincipals",
+                &self.settings.service_principal_id,
+                "appRoleAssignedTo",
+            ],
+            &[("$top", LIST_PAGE_SIZE)],
+        );
+        let error = match first {
+            Err(e) => Some(e),
+            Ok(url) => pages(client, url, deadline, |page, i, item| {
+                let position = format!("appRoleAssignedTo page {page} item {i}");
+                let principal = item
+                    .get("principalId")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty());
+                let Some(principal) = principal else {
+                    rejected.push(Rejected {
+                        object_type: None,
+                        id: item.get("id").and_then(Value::as_str).map(str::to_string),
+                        position,
+                        reason: "an app role assignment without principalId".into(),
+                    });
+                    return;
+                };
+                // Service principals can be assigned app roles too; they are not provisioned.
+                match item.get("principalType").and_then(Value::as_str) {
+                    Some("User") | Some("Group") | None => {}
+                    Some(_) => return,
+                }
+                let role_id = item
+                    .get("appRoleId")
+                    .and_then(Value::as_str)
+                    .unwrap_or(DEFAULT_ACCESS_ROLE_ID)
+                    .to_ascii_lowercase();
+                let role = match roles.get(&role_id) {
+                    Some(name) => name.clone(),
+                    None => {
+                        // A role removed from the app while still assigned: keep its id, so
+                        // it counts as a role that is not excluded, as in Entra.
+                        tracing::warn!(principal, role_id = %role_id, "assignment with a role the service principal does not declare");
+                        role_id
+                    }
+                };
+                out.push(Assignment {
+                    principal_id: principal.to_string(),
+                    role,
+                });
+            })
+            .await
+            .err(),
+        };
+        (out, rejected, error)
+    }
+
+    /// One delta round of users or groups, from `base` (incremental) or from scratch.
+    async fn delta(
+        &self,
+        client: &GraphClient,
+        ty: ObjectType,
+        base: Option<&Collection>,
+        deadline: Deadline,
+    ) -> Round {
+        let mut round = Round {
+            objects: BTreeMap::new(),
+            delta_link: None,
+            full: base.is_none(),
+            entries: 0,
+            pages: 0,
+            rejected: Vec::new(),
+            error: None,
+        };
+        let collection = ty.endpoint().to_ascii_lowercase();
+        let select = attributes::select_param(self.settings.select.of(ty));
+        let initial = || {
+            client.url(
+                &[collection.as_str(), "delta"],
+                &[("$select", select.as_str())],
+            )
+        };
+        let mut url = match base {
+            Some(c) => {
+                round.objects = c.objects.clone();
+                c.delta_link.clone()
+            }
+            None => match initial() {
+                Ok(u) => u,
+                Err(e) => {
+                    round.error = Some(e);
+                    return round;
+                }
+            },
+        };
+        loop {
+            let page = match client.get(&url, deadline).await {
+                Ok(p) => p,
+                Err(GraphError::DeltaExpired { code, status, .. }) if !round.full => {
+                    tracing::warn!(object_type = %ty, status, code = %code, "delta token no longer valid; reading everything");
+                    round.objects.clear();
+                    round.full = true;
+                    round.pages = 0;
+                    round.entries = 0;
+                    match initial() {
+                        Ok(u) => url = u,
+                        Err(e) => {
+                            round.error = Some(e);
+                            return round;
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    round.error = Some(e);
+                    return round;
+                }
+            };
+            round.pages += 1;
+            let Some(Value::Array(items)) = page.get("value") else {
+                round.error = Some(GraphError::Invalid {
+                    path: url.path().to_string(),
+                    reason: "no \"value\" array".into(),
+                });
+                return round;
+            };
+            for (i, item) in items.iter().enumerate() {
+                let position = format!("{}/delta page {} item {i}", ty.endpoint(), round.pages);
+                match item {
+                    Value::Object(entry) => {
+                        round.entries += 1;
+                        if let Err(reason) = apply_entry(&mut round.objects, ty, entry) {
+                            round.rejected.push(Rejected {
+                                object_type: Some(ty),
+                                id: None,
+                                position,
+                                reason,
+                            });
+                        }
+                    }
+                    _ => round.rejected.push(Rejected {
+                        object_type: Some(ty),
+                        id: None,
+                        position,
+                        reason: "not a JSON object".into(),
+                    }),
+                }
+            }
+            let link = |k: &str| page.get(k).and_then(Value::as_str);
+            match (link("@odata.nextLink"), link("@odata.deltaLink")) {
+                (Some(next), _) => match client.link(&url, next) {
+                    Ok(next) if round.pages < MAX_PAGES => url = next,
+                    Ok(_) => {
+                        round.error = Some(GraphError::Invalid {
+                            path: url.path().to_string(),
+                            reason: format!("more than {MAX_PAGES} pages"),
+                        });
+                        return round;
+                    }
+                    Err(e) => {
+                        round.error = Some(e);
+                        return round;
+                    }
+                },
+                (None, Some(delta)) => {
+                    match client.link(&url, delta) {
+                        Ok(d) => round.delta_link = Some(d),
+                        Err(e) => round.error = Some(e),
+                    }
+                    return round;
+                }
+                (None, None) => {
+                    round.error = Some(GraphError::Invalid {
+                        path: url.path().to_string(),
+                        reason: "a delta page with neither @odata.nextLink nor @odata.deltaLink"
+                            .into(),
+                    });
+                    return round;
+                }
+            }
+        }
+    }
+
+    /// The direct members of one group (`GET /groups/{id}/members?$select=id`), paged.
+    async fn group_members(
+        &self,
+        client: &GraphClient,
+        group: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, GraphError> {
+        let url = client.url(
+            &["groups", group, "members"],
+            &[("$select", "id"), ("$top", LIST_PAGE_SIZE)],
+        )?;
+        let mut members = BTreeSet::new();
+        pages(client, url, deadline, |_, _, item| {
+            if attributes::provisionable_member(item) {
+                if let Some(id) = item.get("id").and_then(Value::as_str) {
+                    members.insert(id.to_string());
+                }
+            }
+        })
+        .await?;
+        Ok(members.into_iter().collect())
+    }
+
+    fn service_error(&self, context: &str, e: GraphError) -> SourceError {
+        SourceError::Service {
+            kind: "graph",
+            message: format!("{context}: {e}"),
+            retryable: e.is_retryable(),
+        }
+    }
+
+    /// What went wrong with the first call, in words an admin can act on.
+    fn first_call_error(&self, e: GraphError) -> SourceError {
+        let sp = &self.settings.service_principal_id;
+        let context = match &e {
+            GraphError::Status { status: 404, .. } => format!(
+                "service principal {sp} not found: service_principal_id must be the object ID \
+                 of the enterprise application (not the app registration's)"
+            ),
+            _ => format!("reading service principal {sp}"),
+        };
+        self.service_error(&context, e)
+    }
+}
+
+/// Follow a paged list from `url` to its end, calling `each(page, index, item)`.
+async fn pages(
+    client: &GraphClient,
+    mut url: Url,
+    deadline: Deadline,
+    mut each: impl FnMut(usize, usize, &Map<String, Value>),
+) -> Result<(), GraphError> {
+    for page in 1..=MAX_PAGES {
+        let body = client.get(&url, deadline).await?;
+        let Some(Value::Array(items)) = body.get("value") else {
+            return Err(GraphError::Invalid {
+                path: url.path().to_string(),
+                reason: "no \"value\" array".into(),
+            });
+        };
+        for (i, item) in items.iter().enumerate() {
+            if let Value::Object(m) = item {
+                each(page, i, m);
+            }
+        }
+        match body.get("@odata.nextLink").and_then(Value::as_str) {
+            Some(next) => url = client.link(&url, next)?,
+            None => return Ok(()),
+        }
+    }
+    Err(GraphError::Invalid {
+        path: url.path().to_string(),
+        reason: format!("more than {MAX_PAGES} pages"),
+    })
+}
+
+/// Apply one delta entry to the objects of its collection.
+fn apply_entry(
+    objects: &mut BTreeMap<String, SourceObject>,
+    ty: ObjectType,
+    entry: &Map<String, Value>,
+) -> Result<(), String> {
+    let id = entry
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or("no id")?;
+    if let Some(removed) = entry.get("@removed") {
+        let reason = removed.get("reason").and_then(Value::as_str);
+        if reason == Some("deleted") {
+            // Permanently deleted: gone from the source, so the planner deletes it.
+            objects.remove(id);
+        } else {
+            // "changed": deleted but restorable from deletedItems
+            // (delta-query-overview.md). Entra treats a soft-deleted user as out of scope and
+            // disables it, so the object stays, marked the way the model knows soft deletion.
+            // An unknown reason is taken as the reversible one.
+            let obj = objects
+                .entry(id.to_string())
+                .or_insert_with(|| SourceObject {
+                    id: id.to_string(),
+                    object_type: ty,
+                    attributes: Map::new(),
+                    members: Vec::new(),
+                });
+            if obj.attr("deletedDateTime").is_none() {
+                obj.attributes.insert(
+                    "deletedDateTime".into(),
+                    Value::String(
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    ),
+                );
+            }
+        }
+        return Ok(());
+    }
+    let previous = objects.remove(id);
+    // Without `Prefer: return=minimal` a changed object comes with every selected property
+    // that has a value, so its attributes are replaced whole (user-delta.md, "Default: return
+    // the same properties as initial delta request"). Relationships come as `@delta`
+    // annotations of what changed only; absent means unchanged.
+    let mut obj = attributes::to_source_object(ty, id, entry);
+    match ty {
+        ObjectType::User => {
+            let manager = match attributes::manager_delta(entry) {
+                Some(m) => m.map(Value::String),
+                None => previous
+                    .as_ref()
+                    .and_then(|p| p.attributes.get(attributes::MANAGER).cloned()),
+            };
+            if let Some(m) = manager {
+                obj.attributes.insert(attributes::MANAGER.into(), m);
+            }
+        }
+        ObjectType::Group => {
+            let mut members: BTreeSet<String> = previous
+                .map(|p| p.members.into_iter().collect())
+                .unwrap_or_default();
+            // In a first round a large group's members arrive over several entries of the same
+            // group; later rounds list additions and `@removed` members
+            // (delta-query-groups.md, "Paging through members in a large group").
+            if let Some(Value::Array(changes)) = entry.get("members@delta") {
+                for m in changes.iter().filter_map(Value::as_object) {
+                    let Some(mid) = m.get("id").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    if m.contains_key("@removed") {
+                        members.remove(mid);
+                    } else if attributes::provisionable_member(m) {
+                        members.insert(mid.to_string());
+                    }
+                }
+            }
+            obj.members = members.into_iter().collect();
+        }
+    }
+    objects.insert(id.to_string(), obj);
+    Ok(())
+}
+
+/// The watermark: both delta links, once both collections have one.
+fn watermark(s: &Snapshot) -> Option<String> {
+    let (u, g) = (s.users.as_ref()?, s.groups.as_ref()?);
+    Some(
+        serde_json::json!({"users": u.delta_link.as_str(), "groups": g.delta_link.as_str()})
+            .to_string(),
+    )
+}
+
+#[async_trait]
+impl Source for GraphSource {
+    fn describe(&self) -> String {
+        format!(
+            "Microsoft Graph {} (tenant {}, service principal {})",
+            self.settings.graph_url, self.settings.tenant_id, self.settings.service_principal_id
+        )
+    }
+
+    async fn read(&self, watermark_in: Option<&str>) -> Result<SourceRead, SourceError> {
+        let client = self.client()?;
+        let started = Instant::now();
+        let requests_before = self.request_counts();
+        let deadline = Deadline::after(self.settings.read_timeout);
+        // One read at a time: the snapshot is read and replaced as a whole.
+        let mut snapshot = self.snapshot.lock().await;
+        if watermark_in.is_none() && (snapshot.users.is_some() || snapshot.groups.is_some()) {
+            // No watermark: the cycle is an initial one (a new or reset store); read it all
+            // rather than trust a snapshot the store knows nothing about.
+            tracing::info!("no watermark stored: reading the whole directory, not only changes");
+            *snapshot = Snapshot::default();
+        }
+
+        // The roles decide which assignments count; without them nothing can be decided, and
+        // a failure here (token, permission, wrong id) comes before anything was read.
+        let roles = self
+            .app_roles(client, deadline)
+            .await
+            .map_err(|e| self.first_call_error(e))?;
+
+        let (users, groups, (assignments, assignment_rejects, assignment_error)) = tokio::join!(
+            self.delta(client, ObjectType::User, snapshot.users.as_ref(), deadline),
+            self.delta(
+                client,
+                ObjectType::Group,
+                snapshot.groups.as_ref(),
+                deadline
+            ),
+            self.assignments(client, &roles, deadline),
+        );
+        let mut groups = groups;
+        let mut errors: Vec<(String, GraphError)> = Vec::new();
+
+        // A full read of groups takes assigned groups' direct members from the list endpoint,
+        // as Entra does for a group assignment; later rounds follow members@delta.
+        let mut members_read = 0usize;
+        if groups.full && assignment_error.is_none() {
+            let assigned: BTreeSet<String> = assignments
+                .iter()
+                .filter(|a| groups.objects.contains_key(&a.principal_id))
+                .map(|a| a.principal_id.clone())
+                .collect();
+            let mut results = futures::stream::iter(assigned)
+                .map(|g: String| async move {
+                    let members = self.group_members(client, &g, deadline).await;
+                    (g, members)
+                })
+                .buffer_unordered(MEMBER_READS_IN_FLIGHT);
+            while let Some((g, result)) = results.next().await {
+                match result {
+                    Ok(members) => {
+                        members_read += 1;
+                        if let Some(obj) = groups.objects.get_mut(&g) {
+                            obj.members = members;
+                        }
+                    }
+                    Err(e) => errors.push((format!("members of group {g}"), e)),
+                }
+            }
+        }
+
+        let mut dir = Directory {
+            complete: false,
+            ..Directory::default()
+        };
+        dir.rejected.extend(assignment_rejects);
+        dir.rejected.extend(users.rejected.iter().cloned());
+        dir.rejected.extend(groups.rejected.iter().cloned());
+        if let Some(e) = assignment_error {
+            errors.push(("app role assignments".into(), e));
+        }
+        let summary = |r: &Round| {
+            format!(
+                "{} ({} entries in {} pages)",
+                if r.full { "full" } else { "incremental" },
+                r.entries,
+                r.pages
+            )
+        };
+        let users_mode = summary(&users);
+        let groups_mode = summary(&groups);
+        // A collection's snapshot moves only with a round that reached its delta link.
+        for (ty, round) in [(ObjectType::User, users), (ObjectType::Group, groups)] {
+            let Round {
+                objects,
+                delta_link,
+                error,
+                ..
+            } = round;
+            let (out, kept) = match ty {
+                ObjectType::User => (&mut dir.users, &mut snapshot.users),
+                ObjectType::Group => (&mut dir.groups, &mut snapshot.groups),
+            };
+            match (delta_link, error) {
+                (Some(link), None) => {
+                    *out = objects.clone();
+                    *kept = Some(Collection {
+                        objects,
+                        delta_link: link,
+                    });
+                }
+                (_, error) => {
+                    // What was read is returned; the stored snapshot stays as it was.
+                    *out = objects;
+                    let e = error.unwrap_or_else(|| GraphError::Invalid {
+                        path: format!("/{}/delta", ty.endpoint().to_ascii_lowercase()),
+                        reason: "the round ended without a delta link".into(),
+                    });
+                    errors.push((format!("{}/delta", ty.endpoint()), e));
+                }
+            }
+        }
+        dir.assignments = assignments;
+        dir.complete = errors.is_empty();
+        for (what, e) in &errors {
+            tracing::warn!(what = %what, error = %e, "Graph read incomplete");
+        }
+        let after = self.request_counts();
+        tracing::info!(
+            users = dir.users.len(),
+            groups = dir.groups.len(),
+            assignments = dir.assignments.len(),
+            rejected = dir.rejected.len(),
+            users_read = %users_mode,
+            groups_read = %groups_mode,
+            assigned_groups_members_read = members_read,
+            complete = dir.complete,
+            token_requests = after.0 - requests_before.0,
+            graph_requests = after.1 - requests_before.1,
+            retries = after.2 - requests_before.2,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "Graph read"
+        );
+        Ok(SourceRead {
+            directory: dir,
+            watermark: watermark(&snapshot).or_else(|| watermark_in.map(str::to_string)),
+        })
+    }
+
+    async fn test_connection(&self) -> Result<String, SourceError> {
+        let client = self.client()?;
+        let deadline = Deadline::after(self.settings.request_timeout * 4);
+        client.token(deadline).await.map_err(|e| {
+            self.service_error(
+                &format!(
+                    "no access token for client {} in tenant {}",
+                    self.settings.client_id, self.settings.tenant_id
+                ),
+                e,
+            )
+        })?;
+        let url = client
+            .url(
+                &["servicePrincipals", &self.settings.service_principal_id],
+                &[("$select", "id,appDisplayName")],
+            )
+            .map_err(|e| self.service_error("graph_url", e))?;
+        let sp = client
+            .get(&url, deadline)
+            .await
+            .map_err(|e| self.first_call_error(e))?;
+        let name = sp
+            .get("appDisplayName")
+            .and_then(Value::as_str)
+            .unwrap_or("(no appDisplayName)");
+        Ok(format!(
+            "token from {} for client {}; service principal {} ({name:?}) readable at {}",
+            client.token_url(),
+            self.settings.client_id,
+            self.settings.service_principal_id,
+            self.settings.graph_url
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn apply(objects: &mut BTreeMap<String, SourceObject>, ty: ObjectType, v: Value) {
+        apply_entry(objects, ty, v.as_object().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn removals_soft_and_hard() {
+        let mut o = BTreeMap::new();
+        apply(
+            &mut o,
+            ObjectType::User,
+            json!({"id": "a", "displayName": "A"}),
+        );
+        apply(
+            &mut o,
+            ObjectType::User,
+            json!({"id": "b", "displayName": "B"}),
+        );
+        apply(
+            &mut o,
+            ObjectType::User,
+            json!({"id": "a", "@removed": {"reason": "changed"}}),
+        );
+        apply(
+            &mut o,
+            ObjectType::User,
+            json!({"id": "b", "@removed": {"reason": "deleted"}}),
+        );
+        assert!(o["a"].soft_deleted());
+        assert_eq!(o["a"].attr("displayName"), Some(&json!("A")));
+        assert!(!o.contains_key("b"));
+        // Restored: the object comes back whole, no longer soft-deleted.
+        apply(
+            &mut o,
+            ObjectType::User,
+            json!({"id": "a", "displayName": "A"}),
+        );
+        assert!(!o["a"].soft_deleted());
+    }
+
+    #[test]
+    fn manager_is_kept_unless_the_delta_says_otherwise() {
+        let mut o = BTreeMap::new();
+        apply(
+            &mut o,
+            ObjectType::User,
+            json!({"id": "a", "manager@delta": [{"id": "m"}]}),
+        );
+        apply(
+            &mut o,
+            ObjectType::User,
+            json!({"id": "a", "jobTitle": "X"}),
+        );
+        assert_eq!(o["a"].attr("manager"), Some(&json!("m")));
+        apply(
+            &mut o,
+            ObjectType::User,
+            json!({"id": "a", "manager@delta": [{"id": "m", "@removed": {"reason": "deleted"}}]}),
+        );
+        assert!(o["a"].attr("manager").is_none());
+    }
+
+    #[test]
+    fn members_accumulate_and_change() {
+        let mut o = BTreeMap::new();
+        apply(
+            &mut o,
+            ObjectType::Group,
+            json!({"id": "g", "displayName": "G", "members@delta": [
+                {"@odata.type": "#microsoft.graph.user", "id": "a"},
+                {"@odata.type": "#microsoft.graph.device", "id": "d"}]}),
+        );
+        apply(
+            &mut o,
+            ObjectType::Group,
+            json!({"id": "g", "displayName": "G", "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "b"}]}),
+        );
+        assert_eq!(o["g"].members, vec!["a", "b"]);
+        apply(
+            &mut o,
+            ObjectType::Group,
+            json!({"id": "g", "displayName": "G2", "members@delta": [
+                {"@odata.type": "#microsoft.graph.user", "id": "a", "@removed": {"reason": "deleted"}},
+                {"@odata.type": "#microsoft.graph.group", "id": "h"}]}),
+        );
+        assert_eq!(o["g"].members, vec!["b", "h"]);
+        assert_eq!(o["g"].attr("displayName"), Some(&json!("G2")));
+        apply(
+            &mut o,
+            ObjectType::Group,
+            json!({"id": "g", "displayName": "G3"}),
+        );
+        assert_eq!(
+            o["g"].members,
+            vec!["b", "h"],
+            "no members@delta: unchanged"
+        );
+    }
+
+    #[test]
+    fn settings_debug_redacts_the_secret() {
+        let s = GraphSettings::new("t", "c", SecretString::from("hunter2-secret"), "sp").unwrap();
+        let text = format!("{s:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let source = GraphSource::new(s);
+        assert!(!format!("{source:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,797 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The Microsoft Graph source against the in-repo Graph emulator on 127.0.0.1: full and
+//! incremental reads, paging, expired delta tokens, throttling, incomplete reads, token
+//! failures and secrets; then whole cycles from the emulator into the SCIM sandbox.
+
+mod common;
+
+use common::*;
+use provisiond::mapping::Mappings;
+use provisiond::model::Directory;
+use provisiond::sandbox::graph::{self as emulator, GraphEmulatorConfig, GraphHandle};
+use provisiond::sandbox::{FaultAction, FaultRule};
+use provisiond::scope::{self, OutOfScope, ScopeSettings};
+use provisiond::source::graph::{GraphSettings, GraphSource, Selection};
+use provisiond::source::{Source, SourceError};
+use provisiond::state::MemoryStore;
+use provisiond::summary::{CycleKind, CycleStatus};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const ROLE_USER: &str = "18d14569-c3bd-439b-9a66-3a2aee01d14f";
+const ROLE_ADMIN: &str = "7b5a1c3e-7f0e-4b4b-9a58-27bcd5a0a6a1";
+const DEFAULT_ACCESS: &str = "00000000-0000-0000-0000-000000000000";
+
+/// A Graph user with the default-mapped attributes, under Graph's property names.
+fn graph_user(id: &str, first: &str, last: &str, extra: Value) -> Value {
+    let nick = first.to_lowercase();
+    let mut u = json!({
+        "id": id,
+        "userPrincipalName": format!("{nick}@contoso.com"),
+        "mail": format!("{nick}@contoso.com"),
+        "givenName": first,
+        "surname": last,
+        "displayName": format!("{first} {last}"),
+        "accountEnabled": true,
+        "jobTitle": "Engineer",
+        "department": "R&D",
+        "mailNickname": nick,
+        "usageLocation": "GB",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        u[k] = v.clone();
+    }
+    u
+}
+
+/// The tenant of `tests/common::base_directory`, in Graph: alice (assigned, manager bob),
+/// bob and grace (via the assigned group Engineering), henry (assigned), carol (disabled,
+/// assigned), erin (Default Access only), frank (in the unassigned Platform group, nested in
+/// Engineering). Operations is assigned with the Admin role.
+async fn tenant(config: GraphEmulatorConfig) -> GraphHandle {
+    let h = emulator::spawn("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    h.put_user(graph_user(
+        "u-alice",
+        "Alice",
+        "Liddell",
+        json!({"preferredLanguage": "en-GB", "city": "Oxford", "country": "GB",
+               "businessPhones": ["+44 1865 000000"], "mobilePhone": "+44 7700 900000",
+               "employeeId": "1001"}),
+    ));
+    h.put_user(graph_user(
+        "u-bob",
+        "Bob",
+        "Builder",
+        json!({"department": "Ops", "employeeId": "1002"}),
+    ));
+    h.put_user(graph_user(
+        "u-grace",
+        "Grace",
+        "Hopper",
+        json!({"employeeId": "1003"}),
+    ));
+    h.put_user(graph_user(
+        "u-henry",
+        "Henry",
+        "Higgins",
+        json!({"employeeId": "1004"}),
+    ));
+    h.put_user(graph_user(
+        "u-carol",
+        "Carol",
+        "Danvers",
+        json!({"accountEnabled": false}),
+    ));
+    h.put_user(graph_user("u-erin", "Erin", "Brockovich", json!({})));
+    h.put_user(graph_user("u-frank", "Frank", "Poole", json!({})));
+    h.set_manager("u-alice", Some("u-bob"));
+    h.put_group(
+        json!({"id": "g-platform", "displayName": "Platform", "mailNickname": "platform",
+                       "securityEnabled": true, "members": ["u-frank"]}),
+    );
+    h.put_group(
+        json!({"id": "g-eng", "displayName": "Engineering", "mailNickname": "eng",
+                       "securityEnabled": true,
+                       "members": ["u-bob", "u-grace", "g-platform", "u-carol"]}),
+    );
+    h.put_group(
+        json!({"id": "g-ops", "displayName": "Operations", "mailNickname": "ops",
+                       "securityEnabled": true, "members": ["u-alice", "u-henry"]}),
+    );
+    h.set_app_roles(vec![
+        json!({"id": ROLE_USER, "displayName": "User", "value": "User", "isEnabled": true,
+               "allowedMemberTypes": ["User"], "description": "User"}),
+        json!({"id": ROLE_ADMIN, "displayName": "Admin", "value": "admin", "isEnabled": true,
+               "allowedMemberTypes": ["User"], "description": "Admin"}),
+    ]);
+    h.assign("u-alice", ROLE_USER);
+    h.assign("u-henry", ROLE_USER);
+    h.assign("g-eng", ROLE_USER);
+    h.assign("g-ops", ROLE_ADMIN);
+    h.assign("u-carol", ROLE_USER);
+    h.assign("u-erin", DEFAULT_ACCESS);
+    h
+}
+
+/// Settings for the emulator with the generic SCIM mappings' `$select`, tiny backoffs and
+/// `Retry-After` honoured up to 3 s.
+fn settings(h: &GraphHandle) -> GraphSettings {
+    let c = h.config();
+    let mut s = GraphSettings::new(
+        &c.tenant_id,
+        &c.client_id,
+        c.client_secret.clone(),
+        &c.service_principal_id,
+    )
+    .unwrap();
+    s.authority = url::Url::parse(&h.authority()).unwrap();
+    s.graph_url = url::Url::parse(&h.graph_url()).unwrap();
+    s.select = Selection::for_job(
+        &Mappings::generic_scim().unwrap(),
+        &ScopeSettings::default(),
+        &[],
+        &[],
+    )
+    .unwrap();
+    s.connect_timeout = Duration::from_secs(2);
+    s.request_timeout = Duration::from_secs(5);
+    s.read_timeout = Duration::from_secs(30);
+    s.max_retries = 3;
+    s.backoff_base = Duration::from_millis(2);
+    s.backoff_max = Duration::from_millis(20);
+    s.max_retry_after = Duration::from_secs(3);
+    s
+}
+
+fn ids<T>(m: &std::collections::BTreeMap<String, T>) -> BTreeSet<String> {
+    m.keys().cloned().collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn roles_of(d: &Directory, principal: &str) -> Vec<String> {
+    d.assignments
+        .iter()
+        .filter(|a| a.principal_id == principal)
+        .map(|a| a.role.clone())
+        .collect()
+}
+
+/// Requests the emulator saw that start with `prefix`.
+fn seen(h: &GraphHandle, prefix: &str) -> Vec<String> {
+    h.requests()
+        .into_iter()
+        .filter(|r| r.starts_with(prefix))
+        .collect()
+}
+
+fn service_error(e: SourceError) -> (String, bool) {
+    match e {
+        SourceError::Service {
+            kind,
+            message,
+            retryable,
+        } => {
+            assert_eq!(kind, "graph");
+            (message, retryable)
+        }
+        other => panic!("not a service error: {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads.
+
+#[tokio::test]
+async fn a_full_read_pages_through_everything() {
+    let h = tenant(GraphEmulatorConfig::default()).await;
+    let source = GraphSource::new(settings(&h));
+    let read = source.read(None).await.unwrap();
+    let d = &read.directory;
+    assert!(d.complete, "{:?}", d.rejected);
+    assert!(d.rejected.is_empty(), "{:?}", d.rejected);
+    assert!(read.watermark.as_deref().unwrap().contains("deltatoken"));
+    assert_eq!(
+        ids(&d.users),
+        set(&["u-alice", "u-bob", "u-carol", "u-erin", "u-frank", "u-grace", "u-henry"])
+    );
+    assert_eq!(ids(&d.groups), set(&["g-eng", "g-ops", "g-platform"]));
+
+    // Attributes under the names the mappings use, Entra aliases included.
+    let alice = &d.users["u-alice"];
+    assert_eq!(
+        alice.attr("userPrincipalName"),
+        Some(&json!("alice@contoso.com"))
+    );
+    assert_eq!(
+        alice.attr("telephoneNumber"),
+        Some(&json!("+44 1865 000000"))
+    );
+    assert_eq!(alice.attr("mobile"), Some(&json!("+44 7700 900000")));
+    assert_eq!(alice.attr("manager"), Some(&json!("u-bob")));
+    assert_eq!(alice.attr("employeeId"), Some(&json!("1001")));
+    assert!(
+        alice.attr("usageLocation").is_none(),
+        "not mapped, so not selected"
+    );
+    assert!(!d.users["u-carol"].enabled());
+
+    // Groups with their direct members, devices and nesting as Graph lists them.
+    assert_eq!(
+        d.groups["g-eng"].members,
+        vec!["g-platform", "u-bob", "u-carol", "u-grace"]
+    );
+    assert_eq!(d.groups["g-ops"].members, vec!["u-alice", "u-henry"]);
+    assert_eq!(
+        d.groups["g-platform"].attr("displayName"),
+        Some(&json!("Platform"))
+    );
+
+    // Role names from the service principal; the zero GUID is Default Access.
+    assert_eq!(roles_of(d, "u-alice"), vec!["User"]);
+    assert_eq!(roles_of(d, "g-ops"), vec!["Admin"]);
+    assert_eq!(roles_of(d, "u-erin"), vec!["Default Access"]);
+    assert_eq!(d.assignments.len(), 6);
+
+    // Scope as Entra computes it from this.
+    let s = scope::evaluate(d, &ScopeSettings::default());
+    assert_eq!(s.users["u-alice"], Ok(()));
+    assert_eq!(s.users["u-bob"], Ok(()), "member of an assigned group");
+    assert_eq!(s.users["u-grace"], Ok(()));
+    assert_eq!(
+        s.users["u-erin"],
+        Err(OutOfScope::ExcludedRole("Default Access".into()))
+    );
+    assert_eq!(s.users["u-frank"], Err(OutOfScope::NotAssigned));
+    assert_eq!(s.users["u-carol"], Err(OutOfScope::Disabled));
+    assert!(s.roles["u-alice"].contains("Admin"), "via Operations");
+
+    // Paged (2 per page): 7 users, 3 groups in 4 entries (Engineering's 4 members in 2),
+    // 6 assignments, and the assigned groups' members read from /members.
+    assert_eq!(seen(&h, "GET /v1.0/users/delta").len(), 4);
+    assert_eq!(seen(&h, "GET /v1.0/groups/delta").len(), 2);
+    assert_eq!(
+        seen(
+            &h,
+            "GET /v1.0/servicePrincipals/99999999-8888-7777-6666-555555555555/appRoleAssignedTo"
+        )
+        .len(),
+        3
+    );
+    assert_eq!(seen(&h, "GET /v1.0/groups/g-eng/members").len(), 2);
+    assert_eq!(seen(&h, "GET /v1.0/groups/g-ops/members").len(), 1);
+    assert!(seen(&h, "GET /v1.0/groups/g-platform/members").is_empty());
+    let first = &seen(&h, "GET /v1.0/users/delta")[0];
+    for p in [
+        "$select=",
+        "userPrincipalName",
+        "businessPhones",
+        "manager",
+        "employeeId",
+    ] {
+        assert!(first.contains(p), "{p} in {first}");
+    }
+    assert_eq!(seen(&h, "POST /").len(), 1, "one token for the whole read");
+    assert_eq!(source.request_counts().0, 1);
+    // Neither the client secret nor the access token (the emulator's start with "emu.").
+    let debug = format!("{source:?}");
+    assert!(
+        !debug.contains("emulator-client-secret") && !debug.contains("emu."),
+        "{debug}"
+    );
+}
+
+#[tokio::test]
+async fn an_incremental_read_applies_only_the_changes() {
+    let h = tenant(GraphEmulatorConfig::default()).await;
+    let source = GraphSource::new(settings(&h));
+    let first = source.read(None).await.unwrap();
+    assert!(first.directory.complete);
+
+    h.update_user("u-alice", json!({"jobTitle": "Principal Engineer"}));
+    h.set_manager("u-alice", Some("u-grace"));
+    h.delete_user("u-henry", true);
+    h.delete_user("u-frank", false);
+    h.remove_member("g-eng", "u-grace");
+    h.add_member("g-ops", "u-erin");
+    h.update_group("g-platform", json!({"displayName": "Platform team"}));
+    h.clear_requests();
+
+    let read = source.read(first.watermark.as_deref()).await.unwrap();
+    let d = &read.directory;
+    assert!(d.complete);
+    assert_ne!(read.watermark, first.watermark);
+    assert_eq!(
+        d.users["u-alice"].attr("jobTitle"),
+        Some(&json!("Principal Engineer"))
+    );
+    assert_eq!(d.users["u-alice"].attr("manager"), Some(&json!("u-grace")));
+    assert!(!d.users.contains_key("u-henry"), "deleted for good: gone");
+    assert!(
+        d.users["u-frank"].soft_deleted(),
+        "soft-deleted: kept, marked, so Entra's disable applies"
+    );
+    assert_eq!(
+        d.users["u-bob"].attr("department"),
+        Some(&json!("Ops")),
+        "unchanged users stay as they were"
+    );
+    assert_eq!(d.users["u-bob"].attr("manager"), None);
+    assert_eq!(
+        d.groups["g-eng"].members,
+        vec!["g-platform", "u-bob", "u-carol"]
+    );
+    assert_eq!(d.groups["g-ops"].members, vec!["u-alice", "u-erin"]);
+    assert_eq!(
+        d.groups["g-platform"].attr("displayName"),
+        Some(&json!("Platform team"))
+    );
+    assert!(
+        roles_of(d, "u-henry").is_empty(),
+        "assignments go with the user"
+    );
+
+    // Only the delta links were followed: no initial query, no member lists.
+    let users = seen(&h, "GET /v1.0/users/delta");
+    assert!(!users.is_empty());
+    assert!(users.iter().all(|r| !r.contains("$select")), "{users:?}");
+    assert!(users[0].contains("$deltatoken"), "{users:?}");
+    assert!(seen(&h, "GET /v1.0/groups/g-").is_empty());
+    assert!(seen(&h, "POST /").is_empty(), "the token is cached");
+
+    // And with nothing changed, nothing changes.
+    let again = source.read(read.watermark.as_deref()).await.unwrap();
+    assert!(again.directory.complete);
+    assert_eq!(ids(&again.directory.users), ids(&d.users));
+    assert_eq!(
+        again.directory.groups["g-eng"].members,
+        d.groups["g-eng"].members
+    );
+}
+
+#[tokio::test]
+async fn an_expired_delta_token_falls_back_to_a_full_read() {
+    let h = tenant(GraphEmulatorConfig::default()).await;
+    let source = GraphSource::new(settings(&h));
+    let first = source.read(None).await.unwrap();
+    h.expire_delta_tokens();
+    h.delete_user("u-henry", true);
+    h.update_user("u-bob", json!({"jobTitle": "Builder"}));
+    h.clear_requests();
+
+    let read = source.read(first.watermark.as_deref()).await.unwrap();
+    let d = &read.directory;
+    assert!(d.complete);
+    assert!(!d.users.contains_key("u-henry"));
+    assert_eq!(d.users["u-bob"].attr("jobTitle"), Some(&json!("Builder")));
+    assert_eq!(d.users.len(), 6);
+    let users = seen(&h, "GET /v1.0/users/delta");
+    assert!(users[0].contains("$deltatoken"), "{users:?}");
+    assert!(
+        users[1].contains("$select="),
+        "after 410 Gone, a new initial query: {users:?}"
+    );
+    assert_eq!(
+        seen(&h, "GET /v1.0/groups/g-eng/members").len(),
+        2,
+        "a full group read lists assigned groups' members again"
+    );
+}
+
+#[tokio::test]
+async fn no_watermark_means_a_full_read() {
+    let h = tenant(GraphEmulatorConfig::default()).await;
+    let source = GraphSource::new(settings(&h));
+    source.read(None).await.unwrap();
+    h.clear_requests();
+    let read = source.read(None).await.unwrap();
+    assert!(read.directory.complete);
+    assert!(seen(&h, "GET /v1.0/users/delta")[0].contains("$select="));
+}
+
+#[tokio::test]
+async fn throttling_honours_retry_after() {
+    let h = tenant(GraphEmulatorConfig::default()).await;
+    h.set_faults(vec![
+        FaultRule::new(FaultAction::Status {
+            status: 429,
+            retry_after: Some("1".into()),
+            body: None,
+        })
+        .path_prefix("/v1.0/users/delta")
+        .skip(1)
+        .times(1),
+        FaultRule::new(FaultAction::Status {
+            status: 503,
+            retry_after: Some("1".into()),
+            body: None,
+        })
+        .path_prefix("/v1.0/groups/delta")
+        .times(1),
+    ]);
+    let source = GraphSource::new(settings(&h));
+    let started = Instant::now();
+    let read = source.read(None).await.unwrap();
+    assert!(read.directory.complete);
+    assert_eq!(read.directory.users.len(), 7);
+    assert_eq!(read.directory.groups.len(), 3);
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "Retry-After: 1 was honoured ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(source.request_counts().2, 2, "two retries");
+    // The throttled page was asked again, not skipped.
+    assert_eq!(seen(&h, "GET /v1.0/users/delta").len(), 5);
+}
+
+#[tokio::test]
+async fn a_page_that_keeps_failing_makes_the_read_incomplete() {
+    let h = tenant(GraphEmulatorConfig::default()).await;
+    let source = GraphSource::new(settings(&h));
+    // The second users page fails, retries included.
+    h.set_faults(vec![FaultRule::new(FaultAction::Status {
+        status: 500,
+        retry_after: None,
+        body: None,
+    })
+    .path_prefix("/v1.0/users/delta")
+    .skip(1)]);
+    let read = source.read(None).await.unwrap();
+    let d = &read.directory;
+    assert!(!d.complete);
+    assert_eq!(d.users.len(), 2, "what was read is returned");
+    assert_eq!(d.groups.len(), 3, "the other collections are whole");
+    assert_eq!(d.assignments.len(), 6);
+    assert_eq!(seen(&h, "GET /v1.0/users/delta").len(), 1 + 1 + 3);
+
+    // Once Graph recovers, the next read completes.
+    h.set_faults(vec![]);
+    let read = source.read(read.watermark.as_deref()).await.unwrap();
+    assert!(read.directory.complete);
+    assert_eq!(read.directory.users.len(), 7);
+
+    // An incremental read that fails keeps every user it knew: not "these users are gone".
+    h.delete_user("u-henry", true);
+    h.set_faults(vec![FaultRule::new(FaultAction::Status {
+        status: 502,
+        retry_after: None,
+        body: None,
+    })
+    .path_prefix("/v1.0/users/delta")]);
+    let failed = source.read(read.watermark.as_deref()).await.unwrap();
+    assert!(!failed.directory.complete);
+    assert_eq!(failed.directory.users.len(), 7);
+    assert!(failed.directory.users.contains_key("u-henry"));
+
+    // The snapshot did not move: the deletion is seen once Graph answers again.
+    h.set_faults(vec![]);
+    let read = source.read(failed.watermark.as_deref()).await.unwrap();
+    assert!(read.directory.complete);
+    assert!(!read.directory.users.contains_key("u-henry"));
+}
+
+#[tokio::test]
+async fn a_timeout_makes_the_read_incomplete() {
+    let h = tenant(GraphEmulatorConfig::default()).await;
+    let mut s = settings(&h);
+    s.request_timeout = Duration::from_millis(300);
+    s.max_retries = 1;
+    let source = GraphSource::new(s);
+    h.set_faults(vec![
+        FaultRule::new(FaultAction::Delay { delay_ms: 2000 }).path_prefix("/v1.0/groups/delta")
+    ]);
+    let read = source.read(None).await.unwrap();
+    assert!(!read.directory.complete);
+    assert_eq!(read.directory.users.len(), 7);
+    assert!(read.directory.groups.is_empty());
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_renewed_once() {
+    let h = tenant(GraphEmulatorConfig::default()).await;
+    let source = GraphSource::new(settings(&h));
+    let first = source.read(None).await.unwrap();
+    assert_eq!(h.tokens_issued(), 1);
+    h.revoke_tokens();
+    let read = source.read(first.watermark.as_deref()).await.unwrap();
+    assert!(read.directory.complete);
+    assert_eq!(
+        h.tokens_issued(),
+        2,
+        "401 → a new token, then the request again"
+    );
+}
+
+#[tokio::test]
+async fn the_token_is_cached_until_shortly_before_it_expires() {
+    let h = tenant(GraphEmulatorConfig {
+        token_lifetime: Duration::from_secs(2),
+        ..GraphEmulatorConfig::default()
+    })
+    .await;
+    let source = GraphSource::new(settings(&h));
+    let w = source.read(None).await.unwrap().watermark;
+    let w = source.read(w.as_deref()).await.unwrap().watermark;
+    assert_eq!(h.tokens_issued(), 1);
+    tokio::time::sleep(Duration::from_millis(1900)).await;
+    let read = source.read(w.as_deref()).await.unwrap();
+    assert!(read.directory.complete);
+    assert_eq!(h.tokens_issued(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failures before anything was read, and secrets.
+
+#[tokio::test]
+async fn a_bad_client_secret_is_a_precise_error_without_the_secret() {
+    let h = tenant(GraphEmulatorConfig::default()).await;
+    let mut s = settings(&h);
+    s.client_secret = SecretString::from("wrong-s3cret-value");
+    let source = GraphSource::new(s);
+    let e = source.read(None).await.unwrap_err();
+    let text = e.to_string();
+    assert!(!e.is_retryable());
+    let (message, retryable) = service_error(e);
+    assert!(!retryable);
+    assert!(message.contains("AADSTS7000215"), "{message}");
+    assert!(message.contains("invalid_client"), "{message}");
+    assert!(message.contains("HTTP 401"), "{message}");
+    assert!(message.contains("Trace ID"), "{message}");
+    assert!(!text.contains("wrong-s3cret"), "{text}");
+    let e = source.test_connection().await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("AADSTS7000215") && text.contains("no access token"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-s3cret"), "{text}");
+    assert!(!format!("{source:?}").contains("wrong-s3cret"));
+    assert!(!format!("{e:?}").contains("wrong-s3cret"));
+    assert!(
+        seen(&h, "GET /v1.0").is_empty(),
+        "no Graph call without a token"
+    );
+}
+
+#[tokio::test]
+async fn other_token_failures_say_what_is_wrong() {
+    let h = tenant(GraphEmulatorConfig::default()).await;
+    let mut s = settings(&h);
+    s.tenant_id = "contoso.onmicrosoft.com".into();
+    let (m, retryable) = service_error(GraphSource::new(s).read(None).await.unwrap_err());
+    assert!(m.contains("AADSTS90002") && m.contains("Tenant"), "{m}");
+    assert!(!retryable);
+
+    let mut s = settings(&h);
+    s.client_id = "00000000-1111-2222-3333-444444444444".into();
+    let (m, _) = service_error(GraphSource::new(s).read(None).await.unwrap_err());
+    assert!(m.contains("AADSTS700016"), "{m}");
+
+    // Nothing listens there: unreachable, retryable.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut s = settings(&h);
+    s.authority = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    s.max_retries = 1;
+    let e = GraphSource::new(s).test_connection().await.unwrap_err();
+    assert!(e.is_retryable());
+    let m = e.to_string();
+    assert!(
+        m.contains("unreachable") && m.contains(&port.to_string()),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn test_connection_checks_token_and_one_graph_call() {
+    let h = tenant(GraphEmulatorConfig::default()).await;
+    let source = GraphSource::new(settings(&h));
+    let ok = source.test_connection().await.unwrap();
+    assert!(ok.contains("\"Robin\""), "{ok}");
+    assert!(ok.contains("99999999-8888-7777-6666-555555555555"), "{ok}");
+    assert_eq!(
+        seen(&h, "GET /v1.0"),
+        vec!["GET /v1.0/servicePrincipals/99999999-8888-7777-6666-555555555555?$select=id,appDisplayName"]
+    );
+
+    // A missing permission names the permissions.
+    h.set_faults(vec![FaultRule::new(FaultAction::Status {
+        status: 403,
+        retry_after: None,
+        body: None,
+    })
+    .path_prefix("/v1.0/servicePrincipals")]);
+    let m = source.test_connection().await.unwrap_err().to_string();
+    for p in [
+        "HTTP 403",
+        "Authorization_RequestDenied",
+        "Application.Read.All",
+        "User.Read.All",
+        "GroupMember.Read.All",
+        "Directory.Read.All",
+    ] {
+        assert!(m.contains(p), "{p} in {m}");
+    }
+    let (m, _) = service_error(source.read(None).await.unwrap_err());
+    assert!(m.contains("Application.Read.All"), "{m}");
+
+    // A wrong service principal id says which id to use.
+    h.set_faults(vec![]);
+    let mut s = settings(&h);
+    s.service_principal_id = "12345678-0000-0000-0000-000000000000".into();
+    let m = GraphSource::new(s)
+        .test_connection()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.contains("not found") && m.contains("enterprise application"),
+        "{m}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// End to end: cycles from the emulator into the SCIM sandbox.
+
+fn graph_job(g: &GraphHandle) -> provisiond::cycle::JobSpec {
+    job_with_source(Box::new(GraphSource::new(settings(g))))
+}
+
+#[tokio::test]
+async fn a_graph_job_provisions_and_follows_changes() {
+    let g = tenant(GraphEmulatorConfig::default()).await;
+    let h = sandbox(vec![]).await;
+    let job = graph_job(&g);
+    let store = MemoryStore::new();
+    let client = client(&h.base_url());
+
+    let s = run_ok(&job, &store, &client).await;
+    assert_eq!(s.kind, CycleKind::Initial);
+    assert!(s.source_complete);
+    assert!(s.problems.is_empty(), "{:#?}", s.problems);
+    // Created alice, bob, grace, henry; skipped carol (disabled), erin (Default Access only),
+    // frank (only in the unassigned, nested Platform group).
+    assert_eq!(s.users, users(4, 0, 0, 0, 0, 3, 0), "{s:#?}");
+    assert_eq!(s.groups, groups(2, 0, 0, 0, 1, 0), "{s:#?}");
+    assert_eq!(s.memberships, memberships(4, 0));
+
+    let bob = user(&h, "bob@contoso.com");
+    assert_eq!(
+        without_meta(&user(&h, "alice@contoso.com")),
+        json!({
+            "schemas": [USER_SCHEMA, ENTERPRISE],
+            "userName": "alice@contoso.com",
+            "active": true,
+            "displayName": "Alice Liddell",
+            "title": "Engineer",
+            "preferredLanguage": "en-GB",
+            "emails": [{"type": "work", "value": "alice@contoso.com"}],
+            "name": {"givenName": "Alice", "familyName": "Liddell", "formatted": "Alice Liddell"},
+            "addresses": [{"type": "work", "locality": "Oxford", "country": "GB"}],
+            "phoneNumbers": [
+                {"type": "mobile", "value": "+44 7700 900000"},
+                {"type": "work", "value": "+44 1865 000000"},
+            ],
+            "externalId": "alice",
+            ENTERPRISE: {
+                "employeeNumber": "1001",
+                "department": "R&D",
+                "manager": {"value": id(&bob)},
+            },
+        })
+    );
+    assert_eq!(bob[ENTERPRISE]["department"], "Ops");
+    for absent in ["carol", "erin", "frank"] {
+        assert!(
+            try_user(&h, &format!("{absent}@contoso.com")).is_none(),
+            "{absent}"
+        );
+    }
+    let eng = group(&h, "Engineering");
+    assert_eq!(eng["externalId"], "g-eng");
+    assert_eq!(
+        member_ids(&eng),
+        ids_of(&h, &["bob@contoso.com", "grace@contoso.com"])
+    );
+    assert_eq!(
+        member_ids(&group(&h, "Operations")),
+        ids_of(&h, &["alice@contoso.com", "henry@contoso.com"])
+    );
+    assert!(try_group(&h, "Platform").is_none());
+
+    // Changes in the tenant flow through an incremental cycle.
+    g.update_user("u-alice", json!({"jobTitle": "Principal Engineer"}));
+    g.remove_member("g-eng", "u-grace");
+    g.delete_user("u-henry", true);
+    g.add_member("g-ops", "u-erin");
+    g.clear_requests();
+    let s = run_ok(&job, &store, &client).await;
+    assert_eq!(s.kind, CycleKind::Incremental);
+    assert!(s.source_complete);
+    assert_eq!(s.users.created, 1, "erin, via Operations: {s:#?}");
+    assert_eq!(s.users.updated, 1, "alice: {s:#?}");
+    assert_eq!(s.users.disabled, 1, "grace: {s:#?}");
+    assert_eq!(s.users.deleted, 1, "henry: {s:#?}");
+    assert_eq!(s.memberships, memberships(1, 2), "{s:#?}");
+    assert_eq!(user(&h, "alice@contoso.com")["title"], "Principal Engineer");
+    assert_eq!(user(&h, "grace@contoso.com")["active"], json!(false));
+    assert!(try_user(&h, "henry@contoso.com").is_none());
+    assert_eq!(
+        member_ids(&group(&h, "Engineering")),
+        ids_of(&h, &["bob@contoso.com"])
+    );
+    assert_eq!(
+        member_ids(&group(&h, "Operations")),
+        ids_of(&h, &["alice@contoso.com", "erin@contoso.com"])
+    );
+    let delta = seen(&g, "GET /v1.0/users/delta");
+    assert_eq!(delta.len(), 1, "one page of changes: {delta:?}");
+    assert!(delta[0].contains("$deltatoken"), "{delta:?}");
+
+    assert_converged(&job, &store, &client).await;
+}
+
+#[tokio::test]
+async fn an_incomplete_graph_read_disables_and_deletes_nothing() {
+    let g = tenant(GraphEmulatorConfig::default()).await;
+    let h = sandbox(vec![]).await;
+    let job = graph_job(&g);
+    let store = MemoryStore::new();
+    let client = client(&h.base_url());
+    run_ok(&job, &store, &client).await;
+
+    g.delete_user("u-henry", true);
+    g.remove_member("g-eng", "u-grace");
+    g.set_faults(vec![FaultRule::new(FaultAction::Status {
+        status: 500,
+        retry_after: None,
+        body: None,
+    })
+    .path_prefix("/v1.0/users/delta")]);
+    let report = run(&job, &store, &client).await;
+    let s = &report.summary;
+    assert!(!s.source_complete, "{s:#?}");
+    assert_ne!(s.status, CycleStatus::Failed, "{s:#?}");
+    assert_eq!(s.users.deleted + s.users.disabled, 0, "{s:#?}");
+    assert_eq!(s.memberships.removed, 0, "{s:#?}");
+    assert_eq!(user(&h, "henry@contoso.com")["active"], json!(true));
+    assert_eq!(user(&h, "grace@contoso.com")["active"], json!(true));
+
+    // Graph answers again: the withheld changes happen.
+    g.set_faults(vec![]);
+    let s = run_ok(&job, &store, &client).await;
+    assert!(s.source_complete);
+    assert!(try_user(&h, "henry@contoso.com").is_none());
+    assert_eq!(user(&h, "grace@contoso.com")["active"], json!(false));
+
+    // A user soft-deleted in Entra is disabled, as Entra does; deleted for good, deleted.
+    g.delete_user("u-bob", false);
+    let s = run_ok(&job, &store, &client).await;
+    assert_eq!(s.users.disabled, 1, "{s:#?}");
+    assert_eq!(user(&h, "bob@contoso.com")["active"], json!(false));
+    g.delete_user("u-alice", false);
+    run_ok(&job, &store, &client).await;
+    assert_eq!(user(&h, "alice@contoso.com")["active"], json!(false));
+    assert_converged(&job, &store, &client).await;
+
+    // Restored from the recycle bin (with its membership): enabled again.
+    g.put_user(graph_user(
+        "u-bob",
+        "Bob",
+        "Builder",
+        json!({"department": "Ops", "employeeId": "1002"}),
+    ));
+    g.add_member("g-eng", "u-bob");
+    let s = run_ok(&job, &store, &client).await;
+    assert_eq!(s.users.updated, 1, "{s:#?}");
+    assert_eq!(user(&h, "bob@contoso.com")["active"], json!(true));
+    assert_converged(&job, &store, &client).await;
+}
