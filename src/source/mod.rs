@@ -6,6 +6,7 @@
 //! it can read only what changed.
 
 pub mod file;
+pub mod ldap;
 
 use crate::model::Directory;
 use async_trait::async_trait;
