@@ -230,7 +230,13 @@ async fn paging_reads_past_the_server_size_limit() {
     for i in 0..300 {
         ldif += &ldif_person(&format!("user{i:03}"), "User", &format!("Number {i}"), "");
     }
-    let server = Slapd::start(&ldif, &Options { size_limit: 100 });
+    let server = Slapd::start(
+        &ldif,
+        &Options {
+            size_limit: 100,
+            ..Options::default()
+        },
+    );
 
     // The limit is real: one unpaged search stops at 100 entries.
     let mut ldap = server.reader().await;
@@ -723,4 +729,84 @@ token_file = "token"
         user(&h, "alice@example.org").get("title").is_none(),
         "jobTitle remapped"
     );
+}
+
+#[tokio::test]
+async fn ldaps_and_starttls_check_the_server_certificate() {
+    if !available() || !openssl_available() {
+        return;
+    }
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let server = Slapd::start(
+        &directory_ldif(),
+        &Options {
+            tls: true,
+            ..Options::default()
+        },
+    );
+    let ca: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(server.ca_pem())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let tls_port = server.tls_port.unwrap();
+
+    let mut ldaps = settings(&server);
+    ldaps.url = format!("ldaps://127.0.0.1:{tls_port}");
+    ldaps.ca_certs = ca.clone();
+    let source = LdapSource::new(ldaps.clone());
+    let ok = source.test_connection().await.unwrap();
+    assert!(ok.contains("(TLS)"), "{ok}");
+    assert_eq!(source.read(None).await.unwrap().directory.users.len(), 6);
+
+    let mut starttls = settings(&server);
+    starttls.starttls = true;
+    starttls.ca_certs = ca;
+    let ok = LdapSource::new(starttls).test_connection().await.unwrap();
+    assert!(ok.contains("(StartTLS)"), "{ok}");
+
+    // The same server without its CA: the certificate is not trusted, and the message says
+    // it is a TLS matter.
+    ldaps.ca_certs.clear();
+    let e = LdapSource::new(ldaps.clone())
+        .test_connection()
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("TLS with ldaps://127.0.0.1"), "{msg}");
+    assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+    assert!(!e.is_retryable());
+}
+
+#[tokio::test]
+async fn an_incomplete_read_disables_and_deletes_nothing() {
+    if !available() {
+        return;
+    }
+    let mut ldif = String::new();
+    for i in 0..300 {
+        ldif += &ldif_person(&format!("user{i:03}"), "User", &format!("Number {i}"), "");
+    }
+    let server = Slapd::start(&ldif, &Options::default());
+    let h = sandbox(vec![]).await;
+    let target = client(&h.base_url());
+    let store = MemoryStore::new();
+    let all = |s: LdapSettings| {
+        let mut job = job_with_source(Box::new(LdapSource::new(s)));
+        job.scope.mode = provisiond::scope::ScopeMode::All;
+        job
+    };
+    let mut s = settings(&server);
+    s.page_size = 50;
+    let first = run_ok(&all(s.clone()), &store, &target).await;
+    assert_eq!(first.users.created, 300);
+
+    // The same job, but the connection drops part-way through the read.
+    let port = cutting_proxy(server.port, 30_000).await;
+    s.url = format!("ldap://127.0.0.1:{port}");
+    let cut = run(&all(s), &store, &target).await.summary;
+    assert!(!cut.source_complete, "{cut:#?}");
+    assert_eq!(cut.users.disabled, 0, "{cut:#?}");
+    assert_eq!(cut.users.deleted, 0, "{cut:#?}");
+    assert_eq!(h.users().len(), 300);
+    assert!(h.users().iter().all(|u| u["active"] == json!(true)));
 }

@@ -54,18 +54,116 @@ pub struct Options {
     /// The server's size limit for a plain search (`sizelimit`); paged searches are not
     /// capped in total.
     pub size_limit: u32,
+    /// Also listen for LDAPS (and offer StartTLS) with a certificate for 127.0.0.1 and
+    /// localhost, issued by a CA generated with `openssl` (see [`Slapd::ca_pem`]).
+    pub tls: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { size_limit: 100 }
+        Options {
+            size_limit: 100,
+            tls: false,
+        }
     }
+}
+
+/// Whether `openssl` is there to make the TLS tests' certificates.
+pub fn openssl_available() -> bool {
+    let ok = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: the TLS tests need the openssl command");
+    }
+    ok
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate for 127.0.0.1 / localhost signed by it.
+fn make_certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=provisiond test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
 }
 
 pub struct Slapd {
     child: Option<Child>,
     dir: tempfile::TempDir,
     pub port: u16,
+    /// The LDAPS port, when started with `tls`.
+    pub tls_port: Option<u16>,
 }
 
 impl Slapd {
@@ -83,6 +181,16 @@ impl Slapd {
         writeln!(conf, "modulepath /usr/lib/ldap\nmoduleload back_mdb").unwrap();
         if memberof {
             writeln!(conf, "moduleload memberof").unwrap();
+        }
+        // TLS settings are global: before the database section.
+        if opts.tls {
+            make_certificates(d);
+            writeln!(
+                conf,
+                "TLSCACertificateFile {0}/ca.pem\nTLSCertificateFile {0}/server.pem\nTLSCertificateKeyFile {0}/server.key",
+                d.display()
+            )
+            .unwrap();
         }
         writeln!(
             conf,
@@ -122,6 +230,7 @@ impl Slapd {
             child: None,
             dir,
             port: 0,
+            tls_port: if opts.tls { Some(0) } else { None },
         };
         s.launch();
         s
@@ -130,15 +239,22 @@ impl Slapd {
     fn launch(&mut self) {
         // Port 0 can't be handed to slapd: take a free port, release it, and retry on a clash.
         for _ in 0..20 {
-            let port = if self.port == 0 {
+            let free = || {
                 std::net::TcpListener::bind("127.0.0.1:0")
                     .unwrap()
                     .local_addr()
                     .unwrap()
                     .port()
-            } else {
-                self.port
             };
+            let port = if self.port == 0 { free() } else { self.port };
+            let tls_port = match self.tls_port {
+                Some(0) => Some(free()),
+                other => other,
+            };
+            let mut urls = format!("ldap://127.0.0.1:{port}/");
+            if let Some(p) = tls_port {
+                urls += &format!(" ldaps://127.0.0.1:{p}/");
+            }
             let d = self.dir.path();
             let log = std::fs::File::create(d.join("slapd.log")).unwrap();
             // `-d 0`: stay in the foreground, so the child's PID is slapd's.
@@ -146,7 +262,7 @@ impl Slapd {
                 .arg("-f")
                 .arg(d.join("slapd.conf"))
                 .arg("-h")
-                .arg(format!("ldap://127.0.0.1:{port}/"))
+                .arg(&urls)
                 .args(["-d", "0"])
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -157,8 +273,10 @@ impl Slapd {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let tls_up = tls_port.is_none_or(|p| TcpStream::connect(("127.0.0.1", p)).is_ok());
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() && tls_up {
                     self.port = port;
+                    self.tls_port = tls_port;
                     self.child = Some(child);
                     return;
                 }
@@ -175,6 +293,11 @@ impl Slapd {
 
     pub fn url(&self) -> String {
         format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA certificate (PEM) of a server started with `tls`.
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     pub fn dir(&self) -> &Path {
