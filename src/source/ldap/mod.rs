@@ -193,6 +193,22 @@ impl LdapSettings {
         }
     }
 
+    fn is_loopback(&self) -> bool {
+        // ldap:// is not a "special" scheme to the url crate: its host is opaque text, even
+        // an IP address.
+        let Some(host) = url::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+        else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     fn user_attribute_list(&self) -> Vec<String> {
         let mut names: Vec<String> = self.user_attributes.values().flatten().cloned().collect();
         names.push(self.anchor_attribute.clone());
@@ -272,6 +288,7 @@ pub struct LdapSource {
     state: tokio::sync::Mutex<State>,
     force_full: AtomicBool,
     last: std::sync::Mutex<Option<ReadStats>>,
+    warned_cleartext: AtomicBool,
 }
 
 impl std::fmt::Debug for LdapSource {
@@ -294,6 +311,7 @@ impl LdapSource {
             }),
             force_full: AtomicBool::new(false),
             last: std::sync::Mutex::new(None),
+            warned_cleartext: AtomicBool::new(false),
         }
     }
 
@@ -337,6 +355,14 @@ impl LdapSource {
     }
 
     async fn connect(&self) -> Result<Conn, SourceError> {
+        let s = &self.settings;
+        if !s.uses_tls()
+            && s.password.is_some()
+            && !s.is_loopback()
+            && !self.warned_cleartext.swap(true, Ordering::SeqCst)
+        {
+            tracing::warn!(url = %s.display_url(), "the bind password crosses the network unencrypted: use ldaps:// or starttls = true");
+        }
         let tls = self.tls()?;
         Conn::open(&self.settings, tls).await.map_err(Self::service)
     }
@@ -619,5 +645,10 @@ mod tests {
     fn display_url_drops_user_info() {
         let s = LdapSettings::new(Flavour::OpenLdap, "ldap://u:p@h:389/", "dc=x");
         assert_eq!(s.display_url(), "ldap://h:389");
+        assert!(!s.is_loopback());
+        let local = LdapSettings::new(Flavour::OpenLdap, "ldap://127.0.0.1:3890", "dc=x");
+        assert!(local.is_loopback() && !local.uses_tls());
+        let tls = LdapSettings::new(Flavour::Ad, "LDAPS://dc1", "dc=x");
+        assert!(tls.uses_tls());
     }
 }
