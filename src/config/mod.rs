@@ -81,6 +81,7 @@ struct RawScoping {
 enum RawSource {
     File { path: PathBuf },
     Graph(Box<RawGraph>),
+    Ldap(Box<RawLdap>),
 }
 
 /// `kind = "graph"`: an Entra ID tenant through Microsoft Graph (`docs/graph.md`).
@@ -105,6 +106,52 @@ struct RawGraph {
     max_retries: Option<u32>,
     #[serde(default)]
     allow_insecure_http: bool,
+}
+
+/// `kind = "ldap"`: see docs/ldap.md for every key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLdap {
+    url: String,
+    #[serde(default)]
+    starttls: bool,
+    ca_file: Option<PathBuf>,
+    bind_dn: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    /// A systemd credential name, read from `$CREDENTIALS_DIRECTORY`.
+    password_credential: Option<String>,
+    #[serde(default)]
+    flavour: crate::source::ldap::Flavour,
+    user_base: String,
+    user_filter: Option<String>,
+    group_base: Option<String>,
+    group_filter: Option<String>,
+    /// Our attribute name → the LDAP attribute (or attributes, first present wins); `""`
+    /// drops a default.
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    group_attributes: std::collections::BTreeMap<String, OneOrMany>,
+    anchor_attribute: Option<String>,
+    disabled_filter: Option<String>,
+    enabled_attribute: Option<String>,
+    #[serde(default)]
+    assigned_groups: Vec<String>,
+    assigned_users_filter: Option<String>,
+    #[serde(default)]
+    nested: crate::source::ldap::Nested,
+    member_uid_attribute: Option<String>,
+    page_size: Option<u32>,
+    timeout: Option<String>,
+    full_read_interval: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -164,6 +211,8 @@ pub enum SourceConfig {
     },
     /// Holds the client secret; its `Debug` redacts it.
     Graph(Box<GraphSettings>),
+    /// Holds the bind password; its `Debug` redacts it.
+    Ldap(Box<crate::source::ldap::LdapSettings>),
 }
 
 impl SourceConfig {
@@ -173,6 +222,9 @@ impl SourceConfig {
                 Box::new(crate::source::file::FileSource::new(path.clone()))
             }
             SourceConfig::Graph(settings) => Box::new(GraphSource::new((**settings).clone())),
+            SourceConfig::Ldap(settings) => Box::new(crate::source::ldap::LdapSource::new(
+                settings.as_ref().clone(),
+            )),
         }
     }
 }
@@ -354,6 +406,11 @@ impl Config {
                     } = *g;
                     graph_extras = Some((user_attributes, group_attributes));
                     SourceConfig::Graph(Box::new(settings))
+                }
+                RawSource::Ldap(raw) => {
+                    let settings = ldap_settings(*raw, rj.scope, &resolve, env)
+                        .map_err(|(key, m)| err(k(&format!(".source.{key}")), m))?;
+                    SourceConfig::Ldap(Box::new(settings))
                 }
             };
             let preset =
@@ -653,6 +710,253 @@ fn graph_settings(
         }
     }
     Ok(s)
+}
+
+/// Check an LDAP source's keys and read its password and CA file. Errors name the key.
+fn ldap_settings(
+    raw: RawLdap,
+    scope: ScopeMode,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<crate::source::ldap::LdapSettings, (&'static str, String)> {
+    use crate::source::ldap::{and_filters, LdapSettings};
+    let url = url::Url::parse(raw.url.trim())
+        .map_err(|e| ("url", format!("{:?} is not a URL: {e}", raw.url)))?;
+    match url.scheme() {
+        "ldap" => {}
+        "ldaps" if raw.starttls => {
+            return Err((
+                "starttls",
+                "starttls is for ldap:// URLs; ldaps:// is TLS from the start".into(),
+            ))
+        }
+        "ldaps" => {}
+        other => {
+            return Err((
+                "url",
+                format!("unsupported scheme {other:?} (use ldap:// or ldaps://)"),
+            ))
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(("url", "no host".into()));
+    }
+    if raw.user_base.trim().is_empty() {
+        return Err(("user_base", "must not be empty".into()));
+    }
+    let mut s = LdapSettings::new(raw.flavour, raw.url.trim(), raw.user_base.trim());
+    s.starttls = raw.starttls;
+    if let Some(g) = &raw.group_base {
+        if g.trim().is_empty() {
+            return Err(("group_base", "must not be empty".into()));
+        }
+        s.group_base = g.trim().to_string();
+    }
+    let check_filter = |key: &'static str, f: &str| -> Result<String, (&'static str, String)> {
+        let f = f.trim();
+        let wrapped = and_filters(&[f]);
+        if f.is_empty() || ldap3::parse_filter(&wrapped).is_err() {
+            return Err((key, format!("{f:?} is not a valid LDAP filter")));
+        }
+        Ok(wrapped)
+    };
+    if let Some(f) = &raw.user_filter {
+        s.user_filter = check_filter("user_filter", f)?;
+    }
+    if let Some(f) = &raw.group_filter {
+        s.group_filter = check_filter("group_filter", f)?;
+    }
+    s.disabled_filter = raw
+        .disabled_filter
+        .as_deref()
+        .map(|f| check_filter("disabled_filter", f))
+        .transpose()?;
+    s.assigned_users_filter = raw
+        .assigned_users_filter
+        .as_deref()
+        .map(|f| check_filter("assigned_users_filter", f))
+        .transpose()?;
+    for (i, g) in raw.assigned_groups.iter().enumerate() {
+        if !g.contains('=') {
+            return Err((
+                "assigned_groups",
+                format!("[{i}] {g:?} is not a distinguished name"),
+            ));
+        }
+    }
+    s.assigned_groups = raw.assigned_groups.clone();
+    if scope == ScopeMode::Assigned
+        && s.assigned_groups.is_empty()
+        && s.assigned_users_filter.is_none()
+    {
+        return Err((
+            "assigned_groups",
+            "LDAP has no app assignments: with scope = \"assigned\" set assigned_groups and/or assigned_users_filter (or scope = \"all\")".into(),
+        ));
+    }
+    s.nested = raw.nested;
+    let attr_name = |key: &'static str, name: &str| -> Result<String, (&'static str, String)> {
+        let name = name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-;.".contains(c))
+        {
+            return Err((key, format!("{name:?} is not an LDAP attribute name")));
+        }
+        Ok(name.to_string())
+    };
+    if let Some(a) = &raw.anchor_attribute {
+        s.anchor_attribute = attr_name("anchor_attribute", a)?;
+    }
+    if let Some(a) = &raw.member_uid_attribute {
+        s.member_uid_attribute = attr_name("member_uid_attribute", a)?;
+    }
+    for (key, table, map) in [
+        ("attributes", &raw.attributes, &mut s.user_attributes),
+        (
+            "group_attributes",
+            &raw.group_attributes,
+            &mut s.group_attributes,
+        ),
+    ] {
+        for (ours, theirs) in table {
+            if ours.is_empty() || ["id", "members"].contains(&ours.as_str()) {
+                return Err((
+                    key,
+                    format!("{ours:?} cannot be mapped (the anchor and members are read apart)"),
+                ));
+            }
+            let names: Vec<&str> = match theirs {
+                OneOrMany::One(n) => vec![n.as_str()],
+                OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+            };
+            let names: Vec<&str> = names.into_iter().filter(|n| !n.trim().is_empty()).collect();
+            if names.is_empty() {
+                map.remove(ours);
+                continue;
+            }
+            let checked = names
+                .into_iter()
+                .map(|n| attr_name(key, n))
+                .collect::<Result<Vec<_>, _>>()?;
+            map.insert(ours.clone(), checked);
+        }
+    }
+    if let Some(a) = &raw.enabled_attribute {
+        let a = attr_name("enabled_attribute", a)?;
+        s.user_attributes.insert("accountEnabled".into(), vec![a]);
+    }
+    if let Some(p) = raw.page_size {
+        if p == 0 || p > 100_000 {
+            return Err(("page_size", "must be between 1 and 100000".into()));
+        }
+        s.page_size = p;
+    }
+    if let Some(t) = &raw.timeout {
+        s.timeout = parse_duration(t).map_err(|m| ("timeout", m))?;
+    }
+    if let Some(t) = &raw.full_read_interval {
+        s.full_read_interval = parse_duration(t).map_err(|m| ("full_read_interval", m))?;
+    }
+    if let Some(f) = &raw.ca_file {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let p = resolve(f);
+        let bytes = std::fs::read(&p)
+            .map_err(|e| ("ca_file", format!("cannot read {}: {e}", p.display())))?;
+        let certs = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ("ca_file", format!("{} is not PEM: {e}", p.display())))?;
+        if certs.is_empty() {
+            return Err((
+                "ca_file",
+                format!("{} holds no PEM certificate", p.display()),
+            ));
+        }
+        s.ca_certs = certs;
+    }
+    s.bind_dn = raw
+        .bind_dn
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_string);
+    let password = read_password(
+        raw.password_file.as_deref(),
+        raw.password_env.as_deref(),
+        raw.password_credential.as_deref(),
+        resolve,
+        env,
+    )?;
+    match (&s.bind_dn, password) {
+        (Some(_), Some(p)) => s.password = Some(p),
+        (Some(_), None) => {
+            return Err((
+                "password_file",
+                "bind_dn needs a password: set password_file, password_env or password_credential"
+                    .into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err((
+                "bind_dn",
+                "a password is set but no bind_dn (leave both out for an anonymous bind)".into(),
+            ))
+        }
+        (None, None) => {}
+    }
+    Ok(s)
+}
+
+/// The bind password from exactly one of `password_file`, `password_env` or
+/// `password_credential` (a systemd credential); None when none is set.
+fn read_password(
+    file: Option<&Path>,
+    var: Option<&str>,
+    credential: Option<&str>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<SecretString>, (&'static str, String)> {
+    let keys = ("password_file", "password_env", "password_credential");
+    let (key, raw) = match (file, var, credential) {
+        (None, None, None) => return Ok(None),
+        (Some(f), None, None) => {
+            let p = resolve(f);
+            let s = std::fs::read_to_string(&p)
+                .map_err(|e| (keys.0, format!("cannot read {}: {e}", p.display())))?;
+            (keys.0, s)
+        }
+        (None, Some(name), None) => {
+            let s = env(name)
+                .ok_or_else(|| (keys.1, format!("environment variable {name} is not set")))?;
+            (keys.1, s)
+        }
+        (None, None, Some(name)) => {
+            let dir = env("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                (
+                    keys.2,
+                    "CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the systemd unit)"
+                        .to_string(),
+                )
+            })?;
+            let p = Path::new(&dir).join(name);
+            let s = std::fs::read_to_string(&p)
+                .map_err(|e| (keys.2, format!("cannot read {}: {e}", p.display())))?;
+            (keys.2, s)
+        }
+        _ => {
+            return Err((
+                keys.0,
+                format!("set only one of {}, {} and {}", keys.0, keys.1, keys.2),
+            ))
+        }
+    };
+    // Only the line break a file ends with is dropped: a password may hold spaces.
+    let secret = raw.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err((key, "the password is empty".into()));
+    }
+    Ok(Some(SecretString::from(secret.to_string())))
 }
 
 fn read_token(

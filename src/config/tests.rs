@@ -208,3 +208,219 @@ fn job_selection() {
         .message
         .contains("robin"));
 }
+
+const LDAP: &str = r#"
+[[jobs]]
+name = "corp"
+[jobs.source]
+kind = "ldap"
+url = "ldaps://dc1.corp.example.com"
+flavour = "ad"
+bind_dn = "CN=svc-provisiond,OU=Service,DC=corp,DC=example,DC=com"
+password_file = "ldap-password"
+user_base = "OU=Staff,DC=corp,DC=example,DC=com"
+assigned_groups = ["CN=Robin users,OU=Groups,DC=corp,DC=example,DC=com"]
+nested = "flatten"
+page_size = 1000
+timeout = "30s"
+full_read_interval = "12h"
+[jobs.source.attributes]
+jobTitle = "extensionAttribute5"
+employeeId = ["employeeNumber", "employeeID"]
+companyName = ""
+[jobs.target]
+url = "https://api.robinpowered.com/v1.0/scim-2"
+token_file = "token"
+"#;
+
+fn ldap_fixture() -> Fixture {
+    let f = Fixture::new();
+    std::fs::write(f.dir.path().join("ldap-password"), "p@ss word-LDAP\n").unwrap();
+    f
+}
+
+fn ldap_settings_of(c: &Config) -> &crate::source::ldap::LdapSettings {
+    match &c.jobs[0].source {
+        SourceConfig::Ldap(s) => s,
+        other => panic!("not an LDAP source: {other:?}"),
+    }
+}
+
+#[test]
+fn an_ldap_source_loads_with_flavour_defaults_and_overrides() {
+    use crate::source::ldap::{Flavour, Nested};
+    let f = ldap_fixture();
+    let c = f.parse(LDAP).unwrap();
+    let s = ldap_settings_of(&c);
+    assert_eq!(s.flavour, Flavour::Ad);
+    assert_eq!(s.anchor_attribute, "objectGUID");
+    assert_eq!(s.timestamp_attribute, "whenChanged");
+    assert_eq!(
+        s.user_filter,
+        "(&(objectCategory=person)(objectClass=user))"
+    );
+    assert_eq!(s.group_base, s.user_base, "groups default to the user base");
+    assert_eq!(s.nested, Nested::Flatten);
+    assert_eq!(s.page_size, 1000);
+    assert_eq!(s.timeout, Duration::from_secs(30));
+    assert_eq!(s.full_read_interval, Duration::from_secs(12 * 3600));
+    assert_eq!(s.user_attributes["jobTitle"], vec!["extensionAttribute5"]);
+    assert_eq!(
+        s.user_attributes["employeeId"],
+        vec!["employeeNumber", "employeeID"]
+    );
+    assert!(
+        !s.user_attributes.contains_key("companyName"),
+        "\"\" drops a default"
+    );
+    assert_eq!(
+        s.user_attributes["accountEnabled"],
+        vec!["userAccountControl"]
+    );
+    // Only the line break is trimmed: a password may hold spaces.
+    assert_eq!(
+        s.password.as_ref().unwrap().expose_secret(),
+        "p@ss word-LDAP"
+    );
+    for shown in [
+        format!("{c:?}"),
+        format!("{:?}", c.jobs[0].spec().source.describe()),
+    ] {
+        assert!(!shown.contains("p@ss"), "{shown}");
+    }
+
+    let open = f
+        .parse(
+            &LDAP
+                .replace("flavour = \"ad\"\n", "")
+                .replace("url = \"ldaps://dc1.corp.example.com\"", "url = \"ldap://ldap.example.com\"\nstarttls = true")
+                .replace("password_file = \"ldap-password\"", "password_env = \"ROBIN_TOKEN\"")
+                .replace("nested = \"flatten\"", "enabled_attribute = \"employeeActive\"\ndisabled_filter = \"pwdAccountLockedTime=*\""),
+        )
+        .unwrap();
+    let s = ldap_settings_of(&open);
+    assert_eq!(s.flavour, Flavour::OpenLdap);
+    assert!(s.starttls);
+    assert_eq!(s.anchor_attribute, "entryUUID");
+    assert_eq!(s.user_attributes["accountEnabled"], vec!["employeeActive"]);
+    assert_eq!(
+        s.disabled_filter.as_deref(),
+        Some("(pwdAccountLockedTime=*)")
+    );
+    assert_eq!(s.password.as_ref().unwrap().expose_secret(), "from-env");
+}
+
+#[test]
+fn ldap_errors_name_the_key() {
+    let f = ldap_fixture();
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            LDAP.replace(
+                "password_file = \"ldap-password\"",
+                "password_file = \"missing\"",
+            ),
+            "jobs[0].source.password_file",
+            "cannot read",
+        ),
+        (
+            LDAP.replace("password_file = \"ldap-password\"", ""),
+            "jobs[0].source.password_file",
+            "bind_dn needs a password",
+        ),
+        (
+            LDAP.replace(
+                "password_file = \"ldap-password\"",
+                "password_env = \"NOPE\"",
+            ),
+            "jobs[0].source.password_env",
+            "NOPE is not set",
+        ),
+        (
+            LDAP.replace("ldaps://", "https://"),
+            "jobs[0].source.url",
+            "unsupported scheme",
+        ),
+        (
+            LDAP.replace("page_size = 1000", "starttls = true"),
+            "jobs[0].source.starttls",
+            "ldap:// URLs",
+        ),
+        (
+            LDAP.replace(
+                "nested = \"flatten\"",
+                "user_filter = \"(&(objectClass=user)\"",
+            ),
+            "jobs[0].source.user_filter",
+            "not a valid LDAP filter",
+        ),
+        (
+            LDAP.replace(
+                "assigned_groups = [\"CN=Robin users,OU=Groups,DC=corp,DC=example,DC=com\"]",
+                "",
+            ),
+            "jobs[0].source.assigned_groups",
+            "scope = \"all\"",
+        ),
+        (
+            LDAP.replace("timeout = \"30s\"", "timeout = \"soon\""),
+            "jobs[0].source.timeout",
+            "not a duration",
+        ),
+        (
+            LDAP.replace("page_size = 1000", "page_size = 0"),
+            "jobs[0].source.page_size",
+            "between 1",
+        ),
+        (
+            LDAP.replace(
+                "jobTitle = \"extensionAttribute5\"",
+                "jobTitle = \"bad name!\"",
+            ),
+            "jobs[0].source.attributes",
+            "not an LDAP attribute name",
+        ),
+        (
+            LDAP.replace("jobTitle = \"extensionAttribute5\"", "id = \"cn\""),
+            "jobs[0].source.attributes",
+            "cannot be mapped",
+        ),
+        (
+            LDAP.replace("page_size = 1000", "ca_file = \"nope.pem\""),
+            "jobs[0].source.ca_file",
+            "cannot read",
+        ),
+        (
+            LDAP.replace("page_size = 1000", "ca_file = \"token\""),
+            "jobs[0].source.ca_file",
+            "no PEM certificate",
+        ),
+        (
+            LDAP.replace("page_size = 1000", "bogus = 1"),
+            "line 4, column 1",
+            "unknown field `bogus`",
+        ),
+    ];
+    for (text, key, message) in cases {
+        let e = error_for(&f, &text);
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.message.contains(message), "{e}");
+        assert!(!e.to_string().contains("p@ss"), "{e}");
+    }
+    // Anonymous bind: neither a bind DN nor a password; scope = "all" needs no assignment.
+    let anon = LDAP
+        .replace(
+            "bind_dn = \"CN=svc-provisiond,OU=Service,DC=corp,DC=example,DC=com\"\n",
+            "",
+        )
+        .replace("password_file = \"ldap-password\"\n", "")
+        .replace(
+            "[[jobs]]\nname = \"corp\"",
+            "[[jobs]]\nname = \"corp\"\nscope = \"all\"",
+        )
+        .replace(
+            "assigned_groups = [\"CN=Robin users,OU=Groups,DC=corp,DC=example,DC=com\"]\n",
+            "",
+        );
+    let c = f.parse(&anon).unwrap();
+    assert!(ldap_settings_of(&c).bind_dn.is_none());
+}

@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod graph;
+pub mod ldap;
 
 use crate::model::Directory;
 use async_trait::async_trait;

@@ -1,0 +1,206 @@
+//! The LDAP source's benchmark (a report, not a timed test):
+//!
+//! ```sh
+//! cargo run --release --example ldap_bench            # 10,000 users in 10 groups
+//! cargo run --release --example ldap_bench -- 50000   # another size
+//! ```
+//!
+//! Loads the users into a local slapd (see `tests/support/slapd.rs`; needs Debian's `slapd`),
+//! then reports a full read (entries per second, this process's peak RSS), an incremental read
+//! after 10 users changed (entries read, wall time), and the same as provisioning cycles into
+//! the in-memory SCIM sandbox.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/support/slapd.rs"]
+mod slapd;
+
+use provisiond::cycle::{run_cycle, CycleOptions, JobSpec};
+use provisiond::mapping::Mappings;
+use provisiond::plan::NullPolicy;
+use provisiond::sandbox::{self, SandboxConfig};
+use provisiond::scope::{ScopeMode, ScopeSettings};
+use provisiond::source::ldap::{Flavour, LdapSettings, LdapSource};
+use provisiond::source::Source;
+use provisiond::state::MemoryStore;
+use provisiond::target::{ScimClient, TargetSettings};
+use secrecy::SecretString;
+use slapd::*;
+use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+const GROUPS_N: usize = 10;
+const CHANGED: usize = 10;
+
+/// This process's peak resident set size (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// Reset the peak RSS to the current RSS (Linux: `5` to clear_refs), so the next reading
+/// is the peak of what follows.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn ldif(users: usize) -> String {
+    let mut s = String::with_capacity(users * 400);
+    for i in 0..users {
+        let uid = format!("user{i:06}");
+        s += &ldif_person(
+            &uid,
+            "Bench",
+            &format!("User {i}"),
+            &format!(
+                "displayName: Bench User {i}\ntitle: Engineer\ndepartmentNumber: Dept {}\nemployeeNumber: {i}\n",
+                i % GROUPS_N
+            ),
+        );
+    }
+    for g in 0..GROUPS_N {
+        let members: Vec<String> = (0..users)
+            .filter(|i| i % GROUPS_N == g)
+            .map(|i| user_dn(&format!("user{i:06}")))
+            .collect();
+        s += &ldif_group(&format!("Group {g}"), "groupOfNames", &members);
+    }
+    s
+}
+
+fn settings(server: &Slapd) -> LdapSettings {
+    let mut s = LdapSettings::new(Flavour::OpenLdap, &server.url(), PEOPLE);
+    s.group_base = GROUPS.into();
+    s.bind_dn = Some(READER_DN.into());
+    s.password = Some(SecretString::from(READER_PW));
+    s
+}
+
+async fn change_users(server: &Slapd, round: usize) {
+    let mut admin = server.admin().await;
+    for i in 0..CHANGED {
+        let title = format!("Engineer round {round}");
+        admin
+            .modify(
+                &user_dn(&format!("user{:06}", i * 997)),
+                vec![ldap3::Mod::Replace(
+                    "title",
+                    HashSet::from([title.as_str()]),
+                )],
+            )
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+    }
+    let _ = admin.unbind().await;
+}
+
+#[tokio::main]
+async fn main() {
+    if !available() {
+        return;
+    }
+    let users: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let t = Instant::now();
+    let text = ldif(users);
+    let server = Slapd::start(
+        &text,
+        &Options {
+            size_limit: 500,
+            ..Options::default()
+        },
+    );
+    drop(text);
+    println!(
+        "slapd loaded with {users} users in {GROUPS_N} groups in {:.1} s (slapadd)",
+        t.elapsed().as_secs_f64()
+    );
+
+    // 1. The source alone.
+    let source = LdapSource::new(settings(&server));
+    reset_peak_rss();
+    let rss_before = peak_rss_mib();
+    let r = source.read(None).await.unwrap();
+    let full = source.last_read().unwrap();
+    let rss_peak = peak_rss_mib();
+    assert!(r.directory.complete && r.directory.users.len() == users);
+    let secs = full.duration.as_secs_f64();
+    println!(
+        "full read:        {} entries in {:.3} s = {:.0} entries/s; peak RSS {:.1} MiB (before the read {:.1} MiB)",
+        full.entries_read,
+        secs,
+        full.entries_read as f64 / secs,
+        rss_peak,
+        rss_before
+    );
+    drop(r);
+
+    change_users(&server, 1).await;
+    let t = Instant::now();
+    let r = source.read(Some("x")).await.unwrap();
+    let wall = t.elapsed();
+    let inc = source.last_read().unwrap();
+    assert!(!inc.full && r.directory.complete && r.directory.users.len() == users);
+    println!(
+        "incremental read: {CHANGED} of {users} users changed: {} entries read, {:.1} ms wall (the whole {users}-user directory returned)",
+        inc.entries_read,
+        wall.as_secs_f64() * 1000.0
+    );
+    drop(r);
+
+    // 2. Whole cycles into the SCIM sandbox.
+    let h = sandbox::spawn("127.0.0.1:0".parse().unwrap(), SandboxConfig::default())
+        .await
+        .unwrap();
+    let mut ts = TargetSettings::new(
+        url::Url::parse(&h.base_url()).unwrap(),
+        SecretString::from("bench"),
+    );
+    ts.request_timeout = Duration::from_secs(30);
+    let target = ScimClient::new(ts).unwrap();
+    let store = MemoryStore::new();
+    let job = JobSpec {
+        name: "bench".into(),
+        source: Box::new(LdapSource::new(settings(&server))),
+        scope: ScopeSettings {
+            mode: ScopeMode::All,
+            ..ScopeSettings::default()
+        },
+        mappings: Mappings::generic_scim().unwrap(),
+        null_values: NullPolicy::Leave,
+        concurrency: 8,
+        member_batch: 100,
+    };
+    let stop = AtomicBool::new(false);
+    let opts = CycleOptions::default();
+    let first = run_cycle(&job, &store, &target, &opts, &stop).await.summary;
+    println!(
+        "initial cycle:    {} users and {} groups created, {} memberships, {:.1} s",
+        first.users.created,
+        first.groups.created,
+        first.memberships.added,
+        first.duration_ms as f64 / 1000.0
+    );
+    change_users(&server, 2).await;
+    let t = Instant::now();
+    let second = run_cycle(&job, &store, &target, &opts, &stop).await.summary;
+    println!(
+        "incremental cycle: {} users updated, {} unchanged, {} requests, {:.1} ms wall ({:?}, source complete: {})",
+        second.users.updated,
+        second.users.unchanged,
+        second.requests.total(),
+        t.elapsed().as_secs_f64() * 1000.0,
+        second.status,
+        second.source_complete
+    );
+}

@@ -1,0 +1,472 @@
+//! The directory as last read, kept between cycles so an incremental read only has to fetch
+//! what changed; and the conversion of that snapshot into a [`Directory`] (DNs resolved to
+//! anchors, nested groups flattened on request, assignments from the job's settings).
+
+use super::conn::RawEntry;
+use super::dn;
+use super::values::{self, AttributeMap};
+use super::{LdapSettings, Nested};
+use crate::model::{Assignment, Directory, ObjectType, Rejected, SourceObject};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// One user or group as read, already in our terms except for its references (DNs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub dn: String,
+    pub attributes: Map<String, Value>,
+    /// Normalised DN of the manager (users).
+    pub manager: Option<String>,
+    /// Normalised DNs of `member` / `uniqueMember` values (groups).
+    pub member_dns: Vec<String>,
+    /// `memberUid` values (posixGroup): user names, not DNs.
+    pub member_uids: Vec<String>,
+    /// The user's login name, which `memberUid` refers to.
+    pub uid: Option<String>,
+    pub changed: Option<DateTime<Utc>>,
+    /// Matched the job's `disabled_filter`.
+    pub disabled_by_filter: bool,
+    /// Matched the job's `assigned_users_filter`.
+    pub assigned_by_filter: bool,
+}
+
+/// What one read (full or incremental) produced, by anchor.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub users: BTreeMap<String, Entry>,
+    pub groups: BTreeMap<String, Entry>,
+    /// Entries that could not be used (no anchor, the same anchor twice).
+    pub rejected: Vec<Rejected>,
+    /// Anchors seen more than once in this read: none of the copies is used.
+    pub duplicate: BTreeSet<String>,
+    /// The newest change timestamp among the entries.
+    pub newest: Option<DateTime<Utc>>,
+}
+
+impl Snapshot {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty() && self.rejected.is_empty()
+    }
+
+    /// Add an entry read from the server.
+    pub fn add(&mut self, ty: ObjectType, raw: &RawEntry, settings: &LdapSettings) {
+        let (anchor, entry) = match convert(ty, raw, settings) {
+            Ok(x) => x,
+            Err(reason) => {
+                tracing::warn!(dn = %raw.dn, object_type = %ty, reason = %reason, "LDAP entry skipped");
+                self.rejected.push(Rejected {
+                    object_type: Some(ty),
+                    id: None,
+                    position: raw.dn.clone(),
+                    reason,
+                });
+                return;
+            }
+        };
+        if let Some(t) = entry.changed {
+            self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
+        }
+        let map = match ty {
+            ObjectType::User => &mut self.users,
+            ObjectType::Group => &mut self.groups,
+        };
+        if self.duplicate.contains(&anchor) || map.contains_key(&anchor) {
+            if let Some(first) = map.remove(&anchor) {
+                self.rejected.push(Rejected {
+                    object_type: Some(ty),
+                    id: Some(anchor.clone()),
+                    position: first.dn,
+                    reason: format!(
+                        "duplicate {}: every entry with it is skipped",
+                        settings.anchor_attribute
+                    ),
+                });
+            }
+            self.rejected.push(Rejected {
+                object_type: Some(ty),
+                id: Some(anchor.clone()),
+                position: entry.dn,
+                reason: format!(
+                    "duplicate {}: every entry with it is skipped",
+                    settings.anchor_attribute
+                ),
+            });
+            self.duplicate.insert(anchor);
+            return;
+        }
+        map.insert(anchor, entry);
+    }
+
+    /// Mark the users whose normalised DN is in `dns` (the result of a filter search).
+    pub fn mark(&mut self, dns: &HashSet<String>, disabled: bool) {
+        for e in self.users.values_mut() {
+            if dns.contains(&dn::normalize(&e.dn)) {
+                if disabled {
+                    e.disabled_by_filter = true;
+                } else {
+                    e.assigned_by_filter = true;
+                }
+            }
+        }
+    }
+
+    /// Merge the changes of an incremental read: changed entries replace their old version
+    /// (by anchor, so a renamed entry moves), new ones are added.
+    pub fn merge(&mut self, changes: Snapshot) {
+        // A rejected entry is reported once, and forgotten when it is read fine again; a
+        // rejected changed entry keeps its previous version.
+        let reread: HashSet<String> = changes
+            .users
+            .values()
+            .chain(changes.groups.values())
+            .map(|e| e.dn.clone())
+            .chain(changes.rejected.iter().map(|r| r.position.clone()))
+            .collect();
+        self.rejected.retain(|r| !reread.contains(&r.position));
+        self.rejected.extend(changes.rejected);
+        for (anchor, e) in changes.users {
+            self.groups.remove(&anchor);
+            self.users.insert(anchor, e);
+        }
+        for (anchor, e) in changes.groups {
+            self.users.remove(&anchor);
+            self.groups.insert(anchor, e);
+        }
+        if let Some(t) = changes.newest {
+            self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
+        }
+    }
+}
+
+/// An LDAP entry in our terms: its anchor, and its attributes named as ours.
+fn convert(
+    ty: ObjectType,
+    raw: &RawEntry,
+    settings: &LdapSettings,
+) -> Result<(String, Entry), String> {
+    let anchor = raw
+        .values(&settings.anchor_attribute)
+        .first()
+        .and_then(|v| values::anchor_value(&settings.anchor_attribute, v))
+        .ok_or_else(|| {
+            format!(
+                "no {} (the anchor attribute; can the bind account read it?)",
+                settings.anchor_attribute
+            )
+        })?;
+    let map: &AttributeMap = match ty {
+        ObjectType::User => &settings.user_attributes,
+        ObjectType::Group => &settings.group_attributes,
+    };
+    let mut attributes = Map::new();
+    let mut manager = None;
+    for (ours, theirs) in map {
+        for ldap_name in theirs {
+            let vals = raw.values(ldap_name);
+            if vals.is_empty() {
+                continue;
+            }
+            if ours == "manager" {
+                manager = vals.first().map(|v| dn::normalize(&values::text(v)));
+            } else if let Some(v) = values::attribute_value(ours, ldap_name, vals) {
+                attributes.insert(ours.clone(), v);
+            }
+            break;
+        }
+    }
+    attributes.insert("distinguishedName".into(), Value::String(raw.dn.clone()));
+    let changed = raw
+        .first_text(&settings.timestamp_attribute)
+        .and_then(|t| values::parse_generalized_time(&t));
+    let mut entry = Entry {
+        dn: raw.dn.clone(),
+        attributes,
+        manager,
+        member_dns: Vec::new(),
+        member_uids: Vec::new(),
+        uid: None,
+        changed,
+        disabled_by_filter: false,
+        assigned_by_filter: false,
+    };
+    match ty {
+        ObjectType::User => {
+            entry.uid = raw.first_text(&settings.member_uid_attribute);
+        }
+        ObjectType::Group => {
+            for attr in ["member", "uniquemember"] {
+                for v in raw.values(attr) {
+                    // uniqueMember may carry an optional UID suffix (`dn#'0101'B`).
+                    let text = values::text(v);
+                    let dn_text = match (attr, text.rsplit_once("#'")) {
+                        ("uniquemember", Some((d, _))) => d.to_string(),
+                        _ => text,
+                    };
+                    entry.member_dns.push(dn::normalize(&dn_text));
+                }
+            }
+            entry.member_uids = raw
+                .values("memberuid")
+                .iter()
+                .map(|v| values::text(v))
+                .collect();
+        }
+    }
+    Ok((anchor, entry))
+}
+
+/// The [`Directory`] a snapshot stands for.
+pub fn build_directory(snap: &Snapshot, settings: &LdapSettings, complete: bool) -> Directory {
+    let mut dir = Directory {
+        complete,
+        rejected: snap.rejected.clone(),
+        ..Directory::default()
+    };
+    // References are DNs; the pipeline wants anchors.
+    let mut by_dn: HashMap<String, (ObjectType, &str)> = HashMap::new();
+    for (anchor, e) in &snap.users {
+        by_dn.insert(dn::normalize(&e.dn), (ObjectType::User, anchor));
+    }
+    for (anchor, e) in &snap.groups {
+        by_dn.insert(dn::normalize(&e.dn), (ObjectType::Group, anchor));
+    }
+    let mut by_uid: HashMap<&str, &str> = HashMap::new();
+    for (anchor, e) in &snap.users {
+        if let Some(uid) = &e.uid {
+            by_uid.insert(uid.as_str(), anchor.as_str());
+        }
+    }
+
+    for (anchor, e) in &snap.users {
+        if snap.groups.contains_key(anchor) {
+            continue;
+        }
+        let mut attributes = e.attributes.clone();
+        if e.disabled_by_filter {
+            attributes.insert("accountEnabled".into(), Value::Bool(false));
+        }
+        if let Some(m) = &e.manager {
+            // A manager outside the user base or filter is not in the directory: left out,
+            // so the target's value is left alone rather than pointed at nothing.
+            if let Some((ObjectType::User, id)) = by_dn.get(m) {
+                attributes.insert("manager".into(), Value::String((*id).to_string()));
+            }
+        }
+        if e.assigned_by_filter {
+            dir.assignments.push(Assignment {
+                principal_id: anchor.clone(),
+                role: "User".into(),
+            });
+        }
+        dir.users.insert(
+            anchor.clone(),
+            SourceObject {
+                id: anchor.clone(),
+                object_type: ObjectType::User,
+                attributes,
+                members: Vec::new(),
+            },
+        );
+    }
+
+    // Direct members: users and groups, as Entra has them.
+    let mut direct: BTreeMap<&str, Vec<(ObjectType, String)>> = BTreeMap::new();
+    for (anchor, e) in &snap.groups {
+        let mut members: Vec<(ObjectType, String)> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut unknown = 0usize;
+        for m in &e.member_dns {
+            match by_dn.get(m) {
+                Some((ty, id)) if *id != anchor.as_str() => {
+                    if seen.insert((*id).to_string()) {
+                        members.push((*ty, (*id).to_string()));
+                    }
+                }
+                // A group listing itself: a placeholder some tools add to keep
+                // groupOfNames (which needs a member) valid.
+                Some(_) => {}
+                None => unknown += 1,
+            }
+        }
+        for uid in &e.member_uids {
+            match by_uid.get(uid.as_str()) {
+                Some(id) => {
+                    if seen.insert((*id).to_string()) {
+                        members.push((ObjectType::User, (*id).to_string()));
+                    }
+                }
+                None => unknown += 1,
+            }
+        }
+        if unknown > 0 {
+            // Service accounts, placeholders, entries outside the bases: not ours to provision.
+            tracing::debug!(group = %e.dn, unknown, "members outside the user and group bases were left out");
+        }
+        direct.insert(anchor.as_str(), members);
+    }
+
+    for (anchor, e) in &snap.groups {
+        if snap.users.contains_key(anchor) {
+            dir.rejected.push(Rejected {
+                object_type: None,
+                id: Some(anchor.clone()),
+                position: e.dn.clone(),
+                reason: "the entry matches both the user and the group filter".into(),
+            });
+            continue;
+        }
+        let members: Vec<String> = match settings.nested {
+            Nested::Direct => direct
+                .get(anchor.as_str())
+                .map(|m| m.iter().map(|(_, id)| id.clone()).collect())
+                .unwrap_or_default(),
+            Nested::Flatten => {
+                let (users, cycle) = flatten(anchor, &direct);
+                if let Some(path) = cycle {
+                    tracing::warn!(group = %e.dn, cycle = %path, "nested groups form a cycle; each group is expanded once");
+                }
+                users
+            }
+        };
+        dir.groups.insert(
+            anchor.clone(),
+            SourceObject {
+                id: anchor.clone(),
+                object_type: ObjectType::Group,
+                attributes: e.attributes.clone(),
+                members,
+            },
+        );
+    }
+
+    for g in &settings.assigned_groups {
+        match by_dn.get(&dn::normalize(g)) {
+            Some((ObjectType::Group, id)) => dir.assignments.push(Assignment {
+                principal_id: (*id).to_string(),
+                role: "User".into(),
+            }),
+            Some((ObjectType::User, _)) => {
+                tracing::warn!(dn = %g, "an assigned group is a user entry; ignored")
+            }
+            None if complete => tracing::warn!(
+                dn = %g,
+                "an assigned group was not found under group_base with group_filter"
+            ),
+            None => {}
+        }
+    }
+    dir
+}
+
+/// Every user under `start`, through nested groups, each group expanded once. Also the first
+/// cycle found, as a readable path of anchors.
+fn flatten(
+    start: &str,
+    direct: &BTreeMap<&str, Vec<(ObjectType, String)>>,
+) -> (Vec<String>, Option<String>) {
+    let mut users: BTreeSet<String> = BTreeSet::new();
+    let mut expanded: HashSet<&str> = HashSet::new();
+    let mut on_path: Vec<&str> = Vec::new();
+    let mut cycle: Option<String> = None;
+    // Iterative depth-first walk: (group, index of the next member to visit).
+    let mut stack: Vec<(&str, usize)> = vec![(start, 0)];
+    expanded.insert(start);
+    on_path.push(start);
+    while let Some((group, i)) = stack.pop() {
+        let members = direct.get(group).map(Vec::as_slice).unwrap_or(&[]);
+        let Some((ty, id)) = members.get(i) else {
+            on_path.pop();
+            continue;
+        };
+        stack.push((group, i + 1));
+        match ty {
+            ObjectType::User => {
+                users.insert(id.clone());
+            }
+            ObjectType::Group => {
+                if let Some(pos) = on_path.iter().position(|g| *g == id.as_str()) {
+                    if cycle.is_none() {
+                        let mut path: Vec<&str> = on_path[pos..].to_vec();
+                        path.push(id.as_str());
+                        cycle = Some(path.join(" -> "));
+                    }
+                } else if let Some((key, _)) = direct.get_key_value(id.as_str()) {
+                    if expanded.insert(key) {
+                        on_path.push(key);
+                        stack.push((key, 0));
+                    }
+                }
+            }
+        }
+    }
+    (users.into_iter().collect(), cycle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(
+        spec: &[(&'static str, &[&str])],
+    ) -> BTreeMap<&'static str, Vec<(ObjectType, String)>> {
+        spec.iter()
+            .map(|(g, members)| {
+                (
+                    *g,
+                    members
+                        .iter()
+                        .map(|m| {
+                            let ty = if m.starts_with('g') {
+                                ObjectType::Group
+                            } else {
+                                ObjectType::User
+                            };
+                            (ty, m.to_string())
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flattening_expands_nested_groups_once() {
+        let d = groups(&[
+            ("g1", &["u1", "g2", "g3"]),
+            ("g2", &["u2", "g3"]),
+            ("g3", &["u3", "u1"]),
+        ]);
+        let (users, cycle) = flatten("g1", &d);
+        assert_eq!(users, vec!["u1", "u2", "u3"]);
+        assert!(cycle.is_none(), "a diamond is not a cycle");
+    }
+
+    #[test]
+    fn flattening_survives_cycles_and_names_them() {
+        let d = groups(&[
+            ("g1", &["u1", "g2"]),
+            ("g2", &["u2", "g3"]),
+            ("g3", &["u3", "g1", "g3"]),
+        ]);
+        let (users, cycle) = flatten("g2", &d);
+        assert_eq!(users, vec!["u1", "u2", "u3"]);
+        assert_eq!(cycle.as_deref(), Some("g2 -> g3 -> g1 -> g2"));
+    }
+
+    #[test]
+    fn a_long_chain_does_not_overflow_the_stack() {
+        let names: Vec<String> = (0..20_000).map(|i| format!("g{i}")).collect();
+        let mut d: BTreeMap<&str, Vec<(ObjectType, String)>> = BTreeMap::new();
+        for (i, n) in names.iter().enumerate() {
+            let next = names
+                .get(i + 1)
+                .map(|m| (ObjectType::Group, m.clone()))
+                .unwrap_or((ObjectType::User, "u".into()));
+            d.insert(n.as_str(), vec![next]);
+        }
+        let (users, cycle) = flatten("g0", &d);
+        assert_eq!(users, vec!["u"]);
+        assert!(cycle.is_none());
+    }
+}
