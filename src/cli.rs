@@ -428,7 +428,15 @@ pub async fn sync(
     for r in &reports {
         code = code.max(r.summary.status.exit_code());
         if json {
-            println!("{}", serde_json::to_string(&r.summary).unwrap_or_default());
+            let mut out = serde_json::to_value(&r.summary).unwrap_or_default();
+            // A dry run's point is the plan: its actions go in the JSON too.
+            if let (true, Some(map)) = (r.summary.dry_run, out.as_object_mut()) {
+                map.insert(
+                    "actions".into(),
+                    serde_json::to_value(&r.actions).unwrap_or_default(),
+                );
+            }
+            println!("{out}");
         } else {
             print!("{}", render_report(r));
         }

@@ -276,7 +276,11 @@ impl Daemon {
             }
             let wait = match &job.config.schedule {
                 Schedule::Interval(d) => {
-                    job.set_next_run(chrono::Duration::from_std(*d).ok().map(|d| Utc::now() + d));
+                    job.set_next_run(
+                        chrono::Duration::from_std(*d)
+                            .ok()
+                            .and_then(|d| Utc::now().checked_add_signed(d)),
+                    );
                     WaitFor::Sleep(*d)
                 }
                 Schedule::Cron(expr) => {

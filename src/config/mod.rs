@@ -379,7 +379,12 @@ impl Config {
                     Schedule::Cron(c.clone())
                 }
                 (Some(s), None) => {
-                    Schedule::Interval(parse_duration(s).map_err(|m| err(k(".interval"), m))?)
+                    let d = parse_duration(s).map_err(|m| err(k(".interval"), m))?;
+                    // Past a year it is surely a typo, and far-future times overflow clocks.
+                    if d > Duration::from_secs(366 * 86400) {
+                        return Err(err(k(".interval"), format!("{s:?} is longer than a year")));
+                    }
+                    Schedule::Interval(d)
                 }
                 (None, None) => Schedule::Interval(Duration::from_secs(40 * 60)),
             };

@@ -65,6 +65,11 @@ fn errors_name_the_file_and_key() {
             "not a duration",
         ),
         (
+            GOOD.replace("interval = \"40m\"", "interval = \"100000000d\""),
+            "jobs[0].interval",
+            "longer than a year",
+        ),
+        (
             GOOD.replace("token_file = \"token\"", "token_file = \"missing\""),
             "jobs[0].target.token_file",
             "cannot read",

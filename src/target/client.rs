@@ -556,7 +556,10 @@ impl ScimClient {
             incompatible(
                 req,
                 raw.status,
-                format!("body is not valid JSON ({e}): {}", snippet(&raw.body)),
+                format!(
+                    "body is not valid JSON ({e}): {}",
+                    self.safe_snippet(&raw.body)
+                ),
             )
         })
     }
@@ -574,17 +577,30 @@ impl ScimClient {
                 (text("scimType"), text("detail").or_else(|| text("message")))
             }
             _ if body.iter().all(u8::is_ascii_whitespace) => (None, None),
-            _ => (None, Some(snippet(body))),
+            _ => (None, Some(self.safe_snippet(body))),
         };
+        (
+            scim_type.map(|s| self.scrub(&s)),
+            detail.map(|s| self.scrub(&s)),
+        )
+    }
+
+    /// Remove the token from text a server sent back (a server may echo the `Authorization`
+    /// header), in its plain and URL-encoded forms.
+    fn scrub(&self, text: &str) -> String {
         let token = self.inner.token.expose_secret();
-        let scrub = |s: String| {
-            if !token.is_empty() && s.contains(token) {
-                s.replace(token, "[REDACTED]")
-            } else {
-                s
-            }
-        };
-        (scim_type.map(scrub), detail.map(scrub))
+        if token.is_empty() {
+            return text.to_owned();
+        }
+        let encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+        text.replace(token, "[REDACTED]")
+            .replace(&encoded, "[REDACTED]")
+    }
+
+    /// The start of a body for an error message, scrubbed *before* it is cut so no part of
+    /// the token can survive at the cut.
+    fn safe_snippet(&self, body: &[u8]) -> String {
+        snippet(self.scrub(&String::from_utf8_lossy(body)).as_bytes())
     }
 }
 

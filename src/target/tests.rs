@@ -707,6 +707,32 @@ async fn token_never_appears_in_debug_or_errors() {
     }
 }
 
+/// A 2xx body that is not JSON and echoes the token (plainly, URL-encoded, or cut at the
+/// snippet limit) never carries it into an error.
+#[tokio::test]
+async fn token_echoed_in_a_non_json_success_body_is_scrubbed() {
+    let server = MockServer::start().await;
+    // Put the token across the snippet limit, so a scrub after the cut would leak its start.
+    let padding = "x".repeat(200 - 6 - 8 - 5);
+    let encoded: String = url::form_urlencoded::byte_serialize(TOKEN.as_bytes()).collect();
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_string(format!(
+            "<html>{padding} Bearer {TOKEN} and {encoded}</html>"
+        )))
+        .mount(&server)
+        .await;
+    let c = ScimClient::new(settings(&format!("{}{BASE_PATH}", server.uri()))).unwrap();
+    let err = c
+        .create(ObjectType::User, serde_json::json!({"userName": "a"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ServiceIncompatible");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains(TOKEN), "token leaked: {text}");
+    assert!(!text.contains(&encoded), "token leaked: {text}");
+    assert!(!text.contains(&TOKEN[..8]), "a cut token leaked: {text}");
+}
+
 #[tokio::test]
 async fn redirects_are_not_followed() {
     let server = MockServer::start().await;
