@@ -265,7 +265,8 @@ impl ClientCertificate {
             }
             None => (certificate_pem, cert_sections),
         };
-        if contains(key_text, b"ENCRYPTED") {
+        // PKCS#8 `ENCRYPTED PRIVATE KEY`, or a PKCS#1 key with `Proc-Type: 4,ENCRYPTED`.
+        if contains(key_text, b"-----BEGIN ENCRYPTED") || contains(key_text, b"4,ENCRYPTED") {
             return Err(key_error(
                 "the private key is encrypted; provisiond needs it unencrypted, readable by \
                  its user only (decrypt it with: openssl pkcs8 -in KEY -out KEY.pem)",
