@@ -3,6 +3,8 @@
 //! incremental reads, paging, expired delta tokens, throttling, incomplete reads, token
 //! failures and secrets; then whole cycles from the emulator into the SCIM sandbox.
 
+#[path = "support/certs.rs"]
+mod certs;
 mod common;
 
 use common::*;
@@ -11,7 +13,9 @@ use provisiond::model::Directory;
 use provisiond::sandbox::graph::{self as emulator, GraphEmulatorConfig, GraphHandle};
 use provisiond::sandbox::{FaultAction, FaultRule};
 use provisiond::scope::{self, OutOfScope, ScopeSettings};
-use provisiond::source::graph::{GraphSettings, GraphSource, Selection};
+use provisiond::source::graph::{
+    ClientCertificate, GraphCredential, GraphSettings, GraphSource, Selection,
+};
 use provisiond::source::{Source, SourceError};
 use provisiond::state::MemoryStore;
 use provisiond::summary::{CycleKind, CycleStatus};
@@ -533,7 +537,7 @@ async fn the_token_is_cached_until_shortly_before_it_expires() {
 async fn a_bad_client_secret_is_a_precise_error_without_the_secret() {
     let h = tenant(GraphEmulatorConfig::default()).await;
     let mut s = settings(&h);
-    s.client_secret = SecretString::from("wrong-s3cret-value");
+    s.credential = SecretString::from("wrong-s3cret-value").into();
     let source = GraphSource::new(s);
     let e = source.read(None).await.unwrap_err();
     let text = e.to_string();
@@ -558,6 +562,206 @@ async fn a_bad_client_secret_is_a_precise_error_without_the_secret() {
         seen(&h, "GET /v1.0").is_empty(),
         "no Graph call without a token"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificate credentials (entra-docs identity-platform/certificate-credentials.md).
+
+/// A certificate credential from the PEM files of `pair`.
+fn certificate(pair: &certs::Pair) -> ClientCertificate {
+    ClientCertificate::from_pem(&pair.cert_pem(), Some(&pair.key_pem())).unwrap()
+}
+
+/// An emulator tenant with `uploaded` as the app registration's certificate.
+async fn tenant_with_certificate(uploaded: &ClientCertificate) -> GraphHandle {
+    tenant(GraphEmulatorConfig {
+        client_certificates: vec![uploaded.certificate_der().to_vec()],
+        ..GraphEmulatorConfig::default()
+    })
+    .await
+}
+
+fn text(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn a_certificate_credential_reads_end_to_end() {
+    if !certs::openssl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cert = certificate(&certs::self_signed(dir.path(), "provisiond-graph"));
+    let h = tenant_with_certificate(&cert).await;
+    let mut s = settings(&h);
+    s.credential = GraphCredential::Certificate(cert.clone());
+    let source = GraphSource::new(s);
+
+    let read = source.read(None).await.unwrap();
+    assert!(read.directory.complete, "{:?}", read.directory.rejected);
+    assert!(read.directory.users.contains_key("u-alice"));
+    assert_eq!(h.tokens_issued(), 1);
+
+    // The assertion is the one certificate-credentials.md describes.
+    let (header, claims) = h.last_client_assertion().unwrap();
+    assert_eq!(text(&header, "alg"), "PS256");
+    assert_eq!(text(&header, "typ"), "JWT");
+    assert_eq!(text(&header, "x5t#S256"), cert.x5t_s256());
+    let c = h.config();
+    let token_url = format!("{}/{}/oauth2/v2.0/token", h.authority(), c.tenant_id);
+    assert_eq!(text(&claims, "aud"), token_url);
+    assert_eq!(text(&claims, "iss"), c.client_id);
+    assert_eq!(text(&claims, "sub"), c.client_id);
+    assert!(
+        uuid::Uuid::parse_str(&text(&claims, "jti")).is_ok(),
+        "{claims}"
+    );
+    let (nbf, iat, exp) = (
+        claims["nbf"].as_i64().unwrap(),
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    assert_eq!(nbf, iat);
+    assert!(exp - nbf > 0 && exp - nbf <= 600, "{claims}");
+    assert!(
+        (nbf - chrono::Utc::now().timestamp()).abs() < 60,
+        "{claims}"
+    );
+
+    // Incremental reads reuse the cached token; test-connection names the certificate.
+    let again = source.read(read.watermark.as_deref()).await.unwrap();
+    assert!(again.directory.complete);
+    assert_eq!(h.tokens_issued(), 1);
+    let ok = source.test_connection().await.unwrap();
+    assert!(ok.contains(cert.sha1_thumbprint()), "{ok}");
+}
+
+#[tokio::test]
+async fn a_certificate_not_uploaded_is_a_precise_error_without_the_key() {
+    if !certs::openssl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let uploaded = certificate(&certs::self_signed(dir.path(), "uploaded"));
+    let other_pair = certs::self_signed(dir.path(), "other");
+    let other = certificate(&other_pair);
+    let h = tenant_with_certificate(&uploaded).await;
+    let mut s = settings(&h);
+    s.credential = GraphCredential::Certificate(other.clone());
+    let settings_debug = format!("{s:?}");
+    let source = GraphSource::new(s);
+    let e = source.read(None).await.unwrap_err();
+    assert!(!e.is_retryable());
+    let debug = format!("{e:?}");
+    let (message, _) = service_error(e);
+    assert!(message.contains("AADSTS700027"), "{message}");
+    assert!(message.contains("The key was not found"), "{message}");
+    assert!(message.contains("invalid_client"), "{message}");
+    // What to do: upload the certificate provisiond signs with, named by its thumbprint.
+    assert!(message.contains(other.sha1_thumbprint()), "{message}");
+    // Entra quotes the SHA-256 thumbprint it was sent; the hint repeats it.
+    assert_eq!(
+        message.matches(&other.sha256_thumbprint()).count(),
+        2,
+        "{message}"
+    );
+    assert!(
+        message.contains("uploaded to the app registration"),
+        "{message}"
+    );
+    let tc = source.test_connection().await.unwrap_err().to_string();
+    assert!(tc.contains("AADSTS700027"), "{tc}");
+    for line in other_pair.key_lines() {
+        for shown in [
+            &message,
+            &debug,
+            &tc,
+            &settings_debug,
+            &format!("{source:?}"),
+        ] {
+            assert!(!shown.contains(&line), "key material shown: {shown}");
+        }
+    }
+    assert!(settings_debug.contains("[REDACTED]"), "{settings_debug}");
+    assert!(
+        seen(&h, "GET /v1.0").is_empty(),
+        "no Graph call without a token"
+    );
+}
+
+/// The emulator's checks of an assertion, with hand-made bad ones.
+#[tokio::test]
+async fn the_emulator_checks_signature_audience_and_time() {
+    if !certs::openssl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let uploaded = certificate(&certs::self_signed(dir.path(), "uploaded"));
+    let other = certificate(&certs::self_signed(dir.path(), "other"));
+    let h = tenant_with_certificate(&uploaded).await;
+    let c = h.config();
+    let token_url = format!("{}/{}/oauth2/v2.0/token", h.authority(), c.tenant_id);
+    let http = reqwest::Client::new();
+    let post = |assertion: String| {
+        let form = vec![
+            ("client_id", c.client_id.clone()),
+            ("scope", format!("{}/.default", h.authority())),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string(),
+            ),
+            ("client_assertion", assertion),
+            ("grant_type", "client_credentials".to_string()),
+        ];
+        let req = http.post(&token_url).form(&form);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    use secrecy::ExposeSecret;
+    let sign = |cert: &ClientCertificate, aud: &str, at: std::time::SystemTime| {
+        cert.assertion(&c.client_id, aud, at)
+            .unwrap()
+            .expose_secret()
+            .to_string()
+    };
+    let now = std::time::SystemTime::now();
+
+    let (status, body) = post(sign(&uploaded, &token_url, now)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The uploaded certificate's thumbprint over another key's signature.
+    let forged = sign(&other, &token_url, now);
+    let header = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        json!({"alg": "PS256", "typ": "JWT", "x5t#S256": uploaded.x5t_s256()}).to_string(),
+    );
+    let rest = forged.split_once('.').unwrap().1;
+    let (status, body) = post(format!("{header}.{rest}")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("AADSTS700027") && body.contains("verify the signature failed"),
+        "{body}"
+    );
+
+    let (status, body) = post(sign(
+        &uploaded,
+        "https://login.example/t/oauth2/v2.0/token",
+        now,
+    ))
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("AADSTS700023"), "{body}");
+
+    let an_hour_ago = now - Duration::from_secs(3600);
+    let (status, body) = post(sign(&uploaded, &token_url, an_hour_ago)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("AADSTS700024"), "{body}");
+
+    let (status, body) = post("not.a-jwt".into()).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("AADSTS50027"), "{body}");
 }
 
 #[tokio::test]

@@ -37,6 +37,13 @@ url = "https://api.robinpowered.com/v1.0/scim-2"
 token_file = "token"
 "#;
 
+fn secret(g: &GraphSettings) -> &str {
+    match &g.credential {
+        GraphCredential::Secret(s) => s.expose_secret(),
+        other => panic!("not a client secret: {other:?}"),
+    }
+}
+
 fn graph(c: &Config) -> &GraphSettings {
     match &c.jobs[0].source {
         SourceConfig::Graph(g) => g,
@@ -50,7 +57,7 @@ fn a_graph_source_with_defaults() {
     let c = f.parse(GOOD).unwrap();
     let g = graph(&c);
     assert_eq!(g.tenant_id, "contoso.onmicrosoft.com");
-    assert_eq!(g.client_secret.expose_secret(), "gr4ph-s3cret");
+    assert_eq!(secret(g), "gr4ph-s3cret");
     assert_eq!(g.authority.as_str(), "https://login.microsoftonline.com/");
     assert_eq!(g.graph_url.as_str(), "https://graph.microsoft.com/v1.0");
     // The default mappings' attributes are selected under their Graph names.
@@ -93,7 +100,7 @@ fn sovereign_cloud_env_secret_and_extras() {
         )
         .unwrap();
     let g = graph(&c);
-    assert_eq!(g.client_secret.expose_secret(), "from-env-secret");
+    assert_eq!(secret(g), "from-env-secret");
     assert_eq!(g.graph_url.host_str(), Some("graph.microsoft.us"));
     assert_eq!(g.read_timeout, Duration::from_secs(600));
     assert_eq!(g.max_retries, 2);
@@ -110,7 +117,7 @@ fn graph_errors_name_the_key() {
         (
             GOOD.replace("client_secret_file = \"graph-secret\"\n", ""),
             "jobs[0].source.client_secret_file",
-            "no client secret",
+            "no credential",
         ),
         (
             GOOD.replace("\"graph-secret\"", "\"missing\""),
@@ -160,4 +167,274 @@ fn graph_errors_name_the_key() {
         assert!(e.message.contains(message), "{e}");
         assert!(!e.to_string().contains("gr4ph"), "{e}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificate credentials.
+
+/// `openssl req -x509 -newkey rsa:2048 -nodes` into `{name}.crt` / `{name}.key` of the
+/// fixture's directory; `None` (skipped) without openssl, which CI must have.
+fn self_signed(f: &Fixture, name: &str) -> Option<String> {
+    let ok = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have openssl: see .ci/run"
+        );
+        eprintln!("skipped: the certificate credential tests need the openssl command");
+        return None;
+    }
+    let out = std::process::Command::new("openssl")
+        .current_dir(f.dir.path())
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
+        ])
+        .args(["-subj", &format!("/CN={name}")])
+        .args([
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A line of the key's body: it must never be shown.
+    let key = std::fs::read_to_string(f.dir.path().join(format!("{name}.key"))).unwrap();
+    Some(key.lines().nth(5).unwrap().to_string())
+}
+
+fn with_certificate(keys: &str) -> String {
+    GOOD.replace("client_secret_file = \"graph-secret\"", keys)
+}
+
+#[test]
+fn a_certificate_credential() {
+    let f = Fixture::new();
+    let Some(key_line) = self_signed(&f, "app") else {
+        return;
+    };
+    let c = f
+        .parse(&with_certificate(
+            "client_certificate_file = \"app.crt\"\nclient_key_file = \"app.key\"",
+        ))
+        .unwrap();
+    let GraphCredential::Certificate(cert) = &graph(&c).credential else {
+        panic!("not a certificate credential");
+    };
+    assert!(cert.subject().contains("app"), "{}", cert.subject());
+    assert_eq!(cert.sha1_thumbprint().len(), 40);
+    let debug = format!("{c:?}");
+    assert!(debug.contains(cert.sha1_thumbprint()), "{debug}");
+    assert!(
+        !debug.contains(&key_line),
+        "Debug must not show the key: {debug}"
+    );
+
+    // One PEM file holding certificate and key.
+    let both = [
+        std::fs::read(f.dir.path().join("app.crt")).unwrap(),
+        std::fs::read(f.dir.path().join("app.key")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(f.dir.path().join("both.pem"), &both).unwrap();
+    let c2 = f
+        .parse(&with_certificate("client_certificate_file = \"both.pem\""))
+        .unwrap();
+    assert_eq!(graph(&c2).credential, graph(&c).credential);
+
+    // The key from the environment.
+    let key = std::fs::read_to_string(f.dir.path().join("app.key")).unwrap();
+    let env: HashMap<&str, String> = [("GRAPH_KEY", key)].into_iter().collect();
+    let c3 = Config::parse(
+        &with_certificate("client_certificate_file = \"app.crt\"\nclient_key_env = \"GRAPH_KEY\""),
+        &f.dir.path().join("provisiond.toml"),
+        &|k| env.get(k).cloned(),
+    )
+    .unwrap();
+    assert_eq!(graph(&c3).credential, graph(&c).credential);
+}
+
+#[test]
+fn certificate_errors_name_the_key_and_never_show_it() {
+    let f = Fixture::new();
+    let Some(key_line) = self_signed(&f, "app") else {
+        return;
+    };
+    let Some(other_line) = self_signed(&f, "other") else {
+        return;
+    };
+    std::fs::write(f.dir.path().join("garbage.pem"), "hello\n").unwrap();
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            GOOD.replace(
+                "client_secret_file = \"graph-secret\"",
+                "client_secret_file = \"graph-secret\"\nclient_certificate_file = \"app.crt\"\nclient_key_file = \"app.key\"",
+            ),
+            "jobs[0].source.client_certificate_file",
+            "not both",
+        ),
+        (
+            GOOD.replace(
+                "client_secret_file = \"graph-secret\"",
+                "client_secret_env = \"GRAPH_SECRET\"\nclient_key_file = \"app.key\"",
+            ),
+            "jobs[0].source.client_key_file",
+            "not both",
+        ),
+        (
+            with_certificate("client_certificate_file = \"app.crt\"\nclient_key_file = \"missing.key\""),
+            "jobs[0].source.client_key_file",
+            "cannot read",
+        ),
+        (
+            with_certificate("client_certificate_file = \"missing.crt\"\nclient_key_file = \"app.key\""),
+            "jobs[0].source.client_certificate_file",
+            "cannot read",
+        ),
+        (
+            with_certificate("client_certificate_file = \"app.crt\"\nclient_key_file = \"other.key\""),
+            "jobs[0].source.client_key_file",
+            "does not belong to the certificate",
+        ),
+        (
+            with_certificate("client_certificate_file = \"app.crt\""),
+            "jobs[0].source.client_certificate_file",
+            "no private key in the certificate file",
+        ),
+        (
+            with_certificate("client_key_file = \"app.key\""),
+            "jobs[0].source.client_key_file",
+            "needs client_certificate_file",
+        ),
+        (
+            with_certificate("client_certificate_file = \"app.key\"\nclient_key_file = \"app.key\""),
+            "jobs[0].source.client_certificate_file",
+            "no certificate in it",
+        ),
+        (
+            with_certificate("client_certificate_file = \"app.crt\"\nclient_key_file = \"garbage.pem\""),
+            "jobs[0].source.client_key_file",
+            "no private key in it",
+        ),
+        (
+            with_certificate("client_certificate_file = \"app.crt\"\nclient_key_file = \"app.key\"\nclient_key_env = \"GRAPH_SECRET\""),
+            "jobs[0].source.client_key_file",
+            "only one of",
+        ),
+        (
+            with_certificate("client_certificate_file = \"app.crt\"\nclient_key_env = \"NOPE\""),
+            "jobs[0].source.client_key_env",
+            "NOPE is not set",
+        ),
+    ];
+    for (text, key, message) in cases {
+        let e = f.parse(&text).unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.message.contains(message), "{e}");
+        let shown = format!("{e} {e:?}");
+        assert!(
+            !shown.contains(&key_line) && !shown.contains(&other_line),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn an_encrypted_key_is_refused_with_the_fix() {
+    let f = Fixture::new();
+    if self_signed(&f, "app").is_none() {
+        return;
+    }
+    let out = std::process::Command::new("openssl")
+        .current_dir(f.dir.path())
+        .args([
+            "pkcs8", "-topk8", "-in", "app.key", "-out", "enc.key", "-passout", "pass:pw",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = f
+        .parse(&with_certificate(
+            "client_certificate_file = \"app.crt\"\nclient_key_file = \"enc.key\"",
+        ))
+        .unwrap_err();
+    assert_eq!(e.key, "jobs[0].source.client_key_file", "{e}");
+    assert!(e.message.contains("encrypted"), "{e}");
+}
+
+#[test]
+fn pkcs1_keys_work_and_ec_certificates_are_refused() {
+    let f = Fixture::new();
+    if self_signed(&f, "app").is_none() {
+        return;
+    }
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(f.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // -----BEGIN RSA PRIVATE KEY----- (PKCS#1), as older tools write it.
+    openssl(&["rsa", "-traditional", "-in", "app.key", "-out", "rsa.key"]);
+    assert!(std::fs::read_to_string(f.dir.path().join("rsa.key"))
+        .unwrap()
+        .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    let pkcs8 = f
+        .parse(&with_certificate(
+            "client_certificate_file = \"app.crt\"\nclient_key_file = \"app.key\"",
+        ))
+        .unwrap();
+    let pkcs1 = f
+        .parse(&with_certificate(
+            "client_certificate_file = \"app.crt\"\nclient_key_file = \"rsa.key\"",
+        ))
+        .unwrap();
+    let thumbprint = |c: &Config| match &graph(c).credential {
+        GraphCredential::Certificate(cert) => cert.sha1_thumbprint().to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(thumbprint(&pkcs1), thumbprint(&pkcs8));
+
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ec",
+        "-keyout",
+        "ec.key",
+        "-out",
+        "ec.crt",
+    ]);
+    let e = f
+        .parse(&with_certificate(
+            "client_certificate_file = \"ec.crt\"\nclient_key_file = \"ec.key\"",
+        ))
+        .unwrap_err();
+    assert_eq!(e.key, "jobs[0].source.client_certificate_file", "{e}");
+    assert!(e.message.contains("not an RSA key"), "{e}");
 }

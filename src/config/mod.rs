@@ -8,7 +8,9 @@ pub use duration::{format_duration, parse_duration};
 use crate::mapping::{MappingError, MappingSpec, Mappings, PresetFile, BUILT_IN_PRESETS};
 use crate::plan::NullPolicy;
 use crate::scope::{FilterSpec, ScopeMode, ScopeSettings, ScopingFilter};
-use crate::source::graph::{GraphSettings, GraphSource, Selection};
+use crate::source::graph::{
+    CertificateError, ClientCertificate, GraphCredential, GraphSettings, GraphSource, Selection,
+};
 use crate::target::{PatchStyle, TargetSettings};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -92,6 +94,11 @@ struct RawGraph {
     client_id: String,
     client_secret_file: Option<PathBuf>,
     client_secret_env: Option<String>,
+    /// A certificate credential: the PEM certificate (it may hold the private key too).
+    client_certificate_file: Option<PathBuf>,
+    /// Its PEM private key, from a file or an environment variable.
+    client_key_file: Option<PathBuf>,
+    client_key_env: Option<String>,
     service_principal_id: String,
     authority: Option<String>,
     graph_url: Option<String>,
@@ -592,7 +599,154 @@ fn check_cron(expr: &str) -> Result<(), String> {
     cron_schedule(expr).map(|_| ())
 }
 
-/// A Graph source's settings, with the client secret read; errors name the key.
+/// A Graph source's credential: a client secret, or a certificate and its private key.
+/// Exactly one kind; errors name the key and never quote the secret or the key.
+fn graph_credential(
+    g: &RawGraph,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GraphCredential, (&'static str, String)> {
+    use secrecy::zeroize::Zeroizing;
+    let secret_key = match (&g.client_secret_file, &g.client_secret_env) {
+        (Some(_), _) => Some("client_secret_file"),
+        (None, Some(_)) => Some("client_secret_env"),
+        (None, None) => None,
+    };
+    let certificate_key = match (
+        &g.client_certificate_file,
+        &g.client_key_file,
+        &g.client_key_env,
+    ) {
+        (Some(_), _, _) => Some("client_certificate_file"),
+        (None, Some(_), _) => Some("client_key_file"),
+        (None, None, Some(_)) => Some("client_key_env"),
+        (None, None, None) => None,
+    };
+    match (secret_key, certificate_key) {
+        (Some(_), Some(key)) => {
+            return Err((
+                key,
+                "set either a client secret (client_secret_file or client_secret_env) or a \
+                 certificate (client_certificate_file), not both"
+                    .into(),
+            ))
+        }
+        (None, None) => {
+            return Err((
+                "client_secret_file",
+                "no credential: set client_secret_file or client_secret_env, or \
+                 client_certificate_file (with client_key_file or client_key_env unless the \
+                 certificate file holds the key)"
+                    .into(),
+            ))
+        }
+        (None, Some(_)) => {}
+        (Some(_), None) => {
+            let (key, raw) = match (&g.client_secret_file, &g.client_secret_env) {
+                (Some(_), Some(_)) => {
+                    return Err((
+                        "client_secret_file",
+                        "set only one of client_secret_file and client_secret_env".into(),
+                    ))
+                }
+                (Some(f), None) => {
+                    let p = resolve(f);
+                    let s = std::fs::read_to_string(&p).map_err(|e| {
+                        (
+                            "client_secret_file",
+                            format!("cannot read {}: {e}", p.display()),
+                        )
+                    })?;
+                    ("client_secret_file", Zeroizing::new(s))
+                }
+                (None, Some(name)) => {
+                    let s = env(name).ok_or_else(|| {
+                        (
+                            "client_secret_env",
+                            format!("environment variable {name} is not set"),
+                        )
+                    })?;
+                    ("client_secret_env", Zeroizing::new(s))
+                }
+                (None, None) => return Err(("client_secret_file", "no client secret".into())),
+            };
+            let secret = raw.trim();
+            if secret.is_empty() {
+                return Err((key, "the client secret is empty".into()));
+            }
+            return Ok(GraphCredential::Secret(SecretString::from(
+                secret.to_string(),
+            )));
+        }
+    }
+    let Some(cert_file) = &g.client_certificate_file else {
+        let key = certificate_key.unwrap_or("client_certificate_file");
+        return Err((
+            key,
+            format!("{key} needs client_certificate_file: the certificate uploaded to the app registration"),
+        ));
+    };
+    let cert_path = resolve(cert_file);
+    let cert_pem = Zeroizing::new(std::fs::read(&cert_path).map_err(|e| {
+        (
+            "client_certificate_file",
+            format!("cannot read {}: {e}", cert_path.display()),
+        )
+    })?);
+    let (key_key, key_origin, key_pem) = match (&g.client_key_file, &g.client_key_env) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "client_key_file",
+                "set only one of client_key_file and client_key_env".into(),
+            ))
+        }
+        (Some(f), None) => {
+            let p = resolve(f);
+            let pem = std::fs::read(&p).map_err(|e| {
+                (
+                    "client_key_file",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            (
+                "client_key_file",
+                p.display().to_string(),
+                Some(Zeroizing::new(pem)),
+            )
+        }
+        (None, Some(name)) => {
+            let pem = env(name).ok_or_else(|| {
+                (
+                    "client_key_env",
+                    format!("environment variable {name} is not set"),
+                )
+            })?;
+            (
+                "client_key_env",
+                format!("environment variable {name}"),
+                Some(Zeroizing::new(pem.into_bytes())),
+            )
+        }
+        (None, None) => (
+            "client_certificate_file",
+            cert_path.display().to_string(),
+            None,
+        ),
+    };
+    let certificate =
+        ClientCertificate::from_pem(&cert_pem, key_pem.as_ref().map(|k| k.as_slice())).map_err(
+            |e| match e {
+                CertificateError::Certificate(m) => (
+                    "client_certificate_file",
+                    format!("{}: {m}", cert_path.display()),
+                ),
+                other => (key_key, format!("{key_origin}: {other}")),
+            },
+        )?;
+    Ok(GraphCredential::Certificate(certificate))
+}
+
+/// A Graph source's settings, with the credential read; errors name the key.
 fn graph_settings(
     g: &RawGraph,
     resolve: &dyn Fn(&Path) -> PathBuf,
@@ -608,48 +762,14 @@ fn graph_settings(
             return Err((key, format!("{value:?} is not a valid id")));
         }
     }
-    let (key, raw) = match (&g.client_secret_file, &g.client_secret_env) {
-        (Some(f), None) => {
-            let p = resolve(f);
-            let s = std::fs::read_to_string(&p).map_err(|e| {
-                (
-                    "client_secret_file",
-                    format!("cannot read {}: {e}", p.display()),
-                )
-            })?;
-            ("client_secret_file", s)
-        }
-        (None, Some(name)) => {
-            let s = env(name).ok_or_else(|| {
-                (
-                    "client_secret_env",
-                    format!("environment variable {name} is not set"),
-                )
-            })?;
-            ("client_secret_env", s)
-        }
-        (None, None) => {
-            return Err((
-                "client_secret_file",
-                "no client secret: set client_secret_file or client_secret_env (certificate \
-                 credentials are not supported)"
-                    .into(),
-            ))
-        }
-        (Some(_), Some(_)) => {
-            return Err((
-                "client_secret_file",
-                "set only one of client_secret_file and client_secret_env".into(),
-            ))
-        }
-    };
-    let secret = raw.trim();
-    if secret.is_empty() {
-        return Err((key, "the client secret is empty".into()));
-    }
-    let secret = SecretString::from(secret.to_string());
-    let mut s = GraphSettings::new(&g.tenant_id, &g.client_id, secret, &g.service_principal_id)
-        .map_err(|e| ("authority", e.to_string()))?;
+    let credential = graph_credential(g, resolve, env)?;
+    let mut s = GraphSettings::new(
+        &g.tenant_id,
+        &g.client_id,
+        credential,
+        &g.service_principal_id,
+    )
+    .map_err(|e| ("authority", e.to_string()))?;
     let check_url = |key: &'static str, text: &str| -> Result<url::Url, (&'static str, String)> {
         let url =
             url::Url::parse(text).map_err(|e| (key, format!("{text:?} is not a URL: {e}")))?;

@@ -7,7 +7,7 @@
 //!
 //! | Endpoint | Follows (microsoft-graph-docs) |
 //! |---|---|
-//! | `POST /{tenant}/oauth2/v2.0/token` | `concepts/auth-v2-service.md`, "4. Request an access token"; errors as the identity platform's `{"error", "error_description": "AADSTS…", "error_codes"}` |
+//! | `POST /{tenant}/oauth2/v2.0/token` | `concepts/auth-v2-service.md`, "4. Request an access token"; errors as the identity platform's `{"error", "error_description": "AADSTS…", "error_codes"}`. A client secret, or a certificate credential's client assertion (entra-docs `identity-platform/certificate-credentials.md`), checked against [`GraphEmulatorConfig::client_certificates`] |
 //! | `GET /v1.0/users/delta`, `/v1.0/groups/delta` | `api-reference/v1.0/api/user-delta.md`, `group-delta.md`, `concepts/delta-query-overview.md`, `delta-query-groups.md` |
 //! | `GET /v1.0/servicePrincipals/{id}` | `api/serviceprincipal-get.md` (`$select` honoured) |
 //! | `GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo` | `api/serviceprincipal-list-approleassignedto.md` |
@@ -44,6 +44,7 @@ use tokio::sync::{oneshot, watch, Notify};
 
 use super::{active, lock, ActiveFault, DropWhen, FaultAction, FaultRule, SandboxError};
 use crate::source::graph::attributes::{GROUP_PROPERTIES, USER_PROPERTIES};
+use crate::source::graph::credential::CLIENT_ASSERTION_TYPE;
 
 const JSON: &str = "application/json";
 const MAX_BODY: usize = 1024 * 1024;
@@ -54,6 +55,9 @@ pub struct GraphEmulatorConfig {
     pub tenant_id: String,
     pub client_id: String,
     pub client_secret: SecretString,
+    /// Certificates (DER) uploaded to the app registration ("Certificates & secrets"): a
+    /// client assertion signed by one of their keys is accepted as well as the secret.
+    pub client_certificates: Vec<Vec<u8>>,
     /// Object id of the enterprise application whose assignments are listed.
     pub service_principal_id: String,
     pub app_display_name: String,
@@ -71,6 +75,7 @@ impl Default for GraphEmulatorConfig {
             tenant_id: "11111111-2222-3333-4444-555555555555".into(),
             client_id: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into(),
             client_secret: SecretString::from("emulator-client-secret"),
+            client_certificates: Vec::new(),
             service_principal_id: "99999999-8888-7777-6666-555555555555".into(),
             app_display_name: "Robin".into(),
             page_size: 2,
@@ -420,6 +425,8 @@ struct Shared {
     tokens: Mutex<HashMap<String, Instant>>,
     log: Mutex<Vec<String>>,
     tokens_issued: std::sync::atomic::AtomicU64,
+    /// Header and claims of the last client assertion received.
+    last_assertion: Mutex<Option<(Value, Value)>>,
 }
 
 impl Shared {
@@ -477,6 +484,7 @@ pub async fn spawn(
         tokens: Mutex::new(HashMap::new()),
         log: Mutex::new(Vec::new()),
         tokens_issued: Default::default(),
+        last_assertion: Mutex::new(None),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(run(listener, shared.clone(), async move {
@@ -616,6 +624,12 @@ impl GraphHandle {
     /// their body).
     pub fn requests(&self) -> Vec<String> {
         lock(&self.shared.log).clone()
+    }
+
+    /// Header and claims (decoded JSON) of the last client assertion a token request carried,
+    /// valid or not.
+    pub fn last_client_assertion(&self) -> Option<(Value, Value)> {
+        lock(&self.shared.last_assertion).clone()
     }
 
     pub fn clear_requests(&self) {
@@ -948,7 +962,31 @@ fn token(shared: &Shared, tenant: &str, body: &[u8]) -> Reply {
             ),
         );
     }
-    if get("client_secret") != c.client_secret.expose_secret() {
+    let assertion_type = form.get("client_assertion_type");
+    let assertion = form.get("client_assertion");
+    if assertion_type.is_some() || assertion.is_some() {
+        let (Some(CLIENT_ASSERTION_TYPE), Some(assertion)) =
+            (assertion_type.map(String::as_str), assertion)
+        else {
+            return Reply::token_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                50027,
+                &format!("Invalid JWT token. client_assertion_type must be '{CLIENT_ASSERTION_TYPE}' and come with a client_assertion."),
+            );
+        };
+        let audience = format!("{}/{tenant}/oauth2/v2.0/token", shared.base_url);
+        if let Err(reply) = check_assertion(shared, assertion, &audience) {
+            return reply;
+        }
+    } else if get("client_secret").is_empty() {
+        return Reply::token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        );
+    } else if get("client_secret") != c.client_secret.expose_secret() {
         return Reply::token_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
@@ -978,6 +1016,151 @@ fn token(shared: &Shared, tenant: &str, body: &[u8]) -> Reply {
         StatusCode::OK,
         &json!({"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": access}),
     )
+}
+
+/// Checks a client assertion as Entra does for a certificate credential (entra-docs
+/// `identity-platform/certificate-credentials.md`): the current format (`PS256`, `x5t#S256`)
+/// and the earlier one (`RS256`, `x5t`) are both accepted; the thumbprint must name a
+/// certificate of [`GraphEmulatorConfig::client_certificates`] whose key verifies the
+/// signature; `aud` must be this token endpoint, `iss` and `sub` the client id, and now must
+/// lie between `nbf` and `exp`. The AADSTS codes and wording follow Entra's answers as quoted
+/// in public reports of them (700027 key not found or bad signature, 700023 audience, 700024
+/// time range, 50027 no thumbprint; 7000218 no credential at all); 700021 for a wrong
+/// `iss`/`sub` is Entra's code as we know it, not checked against a quoted answer.
+fn check_assertion(shared: &Shared, assertion: &str, audience: &str) -> Result<(), Reply> {
+    use crate::source::graph::credential::{certificate_rsa_key, x5t_s256, x5t_sha1};
+    use ring::signature::{
+        UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
+    };
+    let c = &shared.config;
+    let invalid = |what: &str| {
+        Reply::token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            50027,
+            &format!("Invalid JWT token. {what}"),
+        )
+    };
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let [header_b64, claims_b64, signature_b64] = parts.as_slice() else {
+        return Err(invalid("The token is not a signed JWT (three parts)."));
+    };
+    let object = |part: &str| -> Option<Value> {
+        let bytes = b64.decode(part).ok()?;
+        serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .filter(Value::is_object)
+    };
+    let (Some(header), Some(claims)) = (object(header_b64), object(claims_b64)) else {
+        return Err(invalid(
+            "The token header or payload is not base64url JSON.",
+        ));
+    };
+    *lock(&shared.last_assertion) = Some((header.clone(), claims.clone()));
+    let Ok(signature) = b64.decode(signature_b64) else {
+        return Err(invalid("The signature is not base64url."));
+    };
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let algorithm: &dyn ring::signature::VerificationAlgorithm =
+        match text(&header, "alg").as_deref() {
+            Some("PS256") => &RSA_PSS_2048_8192_SHA256,
+            Some("RS256") => &RSA_PKCS1_2048_8192_SHA256,
+            other => {
+                return Err(invalid(&format!(
+                    "Unsupported signing algorithm {other:?} in token header."
+                )))
+            }
+        };
+    let (thumbprint, found) = if let Some(t) = text(&header, "x5t#S256") {
+        let found = c.client_certificates.iter().find(|d| x5t_s256(d) == t);
+        (t, found)
+    } else if let Some(t) = text(&header, "x5t") {
+        let found = c.client_certificates.iter().find(|d| x5t_sha1(d) == t);
+        (t, found)
+    } else {
+        return Err(invalid(
+            "No certificate thumbprint specified in token header.",
+        ));
+    };
+    // Entra quotes the thumbprint in hex.
+    let thumbprint_hex: String = b64
+        .decode(&thumbprint)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    let keys_hint = format!(
+        "Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{}'.",
+        c.client_id
+    );
+    let bad_signature = |reason: &str| {
+        Reply::token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700027,
+            &format!("Client assertion contains an invalid signature. [Reason - {reason}, Thumbprint of key used by client: '{thumbprint_hex}', {keys_hint}]"),
+        )
+    };
+    let Some(der) = found else {
+        return Err(bad_signature("The key was not found."));
+    };
+    let Ok(info) = certificate_rsa_key(der) else {
+        return Err(bad_signature(
+            "The key was found, but it is not an RSA key.",
+        ));
+    };
+    let signed = format!("{header_b64}.{claims_b64}");
+    if UnparsedPublicKey::new(algorithm, &info.rsa_public_key)
+        .verify(signed.as_bytes(), &signature)
+        .is_err()
+    {
+        return Err(bad_signature(
+            "Key was found, but use of the key to verify the signature failed.",
+        ));
+    }
+    if text(&claims, "aud").as_deref() != Some(audience) {
+        return Err(Reply::token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700023,
+            "Client assertion audience claim does not match Realm issuer. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
+        ));
+    }
+    if text(&claims, "iss").as_deref() != Some(c.client_id.as_str())
+        || text(&claims, "sub").as_deref() != Some(c.client_id.as_str())
+    {
+        return Err(Reply::token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700021,
+            "Client assertion application identifier doesn't match 'client_id' parameter. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
+        ));
+    }
+    let now = chrono::Utc::now();
+    let when = |k: &str| claims.get(k).and_then(Value::as_i64);
+    let nbf = when("nbf").unwrap_or(0);
+    let exp = when("exp");
+    let valid = exp.is_some_and(|exp| nbf <= now.timestamp() && now.timestamp() < exp);
+    if !valid {
+        let show = |t: Option<i64>| {
+            t.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| "(none)".into())
+        };
+        return Err(Reply::token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700024,
+            &format!(
+                "Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
+                show(Some(now.timestamp())),
+                show(Some(nbf)),
+                show(exp)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A `$select` list, checked against the resource's properties (Graph answers 400 to an

@@ -4,15 +4,19 @@
 //! Token request and response follow microsoft-graph-docs `concepts/auth-v2-service.md`
 //! ("4. Request an access token": `POST {authority}/{tenant}/oauth2/v2.0/token` with
 //! `client_id`, `scope={graph}/.default`, `client_secret`, `grant_type=client_credentials`;
-//! the answer carries `access_token` and `expires_in`). Errors from the token endpoint are the
-//! identity platform's `{"error", "error_description": "AADSTS…", "error_codes"}`.
+//! the answer carries `access_token` and `expires_in`). With a certificate credential,
+//! `client_assertion_type` and a freshly signed `client_assertion` replace `client_secret`
+//! (entra-docs `identity-platform/certificate-credentials.md`, see [`super::credential`]).
+//! Errors from the token endpoint are the identity platform's `{"error", "error_description":
+//! "AADSTS…", "error_codes"}`.
 //!
 //! Throttling follows `concepts/throttling.md`: a 429 (or 503) carries `Retry-After`, which is
 //! honoured (capped); without it the client backs off exponentially with full jitter, as the
 //! SCIM client does (`crate::target`). Every request here is a GET or the token POST, both safe
 //! to repeat, so transport failures and 500/502/504 are retried too, a bounded number of times.
 
-use super::GraphSettings;
+use super::credential::CLIENT_ASSERTION_TYPE;
+use super::{GraphCredential, GraphSettings};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -31,7 +35,8 @@ pub const PERMISSIONS_HINT: &str = "the app registration needs the Microsoft Gra
 permissions Application.Read.All, User.Read.All and GroupMember.Read.All (or Directory.Read.All \
 alone), granted with admin consent";
 
-/// A failed Graph or token request. Never contains the client secret or an access token.
+/// A failed Graph or token request. Never contains the client secret, the private key, a
+/// client assertion or an access token.
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
     /// The token endpoint could not be reached (or did not answer in time).
@@ -82,6 +87,9 @@ pub enum GraphError {
     /// The settings cannot be used (HTTP client setup).
     #[error("invalid Graph settings: {reason}")]
     Settings { reason: String },
+    /// The client assertion could not be signed with the certificate's key.
+    #[error("no client assertion: {0}")]
+    Assertion(#[from] super::CertificateError),
 }
 
 fn hint(status: u16) -> String {
@@ -104,7 +112,7 @@ impl GraphError {
             GraphError::TokenInvalid { status, .. } => *status >= 500,
             GraphError::Status { status, .. } => *status == 429 || *status >= 500,
             GraphError::Invalid { .. } => true,
-            GraphError::Settings { .. } => false,
+            GraphError::Settings { .. } | GraphError::Assertion(_) => false,
         }
     }
 }
@@ -148,7 +156,7 @@ pub struct Counters {
     pub retries: AtomicU64,
 }
 
-/// A Graph client for one source. Holds the secret and the cached token; `Debug` shows
+/// A Graph client for one source. Holds the credential and the cached token; `Debug` shows
 /// neither.
 pub struct GraphClient {
     http: reqwest::Client,
@@ -158,7 +166,7 @@ pub struct GraphClient {
     scope: String,
     tenant_id: String,
     client_id: String,
-    secret: SecretString,
+    credential: GraphCredential,
     token: tokio::sync::Mutex<Option<CachedToken>>,
     request_timeout: Duration,
     max_retries: u32,
@@ -212,7 +220,7 @@ impl GraphClient {
             scope,
             tenant_id: s.tenant_id.clone(),
             client_id: s.client_id.clone(),
-            secret: s.client_secret.clone(),
+            credential: s.credential.clone(),
             token: tokio::sync::Mutex::new(None),
             request_timeout: s.request_timeout,
             max_retries: s.max_retries,
@@ -281,15 +289,28 @@ impl GraphClient {
 
     async fn fetch_token(&self, deadline: Deadline) -> Result<CachedToken, GraphError> {
         let url = self.token_url.as_str().to_string();
-        let form = [
-            ("client_id", self.client_id.as_str()),
-            ("scope", self.scope.as_str()),
-            ("client_secret", self.secret.expose_secret()),
-            ("grant_type", "client_credentials"),
-        ];
         let mut attempt = 0u32;
         loop {
             let left = deadline.remaining()?;
+            // A fresh assertion for every attempt: each has its own `jti` and time range.
+            let proof = match &self.credential {
+                GraphCredential::Secret(secret) => secret.clone(),
+                GraphCredential::Certificate(c) => {
+                    c.assertion(&self.client_id, &url, SystemTime::now())?
+                }
+            };
+            let mut form = vec![
+                ("client_id", self.client_id.as_str()),
+                ("scope", self.scope.as_str()),
+            ];
+            match &self.credential {
+                GraphCredential::Secret(_) => form.push(("client_secret", proof.expose_secret())),
+                GraphCredential::Certificate(_) => {
+                    form.push(("client_assertion_type", CLIENT_ASSERTION_TYPE));
+                    form.push(("client_assertion", proof.expose_secret()));
+                }
+            }
+            form.push(("grant_type", "client_credentials"));
             self.counters.tokens.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let sent = self
@@ -409,9 +430,39 @@ impl GraphClient {
         if description.is_empty() {
             description = snippet(body);
         }
-        let secret = self.secret.expose_secret();
-        if !secret.is_empty() && description.contains(secret) {
-            description = description.replace(secret, "[REDACTED]");
+        match &self.credential {
+            GraphCredential::Secret(secret) => {
+                let secret = secret.expose_secret();
+                if !secret.is_empty() && description.contains(secret) {
+                    description = description.replace(secret, "[REDACTED]");
+                }
+            }
+            GraphCredential::Certificate(c) => {
+                let now = SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                if now > c.not_after() {
+                    description = format!(
+                        "{description}; the configured certificate expired: make a new one and \
+                         upload it to the app registration"
+                    );
+                } else if now < c.not_before() {
+                    description = format!(
+                        "{description}; the configured certificate is not valid yet (check the \
+                         clock)"
+                    );
+                } else if description.contains("AADSTS700027") {
+                    description = format!(
+                        "{description}; provisiond signs with certificate {} (SHA-1 thumbprint \
+                         {}, SHA-256 {}): is it uploaded to the app registration's Certificates \
+                         & secrets?",
+                        c.subject(),
+                        c.sha1_thumbprint(),
+                        c.sha256_thumbprint()
+                    );
+                }
+            }
         }
         GraphError::TokenRefused {
             url: url.to_string(),

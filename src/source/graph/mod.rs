@@ -26,16 +26,17 @@
 
 pub mod attributes;
 pub mod client;
+pub mod credential;
 
 pub use attributes::Selection;
 pub use client::GraphError;
+pub use credential::{CertificateError, ClientCertificate, GraphCredential};
 
 use super::{Source, SourceError, SourceRead};
 use crate::model::{Assignment, Directory, ObjectType, Rejected, SourceObject};
 use async_trait::async_trait;
 use client::{Deadline, GraphClient};
 use futures::StreamExt;
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -56,14 +57,15 @@ const MAX_PAGES: usize = 1_000_000;
 /// Assigned groups whose members are read at the same time.
 const MEMBER_READS_IN_FLIGHT: usize = 4;
 
-/// How to reach one tenant and what to read. `Debug` shows the secret as `[REDACTED]`.
+/// How to reach one tenant and what to read. `Debug` shows neither the secret nor the key.
 #[derive(Debug, Clone)]
 pub struct GraphSettings {
     /// Directory (tenant) id, or a verified domain name.
     pub tenant_id: String,
     /// The app registration's application (client) id.
     pub client_id: String,
-    pub client_secret: SecretString,
+    /// A client secret, or a certificate and its private key.
+    pub credential: GraphCredential,
     /// Object id of the enterprise application (service principal) whose assignments say who
     /// is provisioned.
     pub service_principal_id: String,
@@ -93,13 +95,13 @@ impl GraphSettings {
     pub fn new(
         tenant_id: &str,
         client_id: &str,
-        client_secret: SecretString,
+        credential: impl Into<GraphCredential>,
         service_principal_id: &str,
     ) -> Result<GraphSettings, url::ParseError> {
         Ok(GraphSettings {
             tenant_id: tenant_id.to_string(),
             client_id: client_id.to_string(),
-            client_secret,
+            credential: credential.into(),
             service_principal_id: service_principal_id.to_string(),
             authority: Url::parse(DEFAULT_AUTHORITY)?,
             graph_url: Url::parse(DEFAULT_GRAPH_URL)?,
@@ -119,7 +121,7 @@ impl PartialEq for GraphSettings {
     fn eq(&self, o: &Self) -> bool {
         self.tenant_id == o.tenant_id
             && self.client_id == o.client_id
-            && self.client_secret.expose_secret() == o.client_secret.expose_secret()
+            && self.credential == o.credential
             && self.service_principal_id == o.service_principal_id
             && self.authority == o.authority
             && self.graph_url == o.graph_url
@@ -191,6 +193,9 @@ impl GraphSource {
         // A client that cannot be built (TLS setup) is reported by the first read, which
         // can fail; building the source cannot.
         let client = GraphClient::new(&settings).map_err(|e| e.to_string());
+        if let GraphCredential::Certificate(c) = &settings.credential {
+            warn_if_expiring(c, chrono::Utc::now().timestamp());
+        }
         GraphSource {
             settings,
             client,
@@ -609,6 +614,17 @@ fn apply_entry(
     Ok(())
 }
 
+/// Entra refuses an expired certificate: say so ahead of time (30 days).
+fn warn_if_expiring(c: &ClientCertificate, now: i64) {
+    const SOON: i64 = 30 * 24 * 3600;
+    let left = c.not_after() - now;
+    if left <= 0 {
+        tracing::warn!(certificate = %c.subject(), thumbprint = %c.sha1_thumbprint(), "the Graph client certificate has expired: Entra will refuse it; upload a new one");
+    } else if left < SOON {
+        tracing::warn!(certificate = %c.subject(), thumbprint = %c.sha1_thumbprint(), days_left = left / 86_400, "the Graph client certificate expires soon: upload a new one to the app registration");
+    }
+}
+
 /// The watermark: both delta links, once both collections have one.
 fn watermark(s: &Snapshot) -> Option<String> {
     let (u, g) = (s.users.as_ref()?, s.groups.as_ref()?);
@@ -794,9 +810,10 @@ impl Source for GraphSource {
             .and_then(Value::as_str)
             .unwrap_or("(no appDisplayName)");
         Ok(format!(
-            "token from {} for client {}; service principal {} ({name:?}) readable at {}",
+            "token from {} for client {} with {}; service principal {} ({name:?}) readable at {}",
             client.token_url(),
             self.settings.client_id,
+            self.settings.credential.describe(),
             self.settings.service_principal_id,
             self.settings.graph_url
         ))
@@ -806,6 +823,7 @@ impl Source for GraphSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
     use serde_json::json;
 
     fn apply(objects: &mut BTreeMap<String, SourceObject>, ty: ObjectType, v: Value) {
