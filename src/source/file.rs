@@ -40,27 +40,28 @@ impl Source for FileSource {
     }
 
     async fn read(&self, _watermark: Option<&str>) -> Result<SourceRead, SourceError> {
-        let bytes = tokio::fs::read(&self.path)
-            .await
-            .map_err(|source| SourceError::Read {
-                path: self.path.clone(),
+        let path = self.path.clone();
+        // Reading, hashing and parsing 100k users takes about a second: all of it runs on the
+        // blocking pool, starting at the first poll, so the cycle can load its links meanwhile.
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).map_err(|source| SourceError::Read {
+                path: path.clone(),
                 source,
             })?;
-        let watermark = hex(&Sha256::digest(&bytes));
-        let path = self.path.clone();
-        // Parsing 100k users takes a few hundred milliseconds: keep it off the async workers.
-        let directory = tokio::task::spawn_blocking(move || parse_export(&bytes, &path))
-            .await
-            .map_err(|e| SourceError::Parse {
-                path: self.path.clone(),
-                line: 0,
-                column: 0,
-                message: format!("parser task failed: {e}"),
-            })??;
-        Ok(SourceRead {
-            directory,
-            watermark: Some(watermark),
+            let watermark = hex(&Sha256::digest(&bytes));
+            let directory = parse_export(&bytes, &path)?;
+            Ok(SourceRead {
+                directory,
+                watermark: Some(watermark),
+            })
         })
+        .await
+        .map_err(|e| SourceError::Parse {
+            path: self.path.clone(),
+            line: 0,
+            column: 0,
+            message: format!("reader task failed: {e}"),
+        })?
     }
 
     async fn test_connection(&self) -> Result<String, SourceError> {
