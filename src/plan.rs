@@ -200,8 +200,10 @@ fn plan_type(
     let deprovision_allowed = dir.complete;
 
     // Map every in-scope object first, so duplicate matching values can be found before any
-    // object is provisioned on the strength of one.
-    let mut wanted: Vec<(&SourceObject, Mapped)> = Vec::new();
+    // object is provisioned on the strength of one. A linked object is diffed right away and,
+    // when unchanged, only its matching values are kept: keeping every `Mapped` of a no-change
+    // cycle over 100k users cost hundreds of megabytes.
+    let mut wanted: Vec<(&SourceObject, Wanted<'_>)> = Vec::new();
     for (id, obj) in objects {
         let decision = scoped.decision(ty, id);
         let link = type_links.get(id);
@@ -213,7 +215,7 @@ fn plan_type(
                     env: settings.env,
                 };
                 match map_object(obj, maps, &ctx) {
-                    Ok(mapped) => wanted.push((obj, mapped)),
+                    Ok(mapped) => wanted.push((obj, Wanted::new(link, mapped, settings))),
                     Err(reason) => plan.problems.push(problem(
                         Some(ty),
                         id,
@@ -253,8 +255,8 @@ fn plan_type(
     // Duplicate matching values: linked objects keep their target object; unlinked objects
     // sharing a value with any other in-scope object are skipped, since either could match.
     let mut by_value: HashMap<(String, String), Vec<&str>> = HashMap::new();
-    for (obj, mapped) in &wanted {
-        for (path, v) in &mapped.matching {
+    for (obj, w) in &wanted {
+        for (path, v) in w.matching() {
             by_value
                 .entry((path.to_lowercase(), match_key(v)))
                 .or_default()
@@ -262,22 +264,24 @@ fn plan_type(
         }
     }
 
-    for (obj, mapped) in wanted {
+    for (obj, w) in wanted {
         let id = &obj.id;
-        match type_links.get(id) {
-            Some(link) => match diff(link, &mapped, settings.null_values) {
-                changes if changes.is_empty() => bump_unchanged(plan, ty),
-                changes => plan.actions.push(Action::Update(Update {
-                    object_type: ty,
-                    source_id: id.clone(),
-                    target_id: link.target_id.clone(),
-                    display_name: obj.display_name().to_string(),
-                    changes,
-                    matching: mapped.matching.first().cloned(),
-                    mapped,
-                })),
-            },
-            None => {
+        match w {
+            Wanted::Unchanged { .. } => bump_unchanged(plan, ty),
+            Wanted::Changed {
+                link,
+                changes,
+                mapped,
+            } => plan.actions.push(Action::Update(Update {
+                object_type: ty,
+                source_id: id.clone(),
+                target_id: link.target_id.clone(),
+                display_name: obj.display_name().to_string(),
+                changes,
+                matching: mapped.matching.first().cloned(),
+                mapped,
+            })),
+            Wanted::Unlinked { mapped } => {
                 if mapped.matching.is_empty() {
                     plan.problems.push(problem(
                         Some(ty),
@@ -332,6 +336,47 @@ fn plan_type(
             display_name: link.display_name.clone(),
             reason: "deleted in the source".into(),
         }));
+    }
+}
+
+/// An in-scope object, mapped, and what it needs.
+enum Wanted<'l> {
+    /// Linked and up to date: only the matching values are kept (for duplicate detection).
+    Unchanged { matching: Vec<(String, Value)> },
+    /// Linked, with attribute changes to export.
+    Changed {
+        link: &'l Link,
+        changes: Vec<Change>,
+        mapped: Mapped,
+    },
+    /// Not linked yet: to match, then adopt or create.
+    Unlinked { mapped: Mapped },
+}
+
+impl<'l> Wanted<'l> {
+    fn new(link: Option<&'l Link>, mut mapped: Mapped, settings: &PlanSettings<'_>) -> Self {
+        let Some(link) = link else {
+            return Wanted::Unlinked { mapped };
+        };
+        let changes = diff(link, &mapped, settings.null_values);
+        if changes.is_empty() {
+            Wanted::Unchanged {
+                matching: std::mem::take(&mut mapped.matching),
+            }
+        } else {
+            Wanted::Changed {
+                link,
+                changes,
+                mapped,
+            }
+        }
+    }
+
+    fn matching(&self) -> &[(String, Value)] {
+        match self {
+            Wanted::Unchanged { matching } => matching,
+            Wanted::Changed { mapped, .. } | Wanted::Unlinked { mapped } => &mapped.matching,
+        }
     }
 }
 
