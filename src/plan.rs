@@ -401,7 +401,7 @@ pub fn diff(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
         let old = link.exported.get(path);
         if old != Some(new) {
             changes.push(Change {
-                path: path.clone(),
+                path: path.to_string(),
                 old: old.cloned(),
                 new: Some(new.clone()),
             });
@@ -698,7 +698,7 @@ mod tests {
                 }
                 Action::Disable(d) => {
                     if let Some(l) = links.users.get_mut(&d.source_id) {
-                        l.exported.insert("active".into(), Value::Bool(false));
+                        l.exported.insert("active", Value::Bool(false));
                     }
                 }
                 Action::Delete(d) => {

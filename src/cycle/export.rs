@@ -449,7 +449,7 @@ impl<'a> Exporter<'a> {
         let mut create_only = p.mapped.create_only.clone();
         for (path, candidates) in &p.mapped.unique {
             create_only.insert(
-                path.clone(),
+                path,
                 self.first_unused(p.object_type, path, candidates).await?,
             );
         }
@@ -555,7 +555,7 @@ impl<'a> Exporter<'a> {
                     .as_ref()
                     != Some(*want)
             })
-            .map(|(path, v)| (path.clone(), v.clone()))
+            .map(|(path, v)| (path.to_string(), v.clone()))
             .collect();
         let ops = set_ops(&differing, |path| has_element(&resource, path));
         if !ops.is_empty() {
@@ -637,7 +637,7 @@ impl<'a> Exporter<'a> {
                         reason: "link vanished during the cycle".into(),
                         fatal: false,
                     })?;
-                link.exported.insert("active".into(), Value::Bool(false));
+                link.exported.insert("active", Value::Bool(false));
                 Ok(Outcome::Disabled(link))
             }
             // Already gone from the target: nothing left to disable.
@@ -892,7 +892,7 @@ fn set_ops(values: &[(String, Value)], element_exists: impl Fn(&str) -> bool) ->
 /// Build a SCIM resource from target paths and values (null values are never sent).
 pub fn render_resource<'v>(
     ty: ObjectType,
-    attrs: impl Iterator<Item = (&'v String, &'v Value)>,
+    attrs: impl Iterator<Item = (&'v str, &'v Value)>,
 ) -> Value {
     let schema = match ty {
         ObjectType::User => USER_SCHEMA,

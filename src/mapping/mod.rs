@@ -7,7 +7,7 @@
 
 pub mod expr;
 
-use crate::model::{ObjectType, SourceObject};
+use crate::model::{AttrMap, ObjectType, SourceObject};
 use expr::{EvalEnv, Expression, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -273,9 +273,9 @@ fn compile_all(ty: ObjectType, specs: &[MappingSpec]) -> Result<Vec<Mapping>, Ma
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mapped {
     /// `apply = "always"` values that are not null, by target path.
-    pub values: BTreeMap<String, Value>,
+    pub values: AttrMap,
     /// Values sent only when creating: `apply = "create"` mappings and defaults for nulls.
-    pub create_only: BTreeMap<String, Value>,
+    pub create_only: AttrMap,
     /// Always-mappings that evaluated to null (cleared in the target with `null_values = "remove"`).
     pub nulls: BTreeSet<String>,
     /// Matching attributes with a value, in precedence order.
@@ -454,7 +454,7 @@ mod tests {
         SourceObject {
             id: "u1".into(),
             object_type: ObjectType::User,
-            attributes: attrs.as_object().cloned().unwrap_or_default(),
+            attributes: attrs.as_object().cloned().unwrap_or_default().into(),
             members: vec![],
         }
     }
