@@ -211,7 +211,7 @@ fn plan_type(
             Some(Ok(())) => {
                 let ctx = MapContext {
                     soft_deleted: false,
-                    roles: scoped.roles.get(id),
+                    roles: scoped.roles.get(id).map(|r| &**r),
                     env: settings.env,
                 };
                 match map_object(obj, maps, &ctx) {
@@ -397,8 +397,7 @@ fn bump_unchanged(plan: &mut Plan, ty: ObjectType) {
 /// The attribute changes between what was last exported and what the mappings want now.
 pub fn diff(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
     let mut changes = Vec::new();
-    for (path, new) in &mapped.values {
-        let old = link.exported.get(path);
+    for (path, new, old) in mapped.values.zip_get(&link.exported) {
         if old != Some(new) {
             changes.push(Change {
                 path: path.to_string(),
@@ -420,7 +419,7 @@ pub fn diff(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
         for path in &mapped.nulls {
             if let Some(old) = link.exported.get(path) {
                 changes.push(Change {
-                    path: path.clone(),
+                    path: path.to_string(),
                     old: Some(old.clone()),
                     new: None,
                 });
@@ -524,13 +523,13 @@ pub fn plan_references(
                 };
                 match (&new, old) {
                     (Some(n), o) if o != Some(n) => changes.push(Change {
-                        path: path.clone(),
+                        path: path.to_string(),
                         old: o.cloned(),
                         new: Some(n.clone()),
                     }),
                     (None, Some(o)) if settings.null_values == NullPolicy::Remove => {
                         changes.push(Change {
-                            path: path.clone(),
+                            path: path.to_string(),
                             old: Some(o.clone()),
                             new: None,
                         })
@@ -560,11 +559,12 @@ pub fn plan_references(
             if !scoped.in_scope(ObjectType::Group, id) {
                 continue;
             }
-            let mut desired: BTreeSet<String> = BTreeSet::new();
+            // Borrowed target ids: only the delta is copied, not every member of every group.
+            let mut desired: BTreeSet<&str> = BTreeSet::new();
             let mut missing: Vec<&str> = Vec::new();
             for m in &group.members {
                 if let Some(t) = user_target(m) {
-                    desired.insert(t.to_string());
+                    desired.insert(t);
                 } else if !dir.users.contains_key(m) && !dir.groups.contains_key(m) {
                     missing.push(m);
                 }
@@ -581,11 +581,19 @@ pub fn plan_references(
                     ),
                 ));
             }
-            let add: Vec<String> = desired.difference(&link.members).cloned().collect();
+            let add: Vec<String> = desired
+                .iter()
+                .filter(|t| !link.members.contains(**t))
+                .map(|t| t.to_string())
+                .collect();
             // Only remove members provisiond added; and never on an incomplete read, where a
             // missing member may just be unread.
             let remove: Vec<String> = if dir.complete {
-                link.members.difference(&desired).cloned().collect()
+                link.members
+                    .iter()
+                    .filter(|t| !desired.contains(t.as_str()))
+                    .cloned()
+                    .collect()
             } else {
                 Vec::new()
             };

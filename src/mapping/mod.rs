@@ -277,11 +277,11 @@ pub struct Mapped {
     /// Values sent only when creating: `apply = "create"` mappings and defaults for nulls.
     pub create_only: AttrMap,
     /// Always-mappings that evaluated to null (cleared in the target with `null_values = "remove"`).
-    pub nulls: BTreeSet<String>,
+    pub nulls: BTreeSet<crate::attr_map::Key>,
     /// Matching attributes with a value, in precedence order.
     pub matching: Vec<(String, Value)>,
     /// Reference attributes: target path → the referenced source object's id.
-    pub references: BTreeMap<String, Option<String>>,
+    pub references: BTreeMap<crate::attr_map::Key, Option<String>>,
     /// `SelectUniqueValue` mappings: target path → candidates in order. The first candidate is
     /// in `create_only`; the export stage picks the first one not used in the target.
     pub unique: BTreeMap<String, Vec<Value>>,
@@ -364,7 +364,8 @@ pub fn map_object(
                     .map(str::to_string),
                 _ => None,
             };
-            out.references.insert(m.target.clone(), id);
+            out.references
+                .insert(crate::attr_map::intern(&m.target), id);
             continue;
         }
         let value = match &m.source {
@@ -380,7 +381,7 @@ pub fn map_object(
                     .map(|v| coerce(&m.target, v))
                     .collect();
                 if let Some(first) = candidates.first() {
-                    out.create_only.insert(m.target.clone(), first.clone());
+                    out.create_only.insert(&m.target, first.clone());
                     out.unique.insert(m.target.clone(), candidates);
                 }
                 continue;
@@ -400,21 +401,21 @@ pub fn map_object(
                 if let Some(p) = m.matching {
                     matching.push((p, m.target.clone(), v.clone()));
                 }
-                out.values.insert(m.target.clone(), v);
+                out.values.insert(&m.target, v);
             }
             (Some(v), Apply::Create) => {
                 if let Some(p) = m.matching {
                     matching.push((p, m.target.clone(), v.clone()));
                 }
-                out.create_only.insert(m.target.clone(), v);
+                out.create_only.insert(&m.target, v);
             }
             (None, apply) => {
                 if let Some(d) = &m.default {
                     out.create_only
-                        .insert(m.target.clone(), coerce(&m.target, d.clone()));
+                        .insert(&m.target, coerce(&m.target, d.clone()));
                 }
                 if apply == Apply::Always {
-                    out.nulls.insert(m.target.clone());
+                    out.nulls.insert(crate::attr_map::intern(&m.target));
                 }
             }
         }
