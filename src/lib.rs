@@ -3,6 +3,7 @@
 //!
 //! See `ARCHITECTURE.md` for the pipeline and its invariants.
 
+pub mod attr_map;
 pub mod cli;
 pub mod config;
 pub mod control;

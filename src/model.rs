@@ -2,8 +2,9 @@
 //! terms. Source adapters convert their wire formats into these types; nothing downstream
 //! knows whether a user came from a file, LDAP or Microsoft Graph.
 
+pub use crate::attr_map::AttrMap;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The two kinds of object provisiond provisions.
@@ -46,7 +47,7 @@ pub struct SourceObject {
     pub id: String,
     pub object_type: ObjectType,
     /// Every other attribute, by its source name. Members are kept apart, in `members`.
-    pub attributes: Map<String, Value>,
+    pub attributes: AttrMap,
     /// Groups only: the ids of the direct members (users or groups).
     pub members: Vec<String>,
 }

@@ -200,8 +200,10 @@ fn plan_type(
     let deprovision_allowed = dir.complete;
 
     // Map every in-scope object first, so duplicate matching values can be found before any
-    // object is provisioned on the strength of one.
-    let mut wanted: Vec<(&SourceObject, Mapped)> = Vec::new();
+    // object is provisioned on the strength of one. A linked object is diffed right away and,
+    // when unchanged, only its matching values are kept: keeping every `Mapped` of a no-change
+    // cycle over 100k users cost hundreds of megabytes.
+    let mut wanted: Vec<(&SourceObject, Wanted<'_>)> = Vec::new();
     for (id, obj) in objects {
         let decision = scoped.decision(ty, id);
         let link = type_links.get(id);
@@ -209,11 +211,11 @@ fn plan_type(
             Some(Ok(())) => {
                 let ctx = MapContext {
                     soft_deleted: false,
-                    roles: scoped.roles.get(id),
+                    roles: scoped.roles.get(id).map(|r| &**r),
                     env: settings.env,
                 };
                 match map_object(obj, maps, &ctx) {
-                    Ok(mapped) => wanted.push((obj, mapped)),
+                    Ok(mapped) => wanted.push((obj, Wanted::new(link, mapped, settings))),
                     Err(reason) => plan.problems.push(problem(
                         Some(ty),
                         id,
@@ -253,8 +255,8 @@ fn plan_type(
     // Duplicate matching values: linked objects keep their target object; unlinked objects
     // sharing a value with any other in-scope object are skipped, since either could match.
     let mut by_value: HashMap<(String, String), Vec<&str>> = HashMap::new();
-    for (obj, mapped) in &wanted {
-        for (path, v) in &mapped.matching {
+    for (obj, w) in &wanted {
+        for (path, v) in w.matching() {
             by_value
                 .entry((path.to_lowercase(), match_key(v)))
                 .or_default()
@@ -262,22 +264,24 @@ fn plan_type(
         }
     }
 
-    for (obj, mapped) in wanted {
+    for (obj, w) in wanted {
         let id = &obj.id;
-        match type_links.get(id) {
-            Some(link) => match diff(link, &mapped, settings.null_values) {
-                changes if changes.is_empty() => bump_unchanged(plan, ty),
-                changes => plan.actions.push(Action::Update(Update {
-                    object_type: ty,
-                    source_id: id.clone(),
-                    target_id: link.target_id.clone(),
-                    display_name: obj.display_name().to_string(),
-                    changes,
-                    matching: mapped.matching.first().cloned(),
-                    mapped,
-                })),
-            },
-            None => {
+        match w {
+            Wanted::Unchanged { .. } => bump_unchanged(plan, ty),
+            Wanted::Changed {
+                link,
+                changes,
+                mapped,
+            } => plan.actions.push(Action::Update(Update {
+                object_type: ty,
+                source_id: id.clone(),
+                target_id: link.target_id.clone(),
+                display_name: obj.display_name().to_string(),
+                changes,
+                matching: mapped.matching.first().cloned(),
+                mapped,
+            })),
+            Wanted::Unlinked { mapped } => {
                 if mapped.matching.is_empty() {
                     plan.problems.push(problem(
                         Some(ty),
@@ -335,6 +339,47 @@ fn plan_type(
     }
 }
 
+/// An in-scope object, mapped, and what it needs.
+enum Wanted<'l> {
+    /// Linked and up to date: only the matching values are kept (for duplicate detection).
+    Unchanged { matching: Vec<(String, Value)> },
+    /// Linked, with attribute changes to export.
+    Changed {
+        link: &'l Link,
+        changes: Vec<Change>,
+        mapped: Mapped,
+    },
+    /// Not linked yet: to match, then adopt or create.
+    Unlinked { mapped: Mapped },
+}
+
+impl<'l> Wanted<'l> {
+    fn new(link: Option<&'l Link>, mut mapped: Mapped, settings: &PlanSettings<'_>) -> Self {
+        let Some(link) = link else {
+            return Wanted::Unlinked { mapped };
+        };
+        let changes = diff(link, &mapped, settings.null_values);
+        if changes.is_empty() {
+            Wanted::Unchanged {
+                matching: std::mem::take(&mut mapped.matching),
+            }
+        } else {
+            Wanted::Changed {
+                link,
+                changes,
+                mapped,
+            }
+        }
+    }
+
+    fn matching(&self) -> &[(String, Value)] {
+        match self {
+            Wanted::Unchanged { matching } => matching,
+            Wanted::Changed { mapped, .. } | Wanted::Unlinked { mapped } => &mapped.matching,
+        }
+    }
+}
+
 fn bump_skipped(plan: &mut Plan, ty: ObjectType) {
     match ty {
         ObjectType::User => plan.skipped_users += 1,
@@ -352,11 +397,10 @@ fn bump_unchanged(plan: &mut Plan, ty: ObjectType) {
 /// The attribute changes between what was last exported and what the mappings want now.
 pub fn diff(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
     let mut changes = Vec::new();
-    for (path, new) in &mapped.values {
-        let old = link.exported.get(path);
+    for (path, new, old) in mapped.values.zip_get(&link.exported) {
         if old != Some(new) {
             changes.push(Change {
-                path: path.clone(),
+                path: path.to_string(),
                 old: old.cloned(),
                 new: Some(new.clone()),
             });
@@ -375,7 +419,7 @@ pub fn diff(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
         for path in &mapped.nulls {
             if let Some(old) = link.exported.get(path) {
                 changes.push(Change {
-                    path: path.clone(),
+                    path: path.to_string(),
                     old: Some(old.clone()),
                     new: None,
                 });
@@ -479,13 +523,13 @@ pub fn plan_references(
                 };
                 match (&new, old) {
                     (Some(n), o) if o != Some(n) => changes.push(Change {
-                        path: path.clone(),
+                        path: path.to_string(),
                         old: o.cloned(),
                         new: Some(n.clone()),
                     }),
                     (None, Some(o)) if settings.null_values == NullPolicy::Remove => {
                         changes.push(Change {
-                            path: path.clone(),
+                            path: path.to_string(),
                             old: Some(o.clone()),
                             new: None,
                         })
@@ -515,11 +559,12 @@ pub fn plan_references(
             if !scoped.in_scope(ObjectType::Group, id) {
                 continue;
             }
-            let mut desired: BTreeSet<String> = BTreeSet::new();
+            // Borrowed target ids: only the delta is copied, not every member of every group.
+            let mut desired: BTreeSet<&str> = BTreeSet::new();
             let mut missing: Vec<&str> = Vec::new();
             for m in &group.members {
                 if let Some(t) = user_target(m) {
-                    desired.insert(t.to_string());
+                    desired.insert(t);
                 } else if !dir.users.contains_key(m) && !dir.groups.contains_key(m) {
                     missing.push(m);
                 }
@@ -536,11 +581,19 @@ pub fn plan_references(
                     ),
                 ));
             }
-            let add: Vec<String> = desired.difference(&link.members).cloned().collect();
+            let add: Vec<String> = desired
+                .iter()
+                .filter(|t| !link.members.contains(**t))
+                .map(|t| t.to_string())
+                .collect();
             // Only remove members provisiond added; and never on an incomplete read, where a
             // missing member may just be unread.
             let remove: Vec<String> = if dir.complete {
-                link.members.difference(&desired).cloned().collect()
+                link.members
+                    .iter()
+                    .filter(|t| !desired.contains(t.as_str()))
+                    .cloned()
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -653,7 +706,7 @@ mod tests {
                 }
                 Action::Disable(d) => {
                     if let Some(l) = links.users.get_mut(&d.source_id) {
-                        l.exported.insert("active".into(), Value::Bool(false));
+                        l.exported.insert("active", Value::Bool(false));
                     }
                 }
                 Action::Delete(d) => {

@@ -7,7 +7,7 @@
 
 pub mod expr;
 
-use crate::model::{ObjectType, SourceObject};
+use crate::model::{AttrMap, ObjectType, SourceObject};
 use expr::{EvalEnv, Expression, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -273,15 +273,15 @@ fn compile_all(ty: ObjectType, specs: &[MappingSpec]) -> Result<Vec<Mapping>, Ma
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mapped {
     /// `apply = "always"` values that are not null, by target path.
-    pub values: BTreeMap<String, Value>,
+    pub values: AttrMap,
     /// Values sent only when creating: `apply = "create"` mappings and defaults for nulls.
-    pub create_only: BTreeMap<String, Value>,
+    pub create_only: AttrMap,
     /// Always-mappings that evaluated to null (cleared in the target with `null_values = "remove"`).
-    pub nulls: BTreeSet<String>,
+    pub nulls: BTreeSet<crate::attr_map::Key>,
     /// Matching attributes with a value, in precedence order.
     pub matching: Vec<(String, Value)>,
     /// Reference attributes: target path → the referenced source object's id.
-    pub references: BTreeMap<String, Option<String>>,
+    pub references: BTreeMap<crate::attr_map::Key, Option<String>>,
     /// `SelectUniqueValue` mappings: target path → candidates in order. The first candidate is
     /// in `create_only`; the export stage picks the first one not used in the target.
     pub unique: BTreeMap<String, Vec<Value>>,
@@ -296,12 +296,29 @@ pub struct MapContext<'a> {
     pub env: &'a EvalEnv,
 }
 
-/// The source object as expressions see it: its attributes plus the virtual ones.
+/// The source object as expressions see it: its attributes plus the virtual ones. The
+/// virtual `appRoleAssignments` is built only if a mapping reads it: building it for every
+/// object was a measurable part of planning 100k users.
 struct View<'a> {
     obj: &'a SourceObject,
     soft_deleted: Value,
     object_id: Value,
-    roles: Value,
+    role_names: Option<&'a BTreeSet<String>>,
+    roles: std::cell::OnceCell<Value>,
+}
+
+impl View<'_> {
+    fn roles(&self) -> &Value {
+        self.roles.get_or_init(|| {
+            Value::Array(
+                self.role_names
+                    .into_iter()
+                    .flatten()
+                    .map(|name| serde_json::json!({"id": name, "displayName": name, "value": name}))
+                    .collect(),
+            )
+        })
+    }
 }
 
 impl expr::Attributes for View<'_> {
@@ -309,7 +326,7 @@ impl expr::Attributes for View<'_> {
         match name {
             "IsSoftDeleted" => Some(&self.soft_deleted),
             "objectId" | "id" => Some(&self.object_id),
-            "appRoleAssignments" => Some(&self.roles),
+            "appRoleAssignments" => Some(self.roles()),
             _ => self.obj.attributes.get(name).or_else(|| {
                 self.obj
                     .attributes
@@ -327,19 +344,12 @@ pub fn map_object(
     mappings: &[Mapping],
     ctx: &MapContext<'_>,
 ) -> Result<Mapped, String> {
-    let roles = ctx
-        .roles
-        .map(|r| {
-            r.iter()
-                .map(|name| serde_json::json!({"id": name, "displayName": name, "value": name}))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
     let view = View {
         obj,
         soft_deleted: Value::Bool(ctx.soft_deleted),
         object_id: Value::String(obj.id.clone()),
-        roles: Value::Array(roles),
+        role_names: ctx.roles,
+        roles: std::cell::OnceCell::new(),
     };
     let mut out = Mapped::default();
     let mut matching: Vec<(u32, String, Value)> = Vec::new();
@@ -354,7 +364,8 @@ pub fn map_object(
                     .map(str::to_string),
                 _ => None,
             };
-            out.references.insert(m.target.clone(), id);
+            out.references
+                .insert(crate::attr_map::intern(&m.target), id);
             continue;
         }
         let value = match &m.source {
@@ -370,7 +381,7 @@ pub fn map_object(
                     .map(|v| coerce(&m.target, v))
                     .collect();
                 if let Some(first) = candidates.first() {
-                    out.create_only.insert(m.target.clone(), first.clone());
+                    out.create_only.insert(&m.target, first.clone());
                     out.unique.insert(m.target.clone(), candidates);
                 }
                 continue;
@@ -390,21 +401,21 @@ pub fn map_object(
                 if let Some(p) = m.matching {
                     matching.push((p, m.target.clone(), v.clone()));
                 }
-                out.values.insert(m.target.clone(), v);
+                out.values.insert(&m.target, v);
             }
             (Some(v), Apply::Create) => {
                 if let Some(p) = m.matching {
                     matching.push((p, m.target.clone(), v.clone()));
                 }
-                out.create_only.insert(m.target.clone(), v);
+                out.create_only.insert(&m.target, v);
             }
             (None, apply) => {
                 if let Some(d) = &m.default {
                     out.create_only
-                        .insert(m.target.clone(), coerce(&m.target, d.clone()));
+                        .insert(&m.target, coerce(&m.target, d.clone()));
                 }
                 if apply == Apply::Always {
-                    out.nulls.insert(m.target.clone());
+                    out.nulls.insert(crate::attr_map::intern(&m.target));
                 }
             }
         }
@@ -444,7 +455,7 @@ mod tests {
         SourceObject {
             id: "u1".into(),
             object_type: ObjectType::User,
-            attributes: attrs.as_object().cloned().unwrap_or_default(),
+            attributes: attrs.as_object().cloned().unwrap_or_default().into(),
             members: vec![],
         }
     }

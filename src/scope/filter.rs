@@ -293,7 +293,7 @@ mod tests {
         SourceObject {
             id: "x".into(),
             object_type: ObjectType::User,
-            attributes: attrs.as_object().cloned().unwrap_or_default(),
+            attributes: attrs.as_object().cloned().unwrap_or_default().into(),
             members: vec![],
         }
     }

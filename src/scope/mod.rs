@@ -8,6 +8,7 @@ pub use filter::{ClauseSpec, FilterSpec, ScopingFilter};
 use crate::model::{Directory, ObjectType, SourceObject};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// Entra's "Sync only assigned users and groups" / "Sync all users and groups".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -73,8 +74,9 @@ pub struct Scoped {
     pub users: HashMap<String, Result<(), OutOfScope>>,
     pub groups: HashMap<String, Result<(), OutOfScope>>,
     /// Role names per principal, direct and inherited from assigned groups, for the virtual
-    /// attribute `appRoleAssignments`.
-    pub roles: HashMap<String, BTreeSet<String>>,
+    /// attribute `appRoleAssignments`. Principals with the same roles share one set (100k
+    /// users assigned as "User" hold one set, not 100k).
+    pub roles: HashMap<String, Arc<BTreeSet<String>>>,
 }
 
 impl Scoped {
@@ -116,8 +118,9 @@ pub fn evaluate(dir: &Directory, settings: &ScopeSettings) -> Scoped {
         filter::check_any(filters, o).map_err(OutOfScope::Filtered)
     };
 
-    // Groups first: assigned groups bring their direct members into scope.
-    let mut member_of_assigned: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    // Groups first: assigned groups bring their direct members into scope, with the roles
+    // the group is assigned with (a short list per user: few roles exist).
+    let mut member_of_assigned: HashMap<&str, Vec<&str>> = HashMap::new();
     for (id, g) in &dir.groups {
         let decision = match settings.mode {
             ScopeMode::All => usable(g),
@@ -129,26 +132,33 @@ pub fn evaluate(dir: &Directory, settings: &ScopeSettings) -> Scoped {
             },
         };
         if decision.is_ok() {
-            let roles = counted.get(id.as_str()).cloned().unwrap_or_default();
+            let roles = counted.get(id.as_str());
             for m in &g.members {
                 // Entra does not expand nested groups; only direct user members count.
                 if dir.users.contains_key(m) {
-                    member_of_assigned
-                        .entry(m.as_str())
-                        .or_default()
-                        .extend(roles.iter().copied());
+                    let user_roles = member_of_assigned.entry(m.as_str()).or_default();
+                    for r in roles.into_iter().flatten() {
+                        if !user_roles.contains(r) {
+                            user_roles.push(r);
+                        }
+                    }
                 }
             }
         }
         scoped.groups.insert(id.clone(), decision);
     }
 
+    scoped.users.reserve(dir.users.len());
+    let mut role_sets: HashMap<BTreeSet<&str>, Arc<BTreeSet<String>>> = HashMap::new();
     for (id, u) in &dir.users {
         let direct = counted.get(id.as_str());
         let via_group = member_of_assigned.get(id.as_str());
-        let mut roles: BTreeSet<String> = BTreeSet::new();
-        roles.extend(direct.into_iter().flatten().map(|r| r.to_string()));
-        roles.extend(via_group.into_iter().flatten().map(|r| r.to_string()));
+        let roles: BTreeSet<&str> = direct
+            .into_iter()
+            .flatten()
+            .chain(via_group.into_iter().flatten())
+            .copied()
+            .collect();
         let decision = match settings.mode {
             ScopeMode::All => Ok(()),
             ScopeMode::Assigned if direct.is_some() || via_group.is_some() => Ok(()),
@@ -164,7 +174,11 @@ pub fn evaluate(dir: &Directory, settings: &ScopeSettings) -> Scoped {
             usable(u)
         });
         if !roles.is_empty() {
-            scoped.roles.insert(id.clone(), roles);
+            let shared = role_sets
+                .entry(roles)
+                .or_insert_with_key(|r| Arc::new(r.iter().map(|s| s.to_string()).collect()))
+                .clone();
+            scoped.roles.insert(id.clone(), shared);
         }
         scoped.users.insert(id.clone(), decision);
     }

@@ -2,10 +2,12 @@
 //! (`{"users": [...], "groups": [...], "assignments": [...]}`).
 
 use super::{Source, SourceError, SourceRead};
-use crate::model::{Assignment, Directory, ObjectType, Rejected, SourceObject};
+use crate::attr_map::AttrMapVisitor;
+use crate::model::{Assignment, AttrMap, Directory, ObjectType, Rejected, SourceObject};
 use async_trait::async_trait;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -26,11 +28,59 @@ impl FileSource {
 #[derive(Deserialize)]
 struct Export {
     #[serde(default)]
-    users: Vec<Value>,
+    users: Vec<Item>,
     #[serde(default)]
-    groups: Vec<Value>,
+    groups: Vec<Item>,
     #[serde(default)]
-    assignments: Vec<Value>,
+    assignments: Vec<Item>,
+}
+
+/// One element of `users`, `groups` or `assignments`: an object, parsed straight into an
+/// [`AttrMap`] (a `serde_json::Value` first would cost a B-tree per object, about 2 KB, and
+/// a second pass), or something else, to be rejected with its position.
+enum Item {
+    Object(AttrMap),
+    NotAnObject,
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = Item;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Item, A::Error> {
+        AttrMapVisitor.visit_map(access).map(Item::Object)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Item, A::Error> {
+        while access.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Item::NotAnObject)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Item, E> {
+        Ok(Item::NotAnObject)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Item, E> {
+        Ok(Item::NotAnObject)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Item, E> {
+        Ok(Item::NotAnObject)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Item, E> {
+        Ok(Item::NotAnObject)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Item, E> {
+        Ok(Item::NotAnObject)
+    }
+    fn visit_unit<E>(self) -> Result<Item, E> {
+        Ok(Item::NotAnObject)
+    }
 }
 
 #[async_trait]
@@ -40,27 +90,28 @@ impl Source for FileSource {
     }
 
     async fn read(&self, _watermark: Option<&str>) -> Result<SourceRead, SourceError> {
-        let bytes = tokio::fs::read(&self.path)
-            .await
-            .map_err(|source| SourceError::Read {
-                path: self.path.clone(),
+        let path = self.path.clone();
+        // Reading, hashing and parsing 100k users takes about a second: all of it runs on the
+        // blocking pool, starting at the first poll, so the cycle can load its links meanwhile.
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).map_err(|source| SourceError::Read {
+                path: path.clone(),
                 source,
             })?;
-        let watermark = hex(&Sha256::digest(&bytes));
-        let path = self.path.clone();
-        // Parsing 100k users takes a few hundred milliseconds: keep it off the async workers.
-        let directory = tokio::task::spawn_blocking(move || parse_export(&bytes, &path))
-            .await
-            .map_err(|e| SourceError::Parse {
-                path: self.path.clone(),
-                line: 0,
-                column: 0,
-                message: format!("parser task failed: {e}"),
-            })??;
-        Ok(SourceRead {
-            directory,
-            watermark: Some(watermark),
+            let watermark = hex(&Sha256::digest(&bytes));
+            let directory = parse_export(&bytes, &path)?;
+            Ok(SourceRead {
+                directory,
+                watermark: Some(watermark),
+            })
         })
+        .await
+        .map_err(|e| SourceError::Parse {
+            path: self.path.clone(),
+            line: 0,
+            column: 0,
+            message: format!("reader task failed: {e}"),
+        })?
     }
 
     async fn test_connection(&self) -> Result<String, SourceError> {
@@ -128,7 +179,7 @@ pub fn parse_export(bytes: &[u8], path: &std::path::Path) -> Result<Directory, S
 }
 
 fn collect_objects(
-    raw: Vec<Value>,
+    raw: Vec<Item>,
     ty: ObjectType,
     rejected: &mut Vec<Rejected>,
 ) -> BTreeMap<String, SourceObject> {
@@ -169,8 +220,8 @@ fn collect_objects(
     out
 }
 
-fn parse_object(value: Value, ty: ObjectType) -> Result<SourceObject, (Option<String>, String)> {
-    let Value::Object(mut attributes) = value else {
+fn parse_object(item: Item, ty: ObjectType) -> Result<SourceObject, (Option<String>, String)> {
+    let Item::Object(mut attributes) = item else {
         return Err((None, "not a JSON object".into()));
     };
     let id = match attributes.remove("id") {
@@ -204,7 +255,7 @@ fn parse_object(value: Value, ty: ObjectType) -> Result<SourceObject, (Option<St
         }
         // A user's `members` is just another attribute.
         (ObjectType::User, Some(other)) => {
-            attributes.insert("members".into(), other);
+            attributes.insert("members", other);
             Vec::new()
         }
     };
@@ -216,13 +267,13 @@ fn parse_object(value: Value, ty: ObjectType) -> Result<SourceObject, (Option<St
     })
 }
 
-fn strip_nulls(mut m: Map<String, Value>) -> Map<String, Value> {
+fn strip_nulls(mut m: AttrMap) -> AttrMap {
     m.retain(|_, v| !v.is_null());
     m
 }
 
-fn parse_assignment(value: Value) -> Result<Assignment, String> {
-    let Value::Object(m) = value else {
+fn parse_assignment(item: Item) -> Result<Assignment, String> {
+    let Item::Object(m) = item else {
         return Err("not a JSON object".into());
     };
     let principal_id = match m.get("principalId") {

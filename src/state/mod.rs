@@ -8,7 +8,7 @@
 pub mod memory;
 pub mod sled_store;
 
-use crate::model::ObjectType;
+use crate::model::{AttrMap, ObjectType};
 use crate::summary::CycleSummary;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -34,7 +34,7 @@ pub struct Link {
     pub matching: Option<(String, Value)>,
     /// Last values exported successfully, by target path: updates send only what differs.
     #[serde(default)]
-    pub exported: BTreeMap<String, Value>,
+    pub exported: AttrMap,
     /// Groups: the target ids of the members last exported.
     #[serde(default)]
     pub members: BTreeSet<String>,

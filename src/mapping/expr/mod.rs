@@ -151,6 +151,16 @@ impl Attributes for BTreeMap<String, Json> {
     }
 }
 
+impl Attributes for crate::model::AttrMap {
+    fn get(&self, name: &str) -> Option<&Json> {
+        crate::model::AttrMap::get(self, name).or_else(|| {
+            self.iter()
+                .find(|(k, _)| same_name(k, name))
+                .map(|(_, v)| v)
+        })
+    }
+}
+
 fn same_name(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b) || a.to_lowercase() == b.to_lowercase()
 }

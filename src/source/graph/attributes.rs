@@ -346,7 +346,7 @@ pub fn to_source_object(ty: ObjectType, id: &str, entry: &Map<String, Value>) ->
     SourceObject {
         id: id.to_string(),
         object_type: ty,
-        attributes,
+        attributes: attributes.into(),
         members: Vec::new(),
     }
 }

@@ -556,12 +556,12 @@ fn apply_entry(
                 .or_insert_with(|| SourceObject {
                     id: id.to_string(),
                     object_type: ty,
-                    attributes: Map::new(),
+                    attributes: Default::default(),
                     members: Vec::new(),
                 });
             if obj.attr("deletedDateTime").is_none() {
                 obj.attributes.insert(
-                    "deletedDateTime".into(),
+                    "deletedDateTime",
                     Value::String(
                         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     ),
@@ -585,7 +585,7 @@ fn apply_entry(
                     .and_then(|p| p.attributes.get(attributes::MANAGER).cloned()),
             };
             if let Some(m) = manager {
-                obj.attributes.insert(attributes::MANAGER.into(), m);
+                obj.attributes.insert(attributes::MANAGER, m);
             }
         }
         ObjectType::Group => {

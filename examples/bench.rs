@@ -1,0 +1,818 @@
+//! The provisiond benchmark: (a) an initial cycle and (b) a no-change incremental cycle
+//! against the sandbox, each run as separate processes so that the provisiond figures
+//! (wall time, peak RSS, CPU) are provisiond's alone.
+//!
+//! Run it with `bench/run.sh` (builds the release binary and this example, then runs it):
+//!
+//! ```text
+//! bench/run.sh [--users 10000] [--groups 500] [--members-per-group 100]
+//!              [--incremental-users 100000] [--incremental-groups 1000]
+//!              [--only initial|incremental] [--concurrency 8] [--log info|warn]
+//!              [--bin PATH] [--work DIR]
+//! ```
+//!
+//! For each scenario it writes a deterministic Entra-style directory export, starts
+//! `provisiond sandbox --listen 127.0.0.1:0 --token …` as a child, writes a config, runs
+//! `provisiond sync --json` under `/usr/bin/time` (peak RSS, CPU) and reads the cycle
+//! summary. Results go to stdout as a table and to `target/bench-results.json`.
+
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+type Result<T> = std::result::Result<T, String>;
+
+const TOKEN: &str = "bench-token";
+
+struct Args {
+    users: usize,
+    groups: usize,
+    members_per_group: usize,
+    incremental_users: usize,
+    incremental_groups: usize,
+    only: Option<String>,
+    concurrency: usize,
+    log: String,
+    bin: PathBuf,
+    work: PathBuf,
+}
+
+fn usage() -> String {
+    "usage: bench [--users N] [--groups N] [--members-per-group N] [--incremental-users N] \
+     [--incremental-groups N] [--only initial|incremental] [--concurrency N] [--log info|warn] \
+     [--bin PATH] [--work DIR]"
+        .to_string()
+}
+
+fn parse_args() -> Result<Args> {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // The example lives in <target>/release/examples/; the binary in <target>/release/.
+    let default_bin = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.join("provisiond")))
+        .unwrap_or_else(|| repo.join("target/release/provisiond"));
+    let mut a = Args {
+        users: 10_000,
+        groups: 500,
+        members_per_group: 100,
+        incremental_users: 100_000,
+        incremental_groups: 0,
+        only: None,
+        concurrency: 8,
+        log: "info".into(),
+        bin: default_bin,
+        work: repo.join("target/bench"),
+    };
+    let mut incremental_groups = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(usage());
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{}", usage()))?;
+        let num = || {
+            value
+                .replace('_', "")
+                .parse::<usize>()
+                .map_err(|e| format!("{flag}: {e}"))
+        };
+        match flag.as_str() {
+            "--users" => a.users = num()?,
+            "--groups" => a.groups = num()?,
+            "--members-per-group" => a.members_per_group = num()?,
+            "--incremental-users" => a.incremental_users = num()?,
+            "--incremental-groups" => incremental_groups = Some(num()?),
+            "--concurrency" => a.concurrency = num()?.max(1),
+            "--only" if value == "initial" || value == "incremental" => a.only = Some(value),
+            "--log" if value == "info" || value == "warn" => a.log = value,
+            "--bin" => a.bin = PathBuf::from(value),
+            "--work" => a.work = PathBuf::from(value),
+            _ => return Err(format!("unknown option {flag} {value}\n{}", usage())),
+        }
+    }
+    // Same shape as (a) by default: a group per 100 users, `members_per_group` members each.
+    a.incremental_groups = incremental_groups.unwrap_or(a.incremental_users / 100);
+    Ok(a)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The synthetic directory
+
+const GIVEN: &[&str] = &[
+    "Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory",
+    "Niaj", "Olivia", "Peggy", "Rupert", "Sybil", "Trent", "Victor", "Walter", "Zoë",
+];
+const SURNAMES: &[&str] = &[
+    "Liddell", "Marley", "Danvers", "Bowman", "Okafor", "Nakamura", "Hopper", "Lamarr", "Lovelace",
+    "Turing", "Müller", "García", "O'Brien", "Dubois", "Kowalski", "Haddad",
+];
+const DEPARTMENTS: &[&str] = &[
+    "R&D",
+    "Sales",
+    "Marketing",
+    "Finance",
+    "Legal",
+    "Support",
+    "Operations",
+    "HR",
+];
+const TITLES: &[&str] = &[
+    "Engineer",
+    "Senior Engineer",
+    "Account Executive",
+    "Analyst",
+    "Manager",
+    "Director",
+    "Designer",
+    "Specialist",
+];
+const CITIES: &[(&str, &str)] = &[
+    ("Oxford", "GB"),
+    ("Paris", "FR"),
+    ("Berlin", "DE"),
+    ("Seattle", "US"),
+    ("Tokyo", "JP"),
+];
+
+fn user_id(i: usize) -> String {
+    format!("6f1c{:04x}-5c0a-4bd8-9b59-{:012x}", i % 0xffff, i)
+}
+
+fn group_id(g: usize) -> String {
+    format!("0a9e{:04x}-77aa-4c1e-8e0f-{:012x}", g % 0xffff, g)
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// What a generated directory holds, for the report.
+#[derive(Clone, Copy)]
+struct Shape {
+    users: usize,
+    groups: usize,
+    memberships: usize,
+    managers: usize,
+    direct_assignments: usize,
+}
+
+/// A step coprime with `n`, so that `start + k * step (mod n)` visits distinct users.
+fn coprime_step(n: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let mut step = (n / 7).max(1) + 1;
+    while n > 1 && gcd(step, n) != 1 {
+        step += 1;
+    }
+    step
+}
+
+/// Writes a deterministic Entra-style export: every group assigned to the app (users are in
+/// scope as direct members of assigned groups), users in no group assigned directly, and a
+/// manager for three users out of four (the one above them in a tree of span 8).
+fn write_directory(path: &Path, users: usize, groups: usize, per_group: usize) -> Result<Shape> {
+    let per_group = per_group.min(users);
+    let mut covered = vec![false; users];
+    let step = coprime_step(users);
+    let mut out = String::with_capacity(users * 480 + groups * per_group * 40);
+    let mut managers = 0;
+    out.push_str("{\"users\": [\n");
+    for i in 0..users {
+        let given = GIVEN[i % GIVEN.len()];
+        let surname = SURNAMES[(i / GIVEN.len()) % SURNAMES.len()];
+        let nick = format!("user{i:06}");
+        let upn = format!("{nick}@contoso.com");
+        let (city, country) = CITIES[i % CITIES.len()];
+        if i > 0 {
+            out.push_str(",\n");
+        }
+        let _ = write!(
+            out,
+            "{{\"id\": \"{}\", \"userPrincipalName\": \"{upn}\", \"mail\": \"{upn}\", \
+             \"givenName\": {}, \"surname\": {}, \"displayName\": {}, \"accountEnabled\": true, \
+             \"jobTitle\": \"{}\", \"department\": \"{}\", \"employeeId\": \"{}\", \
+             \"mailNickname\": \"{nick}\", \"city\": \"{city}\", \"country\": \"{country}\"",
+            user_id(i),
+            json_str(given),
+            json_str(surname),
+            json_str(&format!("{given} {surname} {i}")),
+            TITLES[(i / 3) % TITLES.len()],
+            DEPARTMENTS[(i / 5) % DEPARTMENTS.len()],
+            100_000 + i,
+        );
+        if i >= 8 && i % 4 != 0 {
+            managers += 1;
+            let _ = write!(out, ", \"manager\": \"{}\"", user_id(i / 8));
+        }
+        out.push('}');
+    }
+    out.push_str("\n],\n\"groups\": [\n");
+    let mut memberships = 0;
+    for g in 0..groups {
+        if g > 0 {
+            out.push_str(",\n");
+        }
+        let dept = DEPARTMENTS[g % DEPARTMENTS.len()];
+        let _ = write!(
+            out,
+            "{{\"id\": \"{}\", \"displayName\": {}, \"mailNickname\": \"group{g:05}\", \"members\": [",
+            group_id(g),
+            json_str(&format!("{dept} team {g:05}")),
+        );
+        let start = g * per_group;
+        for k in 0..per_group {
+            let u = (start + k * step) % users;
+            covered[u] = true;
+            memberships += 1;
+            if k > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "\"{}\"", user_id(u));
+        }
+        out.push_str("]}");
+    }
+    out.push_str("\n],\n\"assignments\": [\n");
+    let mut first = true;
+    let mut direct = 0;
+    let mut assign = |out: &mut String, id: String| {
+        if !first {
+            out.push_str(",\n");
+        }
+        first = false;
+        let _ = write!(out, "{{\"principalId\": \"{id}\", \"role\": \"User\"}}");
+    };
+    for g in 0..groups {
+        assign(&mut out, group_id(g));
+    }
+    for (i, c) in covered.iter().enumerate() {
+        if !c {
+            direct += 1;
+            assign(&mut out, user_id(i));
+        }
+    }
+    out.push_str("\n]}\n");
+    std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Shape {
+        users,
+        groups,
+        memberships,
+        managers,
+        direct_assignments: direct,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// The sandbox child; killed (by its pid) when dropped.
+struct Sandbox {
+    child: Child,
+    url: String,
+}
+
+impl Sandbox {
+    fn start(bin: &Path, log: &Path) -> Result<Sandbox> {
+        let stderr = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut child = Command::new(bin)
+            .args(["sandbox", "--listen", "127.0.0.1:0", "--token", TOKEN])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {} sandbox: {e}", bin.display()))?;
+        let stdout = child.stdout.take().ok_or("sandbox stdout not captured")?;
+        let mut lines = BufReader::new(stdout).lines();
+        // "SCIM 2.0 sandbox listening on http://127.0.0.1:PORT (bearer token required); …"
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                        break url.to_string();
+                    }
+                }
+                Some(Err(e)) => return Err(format!("reading the sandbox's stdout: {e}")),
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "the sandbox exited before printing its URL (see {})",
+                        log.display()
+                    ));
+                }
+            }
+        };
+        // Keep draining its stdout so that it can never block on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Sandbox { child, url })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The sandbox's own count of requests received, per method (`/_sandbox/stats`).
+    fn stats(&self) -> Result<Value> {
+        let addr = self.url.trim_start_matches("http://");
+        let mut s =
+            std::net::TcpStream::connect(addr).map_err(|e| format!("sandbox stats: {e}"))?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        write!(
+            s,
+            "GET /_sandbox/stats HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .map_err(|e| format!("sandbox stats: {e}"))?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)
+            .map_err(|e| format!("sandbox stats: {e}"))?;
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+        serde_json::from_str(body).map_err(|e| format!("sandbox stats: {e}: {resp}"))
+    }
+
+    fn stop(mut self) -> Result<()> {
+        self.kill()
+    }
+
+    fn kill(&mut self) -> Result<()> {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // `Child::kill` signals exactly this pid.
+            self.child
+                .kill()
+                .map_err(|e| format!("cannot stop the sandbox (pid {}): {e}", self.pid()))?;
+        }
+        let _ = self.child.wait();
+        Ok(())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// CPU seconds (user + system) a live process has used so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// A `/proc/<pid>/status` field in kB.
+fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// What one `provisiond sync --json` run measured.
+struct Run {
+    summary: Value,
+    wall_s: f64,
+    peak_rss_kb: u64,
+    cpu_s: Option<f64>,
+    rss_method: &'static str,
+}
+
+fn sync(bin: &Path, config: &Path, log_level: &str, log: &Path) -> Result<Run> {
+    let stderr = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let time = Path::new("/usr/bin/time");
+    let time_out = log.with_extension("time");
+    let mut cmd = if time.exists() {
+        let mut c = Command::new(time);
+        c.arg("-f")
+            .arg("%M %U %S")
+            .arg("-o")
+            .arg(&time_out)
+            .arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.arg("--config")
+        .arg(config)
+        .args(["--log-format", "json", "sync", "--json"])
+        .env("RUST_LOG", log_level)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let mut stdout = child.stdout.take().ok_or("sync stdout not captured")?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let (status, peak_rss_kb, cpu_s, rss_method) = if time.exists() {
+        let status = child.wait().map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(&time_out).unwrap_or_default();
+        // GNU time prints "Command exited with non-zero status N" first when it fails.
+        let last = text.lines().last().unwrap_or("");
+        let f: Vec<f64> = last
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        (
+            status,
+            f.first().copied().unwrap_or(0.0) as u64,
+            f.get(1).zip(f.get(2)).map(|(u, s)| u + s),
+            "/usr/bin/time %M",
+        )
+    } else {
+        // Without GNU time: poll VmHWM (the kernel's own high-water mark) until exit.
+        let pid = child.id();
+        let mut peak = 0;
+        let mut cpu = None;
+        let status = loop {
+            if let Some(hwm) = proc_status_kb(pid, "VmHWM:") {
+                peak = peak.max(hwm);
+                cpu = cpu_seconds(pid).or(cpu);
+            }
+            if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        (status, peak, cpu, "polled /proc/<pid>/status VmHWM")
+    };
+    let wall_s = started.elapsed().as_secs_f64();
+    let out = reader.join().unwrap_or_default();
+    let summary: Value = out
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| {
+            format!(
+                "provisiond sync exited with {status} and printed no summary; see {}",
+                log.display()
+            )
+        })?;
+    Ok(Run {
+        summary,
+        wall_s,
+        peak_rss_kb,
+        cpu_s,
+        rss_method,
+    })
+}
+
+fn write_config(dir: &Path, url: &str, directory: &Path, concurrency: usize) -> Result<PathBuf> {
+    let state = dir.join("state");
+    let config = dir.join("provisiond.toml");
+    let token = dir.join("token");
+    std::fs::write(&token, TOKEN).map_err(|e| e.to_string())?;
+    let text = format!(
+        "state_dir = {state:?}\ncontrol_socket = {sock:?}\nlog_format = \"json\"\n\n\
+         [[jobs]]\nname = \"bench\"\ninterval = \"40m\"\nscope = \"assigned\"\n\n\
+         [jobs.source]\nkind = \"file\"\npath = {directory:?}\n\n\
+         [jobs.target]\nurl = {url:?}\ntoken_file = {token:?}\nconcurrency = {concurrency}\n",
+        sock = dir.join("control.sock"),
+    );
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// A fresh scenario directory (the state of an earlier run is removed).
+fn scenario_dir(work: &Path, name: &str) -> Result<PathBuf> {
+    let dir = work.join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reporting
+
+fn n(v: &Value, path: &str) -> u64 {
+    v.pointer(path).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn run_json(run: &Run, sandbox_cpu_s: Option<f64>, sandbox_requests: Value) -> Value {
+    json!({
+        "wall_s": (run.wall_s * 1000.0).round() / 1000.0,
+        "cycle_duration_ms": n(&run.summary, "/duration_ms"),
+        "peak_rss_mb": (run.peak_rss_kb as f64 / 1024.0 * 10.0).round() / 10.0,
+        "peak_rss_method": run.rss_method,
+        "provisiond_cpu_s": run.cpu_s,
+        "sandbox_cpu_s": sandbox_cpu_s,
+        "status": run.summary["status"],
+        "kind": run.summary["kind"],
+        "users": run.summary["users"],
+        "groups": run.summary["groups"],
+        "memberships": run.summary["memberships"],
+        "requests": run.summary["requests"],
+        "requests_received_by_sandbox": sandbox_requests,
+        "problem_count": run.summary["problem_count"],
+    })
+}
+
+fn delta(after: &Value, before: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for k in ["get", "post", "put", "patch", "delete", "total"] {
+        out.insert(
+            k.to_uppercase(),
+            json!(n(after, &format!("/{k}")).saturating_sub(n(before, &format!("/{k}")))),
+        );
+    }
+    Value::Object(out)
+}
+
+fn requests_line(r: &Value) -> String {
+    format!(
+        "GET {} POST {} PATCH {} PUT {} DELETE {}",
+        n(r, "/GET"),
+        n(r, "/POST"),
+        n(r, "/PATCH"),
+        n(r, "/PUT"),
+        n(r, "/DELETE")
+    )
+}
+
+/// Runs one measured sync and the sandbox bookkeeping around it.
+fn measured_sync(
+    a: &Args,
+    sandbox: &Sandbox,
+    config: &Path,
+    dir: &Path,
+    name: &str,
+) -> Result<Value> {
+    let before = sandbox.stats()?;
+    let cpu_before = cpu_seconds(sandbox.pid());
+    let run = sync(&a.bin, config, &a.log, &dir.join(format!("{name}.log")))?;
+    let cpu_after = cpu_seconds(sandbox.pid());
+    let received = delta(&sandbox.stats()?, &before);
+    let sandbox_cpu = cpu_before
+        .zip(cpu_after)
+        .map(|(b, a)| ((a - b) * 100.0).round() / 100.0);
+    if run.summary["status"] != "succeeded" {
+        eprintln!(
+            "warning: {name} cycle status {} ({} problems); see {}",
+            run.summary["status"],
+            n(&run.summary, "/problem_count"),
+            dir.join(format!("{name}.log")).display()
+        );
+    }
+    Ok(run_json(&run, sandbox_cpu, received))
+}
+
+fn initial(a: &Args) -> Result<Value> {
+    let dir = scenario_dir(&a.work, "initial")?;
+    let directory = dir.join("directory.json");
+    let shape = write_directory(&directory, a.users, a.groups, a.members_per_group)?;
+    let sandbox = Sandbox::start(&a.bin, &dir.join("sandbox.log"))?;
+    let config = write_config(&dir, &sandbox.url, &directory, a.concurrency)?;
+    let mut r = measured_sync(a, &sandbox, &config, &dir, "initial")?;
+    let sandbox_rss = proc_status_kb(sandbox.pid(), "VmHWM:");
+    sandbox.stop()?;
+    let users = n(&r, "/users/created");
+    let groups = n(&r, "/groups/created");
+    let members = n(&r, "/memberships/added");
+    let wall = r["wall_s"].as_f64().unwrap_or(f64::NAN);
+    r["directory"] = json!({
+        "users": shape.users, "groups": shape.groups, "memberships": shape.memberships,
+        "users_with_manager": shape.managers, "users_assigned_directly": shape.direct_assignments,
+    });
+    r["objects"] = json!(users + groups + members);
+    r["objects_counted"] = json!("users created + groups created + memberships added");
+    r["objects_per_s"] = json!(((users + groups + members) as f64 / wall).round());
+    r["users_groups_per_s"] = json!(((users + groups) as f64 / wall).round());
+    r["sandbox_peak_rss_mb"] = json!(sandbox_rss.map(|k| (k as f64 / 102.4).round() / 10.0));
+    Ok(r)
+}
+
+fn incremental(a: &Args) -> Result<Value> {
+    let dir = scenario_dir(&a.work, "incremental")?;
+    let directory = dir.join("directory.json");
+    let shape = write_directory(
+        &directory,
+        a.incremental_users,
+        a.incremental_groups,
+        a.members_per_group,
+    )?;
+    let sandbox = Sandbox::start(&a.bin, &dir.join("sandbox.log"))?;
+    let config = write_config(&dir, &sandbox.url, &directory, a.concurrency)?;
+    eprintln!(
+        "(b) initial cycle of {} users, {} groups, {} memberships (setup; measured too)…",
+        shape.users, shape.groups, shape.memberships
+    );
+    let setup = measured_sync(a, &sandbox, &config, &dir, "setup")?;
+    eprintln!("(b) no-change incremental cycle…");
+    let mut r = measured_sync(a, &sandbox, &config, &dir, "incremental")?;
+    sandbox.stop()?;
+    r["directory"] = json!({
+        "users": shape.users, "groups": shape.groups, "memberships": shape.memberships,
+        "users_with_manager": shape.managers, "users_assigned_directly": shape.direct_assignments,
+    });
+    r["writes"] = json!(
+        n(&r, "/requests/POST")
+            + n(&r, "/requests/PATCH")
+            + n(&r, "/requests/PUT")
+            + n(&r, "/requests/DELETE")
+    );
+    let s_users = n(&setup, "/users/created");
+    let s_groups = n(&setup, "/groups/created");
+    let s_members = n(&setup, "/memberships/added");
+    let s_wall = setup["wall_s"].as_f64().unwrap_or(f64::NAN);
+    let mut setup = setup;
+    setup["objects_per_s"] = json!(((s_users + s_groups + s_members) as f64 / s_wall).round());
+    r["setup_initial_cycle"] = setup;
+    Ok(r)
+}
+
+fn machine() -> Value {
+    let out = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    });
+    json!({
+        "nproc": out("nproc", &[]),
+        "mem_total_gb": proc_meminfo_gb(),
+        "cpu": cpu,
+        "kernel": out("uname", &["-r"]),
+    })
+}
+
+fn proc_meminfo_gb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((kb / 1024.0 / 1024.0 * 10.0).round() / 10.0)
+}
+
+fn print_table(results: &Value) {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    if let Some(r) = results.get("initial") {
+        rows.push((
+            "(a) initial cycle".into(),
+            format!(
+                "{} users, {} groups, {} memberships",
+                n(r, "/directory/users"),
+                n(r, "/directory/groups"),
+                n(r, "/directory/memberships")
+            ),
+        ));
+        rows.push((
+            "    objects/s".into(),
+            format!(
+                "{} ({} objects = {} / {:.2} s wall); users+groups/s {}",
+                r["objects_per_s"],
+                r["objects"],
+                r["objects_counted"].as_str().unwrap_or(""),
+                r["wall_s"].as_f64().unwrap_or(0.0),
+                r["users_groups_per_s"]
+            ),
+        ));
+        rows.push(("    requests".into(), requests_line(&r["requests"])));
+        rows.push(("    peak RSS".into(), format!("{} MB", r["peak_rss_mb"])));
+        rows.push((
+            "    CPU".into(),
+            format!(
+                "provisiond {} s, sandbox {} s",
+                r["provisiond_cpu_s"], r["sandbox_cpu_s"]
+            ),
+        ));
+        rows.push(("    status".into(), format!("{}", r["status"])));
+    }
+    if let Some(r) = results.get("incremental") {
+        let s = &r["setup_initial_cycle"];
+        rows.push((
+            "(b) setup: initial cycle".into(),
+            format!(
+                "{} users, {} groups, {} memberships: {:.1} s wall, {} objects/s, {} MB",
+                n(r, "/directory/users"),
+                n(r, "/directory/groups"),
+                n(r, "/directory/memberships"),
+                s["wall_s"].as_f64().unwrap_or(0.0),
+                s["objects_per_s"],
+                s["peak_rss_mb"]
+            ),
+        ));
+        rows.push((
+            "(b) no-change incremental".into(),
+            format!(
+                "{:.3} s wall (cycle {} ms)",
+                r["wall_s"].as_f64().unwrap_or(0.0),
+                r["cycle_duration_ms"]
+            ),
+        ));
+        rows.push(("    peak RSS".into(), format!("{} MB", r["peak_rss_mb"])));
+        rows.push((
+            "    requests".into(),
+            format!(
+                "{} (writes: {})",
+                requests_line(&r["requests"]),
+                r["writes"]
+            ),
+        ));
+        rows.push((
+            "    status".into(),
+            format!(
+                "{} {}, unchanged users {}",
+                r["kind"],
+                r["status"],
+                n(r, "/users/unchanged")
+            ),
+        ));
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    println!();
+    for (k, v) in rows {
+        println!("{k:<width$}  {v}");
+    }
+}
+
+fn main() {
+    match real_main() {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let a = parse_args()?;
+    if !a.bin.exists() {
+        return Err(format!(
+            "{} not found: build it first (`cargo build --release`) or pass --bin; \
+             bench/run.sh does both",
+            a.bin.display()
+        ));
+    }
+    std::fs::create_dir_all(&a.work).map_err(|e| format!("{}: {e}", a.work.display()))?;
+    let mut results = json!({
+        "machine": machine(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "binary": a.bin.display().to_string(),
+        "log_level": a.log,
+        "concurrency": a.concurrency,
+    });
+    if a.only.as_deref() != Some("incremental") {
+        eprintln!(
+            "(a) initial cycle of {} users, {} groups × {} members…",
+            a.users, a.groups, a.members_per_group
+        );
+        results["initial"] = initial(&a)?;
+    }
+    if a.only.as_deref() != Some("initial") {
+        results["incremental"] = incremental(&a)?;
+    }
+    print_table(&results);
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-results.json");
+    if let Some(parent) = out.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    std::fs::write(&out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("\nresults: {}", out.display());
+    Ok(())
+}
