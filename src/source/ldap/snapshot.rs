@@ -264,7 +264,7 @@ pub fn build_directory(snap: &Snapshot, settings: &LdapSettings, complete: bool)
             SourceObject {
                 id: anchor.clone(),
                 object_type: ObjectType::User,
-                attributes,
+                attributes: attributes.into(),
                 members: Vec::new(),
             },
         );
@@ -334,7 +334,7 @@ pub fn build_directory(snap: &Snapshot, settings: &LdapSettings, complete: bool)
             SourceObject {
                 id: anchor.clone(),
                 object_type: ObjectType::Group,
-                attributes: e.attributes.clone(),
+                attributes: e.attributes.clone().into(),
                 members,
             },
         );
