@@ -9,7 +9,7 @@
 use crate::mapping::expr::EvalEnv;
 use crate::mapping::{map_object, MapContext, Mapped, Mappings};
 use crate::model::{Directory, ObjectType, SourceObject};
-use crate::scope::Scoped;
+use crate::scope::{OutOfScope, Scoped};
 use crate::state::{Link, LinkIndex};
 use crate::summary::Problem;
 use serde::{Deserialize, Serialize};
@@ -198,6 +198,19 @@ fn plan_type(
     let type_links = links.of(ty);
     let maps = mappings.of(ty);
     let deprovision_allowed = dir.complete;
+    // An object rejected without a readable id might be any linked object: "gone from the
+    // source" can't be told apart from "unreadable", so no delete-by-absence of this type.
+    let absence_is_deletion = deprovision_allowed
+        && !dir
+            .rejected
+            .iter()
+            .any(|r| r.id.is_none() && r.object_type.is_none_or(|t| t == ty));
+    // A rejected group or assignment may be what put a user in scope: until it reads again,
+    // "not assigned" is not known, so no disable or delete for that reason.
+    let assignment_is_known = !dir
+        .rejected
+        .iter()
+        .any(|r| r.object_type != Some(ObjectType::User));
 
     // Map every in-scope object first, so duplicate matching values can be found before any
     // object is provisioned on the strength of one. A linked object is diffed right away and,
@@ -228,9 +241,12 @@ fn plan_type(
             Some(Err(why)) => match link {
                 None => bump_skipped(plan, ty),
                 Some(l) if ty == ObjectType::User && l.disabled() => plan.unchanged_users += 1,
-                Some(l) if !deprovision_allowed => {
-                    let _ = l;
-                    plan.withheld_deprovisions += 1;
+                Some(_) if !deprovision_allowed => plan.withheld_deprovisions += 1,
+                Some(_)
+                    if !assignment_is_known
+                        && matches!(why, OutOfScope::NotAssigned | OutOfScope::ExcludedRole(_)) =>
+                {
+                    plan.withheld_deprovisions += 1
                 }
                 Some(l) => plan.actions.push(match ty {
                     ObjectType::User => Action::Disable(Disable {
@@ -325,7 +341,7 @@ fn plan_type(
         if objects.contains_key(id) || rejected.contains(id.as_str()) {
             continue;
         }
-        if !deprovision_allowed {
+        if !absence_is_deletion {
             plan.withheld_deprovisions += 1;
             continue;
         }
@@ -485,6 +501,26 @@ pub fn plan_references(
             .map(|l| l.target_id.as_str())
     };
 
+    let rejected: HashSet<&str> = dir
+        .rejected
+        .iter()
+        .filter_map(|r| r.id.as_deref())
+        .collect();
+    let assignment_is_known = !dir
+        .rejected
+        .iter()
+        .any(|r| r.object_type != Some(ObjectType::User));
+    // A linked user whose membership can't be judged this cycle (see `plan_type`).
+    let undecided = |source_id: &str| -> Option<&str> {
+        let link = links.users.get(source_id)?;
+        let unknown_scope = !assignment_is_known
+            && matches!(
+                scoped.decision(ObjectType::User, source_id),
+                Some(Err(OutOfScope::NotAssigned | OutOfScope::ExcludedRole(_)))
+            );
+        (rejected.contains(source_id) || unknown_scope).then_some(link.target_id.as_str())
+    };
+
     let reference_maps: Vec<crate::mapping::Mapping> = mappings
         .users
         .iter()
@@ -565,6 +601,12 @@ pub fn plan_references(
             for m in &group.members {
                 if let Some(t) = user_target(m) {
                     desired.insert(t);
+                } else if let Some(t) = undecided(m) {
+                    // Present but unreadable, or its scope is unknown this cycle: leave its
+                    // membership as it is, neither added nor removed.
+                    if link.members.contains(t) {
+                        desired.insert(t);
+                    }
                 } else if !dir.users.contains_key(m) && !dir.groups.contains_key(m) {
                     missing.push(m);
                 }
@@ -867,6 +909,77 @@ mod tests {
     }
 
     #[test]
+    fn an_object_without_id_withholds_deletion_by_absence() {
+        let mut links = LinkIndex::default();
+        let d1 = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"b","userPrincipalName":"b@x"}],
+            "assignments":[{"principalId":"a"},{"principalId":"b"}]}),
+        );
+        run(&d1, &ScopeSettings::default(), &mut links);
+        // b's anchor became unreadable: it arrives without an id.
+        let d2 = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"userPrincipalName":"b@x"}],
+            "assignments":[{"principalId":"a"},{"principalId":"b"}]}),
+        );
+        let (p, _) = run(&d2, &ScopeSettings::default(), &mut links);
+        assert!(p.actions.is_empty(), "{p:#?}");
+        assert_eq!(p.withheld_deprovisions, 1);
+    }
+
+    #[test]
+    fn a_rejected_group_or_assignment_disables_nobody_and_keeps_memberships() {
+        let mut links = LinkIndex::default();
+        let d1 = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"b","userPrincipalName":"b@x"}],
+            "groups":[{"id":"g","displayName":"G","members":["a","b"]},{"id":"h","displayName":"H","members":["b"]}],
+            "assignments":[{"principalId":"g"},{"principalId":"h"}]}),
+        );
+        run(&d1, &ScopeSettings::default(), &mut links);
+        // h is unreadable this cycle (a bad member entry): b's scope through h is unknown.
+        let d2 = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"b","userPrincipalName":"b@x"}],
+            "groups":[{"id":"g","displayName":"G","members":["a"]},{"id":"h","displayName":"H","members":[7]}],
+            "assignments":[{"principalId":"g"},{"principalId":"h"}]}),
+        );
+        let (p, r) = run(&d2, &ScopeSettings::default(), &mut links);
+        assert!(p.actions.is_empty(), "{p:#?}");
+        assert!(r.memberships.iter().all(|m| m.add.is_empty()));
+        // A bad assignment entry: the same.
+        let d3 = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"b","userPrincipalName":"b@x"}],
+            "groups":[{"id":"g","displayName":"G","members":["a","b"]}],
+            "assignments":[{"principalId":"g"},{"role":"User"}]}),
+        );
+        let (p, _) = run(&d3, &ScopeSettings::default(), &mut links);
+        assert!(p.actions.iter().all(|a| !a.is_deprovisioning()), "{p:#?}");
+    }
+
+    #[test]
+    fn a_rejected_linked_user_keeps_its_group_memberships() {
+        let mut links = LinkIndex::default();
+        let d1 = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"b","userPrincipalName":"b@x"}],
+            "groups":[{"id":"g","displayName":"G","members":["a","b"]}],
+            "assignments":[{"principalId":"g"}]}),
+        );
+        run(&d1, &ScopeSettings::default(), &mut links);
+        assert_eq!(links.groups["g"].members.len(), 2);
+        // b is duplicated in this export: rejected, but still there.
+        let d2 = parse(
+            json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"b","userPrincipalName":"b@x"},{"id":"b"}],
+            "groups":[{"id":"g","displayName":"G","members":["a","b"]}],
+            "assignments":[{"principalId":"g"}]}),
+        );
+        let (p, r) = run(&d2, &ScopeSettings::default(), &mut links);
+        assert!(p.actions.is_empty(), "{p:#?}");
+        assert!(r.memberships.is_empty(), "{r:#?}");
+        assert!(
+            !r.problems.iter().any(|p| p.code == "InvalidMember"),
+            "{r:#?}"
+        );
+    }
+
+    #[test]
     fn null_values_follow_the_policy() {
         let mut links = LinkIndex::default();
         let d1 = parse(
@@ -941,8 +1054,11 @@ mod tests {
             proptest::collection::vec(group, 0..4),
             proptest::collection::vec(assignment, 0..10),
             any::<bool>(),
+            // One read in four is incomplete; one in six carries an object with no id.
+            0..4usize,
+            0..6usize,
         )
-            .prop_map(|(users, groups, assignments, all)| {
+            .prop_map(|(users, groups, assignments, all, partial, idless)| {
                 let users: Vec<Value> = users
                     .into_iter()
                     .map(|(id, upn, enabled, deleted, titled, name, manager)| {
@@ -974,7 +1090,12 @@ mod tests {
                         json!({"principalId": principal, "role": if default { "Default Access" } else { "User" }})
                     })
                     .collect();
-                json!({"users": users, "groups": groups, "assignments": assignments, "_all": all})
+                let mut users = users;
+                if idless == 0 {
+                    users.push(json!({"userPrincipalName": "no-id@x"}));
+                }
+                json!({"users": users, "groups": groups, "assignments": assignments, "_all": all,
+                       "_partial": partial == 0})
             })
     }
 
@@ -991,11 +1112,37 @@ mod tests {
                     mode: if raw["_all"] == json!(true) { ScopeMode::All } else { ScopeMode::Assigned },
                     ..ScopeSettings::default()
                 };
-                let dir = parse(raw);
-                let (plan, _) = run(&dir, &settings, &mut links);
-                // Only linked objects are ever changed or removed.
+                let partial = raw["_partial"] == json!(true);
+                let mut dir = parse(raw);
+                dir.complete = !partial;
+                let before = links.clone();
+                let (plan, refs) = run(&dir, &settings, &mut links);
+                // Only linked objects are ever changed or removed; only unlinked ones provisioned.
                 for a in &plan.actions {
-                    prop_assert!(!matches!(a, Action::Provision(p) if links.of(p.object_type).get(&p.source_id).is_none()));
+                    let (ty, id) = match a {
+                        Action::Provision(p) => (p.object_type, &p.source_id),
+                        Action::Update(u) => (u.object_type, &u.source_id),
+                        Action::Disable(d) => (ObjectType::User, &d.source_id),
+                        Action::Delete(d) => (d.object_type, &d.source_id),
+                    };
+                    let linked = before.get(ty, id).is_some();
+                    prop_assert_eq!(linked, !matches!(a, Action::Provision(_)), "{:?}", a);
+                }
+                // An incomplete read never deprovisions, and never removes a member.
+                if partial {
+                    prop_assert!(plan.actions.iter().all(|a| !a.is_deprovisioning()), "{:#?}", plan.actions);
+                    prop_assert!(refs.memberships.iter().all(|m| m.remove.is_empty()));
+                }
+                // An object rejected without an id may be any linked one: nothing is deleted
+                // for being absent.
+                if dir.rejected.iter().any(|r| r.id.is_none() && r.object_type == Some(ObjectType::User)) {
+                    for a in &plan.actions {
+                        prop_assert!(!matches!(a, Action::Delete(d) if d.object_type == ObjectType::User), "{:?}", a);
+                    }
+                }
+                if partial {
+                    // Converging is for complete reads; the next iteration starts from here.
+                    continue;
                 }
                 let (again, refs) = run(&dir, &settings, &mut links);
                 prop_assert!(again.is_empty(), "second plan not empty: {:#?}", again.actions);
@@ -1004,6 +1151,7 @@ mod tests {
                 // every linked out-of-scope user is disabled; links exist only for source objects.
                 let scoped = scope::evaluate(&dir, &settings);
                 let troubled: HashSet<String> = again.problems.iter().filter_map(|p| p.id.clone()).collect();
+                let assignment_known = !dir.rejected.iter().any(|r| r.object_type != Some(ObjectType::User));
                 for id in dir.users.keys() {
                     let link = links.users.get(id);
                     if scoped.in_scope(ObjectType::User, id) {
@@ -1011,12 +1159,20 @@ mod tests {
                             prop_assert!(link.is_some_and(|l| !l.disabled()), "user {id} should be active");
                         }
                     } else if let Some(l) = link {
-                        prop_assert!(l.disabled(), "user {id} should be disabled");
+                        let unknown = !assignment_known
+                            && matches!(scoped.decision(ObjectType::User, id),
+                                Some(Err(OutOfScope::NotAssigned | OutOfScope::ExcludedRole(_))));
+                        prop_assert!(l.disabled() || unknown, "user {id} should be disabled");
                     }
                 }
                 let rejected: HashSet<&str> = dir.rejected.iter().filter_map(|r| r.id.as_deref()).collect();
+                let idless = dir.rejected.iter().any(|r| r.id.is_none() && r.object_type == Some(ObjectType::User));
                 for id in links.users.keys() {
-                    prop_assert!(dir.users.contains_key(id) || rejected.contains(id.as_str()));
+                    prop_assert!(dir.users.contains_key(id) || rejected.contains(id.as_str()) || idless);
+                }
+                if !assignment_known {
+                    // Group scope and membership are undecided while a group or assignment is unreadable.
+                    continue;
                 }
                 for (id, l) in &links.groups {
                     if rejected.contains(id.as_str()) {
@@ -1027,7 +1183,12 @@ mod tests {
                         .filter(|m| scoped.in_scope(ObjectType::User, m))
                         .filter_map(|m| links.users.get(m).map(|u| u.target_id.clone()))
                         .collect();
-                    prop_assert_eq!(&l.members, &desired);
+                    // Rejected (unreadable) users keep whatever membership they had.
+                    let unreadable: BTreeSet<String> = rejected.iter()
+                        .filter_map(|r| links.users.get(*r).map(|u| u.target_id.clone()))
+                        .collect();
+                    let members: BTreeSet<String> = l.members.difference(&unreadable).cloned().collect();
+                    prop_assert_eq!(&members, &desired);
                 }
             }
         }
