@@ -523,9 +523,17 @@ pub fn render_summary(s: &CycleSummary) -> String {
     if !s.source_complete && s.error.is_none() {
         let _ = writeln!(
             out,
-            "  source read incomplete: no account was disabled or deleted"
+            "  source read incomplete: {} disable(s)/delete(s) withheld, none done",
+            s.withheld_deprovisions
+        );
+    } else if s.withheld_deprovisions > 0 {
+        let _ = writeln!(
+            out,
+            "  {} disable(s)/delete(s) withheld: some source objects could not be read",
+            s.withheld_deprovisions
         );
     }
+
     if s.problem_count > 0 {
         let _ = writeln!(out, "  problems ({}):", s.problem_count);
         for p in &s.problems {

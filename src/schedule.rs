@@ -133,6 +133,7 @@ fn failed_report(job: &str, dry_run: bool, error: String) -> CycleReport {
             memberships: Default::default(),
             requests: Default::default(),
             source_complete: false,
+            withheld_deprovisions: 0,
             error: Some(error),
             problems: vec![],
             problem_count: 0,

@@ -88,6 +88,10 @@ pub struct CycleSummary {
     pub requests: RequestCounts,
     /// False when the source read was incomplete: no disable or delete was done.
     pub source_complete: bool,
+    /// Disables and deletes not done because the source read was incomplete or some source
+    /// objects could not be read.
+    #[serde(default)]
+    pub withheld_deprovisions: u64,
     /// Why the cycle failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -51,6 +51,8 @@ struct Tally {
     counted: HashSet<(ObjectType, String)>,
     /// Objects the planner counted unchanged that phase two updated (or failed on) after all.
     unchanged_then_changed: u64,
+    /// Groups planned as unchanged whose membership export then failed.
+    groups_unchanged_then_failed: u64,
 }
 
 /// Why the export gave up on the whole cycle.
@@ -87,6 +89,9 @@ enum Outcome {
     Updated(Link),
     Disabled(Link),
     Deleted,
+    /// The object was already gone from the target (a 404 on disable): the link is forgotten;
+    /// nothing was sent that changed anything, so it is logged but not counted.
+    Gone,
 }
 
 struct Failure {
@@ -179,6 +184,10 @@ impl<'a> Exporter<'a> {
         lock(&self.tally).unchanged_then_changed
     }
 
+    pub fn groups_unchanged_then_failed(&self) -> u64 {
+        lock(&self.tally).groups_unchanged_then_failed
+    }
+
     pub fn into_results(
         self,
     ) -> (
@@ -216,7 +225,10 @@ impl<'a> Exporter<'a> {
     }
 
     /// The source object a target object is linked to, if any.
-    fn owner(&self, ty: ObjectType, target_id: &str) -> Option<String> {
+    /// Claim a target object for a source object, atomically: two objects provisioned at once
+    /// that match the same target object (through different matching attributes) can't both
+    /// adopt it. `Err` names the source object that holds it.
+    fn claim(&self, ty: ObjectType, target_id: &str, source_id: &str) -> Result<(), String> {
         let mut owners = lock(&self.owners);
         let o = owners.get_or_insert_with(|| {
             let links = lock(&self.links);
@@ -230,7 +242,14 @@ impl<'a> Exporter<'a> {
                 })
                 .collect()
         });
-        o.get(&(ty, target_id.to_string())).cloned()
+        match o.get(&(ty, target_id.to_string())) {
+            Some(owner) if owner != source_id => Err(owner.clone()),
+            Some(_) => Ok(()),
+            None => {
+                o.insert((ty, target_id.to_string()), source_id.to_string());
+                Ok(())
+            }
+        }
     }
 
     /// Run actions concurrently. Returns when all are done or the export was halted; actions
@@ -290,7 +309,7 @@ impl<'a> Exporter<'a> {
                     persist(l)?;
                     self.insert_link(l.clone());
                 }
-                Outcome::Deleted => {
+                Outcome::Deleted | Outcome::Gone => {
                     self.store
                         .remove_link(self.job, ty, source_id)
                         .map_err(|e| Failure {
@@ -325,6 +344,11 @@ impl<'a> Exporter<'a> {
                         ("delete", Some(&d.target_id), d.reason.clone())
                     }
                     (Outcome::Deleted, _) => ("delete", None, String::new()),
+                    (Outcome::Gone, _) => (
+                        "gone",
+                        None,
+                        "already absent from the target; link forgotten".to_string(),
+                    ),
                 };
                 // Count each object once per cycle. A reference update (phase two: a manager)
                 // of an object created, adopted or updated in phase one is part of that
@@ -336,6 +360,7 @@ impl<'a> Exporter<'a> {
                 }
                 match (ty, verb) {
                     _ if !first => {}
+                    (_, "gone") => {}
                     (ObjectType::User, "create") => t.users.created += 1,
                     (ObjectType::User, "adopt" | "update") => t.users.updated += 1,
                     (ObjectType::User, "disable") => t.users.disabled += 1,
@@ -475,6 +500,7 @@ impl<'a> Exporter<'a> {
                     },
                     Some(found) => self.adopt(p, found).await,
                     None if ambiguous => {
+                        self.before_write()?;
                         let resource = self.target.create(p.object_type, body).await?;
                         Ok(Outcome::Created(self.new_link(p, &resource, true)?))
                     }
@@ -517,16 +543,14 @@ impl<'a> Exporter<'a> {
                 fatal: false,
             })?
             .to_string();
-        if let Some(owner) = self.owner(p.object_type, &target_id) {
-            if owner != p.source_id {
-                return Err(Failure {
-                    code: "TargetObjectAlreadyLinked".into(),
-                    reason: format!(
-                        "target object {target_id} is already linked to source object {owner}"
-                    ),
-                    fatal: false,
-                });
-            }
+        if let Err(owner) = self.claim(p.object_type, &target_id, &p.source_id) {
+            return Err(Failure {
+                code: "TargetObjectAlreadyLinked".into(),
+                reason: format!(
+                    "target object {target_id} is already linked to source object {owner}"
+                ),
+                fatal: false,
+            });
         }
         Ok(Link {
             object_type: p.object_type,
@@ -596,6 +620,11 @@ impl<'a> Exporter<'a> {
             // Deleted in the target behind our back: forget the link, match again, create.
             Err(e) if e.is_not_found() => {
                 self.forget(u.object_type, &u.source_id)?;
+                // A reference-only update (phase two) carries no values to create from: the
+                // next cycle matches and provisions the object in full.
+                if u.mapped.matching.is_empty() {
+                    return Err(e.into());
+                }
                 let p = Provision {
                     object_type: u.object_type,
                     source_id: u.source_id.clone(),
@@ -641,7 +670,7 @@ impl<'a> Exporter<'a> {
                 Ok(Outcome::Disabled(link))
             }
             // Already gone from the target: nothing left to disable.
-            Err(e) if e.is_not_found() => Ok(Outcome::Deleted),
+            Err(e) if e.is_not_found() => Ok(Outcome::Gone),
             Err(e) => Err(e.into()),
         }
     }
@@ -758,7 +787,14 @@ impl<'a> Exporter<'a> {
                     }
                 }
                 Err(f) => {
-                    t.groups.failed += 1;
+                    // Once per group: a group created this cycle whose members then failed is
+                    // one object, counted as created, with the failure in `problems`.
+                    if t.counted
+                        .insert((ObjectType::Group, m.group_source_id.clone()))
+                    {
+                        t.groups.failed += 1;
+                        t.groups_unchanged_then_failed += 1;
+                    }
                     tracing::warn!(job = self.job, cycle_id = self.cycle_id, group_id = %m.group_source_id,
                         code = %f.code, reason = %f.reason, "membership export failed");
                     t.problems.push(Problem {

@@ -90,6 +90,7 @@ pub async fn run_cycle(
         memberships: MembershipCounts::default(),
         requests: Default::default(),
         source_complete: false,
+        withheld_deprovisions: 0,
         error: None,
         problems: Vec::new(),
         problem_count: 0,
@@ -223,6 +224,7 @@ pub async fn run_cycle(
     }
     let aborted = exporter.aborted();
     let unchanged_then_changed = exporter.unchanged_then_changed();
+    let groups_unchanged_then_failed = exporter.groups_unchanged_then_failed();
     let (users_c, groups_c, memberships, export_problems, actions) = exporter.into_results();
     problems.extend(export_problems);
 
@@ -231,9 +233,35 @@ pub async fn run_cycle(
     summary.users.unchanged += plan.unchanged_users.saturating_sub(unchanged_then_changed);
     summary.users.skipped = plan.skipped_users + count(&plan.problems, "user");
     summary.groups = groups_c;
-    summary.groups.unchanged += plan.unchanged_groups;
+    summary.groups.unchanged += plan
+        .unchanged_groups
+        .saturating_sub(groups_unchanged_then_failed);
     summary.groups.skipped = plan.skipped_groups + count(&plan.problems, "group");
     summary.memberships = memberships;
+    summary.withheld_deprovisions = plan.withheld_deprovisions;
+    if plan.withheld_deprovisions > 0 {
+        // Never a silent success: a source that is always partial would otherwise suppress
+        // deprovisioning forever without anyone noticing.
+        problems.push(Problem {
+            object_type: None,
+            id: None,
+            name: None,
+            code: if summary.source_complete {
+                "DeprovisioningWithheld".into()
+            } else {
+                "SourceReadIncomplete".into()
+            },
+            reason: format!(
+                "{} disable(s)/delete(s) withheld: {}",
+                plan.withheld_deprovisions,
+                if summary.source_complete {
+                    "some source objects could not be read (see the other problems)"
+                } else {
+                    "the source read was incomplete"
+                }
+            ),
+        });
+    }
     summary.problem_count = problems.len() as u64;
     summary.problems = problems.into_iter().take(SUMMARY_PROBLEMS).collect();
     summary.requests = target.request_counts().since(&requests_before);

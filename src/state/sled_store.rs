@@ -232,7 +232,7 @@ mod tests {
             .unwrap();
             s.flush().unwrap();
         }
-        let s = SledStore::open(dir.path()).unwrap();
+        let s = reopen(dir.path()).unwrap();
         let links = s.links("j").unwrap();
         assert_eq!(links, vec![link("a")]);
         assert!(links[0].disabled());
@@ -251,6 +251,19 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
+    /// Open again after a drop: sled's background flusher may hold the lock a moment longer.
+    fn reopen(path: &Path) -> Result<SledStore, StateError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match SledStore::open(path) {
+                Err(StateError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
+    }
+
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -263,7 +276,7 @@ mod tests {
             s.flush().unwrap();
         }
         assert!(matches!(
-            SledStore::open(dir.path()),
+            reopen(dir.path()),
             Err(StateError::TooNew { found: 99, .. })
         ));
     }

@@ -116,6 +116,14 @@ fn escape_value(v: &str) -> String {
         let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
             || (i == 0 && (c == '#' || c == ' '))
             || (i + 1 == n && c == ' ');
+        if c.is_control() {
+            // Hex-escaped, so a later trim can't eat it: normalising stays idempotent.
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\{b:02X}"));
+            }
+            continue;
+        }
         if special {
             out.push('\\');
         }
