@@ -14,7 +14,7 @@ use crate::state::{Link, LinkIndex};
 use crate::summary::Problem;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// What to do when a mapped value becomes null.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -653,38 +653,6 @@ pub fn plan_references(
     out
 }
 
-/// Render a plan as lines an admin reads (`sync --dry-run`).
-pub fn describe_action(a: &Action) -> String {
-    match a {
-        Action::Provision(p) => format!(
-            "provision {} {:?} (match on {}, create if absent)",
-            p.object_type,
-            p.display_name,
-            p.mapped
-                .matching
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Action::Update(u) => format!(
-            "update {} {:?} [{}]: {}",
-            u.object_type,
-            u.display_name,
-            u.target_id,
-            describe_changes(&u.changes)
-        ),
-        Action::Disable(d) => format!(
-            "disable user {:?} [{}]: {}",
-            d.display_name, d.target_id, d.reason
-        ),
-        Action::Delete(d) => format!(
-            "delete {} {:?} [{}]: {}",
-            d.object_type, d.display_name, d.target_id, d.reason
-        ),
-    }
-}
-
 pub fn describe_changes(changes: &[Change]) -> String {
     changes
         .iter()
@@ -695,15 +663,6 @@ pub fn describe_changes(changes: &[Change]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Links keyed by target id, to refuse adopting one target object for two source objects.
-pub fn target_index(links: &LinkIndex, ty: ObjectType) -> BTreeMap<String, String> {
-    links
-        .of(ty)
-        .values()
-        .map(|l| (l.target_id.clone(), l.source_id.clone()))
-        .collect()
 }
 
 #[cfg(test)]

@@ -578,3 +578,69 @@ fn example_config_checks() {
     assert!(out.stdout.contains("robin"), "{out}");
     assert!(!out.all().contains("example-token"), "{out}");
 }
+
+/// `provisiond expr`: the expression builder's "test" button, with the service's virtual
+/// attributes as a cycle computes them. One table: expression, input, exit code, stdout.
+#[test]
+fn expr_evaluates_like_a_cycle() {
+    let active = r#"Switch([IsSoftDeleted], , "False", "True", "True", "False")"#;
+    let cases: &[(&str, &str, i32, &str)] = &[
+        (active, r#"{"accountEnabled": true}"#, 0, "\"True\""),
+        (active, r#"{"accountEnabled": false}"#, 0, "\"False\""),
+        (active, r#"{"IsSoftDeleted": true}"#, 0, "\"False\""),
+        (
+            r#"Join(" ", [givenName], [surname])"#,
+            r#"{"givenName": "Ann", "surname": "Lee"}"#,
+            0,
+            "\"Ann Lee\"",
+        ),
+        (
+            r#"ToLower(Replace([userPrincipalName], , "@contoso.com", , "", , ))"#,
+            r#"{"userPrincipalName": "Ann@contoso.com"}"#,
+            0,
+            "\"ann\"",
+        ),
+        ("[objectId]", r#"{"id": "6f1c"}"#, 0, "\"6f1c\""),
+        (
+            "SingleAppRoleAssignment([appRoleAssignments])",
+            r#"{"appRoleAssignments": ["Admin"]}"#,
+            0,
+            "\"Admin\"",
+        ),
+        (
+            "Split([proxy], \",\")",
+            r#"{"proxy": "a,b"}"#,
+            0,
+            "[\"a\",\"b\"]",
+        ),
+        ("IsPresent([mail])", "{}", 0, "false"),
+        ("[nothing]", "{}", 0, "null"),
+        (
+            "IgnoreFlowIfNullOrEmpty([mail])",
+            "{}",
+            0,
+            "{\"ignored\":true}",
+        ),
+        ("CDate(\"not a date\")", "{}", 1, ""),
+        ("Join(\" \", [a]", "{}", 2, ""),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (expression, input, code, stdout) in cases {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["expr", expression, "--input", input]);
+        let out = run_command(cmd, dir.path(), std::time::Duration::from_secs(20));
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{expression} on {input}: {out:?}"
+        );
+        assert_eq!(out.stdout.trim(), *stdout, "{expression} on {input}");
+        if *code == 2 {
+            assert!(
+                out.stderr.contains('^'),
+                "a parse error shows a caret: {}",
+                out.stderr
+            );
+        }
+    }
+}

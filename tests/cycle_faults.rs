@@ -615,20 +615,18 @@ async fn no_write_is_sent_after_the_stop_signal() {
     let store = MemoryStore::new();
     let client = client(&h.base_url());
     let job = job(&file.path);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        flag.store(true, std::sync::atomic::Ordering::SeqCst);
-    });
-    let report = run_cycle(
-        &job,
-        &store,
-        &client,
-        &CycleOptions::default(),
-        stop.as_ref(),
-    )
-    .await;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // Raise the stop signal as soon as the first matching query reaches the sandbox: every
+    // query then still has ~400 ms to go, so no write can have been sent yet.
+    let watch = async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.request_counts().get == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let opts = CycleOptions::default();
+    let (report, ()) = tokio::join!(run_cycle(&job, &store, &client, &opts, &stop), watch);
     assert_eq!(
         report.summary.status,
         CycleStatus::Failed,

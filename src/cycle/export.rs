@@ -6,7 +6,7 @@ use crate::plan::{
     describe_changes, Action, Change, Delete, Disable, MembershipChange, Provision, Update,
 };
 use crate::scim::path::ScimPath;
-use crate::scim::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
+use crate::scim::{GROUP_SCHEMA, USER_SCHEMA};
 use crate::state::{Link, LinkIndex, StateStore};
 use crate::summary::{GroupCounts, MembershipCounts, Problem, UserCounts};
 use crate::target::{PatchOp, Target, TargetError};
@@ -942,11 +942,6 @@ pub fn render_resource<'v>(
         if let Ok(p) = ScimPath::parse(path) {
             p.set(&mut body, v.clone());
         }
-    }
-    // Keep the core schema first and the extension listed once.
-    if let Some(Value::Array(s)) = body.get_mut("schemas") {
-        s.dedup();
-        let _ = ENTERPRISE_USER_SCHEMA;
     }
     body
 }

@@ -264,6 +264,15 @@ fn compile_all(ty: ObjectType, specs: &[MappingSpec]) -> Result<Vec<Mapping>, Ma
         if (m.is_members() || m.is_reference()) && m.matching.is_some() {
             return Err(err("a reference cannot be a matching attribute".into()));
         }
+        if matches!(&m.source, MappingSource::Expression(e) if e.selects_unique_value())
+            && m.matching.is_some()
+        {
+            // Its value is only chosen at creation, against the target: there is nothing
+            // to match an existing object on.
+            return Err(err(
+                "a SelectUniqueValue mapping cannot be a matching attribute".into(),
+            ));
+        }
         out.push(m);
     }
     Ok(out)
@@ -307,7 +316,17 @@ struct View<'a> {
     roles: std::cell::OnceCell<Value>,
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
+    fn new(obj: &'a SourceObject, ctx: &MapContext<'a>) -> Self {
+        View {
+            obj,
+            soft_deleted: Value::Bool(ctx.soft_deleted),
+            object_id: Value::String(obj.id.clone()),
+            role_names: ctx.roles,
+            roles: std::cell::OnceCell::new(),
+        }
+    }
+
     fn roles(&self) -> &Value {
         self.roles.get_or_init(|| {
             Value::Array(
@@ -338,19 +357,23 @@ impl expr::Attributes for View<'_> {
     }
 }
 
+/// Evaluate one expression for one object exactly as a cycle would, virtual attributes
+/// (`IsSoftDeleted`, `objectId`, `appRoleAssignments`) included: `provisiond expr`.
+pub fn evaluate_for(
+    expression: &Expression,
+    obj: &SourceObject,
+    ctx: &MapContext<'_>,
+) -> Result<Outcome, expr::EvalError> {
+    expression.evaluate(&View::new(obj, ctx), ctx.env)
+}
+
 /// Evaluate every mapping for one object. `Err` skips the object, with the reason.
 pub fn map_object(
     obj: &SourceObject,
     mappings: &[Mapping],
     ctx: &MapContext<'_>,
 ) -> Result<Mapped, String> {
-    let view = View {
-        obj,
-        soft_deleted: Value::Bool(ctx.soft_deleted),
-        object_id: Value::String(obj.id.clone()),
-        role_names: ctx.roles,
-        roles: std::cell::OnceCell::new(),
-    };
+    let view = View::new(obj, ctx);
     let mut out = Mapped::default();
     let mut matching: Vec<(u32, String, Value)> = Vec::new();
     for m in mappings {
@@ -645,6 +668,18 @@ mod tests {
             (&json!("Admin"), &json!("Admin")),
             "{r}"
         );
+    }
+
+    #[test]
+    fn select_unique_value_cannot_match() {
+        let specs = vec![MappingSpec {
+            target: "userName".into(),
+            expression: Some("SelectUniqueValue([a], [b])".into()),
+            matching: Some(1),
+            ..MappingSpec::default()
+        }];
+        let e = Mappings::build(&PresetFile::default(), &specs, &[]).unwrap_err();
+        assert!(e.message.contains("SelectUniqueValue"), "{e}");
     }
 
     #[test]

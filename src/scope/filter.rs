@@ -195,6 +195,7 @@ impl ScopingFilter {
     pub fn check(&self, obj: &SourceObject) -> Result<(), String> {
         for c in &self.clauses {
             let value = lookup(obj, &c.attribute);
+            let value = value.as_deref();
             if !clause_holds(&c.op, value) {
                 return Err(match &self.spec.title {
                     Some(t) => format!("{t}: {} is false", c.text),
@@ -221,16 +222,21 @@ pub fn check_any(filters: &[ScopingFilter], obj: &SourceObject) -> Result<(), St
     Err(reasons.join("; "))
 }
 
-fn lookup<'a>(obj: &'a SourceObject, name: &str) -> Option<&'a Value> {
+/// The attribute a clause tests: the anchor for `objectId`/`id` (as the mappings see it), else
+/// the attribute by name, exact first, then case-insensitively.
+fn lookup<'a>(obj: &'a SourceObject, name: &str) -> Option<std::borrow::Cow<'a, Value>> {
     if name == "id" || name == "objectId" {
-        return None;
+        return Some(std::borrow::Cow::Owned(Value::String(obj.id.clone())));
     }
-    obj.attributes.get(name).or_else(|| {
-        obj.attributes
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    })
+    obj.attributes
+        .get(name)
+        .or_else(|| {
+            obj.attributes
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+        .map(std::borrow::Cow::Borrowed)
 }
 
 fn is_empty(v: &Value) -> bool {
@@ -465,6 +471,19 @@ mod tests {
                 "{op} {value} on {attrs}"
             );
         }
+    }
+
+    #[test]
+    fn object_id_is_the_anchor() {
+        let f =
+            filter(json!([{"attribute": "objectId", "operator": "EQUALS", "value": "x"}])).unwrap();
+        assert!(
+            f.check(&obj(json!({}))).is_ok(),
+            "a pilot filter on objectId must see the id"
+        );
+        let f =
+            filter(json!([{"attribute": "objectId", "operator": "EQUALS", "value": "y"}])).unwrap();
+        assert!(f.check(&obj(json!({}))).is_err());
     }
 
     #[test]
