@@ -294,11 +294,7 @@ impl<'a> Exporter<'a> {
         result: Result<Outcome, Failure>,
     ) {
         let persist = |link: &Link| -> Result<(), Failure> {
-            self.store.put_link(self.job, link).map_err(|e| Failure {
-                code: "StateStoreError".into(),
-                reason: e.to_string(),
-                fatal: true,
-            })
+            self.store.put_link(self.job, link).map_err(store_failure)
         };
         let result = result.and_then(|outcome| {
             match &outcome {
@@ -309,16 +305,7 @@ impl<'a> Exporter<'a> {
                     persist(l)?;
                     self.insert_link(l.clone());
                 }
-                Outcome::Deleted | Outcome::Gone => {
-                    self.store
-                        .remove_link(self.job, ty, source_id)
-                        .map_err(|e| Failure {
-                            code: "StateStoreError".into(),
-                            reason: e.to_string(),
-                            fatal: true,
-                        })?;
-                    self.remove_link(ty, source_id);
-                }
+                Outcome::Deleted | Outcome::Gone => self.forget(ty, source_id)?,
             }
             Ok(outcome)
         });
@@ -637,14 +624,11 @@ impl<'a> Exporter<'a> {
         }
     }
 
+    /// Drop a link from the store and from memory.
     fn forget(&self, ty: ObjectType, source_id: &str) -> Result<(), Failure> {
         self.store
             .remove_link(self.job, ty, source_id)
-            .map_err(|e| Failure {
-                code: "StateStoreError".into(),
-                reason: e.to_string(),
-                fatal: true,
-            })?;
+            .map_err(store_failure)?;
         self.remove_link(ty, source_id);
         Ok(())
     }
@@ -743,11 +727,7 @@ impl<'a> Exporter<'a> {
                         })
                     };
                     match updated {
-                        Some(l) => self.store.put_link(self.job, &l).map_err(|e| Failure {
-                            code: "StateStoreError".into(),
-                            reason: e.to_string(),
-                            fatal: true,
-                        }),
+                        Some(l) => self.store.put_link(self.job, &l).map_err(store_failure),
                         None => Ok(()),
                     }
                 }
@@ -814,6 +794,15 @@ impl<'a> Exporter<'a> {
                 }
             }
         }
+    }
+}
+
+/// The store failing is fatal for the cycle: nothing done after it could be remembered.
+fn store_failure(e: crate::state::StateError) -> Failure {
+    Failure {
+        code: "StateStoreError".into(),
+        reason: e.to_string(),
+        fatal: true,
     }
 }
 
