@@ -84,9 +84,18 @@ pub enum StateError {
     TooNew { path: PathBuf, found: u32 },
 }
 
+/// A deferred [`StateStore::links`], to run on another thread.
+pub type LinksLoader = Box<dyn FnOnce() -> Result<Vec<Link>, StateError> + Send>;
+
 /// Persistence of links and job metadata.
 pub trait StateStore: Send + Sync {
     fn links(&self, job: &str) -> Result<Vec<Link>, StateError>;
+    /// The job's links, loaded when the returned closure runs: a cycle loads them on the
+    /// blocking pool while it reads the source. The default loads them here and now.
+    fn links_loader(&self, job: &str) -> LinksLoader {
+        let links = self.links(job);
+        Box::new(move || links)
+    }
     fn put_link(&self, job: &str, link: &Link) -> Result<(), StateError>;
     fn remove_link(&self, job: &str, ty: ObjectType, source_id: &str) -> Result<(), StateError>;
     fn meta(&self, job: &str) -> Result<JobMeta, StateError>;

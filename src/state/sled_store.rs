@@ -116,20 +116,39 @@ impl SledStore {
     }
 
     fn decode<T: DeserializeOwned>(&self, key: &[u8], bytes: &[u8]) -> Result<T, StateError> {
-        let corrupt = |message: String| StateError::Corrupt {
-            path: self.path.clone(),
-            key: String::from_utf8_lossy(key).into_owned(),
-            message,
-        };
-        let env: Envelope<T> = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
-        if env.v > SCHEMA_VERSION {
-            return Err(StateError::TooNew {
-                path: self.path.clone(),
-                found: env.v,
-            });
-        }
-        Ok(env.d)
+        decode(&self.path, key, bytes)
     }
+}
+
+fn decode<T: DeserializeOwned>(path: &Path, key: &[u8], bytes: &[u8]) -> Result<T, StateError> {
+    let corrupt = |message: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        key: String::from_utf8_lossy(key).into_owned(),
+        message,
+    };
+    let env: Envelope<T> = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if env.v > SCHEMA_VERSION {
+        return Err(StateError::TooNew {
+            path: path.to_path_buf(),
+            found: env.v,
+        });
+    }
+    Ok(env.d)
+}
+
+/// Every link of a links tree.
+fn load_links(tree: &sled::Tree, path: &Path) -> Result<Vec<Link>, StateError> {
+    // No `Vec::with_capacity(tree.len())`: sled's `len` walks the whole tree, which
+    // doubled the cost of loading 100k links.
+    let mut out = Vec::new();
+    for item in tree.iter() {
+        let (k, v) = item.map_err(|e| StateError::Storage {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        out.push(decode(path, &k, &v)?);
+    }
+    Ok(out)
 }
 
 fn link_key(ty: ObjectType, source_id: &str) -> String {
@@ -141,15 +160,18 @@ fn link_key(ty: ObjectType, source_id: &str) -> String {
 
 impl StateStore for SledStore {
     fn links(&self, job: &str) -> Result<Vec<Link>, StateError> {
-        let tree = self.links_tree(job)?;
-        // No `Vec::with_capacity(tree.len())`: sled's `len` walks the whole tree, which
-        // doubled the cost of loading 100k links.
-        let mut out = Vec::new();
-        for item in tree.iter() {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            out.push(self.decode(&k, &v)?);
+        load_links(&self.links_tree(job)?, &self.path)
+    }
+
+    fn links_loader(&self, job: &str) -> super::LinksLoader {
+        // A tree handle is a cheap reference into the open database.
+        match self.links_tree(job) {
+            Ok(tree) => {
+                let path = self.path.clone();
+                Box::new(move || load_links(&tree, &path))
+            }
+            Err(e) => Box::new(move || Err(e)),
         }
-        Ok(out)
     }
 
     fn put_link(&self, job: &str, link: &Link) -> Result<(), StateError> {
