@@ -570,7 +570,7 @@ impl<'a> Exporter<'a> {
     async fn update(&self, u: &Update) -> Result<Outcome, Failure> {
         let exported: Vec<String> = lock(&self.links)
             .get(u.object_type, &u.source_id)
-            .map(|l| l.exported.keys().filter_map(|k| element_key(k)).collect())
+            .map(|l| l.exported.keys().filter_map(element_key).collect())
             .unwrap_or_default();
         let ops = change_ops(&u.changes, |path| {
             element_key(path).is_some_and(|key| exported.contains(&key))
