@@ -526,7 +526,7 @@ fn run_json(run: &Run, sandbox_cpu_s: Option<f64>, sandbox_requests: Value) -> V
         "cycle_duration_ms": n(&run.summary, "/duration_ms"),
         "peak_rss_mb": (run.peak_rss_kb as f64 / 1024.0 * 10.0).round() / 10.0,
         "peak_rss_method": run.rss_method,
-        "provisiond_cpu_s": run.cpu_s,
+        "provisiond_cpu_s": run.cpu_s.map(|c| (c * 100.0).round() / 100.0),
         "sandbox_cpu_s": sandbox_cpu_s,
         "status": run.summary["status"],
         "kind": run.summary["kind"],

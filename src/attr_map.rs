@@ -27,6 +27,38 @@ const MAX_INTERNED: usize = 4096;
 
 thread_local! {
     static KEYS: RefCell<HashSet<Key, BuildHasherDefault<Fnv>>> = RefCell::default();
+    /// The key last seen at each position of a map being read: objects of one kind list
+    /// their attributes in the same order, so this usually answers without hashing.
+    static BY_POSITION: RefCell<Vec<Key>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Positions remembered by `intern_at`.
+const POSITIONS: usize = 64;
+
+/// `intern(name)`, for the `position`-th key of a map.
+fn intern_at(position: usize, name: &str) -> Key {
+    if position >= POSITIONS {
+        return intern(name);
+    }
+    BY_POSITION
+        .try_with(|seen| {
+            let Ok(mut seen) = seen.try_borrow_mut() else {
+                return intern(name);
+            };
+            if let Some(k) = seen.get(position) {
+                if &**k == name {
+                    return k.clone();
+                }
+            }
+            let k = intern(name);
+            if position < seen.len() {
+                seen[position] = k.clone();
+            } else if position == seen.len() {
+                seen.push(k.clone());
+            }
+            k
+        })
+        .unwrap_or_else(|_| intern(name))
 }
 
 /// FNV-1a: interning hashes every key of every object read; SipHash's DoS resistance buys
@@ -154,6 +186,17 @@ impl AttrMap {
         }
     }
 
+    /// `insert` with a key already shared (no interning).
+    pub fn insert_key(&mut self, key: &Key, value: Value) -> Option<Value> {
+        match self.find(key) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Err(i) => {
+                self.entries.insert(i, (key.clone(), value));
+                None
+            }
+        }
+    }
+
     pub fn remove(&mut self, key: &str) -> Option<Value> {
         self.position(key).map(|i| self.entries.remove(i).1)
     }
@@ -275,14 +318,14 @@ impl Serialize for AttrMap {
     }
 }
 
-/// Deserialises a key straight into its interned form, without a `String` in between when
-/// the input allows borrowing.
-struct KeySeed;
+/// Deserialises the `.0`-th key of a map straight into its interned form, without a
+/// `String` in between when the input allows borrowing.
+struct KeySeed(usize);
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Key;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
-        d.deserialize_str(KeySeed)
+        d.deserialize_str(self)
     }
 }
 
@@ -292,7 +335,7 @@ impl Visitor<'_> for KeySeed {
         f.write_str("a string key")
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
-        Ok(intern(v))
+        Ok(intern_at(self.0, v))
     }
 }
 
@@ -309,7 +352,7 @@ impl<'de> Visitor<'de> for AttrMapVisitor {
         let mut m = AttrMap {
             entries: Vec::with_capacity(access.size_hint().unwrap_or(0)),
         };
-        while let Some(k) = access.next_key_seed(KeySeed)? {
+        while let Some(k) = access.next_key_seed(KeySeed(m.entries.len()))? {
             let v: Value = access.next_value()?;
             m.entries.push((k, v));
         }

@@ -575,27 +575,27 @@ pub fn plan_references(
         .cloned()
         .collect();
     if !reference_maps.is_empty() {
-        for (id, user) in &dir.users {
-            let Some(link) = links.users.get(id) else {
-                continue;
-            };
+        // One user's reference changes; on several threads for large directories (a manager
+        // lookup per user), in directory order either way.
+        let update_of = |id: &String, user: &SourceObject| -> Option<Box<Update>> {
+            let link = links.users.get(id)?;
             if !scoped.in_scope(ObjectType::User, id) || link.disabled() {
-                continue;
+                return None;
             }
             let ctx = MapContext {
                 soft_deleted: false,
                 roles: None,
                 env: settings.env,
             };
-            let Ok(mapped) = map_object(user, &reference_maps, &ctx) else {
-                continue;
-            };
+            let mapped = map_object(user, &reference_maps, &ctx).ok()?;
             let mut changes = Vec::new();
             for (path, referenced) in &mapped.references {
                 let old = link.exported.get(path);
                 let new = match referenced {
                     None => None,
                     Some(r) => match user_target(r) {
+                        // Unchanged: no new value to build.
+                        Some(t) if old.and_then(Value::as_str) == Some(t) => continue,
                         Some(t) => Some(Value::String(t.to_string())),
                         None => {
                             // The manager is not provisioned (out of scope, or failed): leave
@@ -620,8 +620,8 @@ pub fn plan_references(
                     _ => {}
                 }
             }
-            if !changes.is_empty() {
-                out.updates.push(Update {
+            (!changes.is_empty()).then(|| {
+                Box::new(Update {
                     object_type: ObjectType::User,
                     source_id: id.clone(),
                     target_id: link.target_id.clone(),
@@ -629,9 +629,14 @@ pub fn plan_references(
                     changes,
                     matching: link.matching.clone(),
                     mapped,
-                });
-            }
-        }
+                })
+            })
+        };
+        out.updates = map_all(&dir.users, update_of)
+            .into_iter()
+            .flatten()
+            .map(|u| *u)
+            .collect();
     }
 
     if mappings.sync_members() {

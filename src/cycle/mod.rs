@@ -18,6 +18,7 @@ use crate::target::Target;
 use export::Exporter;
 pub use export::{ActionRecord, StopSignal};
 use std::time::Instant;
+use tracing::Instrument;
 
 /// Problems kept in a summary; the logs have them all.
 const SUMMARY_PROBLEMS: usize = 100;
@@ -70,12 +71,26 @@ pub async fn run_cycle(
     opts: &CycleOptions<'_>,
     stop: &dyn StopSignal,
 ) -> CycleReport {
+    let cycle_id = uuid::Uuid::new_v4().to_string();
+    // Instrumented, not entered: an entered span's guard held across `.await`s stays entered
+    // on whichever thread first polled the cycle, and is missing wherever it is polled next.
+    let span = tracing::info_span!("cycle", job = %job.name, cycle_id = %cycle_id);
+    cycle_in_span(job, store, target, opts, stop, cycle_id)
+        .instrument(span)
+        .await
+}
+
+async fn cycle_in_span(
+    job: &JobSpec,
+    store: &dyn StateStore,
+    target: &dyn Target,
+    opts: &CycleOptions<'_>,
+    stop: &dyn StopSignal,
+    cycle_id: String,
+) -> CycleReport {
     let started = Instant::now();
     let started_at = chrono::Utc::now();
-    let cycle_id = uuid::Uuid::new_v4().to_string();
     let requests_before = target.request_counts();
-    let span = tracing::info_span!("cycle", job = %job.name, cycle_id = %cycle_id);
-    let _guard = span.enter();
 
     let mut summary = CycleSummary {
         job: job.name.clone(),

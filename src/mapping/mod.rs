@@ -116,6 +116,8 @@ pub enum MappingSource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapping {
     pub target: String,
+    /// `target` as an [`AttrMap`] key, shared by the mapped values of every object.
+    pub key: crate::attr_map::Key,
     pub source: MappingSource,
     pub apply: Apply,
     pub default: Option<Value>,
@@ -253,6 +255,7 @@ fn compile_all(ty: ObjectType, specs: &[MappingSpec]) -> Result<Vec<Mapping>, Ma
         }
         let m = Mapping {
             target: spec.target.clone(),
+            key: crate::attr_map::intern(&spec.target),
             source,
             apply: spec.apply,
             default: spec.default.clone(),
@@ -306,12 +309,12 @@ pub struct MapContext<'a> {
 }
 
 /// The source object as expressions see it: its attributes plus the virtual ones. The
-/// virtual `appRoleAssignments` is built only if a mapping reads it: building it for every
-/// object was a measurable part of planning 100k users.
+/// virtual `objectId` and `appRoleAssignments` are built only if a mapping reads them:
+/// building them for every object was a measurable part of planning 100k users.
 struct View<'a> {
     obj: &'a SourceObject,
     soft_deleted: Value,
-    object_id: Value,
+    object_id: std::cell::OnceCell<Value>,
     role_names: Option<&'a BTreeSet<String>>,
     roles: std::cell::OnceCell<Value>,
 }
@@ -321,7 +324,7 @@ impl<'a> View<'a> {
         View {
             obj,
             soft_deleted: Value::Bool(ctx.soft_deleted),
-            object_id: Value::String(obj.id.clone()),
+            object_id: std::cell::OnceCell::new(),
             role_names: ctx.roles,
             roles: std::cell::OnceCell::new(),
         }
@@ -344,7 +347,10 @@ impl expr::Attributes for View<'_> {
     fn get(&self, name: &str) -> Option<&Value> {
         match name {
             "IsSoftDeleted" => Some(&self.soft_deleted),
-            "objectId" | "id" => Some(&self.object_id),
+            "objectId" | "id" => Some(
+                self.object_id
+                    .get_or_init(|| Value::String(self.obj.id.clone())),
+            ),
             "appRoleAssignments" => Some(self.roles()),
             _ => self.obj.attributes.get(name).or_else(|| {
                 self.obj
@@ -387,8 +393,7 @@ pub fn map_object(
                     .map(str::to_string),
                 _ => None,
             };
-            out.references
-                .insert(crate::attr_map::intern(&m.target), id);
+            out.references.insert(m.key.clone(), id);
             continue;
         }
         let value = match &m.source {
@@ -404,7 +409,7 @@ pub fn map_object(
                     .map(|v| coerce(&m.target, v))
                     .collect();
                 if let Some(first) = candidates.first() {
-                    out.create_only.insert(&m.target, first.clone());
+                    out.create_only.insert_key(&m.key, first.clone());
                     out.unique.insert(m.target.clone(), candidates);
                 }
                 continue;
@@ -424,21 +429,21 @@ pub fn map_object(
                 if let Some(p) = m.matching {
                     matching.push((p, m.target.clone(), v.clone()));
                 }
-                out.values.insert(&m.target, v);
+                out.values.insert_key(&m.key, v);
             }
             (Some(v), Apply::Create) => {
                 if let Some(p) = m.matching {
                     matching.push((p, m.target.clone(), v.clone()));
                 }
-                out.create_only.insert(&m.target, v);
+                out.create_only.insert_key(&m.key, v);
             }
             (None, apply) => {
                 if let Some(d) = &m.default {
                     out.create_only
-                        .insert(&m.target, coerce(&m.target, d.clone()));
+                        .insert_key(&m.key, coerce(&m.target, d.clone()));
                 }
                 if apply == Apply::Always {
-                    out.nulls.insert(crate::attr_map::intern(&m.target));
+                    out.nulls.insert(m.key.clone());
                 }
             }
         }
