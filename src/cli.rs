@@ -285,13 +285,18 @@ pub async fn run(config: Config) -> Result<i32, Failure> {
     // cycle starts must still mean a clean stop (exit 0), not death by the default action.
     let signal = ShutdownSignal::install();
     let store = open_store(&config, StoreUser::Daemon).await?;
-    let listener = control::bind(&config.control_socket)
-        .await
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    // The pid file first: once the socket answers, the pid file names this daemon.
     let pid_path = pid_file(&config);
     if let Err(e) = std::fs::write(&pid_path, std::process::id().to_string()) {
         tracing::warn!(path = %pid_path.display(), error = %e, "cannot write the pid file");
     }
+    let listener = match control::bind(&config.control_socket).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&pid_path);
+            return Err(Failure::usage(e.to_string()));
+        }
+    };
     let store: Arc<dyn StateStore> = Arc::new(store);
     let daemon = match Daemon::new(config.clone(), store.clone()) {
         Ok(d) => Arc::new(d),
