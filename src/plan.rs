@@ -459,8 +459,15 @@ fn bump_unchanged(plan: &mut Plan, ty: ObjectType) {
 
 /// The attribute changes between what was last exported and what the mappings want now.
 pub fn diff(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
+    // The common case, checked on the compact form without decoding it. Equal values also
+    // mean nothing below applies: `active` is in both or neither, and a null path is in
+    // neither.
+    if link.exported.same_as(&mapped.values) {
+        return Vec::new();
+    }
+    let exported = link.exported.to_map();
     let mut changes = Vec::new();
-    for (path, new, old) in mapped.values.zip_get(&link.exported) {
+    for (path, new, old) in mapped.values.zip_get(&exported) {
         if old != Some(new) {
             changes.push(Change {
                 path: path.to_string(),
@@ -480,7 +487,7 @@ pub fn diff(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
     }
     if nulls == NullPolicy::Remove {
         for path in &mapped.nulls {
-            if let Some(old) = link.exported.get(path) {
+            if let Some(old) = exported.get(path) {
                 changes.push(Change {
                     path: path.to_string(),
                     old: Some(old.clone()),
@@ -494,16 +501,21 @@ pub fn diff(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
 
 /// Apply a change set to a link's memory of exported values.
 pub fn record_changes(link: &mut Link, changes: &[Change]) {
+    if changes.is_empty() {
+        return;
+    }
+    let mut exported = link.exported.to_map();
     for c in changes {
         match &c.new {
             Some(v) => {
-                link.exported.insert(c.path.clone(), v.clone());
+                exported.insert(&c.path, v.clone());
             }
             None => {
-                link.exported.remove(&c.path);
+                exported.remove(&c.path);
             }
         }
     }
+    link.exported = exported.into();
 }
 
 /// A group's membership delta, in target ids.
@@ -590,12 +602,17 @@ pub fn plan_references(
             let mapped = map_object(user, &reference_maps, &ctx).ok()?;
             let mut changes = Vec::new();
             for (path, referenced) in &mapped.references {
+                // Unchanged, the common case: decided on the compact form.
+                if let Some(t) = referenced.as_deref().and_then(user_target) {
+                    if link.exported.get_str_is(path, t) {
+                        continue;
+                    }
+                }
                 let old = link.exported.get(path);
+                let old = old.as_ref();
                 let new = match referenced {
                     None => None,
                     Some(r) => match user_target(r) {
-                        // Unchanged: no new value to build.
-                        Some(t) if old.and_then(Value::as_str) == Some(t) => continue,
                         Some(t) => Some(Value::String(t.to_string())),
                         None => {
                             // The manager is not provisioned (out of scope, or failed): leave
@@ -746,7 +763,7 @@ mod tests {
                             target_id: format!("t-{}", p.source_id),
                             display_name: p.display_name.clone(),
                             matching: p.mapped.matching.first().cloned(),
-                            exported: p.mapped.values.clone(),
+                            exported: (&p.mapped.values).into(),
                             members: BTreeSet::new(),
                             created: true,
                         },

@@ -545,7 +545,7 @@ impl<'a> Exporter<'a> {
             target_id,
             display_name: p.display_name.clone(),
             matching: p.mapped.matching.first().cloned(),
-            exported: p.mapped.values.clone(),
+            exported: (&p.mapped.values).into(),
             members: Default::default(),
             created,
         })
@@ -581,7 +581,13 @@ impl<'a> Exporter<'a> {
     async fn update(&self, u: &Update) -> Result<Outcome, Failure> {
         let exported: Vec<String> = lock(&self.links)
             .get(u.object_type, &u.source_id)
-            .map(|l| l.exported.keys().filter_map(element_key).collect())
+            .map(|l| {
+                l.exported
+                    .keys()
+                    .iter()
+                    .filter_map(|k| element_key(k))
+                    .collect()
+            })
             .unwrap_or_default();
         let ops = change_ops(&u.changes, |path| {
             element_key(path).is_some_and(|key| exported.contains(&key))

@@ -5,16 +5,18 @@
 //! last exported values) and a [`JobMeta`] (watermark, mapping fingerprint, last cycle).
 //! Every record carries the schema version it was written with.
 
+pub mod exported;
 pub mod memory;
 pub mod sled_store;
 
-use crate::model::{AttrMap, ObjectType};
+use crate::model::ObjectType;
 use crate::summary::CycleSummary;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+pub use exported::Exported;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -34,7 +36,7 @@ pub struct Link {
     pub matching: Option<(String, Value)>,
     /// Last values exported successfully, by target path: updates send only what differs.
     #[serde(default)]
-    pub exported: AttrMap,
+    pub exported: Exported,
     /// Groups: the target ids of the members last exported.
     #[serde(default)]
     pub members: BTreeSet<String>,
@@ -46,7 +48,7 @@ pub struct Link {
 impl Link {
     /// Whether provisiond last left the account disabled.
     pub fn disabled(&self) -> bool {
-        self.exported.get("active") == Some(&Value::Bool(false))
+        self.exported.disabled()
     }
 }
 
