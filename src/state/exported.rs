@@ -10,6 +10,7 @@
 //! It (de)serialises as the JSON object it stands for, so the state store's records do not
 //! depend on the process-local name numbers.
 
+use super::codec::{put_bytes, put_varint, Reader};
 use crate::attr_map::{intern, AttrMap, Key};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
@@ -76,23 +77,6 @@ pub struct Exported {
     disabled: bool,
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_varint(out, b.len() as u64);
-    out.extend_from_slice(b);
-}
-
 fn put_name(out: &mut Vec<u8>, name: &str) {
     match name_id(name) {
         Some(id) => put_varint(out, u64::from(id) + 1),
@@ -115,6 +99,23 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
         other => {
             out.push(JSON);
             put_bytes(out, other.to_string().as_bytes());
+        }
+    }
+}
+
+/// Write a value read back, unchanged.
+fn put_raw(out: &mut Vec<u8>, raw: &Raw<'_>) {
+    match raw {
+        Raw::Null => out.push(NULL),
+        Raw::Bool(false) => out.push(FALSE),
+        Raw::Bool(true) => out.push(TRUE),
+        Raw::Str(s) => {
+            out.push(STRING);
+            put_bytes(out, s.as_bytes());
+        }
+        Raw::Json(j) => {
+            out.push(JSON);
+            put_bytes(out, j.as_bytes());
         }
     }
 }
@@ -161,53 +162,30 @@ impl Raw<'_> {
 /// Reads entries back. Stops (yields nothing more) at damaged bytes, which only this module
 /// writes, so it never happens in practice and never panics.
 struct Entries<'a> {
-    rest: &'a [u8],
+    r: Reader<'a>,
 }
 
 impl<'a> Entries<'a> {
-    fn varint(&mut self) -> Option<u64> {
-        let mut n: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let (&b, tail) = self.rest.split_first()?;
-            self.rest = tail;
-            n |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(n);
-            }
+    fn new(bytes: &'a [u8]) -> Self {
+        Entries {
+            r: Reader::new(bytes),
         }
-        None
-    }
-
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let len = usize::try_from(self.varint()?).ok()?;
-        if len > self.rest.len() {
-            return None;
-        }
-        let (b, tail) = self.rest.split_at(len);
-        self.rest = tail;
-        Some(b)
-    }
-
-    fn str(&mut self) -> Option<&'a str> {
-        std::str::from_utf8(self.bytes()?).ok()
     }
 
     fn entry(&mut self) -> Option<(Name<'a>, Raw<'a>)> {
-        if self.rest.is_empty() {
+        if self.r.is_empty() {
             return None;
         }
-        let name = match self.varint()? {
-            0 => Name::Inline(self.str()?),
+        let name = match self.r.varint()? {
+            0 => Name::Inline(self.r.str()?),
             n => Name::Id(u32::try_from(n - 1).ok()?),
         };
-        let (&tag, tail) = self.rest.split_first()?;
-        self.rest = tail;
-        let raw = match tag {
+        let raw = match self.r.byte()? {
             NULL => Raw::Null,
             FALSE => Raw::Bool(false),
             TRUE => Raw::Bool(true),
-            STRING => Raw::Str(self.str()?),
-            JSON => Raw::Json(self.str()?),
+            STRING => Raw::Str(self.r.str()?),
+            JSON => Raw::Json(self.r.str()?),
             _ => return None,
         };
         Some((name, raw))
@@ -219,7 +197,7 @@ impl<'a> Iterator for Entries<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let e = self.entry();
         if e.is_none() {
-            self.rest = &[];
+            self.r.rest = &[];
         }
         e
     }
@@ -258,7 +236,7 @@ impl Exported {
     }
 
     fn entries(&self) -> Entries<'_> {
-        Entries { rest: &self.bytes }
+        Entries::new(&self.bytes)
     }
 
     /// The values, decoded.
@@ -334,6 +312,56 @@ impl Exported {
         if m.remove(path).is_some() {
             *self = Exported::from_map(&m);
         }
+    }
+
+    /// Append the values with names numbered by `number` (a state store's own dictionary:
+    /// this process's numbers mean nothing to the next one); `None` writes a name out.
+    pub fn write_portable(&self, out: &mut Vec<u8>, number: &mut dyn FnMut(&str) -> Option<u32>) {
+        let mut body = Vec::with_capacity(self.bytes.len());
+        for (name, raw) in self.entries() {
+            let key;
+            let text: &str = match name {
+                Name::Id(id) => {
+                    key = name_of(id).unwrap_or_else(|| intern(""));
+                    &key
+                }
+                Name::Inline(s) => s,
+            };
+            match number(text) {
+                Some(n) => put_varint(&mut body, u64::from(n) + 1),
+                None => {
+                    put_varint(&mut body, 0);
+                    put_bytes(&mut body, text.as_bytes());
+                }
+            }
+            put_raw(&mut body, &raw);
+        }
+        put_bytes(out, &body);
+    }
+
+    /// Read what [`Exported::write_portable`] wrote, from `r`; `name` gives the text of a
+    /// dictionary number. `None` for damaged bytes or an unknown number.
+    pub fn read_portable(
+        r: &mut Reader<'_>,
+        name: &mut dyn FnMut(u32) -> Option<Key>,
+    ) -> Option<Self> {
+        let mut entries = Entries::new(r.bytes()?);
+        let mut out = Vec::new();
+        let mut disabled = false;
+        while !entries.r.is_empty() {
+            let (n, raw) = entries.entry()?;
+            let text = match n {
+                Name::Id(id) => name(id)?,
+                Name::Inline(s) => intern(s),
+            };
+            disabled |= &*text == "active" && matches!(raw, Raw::Bool(false));
+            put_name(&mut out, &text);
+            put_raw(&mut out, &raw);
+        }
+        Some(Exported {
+            bytes: out.into_boxed_slice(),
+            disabled,
+        })
     }
 
     /// Memory held, for the benchmark's accounting and tests.
@@ -458,6 +486,34 @@ mod tests {
             disabled: false,
         };
         assert!(junk.to_map().is_empty());
+    }
+
+    #[test]
+    fn portable_form_renumbers_names_and_reads_back() {
+        let m = map(json!({"active": false, "title": "T", "n": [1], "zz": null}));
+        let e = Exported::from_map(&m);
+        // A store dictionary: names numbered in its own order; "zz" left out (written inline).
+        let dict = ["title", "active", "n"];
+        let mut out = Vec::new();
+        e.write_portable(&mut out, &mut |n| {
+            dict.iter().position(|d| *d == n).map(|i| i as u32)
+        });
+        let mut r = Reader::new(&out);
+        let back =
+            Exported::read_portable(&mut r, &mut |i| dict.get(i as usize).map(|d| intern(d)))
+                .unwrap();
+        assert!(r.is_empty());
+        assert_eq!(back, e);
+        assert!(back.disabled());
+        // An unknown number, or any truncation, is refused, never misread.
+        assert!(Exported::read_portable(&mut Reader::new(&out), &mut |_| None).is_none());
+        for cut in 0..out.len() {
+            let mut r = Reader::new(&out[..cut]);
+            assert!(Exported::read_portable(&mut r, &mut |i| {
+                dict.get(i as usize).map(|d| intern(d))
+            })
+            .is_none());
+        }
     }
 
     fn value() -> impl Strategy<Value = Value> {

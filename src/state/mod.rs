@@ -5,6 +5,7 @@
 //! last exported values) and a [`JobMeta`] (watermark, mapping fingerprint, last cycle).
 //! Every record carries the schema version it was written with.
 
+pub mod codec;
 pub mod exported;
 pub mod memory;
 pub mod sled_store;
@@ -21,7 +22,7 @@ pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
 /// The version of the persisted records. Bump it with a migration in `sled_store`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What provisiond knows about one object it created or matched in the target. Only objects
 /// with a link are ever changed or deleted.

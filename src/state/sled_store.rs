@@ -1,14 +1,35 @@
 //! The sled-backed [`StateStore`].
 //!
-//! Layout: tree `meta` holds `schema_version`; tree `jobs` holds one [`JobMeta`] per job name;
-//! tree `links/<job>` holds one [`Link`] per object, keyed `u:<source id>` / `g:<source id>`.
-//! Values are JSON envelopes `{"v": <schema>, "d": <record>}` so a newer provisiond can migrate
-//! them and an older one refuses them instead of misreading.
+//! Layout: tree `meta` holds `schema_version`; tree `jobs` holds one [`JobMeta`] per job name,
+//! as a JSON envelope `{"v": <schema>, "d": <record>}`; tree `links/<job>` holds one [`Link`]
+//! per object, keyed `u:<source id>` / `g:<source id>`, and the tree's name dictionary,
+//! keyed `n:<number>`.
+//!
+//! Link records (schema 2) are binary: a format byte, then the fields as length-prefixed
+//! strings, and the last exported values with their names (SCIM paths, up to 70 bytes each)
+//! replaced by numbers from the dictionary. A user's record shrank from about 850 bytes of
+//! JSON to about 330, and sled keeps every record a cycle reads in memory, so this is most of
+//! the store's share of a cycle's memory. Schema 1 records (JSON envelopes, starting with
+//! `{`) are still read; they are rewritten in the new form as their objects change.
+//!
+//! The dictionary only grows, and a name's entry is written in the same atomic batch as the
+//! first record that uses it, so a record never names a number the store doesn't have.
 
-use super::{JobMeta, Link, StateError, StateStore, SCHEMA_VERSION};
+use super::codec::{put_bytes, put_varint, Reader};
+use super::{Exported, JobMeta, Link, StateError, StateStore, SCHEMA_VERSION};
+use crate::attr_map::{intern, Key};
 use crate::model::ObjectType;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// The first byte of a schema 2 link record (schema 1 records are JSON and start with `{`).
+const LINK_FORMAT: u8 = 2;
+/// Names per job dictionary; further names are written out in full.
+const MAX_DICT: usize = 1 << 20;
+const DICT_PREFIX: &[u8] = b"n:";
 
 /// Cap sled's page cache: its default is 1 GiB, far more than links need.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -17,6 +38,72 @@ pub struct SledStore {
     db: sled::Db,
     jobs: sled::Tree,
     path: PathBuf,
+    /// Each job's name dictionary, loaded on first use; writers of a job take turns here so
+    /// two never give a name two numbers.
+    dicts: Mutex<HashMap<String, Dict>>,
+}
+
+/// A links tree's name dictionary.
+#[derive(Default)]
+struct Dict {
+    names: Vec<Key>,
+    ids: HashMap<Key, u32>,
+}
+
+impl Dict {
+    fn load(tree: &sled::Tree, path: &Path) -> Result<Dict, StateError> {
+        let mut entries: Vec<(u32, Key)> = Vec::new();
+        for item in tree.scan_prefix(DICT_PREFIX) {
+            let (k, v) = item.map_err(|e| storage(path, e))?;
+            let corrupt = |message: &str| StateError::Corrupt {
+                path: path.to_path_buf(),
+                key: String::from_utf8_lossy(&k).into_owned(),
+                message: message.into(),
+            };
+            let id = k
+                .get(DICT_PREFIX.len()..)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| corrupt("not a dictionary number"))?;
+            let name = std::str::from_utf8(&v).map_err(|_| corrupt("name is not UTF-8"))?;
+            entries.push((id, intern(name)));
+        }
+        // Keys are big-endian numbers, so the scan is in order and dense.
+        let mut d = Dict::default();
+        for (id, name) in entries {
+            if id as usize != d.names.len() {
+                return Err(StateError::Corrupt {
+                    path: path.to_path_buf(),
+                    key: format!("n:{id}"),
+                    message: format!("dictionary has a gap before number {id}"),
+                });
+            }
+            d.ids.insert(name.clone(), id);
+            d.names.push(name);
+        }
+        Ok(d)
+    }
+
+    fn name(&self, id: u32) -> Option<Key> {
+        self.names.get(id as usize).cloned()
+    }
+}
+
+fn dict_key(id: u32) -> Vec<u8> {
+    let mut k = DICT_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn storage(path: &Path, e: sled::Error) -> StateError {
+    StateError::Storage {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for SledStore {
@@ -84,10 +171,21 @@ impl SledStore {
                 if found > SCHEMA_VERSION {
                     return Err(StateError::TooNew { path, found });
                 }
+                if found < SCHEMA_VERSION {
+                    // Older records stay readable; the version moves now so that an older
+                    // provisiond refuses the store once newer records may be in it.
+                    meta.insert("schema_version", SCHEMA_VERSION.to_string().as_bytes())
+                        .map_err(store_err)?;
+                }
             }
         }
         let jobs = db.open_tree("jobs").map_err(store_err)?;
-        Ok(SledStore { db, jobs, path })
+        Ok(SledStore {
+            db,
+            jobs,
+            path,
+            dicts: Mutex::default(),
+        })
     }
 
     fn err(&self, e: sled::Error) -> StateError {
@@ -137,18 +235,121 @@ fn decode<T: DeserializeOwned>(path: &Path, key: &[u8], bytes: &[u8]) -> Result<
 }
 
 /// Every link of a links tree.
-fn load_links(tree: &sled::Tree, path: &Path) -> Result<Vec<Link>, StateError> {
+fn load_links(tree: &sled::Tree, path: &Path, dict: &Dict) -> Result<Vec<Link>, StateError> {
     // No `Vec::with_capacity(tree.len())`: sled's `len` walks the whole tree, which
     // doubled the cost of loading 100k links.
     let mut out = Vec::new();
+    let mut name = |id: u32| dict.name(id);
     for item in tree.iter() {
-        let (k, v) = item.map_err(|e| StateError::Storage {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        out.push(decode(path, &k, &v)?);
+        let (k, v) = item.map_err(|e| storage(path, e))?;
+        if k.starts_with(DICT_PREFIX) {
+            continue;
+        }
+        out.push(decode_link(path, &k, &v, &mut name)?);
     }
     Ok(out)
+}
+
+/// A link record of either schema.
+fn decode_link(
+    path: &Path,
+    key: &[u8],
+    bytes: &[u8],
+    name: &mut dyn FnMut(u32) -> Option<Key>,
+) -> Result<Link, StateError> {
+    match bytes.first() {
+        Some(b'{') => decode(path, key, bytes),
+        Some(&LINK_FORMAT) => {
+            read_link(&mut Reader::new(&bytes[1..]), name).ok_or_else(|| StateError::Corrupt {
+                path: path.to_path_buf(),
+                key: String::from_utf8_lossy(key).into_owned(),
+                message: "damaged link record".into(),
+            })
+        }
+        _ => Err(StateError::Corrupt {
+            path: path.to_path_buf(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            message: "unknown link record format".into(),
+        }),
+    }
+}
+
+// Matching value tags.
+const NO_MATCHING: u8 = 0;
+const MATCHING_STRING: u8 = 1;
+const MATCHING_JSON: u8 = 2;
+
+fn write_link(link: &Link, number: &mut dyn FnMut(&str) -> Option<u32>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.push(LINK_FORMAT);
+    out.push(match link.object_type {
+        ObjectType::User => 0,
+        ObjectType::Group => 1,
+    });
+    out.push(u8::from(link.created));
+    put_bytes(&mut out, link.source_id.as_bytes());
+    put_bytes(&mut out, link.target_id.as_bytes());
+    put_bytes(&mut out, link.display_name.as_bytes());
+    match &link.matching {
+        None => out.push(NO_MATCHING),
+        Some((p, Value::String(v))) => {
+            out.push(MATCHING_STRING);
+            put_bytes(&mut out, p.as_bytes());
+            put_bytes(&mut out, v.as_bytes());
+        }
+        Some((p, v)) => {
+            out.push(MATCHING_JSON);
+            put_bytes(&mut out, p.as_bytes());
+            put_bytes(&mut out, v.to_string().as_bytes());
+        }
+    }
+    put_varint(&mut out, link.members.len() as u64);
+    for m in &link.members {
+        put_bytes(&mut out, m.as_bytes());
+    }
+    link.exported.write_portable(&mut out, number);
+    out
+}
+
+fn read_link(r: &mut Reader<'_>, name: &mut dyn FnMut(u32) -> Option<Key>) -> Option<Link> {
+    let object_type = match r.byte()? {
+        0 => ObjectType::User,
+        1 => ObjectType::Group,
+        _ => return None,
+    };
+    let created = match r.byte()? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let source_id = r.str()?.to_string();
+    let target_id = r.str()?.to_string();
+    let display_name = r.str()?.to_string();
+    let matching = match r.byte()? {
+        NO_MATCHING => None,
+        MATCHING_STRING => Some((r.str()?.to_string(), Value::String(r.str()?.to_string()))),
+        MATCHING_JSON => Some((r.str()?.to_string(), serde_json::from_str(r.str()?).ok()?)),
+        _ => return None,
+    };
+    let count = r.varint()?;
+    let mut members = BTreeSet::new();
+    for _ in 0..count {
+        members.insert(r.str()?.to_string());
+    }
+    let exported = Exported::read_portable(r, name)?;
+    if !r.is_empty() {
+        return None;
+    }
+    Some(Link {
+        object_type,
+        source_id,
+        target_id,
+        display_name,
+        matching,
+        exported,
+        members,
+        created,
+    })
 }
 
 fn link_key(ty: ObjectType, source_id: &str) -> String {
@@ -158,17 +359,50 @@ fn link_key(ty: ObjectType, source_id: &str) -> String {
     }
 }
 
+impl SledStore {
+    /// Run `f` with the job's dictionary, loading it first if needed.
+    fn with_dict<T>(
+        &self,
+        job: &str,
+        tree: &sled::Tree,
+        f: impl FnOnce(&mut Dict) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let mut dicts = lock(&self.dicts);
+        if !dicts.contains_key(job) {
+            dicts.insert(job.to_string(), Dict::load(tree, &self.path)?);
+        }
+        match dicts.get_mut(job) {
+            Some(d) => f(d),
+            None => Err(StateError::Storage {
+                path: self.path.clone(),
+                message: "dictionary vanished".into(),
+            }),
+        }
+    }
+}
+
 impl StateStore for SledStore {
     fn links(&self, job: &str) -> Result<Vec<Link>, StateError> {
-        load_links(&self.links_tree(job)?, &self.path)
+        self.links_loader(job)()
     }
 
     fn links_loader(&self, job: &str) -> super::LinksLoader {
-        // A tree handle is a cheap reference into the open database.
-        match self.links_tree(job) {
-            Ok(tree) => {
+        // A tree handle is a cheap reference into the open database. The dictionary is
+        // copied: the loader runs on another thread while writes may extend it.
+        let loaded = self.links_tree(job).and_then(|tree| {
+            let names = self.with_dict(job, &tree, |d| Ok(d.names.clone()))?;
+            Ok((tree, names))
+        });
+        match loaded {
+            Ok((tree, names)) => {
                 let path = self.path.clone();
-                Box::new(move || load_links(&tree, &path))
+                Box::new(move || {
+                    let dict = Dict {
+                        names,
+                        ids: HashMap::new(),
+                    };
+                    load_links(&tree, &path, &dict)
+                })
             }
             Err(e) => Box::new(move || Err(e)),
         }
@@ -176,11 +410,42 @@ impl StateStore for SledStore {
 
     fn put_link(&self, job: &str, link: &Link) -> Result<(), StateError> {
         let key = link_key(link.object_type, &link.source_id);
-        let bytes = self.encode(&key, link)?;
-        self.links_tree(job)?
-            .insert(key.as_bytes(), bytes)
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        let tree = self.links_tree(job)?;
+        self.with_dict(job, &tree, |dict| {
+            let before = dict.names.len();
+            let bytes = write_link(link, &mut |name| {
+                if let Some(id) = dict.ids.get(name) {
+                    return Some(*id);
+                }
+                if dict.names.len() >= MAX_DICT {
+                    return None;
+                }
+                let id = dict.names.len() as u32;
+                let k = intern(name);
+                dict.names.push(k.clone());
+                dict.ids.insert(k, id);
+                Some(id)
+            });
+            if dict.names.len() == before {
+                // The common case; a sled batch costs several times a plain insert.
+                tree.insert(key.as_bytes(), bytes)
+                    .map_err(|e| self.err(e))?;
+                return Ok(());
+            }
+            // New names and the record that first uses them land together or not at all.
+            let mut batch = sled::Batch::default();
+            for (i, name) in dict.names.iter().enumerate().skip(before) {
+                batch.insert(dict_key(i as u32), name.as_bytes());
+            }
+            batch.insert(key.as_bytes(), bytes);
+            if let Err(e) = tree.apply_batch(batch) {
+                for name in dict.names.drain(before..) {
+                    dict.ids.remove(&name);
+                }
+                return Err(self.err(e));
+            }
+            Ok(())
+        })
     }
 
     fn remove_link(&self, job: &str, ty: ObjectType, source_id: &str) -> Result<(), StateError> {
@@ -212,8 +477,10 @@ impl StateStore for SledStore {
 
     fn link_counts(&self, job: &str) -> Result<(usize, usize), StateError> {
         let tree = self.links_tree(job)?;
-        let users = tree.scan_prefix("u:").count();
-        Ok((users, tree.len().saturating_sub(users)))
+        Ok((
+            tree.scan_prefix("u:").count(),
+            tree.scan_prefix("g:").count(),
+        ))
     }
 }
 
@@ -261,6 +528,151 @@ mod tests {
         assert_eq!(s.meta("j").unwrap().watermark.as_deref(), Some("w"));
         assert_eq!(s.link_counts("j").unwrap(), (1, 0));
         assert_eq!(s.meta("nobody").unwrap(), JobMeta::default());
+    }
+
+    /// A user as the generic SCIM preset exports it.
+    fn full_user(id: &str) -> Link {
+        let exported: crate::model::AttrMap = serde_json::from_value(json!({
+            "active": true,
+            "addresses[type eq \"work\"].locality": "Berlin",
+            "displayName": "Heidi Liddell 967",
+            "emails[type eq \"work\"].value": "user000967@contoso.com",
+            "externalId": "user000967",
+            "name.familyName": "Liddell",
+            "name.givenName": "Heidi",
+            "title": "Account Executive",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "Sales",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": "100967",
+            "userName": "user000967@contoso.com",
+            "phoneNumbers": [{"type": "work", "value": "+1 555"}],
+            "x-number": 12,
+            "x-null": null,
+        }))
+        .unwrap();
+        Link {
+            object_type: ObjectType::User,
+            source_id: id.into(),
+            target_id: "d1ae5e04-5a64-464f-87a0-362ce3d305a7".into(),
+            display_name: "Heidi Liddell 967".into(),
+            matching: Some(("userName".into(), json!("user000967@contoso.com"))),
+            exported: exported.into(),
+            members: Default::default(),
+            created: true,
+        }
+    }
+
+    #[test]
+    fn binary_records_round_trip_and_are_compact() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = Link {
+            object_type: ObjectType::Group,
+            source_id: "g1".into(),
+            target_id: "tg".into(),
+            display_name: "Ops ✓".into(),
+            matching: Some(("displayName".into(), json!(["odd", 1]))),
+            exported: [("displayName", json!("Ops ✓"))].into_iter().collect(),
+            members: ["t1".to_string(), "t2".to_string()].into_iter().collect(),
+            created: false,
+        };
+        let unmatched = Link {
+            matching: None,
+            exported: Default::default(),
+            ..link("bare")
+        };
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            for l in [
+                &full_user("6f1c03c7-5c0a-4bd8-9b59-0000000003c7"),
+                &group,
+                &unmatched,
+            ] {
+                s.put_link("j", l).unwrap();
+            }
+            let raw = s
+                .links_tree("j")
+                .unwrap()
+                .get(b"u:6f1c03c7-5c0a-4bd8-9b59-0000000003c7")
+                .unwrap()
+                .unwrap();
+            assert_eq!(raw[0], LINK_FORMAT);
+            let json_len = serde_json::to_vec(&full_user("6f1c03c7-5c0a-4bd8-9b59-0000000003c7"))
+                .unwrap()
+                .len();
+            assert!(
+                raw.len() * 2 < json_len,
+                "{} bytes vs {json_len} as JSON",
+                raw.len()
+            );
+            s.flush().unwrap();
+        }
+        // A second process numbers names from the stored dictionary, not from its own.
+        let s = reopen(dir.path()).unwrap();
+        s.put_link("j", &link("after")).unwrap();
+        let mut got = s.links("j").unwrap();
+        got.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+        let mut want = vec![
+            full_user("6f1c03c7-5c0a-4bd8-9b59-0000000003c7"),
+            group,
+            unmatched,
+            link("after"),
+        ];
+        want.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+        assert_eq!(got, want);
+        assert_eq!(s.link_counts("j").unwrap(), (3, 1));
+    }
+
+    #[test]
+    fn schema_1_records_are_read_and_the_version_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = full_user("u1");
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", "1")
+                .unwrap();
+            let v1 = serde_json::to_vec(&json!({"v": 1, "d": old})).unwrap();
+            s.links_tree("j").unwrap().insert("u:u1", v1).unwrap();
+            s.flush().unwrap();
+        }
+        let s = reopen(dir.path()).unwrap();
+        assert_eq!(s.links("j").unwrap(), vec![old]);
+        let version =
+            s.db.open_tree("meta")
+                .unwrap()
+                .get("schema_version")
+                .unwrap();
+        assert_eq!(
+            version.as_deref(),
+            Some(SCHEMA_VERSION.to_string().as_bytes())
+        );
+    }
+
+    #[test]
+    fn damaged_records_are_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.put_link("j", &full_user("u1")).unwrap();
+        let tree = s.links_tree("j").unwrap();
+        let good = tree.get("u:u1").unwrap().unwrap();
+        for bad in [&good[..good.len() - 1], &[9u8, 1, 2][..], &[][..]] {
+            tree.insert("u:u1", bad).unwrap();
+            let err = s.links("j").unwrap_err();
+            assert!(
+                matches!(&err, StateError::Corrupt { key, .. } if key == "u:u1"),
+                "{err}"
+            );
+        }
+        // A record naming a number the dictionary lacks.
+        tree.insert("u:u1", good).unwrap();
+        tree.remove(dict_key(0)).unwrap();
+        let fresh = SledStore {
+            db: s.db.clone(),
+            jobs: s.jobs.clone(),
+            path: s.path.clone(),
+            dicts: Mutex::default(),
+        };
+        assert!(fresh.links("j").is_err());
     }
 
     #[test]

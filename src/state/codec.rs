@@ -1,0 +1,93 @@
+//! The byte-level pieces of the compact encodings ([`super::Exported`] in memory, link
+//! records in the store): LEB128 varints and length-prefixed byte strings. The reader never
+//! panics: damaged input reads as `None`.
+
+pub fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// Reads what the `put_*` functions wrote.
+#[derive(Clone)]
+pub struct Reader<'a> {
+    pub rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Reader { rest: bytes }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    pub fn byte(&mut self) -> Option<u8> {
+        let (&b, tail) = self.rest.split_first()?;
+        self.rest = tail;
+        Some(b)
+    }
+
+    pub fn varint(&mut self) -> Option<u64> {
+        let mut n: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    pub fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.varint()?).ok()?;
+        if len > self.rest.len() {
+            return None;
+        }
+        let (b, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        Some(b)
+    }
+
+    pub fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn varints_and_strings_round_trip(n in any::<u64>(), s in ".{0,40}") {
+            let mut out = Vec::new();
+            put_varint(&mut out, n);
+            put_bytes(&mut out, s.as_bytes());
+            let mut r = Reader::new(&out);
+            prop_assert_eq!(r.varint(), Some(n));
+            prop_assert_eq!(r.str(), Some(s.as_str()));
+            prop_assert!(r.is_empty());
+            // Every truncation fails cleanly.
+            for cut in 0..out.len() {
+                let mut r = Reader::new(&out[..cut]);
+                let whole = r.varint().is_some() && r.str().is_some();
+                prop_assert!(!whole || cut == out.len());
+            }
+        }
+    }
+}
