@@ -64,7 +64,7 @@ fn intern_at(position: usize, name: &str) -> Key {
 /// FNV-1a: interning hashes every key of every object read; SipHash's DoS resistance buys
 /// nothing for a table capped at `MAX_INTERNED` entries, and it cost twice as much.
 #[derive(Default)]
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {

@@ -5,6 +5,8 @@
 
 pub mod attr_map;
 pub mod cli;
+pub mod codec;
+pub mod compact;
 pub mod config;
 pub mod control;
 pub mod cycle;

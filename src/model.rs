@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+pub use crate::compact::CompactMap;
+
 /// The two kinds of object provisiond provisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,35 +49,33 @@ pub struct SourceObject {
     pub id: String,
     pub object_type: ObjectType,
     /// Every other attribute, by its source name. Members are kept apart, in `members`.
-    pub attributes: AttrMap,
+    /// Held compactly: a cycle keeps every object of the directory in memory at once.
+    pub attributes: CompactMap,
     /// Groups only: the ids of the direct members (users or groups).
     pub members: Vec<String>,
 }
 
 impl SourceObject {
-    /// Attribute by name, null when absent.
-    pub fn attr(&self, name: &str) -> Option<&Value> {
+    /// Attribute by name, null when absent (decoded: see [`CompactMap`]).
+    pub fn attr(&self, name: &str) -> Option<Value> {
         self.attributes.get(name).filter(|v| !v.is_null())
     }
 
     /// `accountEnabled: false` disables; anything else (absent included) is enabled, as in Entra.
     pub fn enabled(&self) -> bool {
-        !matches!(
-            self.attributes.get("accountEnabled"),
-            Some(Value::Bool(false))
-        )
+        self.attributes.get_bool("accountEnabled") != Some(false)
     }
 
     /// Soft-deleted: Entra sets `deletedDateTime` on objects in its recycle bin.
     pub fn soft_deleted(&self) -> bool {
-        self.attr("deletedDateTime").is_some()
+        self.attributes.is_set("deletedDateTime")
     }
 
     /// A human-readable name for logs: displayName, then userPrincipalName, then the id.
     pub fn display_name(&self) -> &str {
         ["displayName", "userPrincipalName"]
             .iter()
-            .find_map(|k| self.attr(k).and_then(Value::as_str))
+            .find_map(|k| self.attributes.get_str(k))
             .unwrap_or(&self.id)
     }
 }

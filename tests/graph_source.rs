@@ -211,15 +211,15 @@ async fn a_full_read_pages_through_everything() {
     let alice = &d.users["u-alice"];
     assert_eq!(
         alice.attr("userPrincipalName"),
-        Some(&json!("alice@contoso.com"))
+        Some(json!("alice@contoso.com"))
     );
     assert_eq!(
         alice.attr("telephoneNumber"),
-        Some(&json!("+44 1865 000000"))
+        Some(json!("+44 1865 000000"))
     );
-    assert_eq!(alice.attr("mobile"), Some(&json!("+44 7700 900000")));
-    assert_eq!(alice.attr("manager"), Some(&json!("u-bob")));
-    assert_eq!(alice.attr("employeeId"), Some(&json!("1001")));
+    assert_eq!(alice.attr("mobile"), Some(json!("+44 7700 900000")));
+    assert_eq!(alice.attr("manager"), Some(json!("u-bob")));
+    assert_eq!(alice.attr("employeeId"), Some(json!("1001")));
     assert!(
         alice.attr("usageLocation").is_none(),
         "not mapped, so not selected"
@@ -234,7 +234,7 @@ async fn a_full_read_pages_through_everything() {
     assert_eq!(d.groups["g-ops"].members, vec!["u-alice", "u-henry"]);
     assert_eq!(
         d.groups["g-platform"].attr("displayName"),
-        Some(&json!("Platform"))
+        Some(json!("Platform"))
     );
 
     // Role names from the service principal; the zero GUID is Default Access.
@@ -313,9 +313,9 @@ async fn an_incremental_read_applies_only_the_changes() {
     assert_ne!(read.watermark, first.watermark);
     assert_eq!(
         d.users["u-alice"].attr("jobTitle"),
-        Some(&json!("Principal Engineer"))
+        Some(json!("Principal Engineer"))
     );
-    assert_eq!(d.users["u-alice"].attr("manager"), Some(&json!("u-grace")));
+    assert_eq!(d.users["u-alice"].attr("manager"), Some(json!("u-grace")));
     assert!(!d.users.contains_key("u-henry"), "deleted for good: gone");
     assert!(
         d.users["u-frank"].soft_deleted(),
@@ -323,7 +323,7 @@ async fn an_incremental_read_applies_only_the_changes() {
     );
     assert_eq!(
         d.users["u-bob"].attr("department"),
-        Some(&json!("Ops")),
+        Some(json!("Ops")),
         "unchanged users stay as they were"
     );
     assert_eq!(d.users["u-bob"].attr("manager"), None);
@@ -334,7 +334,7 @@ async fn an_incremental_read_applies_only_the_changes() {
     assert_eq!(d.groups["g-ops"].members, vec!["u-alice", "u-erin"]);
     assert_eq!(
         d.groups["g-platform"].attr("displayName"),
-        Some(&json!("Platform team"))
+        Some(json!("Platform team"))
     );
     assert!(
         roles_of(d, "u-henry").is_empty(),
@@ -373,7 +373,7 @@ async fn an_expired_delta_token_falls_back_to_a_full_read() {
     let d = &read.directory;
     assert!(d.complete);
     assert!(!d.users.contains_key("u-henry"));
-    assert_eq!(d.users["u-bob"].attr("jobTitle"), Some(&json!("Builder")));
+    assert_eq!(d.users["u-bob"].attr("jobTitle"), Some(json!("Builder")));
     assert_eq!(d.users.len(), 6);
     let users = seen(&h, "GET /v1.0/users/delta");
     assert!(users[0].contains("$deltatoken"), "{users:?}");

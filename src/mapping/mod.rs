@@ -12,6 +12,7 @@ use expr::{EvalEnv, Expression, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Source attributes whose value is the id of another source object; they are exported as
@@ -311,8 +312,16 @@ pub struct MapContext<'a> {
 /// The source object as expressions see it: its attributes plus the virtual ones. The
 /// virtual `objectId` and `appRoleAssignments` are built only if a mapping reads them:
 /// building them for every object was a measurable part of planning 100k users.
+type AttrSlot<'a> = (
+    crate::compact::Name<'a>,
+    crate::compact::Raw<'a>,
+    OnceCell<Value>,
+);
+
 struct View<'a> {
     obj: &'a SourceObject,
+    /// The object's attributes undecoded, each with a slot for its value once read.
+    attributes: OnceCell<Vec<AttrSlot<'a>>>,
     soft_deleted: Value,
     object_id: std::cell::OnceCell<Value>,
     role_names: Option<&'a BTreeSet<String>>,
@@ -323,6 +332,7 @@ impl<'a> View<'a> {
     fn new(obj: &'a SourceObject, ctx: &MapContext<'a>) -> Self {
         View {
             obj,
+            attributes: OnceCell::new(),
             soft_deleted: Value::Bool(ctx.soft_deleted),
             object_id: std::cell::OnceCell::new(),
             role_names: ctx.roles,
@@ -352,13 +362,24 @@ impl expr::Attributes for View<'_> {
                     .get_or_init(|| Value::String(self.obj.id.clone())),
             ),
             "appRoleAssignments" => Some(self.roles()),
-            _ => self.obj.attributes.get(name).or_else(|| {
-                self.obj
-                    .attributes
+            _ => {
+                // The entries are listed once per object; only the values read are decoded,
+                // each once (phase two reads just the manager).
+                let slots = self.attributes.get_or_init(|| {
+                    self.obj
+                        .attributes
+                        .raw_entries()
+                        .into_iter()
+                        .map(|(n, v)| (n, v, OnceCell::new()))
+                        .collect()
+                });
+                let id = crate::compact::known_id(name);
+                let (_, raw, cell) = slots
                     .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v)
-            }),
+                    .find(|(n, _, _)| n.is(name, id))
+                    .or_else(|| slots.iter().find(|(n, _, _)| n.is_ignoring_case(name)))?;
+                Some(cell.get_or_init(|| raw.to_value()))
+            }
         }
     }
 }

@@ -236,7 +236,7 @@ fn lookup<'a>(obj: &'a SourceObject, name: &str) -> Option<std::borrow::Cow<'a, 
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v)
         })
-        .map(std::borrow::Cow::Borrowed)
+        .map(std::borrow::Cow::Owned)
 }
 
 fn is_empty(v: &Value) -> bool {

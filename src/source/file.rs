@@ -3,7 +3,9 @@
 
 use super::{Source, SourceError, SourceRead};
 use crate::attr_map::AttrMapVisitor;
-use crate::model::{Assignment, AttrMap, Directory, ObjectType, Rejected, SourceObject};
+use crate::model::{
+    Assignment, AttrMap, CompactMap, Directory, ObjectType, Rejected, SourceObject,
+};
 use async_trait::async_trait;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -28,9 +30,9 @@ impl FileSource {
 #[derive(Deserialize)]
 struct Export {
     #[serde(default)]
-    users: Vec<Item>,
+    users: Vec<ObjectItem>,
     #[serde(default)]
-    groups: Vec<Item>,
+    groups: Vec<ObjectItem>,
     #[serde(default)]
     assignments: Vec<Item>,
 }
@@ -41,6 +43,35 @@ struct Export {
 enum Item {
     Object(AttrMap),
     NotAnObject,
+}
+
+/// An element of `users` or `groups`, with `id` and `members` taken out and the rest already in
+/// its compact form: converted as each element is read, so 100k parsed-but-not-yet-compact
+/// objects (about 100 MB) never exist at once.
+enum ObjectItem {
+    Object {
+        id: Option<Value>,
+        members: Option<Value>,
+        attributes: CompactMap,
+    },
+    NotAnObject,
+}
+
+impl<'de> Deserialize<'de> for ObjectItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Item::deserialize(d)? {
+            Item::Object(mut m) => {
+                let id = m.remove("id");
+                let members = m.remove("members");
+                ObjectItem::Object {
+                    id,
+                    members,
+                    attributes: CompactMap::from_map(&strip_nulls(m)),
+                }
+            }
+            Item::NotAnObject => ObjectItem::NotAnObject,
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for Item {
@@ -179,7 +210,7 @@ pub fn parse_export(bytes: &[u8], path: &std::path::Path) -> Result<Directory, S
 }
 
 fn collect_objects(
-    raw: Vec<Item>,
+    raw: Vec<ObjectItem>,
     ty: ObjectType,
     rejected: &mut Vec<Rejected>,
 ) -> BTreeMap<String, SourceObject> {
@@ -220,18 +251,26 @@ fn collect_objects(
     out
 }
 
-fn parse_object(item: Item, ty: ObjectType) -> Result<SourceObject, (Option<String>, String)> {
-    let Item::Object(mut attributes) = item else {
+fn parse_object(
+    item: ObjectItem,
+    ty: ObjectType,
+) -> Result<SourceObject, (Option<String>, String)> {
+    let ObjectItem::Object {
+        id,
+        members,
+        mut attributes,
+    } = item
+    else {
         return Err((None, "not a JSON object".into()));
     };
-    let id = match attributes.remove("id") {
+    let id = match id {
         Some(Value::String(s)) if !s.trim().is_empty() => s,
         Some(Value::String(_)) | None | Some(Value::Null) => {
             return Err((None, "no id".into()));
         }
         Some(other) => return Err((None, format!("id is not a string: {other}"))),
     };
-    let members = match (ty, attributes.remove("members")) {
+    let members = match (ty, members) {
         (_, None | Some(Value::Null)) => Vec::new(),
         (ObjectType::Group, Some(Value::Array(items))) => {
             let mut members = Vec::with_capacity(items.len());
@@ -262,7 +301,7 @@ fn parse_object(item: Item, ty: ObjectType) -> Result<SourceObject, (Option<Stri
     Ok(SourceObject {
         id,
         object_type: ty,
-        attributes: strip_nulls(attributes),
+        attributes,
         members,
     })
 }
@@ -306,7 +345,7 @@ mod tests {
         );
         assert!(d.complete);
         let u = &d.users["u1"];
-        assert_eq!(u.attr("userPrincipalName"), Some(&Value::from("a@x")));
+        assert_eq!(u.attr("userPrincipalName"), Some(Value::from("a@x")));
         assert!(!u.attributes.contains_key("id"));
         assert!(!u.attributes.contains_key("manager"), "nulls are dropped");
         assert_eq!(d.groups["g1"].members, vec!["u1", "u2"]);

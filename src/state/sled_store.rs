@@ -15,9 +15,9 @@
 //! The dictionary only grows, and a name's entry is written in the same atomic batch as the
 //! first record that uses it, so a record never names a number the store doesn't have.
 
-use super::codec::{put_bytes, put_varint, Reader};
 use super::{Exported, JobMeta, Link, StateError, StateStore, SCHEMA_VERSION};
 use crate::attr_map::{intern, Key};
+use crate::codec::{put_bytes, put_varint, Reader};
 use crate::model::ObjectType;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;

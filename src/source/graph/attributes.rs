@@ -460,14 +460,18 @@ expression = 'Join(" ", [costCentre], [extensionAttribute3], [extension_0a1b_bad
                 "manager@delta": [{"id": "m"}],
             })),
         );
-        assert_eq!(u.attr("telephoneNumber"), Some(&json!("+1 1")));
-        assert_eq!(u.attr("mobile"), Some(&json!("+1 3")));
-        assert_eq!(u.attr("physicalDeliveryOfficeName"), Some(&json!("B1")));
-        assert_eq!(u.attr("extensionAttribute1"), Some(&json!("x")));
+        assert_eq!(u.attr("telephoneNumber"), Some(json!("+1 1")));
+        assert_eq!(u.attr("mobile"), Some(json!("+1 3")));
+        assert_eq!(u.attr("physicalDeliveryOfficeName"), Some(json!("B1")));
+        assert_eq!(u.attr("extensionAttribute1"), Some(json!("x")));
         assert!(u.attr("extensionAttribute2").is_none());
         assert!(u.attr("facsimileTelephoneNumber").is_none());
         assert!(!u.attributes.contains_key("jobTitle"));
-        assert!(!u.attributes.keys().any(|k| k.contains('@') || k == "id"));
+        assert!(!u
+            .attributes
+            .keys()
+            .iter()
+            .any(|k| k.contains('@') || &**k == "id"));
     }
 
     #[test]

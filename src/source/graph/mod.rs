@@ -582,7 +582,7 @@ fn apply_entry(
                 Some(m) => m.map(Value::String),
                 None => previous
                     .as_ref()
-                    .and_then(|p| p.attributes.get(attributes::MANAGER).cloned()),
+                    .and_then(|p| p.attributes.get(attributes::MANAGER)),
             };
             if let Some(m) = manager {
                 obj.attributes.insert(attributes::MANAGER, m);
@@ -854,7 +854,7 @@ mod tests {
             json!({"id": "b", "@removed": {"reason": "deleted"}}),
         );
         assert!(o["a"].soft_deleted());
-        assert_eq!(o["a"].attr("displayName"), Some(&json!("A")));
+        assert_eq!(o["a"].attr("displayName"), Some(json!("A")));
         assert!(!o.contains_key("b"));
         // Restored: the object comes back whole, no longer soft-deleted.
         apply(
@@ -878,7 +878,7 @@ mod tests {
             ObjectType::User,
             json!({"id": "a", "jobTitle": "X"}),
         );
-        assert_eq!(o["a"].attr("manager"), Some(&json!("m")));
+        assert_eq!(o["a"].attr("manager"), Some(json!("m")));
         apply(
             &mut o,
             ObjectType::User,
@@ -911,7 +911,7 @@ mod tests {
                 {"@odata.type": "#microsoft.graph.group", "id": "h"}]}),
         );
         assert_eq!(o["g"].members, vec!["b", "h"]);
-        assert_eq!(o["g"].attr("displayName"), Some(&json!("G2")));
+        assert_eq!(o["g"].attr("displayName"), Some(json!("G2")));
         apply(
             &mut o,
             ObjectType::Group,

@@ -1,4 +1,4 @@
-//! The byte-level pieces of the compact encodings ([`super::Exported`] in memory, link
+//! The byte-level pieces of the compact encodings ([`crate::compact::CompactMap`] in memory, link
 //! records in the store): LEB128 varints and length-prefixed byte strings. The reader never
 //! panics: damaged input reads as `None`.
 

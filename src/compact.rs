@@ -1,0 +1,595 @@
+//! [`CompactMap`]: an attribute map held as one byte string, for the maps a cycle keeps for
+//! every object at once: the source objects' attributes and the links' last exported values.
+//!
+//! As an [`AttrMap`] a user's dozen values cost about 1 KB (48 bytes per entry, plus each
+//! string's own allocation): 100 MB for 100k users, twice over (source and links). Here each
+//! name is a small number (from a process-wide registry of the names seen) and each value a tag
+//! and its bytes, about a third of that. Reads decode on demand; [`CompactMap::same_as`]
+//! compares against an [`AttrMap`] without allocating, so a no-change cycle decodes nothing.
+//!
+//! It (de)serialises as the JSON object it stands for: process-local name numbers never leave
+//! the process.
+
+use crate::attr_map::Fnv;
+use crate::attr_map::{intern, AttrMap, Key};
+use crate::codec::{put_bytes, put_varint, Reader};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasherDefault;
+use std::sync::{OnceLock, PoisonError, RwLock};
+
+/// Names get a number up to this many; the rest are written out in full. Names come from the
+/// mappings (SCIM paths), so a real job has a few dozen.
+const MAX_NAMES: usize = 1 << 16;
+
+#[derive(Default)]
+struct Names {
+    keys: Vec<Key>,
+    ids: HashMap<Key, u32, BuildHasherDefault<Fnv>>,
+}
+
+fn names() -> &'static RwLock<Names> {
+    static NAMES: OnceLock<RwLock<Names>> = OnceLock::new();
+    NAMES.get_or_init(RwLock::default)
+}
+
+/// The number of `name` if it has one (no registering: a name never seen is in no map).
+pub(crate) fn known_id(name: &str) -> Option<u32> {
+    let r = names().read().unwrap_or_else(PoisonError::into_inner);
+    r.ids.get(name).copied()
+}
+
+/// The number of `name`, registering it when new; `None` once the registry is full.
+fn name_id(name: &str) -> Option<u32> {
+    {
+        let r = names().read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(id) = r.ids.get(name) {
+            return Some(*id);
+        }
+    }
+    let mut w = names().write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(id) = w.ids.get(name) {
+        return Some(*id);
+    }
+    if w.keys.len() >= MAX_NAMES {
+        return None;
+    }
+    let id = w.keys.len() as u32;
+    let key = intern(name);
+    w.keys.push(key.clone());
+    w.ids.insert(key, id);
+    Some(id)
+}
+
+fn name_of(id: u32) -> Option<Key> {
+    let r = names().read().unwrap_or_else(PoisonError::into_inner);
+    r.keys.get(id as usize).cloned()
+}
+
+// Value tags.
+const NULL: u8 = 0;
+const FALSE: u8 = 1;
+const TRUE: u8 = 2;
+const STRING: u8 = 3;
+/// Numbers, arrays and objects: their JSON text.
+const JSON: u8 = 4;
+
+/// Names to JSON values, in name order, as one byte string.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CompactMap {
+    /// Entries: name (varint id + 1, or 0 then the name's length and bytes), tag, payload.
+    bytes: Box<[u8]>,
+}
+
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    match name_id(name) {
+        Some(id) => put_varint(out, u64::from(id) + 1),
+        None => {
+            put_varint(out, 0);
+            put_bytes(out, name.as_bytes());
+        }
+    }
+}
+
+fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => put_raw(out, &Raw::Null),
+        Value::Bool(b) => put_raw(out, &Raw::Bool(*b)),
+        Value::String(s) => put_raw(out, &Raw::Str(s)),
+        other => put_raw(out, &Raw::Json(&other.to_string())),
+    }
+}
+
+/// Write a value read back, unchanged.
+fn put_raw(out: &mut Vec<u8>, raw: &Raw<'_>) {
+    match raw {
+        Raw::Null => out.push(NULL),
+        Raw::Bool(false) => out.push(FALSE),
+        Raw::Bool(true) => out.push(TRUE),
+        Raw::Str(s) => {
+            out.push(STRING);
+            put_bytes(out, s.as_bytes());
+        }
+        Raw::Json(j) => {
+            out.push(JSON);
+            put_bytes(out, j.as_bytes());
+        }
+    }
+}
+
+/// A name as read back: a registered number or the bytes written out.
+#[derive(Clone, Copy)]
+pub(crate) enum Name<'a> {
+    Id(u32),
+    Inline(&'a str),
+}
+
+/// A value as read back, borrowing the bytes.
+#[derive(Clone, Copy)]
+pub(crate) enum Raw<'a> {
+    Null,
+    Bool(bool),
+    Str(&'a str),
+    Json(&'a str),
+}
+
+impl Raw<'_> {
+    pub(crate) fn to_value(self) -> Value {
+        match self {
+            Raw::Null => Value::Null,
+            Raw::Bool(b) => Value::Bool(b),
+            Raw::Str(s) => Value::String(s.to_string()),
+            // Written from a `Value`, so it parses; `Null` only if the bytes were damaged.
+            Raw::Json(j) => serde_json::from_str(j).unwrap_or(Value::Null),
+        }
+    }
+
+    /// Equal to `v`, without building a `Value` for strings and booleans.
+    fn eq_value(&self, v: &Value) -> bool {
+        match (self, v) {
+            (Raw::Null, Value::Null) => true,
+            (Raw::Bool(a), Value::Bool(b)) => a == b,
+            (Raw::Str(a), Value::String(b)) => *a == b.as_str(),
+            (Raw::Json(_), Value::Number(_) | Value::Array(_) | Value::Object(_)) => {
+                &self.to_value() == v
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Reads entries back. Stops (yields nothing more) at damaged bytes, which only this module
+/// writes, so it never happens in practice and never panics.
+struct Entries<'a> {
+    r: Reader<'a>,
+}
+
+impl<'a> Entries<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Entries {
+            r: Reader::new(bytes),
+        }
+    }
+
+    fn entry(&mut self) -> Option<(Name<'a>, Raw<'a>)> {
+        if self.r.is_empty() {
+            return None;
+        }
+        let name = match self.r.varint()? {
+            0 => Name::Inline(self.r.str()?),
+            n => Name::Id(u32::try_from(n - 1).ok()?),
+        };
+        let raw = match self.r.byte()? {
+            NULL => Raw::Null,
+            FALSE => Raw::Bool(false),
+            TRUE => Raw::Bool(true),
+            STRING => Raw::Str(self.r.str()?),
+            JSON => Raw::Json(self.r.str()?),
+            _ => return None,
+        };
+        Some((name, raw))
+    }
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = (Name<'a>, Raw<'a>);
+    fn next(&mut self) -> Option<Self::Item> {
+        let e = self.entry();
+        if e.is_none() {
+            self.r.rest = &[];
+        }
+        e
+    }
+}
+
+impl Name<'_> {
+    fn key(&self) -> Key {
+        match self {
+            Name::Id(id) => name_of(*id).unwrap_or_else(|| intern("")),
+            Name::Inline(s) => intern(s),
+        }
+    }
+    /// This is `name`, ignoring ASCII case.
+    pub(crate) fn is_ignoring_case(&self, name: &str) -> bool {
+        match self {
+            Name::Id(i) => {
+                let registry = names().read().unwrap_or_else(PoisonError::into_inner);
+                registry
+                    .keys
+                    .get(*i as usize)
+                    .is_some_and(|k| k.eq_ignore_ascii_case(name))
+            }
+            Name::Inline(s) => s.eq_ignore_ascii_case(name),
+        }
+    }
+
+    /// This is `name`, whose registered number (if any) is `id` (see [`known_id`]).
+    pub(crate) fn is(&self, name: &str, id: Option<u32>) -> bool {
+        match self {
+            Name::Id(n) => Some(*n) == id,
+            Name::Inline(s) => *s == name,
+        }
+    }
+}
+
+impl CompactMap {
+    pub fn new() -> Self {
+        CompactMap::default()
+    }
+
+    pub fn from_map(map: &AttrMap) -> Self {
+        let mut out = Vec::new();
+        for (k, v) in map {
+            put_name(&mut out, k);
+            put_value(&mut out, v);
+        }
+        CompactMap {
+            bytes: out.into_boxed_slice(),
+        }
+    }
+
+    fn entries(&self) -> Entries<'_> {
+        Entries::new(&self.bytes)
+    }
+
+    /// The value of `name`: its number is looked up once, then entries compare numbers.
+    fn find(&self, name: &str) -> Option<Raw<'_>> {
+        let id = known_id(name);
+        self.entries().find(|(n, _)| n.is(name, id)).map(|(_, v)| v)
+    }
+
+    /// The values, decoded.
+    pub fn to_map(&self) -> AttrMap {
+        self.entries()
+            .map(|(n, v)| (n.key(), v.to_value()))
+            .collect()
+    }
+
+    pub fn get(&self, path: &str) -> Option<Value> {
+        self.find(path).map(|v| v.to_value())
+    }
+
+    /// `get(path)` is the string `s`, without building it.
+    pub fn get_str_is(&self, path: &str, s: &str) -> bool {
+        matches!(self.find(path), Some(Raw::Str(x)) if x == s)
+    }
+
+    pub fn contains_key(&self, path: &str) -> bool {
+        self.find(path).is_some()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries().count()
+    }
+
+    pub fn keys(&self) -> Vec<Key> {
+        self.entries().map(|(n, _)| n.key()).collect()
+    }
+
+    /// The string value of `name`, borrowed.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        match self.find(name)? {
+            Raw::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The entries undecoded, in order: for a reader that looks up several names and decodes
+    /// only the values it uses (the mapping of one object).
+    pub(crate) fn raw_entries(&self) -> Vec<(Name<'_>, Raw<'_>)> {
+        self.entries().collect()
+    }
+
+    /// `name` is present and not null.
+    pub fn is_set(&self, name: &str) -> bool {
+        self.find(name).is_some_and(|v| !matches!(v, Raw::Null))
+    }
+
+    /// The boolean value of `name`.
+    pub fn get_bool(&self, name: &str) -> Option<bool> {
+        match self.find(name)? {
+            Raw::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Entries in name order, decoded.
+    pub fn iter(&self) -> impl Iterator<Item = (Key, Value)> + '_ {
+        self.entries().map(|(n, v)| (n.key(), v.to_value()))
+    }
+
+    /// Exactly the values of `map`: the no-change test of a cycle, with no allocation.
+    pub fn same_as(&self, map: &AttrMap) -> bool {
+        // One read of the registry for the whole comparison, names compared as strings.
+        let registry = names().read().unwrap_or_else(PoisonError::into_inner);
+        let mut mine = self.entries();
+        for (k, v) in map {
+            let Some((name, raw)) = mine.next() else {
+                return false;
+            };
+            let same_name = match name {
+                Name::Id(id) => registry.keys.get(id as usize).is_some_and(|n| &**n == k),
+                Name::Inline(s) => s == k,
+            };
+            if !same_name || !raw.eq_value(v) {
+                return false;
+            }
+        }
+        mine.next().is_none()
+    }
+
+    /// Set one value (decodes and re-encodes: used once per exported change, not per object).
+    pub fn insert(&mut self, path: &str, value: Value) {
+        let mut m = self.to_map();
+        m.insert(path, value);
+        *self = CompactMap::from_map(&m);
+    }
+
+    pub fn remove(&mut self, path: &str) {
+        let mut m = self.to_map();
+        if m.remove(path).is_some() {
+            *self = CompactMap::from_map(&m);
+        }
+    }
+
+    /// Append the values with names numbered by `number` (a state store's own dictionary:
+    /// this process's numbers mean nothing to the next one); `None` writes a name out.
+    pub fn write_portable(&self, out: &mut Vec<u8>, number: &mut dyn FnMut(&str) -> Option<u32>) {
+        let mut body = Vec::with_capacity(self.bytes.len());
+        for (name, raw) in self.entries() {
+            let key;
+            let text: &str = match name {
+                Name::Id(id) => {
+                    key = name_of(id).unwrap_or_else(|| intern(""));
+                    &key
+                }
+                Name::Inline(s) => s,
+            };
+            match number(text) {
+                Some(n) => put_varint(&mut body, u64::from(n) + 1),
+                None => {
+                    put_varint(&mut body, 0);
+                    put_bytes(&mut body, text.as_bytes());
+                }
+            }
+            put_raw(&mut body, &raw);
+        }
+        put_bytes(out, &body);
+    }
+
+    /// Read what [`CompactMap::write_portable`] wrote, from `r`; `name` gives the text of a
+    /// dictionary number. `None` for damaged bytes or an unknown number.
+    pub fn read_portable(
+        r: &mut Reader<'_>,
+        name: &mut dyn FnMut(u32) -> Option<Key>,
+    ) -> Option<Self> {
+        let mut entries = Entries::new(r.bytes()?);
+        let mut out = Vec::new();
+        while !entries.r.is_empty() {
+            let (n, raw) = entries.entry()?;
+            let text = match n {
+                Name::Id(id) => name(id)?,
+                Name::Inline(s) => intern(s),
+            };
+            put_name(&mut out, &text);
+            put_raw(&mut out, &raw);
+        }
+        Some(CompactMap {
+            bytes: out.into_boxed_slice(),
+        })
+    }
+}
+
+impl From<AttrMap> for CompactMap {
+    fn from(m: AttrMap) -> Self {
+        CompactMap::from_map(&m)
+    }
+}
+
+impl From<serde_json::Map<String, Value>> for CompactMap {
+    fn from(m: serde_json::Map<String, Value>) -> Self {
+        CompactMap::from_map(&m.into())
+    }
+}
+
+impl From<std::collections::BTreeMap<String, Value>> for CompactMap {
+    fn from(m: std::collections::BTreeMap<String, Value>) -> Self {
+        CompactMap::from_map(&m.into())
+    }
+}
+
+impl From<&AttrMap> for CompactMap {
+    fn from(m: &AttrMap) -> Self {
+        CompactMap::from_map(m)
+    }
+}
+
+impl<K: AsRef<str>> FromIterator<(K, Value)> for CompactMap {
+    fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Self {
+        CompactMap::from_map(&iter.into_iter().collect())
+    }
+}
+
+impl fmt::Debug for CompactMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_map(), f)
+    }
+}
+
+impl Serialize for CompactMap {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            self.entries()
+                .map(|(n, v)| (n.key().to_string(), v.to_value())),
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for CompactMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(CompactMap::from_map(&AttrMap::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> AttrMap {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn round_trips_every_kind_of_value() {
+        let m = map(json!({
+            "userName": "alice@x", "active": false, "n": 12.5, "big": 123456789012345u64,
+            "empty": "", "nul": null, "arr": ["a", 1], "obj": {"k": [true]},
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "R&D ✓",
+        }));
+        let e = CompactMap::from_map(&m);
+        assert_eq!(e.to_map(), m);
+        assert_eq!(e.get_bool("active"), Some(false));
+        assert_eq!(e.get_str("userName"), Some("alice@x"));
+        assert_eq!(e.get_str("n"), None);
+        assert_eq!(e.iter().collect::<AttrMap>(), m);
+        let raw = e.raw_entries();
+        assert_eq!(raw.len(), m.len());
+        assert!(raw.iter().any(|(n, _)| n.is_ignoring_case("USERNAME")));
+        let id = known_id("userName");
+        let (_, v) = raw.iter().find(|(n, _)| n.is("userName", id)).unwrap();
+        assert_eq!(v.to_value(), json!("alice@x"));
+        assert!(e.same_as(&m));
+        assert_eq!(e.get("n"), Some(json!(12.5)));
+        assert_eq!(e.get("missing"), None);
+        assert!(e.get_str_is("userName", "alice@x") && !e.get_str_is("userName", "bob"));
+        assert_eq!(e.len(), m.len());
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            serde_json::to_string(&m).unwrap()
+        );
+        let back: CompactMap = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn same_as_sees_every_difference() {
+        let base = map(json!({"a": "x", "b": true, "c": 1}));
+        let e = CompactMap::from_map(&base);
+        for other in [
+            json!({"a": "x", "b": true}),
+            json!({"a": "x", "b": true, "c": 1, "d": null}),
+            json!({"a": "y", "b": true, "c": 1}),
+            json!({"a": "x", "b": false, "c": 1}),
+            json!({"a": "x", "b": "true", "c": 1}),
+            json!({"a": "x", "b": true, "c": 1.0}),
+            json!({"a": "x", "b": true, "C": 1}),
+        ] {
+            assert!(!e.same_as(&map(other.clone())), "{other}");
+        }
+        assert!(CompactMap::new().same_as(&AttrMap::new()));
+    }
+
+    #[test]
+    fn insert_and_remove() {
+        let mut e = CompactMap::from_map(&map(json!({"active": true, "title": "A"})));
+        e.insert("active", json!(false));
+        assert_eq!(e.get_bool("active"), Some(false));
+        e.remove("title");
+        e.remove("nothing");
+        assert_eq!(e.to_map(), map(json!({"active": false})));
+    }
+
+    #[test]
+    fn damaged_bytes_read_as_fewer_entries_never_panic() {
+        let e = CompactMap::from_map(&map(json!({"a": "xyz", "b": [1, 2]})));
+        for cut in 0..e.bytes.len() {
+            let d = CompactMap {
+                bytes: e.bytes[..cut].into(),
+            };
+            assert!(d.to_map().len() <= 2);
+        }
+        let junk = CompactMap {
+            bytes: vec![0xff; 12].into(),
+        };
+        assert!(junk.to_map().is_empty());
+    }
+
+    #[test]
+    fn portable_form_renumbers_names_and_reads_back() {
+        let m = map(json!({"active": false, "title": "T", "n": [1], "zz": null}));
+        let e = CompactMap::from_map(&m);
+        // A store dictionary: names numbered in its own order; "zz" left out (written inline).
+        let dict = ["title", "active", "n"];
+        let mut out = Vec::new();
+        e.write_portable(&mut out, &mut |n| {
+            dict.iter().position(|d| *d == n).map(|i| i as u32)
+        });
+        let mut r = Reader::new(&out);
+        let back =
+            CompactMap::read_portable(&mut r, &mut |i| dict.get(i as usize).map(|d| intern(d)))
+                .unwrap();
+        assert!(r.is_empty());
+        assert_eq!(back, e);
+        // An unknown number, or any truncation, is refused, never misread.
+        assert!(CompactMap::read_portable(&mut Reader::new(&out), &mut |_| None).is_none());
+        for cut in 0..out.len() {
+            let mut r = Reader::new(&out[..cut]);
+            assert!(CompactMap::read_portable(&mut r, &mut |i| {
+                dict.get(i as usize).map(|d| intern(d))
+            })
+            .is_none());
+        }
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            ".{0,12}".prop_map(Value::String),
+            prop::collection::vec(".{0,4}", 0..3).prop_map(|v| json!(v)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn encoding_is_lossless_and_same_as_agrees_with_equality(
+            a in prop::collection::btree_map("[a-e]{1,3}", value(), 0..6),
+            b in prop::collection::btree_map("[a-e]{1,3}", value(), 0..6),
+        ) {
+            let (ma, mb): (AttrMap, AttrMap) = (a.into(), b.into());
+            let ea = CompactMap::from_map(&ma);
+            prop_assert_eq!(ea.to_map(), ma.clone());
+            prop_assert_eq!(ea.same_as(&mb), ma == mb);
+            prop_assert_eq!(ea == CompactMap::from_map(&mb), ma == mb);
+        }
+    }
+}
