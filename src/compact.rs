@@ -15,9 +15,11 @@ use crate::attr_map::{intern, AttrMap, Key};
 use crate::codec::{put_bytes, put_varint, Reader};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{OnceLock, PoisonError, RwLock};
 
 /// Names get a number up to this many; the rest are written out in full. Names come from the
@@ -35,19 +37,54 @@ fn names() -> &'static RwLock<Names> {
     NAMES.get_or_init(RwLock::default)
 }
 
+/// How many names the shared registry has: lets a thread see without locking that its copy
+/// is complete.
+static NAMES_LEN: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's copy of the registry. The registry only grows, so a copy is never wrong,
+    /// only short. Two planning threads taking the shared lock for every attribute of every
+    /// object spent more time on the lock's cache line than on the mapping.
+    static LOCAL: RefCell<Names> = RefCell::default();
+}
+
+/// Bring `local` up to the shared registry.
+fn catch_up(local: &mut Names) {
+    if NAMES_LEN.load(Ordering::Acquire) == local.keys.len() {
+        return;
+    }
+    let shared = names().read().unwrap_or_else(PoisonError::into_inner);
+    for (i, k) in shared.keys.iter().enumerate().skip(local.keys.len()) {
+        local.keys.push(k.clone());
+        local.ids.insert(k.clone(), i as u32);
+    }
+}
+
+/// `f` over this thread's up-to-date copy of the registry; over the shared one when the
+/// copy is unavailable (thread shutting down, or re-entered).
+fn with_names<T>(f: impl Fn(&Names) -> T) -> T {
+    LOCAL
+        .try_with(|local| {
+            let Ok(mut local) = local.try_borrow_mut() else {
+                return None;
+            };
+            catch_up(&mut local);
+            Some(f(&local))
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| f(&names().read().unwrap_or_else(PoisonError::into_inner)))
+}
+
 /// The number of `name` if it has one (no registering: a name never seen is in no map).
 pub(crate) fn known_id(name: &str) -> Option<u32> {
-    let r = names().read().unwrap_or_else(PoisonError::into_inner);
-    r.ids.get(name).copied()
+    with_names(|n| n.ids.get(name).copied())
 }
 
 /// The number of `name`, registering it when new; `None` once the registry is full.
 fn name_id(name: &str) -> Option<u32> {
-    {
-        let r = names().read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(id) = r.ids.get(name) {
-            return Some(*id);
-        }
+    if let Some(id) = known_id(name) {
+        return Some(id);
     }
     let mut w = names().write().unwrap_or_else(PoisonError::into_inner);
     if let Some(id) = w.ids.get(name) {
@@ -60,12 +97,12 @@ fn name_id(name: &str) -> Option<u32> {
     let key = intern(name);
     w.keys.push(key.clone());
     w.ids.insert(key, id);
+    NAMES_LEN.store(w.keys.len(), Ordering::Release);
     Some(id)
 }
 
 fn name_of(id: u32) -> Option<Key> {
-    let r = names().read().unwrap_or_else(PoisonError::into_inner);
-    r.keys.get(id as usize).cloned()
+    with_names(|n| n.keys.get(id as usize).cloned())
 }
 
 // Value tags.
@@ -97,7 +134,7 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Null => put_raw(out, &Raw::Null),
         Value::Bool(b) => put_raw(out, &Raw::Bool(*b)),
-        Value::String(s) => put_raw(out, &Raw::Str(s)),
+        Value::String(s) => put_raw(out, &Raw::Str(s.as_bytes())),
         other => put_raw(out, &Raw::Json(&other.to_string())),
     }
 }
@@ -110,7 +147,7 @@ fn put_raw(out: &mut Vec<u8>, raw: &Raw<'_>) {
         Raw::Bool(true) => out.push(TRUE),
         Raw::Str(s) => {
             out.push(STRING);
-            put_bytes(out, s.as_bytes());
+            put_bytes(out, s);
         }
         Raw::Json(j) => {
             out.push(JSON);
@@ -131,7 +168,7 @@ pub(crate) enum Name<'a> {
 pub(crate) enum Raw<'a> {
     Null,
     Bool(bool),
-    Str(&'a str),
+    Str(&'a [u8]),
     Json(&'a str),
 }
 
@@ -140,7 +177,8 @@ impl Raw<'_> {
         match self {
             Raw::Null => Value::Null,
             Raw::Bool(b) => Value::Bool(b),
-            Raw::Str(s) => Value::String(s.to_string()),
+            // Written from a `String`; damaged bytes read as null, as for JSON.
+            Raw::Str(s) => std::str::from_utf8(s).map_or(Value::Null, |s| Value::String(s.into())),
             // Written from a `Value`, so it parses; `Null` only if the bytes were damaged.
             Raw::Json(j) => serde_json::from_str(j).unwrap_or(Value::Null),
         }
@@ -151,7 +189,7 @@ impl Raw<'_> {
         match (self, v) {
             (Raw::Null, Value::Null) => true,
             (Raw::Bool(a), Value::Bool(b)) => a == b,
-            (Raw::Str(a), Value::String(b)) => *a == b.as_str(),
+            (Raw::Str(a), Value::String(b)) => *a == b.as_bytes(),
             (Raw::Json(_), Value::Number(_) | Value::Array(_) | Value::Object(_)) => {
                 &self.to_value() == v
             }
@@ -185,7 +223,8 @@ impl<'a> Entries<'a> {
             NULL => Raw::Null,
             FALSE => Raw::Bool(false),
             TRUE => Raw::Bool(true),
-            STRING => Raw::Str(self.r.str()?),
+            // Checked as UTF-8 only when read as a string: skipping past it needs no check.
+            STRING => Raw::Str(self.r.bytes()?),
             JSON => Raw::Json(self.r.str()?),
             _ => return None,
         };
@@ -214,13 +253,11 @@ impl Name<'_> {
     /// This is `name`, ignoring ASCII case.
     pub(crate) fn is_ignoring_case(&self, name: &str) -> bool {
         match self {
-            Name::Id(i) => {
-                let registry = names().read().unwrap_or_else(PoisonError::into_inner);
-                registry
-                    .keys
+            Name::Id(i) => with_names(|n| {
+                n.keys
                     .get(*i as usize)
                     .is_some_and(|k| k.eq_ignore_ascii_case(name))
-            }
+            }),
             Name::Inline(s) => s.eq_ignore_ascii_case(name),
         }
     }
@@ -273,7 +310,7 @@ impl CompactMap {
 
     /// `get(path)` is the string `s`, without building it.
     pub fn get_str_is(&self, path: &str, s: &str) -> bool {
-        matches!(self.find(path), Some(Raw::Str(x)) if x == s)
+        matches!(self.find(path), Some(Raw::Str(x)) if x == s.as_bytes())
     }
 
     pub fn contains_key(&self, path: &str) -> bool {
@@ -295,7 +332,7 @@ impl CompactMap {
     /// The string value of `name`, borrowed.
     pub fn get_str(&self, name: &str) -> Option<&str> {
         match self.find(name)? {
-            Raw::Str(s) => Some(s),
+            Raw::Str(s) => std::str::from_utf8(s).ok(),
             _ => None,
         }
     }
@@ -304,6 +341,28 @@ impl CompactMap {
     /// only the values it uses (the mapping of one object).
     pub(crate) fn raw_entries(&self) -> Vec<(Name<'_>, Raw<'_>)> {
         self.entries().collect()
+    }
+
+    /// The string value of `name`, or else of the first name equal to it ignoring ASCII case
+    /// (how expressions read attributes); `None` when that value is not a string.
+    pub fn get_str_any_case(&self, name: &str) -> Option<&str> {
+        let raw = self.find(name).or_else(|| {
+            with_names(|registry| {
+                self.entries()
+                    .find(|(n, _)| match n {
+                        Name::Id(i) => registry
+                            .keys
+                            .get(*i as usize)
+                            .is_some_and(|k| k.eq_ignore_ascii_case(name)),
+                        Name::Inline(s) => s.eq_ignore_ascii_case(name),
+                    })
+                    .map(|(_, v)| v)
+            })
+        })?;
+        match raw {
+            Raw::Str(s) => std::str::from_utf8(s).ok(),
+            _ => None,
+        }
     }
 
     /// `name` is present and not null.
@@ -326,22 +385,49 @@ impl CompactMap {
 
     /// Exactly the values of `map`: the no-change test of a cycle, with no allocation.
     pub fn same_as(&self, map: &AttrMap) -> bool {
-        // One read of the registry for the whole comparison, names compared as strings.
-        let registry = names().read().unwrap_or_else(PoisonError::into_inner);
-        let mut mine = self.entries();
-        for (k, v) in map {
-            let Some((name, raw)) = mine.next() else {
-                return false;
-            };
-            let same_name = match name {
-                Name::Id(id) => registry.keys.get(id as usize).is_some_and(|n| &**n == k),
-                Name::Inline(s) => s == k,
-            };
-            if !same_name || !raw.eq_value(v) {
+        // One look at the registry for the whole comparison, names compared as strings.
+        with_names(|registry| {
+            let mut mine = self.entries();
+            for (k, v) in map {
+                let Some((name, raw)) = mine.next() else {
+                    return false;
+                };
+                let same_name = match name {
+                    Name::Id(id) => registry.keys.get(id as usize).is_some_and(|n| &**n == k),
+                    Name::Inline(s) => s == k,
+                };
+                if !same_name || !raw.eq_value(v) {
+                    return false;
+                }
+            }
+            mine.next().is_none()
+        })
+    }
+
+    /// Every entry of `map` is here with the same value; entries only here don't matter.
+    /// One merge of the two name-ordered lists, without allocating.
+    pub fn covers(&self, map: &AttrMap) -> bool {
+        with_names(|registry| {
+            let mut mine = self.entries();
+            'wanted: for (k, v) in map {
+                for (name, raw) in mine.by_ref() {
+                    let here: &str = match name {
+                        Name::Id(id) => match registry.keys.get(id as usize) {
+                            Some(n) => n,
+                            None => return false,
+                        },
+                        Name::Inline(s) => s,
+                    };
+                    match here.cmp(k) {
+                        std::cmp::Ordering::Less => continue,
+                        std::cmp::Ordering::Equal if raw.eq_value(v) => continue 'wanted,
+                        _ => return false,
+                    }
+                }
                 return false;
             }
-        }
-        mine.next().is_none()
+            true
+        })
     }
 
     /// Set one value (decodes and re-encodes: used once per exported change, not per object).
@@ -518,6 +604,18 @@ mod tests {
     }
 
     #[test]
+    fn covers_ignores_entries_only_here() {
+        let e = CompactMap::from_map(&map(json!({"a": "x", "b": true, "m": "mgr", "z": 1})));
+        assert!(e.covers(&map(json!({"a": "x", "z": 1}))));
+        assert!(e.covers(&map(json!({}))));
+        assert!(e.covers(&map(json!({"a": "x", "b": true, "m": "mgr", "z": 1}))));
+        assert!(!e.covers(&map(json!({"a": "x", "c": 1}))));
+        assert!(!e.covers(&map(json!({"a": "y"}))));
+        assert!(!e.covers(&map(json!({"zz": 1}))));
+        assert!(!CompactMap::new().covers(&map(json!({"a": "x"}))));
+    }
+
+    #[test]
     fn insert_and_remove() {
         let mut e = CompactMap::from_map(&map(json!({"active": true, "title": "A"})));
         e.insert("active", json!(false));
@@ -589,6 +687,7 @@ mod tests {
             let ea = CompactMap::from_map(&ma);
             prop_assert_eq!(ea.to_map(), ma.clone());
             prop_assert_eq!(ea.same_as(&mb), ma == mb);
+            prop_assert_eq!(ea.covers(&mb), mb.iter().all(|(k, v)| ma.get(k) == Some(v)));
             prop_assert_eq!(ea == CompactMap::from_map(&mb), ma == mb);
         }
     }

@@ -143,13 +143,28 @@ fn problem(
     }
 }
 
-/// Case-insensitive key for duplicate detection: SCIM `userName` and `displayName` are not
-/// case-exact (RFC 7643), so "Alice@x" and "alice@x" would match the same target object.
-fn match_key(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.to_lowercase(),
-        other => other.to_string(),
+/// The duplicate-detection key of a matching value, hashed without building lowercase copies.
+/// Case-insensitive: SCIM `userName` and `displayName` are not case-exact (RFC 7643), so
+/// "Alice@x" and "alice@x" would match the same target object.
+fn match_hash(path: &str, v: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for c in path.chars().flat_map(char::to_lowercase) {
+        c.hash(&mut h);
     }
+    0xffu8.hash(&mut h);
+    match v {
+        Value::String(s) => {
+            for c in s.chars().flat_map(char::to_lowercase) {
+                c.hash(&mut h);
+            }
+        }
+        other => {
+            0u8.hash(&mut h);
+            other.to_string().hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 /// Phase one: users and groups.
@@ -275,13 +290,21 @@ fn plan_type(
 
     // Duplicate matching values: linked objects keep their target object; unlinked objects
     // sharing a value with any other in-scope object are skipped, since either could match.
-    let mut by_value: HashMap<(String, String), Vec<&str>> = HashMap::new();
-    for (obj, w) in &wanted {
-        for (path, v) in w.matching() {
-            by_value
-                .entry((path.to_lowercase(), match_key(v)))
-                .or_default()
-                .push(&obj.id);
+    // Values are compared by a 64-bit hash of (path, value) ignoring case; only values some
+    // unlinked object has are indexed, so a cycle without new objects indexes nothing.
+    let wanted_by_unlinked: HashSet<u64> = wanted
+        .iter()
+        .filter(|(_, w)| matches!(w, Wanted::Unlinked { .. }))
+        .flat_map(|(_, w)| w.matching_hashes())
+        .collect();
+    let mut by_value: HashMap<u64, Vec<&str>> = HashMap::new();
+    if !wanted_by_unlinked.is_empty() {
+        for (obj, w) in &wanted {
+            for h in w.matching_hashes() {
+                if wanted_by_unlinked.contains(&h) {
+                    by_value.entry(h).or_default().push(&obj.id);
+                }
+            }
         }
     }
 
@@ -315,7 +338,7 @@ fn plan_type(
                 }
                 let clash = mapped.matching.iter().find_map(|(path, v)| {
                     let others: Vec<&str> = by_value
-                        .get(&(path.to_lowercase(), match_key(v)))
+                        .get(&match_hash(path, v))
                         .map(|ids| ids.iter().copied().filter(|o| o != id).collect())
                         .unwrap_or_default();
                     (!others.is_empty()).then(|| (path.clone(), v.clone(), others.join(", ")))
@@ -403,7 +426,9 @@ fn map_all<'a, T: Send>(
 /// An in-scope object, mapped, and what it needs.
 enum Wanted<'l> {
     /// Linked and up to date: only the matching values are kept (for duplicate detection).
-    Unchanged { matching: Vec<(String, Value)> },
+    /// Linked and up to date: only the hashes of its matching values are kept (for
+    /// duplicate detection), not the values: 100k of them cost about 20 MB.
+    Unchanged { matching: Box<[u64]> },
     /// Linked, with attribute changes to export.
     Changed {
         link: &'l Link,
@@ -415,7 +440,7 @@ enum Wanted<'l> {
 }
 
 impl<'l> Wanted<'l> {
-    fn new(link: Option<&'l Link>, mut mapped: Mapped, settings: &PlanSettings<'_>) -> Self {
+    fn new(link: Option<&'l Link>, mapped: Mapped, settings: &PlanSettings<'_>) -> Self {
         let Some(link) = link else {
             return Wanted::Unlinked {
                 mapped: Box::new(mapped),
@@ -424,7 +449,11 @@ impl<'l> Wanted<'l> {
         let changes = diff(link, &mapped, settings.null_values);
         if changes.is_empty() {
             Wanted::Unchanged {
-                matching: std::mem::take(&mut mapped.matching),
+                matching: mapped
+                    .matching
+                    .iter()
+                    .map(|(p, v)| match_hash(p, v))
+                    .collect(),
             }
         } else {
             Wanted::Changed {
@@ -435,10 +464,14 @@ impl<'l> Wanted<'l> {
         }
     }
 
-    fn matching(&self) -> &[(String, Value)] {
+    fn matching_hashes(&self) -> Vec<u64> {
         match self {
-            Wanted::Unchanged { matching } => matching,
-            Wanted::Changed { mapped, .. } | Wanted::Unlinked { mapped } => &mapped.matching,
+            Wanted::Unchanged { matching } => matching.to_vec(),
+            Wanted::Changed { mapped, .. } | Wanted::Unlinked { mapped } => mapped
+                .matching
+                .iter()
+                .map(|(p, v)| match_hash(p, v))
+                .collect(),
         }
     }
 }
@@ -459,12 +492,21 @@ fn bump_unchanged(plan: &mut Plan, ty: ObjectType) {
 
 /// The attribute changes between what was last exported and what the mappings want now.
 pub fn diff(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
-    // The common case, checked on the compact form without decoding it. Equal values also
-    // mean nothing below applies: `active` is in both or neither, and a null path is in
-    // neither.
-    if link.exported.same_as(&mapped.values) {
+    // The common case, decided on the compact form without decoding it: exactly the
+    // conditions under which the code below finds nothing. (Exported values no mapping
+    // produces any more, and references, which phase two owns, are not compared.)
+    let unchanged = link.exported.covers(&mapped.values)
+        && (!link.disabled() || mapped.values.contains_key("active"))
+        && (nulls == NullPolicy::Leave
+            || mapped.nulls.iter().all(|p| !link.exported.contains_key(p)));
+    if unchanged {
         return Vec::new();
     }
+    diff_decoded(link, mapped, nulls)
+}
+
+/// [`diff`] without its shortcut, on the decoded values.
+fn diff_decoded(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
     let exported = link.exported.to_map();
     let mut changes = Vec::new();
     for (path, new, old) in mapped.values.zip_get(&exported) {
@@ -599,11 +641,12 @@ pub fn plan_references(
                 roles: None,
                 env: settings.env,
             };
-            let mapped = map_object(user, &reference_maps, &ctx).ok()?;
+            // The references alone first (no mapping of the whole object): most users'
+            // manager hasn't changed, and then nothing else is needed.
             let mut changes = Vec::new();
-            for (path, referenced) in &mapped.references {
+            for (path, referenced) in crate::mapping::reference_values(user, &reference_maps) {
                 // Unchanged, the common case: decided on the compact form.
-                if let Some(t) = referenced.as_deref().and_then(user_target) {
+                if let Some(t) = referenced.and_then(user_target) {
                     if link.exported.get_str_is(path, t) {
                         continue;
                     }
@@ -637,17 +680,19 @@ pub fn plan_references(
                     _ => {}
                 }
             }
-            (!changes.is_empty()).then(|| {
-                Box::new(Update {
-                    object_type: ObjectType::User,
-                    source_id: id.clone(),
-                    target_id: link.target_id.clone(),
-                    display_name: link.display_name.clone(),
-                    changes,
-                    matching: link.matching.clone(),
-                    mapped,
-                })
-            })
+            if changes.is_empty() {
+                return None;
+            }
+            let mapped = map_object(user, &reference_maps, &ctx).ok()?;
+            Some(Box::new(Update {
+                object_type: ObjectType::User,
+                source_id: id.clone(),
+                target_id: link.target_id.clone(),
+                display_name: link.display_name.clone(),
+                changes,
+                matching: link.matching.clone(),
+                mapped,
+            }))
         };
         out.updates = map_all(&dir.users, update_of)
             .into_iter()
@@ -732,6 +777,53 @@ pub fn describe_changes(changes: &[Change]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod diff_tests {
+    use super::*;
+    use crate::attr_map::AttrMap;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<bool>().prop_map(Value::Bool),
+            "[ab]{0,2}".prop_map(Value::String),
+            (0..3i64).prop_map(|n| json!(n)),
+        ]
+    }
+
+    proptest! {
+        /// The shortcut says "unchanged" exactly when the full comparison finds nothing.
+        #[test]
+        fn the_shortcut_agrees_with_the_full_diff(
+            exported in prop::collection::btree_map("active|[a-d]", value(), 0..5),
+            values in prop::collection::btree_map("active|[a-d]", value(), 0..5),
+            nulls in prop::collection::btree_set("[a-e]", 0..3),
+            remove in any::<bool>(),
+        ) {
+            let link = Link {
+                object_type: ObjectType::User,
+                source_id: "s".into(),
+                target_id: "t".into(),
+                display_name: "d".into(),
+                matching: None,
+                exported: AttrMap::from(exported).into(),
+                members: Default::default(),
+                created: true,
+            };
+            let values = AttrMap::from(values);
+            let nulls = nulls
+                .into_iter()
+                .filter(|p| !values.contains_key(p))
+                .map(|p| crate::attr_map::intern(&p))
+                .collect();
+            let mapped = Mapped { values, nulls, ..Mapped::default() };
+            let policy = if remove { NullPolicy::Remove } else { NullPolicy::Leave };
+            prop_assert_eq!(diff(&link, &mapped, policy), diff_decoded(&link, &mapped, policy));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -394,6 +394,34 @@ pub fn evaluate_for(
     expression.evaluate(&View::new(obj, ctx), ctx.env)
 }
 
+/// The reference mappings' values for one object (target path → the referenced object's
+/// source id), in path order: what [`map_object`] puts in `Mapped::references`, without
+/// mapping anything else. Read as an expression would read the attribute: by exact name,
+/// else ignoring case; a value that isn't a string references nothing.
+pub fn reference_values<'a>(
+    obj: &'a SourceObject,
+    mappings: &'a [Mapping],
+) -> Vec<(&'a str, Option<&'a str>)> {
+    let mut out: Vec<(&str, Option<&str>)> = mappings
+        .iter()
+        .filter(|m| m.is_reference())
+        .filter_map(|m| match &m.source {
+            MappingSource::Attribute(a) => Some((&*m.key, obj.attributes.get_str_any_case(a))),
+            _ => None,
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out.dedup_by(|later, earlier| {
+        // As in a map, the last mapping of a path wins.
+        let same = later.0 == earlier.0;
+        if same {
+            earlier.1 = later.1;
+        }
+        same
+    });
+    out
+}
+
 /// Evaluate every mapping for one object. `Err` skips the object, with the reason.
 pub fn map_object(
     obj: &SourceObject,
@@ -512,6 +540,35 @@ mod tests {
     fn env() -> EvalEnv {
         EvalEnv {
             now: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn reference_values_are_what_map_object_references() {
+        let m = Mappings::generic_scim().unwrap();
+        let e = env();
+        let ctx = MapContext {
+            soft_deleted: false,
+            roles: None,
+            env: &e,
+        };
+        for attrs in [
+            json!({"manager": "m1"}),
+            json!({"Manager": "m2", "displayName": "x"}),
+            json!({"manager": 7}),
+            json!({"MANAGER": ["m3"]}),
+            json!({"displayName": "no manager"}),
+            json!({}),
+        ] {
+            let u = user(attrs.clone());
+            let mapped = map_object(&u, &m.users, &ctx).unwrap();
+            let from_mapping: Vec<(&str, Option<&str>)> = mapped
+                .references
+                .iter()
+                .map(|(k, v)| (&**k, v.as_deref()))
+                .collect();
+            assert!(!from_mapping.is_empty());
+            assert_eq!(reference_values(&u, &m.users), from_mapping, "{attrs}");
         }
     }
 

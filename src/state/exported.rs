@@ -65,9 +65,15 @@ impl Exported {
         self.disabled
     }
 
-    /// Exactly the values of `map`: the no-change test of a cycle, with no allocation.
+    /// Exactly the values of `map`, with no allocation.
     pub fn same_as(&self, map: &AttrMap) -> bool {
         self.map.same_as(map)
+    }
+
+    /// Every value of `map` is the one last exported (see [`CompactMap::covers`]): the
+    /// no-change test of a cycle, with no allocation.
+    pub fn covers(&self, map: &AttrMap) -> bool {
+        self.map.covers(map)
     }
 
     pub fn insert(&mut self, path: &str, value: Value) {
