@@ -320,7 +320,7 @@ impl Serialize for AttrMap {
 
 /// Deserialises the `.0`-th key of a map straight into its interned form, without a
 /// `String` in between when the input allows borrowing.
-struct KeySeed(usize);
+pub(crate) struct KeySeed(pub(crate) usize);
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Key;

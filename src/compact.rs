@@ -469,26 +469,149 @@ impl CompactMap {
         put_bytes(out, &body);
     }
 
-    /// Read what [`CompactMap::write_portable`] wrote, from `r`; `name` gives the text of a
-    /// dictionary number. `None` for damaged bytes or an unknown number.
+    /// Read what [`CompactMap::write_portable`] wrote, from `r`; `name` says what a
+    /// dictionary number is here (see [`local_name`]: worked out once per dictionary entry,
+    /// not once per value). `None` for damaged bytes or an unknown number.
     pub fn read_portable(
         r: &mut Reader<'_>,
-        name: &mut dyn FnMut(u32) -> Option<Key>,
+        name: &mut dyn FnMut(u32) -> Option<LocalName>,
     ) -> Option<Self> {
         let mut entries = Entries::new(r.bytes()?);
         let mut out = Vec::new();
         while !entries.r.is_empty() {
             let (n, raw) = entries.entry()?;
-            let text = match n {
-                Name::Id(id) => name(id)?,
-                Name::Inline(s) => intern(s),
-            };
-            put_name(&mut out, &text);
+            match n {
+                Name::Id(id) => match name(id)? {
+                    LocalName::Number(n) => put_varint(&mut out, u64::from(n) + 1),
+                    LocalName::Text(k) => {
+                        put_varint(&mut out, 0);
+                        put_bytes(&mut out, k.as_bytes());
+                    }
+                },
+                Name::Inline(s) => put_name(&mut out, s),
+            }
             put_raw(&mut out, &raw);
         }
         Some(CompactMap {
             bytes: out.into_boxed_slice(),
         })
+    }
+}
+
+/// The attributes [`visit_object`] hands back as values, in the order read.
+pub type Taken = Vec<(Key, Value)>;
+
+/// Reads a JSON object straight into a [`CompactMap`], without a [`Value`] per attribute in
+/// between (what a source parsing 100k objects would otherwise allocate and free), except the
+/// attributes named in `take`, handed back as values. Nulls are left out, as absent; of
+/// repeated names the last wins.
+pub fn visit_object<'de, A: serde::de::MapAccess<'de>>(
+    mut access: A,
+    take: &[&str],
+) -> Result<(CompactMap, Taken), A::Error> {
+    let mut taken = Vec::new();
+    // Each value's encoding goes to `buf`; `entries` says whose it is and where.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut entries: Vec<(Key, usize, usize)> = Vec::new();
+    let mut position = 0;
+    while let Some(k) = access.next_key_seed(crate::attr_map::KeySeed(position))? {
+        position += 1;
+        if take.contains(&&*k) {
+            taken.push((k, access.next_value::<Value>()?));
+            continue;
+        }
+        let start = buf.len();
+        access.next_value_seed(ValueSeed(&mut buf))?;
+        if buf.get(start) == Some(&NULL) {
+            buf.truncate(start);
+            // A null after a value of the same name still clears it.
+            entries.retain(|(e, _, _)| *e != k);
+            continue;
+        }
+        entries.push((k, start, buf.len()));
+    }
+    // Stable: of equal names the last one stays.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::with_capacity(buf.len() + 2 * entries.len());
+    for (i, (k, start, end)) in entries.iter().enumerate() {
+        if entries.get(i + 1).is_some_and(|next| next.0 == *k) {
+            continue;
+        }
+        put_name(&mut out, k);
+        out.extend_from_slice(buf.get(*start..*end).unwrap_or_default());
+    }
+    Ok((
+        CompactMap {
+            bytes: out.into_boxed_slice(),
+        },
+        taken,
+    ))
+}
+
+/// Encodes one JSON value (tag and payload) as it is parsed.
+struct ValueSeed<'b>(&'b mut Vec<u8>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValueSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        put_value(self.0, &Value::Null);
+        Ok(())
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
+        put_value(self.0, &Value::Bool(b));
+        Ok(())
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<(), E> {
+        put_value(self.0, &Value::from(n));
+        Ok(())
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<(), E> {
+        put_value(self.0, &Value::from(n));
+        Ok(())
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<(), E> {
+        put_value(self.0, &Value::from(n));
+        Ok(())
+    }
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        put_raw(self.0, &Raw::Str(s.as_bytes()));
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        let v = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        put_value(self.0, &v);
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let v = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        put_value(self.0, &v);
+        Ok(())
+    }
+}
+
+/// A name as this process writes it in a [`CompactMap`]: its registered number, or (once the
+/// registry is full) its text.
+#[derive(Debug, Clone)]
+pub enum LocalName {
+    Number(u32),
+    Text(Key),
+}
+
+/// How `name` is written here, registering it if new.
+pub fn local_name(name: &str) -> LocalName {
+    match name_id(name) {
+        Some(n) => LocalName::Number(n),
+        None => LocalName::Text(intern(name)),
     }
 }
 
@@ -616,6 +739,38 @@ mod tests {
     }
 
     #[test]
+    fn objects_parse_straight_into_the_same_encoding() {
+        struct Parsed(CompactMap, Vec<(Key, Value)>);
+        impl<'de> Deserialize<'de> for Parsed {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = Parsed;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        a: A,
+                    ) -> Result<Parsed, A::Error> {
+                        visit_object(a, &["id"]).map(|(m, t)| Parsed(m, t))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+        let text = r#"{"z": 1, "id": "x1", "a": "é\n", "n": null, "b": [1, {"c": null}],
+                       "f": 1.5, "t": true, "neg": -3, "a": "last", "gone": "v", "gone": null}"#;
+        let Parsed(m, taken) = serde_json::from_str(text).unwrap();
+        assert_eq!(taken, vec![(intern("id"), json!("x1"))]);
+        let mut expected: AttrMap = serde_json::from_str(text).unwrap();
+        expected.retain(|k, v| k != "id" && !v.is_null());
+        assert_eq!(m, CompactMap::from_map(&expected));
+        assert_eq!(m.get("a"), Some(json!("last")));
+        assert!(!m.contains_key("gone") && !m.contains_key("n"));
+    }
+
+    #[test]
     fn insert_and_remove() {
         let mut e = CompactMap::from_map(&map(json!({"active": true, "title": "A"})));
         e.insert("active", json!(false));
@@ -652,7 +807,7 @@ mod tests {
         });
         let mut r = Reader::new(&out);
         let back =
-            CompactMap::read_portable(&mut r, &mut |i| dict.get(i as usize).map(|d| intern(d)))
+            CompactMap::read_portable(&mut r, &mut |i| dict.get(i as usize).map(|d| local_name(d)))
                 .unwrap();
         assert!(r.is_empty());
         assert_eq!(back, e);
@@ -661,7 +816,7 @@ mod tests {
         for cut in 0..out.len() {
             let mut r = Reader::new(&out[..cut]);
             assert!(CompactMap::read_portable(&mut r, &mut |i| {
-                dict.get(i as usize).map(|d| intern(d))
+                dict.get(i as usize).map(|d| local_name(d))
             })
             .is_none());
         }

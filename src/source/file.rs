@@ -3,6 +3,7 @@
 
 use super::{Source, SourceError, SourceRead};
 use crate::attr_map::AttrMapVisitor;
+use crate::compact::visit_object;
 use crate::model::{
     Assignment, AttrMap, CompactMap, Directory, ObjectType, Rejected, SourceObject,
 };
@@ -42,12 +43,14 @@ struct Export {
 /// a second pass), or something else, to be rejected with its position.
 enum Item {
     Object(AttrMap),
+    /// Users and groups: see [`ObjectItem`].
+    Compact(CompactMap, crate::compact::Taken),
     NotAnObject,
 }
 
-/// An element of `users` or `groups`, with `id` and `members` taken out and the rest already in
-/// its compact form: converted as each element is read, so 100k parsed-but-not-yet-compact
-/// objects (about 100 MB) never exist at once.
+/// An element of `users` or `groups`, with `id` and `members` taken out and the rest parsed
+/// straight into its compact form ([`visit_object`]): no `Value` per attribute, and never 100k
+/// parsed-but-not-yet-compact objects (about 100 MB) at once. Nulls count as absent.
 enum ObjectItem {
     Object {
         id: Option<Value>,
@@ -59,28 +62,37 @@ enum ObjectItem {
 
 impl<'de> Deserialize<'de> for ObjectItem {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match Item::deserialize(d)? {
-            Item::Object(mut m) => {
-                let id = m.remove("id");
-                let members = m.remove("members");
+        Ok(match d.deserialize_any(ItemVisitor { compact: true })? {
+            Item::Compact(attributes, taken) => {
+                let (mut id, mut members) = (None, None);
+                // Of repeated names the last wins, as for the other attributes.
+                for (k, v) in taken {
+                    match &*k {
+                        "id" => id = Some(v),
+                        _ => members = Some(v),
+                    }
+                }
                 ObjectItem::Object {
                     id,
                     members,
-                    attributes: CompactMap::from_map(&strip_nulls(m)),
+                    attributes,
                 }
             }
-            Item::NotAnObject => ObjectItem::NotAnObject,
+            Item::Object(_) | Item::NotAnObject => ObjectItem::NotAnObject,
         })
     }
 }
 
 impl<'de> Deserialize<'de> for Item {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ItemVisitor)
+        d.deserialize_any(ItemVisitor { compact: false })
     }
 }
 
-struct ItemVisitor;
+struct ItemVisitor {
+    /// Read an object as [`Item::Compact`] (users, groups), else as [`Item::Object`].
+    compact: bool,
+}
 
 impl<'de> Visitor<'de> for ItemVisitor {
     type Value = Item;
@@ -88,6 +100,10 @@ impl<'de> Visitor<'de> for ItemVisitor {
         f.write_str("any JSON value")
     }
     fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Item, A::Error> {
+        if self.compact {
+            let (attributes, taken) = visit_object(access, &["id", "members"])?;
+            return Ok(Item::Compact(attributes, taken));
+        }
         AttrMapVisitor.visit_map(access).map(Item::Object)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Item, A::Error> {
@@ -304,11 +320,6 @@ fn parse_object(
         attributes,
         members,
     })
-}
-
-fn strip_nulls(mut m: AttrMap) -> AttrMap {
-    m.retain(|_, v| !v.is_null());
-    m
 }
 
 fn parse_assignment(item: Item) -> Result<Assignment, String> {

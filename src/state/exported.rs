@@ -94,7 +94,7 @@ impl Exported {
     /// See [`CompactMap::read_portable`].
     pub fn read_portable(
         r: &mut Reader<'_>,
-        name: &mut dyn FnMut(u32) -> Option<Key>,
+        name: &mut dyn FnMut(u32) -> Option<crate::compact::LocalName>,
     ) -> Option<Self> {
         CompactMap::read_portable(r, name).map(Exported::of)
     }

@@ -18,6 +18,7 @@
 use super::{Exported, JobMeta, Link, StateError, StateStore, SCHEMA_VERSION};
 use crate::attr_map::{intern, Key};
 use crate::codec::{put_bytes, put_varint, Reader};
+use crate::compact::{local_name, LocalName};
 use crate::model::ObjectType;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
@@ -82,10 +83,6 @@ impl Dict {
             d.names.push(name);
         }
         Ok(d)
-    }
-
-    fn name(&self, id: u32) -> Option<Key> {
-        self.names.get(id as usize).cloned()
     }
 }
 
@@ -239,7 +236,9 @@ fn load_links(tree: &sled::Tree, path: &Path, dict: &Dict) -> Result<Vec<Link>, 
     // No `Vec::with_capacity(tree.len())`: sled's `len` walks the whole tree, which
     // doubled the cost of loading 100k links.
     let mut out = Vec::new();
-    let mut name = |id: u32| dict.name(id);
+    // What each dictionary number is in this process, worked out once.
+    let local: Vec<LocalName> = dict.names.iter().map(|n| local_name(n)).collect();
+    let mut name = |id: u32| local.get(id as usize).cloned();
     for item in tree.iter() {
         let (k, v) = item.map_err(|e| storage(path, e))?;
         if k.starts_with(DICT_PREFIX) {
@@ -255,7 +254,7 @@ fn decode_link(
     path: &Path,
     key: &[u8],
     bytes: &[u8],
-    name: &mut dyn FnMut(u32) -> Option<Key>,
+    name: &mut dyn FnMut(u32) -> Option<LocalName>,
 ) -> Result<Link, StateError> {
     match bytes.first() {
         Some(b'{') => decode(path, key, bytes),
@@ -311,7 +310,7 @@ fn write_link(link: &Link, number: &mut dyn FnMut(&str) -> Option<u32>) -> Vec<u
     out
 }
 
-fn read_link(r: &mut Reader<'_>, name: &mut dyn FnMut(u32) -> Option<Key>) -> Option<Link> {
+fn read_link(r: &mut Reader<'_>, name: &mut dyn FnMut(u32) -> Option<LocalName>) -> Option<Link> {
     let object_type = match r.byte()? {
         0 => ObjectType::User,
         1 => ObjectType::Group,
