@@ -8,6 +8,7 @@
 //! bench/run.sh [--users 10000] [--groups 500] [--members-per-group 100]
 //!              [--incremental-users 100000] [--incremental-groups 1000]
 //!              [--only initial|incremental] [--concurrency 8] [--log info|warn]
+//!              [--repeat 5]
 //!              [--bin PATH] [--work DIR]
 //! ```
 //!
@@ -33,6 +34,9 @@ struct Args {
     members_per_group: usize,
     incremental_users: usize,
     incremental_groups: usize,
+    /// No-change cycles to run: this machine's wall times vary by ±20% from run to run, so
+    /// the median is reported, with the fastest and slowest.
+    repeat: usize,
     only: Option<String>,
     concurrency: usize,
     log: String,
@@ -43,7 +47,7 @@ struct Args {
 fn usage() -> String {
     "usage: bench [--users N] [--groups N] [--members-per-group N] [--incremental-users N] \
      [--incremental-groups N] [--only initial|incremental] [--concurrency N] [--log info|warn] \
-     [--bin PATH] [--work DIR]"
+     [--repeat N] [--bin PATH] [--work DIR]"
         .to_string()
 }
 
@@ -60,6 +64,7 @@ fn parse_args() -> Result<Args> {
         members_per_group: 100,
         incremental_users: 100_000,
         incremental_groups: 0,
+        repeat: 5,
         only: None,
         concurrency: 8,
         log: "info".into(),
@@ -87,6 +92,7 @@ fn parse_args() -> Result<Args> {
             "--members-per-group" => a.members_per_group = num()?,
             "--incremental-users" => a.incremental_users = num()?,
             "--incremental-groups" => incremental_groups = Some(num()?),
+            "--repeat" => a.repeat = num()?.max(1),
             "--concurrency" => a.concurrency = num()?.max(1),
             "--only" if value == "initial" || value == "incremental" => a.only = Some(value),
             "--log" if value == "info" || value == "warn" => a.log = value,
@@ -629,9 +635,26 @@ fn incremental(a: &Args) -> Result<Value> {
         shape.users, shape.groups, shape.memberships
     );
     let setup = measured_sync(a, &sandbox, &config, &dir, "setup")?;
-    eprintln!("(b) no-change incremental cycle…");
-    let mut r = measured_sync(a, &sandbox, &config, &dir, "incremental")?;
+    eprintln!("(b) no-change incremental cycle, {} runs…", a.repeat);
+    let mut runs = Vec::new();
+    for i in 0..a.repeat {
+        runs.push(measured_sync(
+            a,
+            &sandbox,
+            &config,
+            &dir,
+            &format!("incremental-{i}"),
+        )?);
+    }
     sandbox.stop()?;
+    let wall = |r: &Value| r["wall_s"].as_f64().unwrap_or(f64::NAN);
+    runs.sort_by(|x, y| wall(x).total_cmp(&wall(y)));
+    let walls: Vec<f64> = runs.iter().map(wall).collect();
+    let rss: Vec<Value> = runs.iter().map(|r| r["peak_rss_mb"].clone()).collect();
+    let mut r = runs.swap_remove(runs.len() / 2);
+    r["runs"] = json!(walls.len());
+    r["wall_s_all"] = json!(walls);
+    r["peak_rss_mb_all"] = json!(rss);
     r["directory"] = json!({
         "users": shape.users, "groups": shape.groups, "memberships": shape.memberships,
         "users_with_manager": shape.managers, "users_assigned_directly": shape.direct_assignments,
@@ -735,15 +758,28 @@ fn print_table(results: &Value) {
                 s["peak_rss_mb"]
             ),
         ));
+        let all: Vec<f64> = r["wall_s_all"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
         rows.push((
             "(b) no-change incremental".into(),
             format!(
-                "{:.3} s wall (cycle {} ms)",
+                "{:.3} s wall, median of {} runs (fastest {:.3} s, slowest {:.3} s; cycle {} ms)",
                 r["wall_s"].as_f64().unwrap_or(0.0),
+                all.len(),
+                all.first().copied().unwrap_or(0.0),
+                all.last().copied().unwrap_or(0.0),
                 r["cycle_duration_ms"]
             ),
         ));
-        rows.push(("    peak RSS".into(), format!("{} MB", r["peak_rss_mb"])));
+        rows.push((
+            "    peak RSS".into(),
+            format!(
+                "{} MB (all runs: {})",
+                r["peak_rss_mb"], r["peak_rss_mb_all"]
+            ),
+        ));
         rows.push((
             "    requests".into(),
             format!(

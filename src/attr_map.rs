@@ -188,6 +188,11 @@ impl AttrMap {
 
     /// `insert` with a key already shared (no interning).
     pub fn insert_key(&mut self, key: &Key, value: Value) -> Option<Value> {
+        // Built in key order (mappings listed by path), this is one comparison, not a search.
+        if self.entries.last().is_none_or(|(last, _)| **last < **key) {
+            self.entries.push((key.clone(), value));
+            return None;
+        }
         match self.find(key) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {

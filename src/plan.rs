@@ -246,7 +246,6 @@ fn plan_type(
     let mut wanted: Vec<(&SourceObject, Wanted<'_>)> = Vec::new();
     for ((id, obj), mapped) in objects.iter().zip(mapped) {
         let decision = scoped.decision(ty, id);
-        let link = type_links.get(id);
         match decision {
             Some(Ok(())) => match mapped.unwrap_or_else(|| Err("not mapped".into())) {
                 Ok(w) => wanted.push((obj, w)),
@@ -258,7 +257,7 @@ fn plan_type(
                     reason,
                 )),
             },
-            Some(Err(why)) => match link {
+            Some(Err(why)) => match type_links.get(id) {
                 None => bump_skipped(plan, ty),
                 Some(l) if ty == ObjectType::User && l.disabled() => plan.unchanged_users += 1,
                 Some(_) if !deprovision_allowed => plan.withheld_deprovisions += 1,
@@ -365,8 +364,11 @@ fn plan_type(
 
     // Links whose source object is gone: deleted in the source. A rejected object is present
     // but unreadable, never gone.
+    // Both maps are in id order: one merge instead of a lookup per link.
+    let mut present = objects.keys().peekable();
     for (id, link) in type_links {
-        if objects.contains_key(id) || rejected.contains(id.as_str()) {
+        while present.next_if(|o| *o < id).is_some() {}
+        if present.peek() == Some(&id) || rejected.contains(id.as_str()) {
             continue;
         }
         if !absence_is_deletion {
