@@ -211,6 +211,8 @@ fn plan_type(
 ) {
     let objects = dir.objects(ty);
     let type_links = links.of(ty);
+    // One hash per object instead of a dozen comparisons of long ids in the B-tree.
+    let link_of: HashMap<&str, &Link> = type_links.iter().map(|(id, l)| (id.as_str(), l)).collect();
     let maps = mappings.of(ty);
     let deprovision_allowed = dir.complete;
     // An object rejected without a readable id might be any linked object: "gone from the
@@ -240,7 +242,7 @@ fn plan_type(
             roles: scoped.roles.get(id).map(|r| &**r),
             env: settings.env,
         };
-        let link = type_links.get(id);
+        let link = link_of.get(id.as_str()).copied();
         Some(map_object(obj, maps, &ctx).map(|m| Wanted::new(link, m, settings)))
     });
     let mut wanted: Vec<(&SourceObject, Wanted<'_>)> = Vec::new();
@@ -257,7 +259,7 @@ fn plan_type(
                     reason,
                 )),
             },
-            Some(Err(why)) => match type_links.get(id) {
+            Some(Err(why)) => match link_of.get(id.as_str()) {
                 None => bump_skipped(plan, ty),
                 Some(l) if ty == ObjectType::User && l.disabled() => plan.unchanged_users += 1,
                 Some(_) if !deprovision_allowed => plan.withheld_deprovisions += 1,
@@ -596,9 +598,12 @@ pub fn plan_references(
     settings: &PlanSettings<'_>,
 ) -> ReferencePlan {
     let mut out = ReferencePlan::default();
+    // Looked up three times per user (own link, manager's, memberships): hashing an id once
+    // beats a dozen comparisons of long ids in the B-tree.
+    let user_links: HashMap<&str, &Link> =
+        links.users.iter().map(|(id, l)| (id.as_str(), l)).collect();
     let user_target = |source_id: &str| -> Option<&str> {
-        links
-            .users
+        user_links
             .get(source_id)
             .filter(|l| !l.disabled() && scoped.in_scope(ObjectType::User, source_id))
             .map(|l| l.target_id.as_str())
@@ -615,7 +620,7 @@ pub fn plan_references(
         .any(|r| r.object_type != Some(ObjectType::User));
     // A linked user whose membership can't be judged this cycle (see `plan_type`).
     let undecided = |source_id: &str| -> Option<&str> {
-        let link = links.users.get(source_id)?;
+        let link = user_links.get(source_id)?;
         let unknown_scope = !assignment_is_known
             && matches!(
                 scoped.decision(ObjectType::User, source_id),
@@ -634,7 +639,7 @@ pub fn plan_references(
         // One user's reference changes; on several threads for large directories (a manager
         // lookup per user), in directory order either way.
         let update_of = |id: &String, user: &SourceObject| -> Option<Box<Update>> {
-            let link = links.users.get(id)?;
+            let link = *user_links.get(id.as_str())?;
             if !scoped.in_scope(ObjectType::User, id) || link.disabled() {
                 return None;
             }
