@@ -14,7 +14,7 @@ use crate::state::{Link, LinkIndex};
 use crate::summary::Problem;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What to do when a mapped value becomes null.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -717,16 +717,17 @@ pub fn plan_references(
                 continue;
             }
             // Borrowed target ids: only the delta is copied, not every member of every group.
-            let mut desired: BTreeSet<&str> = BTreeSet::new();
+            // A sorted list, compared with the (sorted) last exported members in one merge.
+            let mut desired: Vec<&str> = Vec::with_capacity(group.members.len());
             let mut missing: Vec<&str> = Vec::new();
             for m in &group.members {
                 if let Some(t) = user_target(m) {
-                    desired.insert(t);
+                    desired.push(t);
                 } else if let Some(t) = undecided(m) {
                     // Present but unreadable, or its scope is unknown this cycle: leave its
                     // membership as it is, neither added nor removed.
                     if link.members.contains(t) {
-                        desired.insert(t);
+                        desired.push(t);
                     }
                 } else if !dir.users.contains_key(m) && !dir.groups.contains_key(m) {
                     missing.push(m);
@@ -744,22 +745,24 @@ pub fn plan_references(
                     ),
                 ));
             }
-            let add: Vec<String> = desired
-                .iter()
-                .filter(|t| !link.members.contains(**t))
-                .map(|t| t.to_string())
-                .collect();
+            desired.sort_unstable();
+            desired.dedup();
+            let (mut add, mut remove) = (Vec::new(), Vec::new());
+            let mut had = link.members.iter().map(String::as_str).peekable();
+            for t in desired {
+                while let Some(old) = had.next_if(|old| *old < t) {
+                    remove.push(old.to_string());
+                }
+                if had.next_if_eq(&t).is_none() {
+                    add.push(t.to_string());
+                }
+            }
+            remove.extend(had.map(str::to_string));
             // Only remove members provisiond added; and never on an incomplete read, where a
             // missing member may just be unread.
-            let remove: Vec<String> = if dir.complete {
-                link.members
-                    .iter()
-                    .filter(|t| !desired.contains(t.as_str()))
-                    .cloned()
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            if !dir.complete {
+                remove.clear();
+            }
             if !add.is_empty() || !remove.is_empty() {
                 out.memberships.push(MembershipChange {
                     group_source_id: id.clone(),
@@ -840,6 +843,7 @@ mod tests {
     use crate::source::file::parse_export;
     use proptest::prelude::*;
     use serde_json::json;
+    use std::collections::BTreeSet;
     use std::path::Path;
 
     fn env() -> EvalEnv {
