@@ -530,15 +530,39 @@ pub fn visit_object<'de, A: serde::de::MapAccess<'de>>(
         }
         entries.push((k, start, buf.len()));
     }
-    // Stable: of equal names the last one stays.
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::with_capacity(buf.len() + 2 * entries.len());
-    for (i, (k, start, end)) in entries.iter().enumerate() {
-        if entries.get(i + 1).is_some_and(|next| next.0 == *k) {
-            continue;
+    let mut write = |layout: &Layout| {
+        for (i, name) in &layout.order {
+            if let Some((_, start, end)) = entries.get(*i) {
+                out.extend_from_slice(name);
+                out.extend_from_slice(buf.get(*start..*end).unwrap_or_default());
+            }
         }
-        put_name(&mut out, k);
-        out.extend_from_slice(buf.get(*start..*end).unwrap_or_default());
+    };
+    // Objects of one kind list their attributes in the same order, so the layout of the last
+    // object (sort order, duplicates, encoded names) usually fits the next one as it is.
+    let reused = LAST_LAYOUT
+        .try_with(|last| {
+            let last = last.try_borrow().ok()?;
+            let same = last.keys.len() == entries.len()
+                && last
+                    .keys
+                    .iter()
+                    .zip(&entries)
+                    .all(|(a, (b, _, _))| std::sync::Arc::ptr_eq(a, b));
+            same.then(|| write(&last))
+        })
+        .ok()
+        .flatten()
+        .is_some();
+    if !reused {
+        let layout = Layout::of(&entries);
+        write(&layout);
+        let _ = LAST_LAYOUT.try_with(|last| {
+            if let Ok(mut last) = last.try_borrow_mut() {
+                *last = layout;
+            }
+        });
     }
     Ok((
         CompactMap {
@@ -546,6 +570,44 @@ pub fn visit_object<'de, A: serde::de::MapAccess<'de>>(
         },
         taken,
     ))
+}
+
+/// How the entries of an object read in a given name order are written: which entry goes
+/// where, and each name's encoding.
+#[derive(Default)]
+struct Layout {
+    /// The names in the order read (the shared keys, compared by pointer).
+    keys: Vec<Key>,
+    /// Entry index and encoded name, in name order; of repeated names only the last.
+    order: Vec<(usize, Vec<u8>)>,
+}
+
+impl Layout {
+    fn of(entries: &[(Key, usize, usize)]) -> Layout {
+        let mut idx: Vec<usize> = (0..entries.len()).collect();
+        // Stable: of equal names the last one stays.
+        idx.sort_by(|a, b| entries[*a].0.cmp(&entries[*b].0));
+        let mut order = Vec::with_capacity(idx.len());
+        for (n, i) in idx.iter().enumerate() {
+            if idx
+                .get(n + 1)
+                .is_some_and(|next| entries[*next].0 == entries[*i].0)
+            {
+                continue;
+            }
+            let mut name = Vec::new();
+            put_name(&mut name, &entries[*i].0);
+            order.push((*i, name));
+        }
+        Layout {
+            keys: entries.iter().map(|(k, _, _)| k.clone()).collect(),
+            order,
+        }
+    }
+}
+
+thread_local! {
+    static LAST_LAYOUT: RefCell<Layout> = RefCell::default();
 }
 
 /// Encodes one JSON value (tag and payload) as it is parsed.
@@ -768,6 +830,21 @@ mod tests {
         assert_eq!(m, CompactMap::from_map(&expected));
         assert_eq!(m.get("a"), Some(json!("last")));
         assert!(!m.contains_key("gone") && !m.contains_key("n"));
+        // Objects in a row, with the same names in the same order (the layout is reused),
+        // then in another order, then with fewer: each as if converted on its own.
+        for text in [
+            r#"{"b": 1, "a": "x", "c": true}"#,
+            r#"{"b": 2, "a": "y", "c": false}"#,
+            r#"{"c": 3, "b": "z", "a": null}"#,
+            r#"{"b": 4, "a": "w", "c": null}"#,
+            r#"{"b": 5, "a": "v", "c": 6}"#,
+            r#"{"b": 5, "a": "v", "a": "u"}"#,
+        ] {
+            let Parsed(m, _) = serde_json::from_str(text).unwrap();
+            let mut expected: AttrMap = serde_json::from_str(text).unwrap();
+            expected.retain(|_, v| !v.is_null());
+            assert_eq!(m, CompactMap::from_map(&expected), "{text}");
+        }
     }
 
     #[test]
