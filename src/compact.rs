@@ -30,6 +30,18 @@ const MAX_NAMES: usize = 1 << 16;
 struct Names {
     keys: Vec<Key>,
     ids: HashMap<Key, u32, BuildHasherDefault<Fnv>>,
+    /// Every name, ASCII-lowercased: a lookup ignoring case (as expressions read attributes)
+    /// for a name no object has, the usual case, ends here without scanning the object.
+    folded: std::collections::HashSet<Box<str>, BuildHasherDefault<Fnv>>,
+}
+
+impl Names {
+    fn add(&mut self, key: Key, id: u32) {
+        self.folded
+            .insert(key.to_ascii_lowercase().into_boxed_str());
+        self.keys.push(key.clone());
+        self.ids.insert(key, id);
+    }
 }
 
 fn names() -> &'static RwLock<Names> {
@@ -55,8 +67,7 @@ fn catch_up(local: &mut Names) {
     }
     let shared = names().read().unwrap_or_else(PoisonError::into_inner);
     for (i, k) in shared.keys.iter().enumerate().skip(local.keys.len()) {
-        local.keys.push(k.clone());
-        local.ids.insert(k.clone(), i as u32);
+        local.add(k.clone(), i as u32);
     }
 }
 
@@ -94,11 +105,30 @@ fn name_id(name: &str) -> Option<u32> {
         return None;
     }
     let id = w.keys.len() as u32;
-    let key = intern(name);
-    w.keys.push(key.clone());
-    w.ids.insert(key, id);
+    w.add(intern(name), id);
     NAMES_LEN.store(w.keys.len(), Ordering::Release);
     Some(id)
+}
+
+/// Whether some map may have a name equal to `name` ignoring ASCII case; `false` is certain.
+pub(crate) fn may_have_ignoring_case(name: &str) -> bool {
+    if NAMES_LEN.load(Ordering::Acquire) >= MAX_NAMES {
+        // Names past the registry are written out in the maps themselves: look there.
+        return true;
+    }
+    thread_local! {
+        static FOLDED: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    FOLDED
+        .try_with(|buf| {
+            let mut buf = buf.try_borrow_mut().ok()?;
+            buf.clear();
+            buf.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+            Some(with_names(|n| n.folded.contains(buf.as_str())))
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(true)
 }
 
 fn name_of(id: u32) -> Option<Key> {
@@ -347,6 +377,9 @@ impl CompactMap {
     /// (how expressions read attributes); `None` when that value is not a string.
     pub fn get_str_any_case(&self, name: &str) -> Option<&str> {
         let raw = self.find(name).or_else(|| {
+            if !may_have_ignoring_case(name) {
+                return None;
+            }
             with_names(|registry| {
                 self.entries()
                     .find(|(n, _)| match n {
@@ -845,6 +878,15 @@ mod tests {
             expected.retain(|_, v| !v.is_null());
             assert_eq!(m, CompactMap::from_map(&expected), "{text}");
         }
+    }
+
+    #[test]
+    fn names_no_map_has_are_known_absent_ignoring_case() {
+        assert!(!may_have_ignoring_case("never-Seen-name-7f3a"));
+        let m = CompactMap::from_map(&map(json!({"Seen-Name-7f3a": "v"})));
+        assert!(may_have_ignoring_case("seen-name-7F3A"));
+        assert_eq!(m.get_str_any_case("SEEN-NAME-7f3a"), Some("v"));
+        assert_eq!(m.get_str_any_case("never-Seen-name-7f3a"), None);
     }
 
     #[test]

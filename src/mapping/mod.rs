@@ -374,10 +374,13 @@ impl expr::Attributes for View<'_> {
                         .collect()
                 });
                 let id = crate::compact::known_id(name);
-                let (_, raw, cell) = slots
-                    .iter()
-                    .find(|(n, _, _)| n.is(name, id))
-                    .or_else(|| slots.iter().find(|(n, _, _)| n.is_ignoring_case(name)))?;
+                let (_, raw, cell) =
+                    slots.iter().find(|(n, _, _)| n.is(name, id)).or_else(|| {
+                        // Most misses are names no object has: known without a scan.
+                        crate::compact::may_have_ignoring_case(name)
+                            .then(|| slots.iter().find(|(n, _, _)| n.is_ignoring_case(name)))
+                            .flatten()
+                    })?;
                 Some(cell.get_or_init(|| raw.to_value()))
             }
         }
