@@ -4,7 +4,7 @@
 //! As an [`AttrMap`] a user's dozen values cost about 1 KB (48 bytes per entry, plus each
 //! string's own allocation): 100 MB for 100k users, twice over (source and links). Here each
 //! name is a small number (from a process-wide registry of the names seen) and each value a tag
-//! and its bytes, about a third of that. Reads decode on demand; [`CompactMap::same_as`]
+//! and its bytes, about a third of that. Reads decode on demand; [`CompactMap::covers`]
 //! compares against an [`AttrMap`] without allocating, so a no-change cycle decodes nothing.
 //!
 //! It (de)serialises as the JSON object it stands for: process-local name numbers never leave
@@ -338,21 +338,8 @@ impl CompactMap {
         self.find(path).map(|v| v.to_value())
     }
 
-    /// `get(path)` is the string `s`, without building it.
-    pub fn get_str_is(&self, path: &str, s: &str) -> bool {
-        matches!(self.find(path), Some(Raw::Str(x)) if x == s.as_bytes())
-    }
-
     pub fn contains_key(&self, path: &str) -> bool {
         self.find(path).is_some()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries().count()
     }
 
     pub fn keys(&self) -> Vec<Key> {
@@ -380,17 +367,9 @@ impl CompactMap {
             if !may_have_ignoring_case(name) {
                 return None;
             }
-            with_names(|registry| {
-                self.entries()
-                    .find(|(n, _)| match n {
-                        Name::Id(i) => registry
-                            .keys
-                            .get(*i as usize)
-                            .is_some_and(|k| k.eq_ignore_ascii_case(name)),
-                        Name::Inline(s) => s.eq_ignore_ascii_case(name),
-                    })
-                    .map(|(_, v)| v)
-            })
+            self.entries()
+                .find(|(n, _)| n.is_ignoring_case(name))
+                .map(|(_, v)| v)
         })?;
         match raw {
             Raw::Str(s) => std::str::from_utf8(s).ok(),
@@ -414,27 +393,6 @@ impl CompactMap {
     /// Entries in name order, decoded.
     pub fn iter(&self) -> impl Iterator<Item = (Key, Value)> + '_ {
         self.entries().map(|(n, v)| (n.key(), v.to_value()))
-    }
-
-    /// Exactly the values of `map`: the no-change test of a cycle, with no allocation.
-    pub fn same_as(&self, map: &AttrMap) -> bool {
-        // One look at the registry for the whole comparison, names compared as strings.
-        with_names(|registry| {
-            let mut mine = self.entries();
-            for (k, v) in map {
-                let Some((name, raw)) = mine.next() else {
-                    return false;
-                };
-                let same_name = match name {
-                    Name::Id(id) => registry.keys.get(id as usize).is_some_and(|n| &**n == k),
-                    Name::Inline(s) => s == k,
-                };
-                if !same_name || !raw.eq_value(v) {
-                    return false;
-                }
-            }
-            mine.next().is_none()
-        })
     }
 
     /// Every entry of `map` is here with the same value; entries only here don't matter.
@@ -468,13 +426,6 @@ impl CompactMap {
         let mut m = self.to_map();
         m.insert(path, value);
         *self = CompactMap::from_map(&m);
-    }
-
-    pub fn remove(&mut self, path: &str) {
-        let mut m = self.to_map();
-        if m.remove(path).is_some() {
-            *self = CompactMap::from_map(&m);
-        }
     }
 
     /// Append the values with names numbered by `number` (a state store's own dictionary:
@@ -790,11 +741,10 @@ mod tests {
         let id = known_id("userName");
         let (_, v) = raw.iter().find(|(n, _)| n.is("userName", id)).unwrap();
         assert_eq!(v.to_value(), json!("alice@x"));
-        assert!(e.same_as(&m));
+        assert!(e.covers(&m));
         assert_eq!(e.get("n"), Some(json!(12.5)));
         assert_eq!(e.get("missing"), None);
-        assert!(e.get_str_is("userName", "alice@x") && !e.get_str_is("userName", "bob"));
-        assert_eq!(e.len(), m.len());
+        assert_eq!(e.keys().len(), m.len());
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             serde_json::to_string(&m).unwrap()
@@ -804,11 +754,10 @@ mod tests {
     }
 
     #[test]
-    fn same_as_sees_every_difference() {
+    fn covers_sees_every_difference_in_a_wanted_value() {
         let base = map(json!({"a": "x", "b": true, "c": 1}));
         let e = CompactMap::from_map(&base);
         for other in [
-            json!({"a": "x", "b": true}),
             json!({"a": "x", "b": true, "c": 1, "d": null}),
             json!({"a": "y", "b": true, "c": 1}),
             json!({"a": "x", "b": false, "c": 1}),
@@ -816,9 +765,9 @@ mod tests {
             json!({"a": "x", "b": true, "c": 1.0}),
             json!({"a": "x", "b": true, "C": 1}),
         ] {
-            assert!(!e.same_as(&map(other.clone())), "{other}");
+            assert!(!e.covers(&map(other.clone())), "{other}");
         }
-        assert!(CompactMap::new().same_as(&AttrMap::new()));
+        assert!(CompactMap::new().covers(&AttrMap::new()));
     }
 
     #[test]
@@ -890,13 +839,15 @@ mod tests {
     }
 
     #[test]
-    fn insert_and_remove() {
+    fn insert_sets_one_value() {
         let mut e = CompactMap::from_map(&map(json!({"active": true, "title": "A"})));
         e.insert("active", json!(false));
         assert_eq!(e.get_bool("active"), Some(false));
-        e.remove("title");
-        e.remove("nothing");
-        assert_eq!(e.to_map(), map(json!({"active": false})));
+        e.insert("zz", json!("new"));
+        assert_eq!(
+            e.to_map(),
+            map(json!({"active": false, "title": "A", "zz": "new"}))
+        );
     }
 
     #[test]
@@ -953,14 +904,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn encoding_is_lossless_and_same_as_agrees_with_equality(
+        fn encoding_is_lossless_and_covers_agrees_with_the_values(
             a in prop::collection::btree_map("[a-e]{1,3}", value(), 0..6),
             b in prop::collection::btree_map("[a-e]{1,3}", value(), 0..6),
         ) {
             let (ma, mb): (AttrMap, AttrMap) = (a.into(), b.into());
             let ea = CompactMap::from_map(&ma);
             prop_assert_eq!(ea.to_map(), ma.clone());
-            prop_assert_eq!(ea.same_as(&mb), ma == mb);
             prop_assert_eq!(ea.covers(&mb), mb.iter().all(|(k, v)| ma.get(k) == Some(v)));
             prop_assert_eq!(ea == CompactMap::from_map(&mb), ma == mb);
         }

@@ -6,6 +6,8 @@
 //!
 //! Each test starts its own slapd; without slapd installed they print why and pass.
 
+#[path = "support/certs.rs"]
+mod certs;
 mod common;
 #[path = "support/slapd.rs"]
 mod slapd;
@@ -748,7 +750,7 @@ token_file = "token"
 
 #[tokio::test]
 async fn ldaps_and_starttls_check_the_server_certificate() {
-    if !available() || !openssl_available() {
+    if !available() || !certs::openssl_available() {
         return;
     }
     use rustls::pki_types::{pem::PemObject, CertificateDer};

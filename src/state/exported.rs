@@ -18,10 +18,6 @@ pub struct Exported {
 }
 
 impl Exported {
-    pub fn new() -> Self {
-        Exported::default()
-    }
-
     fn of(map: CompactMap) -> Self {
         let disabled = map.get_bool("active") == Some(false);
         Exported { map, disabled }
@@ -48,14 +44,6 @@ impl Exported {
         self.map.contains_key(path)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
     pub fn keys(&self) -> Vec<Key> {
         self.map.keys()
     }
@@ -63,11 +51,6 @@ impl Exported {
     /// Whether `active` was last exported as `false`.
     pub fn disabled(&self) -> bool {
         self.disabled
-    }
-
-    /// Exactly the values of `map`, with no allocation.
-    pub fn same_as(&self, map: &AttrMap) -> bool {
-        self.map.same_as(map)
     }
 
     /// Every value of `map` is the one last exported (see [`CompactMap::covers`]): the
@@ -78,11 +61,6 @@ impl Exported {
 
     pub fn insert(&mut self, path: &str, value: Value) {
         self.map.insert(path, value);
-        self.disabled = self.map.get_bool("active") == Some(false);
-    }
-
-    pub fn remove(&mut self, path: &str) {
-        self.map.remove(path);
         self.disabled = self.map.get_bool("active") == Some(false);
     }
 
@@ -151,7 +129,7 @@ mod tests {
         assert!(e.disabled());
         let back: Exported = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert!(back.disabled() && back == e);
-        e.remove("active");
+        e.insert("active", json!(true));
         assert!(!e.disabled());
         assert!(e.get_str_is("title", "A") && !e.get_str_is("title", "B"));
     }

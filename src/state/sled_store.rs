@@ -232,12 +232,12 @@ fn decode<T: DeserializeOwned>(path: &Path, key: &[u8], bytes: &[u8]) -> Result<
 }
 
 /// Every link of a links tree.
-fn load_links(tree: &sled::Tree, path: &Path, dict: &Dict) -> Result<Vec<Link>, StateError> {
+fn load_links(tree: &sled::Tree, path: &Path, names: &[Key]) -> Result<Vec<Link>, StateError> {
     // No `Vec::with_capacity(tree.len())`: sled's `len` walks the whole tree, which
     // doubled the cost of loading 100k links.
     let mut out = Vec::new();
     // What each dictionary number is in this process, worked out once.
-    let local: Vec<LocalName> = dict.names.iter().map(|n| local_name(n)).collect();
+    let local: Vec<LocalName> = names.iter().map(|n| local_name(n)).collect();
     let mut name = |id: u32| local.get(id as usize).cloned();
     for item in tree.iter() {
         let (k, v) = item.map_err(|e| storage(path, e))?;
@@ -395,13 +395,7 @@ impl StateStore for SledStore {
         match loaded {
             Ok((tree, names)) => {
                 let path = self.path.clone();
-                Box::new(move || {
-                    let dict = Dict {
-                        names,
-                        ids: HashMap::new(),
-                    };
-                    load_links(&tree, &path, &dict)
-                })
+                Box::new(move || load_links(&tree, &path, &names))
             }
             Err(e) => Box::new(move || Err(e)),
         }

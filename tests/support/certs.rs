@@ -1,6 +1,6 @@
 //! Self-signed RSA certificates for the Graph certificate-credential tests, made with the
-//! `openssl` command as docs/graph.md tells admins to. CI installs openssl (.ci/run) and must
-//! not skip.
+//! `openssl` command as docs/graph.md tells admins to, and the openssl check every TLS test
+//! shares. CI installs openssl (.ci/run) and must not skip.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -42,7 +42,7 @@ pub fn openssl_available() -> bool {
             std::env::var_os("CI").is_none(),
             "CI must have openssl: see .ci/run"
         );
-        eprintln!("skipped: the certificate credential tests need the openssl command");
+        eprintln!("skipped: this test needs the openssl command");
     }
     ok
 }

@@ -73,22 +73,6 @@ impl Default for Options {
     }
 }
 
-/// Whether `openssl` is there to make the TLS tests' certificates.
-pub fn openssl_available() -> bool {
-    let ok = Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have openssl: see .ci/run"
-        );
-        eprintln!("skipped: the TLS tests need the openssl command");
-    }
-    ok
-}
-
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
