@@ -12,7 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../tests/support/slapd.rs"]
+#[path = "../tests/it/support/slapd.rs"]
 mod slapd;
 
 use provisiond::cycle::{run_cycle, CycleOptions, JobSpec};

@@ -4,7 +4,6 @@
 //! Connections are served one hyper connection per task (not `axum::serve`) so that a fault
 //! can close a connection without answering, as a crashed or overloaded target would.
 
-pub mod graph;
 mod server;
 mod store;
 

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! End to end against an independent SCIM server: PyPI `scim2-server`, run as a child process
 //! on 127.0.0.1. It answers PATCH with 204 and no body, follows RFC 7644 strictly (a filtered
 //! PATCH path matching nothing is `noTarget`), and speaks HTTP/1.0 without keep-alive.
@@ -6,9 +5,7 @@
 //! Needs `PROVISIOND_SCIM2_SERVER=/path/to/scim2-server`; without it every test here says so
 //! and passes. See the README: `python3 -m venv v && v/bin/pip install scim2-server`.
 
-mod common;
-
-use common::*;
+use crate::support::common::*;
 use provisiond::state::MemoryStore;
 use provisiond::summary::{CycleKind, CycleStatus};
 use provisiond::target::ScimClient;

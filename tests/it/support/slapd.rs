@@ -3,7 +3,7 @@
 //! overlay, a size limit that forces paging), loaded offline with `slapadd`, listening on a
 //! free loopback port, and killed by PID when dropped.
 //!
-//! Included with `#[path]` by `tests/ldap_source.rs` and `examples/ldap_bench.rs`.
+//! Used by the `ldap_source` tests and, with `#[path]`, by `examples/ldap_bench.rs`.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,11 +1,8 @@
 //! Issue-3 features end to end, from a configuration file through a cycle against the sandbox:
 //! presets, job overrides, scoping filters with Entra's operators, expressions,
 //! SelectUniqueValue, and a mapping change forcing a full re-evaluation.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::support::common::*;
 use provisiond::config::Config;
 use provisiond::state::MemoryStore;
 use provisiond::summary::CycleKind;

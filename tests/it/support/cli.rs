@@ -1,5 +1,5 @@
-//! Shared helpers for the tests that drive the real `provisiond` binary (`tests/cli.rs`,
-//! `tests/daemon.rs`): an in-process sandbox on 127.0.0.1 with its own runtime, a temp
+//! Shared helpers for the tests that drive the real `provisiond` binary (the `cli` and
+//! `daemon` modules): an in-process sandbox on 127.0.0.1 with its own runtime, a temp
 //! directory per test with a config, a directory export and a token file, and child
 //! processes that are always killed (by PID) when a test ends, also on failure.
 //!

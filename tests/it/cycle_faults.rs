@@ -1,11 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Cycles against the sandbox with injected faults: throttling, server errors, slow answers,
 //! dropped connections (before and after the request was applied), broken bodies, a wrong
 //! token, and a cycle cut off mid-way.
 
-mod common;
-
-use common::*;
+use crate::support::common::{self, *};
 use provisiond::cycle::run_cycle;
 use provisiond::cycle::{CycleOptions, StopSignal};
 use provisiond::sandbox::{DropWhen, FaultAction, FaultRule, SandboxHandle};

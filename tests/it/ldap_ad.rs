@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Active Directory's specifics, which slapd cannot show: a binary `objectGUID` anchor,
 //! `userAccountControl`, `whenChanged`, and range retrieval of a large `member` attribute
 //! (`member;range=0-1499`, then `member;range=1500-*`, … until a range ending in `*`).

@@ -1,12 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! End-to-end cycles against the sandbox SCIM server on 127.0.0.1: the initial cycle, no-change
 //! cycles, every kind of change, matching and adoption, state persistence, dry runs, incomplete
 //! source reads and bad input.
 
-mod common;
-
+use crate::support::common::{self, *};
 use async_trait::async_trait;
-use common::*;
 use provisiond::cycle::{run_cycle, CycleOptions, JobSpec};
 use provisiond::model::ObjectType;
 use provisiond::sandbox::SandboxHandle;

@@ -1,17 +1,12 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! The Microsoft Graph source against the in-repo Graph emulator on 127.0.0.1: full and
+//! The Microsoft Graph source against the Graph emulator (`crates/graph-emulator`) on 127.0.0.1: full and
 //! incremental reads, paging, expired delta tokens, throttling, incomplete reads, token
 //! failures and secrets; then whole cycles from the emulator into the SCIM sandbox.
 
-#[path = "support/certs.rs"]
-mod certs;
-mod common;
-
-use common::*;
+use crate::support::certs;
+use crate::support::common::*;
+use graph_emulator::{self as emulator, FaultAction, FaultRule, GraphEmulatorConfig, GraphHandle};
 use provisiond::mapping::Mappings;
 use provisiond::model::Directory;
-use provisiond::sandbox::graph::{self as emulator, GraphEmulatorConfig, GraphHandle};
-use provisiond::sandbox::{FaultAction, FaultRule};
 use provisiond::scope::{self, OutOfScope, ScopeSettings};
 use provisiond::source::graph::{
     ClientCertificate, GraphCredential, GraphSettings, GraphSource, Selection,
@@ -50,7 +45,7 @@ fn graph_user(id: &str, first: &str, last: &str, extra: Value) -> Value {
     u
 }
 
-/// The tenant of `tests/common::base_directory`, in Graph: alice (assigned, manager bob),
+/// The tenant of `support::common::base_directory`, in Graph: alice (assigned, manager bob),
 /// bob and grace (via the assigned group Engineering), henry (assigned), carol (disabled,
 /// assigned), erin (Default Access only), frank (in the unassigned Platform group, nested in
 /// Engineering). Operations is assigned with the Admin role.

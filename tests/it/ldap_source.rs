@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The LDAP source against a real OpenLDAP server (Debian `slapd`, see `support/slapd.rs`):
 //! attribute maps, references, paging past the server's size limit, nested groups and cycles,
 //! disabled users, assignments, incremental and full reads, incomplete reads, bind and
@@ -6,13 +5,9 @@
 //!
 //! Each test starts its own slapd; without slapd installed they print why and pass.
 
-#[path = "support/certs.rs"]
-mod certs;
-mod common;
-#[path = "support/slapd.rs"]
-mod slapd;
-
-use common::*;
+use crate::support::certs;
+use crate::support::common::*;
+use crate::support::slapd::*;
 use ldap3::Mod;
 use provisiond::model::{Directory, SourceObject};
 use provisiond::scope::{self, OutOfScope, ScopeSettings};
@@ -21,7 +16,6 @@ use provisiond::source::{Source, SourceError};
 use provisiond::state::MemoryStore;
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use slapd::*;
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 

@@ -1,11 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The `provisiond` command line, one-shot commands: `check-config` and configuration
 //! errors, `sync` (`--json`, `--dry-run`, exit codes), secrets in output, and
 //! `test-connection`, each against a sandbox on 127.0.0.1.
 
-mod cli_support;
-
-use cli_support::*;
+use crate::support::cli::*;
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 //! A Microsoft Graph emulator: one Entra tenant in memory, with the token endpoint and the
 //! Graph endpoints the Graph source reads, shaped as the Graph docs describe them, plus fault
-//! injection. For tests and demos; built like the SCIM sandbox (hyper, one task per
+//! injection. For provisiond's tests; built like its SCIM sandbox (hyper, one task per
 //! connection, a handle to change the data and inject faults).
+//!
+//! A dev-only crate, not part of the product: it is written from Microsoft's docs, not from
+//! provisiond's Graph client, and depends on nothing in provisiond, so the client is tested
+//! against an independent reading of the docs.
 //!
 //! Served on one address: the authority is `http://ADDR`, Graph is `http://ADDR/v1.0`.
 //!
@@ -42,9 +46,27 @@ use serde_json::{json, Map, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Notify};
 
-use super::{active, lock, ActiveFault, DropWhen, FaultAction, FaultRule, SandboxError};
-use crate::source::graph::attributes::{GROUP_PROPERTIES, USER_PROPERTIES};
-use crate::source::graph::credential::CLIENT_ASSERTION_TYPE;
+mod certificate;
+mod docs;
+mod fault;
+
+pub use fault::{DropWhen, FaultAction, FaultRule};
+
+use docs::{CLIENT_ASSERTION_TYPE, GROUP_PROPERTIES, USER_PROPERTIES};
+use fault::{active, lock, ActiveFault};
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The requested address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
 
 const JSON: &str = "application/json";
 const MAX_BODY: usize = 1024 * 1024;
@@ -431,20 +453,7 @@ struct Shared {
 
 impl Shared {
     fn fault_for(&self, method: &str, path: &str) -> Option<FaultAction> {
-        let mut faults = lock(&self.faults);
-        let mut chosen = None;
-        for f in faults.iter_mut() {
-            if !f.rule.applies_to(method, path) {
-                continue;
-            }
-            f.seen += 1;
-            let fires = f.seen > f.rule.skip && f.rule.times.is_none_or(|t| f.applied < t);
-            if fires && chosen.is_none() {
-                f.applied += 1;
-                chosen = Some(f.rule.action.clone());
-            }
-        }
-        chosen
+        fault::fault_for(&self.faults, method, path)
     }
 
     fn graph_url(&self) -> String {
@@ -464,17 +473,19 @@ pub struct GraphHandle {
 pub async fn spawn(
     listen: SocketAddr,
     config: GraphEmulatorConfig,
-) -> Result<GraphHandle, SandboxError> {
+) -> Result<GraphHandle, EmulatorError> {
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|source| SandboxError::Bind {
+        .map_err(|source| EmulatorError::Bind {
             addr: listen,
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| SandboxError::Bind {
-        addr: listen,
-        source,
-    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| EmulatorError::Bind {
+            addr: listen,
+            source,
+        })?;
     let faults = active(config.faults.clone());
     let shared = Arc::new(Shared {
         config,
@@ -1028,7 +1039,7 @@ fn token(shared: &Shared, tenant: &str, body: &[u8]) -> Reply {
 /// time range, 50027 no thumbprint; 7000218 no credential at all); 700021 for a wrong
 /// `iss`/`sub` is Entra's code as we know it, not checked against a quoted answer.
 fn check_assertion(shared: &Shared, assertion: &str, audience: &str) -> Result<(), Reply> {
-    use crate::source::graph::credential::{certificate_rsa_key, x5t_s256, x5t_sha1};
+    use certificate::{rsa_public_key, x5t_s256, x5t_sha1};
     use ring::signature::{
         UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256,
     };
@@ -1105,13 +1116,13 @@ fn check_assertion(shared: &Shared, assertion: &str, audience: &str) -> Result<(
     let Some(der) = found else {
         return Err(bad_signature("The key was not found."));
     };
-    let Ok(info) = certificate_rsa_key(der) else {
+    let Some(rsa_public_key) = rsa_public_key(der) else {
         return Err(bad_signature(
             "The key was found, but it is not an RSA key.",
         ));
     };
     let signed = format!("{header_b64}.{claims_b64}");
-    if UnparsedPublicKey::new(algorithm, &info.rsa_public_key)
+    if UnparsedPublicKey::new(algorithm, &rsa_public_key)
         .verify(signed.as_bytes(), &signature)
         .is_err()
     {

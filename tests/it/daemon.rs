@@ -1,11 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! `provisiond run` as a process: interval and cron schedules, `status` and `sync` through
 //! the control socket while the daemon holds the store, a second daemon refused at once,
 //! SIGTERM, and `kill -9` in the middle of a cycle.
 
-mod cli_support;
-
-use cli_support::*;
+use crate::support::cli::*;
 use provisiond::sandbox::{FaultAction, FaultRule};
 use serde_json::Value;
 use std::time::{Duration, Instant};
