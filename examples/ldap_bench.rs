@@ -5,7 +5,7 @@
 //! cargo run --release --example ldap_bench -- 50000   # another size
 //! ```
 //!
-//! Loads the users into a local slapd (see `tests/support/slapd.rs`; needs Debian's `slapd`),
+//! Loads the users into a local slapd (see `tests/it/support/slapd.rs`; needs Debian's `slapd`),
 //! then reports a full read (entries per second, this process's peak RSS), an incremental read
 //! after 10 users changed (entries read, wall time), and the same as provisioning cycles into
 //! the in-memory SCIM sandbox.

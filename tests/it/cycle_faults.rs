@@ -572,11 +572,7 @@ async fn a_timed_out_post_is_matched_again_and_never_duplicated() {
 #[tokio::test]
 async fn an_unreachable_target_fails_the_cycle_quickly() {
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let file = DirFile::new(&base_directory());
     let job = job(&file.path);
     let store = MemoryStore::new();

@@ -774,9 +774,7 @@ async fn other_token_failures_say_what_is_wrong() {
     assert!(m.contains("AADSTS700016"), "{m}");
 
     // Nothing listens there: unreachable, retryable.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let port = crate::support::free_port();
     let mut s = settings(&h);
     s.authority = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
     s.max_retries = 1;

@@ -550,9 +550,7 @@ async fn bind_and_connection_failures_are_precise_and_keep_the_password_secret()
     );
 
     let mut s = settings(&server);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let free = closed.local_addr().unwrap().port();
-    drop(closed);
+    let free = crate::support::free_port();
     s.url = format!("ldap://127.0.0.1:{free}");
     let e = LdapSource::new(s).test_connection().await.unwrap_err();
     assert!(

@@ -41,12 +41,7 @@ async fn start(test: &str) -> Option<Scim2Server> {
         eprintln!("{test}: skipped: set {ENV}=/path/to/scim2-server (see README) to run it");
         return None;
     };
-    // A free port: bind, read it, release it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let child = Command::new(&exe)
         .args([
             "--hostname",

@@ -8,7 +8,7 @@
 
 #![allow(dead_code)]
 
-use provisiond::sandbox::{self, FaultRule, RequestCounts, SandboxConfig, SandboxHandle};
+use provisiond::sandbox::{FaultRule, RequestCounts, SandboxConfig, SandboxHandle};
 use serde_json::{json, Value};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -58,9 +58,7 @@ impl Sandbox {
             .enable_all()
             .build()
             .expect("sandbox runtime");
-        let handle = rt
-            .block_on(sandbox::spawn(([127, 0, 0, 1], 0).into(), config))
-            .expect("sandbox starts");
+        let handle = rt.block_on(super::common::sandbox_with(config));
         Sandbox {
             handle: Some(handle),
             rt: Some(rt),
@@ -125,10 +123,7 @@ impl Drop for Sandbox {
 
 /// A port on 127.0.0.1 with nothing listening (bound, then released).
 pub fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    drop(l);
-    format!("http://127.0.0.1:{port}")
+    format!("http://127.0.0.1:{}", super::free_port())
 }
 
 // ---------------------------------------------------------------------------------------

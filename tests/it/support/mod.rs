@@ -10,3 +10,10 @@ pub mod certs;
 pub mod cli;
 pub mod common;
 pub mod slapd;
+
+/// A port on 127.0.0.1 with nothing listening (bound, read, released): for an unreachable
+/// server, or for a child process to listen on.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
