@@ -1,8 +1,10 @@
 //! Configuration of `kind = "graph"` sources.
 
 use super::*;
+use crate::source::graph::{GraphCredential, GraphSettings};
 use secrecy::ExposeSecret;
 use std::collections::HashMap;
+use std::time::Duration;
 
 struct Fixture {
     dir: tempfile::TempDir,
