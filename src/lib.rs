@@ -22,3 +22,4 @@ pub mod source;
 pub mod state;
 pub mod summary;
 pub mod target;
+pub mod util;

@@ -1,8 +1,10 @@
 //! Configuration of `kind = "graph"` sources.
 
 use super::*;
+use crate::source::graph::{GraphCredential, GraphSettings};
 use secrecy::ExposeSecret;
 use std::collections::HashMap;
+use std::time::Duration;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -437,4 +439,103 @@ fn pkcs1_keys_work_and_ec_certificates_are_refused() {
         .unwrap_err();
     assert_eq!(e.key, "jobs[0].source.client_certificate_file", "{e}");
     assert!(e.message.contains("not an RSA key"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// systemd credentials (`LoadCredential=`), as the target's token and the LDAP password have.
+
+/// Parse with `CREDENTIALS_DIRECTORY` set to `creds` of the fixture's directory.
+fn parse_with_credentials(f: &Fixture, text: &str) -> Result<Config, ConfigError> {
+    let dir = f.dir.path().join("creds").display().to_string();
+    Config::parse(text, &f.dir.path().join("provisiond.toml"), &|k| {
+        (k == "CREDENTIALS_DIRECTORY").then(|| dir.clone())
+    })
+}
+
+#[test]
+fn a_client_secret_from_a_systemd_credential() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.dir.path().join("creds")).unwrap();
+    std::fs::write(f.dir.path().join("creds/graph-secret"), "cr3d-s3cret\n").unwrap();
+    let text = GOOD.replace(
+        "client_secret_file = \"graph-secret\"",
+        "client_secret_credential = \"graph-secret\"",
+    );
+    let c = parse_with_credentials(&f, &text).unwrap();
+    assert_eq!(secret(graph(&c)), "cr3d-s3cret");
+
+    // Named but absent, or without a credentials directory: the key is named.
+    let e =
+        parse_with_credentials(&f, &text.replace("\"graph-secret\"", "\"absent\"")).unwrap_err();
+    assert_eq!(e.key, "jobs[0].source.client_secret_credential", "{e}");
+    assert!(e.message.contains("cannot read"), "{e}");
+    let e = f.parse(&text).unwrap_err();
+    assert_eq!(e.key, "jobs[0].source.client_secret_credential", "{e}");
+    assert!(e.message.contains("CREDENTIALS_DIRECTORY"), "{e}");
+
+    // Only one way to give the secret, and not with a certificate.
+    let e = parse_with_credentials(
+        &f,
+        &GOOD.replace(
+            "client_secret_file = \"graph-secret\"",
+            "client_secret_file = \"graph-secret\"\nclient_secret_credential = \"graph-secret\"",
+        ),
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "jobs[0].source.client_secret_file", "{e}");
+    assert!(e.message.contains("set only one of"), "{e}");
+    assert!(!e.to_string().contains("s3cret"), "{e}");
+    let e = parse_with_credentials(
+        &f,
+        &text.replace(
+            "[jobs.target]",
+            "client_key_credential = \"app-key\"\n[jobs.target]",
+        ),
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "jobs[0].source.client_key_credential", "{e}");
+    assert!(e.message.contains("not both"), "{e}");
+}
+
+#[test]
+fn a_certificate_key_from_a_systemd_credential() {
+    let f = Fixture::new();
+    let Some(key_line) = self_signed(&f, "app") else {
+        return;
+    };
+    std::fs::create_dir(f.dir.path().join("creds")).unwrap();
+    std::fs::copy(
+        f.dir.path().join("app.key"),
+        f.dir.path().join("creds/app-key"),
+    )
+    .unwrap();
+    let by_file = f
+        .parse(&with_certificate(
+            "client_certificate_file = \"app.crt\"\nclient_key_file = \"app.key\"",
+        ))
+        .unwrap();
+    let c = parse_with_credentials(
+        &f,
+        &with_certificate(
+            "client_certificate_file = \"app.crt\"\nclient_key_credential = \"app-key\"",
+        ),
+    )
+    .unwrap();
+    assert_eq!(graph(&c).credential, graph(&by_file).credential);
+
+    // Without the certificate it names the key that needs it; the key never shows.
+    let e = parse_with_credentials(&f, &with_certificate("client_key_credential = \"app-key\""))
+        .unwrap_err();
+    assert_eq!(e.key, "jobs[0].source.client_key_credential", "{e}");
+    assert!(e.message.contains("needs client_certificate_file"), "{e}");
+    let e = parse_with_credentials(
+        &f,
+        &with_certificate(
+            "client_certificate_file = \"app.crt\"\nclient_key_env = \"K\"\nclient_key_credential = \"app-key\"",
+        ),
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "jobs[0].source.client_key_file", "{e}");
+    assert!(e.message.contains("set only one of"), "{e}");
+    assert!(!e.to_string().contains(&key_line), "{e}");
 }

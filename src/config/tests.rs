@@ -1,6 +1,7 @@
 use super::*;
 use secrecy::ExposeSecret;
 use std::collections::HashMap;
+use std::time::Duration;
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -8,12 +8,12 @@
 //! retries a `POST` that may already have been processed.
 
 mod client;
+pub mod config;
 mod connection;
 mod dry_run;
 mod error;
 mod filter;
 pub(crate) mod patch;
-mod settings;
 
 #[cfg(test)]
 mod tests;
@@ -21,9 +21,9 @@ mod tests;
 /// Shared with the Microsoft Graph source, which honours `Retry-After` the same way.
 pub(crate) use client::{error_chain, parse_retry_after};
 pub use client::{RequestCounts, ScimClient};
+pub use config::{PatchStyle, TargetSettings};
 pub use connection::{ConnectionProblem, ConnectionReport};
 pub use dry_run::{DryRunTarget, Target};
 pub use error::TargetError;
 pub use filter::eq_filter;
 pub use patch::{PatchKind, PatchOp, PATCH_OP_SCHEMA};
-pub use settings::{PatchStyle, TargetSettings};

@@ -82,7 +82,7 @@ pub enum GraphError {
         code: String,
     },
     /// The read ran past its `read_timeout`.
-    #[error("the read did not finish within read_timeout ({})", crate::config::format_duration(*.limit))]
+    #[error("the read did not finish within read_timeout ({})", crate::util::format_duration(*.limit))]
     Deadline { limit: Duration },
     /// The settings cannot be used (HTTP client setup).
     #[error("invalid Graph settings: {reason}")]

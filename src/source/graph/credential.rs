@@ -183,19 +183,21 @@ fn sha1(der: &[u8]) -> Vec<u8> {
 
 /// The RSA public key (PKCS#1 `RSAPublicKey` DER, as `ring` verifies with) of a DER
 /// certificate, with the certificate's subject and validity (Unix seconds).
-pub fn certificate_rsa_key(der: &[u8]) -> Result<CertificateInfo, String> {
+pub fn certificate_rsa_key(der: &[u8]) -> Result<CertificateInfo, CertificateError> {
     let (rest, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        .map_err(|e| CertificateError::Certificate(format!("not an X.509 certificate: {e}")))?;
     if !rest.is_empty() {
-        return Err("not an X.509 certificate: data after its end".into());
+        return Err(CertificateError::Certificate(
+            "not an X.509 certificate: data after its end".into(),
+        ));
     }
     let spki = cert.public_key();
     if spki.algorithm.algorithm != x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION {
-        return Err(format!(
+        return Err(CertificateError::Certificate(format!(
             "the certificate's key is not an RSA key (algorithm {}); Entra certificate \
              credentials are signed with PS256, which needs RSA",
             spki.algorithm.algorithm
-        ));
+        )));
     }
     Ok(CertificateInfo {
         rsa_public_key: spki.subject_public_key.data.to_vec(),
@@ -214,25 +216,29 @@ pub struct CertificateInfo {
     pub not_after: i64,
 }
 
-/// Every PEM section of `pem`, with its kind; a message without the data on error.
-fn sections(pem: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, String> {
+/// Why a PEM text cannot be split into sections. Our own messages: the parser's can quote a
+/// line of the file, which may be key material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum PemError {
+    #[error("a PEM section has no END line")]
+    MissingEnd,
+    #[error("a PEM BEGIN line is malformed")]
+    BadBegin,
+    #[error("a PEM section is not valid base64")]
+    Base64,
+    #[error("not valid PEM")]
+    Other,
+}
+
+/// Every PEM section of `pem`, with its kind.
+fn sections(pem: &[u8]) -> Result<Vec<(SectionKind, Vec<u8>)>, PemError> {
     <(SectionKind, Vec<u8>)>::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            // Messages of our own: the parser's can quote a line of the file.
-            let what = match e {
-                rustls_pki_types::pem::Error::MissingSectionEnd { .. } => {
-                    "a PEM section has no END line"
-                }
-                rustls_pki_types::pem::Error::IllegalSectionStart { .. } => {
-                    "a PEM BEGIN line is malformed"
-                }
-                rustls_pki_types::pem::Error::Base64Decode(_) => {
-                    "a PEM section is not valid base64"
-                }
-                _ => "not valid PEM",
-            };
-            what.to_string()
+        .map_err(|e| match e {
+            rustls_pki_types::pem::Error::MissingSectionEnd { .. } => PemError::MissingEnd,
+            rustls_pki_types::pem::Error::IllegalSectionStart { .. } => PemError::BadBegin,
+            rustls_pki_types::pem::Error::Base64Decode(_) => PemError::Base64,
+            _ => PemError::Other,
         })
 }
 
@@ -247,7 +253,7 @@ impl ClientCertificate {
     ) -> Result<ClientCertificate, CertificateError> {
         let cert_error = |m: String| CertificateError::Certificate(m);
         let key_error = |m: &str| CertificateError::Key(m.to_string());
-        let cert_sections = sections(certificate_pem).map_err(cert_error)?;
+        let cert_sections = sections(certificate_pem).map_err(|e| cert_error(e.to_string()))?;
         let certificate_der = cert_sections
             .iter()
             .find(|(kind, _)| *kind == SectionKind::Certificate)
@@ -255,13 +261,13 @@ impl ClientCertificate {
             .ok_or_else(|| {
                 cert_error("no certificate in it (a -----BEGIN CERTIFICATE----- section)".into())
             })?;
-        let info = certificate_rsa_key(&certificate_der).map_err(cert_error)?;
+        let info = certificate_rsa_key(&certificate_der)?;
 
         let (key_text, key_sections) = match key_pem {
             Some(pem) => {
                 // A key the certificate file may hold too is not used: wiped.
                 wipe(cert_sections);
-                (pem, sections(pem).map_err(|m| key_error(&m))?)
+                (pem, sections(pem).map_err(|e| key_error(&e.to_string()))?)
             }
             None => (certificate_pem, cert_sections),
         };
@@ -301,7 +307,8 @@ impl ClientCertificate {
             0 if key_pem.is_none() => {
                 return Err(key_error(
                     "no private key in the certificate file: set client_key_file (or \
-                     client_key_env), or append the key to the certificate file",
+                     client_key_env or client_key_credential), or append the key to the \
+                     certificate file",
                 ))
             }
             0 => {

@@ -26,6 +26,7 @@
 
 pub mod attributes;
 pub mod client;
+pub mod config;
 pub mod credential;
 
 pub use attributes::Selection;

@@ -182,7 +182,7 @@ impl Conn {
                     format!(
                         "cannot connect to {}: no answer within {}",
                         settings.display_url(),
-                        crate::config::format_duration(settings.timeout)
+                        crate::util::format_duration(settings.timeout)
                     ),
                     true,
                     None,

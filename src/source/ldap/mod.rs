@@ -19,6 +19,7 @@
 //! disables and deletes nothing; the snapshot is left as it was and the next read is full
 //! again if this one was. A failure before anything was read is a [`SourceError::Service`].
 
+pub mod config;
 pub mod conn;
 pub mod dn;
 mod snapshot;

@@ -2,8 +2,20 @@
 
 use std::time::Duration;
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration (examples: 40m, 1h30m, 90s, 500ms)");
+/// A duration an admin wrote that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not digits followed by a unit, repeated.
+    #[error("{0:?} is not a duration (examples: 40m, 1h30m, 90s, 500ms)")]
+    Invalid(String),
+    /// Well formed, but zero.
+    #[error("{0:?}: a duration must be greater than zero")]
+    Zero(String),
+}
+
+/// `40m`, `1h30m`, `90s`, `500ms`, `2d`: digits and a unit, repeated; zero is refused.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let bad = || DurationError::Invalid(s.to_string());
     let t = s.trim();
     if t.is_empty() {
         return Err(bad());
@@ -36,11 +48,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total = total.saturating_add(part);
     }
     if total.is_zero() {
-        return Err(format!("{s:?}: a duration must be greater than zero"));
+        return Err(DurationError::Zero(s.to_string()));
     }
     Ok(total)
 }
 
+/// The shortest form [`parse_duration`] reads back: `1h30m`, `90ms`.
 pub fn format_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if d.subsec_millis() != 0 || secs == 0 {

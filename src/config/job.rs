@@ -1,0 +1,221 @@
+//! One `[[jobs]]` entry: its checked form and the check, which calls each component's own.
+
+use super::preset::load_preset;
+use super::raw::{RawJob, RawSource};
+use super::{check_cron, ConfigError};
+use crate::mapping::{MappingError, Mappings};
+use crate::plan::NullPolicy;
+use crate::scope::{FilterSpec, ScopeSettings, ScopingFilter};
+use crate::source::graph::{GraphSettings, GraphSource, Selection};
+use crate::target::TargetSettings;
+use crate::util::{format_duration, parse_duration, CheckContext};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// When a job runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schedule {
+    /// The next cycle starts this long after the previous one ended.
+    Interval(Duration),
+    /// A 6-field cron expression (seconds first), in UTC.
+    Cron(String),
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Interval(d) => {
+                write!(f, "every {} after the previous cycle", format_duration(*d))
+            }
+            Schedule::Cron(c) => write!(f, "cron {c:?} (UTC)"),
+        }
+    }
+}
+
+/// Where a job reads its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    File {
+        path: PathBuf,
+    },
+    /// Holds the client secret; its `Debug` redacts it.
+    Graph(Box<GraphSettings>),
+    /// Holds the bind password; its `Debug` redacts it.
+    Ldap(Box<crate::source::ldap::LdapSettings>),
+}
+
+impl SourceConfig {
+    pub fn build(&self) -> Box<dyn crate::source::Source> {
+        match self {
+            SourceConfig::File { path } => {
+                Box::new(crate::source::file::FileSource::new(path.clone()))
+            }
+            SourceConfig::Graph(settings) => Box::new(GraphSource::new((**settings).clone())),
+            SourceConfig::Ldap(settings) => Box::new(crate::source::ldap::LdapSource::new(
+                settings.as_ref().clone(),
+            )),
+        }
+    }
+}
+
+/// One checked job.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub name: String,
+    pub schedule: Schedule,
+    pub scope: ScopeSettings,
+    pub null_values: NullPolicy,
+    pub mappings: Mappings,
+    pub source: SourceConfig,
+    /// Holds the token; its `Debug` redacts it.
+    pub target: TargetSettings,
+    pub member_batch: usize,
+}
+
+impl JobConfig {
+    /// The pipeline's view of this job.
+    pub fn spec(&self) -> crate::cycle::JobSpec {
+        crate::cycle::JobSpec {
+            name: self.name.clone(),
+            source: self.source.build(),
+            scope: self.scope.clone(),
+            mappings: self.mappings.clone(),
+            null_values: self.null_values,
+            concurrency: self.target.concurrency,
+            member_batch: self.member_batch,
+        }
+    }
+}
+
+/// Check `jobs[i]`; `earlier` are the jobs checked before it (names must differ). Relative
+/// paths resolve from the directory of `file`; `env` looks up environment variables.
+pub(super) fn check(
+    i: usize,
+    rj: RawJob,
+    earlier: &[JobConfig],
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<JobConfig, ConfigError> {
+    let job = CheckContext {
+        file,
+        table: format!("jobs[{i}]"),
+        env,
+    };
+    let component = |table: &str| CheckContext {
+        file,
+        table: format!("jobs[{i}].{table}"),
+        env,
+    };
+    let err = |key: &str, message: String| job.error(key, message);
+    if rj.name.is_empty()
+        || !rj
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(err(
+            "name",
+            format!(
+                "{:?} is not a valid job name (letters, digits, - _ .)",
+                rj.name
+            ),
+        ));
+    }
+    if earlier.iter().any(|j| j.name == rj.name) {
+        return Err(err("name", format!("job name {:?} is used twice", rj.name)));
+    }
+    let schedule = match (&rj.interval, &rj.cron) {
+        (Some(_), Some(_)) => {
+            return Err(err("cron", "set either interval or cron, not both".into()))
+        }
+        (None, Some(c)) => {
+            check_cron(c).map_err(|m| err("cron", m))?;
+            Schedule::Cron(c.clone())
+        }
+        (Some(s), None) => {
+            let d = parse_duration(s).map_err(|e| err("interval", e.to_string()))?;
+            // Past a year it is surely a typo, and far-future times overflow clocks.
+            if d > Duration::from_secs(366 * 86400) {
+                return Err(err("interval", format!("{s:?} is longer than a year")));
+            }
+            Schedule::Interval(d)
+        }
+        (None, None) => Schedule::Interval(Duration::from_secs(40 * 60)),
+    };
+    // Graph's `$select` depends on the mappings: completed once they are built.
+    let mut graph_extras = None;
+    let source_ctx = component("source");
+    let mut source = match rj.source {
+        RawSource::File { path } => {
+            let p = source_ctx.resolve(&path);
+            if !p.is_file() {
+                return Err(
+                    source_ctx.error("path", format!("{} is not a readable file", p.display()))
+                );
+            }
+            SourceConfig::File { path: p }
+        }
+        RawSource::Graph(g) => {
+            let (settings, extras) = crate::source::graph::config::check(*g, &source_ctx)?;
+            graph_extras = Some(extras);
+            SourceConfig::Graph(Box::new(settings))
+        }
+        RawSource::Ldap(raw) => {
+            let settings = crate::source::ldap::config::check(*raw, rj.scope, &source_ctx)?;
+            SourceConfig::Ldap(Box::new(settings))
+        }
+    };
+    let preset = load_preset(rj.preset.as_deref(), &|p| job.resolve(p))
+        .map_err(|e| err("preset", e.to_string()))?;
+    let preset_url = preset.target.as_ref().and_then(|p| p.url.as_deref());
+    let (settings, member_batch) =
+        crate::target::config::check(rj.target, preset_url, &component("target"))?;
+    let mappings = Mappings::build(&preset, &rj.mappings.users, &rj.mappings.groups).map_err(
+        |e: MappingError| {
+            let list = match e.object_type {
+                crate::model::ObjectType::User => "users",
+                crate::model::ObjectType::Group => "groups",
+            };
+            err(&format!("mappings.{list}"), e.to_string())
+        },
+    )?;
+    let compile = |list: &str, specs: Vec<FilterSpec>| -> Result<Vec<ScopingFilter>, ConfigError> {
+        specs
+            .into_iter()
+            .enumerate()
+            .map(|(f, spec)| {
+                ScopingFilter::compile(spec).map_err(|m| err(&format!("scoping.{list}[{f}]"), m))
+            })
+            .collect()
+    };
+    let user_filters = compile("users", rj.scoping.users)?;
+    let group_filters = compile("groups", rj.scoping.groups)?;
+    let scope = ScopeSettings {
+        mode: rj.scope,
+        excluded_roles: rj
+            .excluded_roles
+            .unwrap_or_else(|| vec!["Default Access".into()]),
+        user_filters,
+        group_filters,
+    };
+    if let (SourceConfig::Graph(g), Some(extras)) = (&mut source, graph_extras) {
+        g.select =
+            Selection::for_job(&mappings, &scope, &extras.users, &extras.groups).map_err(|e| {
+                let list = match e.object_type {
+                    crate::model::ObjectType::User => "users",
+                    crate::model::ObjectType::Group => "groups",
+                };
+                err(&format!("mappings.{list}"), e.to_string())
+            })?;
+    }
+    Ok(JobConfig {
+        name: rj.name,
+        schedule,
+        scope,
+        null_values: rj.null_values,
+        mappings,
+        source,
+        target: settings,
+        member_batch,
+    })
+}

@@ -1,0 +1,77 @@
+//! The top-level file and one `[[jobs]]` entry as written, before any check. Each
+//! component's own table (source, target) is that component's raw type.
+
+use crate::mapping::MappingSpec;
+use crate::plan::NullPolicy;
+use crate::scope::{FilterSpec, ScopeMode};
+use crate::source::graph::config::RawGraph;
+use crate::source::ldap::config::RawLdap;
+use crate::target::config::RawTarget;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+use super::LogFormat;
+
+/// The whole file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) state_dir: Option<PathBuf>,
+    pub(super) log_format: Option<LogFormat>,
+    pub(super) control_socket: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) jobs: Vec<RawJob>,
+}
+
+/// One `[[jobs]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJob {
+    pub(super) name: String,
+    pub(super) interval: Option<String>,
+    pub(super) cron: Option<String>,
+    #[serde(default)]
+    pub(super) scope: ScopeMode,
+    pub(super) excluded_roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) null_values: NullPolicy,
+    pub(super) preset: Option<String>,
+    pub(super) source: RawSource,
+    pub(super) target: RawTarget,
+    #[serde(default)]
+    pub(super) mappings: RawMappings,
+    #[serde(default)]
+    pub(super) scoping: RawScoping,
+}
+
+/// `[[jobs.scoping.users]]` and `[[jobs.scoping.groups]]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawScoping {
+    #[serde(default)]
+    pub(super) users: Vec<FilterSpec>,
+    #[serde(default)]
+    pub(super) groups: Vec<FilterSpec>,
+}
+
+/// `[jobs.source]`, by `kind`.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub(super) enum RawSource {
+    /// A JSON directory file.
+    File { path: PathBuf },
+    /// An Entra ID tenant through Microsoft Graph (`docs/graph.md`).
+    Graph(Box<RawGraph>),
+    /// An LDAP directory (`docs/ldap.md`).
+    Ldap(Box<RawLdap>),
+}
+
+/// `[[jobs.mappings.users]]` and `[[jobs.mappings.groups]]`, on top of the preset's.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMappings {
+    #[serde(default)]
+    pub(super) users: Vec<MappingSpec>,
+    #[serde(default)]
+    pub(super) groups: Vec<MappingSpec>,
+}

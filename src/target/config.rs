@@ -1,0 +1,185 @@
+//! Settings of one target application: the `[jobs.target]` table as written, and its check
+//! into [`TargetSettings`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::util::{is_loopback, parse_duration, CheckContext, ConfigError, SecretKeys};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The bearer token's keys.
+const TOKEN: SecretKeys = SecretKeys {
+    file: "token_file",
+    env: "token_env",
+    credential: "token_credential",
+};
+
+/// Members sent in one group `PATCH` unless `member_batch` says otherwise.
+const DEFAULT_MEMBER_BATCH: usize = 100;
+
+/// How `PATCH` operations are rendered on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PatchStyle {
+    /// RFC 7644: lowercase `op` names and JSON booleans.
+    #[default]
+    #[serde(rename = "rfc7644")]
+    Rfc7644,
+    /// What Entra sends without the `aadOptscim062020` flag: capitalised `op` names
+    /// (`Add`, `Replace`, `Remove`) and booleans as the strings `"True"` / `"False"`,
+    /// for targets built against that behaviour.
+    EntraLegacy,
+}
+
+/// Connection, throttling and rendering settings of a SCIM target.
+///
+/// `Debug` is derived on purpose: [`SecretString`] prints as redacted, so the token
+/// never appears in logs or error reports.
+#[derive(Debug, Clone)]
+pub struct TargetSettings {
+    /// The SCIM service base URL (tenant URL); may carry a path such as `/v1.0/scim-2`.
+    pub base_url: url::Url,
+    /// The bearer token sent in `Authorization`.
+    pub token: SecretString,
+    /// How `PATCH` bodies are rendered.
+    pub patch_style: PatchStyle,
+    /// Maximum requests in flight across all clones of the client.
+    pub concurrency: usize,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout, response body included.
+    pub request_timeout: Duration,
+    /// Retries after the first attempt for retryable failures.
+    pub max_retries: u32,
+    /// Base of the exponential backoff (`base * 2^attempt`, full jitter).
+    pub backoff_base: Duration,
+    /// Upper bound of one backoff delay.
+    pub backoff_max: Duration,
+    /// Upper bound applied to a server's `Retry-After`.
+    pub max_retry_after: Duration,
+}
+
+impl TargetSettings {
+    /// Settings with the defaults: RFC 7644 PATCH, 8 concurrent requests, 10 s connect and
+    /// 60 s request timeouts, 5 retries, backoff from 500 ms up to 30 s, `Retry-After`
+    /// capped at 300 s.
+    pub fn new(base_url: url::Url, token: SecretString) -> Self {
+        TargetSettings {
+            base_url,
+            token,
+            patch_style: PatchStyle::default(),
+            concurrency: 8,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_retries: 5,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[jobs.target]`, as written. Absent keys take [`TargetSettings::new`]'s defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// Optional when the preset names the app's tenant URL.
+    url: Option<String>,
+    /// The bearer token from a file, an environment variable or a systemd credential
+    /// (exactly one).
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    /// A systemd credential name (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY`.
+    token_credential: Option<String>,
+    #[serde(default)]
+    patch_style: PatchStyle,
+    /// 1 to 256.
+    concurrency: Option<usize>,
+    /// Members per group `PATCH` (default 100).
+    member_batch: Option<usize>,
+    connect_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_retries: Option<u32>,
+    /// Allow plain `http://` to hosts other than loopback (default false).
+    #[serde(default)]
+    allow_insecure_http: bool,
+}
+
+/// Check a target's keys and read its token. `preset_url` is the tenant URL the job's preset
+/// names, used when `url` is absent. Returns the settings and the members per group `PATCH`.
+/// Errors name the key and never quote the token.
+pub fn check(
+    t: RawTarget,
+    preset_url: Option<&str>,
+    ctx: &CheckContext<'_>,
+) -> Result<(TargetSettings, usize), ConfigError> {
+    let url_text = t
+        .url
+        .clone()
+        .or_else(|| preset_url.map(str::to_string))
+        .ok_or_else(|| ctx.error("url", "missing (and the preset names no tenant URL)"))?;
+    let url = url::Url::parse(&url_text)
+        .map_err(|e| ctx.error("url", format!("{url_text:?} is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if t.allow_insecure_http || is_loopback(&url) => {}
+        "http" => {
+            return Err(ctx.error(
+                "url",
+                "plain http:// is only allowed for loopback hosts; use https:// or set allow_insecure_http = true",
+            ))
+        }
+        other => return Err(ctx.error("url", format!("unsupported scheme {other:?}"))),
+    }
+    let token = read_token(&t, ctx)?;
+    let mut settings = TargetSettings::new(url, token);
+    settings.patch_style = t.patch_style;
+    if let Some(c) = t.concurrency {
+        if c == 0 || c > 256 {
+            return Err(ctx.error("concurrency", "must be between 1 and 256"));
+        }
+        settings.concurrency = c;
+    }
+    if let Some(s) = &t.connect_timeout {
+        settings.connect_timeout =
+            parse_duration(s).map_err(|e| ctx.error("connect_timeout", e.to_string()))?;
+    }
+    if let Some(s) = &t.request_timeout {
+        settings.request_timeout =
+            parse_duration(s).map_err(|e| ctx.error("request_timeout", e.to_string()))?;
+    }
+    if let Some(r) = t.max_retries {
+        settings.max_retries = r;
+    }
+    let member_batch = t.member_batch.unwrap_or(DEFAULT_MEMBER_BATCH);
+    if member_batch == 0 {
+        return Err(ctx.error("member_batch", "must be at least 1"));
+    }
+    Ok((settings, member_batch))
+}
+
+/// The token from exactly one of its keys, surrounding whitespace trimmed.
+fn read_token(t: &RawTarget, ctx: &CheckContext<'_>) -> Result<SecretString, ConfigError> {
+    let picked = TOKEN
+        .pick(
+            t.token_file.as_deref().map(|f| ctx.resolve(f)),
+            t.token_env.as_deref(),
+            t.token_credential.as_deref(),
+        )
+        .map_err(|e| ctx.error(TOKEN.file, e.to_string()))?;
+    let Some((key, secret)) = picked else {
+        return Err(ctx.error(
+            TOKEN.file,
+            "no token: set token_file, token_env or token_credential",
+        ));
+    };
+    let raw = ctx
+        .read_secret(&secret)
+        .map_err(|e| ctx.error(key, e.to_string()))?;
+    let token = raw.expose_secret().trim();
+    if token.is_empty() {
+        return Err(ctx.error(key, "the token is empty"));
+    }
+    Ok(SecretString::from(token.to_string()))
+}
