@@ -583,20 +583,10 @@ fn is_loopback(url: &url::Url) -> bool {
     }
 }
 
-/// The 6-field (seconds first) cron dialect of tokio-cron-scheduler.
-pub fn cron_schedule(expr: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expr)
-        .map_err(|e| {
-            format!("{expr:?} is not a valid cron expression (6 fields, seconds first, UTC): {e}")
-        })
-}
-
 fn check_cron(expr: &str) -> Result<(), String> {
-    cron_schedule(expr).map(|_| ())
+    crate::util::cron::CronSchedule::parse(expr)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// A Graph source's credential: a client secret, or a certificate and its private key.
