@@ -27,8 +27,8 @@ use provisiond::target::{ScimClient, TargetSettings};
 use secrecy::SecretString;
 use slapd::*;
 use std::collections::HashSet;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 const GROUPS_N: usize = 10;
 const CHANGED: usize = 10;
@@ -181,7 +181,7 @@ async fn main() {
         concurrency: 8,
         member_batch: 100,
     };
-    let stop = AtomicBool::new(false);
+    let stop = CancellationToken::new();
     let opts = CycleOptions::default();
     let first = run_cycle(&job, &store, &target, &opts, &stop).await.summary;
     println!(

@@ -1,10 +1,35 @@
-//! The `provisiond` binary: parse the command line, set up logging, run the command.
+//! The `provisiond` binary: parse the command line, set up logging, install the signal
+//! handlers, run the command. The only place signals are listened for: the daemon and the
+//! commands take a shutdown future, so a test can drive them in-process with its own.
 
 use clap::Parser;
 use provisiond::cli::{self, Cli, Command, Failure};
 use provisiond::config::{Config, LogFormat};
+use std::future::Future;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
+
+/// SIGTERM or SIGINT. The handlers are installed when this is called, not when the future is
+/// first polled: a signal arriving in between (the daemon opening its store, say) is caught
+/// and completes the future, rather than killing the process by the default action.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    async move {
+        match (term, int) {
+            (Some(mut term), Some(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+}
 
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter =
@@ -42,10 +67,10 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
                 listen,
                 token,
                 faults,
-            } => cli::sandbox(listen, token, faults.as_deref()).await,
-            Command::Demo => provisiond::demo::run().await.map_err(|e| Failure {
+            } => cli::sandbox(listen, token, faults.as_deref(), shutdown_signal()).await,
+            Command::Demo => cli::demo().await.map_err(|e| Failure {
                 code: 1,
-                message: e,
+                message: e.to_string(),
             }),
             Command::Expr {
                 expression,
@@ -62,9 +87,10 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         if daemon { "info" } else { "warn" },
     );
     match cli.command {
-        Command::Run => cli::run(config).await,
+        // Installed before the store opens: see `shutdown_signal`.
+        Command::Run => cli::run(config, shutdown_signal()).await,
         Command::Sync { job, dry_run, json } => {
-            cli::sync(&config, job.as_deref(), dry_run, json).await
+            cli::sync(&config, job.as_deref(), dry_run, json, shutdown_signal).await
         }
         Command::TestConnection { job } => cli::test_connection(&config, job.as_deref()).await,
         Command::Status { job, json } => cli::status(&config, job.as_deref(), json).await,

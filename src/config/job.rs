@@ -2,12 +2,13 @@
 
 use super::preset::load_preset;
 use super::raw::{RawJob, RawSource};
-use super::{check_cron, ConfigError};
+use super::ConfigError;
 use crate::mapping::{MappingError, Mappings};
 use crate::plan::NullPolicy;
 use crate::scope::{FilterSpec, ScopeSettings, ScopingFilter};
 use crate::source::graph::{GraphSettings, GraphSource, Selection};
 use crate::target::TargetSettings;
+use crate::util::cron::CronSchedule;
 use crate::util::{format_duration, parse_duration, CheckContext};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -129,7 +130,7 @@ pub(super) fn check(
             return Err(err("cron", "set either interval or cron, not both".into()))
         }
         (None, Some(c)) => {
-            check_cron(c).map_err(|m| err("cron", m))?;
+            CronSchedule::parse(c).map_err(|e| err("cron", e.to_string()))?;
             Schedule::Cron(c.clone())
         }
         (Some(s), None) => {

@@ -130,22 +130,6 @@ impl Config {
     }
 }
 
-/// The 6-field (seconds first) cron dialect of tokio-cron-scheduler.
-pub fn cron_schedule(expr: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expr)
-        .map_err(|e| {
-            format!("{expr:?} is not a valid cron expression (6 fields, seconds first, UTC): {e}")
-        })
-}
-
-fn check_cron(expr: &str) -> Result<(), String> {
-    cron_schedule(expr).map(|_| ())
-}
-
 #[cfg(test)]
 mod graph_tests;
 #[cfg(test)]

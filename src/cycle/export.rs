@@ -16,6 +16,7 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use tokio_util::sync::CancellationToken;
 
 /// One thing the export did (or, in a dry run, would do): the seed of a provisioning-log entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,17 +28,6 @@ pub struct ActionRecord {
     pub target_id: Option<String>,
     pub name: String,
     pub detail: String,
-}
-
-/// What stops the export early.
-pub trait StopSignal: Sync {
-    fn stopped(&self) -> bool;
-}
-
-impl StopSignal for AtomicBool {
-    fn stopped(&self) -> bool {
-        self.load(Ordering::SeqCst)
-    }
 }
 
 #[derive(Debug, Default)]
@@ -67,7 +57,7 @@ pub struct Exporter<'a> {
     pub concurrency: usize,
     pub member_batch: usize,
     pub record_actions: bool,
-    pub stop: &'a dyn StopSignal,
+    pub stop: &'a CancellationToken,
     pub progress: Option<&'a indicatif::ProgressBar>,
     links: Mutex<LinkIndex>,
     /// (type, target id) → source id: one target object is never linked to two source objects.
@@ -130,7 +120,7 @@ impl<'a> Exporter<'a> {
         links: LinkIndex,
         concurrency: usize,
         member_batch: usize,
-        stop: &'a dyn StopSignal,
+        stop: &'a CancellationToken,
     ) -> Self {
         Exporter {
             job,
@@ -155,7 +145,7 @@ impl<'a> Exporter<'a> {
     }
 
     fn halted(&self) -> bool {
-        self.stop.stopped() || lock(&self.abort).is_some()
+        self.stop.is_cancelled() || lock(&self.abort).is_some()
     }
 
     /// "Take no new work" on shutdown: an object whose reads already ran still sends no write

@@ -15,9 +15,10 @@ use crate::summary::{
     CycleKind, CycleStatus, CycleSummary, GroupCounts, MembershipCounts, Problem, UserCounts,
 };
 use crate::target::Target;
+pub use export::ActionRecord;
 use export::Exporter;
-pub use export::{ActionRecord, StopSignal};
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Problems kept in a summary; the logs have them all.
@@ -69,7 +70,7 @@ pub async fn run_cycle(
     store: &dyn StateStore,
     target: &dyn Target,
     opts: &CycleOptions<'_>,
-    stop: &dyn StopSignal,
+    stop: &CancellationToken,
 ) -> CycleReport {
     let cycle_id = uuid::Uuid::new_v4().to_string();
     // Instrumented, not entered: an entered span's guard held across `.await`s stays entered
@@ -85,7 +86,7 @@ async fn cycle_in_span(
     store: &dyn StateStore,
     target: &dyn Target,
     opts: &CycleOptions<'_>,
-    stop: &dyn StopSignal,
+    stop: &CancellationToken,
     cycle_id: String,
 ) -> CycleReport {
     let started = Instant::now();
@@ -226,7 +227,7 @@ async fn cycle_in_span(
     drop(groups);
     phase("users and groups exported");
     let mut problems: Vec<Problem> = plan.problems.clone();
-    if exporter.aborted().is_none() && !stop.stopped() {
+    if exporter.aborted().is_none() && !stop.is_cancelled() {
         let refs =
             plan::plan_references(&dir, &scoped, &job.mappings, &exporter.links(), &settings);
         if let Some(p) = opts.progress {
@@ -297,7 +298,7 @@ async fn cycle_in_span(
             actions,
         };
     }
-    if stop.stopped() {
+    if stop.is_cancelled() {
         let s = fail(
             summary,
             "interrupted by shutdown; the next cycle continues".into(),

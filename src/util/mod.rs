@@ -1,11 +1,12 @@
 //! Leaf helpers shared by the configuration and the components that own their settings:
-//! durations, secrets, located configuration errors and small URL checks.
+//! durations, secrets, cron expressions, located configuration errors and small URL checks.
 //!
 //! This module imports nothing from the rest of the crate, so every other module may use it
 //! without creating an import cycle (the sources check their own settings with it while
 //! `config` assembles them).
 
 pub mod config_error;
+pub mod cron;
 pub mod duration;
 pub mod net;
 pub mod secret;

@@ -4,7 +4,7 @@
 
 use crate::support::common::{self, *};
 use provisiond::cycle::run_cycle;
-use provisiond::cycle::{CycleOptions, StopSignal};
+use provisiond::cycle::CycleOptions;
 use provisiond::sandbox::{DropWhen, FaultAction, FaultRule, SandboxHandle};
 use provisiond::state::{MemoryStore, SledStore, StateStore};
 use provisiond::summary::CycleStatus;
@@ -12,6 +12,7 @@ use provisiond::target::RequestCounts;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 fn status(status: u16) -> FaultAction {
     FaultAction::Status {
@@ -470,22 +471,24 @@ async fn a_server_failing_every_request_fails_objects_not_the_process() {
     assert_converged(&job, &store, &client).await;
 }
 
-/// Stops the cycle once the sandbox has seen `after` POSTs: a shutdown (or a crash) mid-way.
-struct StopAfterPosts<'a> {
-    h: &'a SandboxHandle,
-    after: u64,
-}
-
-impl StopSignal for StopAfterPosts<'_> {
-    fn stopped(&self) -> bool {
-        self.h.request_counts().post >= self.after
+/// Cancels `stop` once the sandbox has seen `after` POSTs: a shutdown (or a crash) mid-way.
+/// The sandbox counts a POST on arrival and the test delays its answer, so the token is
+/// cancelled before the exporter can send another write (as when the count was polled).
+async fn stop_after_posts(h: &SandboxHandle, after: u64, stop: &CancellationToken) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.request_counts().post < after && Instant::now() < deadline && !stop.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    stop.cancel();
 }
 
 #[tokio::test]
 async fn a_cycle_stopped_mid_way_is_completed_by_the_next_one_without_duplicates() {
     for after in [1, 3, 5] {
-        let h = sandbox(vec![]).await;
+        let h = sandbox(vec![
+            FaultRule::new(FaultAction::Delay { delay_ms: 50 }).method("POST")
+        ])
+        .await;
         let file = DirFile::new(&base_directory());
         let mut job = job(&file.path);
         job.concurrency = 1;
@@ -493,9 +496,13 @@ async fn a_cycle_stopped_mid_way_is_completed_by_the_next_one_without_duplicates
         let client = client(&h.base_url());
         {
             let store = SledStore::open(state.path()).unwrap();
-            let stop = StopAfterPosts { h: &h, after };
+            let stop = CancellationToken::new();
             let opts = CycleOptions::default();
-            let s = run_cycle(&job, &store, &client, &opts, &stop).await.summary;
+            let (report, ()) = tokio::join!(
+                run_cycle(&job, &store, &client, &opts, &stop),
+                stop_after_posts(&h, after, &stop)
+            );
+            let s = report.summary;
             assert_eq!(s.status, CycleStatus::Failed, "{s:#?}");
             assert!(s.error.unwrap().contains("interrupted"));
             let done = h.users().len()
@@ -506,6 +513,7 @@ async fn a_cycle_stopped_mid_way_is_completed_by_the_next_one_without_duplicates
                     .sum::<usize>();
             assert!(done < 10, "stopped before the end");
         }
+        h.set_faults(vec![]);
         let store = SledStore::open(state.path()).unwrap();
         let s = run_ok(&job, &store, &client).await;
         assert_eq!(
@@ -608,7 +616,7 @@ async fn no_write_is_sent_after_the_stop_signal() {
     let store = MemoryStore::new();
     let client = client(&h.base_url());
     let job = job(&file.path);
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = CancellationToken::new();
     // Raise the stop signal as soon as the first matching query reaches the sandbox: every
     // query then still has ~400 ms to go, so no write can have been sent yet.
     let watch = async {
@@ -616,7 +624,7 @@ async fn no_write_is_sent_after_the_stop_signal() {
         while h.request_counts().get == 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        stop.cancel();
     };
     let opts = CycleOptions::default();
     let (report, ()) = tokio::join!(run_cycle(&job, &store, &client, &opts, &stop), watch);

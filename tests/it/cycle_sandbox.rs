@@ -15,7 +15,7 @@ use provisiond::target::{DryRunTarget, RequestCounts};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------------
 // 1 and 2: the initial cycle, exactly; then a cycle with no change.
@@ -956,7 +956,7 @@ async fn dry_run(
         record_actions: true,
         progress: None,
     };
-    run_cycle(job, &scratch, &target, &opts, &AtomicBool::new(false)).await
+    run_cycle(job, &scratch, &target, &opts, &CancellationToken::new()).await
 }
 
 #[tokio::test]

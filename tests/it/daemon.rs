@@ -421,3 +421,57 @@ fn kill_9_mid_cycle_then_converge_without_duplicates() {
         crash_case(at);
     }
 }
+
+/// The daemon driven in-process: `daemon::run` with the test's own shutdown future (no signal,
+/// no child process) runs the start-up cycle, answers on its control socket, and stops
+/// cleanly once the future completes, letting go of the store, the socket and the pid file.
+#[test]
+fn daemon_in_process_stops_when_its_shutdown_future_completes() {
+    use provisiond::daemon::control::{self, Request, Response};
+    use provisiond::summary::CycleStatus;
+
+    let sandbox = Sandbox::start();
+    let fixture = Fixture::new(&sandbox.url());
+    let config = provisiond::config::Config::load(&fixture.config_path()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(provisiond::daemon::run(config.clone(), async {
+            let _ = stop_rx.await;
+        }));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let jobs = loop {
+            assert!(
+                Instant::now() < deadline,
+                "no cycle reported through the socket"
+            );
+            let req = Request::Status { job: None };
+            if let Ok(Some(Response::Status { jobs })) =
+                control::request(&config.control_socket, &req, Some(Duration::from_secs(5))).await
+            {
+                if jobs[0].last_cycle.is_some() {
+                    break jobs;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let last = jobs[0].last_cycle.as_ref().unwrap();
+        assert_eq!(last.status, CycleStatus::Succeeded, "{last:?}");
+        assert_eq!(sandbox.users().len(), 5);
+
+        stop_tx.send(()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), daemon)
+            .await
+            .expect("the daemon stops within 10 s")
+            .expect("the daemon task does not panic");
+        assert!(result.is_ok(), "{result:?}");
+    });
+    assert!(!fixture.socket_path().exists(), "the socket is removed");
+    assert!(!fixture.pid_path().exists(), "the pid file is removed");
+    // The store is let go of: this process can open it again.
+    provisiond::state::SledStore::open(&fixture.state_dir().join("state")).unwrap();
+}

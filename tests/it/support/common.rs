@@ -7,9 +7,9 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use async_trait::async_trait;
 use provisiond::cycle::{run_cycle, CycleOptions, CycleReport, JobSpec};
@@ -120,7 +120,7 @@ pub async fn run(job: &JobSpec, store: &dyn StateStore, target: &dyn Target) -> 
         record_actions: true,
         ..CycleOptions::default()
     };
-    run_cycle(job, store, target, &opts, &AtomicBool::new(false)).await
+    run_cycle(job, store, target, &opts, &CancellationToken::new()).await
 }
 
 /// One cycle, asserting it succeeded without problems; returns the summary.

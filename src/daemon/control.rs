@@ -2,30 +2,39 @@
 //! store (sled admits one process). A Unix socket in the state directory, mode 0600, one JSON
 //! request and one JSON answer per line.
 
+use super::jobs::{Daemon, JobStatus};
 use crate::cycle::CycleReport;
-use crate::schedule::{Daemon, JobStatus};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
 
+/// A request to the daemon: one JSON line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Request {
+    /// `provisiond status`.
     Status { job: Option<String> },
+    /// `provisiond sync`.
     Sync { job: Option<String>, dry_run: bool },
 }
 
+/// The daemon's answer: one JSON line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum Response {
+    /// Each selected job's status.
     Status { jobs: Vec<JobStatus> },
+    /// Each selected job's cycle report.
     Sync { reports: Vec<CycleReport> },
+    /// The request could not be served.
     Error { message: String },
 }
 
+/// A failed exchange on the control socket.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("control socket {path}: {source}")]
@@ -74,10 +83,15 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-/// Serve requests until the daemon stops.
-pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
+/// Serve requests until `stop` is cancelled. Requests already accepted run on: a `sync`
+/// through the socket sees the same stop and finishes its in-flight requests.
+pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, stop: CancellationToken) {
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
                 // E.g. out of file descriptors: retrying at once would spin a core at 100 %.
@@ -105,13 +119,17 @@ async fn handle(stream: UnixStream, daemon: &Daemon) -> std::io::Result<()> {
         },
         Ok(Request::Status { job }) => match daemon.status(job.as_deref()) {
             Ok(jobs) => Response::Status { jobs },
-            Err(message) => Response::Error { message },
+            Err(e) => Response::Error {
+                message: e.to_string(),
+            },
         },
         Ok(Request::Sync { job, dry_run }) => {
             tracing::info!(job = ?job, dry_run, "sync requested through the control socket");
             match daemon.sync(job.as_deref(), dry_run).await {
                 Ok(reports) => Response::Sync { reports },
-                Err(message) => Response::Error { message },
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
             }
         }
     };

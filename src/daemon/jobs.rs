@@ -1,34 +1,45 @@
-//! The daemon (`provisiond run`): one worker per job, each running a cycle at start-up and
-//! then on its schedule, never two cycles of one job at once. The next run is scheduled after
-//! each cycle ends, on tokio's monotonic clock (a wall-clock jump neither skips nor repeats a
-//! cycle); cron schedules fire through tokio-cron-scheduler in UTC.
+//! The jobs as the daemon runs them: one runtime per job (its SCIM client, the lock that keeps
+//! two cycles of one job apart, what `status` shows), and the daemon's shared state, which the
+//! workers and the control socket use.
 
-use crate::config::{cron_schedule, Config, JobConfig, Schedule};
+use crate::config::{Config, JobConfig};
 use crate::cycle::{run_cycle, CycleOptions, CycleReport, JobSpec};
-use crate::state::{MemoryStore, StateStore};
+use crate::state::{MemoryStore, StateError, StateStore};
 use crate::summary::CycleSummary;
 use crate::target::{DryRunTarget, ScimClient, TargetError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Why a control request could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The request named a job the configuration does not have.
+    #[error("no job named {0:?}")]
+    NoSuchJob(String),
+    /// The store could not be read.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
 
 /// A job as the daemon runs it.
 pub struct JobRuntime {
+    /// The job's configuration.
     pub config: JobConfig,
+    /// What a cycle needs of it.
     pub spec: JobSpec,
+    /// Its target.
     pub client: ScimClient,
     /// Held for the whole of a cycle: scheduled, triggered and `sync` cycles queue on it.
     running: tokio::sync::Mutex<()>,
     busy: AtomicBool,
     next_run: Mutex<Option<DateTime<Utc>>>,
-    /// A cron tick: the worker runs a cycle when it is free.
-    tick: Notify,
 }
 
 impl JobRuntime {
+    /// The runtime of a job: fails when its target settings do not make a client.
     pub fn new(config: JobConfig) -> Result<Self, TargetError> {
         let client = ScimClient::new(config.target.clone())?;
         Ok(JobRuntime {
@@ -38,11 +49,10 @@ impl JobRuntime {
             running: tokio::sync::Mutex::new(()),
             busy: AtomicBool::new(false),
             next_run: Mutex::new(None),
-            tick: Notify::new(),
         })
     }
 
-    fn set_next_run(&self, at: Option<DateTime<Utc>>) {
+    pub(super) fn set_next_run(&self, at: Option<DateTime<Utc>>) {
         *self.next_run.lock().unwrap_or_else(|e| e.into_inner()) = at;
     }
 
@@ -68,10 +78,7 @@ pub struct JobStatus {
 }
 
 /// Status of a job read from the store alone (no daemon running).
-pub fn offline_status(
-    job: &JobConfig,
-    store: &dyn StateStore,
-) -> Result<JobStatus, crate::state::StateError> {
+pub fn offline_status(job: &JobConfig, store: &dyn StateStore) -> Result<JobStatus, StateError> {
     let meta = store.meta(&job.name)?;
     let (users_linked, groups_linked) = store.link_counts(&job.name)?;
     Ok(JobStatus {
@@ -93,7 +100,7 @@ pub async fn run_job_cycle(
     store: &dyn StateStore,
     dry_run: bool,
     progress: Option<&indicatif::ProgressBar>,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> CycleReport {
     let _guard = job.running.lock().await;
     job.busy.store(true, Ordering::SeqCst);
@@ -142,18 +149,25 @@ fn failed_report(job: &str, dry_run: bool, error: String) -> CycleReport {
     }
 }
 
-/// The running daemon's shared state: what the control socket talks to.
+/// The running daemon's shared state: what the workers and the control socket talk to.
 pub struct Daemon {
+    /// The configuration the daemon started with.
     pub config: Config,
+    /// One runtime per job, in the configuration's order.
     pub jobs: Vec<Arc<JobRuntime>>,
+    /// The state store this process holds.
     pub store: Arc<dyn StateStore>,
-    /// Set on SIGTERM/SIGINT: cycles take no new work and workers exit.
-    pub stop: Arc<AtomicBool>,
-    stopped: Notify,
+    /// Cancelled on shutdown: cycles take no new work and workers exit.
+    pub stop: CancellationToken,
 }
 
 impl Daemon {
-    pub fn new(config: Config, store: Arc<dyn StateStore>) -> Result<Self, TargetError> {
+    /// The daemon's state: fails when a job's target settings do not make a client.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn StateStore>,
+        stop: CancellationToken,
+    ) -> Result<Self, TargetError> {
         let jobs = config
             .jobs
             .iter()
@@ -163,29 +177,23 @@ impl Daemon {
             config,
             jobs,
             store,
-            stop: Arc::new(AtomicBool::new(false)),
-            stopped: Notify::new(),
+            stop,
         })
     }
 
+    /// A job by name.
     pub fn job(&self, name: &str) -> Option<&Arc<JobRuntime>> {
         self.jobs.iter().find(|j| j.config.name == name)
     }
 
-    /// Ask every worker to stop after its in-flight requests.
-    pub fn shutdown(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.stopped.notify_waiters();
-    }
-
-    pub fn status(&self, job: Option<&str>) -> Result<Vec<JobStatus>, String> {
+    /// `status` through the control socket: every job, or the one named.
+    pub fn status(&self, job: Option<&str>) -> Result<Vec<JobStatus>, RequestError> {
         let mut out = Vec::new();
         for j in &self.jobs {
             if job.is_some_and(|n| n != j.config.name) {
                 continue;
             }
-            let mut s =
-                offline_status(&j.config, self.store.as_ref()).map_err(|e| e.to_string())?;
+            let mut s = offline_status(&j.config, self.store.as_ref())?;
             s.running = j.busy.load(Ordering::SeqCst);
             s.next_run = j.next_run();
             s.note = None;
@@ -193,21 +201,25 @@ impl Daemon {
         }
         if let Some(n) = job {
             if out.is_empty() {
-                return Err(format!("no job named {n:?}"));
+                return Err(RequestError::NoSuchJob(n.to_string()));
             }
         }
         Ok(out)
     }
 
     /// `sync` through the control socket: one cycle now, queued behind a running one.
-    pub async fn sync(&self, job: Option<&str>, dry_run: bool) -> Result<Vec<CycleReport>, String> {
+    pub async fn sync(
+        &self,
+        job: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Vec<CycleReport>, RequestError> {
         let selected: Vec<&Arc<JobRuntime>> = self
             .jobs
             .iter()
             .filter(|j| job.is_none_or(|n| n == j.config.name))
             .collect();
         if selected.is_empty() {
-            return Err(format!("no job named {:?}", job.unwrap_or_default()));
+            return Err(RequestError::NoSuchJob(job.unwrap_or_default().to_string()));
         }
         let mut reports = Vec::new();
         for j in selected {
@@ -215,105 +227,4 @@ impl Daemon {
         }
         Ok(reports)
     }
-
-    /// Run every job's worker until shutdown.
-    pub async fn run_workers(
-        self: &Arc<Self>,
-    ) -> Result<(), tokio_cron_scheduler::JobSchedulerError> {
-        // The cron scheduler only exists when a job uses cron: an idle scheduler that is
-        // created but never started logs two spurious ERROR lines ("Error receiving …
-        // Closed") when it is dropped at shutdown.
-        let mut scheduler = None;
-        for job in &self.jobs {
-            if let Schedule::Cron(expr) = &job.config.schedule {
-                let s = match scheduler.take() {
-                    Some(s) => s,
-                    None => tokio_cron_scheduler::JobScheduler::new().await?,
-                };
-                let j = job.clone();
-                s.add(tokio_cron_scheduler::Job::new_async(
-                    expr.as_str(),
-                    move |_, _| {
-                        let j = j.clone();
-                        Box::pin(async move { j.tick.notify_one() })
-                    },
-                )?)
-                .await?;
-                scheduler = Some(s);
-            }
-        }
-        if let Some(s) = scheduler.as_mut() {
-            s.start().await?;
-        }
-        let workers: Vec<_> = self
-            .jobs
-            .iter()
-            .map(|job| {
-                let daemon = self.clone();
-                let job = job.clone();
-                tokio::spawn(async move { daemon.worker(job).await })
-            })
-            .collect();
-        for w in workers {
-            let _ = w.await;
-        }
-        if let Some(mut s) = scheduler {
-            let _ = s.shutdown().await;
-        }
-        Ok(())
-    }
-
-    async fn worker(&self, job: Arc<JobRuntime>) {
-        let name = job.config.name.clone();
-        loop {
-            if self.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            job.set_next_run(None);
-            let report = run_job_cycle(&job, self.store.as_ref(), false, None, &self.stop).await;
-            tracing::info!(job = %name, status = ?report.summary.status, "scheduled cycle done");
-            if self.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let wait = match &job.config.schedule {
-                Schedule::Interval(d) => {
-                    job.set_next_run(
-                        chrono::Duration::from_std(*d)
-                            .ok()
-                            .and_then(|d| Utc::now().checked_add_signed(d)),
-                    );
-                    WaitFor::Sleep(*d)
-                }
-                Schedule::Cron(expr) => {
-                    let next = cron_schedule(expr)
-                        .ok()
-                        .and_then(|c| c.find_next_occurrence(&Utc::now(), false).ok());
-                    job.set_next_run(next);
-                    WaitFor::Tick
-                }
-            };
-            let stopped = self.stopped.notified();
-            tokio::pin!(stopped);
-            if self.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            match wait {
-                WaitFor::Sleep(d) => tokio::select! {
-                    _ = tokio::time::sleep(d) => {}
-                    _ = &mut stopped => break,
-                },
-                WaitFor::Tick => tokio::select! {
-                    _ = job.tick.notified() => {}
-                    _ = &mut stopped => break,
-                },
-            }
-        }
-        job.set_next_run(None);
-        tracing::info!(job = %name, "worker stopped");
-    }
-}
-
-enum WaitFor {
-    Sleep(Duration),
-    Tick,
 }

@@ -2,18 +2,46 @@
 //! free loopback port, an initial cycle from `config/examples/directory.json`, a change to the
 //! directory, the incremental cycle that follows, and a no-change cycle.
 
-use crate::cli::render_report;
-use crate::config::Config;
-use crate::sandbox::{self, SandboxConfig};
-use crate::schedule::{run_job_cycle, JobRuntime};
-use crate::state::SledStore;
+use super::render::render_report;
+use crate::config::{Config, ConfigError};
+use crate::daemon::jobs::{run_job_cycle, JobRuntime};
+use crate::sandbox::{self, SandboxConfig, SandboxError};
+use crate::state::{SledStore, StateError};
+use crate::target::TargetError;
 use serde_json::Value;
-use std::sync::atomic::AtomicBool;
+use tokio_util::sync::CancellationToken;
 
-const EXAMPLE_DIRECTORY: &str = include_str!("../config/examples/directory.json");
+const EXAMPLE_DIRECTORY: &str = include_str!("../../config/examples/directory.json");
 const TOKEN: &str = "demo-token";
 
-pub async fn run() -> Result<i32, String> {
+/// Why the demo could not run (its cycles' failures are in their reports instead).
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The sandbox did not start.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The demo's files could not be written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The example directory is not JSON (it is compiled in: a build problem).
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The demo's configuration did not load.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state store did not open.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The demo's target settings do not make a client.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The demo's configuration has no job.
+    #[error("the demo configuration has no job")]
+    NoJob,
+}
+
+/// Run the demo; the exit code is the last cycle's.
+pub async fn demo() -> Result<i32, DemoError> {
     let handle = sandbox::spawn(
         ([127, 0, 0, 1], 0).into(),
         SandboxConfig {
@@ -21,28 +49,23 @@ pub async fn run() -> Result<i32, String> {
             ..Default::default()
         },
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let dir = tempfile_dir()?;
     let directory_path = dir.join("directory.json");
-    std::fs::write(&directory_path, EXAMPLE_DIRECTORY).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("token"), TOKEN).map_err(|e| e.to_string())?;
+    std::fs::write(&directory_path, EXAMPLE_DIRECTORY)?;
+    std::fs::write(dir.join("token"), TOKEN)?;
     let config_text = format!(
         "state_dir = \"state\"\n[[jobs]]\nname = \"demo\"\n[jobs.source]\nkind = \"file\"\npath = \"directory.json\"\n\
          [jobs.target]\nurl = \"{}\"\ntoken_file = \"token\"\n",
         handle.base_url()
     );
     let config_path = dir.join("provisiond.toml");
-    std::fs::write(&config_path, &config_text).map_err(|e| e.to_string())?;
-    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
-    let store = SledStore::open(&config.state_dir.join("state")).map_err(|e| e.to_string())?;
-    let job = config
-        .jobs
-        .first()
-        .cloned()
-        .ok_or("the demo configuration has no job")?;
-    let runtime = JobRuntime::new(job).map_err(|e| e.to_string())?;
-    let stop = AtomicBool::new(false);
+    std::fs::write(&config_path, &config_text)?;
+    let config = Config::load(&config_path)?;
+    let store = SledStore::open(&config.state_dir.join("state"))?;
+    let job = config.jobs.first().cloned().ok_or(DemoError::NoJob)?;
+    let runtime = JobRuntime::new(job)?;
+    let stop = CancellationToken::new();
 
     println!("provisiond demo");
     println!("  sandbox SCIM server: {} (in memory)", handle.base_url());
@@ -59,13 +82,9 @@ pub async fn run() -> Result<i32, String> {
 
     println!();
     println!("== 2. The directory changes ==");
-    let mut d: Value = serde_json::from_str(EXAMPLE_DIRECTORY).map_err(|e| e.to_string())?;
+    let mut d: Value = serde_json::from_str(EXAMPLE_DIRECTORY)?;
     change_directory(&mut d);
-    std::fs::write(
-        &directory_path,
-        serde_json::to_vec_pretty(&d).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    std::fs::write(&directory_path, serde_json::to_vec_pretty(&d)?)?;
     println!("  - Carol Danvers is promoted: jobTitle \"Account Executive\" -> \"Sales Director\"");
     println!("  - Dave Bowman leaves the Engineering group (and so the app's scope)");
     println!("  - Erin O'Brien is deleted from the directory");
@@ -89,9 +108,9 @@ pub async fn run() -> Result<i32, String> {
     Ok(report.summary.status.exit_code())
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf, String> {
+fn tempfile_dir() -> Result<std::path::PathBuf, std::io::Error> {
     let dir = std::env::temp_dir().join(format!("provisiond-demo-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
 

@@ -1,0 +1,190 @@
+//! Who holds the state store: sled admits one process, so the daemon and the one-shot
+//! commands (`sync`, `status` with no daemon) take turns. The pid file (for service managers)
+//! and the holder file (to name the holder in an error) live next to the store.
+
+use super::control::{self, ControlError, Request, Response};
+use crate::config::Config;
+use crate::state::{SledStore, StateError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The pid file next to the store, written by the daemon (`run`) for service managers.
+pub fn pid_file(config: &Config) -> PathBuf {
+    config.state_dir.join("provisiond.pid")
+}
+
+/// Who holds the state store: rewritten by every process (daemon or one-shot command) right
+/// after it has opened the store, so that a process finding the store locked can name the
+/// holder. It is never removed: a record whose pid is gone describes an earlier process (the
+/// current holder has only just opened the store and not written its record yet).
+pub fn holder_file(config: &Config) -> PathBuf {
+    config.state_dir.join("holder")
+}
+
+/// How long a command waits for a store whose holder is about to let go of it or about to
+/// answer on its control socket (a `status` reading offline, a daemon starting up).
+const STORE_SETTLE: Duration = Duration::from_secs(5);
+
+/// What a process holding the store is doing, as `open_store` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreUser {
+    /// `provisiond run`.
+    Daemon,
+    /// `sync` or `status` with no daemon answering on the control socket.
+    Command(&'static str),
+}
+
+impl StoreUser {
+    fn name(self) -> &'static str {
+        match self {
+            StoreUser::Daemon => "run",
+            StoreUser::Command(c) => c,
+        }
+    }
+}
+
+/// Why the state could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The control socket failed (not: nobody answers, which sends the caller to the store).
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The store could not be opened for another reason than a lock.
+    #[error(transparent)]
+    State(StateError),
+    /// Another process holds the store and will not let go soon.
+    #[error("state store {} is in use by {holder}{advice}", path.display())]
+    InUse {
+        /// The store's directory.
+        path: PathBuf,
+        /// The holder as its record names it, or "another process".
+        holder: String,
+        /// What to do about it, starting with "; " or ", ".
+        advice: String,
+    },
+    /// A daemon answered where only the store was asked for.
+    #[error("unexpected answer from the daemon")]
+    UnexpectedAnswer,
+}
+
+/// A record of the holder file.
+struct Holder {
+    /// `provisiond sync (pid 123)`.
+    text: String,
+    /// `sync`.
+    command: String,
+    alive: bool,
+}
+
+fn read_holder(config: &Config) -> Option<Holder> {
+    let text = std::fs::read_to_string(holder_file(config)).ok()?;
+    let text = text.trim().to_string();
+    let (head, tail) = text.split_once(" (pid ")?;
+    let command = head.strip_prefix("provisiond ")?.to_string();
+    let pid: u32 = tail.strip_suffix(')')?.parse().ok()?;
+    Some(Holder {
+        alive: pid_alive(pid),
+        text,
+        command,
+    })
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    // Without procfs we cannot tell: trust the record.
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// Whether the holder will let go of the store, or answer on its control socket, within
+/// moments: then it is worth waiting (bounded by [`STORE_SETTLE`]) instead of failing.
+fn holder_settling(holder: Option<&Holder>, user: StoreUser) -> bool {
+    match holder {
+        // No live record: the holder has only just opened the store.
+        None => true,
+        Some(h) if !h.alive => true,
+        // A `status` reading the store offline lets go at once.
+        Some(h) if h.command == "status" => true,
+        // A daemon that is starting: its control socket is coming (`status`/`sync`); a
+        // second daemon must not wait for it.
+        Some(h) if h.command == "run" => user != StoreUser::Daemon,
+        // A one-shot `sync` may hold the store for a whole cycle.
+        Some(_) => false,
+    }
+}
+
+/// The store, or (for `status` and `sync`, with `probe`) the running daemon's answer.
+pub enum Reached {
+    /// No daemon answered: this process holds the store now.
+    Store(SledStore),
+    /// The running daemon's answer.
+    Daemon(Response),
+}
+
+/// Reach the state: through a running daemon's control socket when `probe` is given and a
+/// daemon answers, else by opening the store. A store held by a process that lets go (or
+/// starts answering) within moments is waited for, at most [`STORE_SETTLE`]; otherwise this
+/// fails at once, naming the holder.
+///
+/// Before, the daemon's pid file was the only source for the name: a one-shot `sync` holding
+/// the store showed up as "another process", a stale pid file (left by a `kill -9`) named a
+/// dead daemon, and a `status` run while the daemon was starting (store open, socket not yet
+/// bound) failed, as did a daemon starting while a `status` read the store.
+pub async fn reach(
+    config: &Config,
+    user: StoreUser,
+    probe: Option<(&Request, Option<Duration>)>,
+) -> Result<Reached, LockError> {
+    let deadline = tokio::time::Instant::now() + STORE_SETTLE;
+    loop {
+        if let Some((req, timeout)) = probe {
+            if let Some(answer) = control::request(&config.control_socket, req, timeout).await? {
+                return Ok(Reached::Daemon(answer));
+            }
+        }
+        let path = match SledStore::open(&config.state_dir.join("state")) {
+            Ok(store) => {
+                let line = format!("provisiond {} (pid {})\n", user.name(), std::process::id());
+                if let Err(e) = std::fs::write(holder_file(config), line) {
+                    tracing::debug!(error = %e, "cannot record the state store's holder");
+                }
+                return Ok(Reached::Store(store));
+            }
+            Err(StateError::Locked { path, .. }) => path,
+            Err(other) => return Err(LockError::State(other)),
+        };
+        let holder = read_holder(config);
+        if holder_settling(holder.as_ref(), user) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let name = holder
+            .filter(|h| h.alive)
+            .map(|h| h.text)
+            .unwrap_or_else(|| "another process".into());
+        let advice = match user {
+            // `run` has not tried the control socket: do not claim it is silent.
+            StoreUser::Daemon => {
+                "; only one daemon may run per state directory (`provisiond status` and \
+                 `provisiond sync` reach a running daemon through its control socket)"
+                    .to_string()
+            }
+            StoreUser::Command(_) => format!(
+                ", and no daemon answers on the control socket {}: try again when it is done",
+                config.control_socket.display()
+            ),
+        };
+        return Err(LockError::InUse {
+            path,
+            holder: name,
+            advice,
+        });
+    }
+}
+
+/// Open the store, or explain who holds it (see [`reach`]).
+pub async fn open_store(config: &Config, user: StoreUser) -> Result<SledStore, LockError> {
+    match reach(config, user, None).await? {
+        Reached::Store(s) => Ok(s),
+        Reached::Daemon(_) => Err(LockError::UnexpectedAnswer),
+    }
+}

@@ -1,0 +1,143 @@
+//! The daemon (`provisiond run`), shaped like mini-redis's server: [`run`] takes the
+//! configuration and a `shutdown` future (signals, in `main`; anything, in a test) and owns
+//! everything else: the store lock and pid file, the job workers and their schedule, and the
+//! control socket. One [`CancellationToken`] is the only stop mechanism: every worker, cycle
+//! and control request sees it.
+
+pub mod control;
+pub mod jobs;
+pub mod lock;
+mod schedule;
+
+use crate::config::Config;
+use crate::state::{StateError, StateStore};
+use crate::target::TargetError;
+use crate::util::cron::CronError;
+use control::ControlError;
+use jobs::Daemon;
+use lock::{LockError, StoreUser};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Why the daemon could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state store is held by another process or cannot be opened.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The control socket cannot be bound.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// A job's target settings do not make a client.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// A job's cron expression does not parse.
+    #[error("the cron scheduler failed: {0}")]
+    Cron(#[source] CronError),
+    /// The workers ended before any shutdown was asked for.
+    #[error("the job workers stopped unexpectedly")]
+    WorkersStopped,
+    /// The workers' task failed (a panic).
+    #[error("the job workers failed: {0}")]
+    WorkersFailed(#[source] tokio::task::JoinError),
+    /// The store could not be flushed on the way out.
+    #[error("could not persist the state on shutdown: {0}")]
+    Persist(#[source] StateError),
+}
+
+impl DaemonError {
+    /// The process exit code: 2 for what stops the daemon from starting (as a usage error
+    /// does), 1 for a daemon that ran and failed.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DaemonError::Lock(_) | DaemonError::Control(_) | DaemonError::Target(_) => 2,
+            DaemonError::Cron(_)
+            | DaemonError::WorkersStopped
+            | DaemonError::WorkersFailed(_)
+            | DaemonError::Persist(_) => 1,
+        }
+    }
+}
+
+/// How long in-flight requests may run on after the shutdown future completes: what is left
+/// of the 10 s systemd allows, less the time to persist and go.
+const DRAIN: Duration = Duration::from_secs(8);
+
+/// Run the daemon until `shutdown` completes: a cycle per job at start-up, then on each job's
+/// schedule; `status` and `sync` answered on the control socket. On shutdown, cycles take no
+/// new work, in-flight requests get [`DRAIN`], and the store is flushed.
+///
+/// `shutdown` should be created before this is called when it wraps signals, so that one
+/// arriving while the store opens still means a clean stop.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let store = lock::open_store(&config, StoreUser::Daemon).await?;
+    // The pid file first: once the socket answers, the pid file names this daemon.
+    let pid_path = lock::pid_file(&config);
+    if let Err(e) = std::fs::write(&pid_path, std::process::id().to_string()) {
+        tracing::warn!(path = %pid_path.display(), error = %e, "cannot write the pid file");
+    }
+    let listener = match control::bind(&config.control_socket).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&pid_path);
+            return Err(e.into());
+        }
+    };
+    let stop = CancellationToken::new();
+    let store: Arc<dyn StateStore> = Arc::new(store);
+    let daemon = match Daemon::new(config.clone(), store.clone(), stop.clone()) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            let _ = std::fs::remove_file(&config.control_socket);
+            let _ = std::fs::remove_file(&pid_path);
+            return Err(e.into());
+        }
+    };
+    tracing::info!(jobs = daemon.jobs.len(), socket = %config.control_socket.display(), pid = std::process::id(), "provisiond started");
+    // The socket stops accepting only once the workers have drained, so that `status` keeps
+    // answering during the drain: a token of its own, cancelled after them.
+    let closing = CancellationToken::new();
+    let control_task = tokio::spawn(control::serve(listener, daemon.clone(), closing.clone()));
+
+    let mut workers = tokio::spawn(schedule::run_workers(daemon.clone()));
+    // The workers only end on shutdown; if they end first, say so and stop rather than idle
+    // on as a daemon that never runs a cycle.
+    let early_end = tokio::select! {
+        () = shutdown => None,
+        r = &mut workers => Some(r),
+    };
+    stop.cancel();
+    let failure = match early_end {
+        None => {
+            tracing::info!("shutting down: finishing in-flight requests");
+            if tokio::time::timeout(DRAIN, workers).await.is_err() {
+                tracing::warn!(
+                    "requests still in flight after 8 s: abandoning them (the next cycle re-matches)"
+                );
+            }
+            None
+        }
+        Some(r) => {
+            let e = match r {
+                Ok(Ok(())) => DaemonError::WorkersStopped,
+                Ok(Err(e)) => DaemonError::Cron(e),
+                Err(e) => DaemonError::WorkersFailed(e),
+            };
+            tracing::error!(error = %e, "provisiond cannot go on");
+            Some(e)
+        }
+    };
+    closing.cancel();
+    let _ = control_task.await;
+    let flushed = store.flush();
+    let _ = std::fs::remove_file(&config.control_socket);
+    let _ = std::fs::remove_file(&pid_path);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    flushed.map_err(DaemonError::Persist)?;
+    tracing::info!("provisiond stopped");
+    Ok(())
+}
