@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod cycle;
 pub mod demo;
+mod http;
 pub mod mapping;
 pub mod model;
 pub mod plan;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
@@ -17,6 +16,7 @@ use super::error::TargetError;
 use super::filter::eq_filter;
 use super::patch::{render_patch, PatchOp};
 use super::{PatchStyle, TargetSettings};
+use crate::http::{error_chain, parse_retry_after};
 use crate::model::ObjectType;
 
 const SCIM_JSON: &str = "application/scim+json";
@@ -159,33 +159,6 @@ fn classify(err: &reqwest::Error) -> Failure {
     } else {
         Failure::Dropped
     }
-}
-
-/// The error and its sources, without the URL (errors name the path separately).
-pub(crate) fn error_chain(err: reqwest::Error) -> String {
-    let err = err.without_url();
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // hyper and reqwest often repeat the inner message in the outer one.
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// Parses `Retry-After` as delta-seconds or an HTTP date (a past date means now).
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 impl ScimClient {
@@ -506,15 +479,9 @@ impl ScimClient {
         }
     }
 
-    /// Full-jitter exponential backoff: uniform in `[0, min(max, base * 2^attempt)]`.
+    /// Full-jitter exponential backoff within the configured bounds.
     fn backoff(&self, attempt: u32) -> Duration {
-        let inner = &*self.inner;
-        let ceiling = inner
-            .backoff_base
-            .saturating_mul(2u32.saturating_pow(attempt))
-            .min(inner.backoff_max);
-        let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::thread_rng().gen_range(0..=ceiling_ms))
+        crate::http::backoff(self.inner.backoff_base, self.inner.backoff_max, attempt)
     }
 
     /// The body of a 2xx response, or the error the status means.

@@ -18,8 +18,6 @@ mod settings;
 #[cfg(test)]
 mod tests;
 
-/// Shared with the Microsoft Graph source, which honours `Retry-After` the same way.
-pub(crate) use client::{error_chain, parse_retry_after};
 pub use client::{RequestCounts, ScimClient};
 pub use connection::{ConnectionProblem, ConnectionReport};
 pub use dry_run::{DryRunTarget, Target};

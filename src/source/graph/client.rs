@@ -12,11 +12,13 @@
 //!
 //! Throttling follows `concepts/throttling.md`: a 429 (or 503) carries `Retry-After`, which is
 //! honoured (capped); without it the client backs off exponentially with full jitter, as the
-//! SCIM client does (`crate::target`). Every request here is a GET or the token POST, both safe
-//! to repeat, so transport failures and 500/502/504 are retried too, a bounded number of times.
+//! SCIM client does (both use `crate::http`). Every request here is a GET or the token POST,
+//! both safe to repeat, so transport failures and 500/502/504 are retried too, a bounded
+//! number of times.
 
 use super::credential::CLIENT_ASSERTION_TYPE;
 use super::{GraphCredential, GraphSettings};
+use crate::http::parse_retry_after;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -212,7 +214,7 @@ impl GraphClient {
             // bypass that check.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| settings(format!("HTTP client: {}", crate::target::error_chain(e))))?;
+            .map_err(|e| settings(format!("HTTP client: {}", crate::http::error_chain(e))))?;
         Ok(GraphClient {
             http,
             token_url,
@@ -325,7 +327,7 @@ impl GraphClient {
                 Err(e) => (
                     GraphError::TokenUnreachable {
                         url: url.clone(),
-                        reason: crate::target::error_chain(e),
+                        reason: crate::http::error_chain(e),
                     },
                     None,
                 ),
@@ -337,7 +339,7 @@ impl GraphClient {
                         Err(e) => {
                             return Err(GraphError::TokenUnreachable {
                                 url,
-                                reason: crate::target::error_chain(e),
+                                reason: crate::http::error_chain(e),
                             })
                         }
                     };
@@ -509,7 +511,7 @@ impl GraphClient {
                 Err(e) => (
                     GraphError::Transport {
                         path: path.clone(),
-                        reason: crate::target::error_chain(e),
+                        reason: crate::http::error_chain(e),
                     },
                     None,
                 ),
@@ -527,7 +529,7 @@ impl GraphClient {
                         Err(e) => (
                             GraphError::Transport {
                                 path: path.clone(),
-                                reason: crate::target::error_chain(e),
+                                reason: crate::http::error_chain(e),
                             },
                             None,
                         ),
@@ -596,20 +598,10 @@ impl GraphClient {
 
     /// `Retry-After` when given (capped), else full-jitter exponential backoff.
     fn delay(&self, attempt: u32, retry_after: Option<&str>) -> Duration {
-        if let Some(d) =
-            retry_after.and_then(|v| crate::target::parse_retry_after(v, SystemTime::now()))
-        {
+        if let Some(d) = retry_after.and_then(|v| parse_retry_after(v, SystemTime::now())) {
             return d.min(self.max_retry_after);
         }
-        let ceiling = self
-            .backoff_base
-            .saturating_mul(2u32.saturating_pow(attempt))
-            .min(self.backoff_max);
-        let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::Rng::gen_range(
-            &mut rand::thread_rng(),
-            0..=ceiling_ms,
-        ))
+        crate::http::backoff(self.backoff_base, self.backoff_max, attempt)
     }
 
     /// Sleep, unless the deadline comes first.
