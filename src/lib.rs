@@ -17,7 +17,6 @@ pub mod model;
 pub mod plan;
 pub mod sandbox;
 pub mod schedule;
-pub mod scim;
 pub mod scope;
 pub mod source;
 pub mod state;

@@ -13,8 +13,8 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use super::error::TargetError;
-use super::filter::eq_filter;
-use super::patch::{render_patch, PatchOp};
+use super::scim::filter::eq_filter;
+use super::scim::patch::{render_patch, PatchOp};
 use super::{PatchStyle, TargetSettings};
 use crate::http::{error_chain, parse_retry_after};
 use crate::model::ObjectType;

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::client::{parse_list, Req, ScimClient};
-use super::filter::eq_filter;
+use super::scim::filter::eq_filter;
 use super::TargetError;
 use crate::http::error_chain;
 use crate::model::ObjectType;

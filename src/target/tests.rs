@@ -75,14 +75,14 @@ fn patch_styles_render_ops_and_booleans() {
         PatchOp::remove(r#"members[value eq "u1"]"#),
     ];
     assert_eq!(
-        patch::render_patch(&ops, PatchStyle::Rfc7644),
+        scim::patch::render_patch(&ops, PatchStyle::Rfc7644),
         json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [
             {"op": "replace", "path": "active", "value": false},
             {"op": "add", "path": "emails", "value": [{"value": "a@b.c", "primary": true}]},
             {"op": "remove", "path": "members[value eq \"u1\"]"}]})
     );
     assert_eq!(
-        patch::render_patch(&ops, PatchStyle::EntraLegacy),
+        scim::patch::render_patch(&ops, PatchStyle::EntraLegacy),
         json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [
             {"op": "Replace", "path": "active", "value": "False"},
             {"op": "Add", "path": "emails", "value": [{"value": "a@b.c", "primary": "True"}]},
