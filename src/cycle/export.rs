@@ -103,16 +103,20 @@ struct Failure {
 
 impl From<TargetError> for Failure {
     fn from(e: TargetError) -> Self {
-        let fatal = matches!(
-            e.code(),
-            "Unauthorized" | "ConnectionFailed" | "InvalidConfiguration"
-        );
         Failure {
             code: e.code().to_string(),
             reason: e.to_string(),
-            fatal,
+            fatal: e.is_fatal_for_cycle(),
         }
     }
+}
+
+/// A target object already linked to another source object.
+#[derive(Debug, thiserror::Error)]
+#[error("already linked to source object {owner}")]
+struct Claimed {
+    /// The source object that holds it.
+    owner: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -224,11 +228,10 @@ impl<'a> Exporter<'a> {
         }
     }
 
-    /// The source object a target object is linked to, if any.
     /// Claim a target object for a source object, atomically: two objects provisioned at once
     /// that match the same target object (through different matching attributes) can't both
     /// adopt it. `Err` names the source object that holds it.
-    fn claim(&self, ty: ObjectType, target_id: &str, source_id: &str) -> Result<(), String> {
+    fn claim(&self, ty: ObjectType, target_id: &str, source_id: &str) -> Result<(), Claimed> {
         let mut owners = lock(&self.owners);
         let o = owners.get_or_insert_with(|| {
             let links = lock(&self.links);
@@ -243,7 +246,9 @@ impl<'a> Exporter<'a> {
                 .collect()
         });
         match o.get(&(ty, target_id.to_string())) {
-            Some(owner) if owner != source_id => Err(owner.clone()),
+            Some(owner) if owner != source_id => Err(Claimed {
+                owner: owner.clone(),
+            }),
             Some(_) => Ok(()),
             None => {
                 o.insert((ty, target_id.to_string()), source_id.to_string());
@@ -530,7 +535,7 @@ impl<'a> Exporter<'a> {
                 fatal: false,
             })?
             .to_string();
-        if let Err(owner) = self.claim(p.object_type, &target_id, &p.source_id) {
+        if let Err(Claimed { owner }) = self.claim(p.object_type, &target_id, &p.source_id) {
             return Err(Failure {
                 code: "TargetObjectAlreadyLinked".into(),
                 reason: format!(

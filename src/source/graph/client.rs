@@ -39,7 +39,7 @@ alone), granted with admin consent";
 
 /// A failed Graph or token request. Never contains the client secret, the private key, a
 /// client assertion or an access token.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GraphError {
     /// The token endpoint could not be reached (or did not answer in time).
     #[error("token endpoint {url} unreachable: {reason}")]
@@ -732,5 +732,81 @@ mod tests {
         assert_eq!(c.delay(0, Some("7")), Duration::from_secs(7));
         assert_eq!(c.delay(0, Some("100000")), Duration::from_secs(300));
         assert!(c.delay(3, None) <= Duration::from_secs(4));
+    }
+
+    #[test]
+    fn retryable_graph_errors_are_pinned() {
+        let s = |x: &str| x.to_string();
+        let status = |status: u16| GraphError::Status {
+            path: s("/users/delta"),
+            status,
+            code: s("x"),
+            message: s("x"),
+        };
+        let refused = |retryable: bool| GraphError::TokenRefused {
+            url: s("u"),
+            status: 400,
+            error: s("invalid_client"),
+            description: s("AADSTS7000215"),
+            retryable,
+        };
+        let token_invalid = |status: u16| GraphError::TokenInvalid {
+            url: s("u"),
+            status,
+            reason: s("x"),
+        };
+        let cases = [
+            (
+                GraphError::TokenUnreachable {
+                    url: s("u"),
+                    reason: s("x"),
+                },
+                true,
+            ),
+            (refused(true), true),
+            (refused(false), false),
+            (token_invalid(200), false),
+            (token_invalid(502), true),
+            (status(403), false),
+            (status(404), false),
+            (status(429), true),
+            (status(500), true),
+            (
+                GraphError::Transport {
+                    path: s("/p"),
+                    reason: s("x"),
+                },
+                true,
+            ),
+            (
+                GraphError::Invalid {
+                    path: s("/p"),
+                    reason: s("x"),
+                },
+                true,
+            ),
+            (
+                GraphError::DeltaExpired {
+                    path: s("/p"),
+                    status: 410,
+                    code: s("x"),
+                },
+                true,
+            ),
+            (
+                GraphError::Deadline {
+                    limit: Duration::from_secs(1),
+                },
+                true,
+            ),
+            (GraphError::Settings { reason: s("x") }, false),
+            (
+                GraphError::Assertion(super::super::CertificateError::Sign(s("x"))),
+                false,
+            ),
+        ];
+        for (e, retryable) in cases {
+            assert_eq!(e.is_retryable(), retryable, "{e}");
+        }
     }
 }
