@@ -249,7 +249,7 @@ impl ScimClient {
         }
         let body = self.success_json(&req, raw)?;
         let resources =
-            parse_list(body).map_err(|reason| incompatible(&req, StatusCode::OK, reason))?;
+            parse_list(body).map_err(|e| incompatible(&req, StatusCode::OK, e.to_string()))?;
         for resource in &resources {
             if resource_id(resource).is_none() {
                 return Err(incompatible(
@@ -638,11 +638,26 @@ pub(crate) fn resource_id(resource: &Value) -> Option<&str> {
         .filter(|id| !id.is_empty())
 }
 
+/// Why a body is not a usable ListResponse.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ListError {
+    #[error("not a ListResponse (not a JSON object)")]
+    NotAnObject,
+    #[error("Resources contains something other than objects")]
+    NonObjectResource,
+    #[error("totalResults is {0} but Resources is missing")]
+    MissingResources(u64),
+    #[error("not a ListResponse (no totalResults nor Resources)")]
+    NotAList,
+    #[error("Resources is not an array")]
+    ResourcesNotAnArray,
+}
+
 /// The `Resources` of a ListResponse, leniently: `resources` is accepted, and
 /// `Resources` may be missing when `totalResults` is 0.
-pub(crate) fn parse_list(body: Value) -> Result<Vec<Value>, String> {
+pub(crate) fn parse_list(body: Value) -> Result<Vec<Value>, ListError> {
     let Value::Object(mut map) = body else {
-        return Err("not a ListResponse (not a JSON object)".into());
+        return Err(ListError::NotAnObject);
     };
     let total = match map.get("totalResults") {
         Some(Value::Number(n)) => n.as_u64(),
@@ -655,15 +670,15 @@ pub(crate) fn parse_list(body: Value) -> Result<Vec<Value>, String> {
             if items.iter().all(Value::is_object) {
                 Ok(items)
             } else {
-                Err("Resources contains something other than objects".into())
+                Err(ListError::NonObjectResource)
             }
         }
         None | Some(Value::Null) => match total {
             Some(0) => Ok(Vec::new()),
-            Some(n) => Err(format!("totalResults is {n} but Resources is missing")),
-            None => Err("not a ListResponse (no totalResults nor Resources)".into()),
+            Some(n) => Err(ListError::MissingResources(n)),
+            None => Err(ListError::NotAList),
         },
-        Some(_) => Err("Resources is not an array".into()),
+        Some(_) => Err(ListError::ResourcesNotAnArray),
     }
 }
 

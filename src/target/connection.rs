@@ -183,7 +183,7 @@ impl ScimClient {
             }
         };
         match parse_list(body) {
-            Err(reason) => problem(ConnectionProblem::ScimCompliance, reason),
+            Err(e) => problem(ConnectionProblem::ScimCompliance, e.to_string()),
             Ok(found) if !found.is_empty() => problem(
                 ConnectionProblem::ScimCompliance,
                 format!(
