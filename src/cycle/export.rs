@@ -2,13 +2,13 @@
 //! concurrency, writing each link to the state store as soon as the target confirmed it.
 
 use crate::model::ObjectType;
-use crate::plan::{
-    describe_changes, Action, Change, Delete, Disable, MembershipChange, Provision, Update,
-};
-use crate::scim::path::ScimPath;
-use crate::scim::{GROUP_SCHEMA, USER_SCHEMA};
+use crate::plan::{describe_changes, Action, Delete, Disable, MembershipChange, Provision, Update};
 use crate::state::{Link, LinkIndex, StateStore};
 use crate::summary::{GroupCounts, MembershipCounts, Problem, UserCounts};
+use crate::target::scim::path::ScimPath;
+use crate::target::scim::resource::{
+    change_ops, element_key, has_element, quote, render_resource, set_ops,
+};
 use crate::target::{PatchOp, Target, TargetError};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -93,16 +93,20 @@ struct Failure {
 
 impl From<TargetError> for Failure {
     fn from(e: TargetError) -> Self {
-        let fatal = matches!(
-            e.code(),
-            "Unauthorized" | "ConnectionFailed" | "InvalidConfiguration"
-        );
         Failure {
             code: e.code().to_string(),
             reason: e.to_string(),
-            fatal,
+            fatal: e.is_fatal_for_cycle(),
         }
     }
+}
+
+/// A target object already linked to another source object.
+#[derive(Debug, thiserror::Error)]
+#[error("already linked to source object {owner}")]
+struct Claimed {
+    /// The source object that holds it.
+    owner: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,11 +218,10 @@ impl<'a> Exporter<'a> {
         }
     }
 
-    /// The source object a target object is linked to, if any.
     /// Claim a target object for a source object, atomically: two objects provisioned at once
     /// that match the same target object (through different matching attributes) can't both
     /// adopt it. `Err` names the source object that holds it.
-    fn claim(&self, ty: ObjectType, target_id: &str, source_id: &str) -> Result<(), String> {
+    fn claim(&self, ty: ObjectType, target_id: &str, source_id: &str) -> Result<(), Claimed> {
         let mut owners = lock(&self.owners);
         let o = owners.get_or_insert_with(|| {
             let links = lock(&self.links);
@@ -233,7 +236,9 @@ impl<'a> Exporter<'a> {
                 .collect()
         });
         match o.get(&(ty, target_id.to_string())) {
-            Some(owner) if owner != source_id => Err(owner.clone()),
+            Some(owner) if owner != source_id => Err(Claimed {
+                owner: owner.clone(),
+            }),
             Some(_) => Ok(()),
             None => {
                 o.insert((ty, target_id.to_string()), source_id.to_string());
@@ -520,7 +525,7 @@ impl<'a> Exporter<'a> {
                 fatal: false,
             })?
             .to_string();
-        if let Err(owner) = self.claim(p.object_type, &target_id, &p.source_id) {
+        if let Err(Claimed { owner }) = self.claim(p.object_type, &target_id, &p.source_id) {
             return Err(Failure {
                 code: "TargetObjectAlreadyLinked".into(),
                 reason: format!(
@@ -579,7 +584,8 @@ impl<'a> Exporter<'a> {
                     .collect()
             })
             .unwrap_or_default();
-        let ops = change_ops(&u.changes, |path| {
+        let changes = u.changes.iter().map(|c| (c.path.as_str(), c.new.as_ref()));
+        let ops = change_ops(changes, |path| {
             element_key(path).is_some_and(|key| exported.contains(&key))
         });
         self.before_write()?;
@@ -800,133 +806,4 @@ fn store_failure(e: crate::state::StateError) -> Failure {
         reason: e.to_string(),
         fatal: true,
     }
-}
-
-/// A SCIM filter string literal.
-fn quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
-}
-
-/// The value as the target wants it: the enterprise `manager` is complex (`{"value": id}`).
-fn wire_value(path: &str, v: Value) -> Value {
-    let leaf = path.rsplit([':', '.']).next().unwrap_or(path);
-    match v {
-        Value::String(id) if leaf.eq_ignore_ascii_case("manager") => {
-            serde_json::json!({"value": id})
-        }
-        other => other,
-    }
-}
-
-/// `element_exists(path)`: whether the target has the element a filtered path addresses.
-fn change_ops(changes: &[Change], element_exists: impl Fn(&str) -> bool) -> Vec<PatchOp> {
-    let sets: Vec<(String, Value)> = changes
-        .iter()
-        .filter_map(|c| c.new.clone().map(|v| (c.path.clone(), v)))
-        .collect();
-    let mut ops = set_ops(&sets, element_exists);
-    ops.extend(
-        changes
-            .iter()
-            .filter(|c| c.new.is_none())
-            .map(|c| PatchOp::remove(c.path.clone())),
-    );
-    ops
-}
-
-/// The multi-valued element a filtered path addresses (`addresses[type eq "work"]`), as a
-/// comparable key; `None` for any other path.
-fn element_key(path: &str) -> Option<String> {
-    let p = ScimPath::parse(path).ok()?;
-    let filter = p.filter()?;
-    Some(format!(
-        "{}|{}|{filter:?}",
-        p.schema().unwrap_or("").to_lowercase(),
-        p.attr().to_lowercase()
-    ))
-}
-
-/// Whether `resource` has an element matching the filter of `path` (`addresses[type eq "work"]`).
-fn has_element(resource: &Value, path: &str) -> bool {
-    let Ok(p) = ScimPath::parse(path) else {
-        return false;
-    };
-    let attr = match p.schema() {
-        Some(urn) => format!("{urn}:{}", p.attr()),
-        None => p.attr().to_string(),
-    };
-    match (
-        ScimPath::parse(&attr)
-            .ok()
-            .and_then(|a| a.get(resource).cloned()),
-        p.filter(),
-    ) {
-        (Some(Value::Array(items)), Some(f)) => items.iter().any(|e| f.matches(e)),
-        _ => false,
-    }
-}
-
-/// PATCH operations setting `values`. RFC 7644 §3.5.2.3: a `replace` whose value filter
-/// matches no element must fail with 400 `noTarget` (scim2-server does; `add` likewise), so a
-/// sub-attribute of an element the target does not have yet — `addresses[type eq
-/// "work"].locality` for a user created without an address — is sent as an `add` of a new
-/// element to the multi-valued attribute, one per element:
-/// `{"op":"add","path":"addresses","value":[{"type":"work","locality":"Oxford"}]}`.
-/// `element_exists(path)` says whether the target has the element a filtered path addresses.
-fn set_ops(values: &[(String, Value)], element_exists: impl Fn(&str) -> bool) -> Vec<PatchOp> {
-    let mut ops = Vec::new();
-    // (element key, path of the multi-valued attribute, scratch resource holding the element)
-    let mut new_elements: Vec<(String, String, Value)> = Vec::new();
-    for (path, v) in values {
-        let parsed = ScimPath::parse(path)
-            .ok()
-            .filter(|p| p.sub_attr().is_some());
-        match (parsed, element_key(path)) {
-            (Some(p), Some(key)) if !element_exists(path) => {
-                let i = match new_elements.iter().position(|(k, _, _)| *k == key) {
-                    Some(i) => i,
-                    None => {
-                        let attr_path = match p.schema() {
-                            Some(urn) => format!("{urn}:{}", p.attr()),
-                            None => p.attr().to_string(),
-                        };
-                        new_elements.push((key, attr_path, serde_json::json!({})));
-                        new_elements.len() - 1
-                    }
-                };
-                p.set(&mut new_elements[i].2, v.clone());
-            }
-            _ => ops.push(PatchOp::replace(path.clone(), wire_value(path, v.clone()))),
-        }
-    }
-    for (_, attr_path, scratch) in new_elements {
-        if let Some(element) = ScimPath::parse(&attr_path)
-            .ok()
-            .and_then(|p| p.get(&scratch).cloned())
-        {
-            ops.push(PatchOp::add(attr_path, element));
-        }
-    }
-    ops
-}
-
-/// Build a SCIM resource from target paths and values (null values are never sent).
-pub fn render_resource<'v>(
-    ty: ObjectType,
-    attrs: impl Iterator<Item = (&'v str, &'v Value)>,
-) -> Value {
-    let schema = match ty {
-        ObjectType::User => USER_SCHEMA,
-        ObjectType::Group => GROUP_SCHEMA,
-    };
-    let mut body = serde_json::json!({ "schemas": [schema] });
-    for (path, v) in attrs {
-        if v.is_null() {
-            continue;
-        }
-        if let Ok(p) = ScimPath::parse(path) {
-            p.set(&mut body, v.clone());
-        }
-    }
-    body
 }

@@ -244,7 +244,7 @@ fn compile_all(ty: ObjectType, specs: &[MappingSpec]) -> Result<Vec<Mapping>, Ma
         }
         // A target path that does not parse was accepted here and then silently left out of
         // every request (render_resource skips it): refuse it with the configuration.
-        if let Err(e) = crate::scim::path::ScimPath::parse(&spec.target) {
+        if let Err(e) = crate::target::scim::path::ScimPath::parse(&spec.target) {
             return Err(err(e.to_string()));
         }
         if let Some(p) = spec.matching {

@@ -18,11 +18,11 @@ use tokio::sync::{watch, Notify};
 
 use super::store::{Kind, Store, StoreError};
 use super::{active, lock, DropWhen, FaultAction, FaultRule, SandboxError, Shared, StopSignal};
-use crate::scim::filter::Filter;
-use crate::scim::patch::{apply_patch, normalise_entra_booleans};
-use crate::scim::path::ScimPath;
-use crate::scim::wire::{ListResponse, PatchRequest, ScimErrorBody};
-use crate::scim::{
+use crate::target::scim::filter::Filter;
+use crate::target::scim::patch::{apply_patch, normalise_entra_booleans};
+use crate::target::scim::path::ScimPath;
+use crate::target::scim::wire::{ListResponse, PatchRequest, ScimErrorBody};
+use crate::target::scim::{
     ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, RESOURCE_TYPE_SCHEMA, SCHEMA_SCHEMA,
     SERVICE_PROVIDER_CONFIG_SCHEMA, USER_SCHEMA,
 };

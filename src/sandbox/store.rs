@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{json, Map, Value};
 
-use crate::scim::filter::Filter;
-use crate::scim::{get_attr, GROUP_SCHEMA, USER_SCHEMA};
+use crate::target::scim::filter::Filter;
+use crate::target::scim::{get_attr, GROUP_SCHEMA, USER_SCHEMA};
 
 /// Which collection a request addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

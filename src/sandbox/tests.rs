@@ -2,7 +2,7 @@ use super::*;
 use reqwest::StatusCode;
 use serde_json::json;
 
-const PATCH_OP: &str = crate::scim::PATCH_OP_SCHEMA;
+const PATCH_OP: &str = crate::target::scim::PATCH_OP_SCHEMA;
 
 async fn start(config: SandboxConfig) -> (SandboxHandle, reqwest::Client) {
     let h = spawn("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
@@ -12,7 +12,7 @@ async fn start(config: SandboxConfig) -> (SandboxHandle, reqwest::Client) {
 async fn post_user(c: &reqwest::Client, h: &SandboxHandle, name: &str) -> Value {
     let r = c
         .post(format!("{}/Users", h.base_url()))
-        .json(&json!({"schemas": [crate::scim::USER_SCHEMA], "userName": name, "active": true}))
+        .json(&json!({"schemas": [crate::target::scim::USER_SCHEMA], "userName": name, "active": true}))
         .send()
         .await
         .unwrap();
@@ -87,7 +87,7 @@ async fn user_crud_and_conflict() {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let body: Value = missing.json().await.unwrap();
-    assert_eq!(body["schemas"], json!([crate::scim::ERROR_SCHEMA]));
+    assert_eq!(body["schemas"], json!([crate::target::scim::ERROR_SCHEMA]));
     assert!(h.users().is_empty());
     let counts = h.request_counts();
     assert_eq!(
@@ -116,7 +116,8 @@ async fn filters_with_escapes_and_pagination() {
     for i in 0..5 {
         post_user(&c, &h, &format!("user{i}@ex.com")).await;
     }
-    let filter = crate::scim::filter::eq_filter("userName", tricky);
+    let filter =
+        crate::target::scim::filter::eq_filter("userName", &serde_json::Value::from(tricky));
     let l = list(&c, &h, "/Users", &[("filter", &filter)]).await;
     assert_eq!(l["totalResults"], 1);
     assert_eq!(l["Resources"][0]["userName"], tricky);
@@ -195,7 +196,7 @@ async fn patch_forms_and_groups() {
     assert_eq!(user["active"], json!(false));
     assert_eq!(user["emails"], json!([{"type": "work", "value": "a@work"}]));
     assert_eq!(
-        user[crate::scim::ENTERPRISE_USER_SCHEMA]["manager"],
+        user[crate::target::scim::ENTERPRISE_USER_SCHEMA]["manager"],
         json!({"value": b})
     );
 

@@ -51,14 +51,30 @@ pub enum SourceError {
         column: usize,
         message: String,
     },
-    /// A directory service failed (LDAP, Microsoft Graph): `kind` names it, `message` says
-    /// what failed without any secret.
+    /// A directory service failed (LDAP): `kind` names it, `message` says what failed
+    /// without any secret.
     #[error("{kind} source: {message}")]
     Service {
         kind: &'static str,
         message: String,
         retryable: bool,
     },
+    /// Microsoft Graph failed: `context` says what was being read (none when the client
+    /// itself could not be built), `source` is the typed Graph error.
+    #[error("graph source: {}{source}", in_context(.context))]
+    Graph {
+        context: Option<String>,
+        #[source]
+        source: graph::GraphError,
+    },
+}
+
+/// `"{context}: "`, or nothing without a context.
+fn in_context(context: &Option<String>) -> String {
+    context
+        .as_deref()
+        .map(|c| format!("{c}: "))
+        .unwrap_or_default()
 }
 
 impl SourceError {
@@ -68,6 +84,77 @@ impl SourceError {
             SourceError::Read { .. } => true,
             SourceError::Parse { .. } => false,
             SourceError::Service { retryable, .. } => *retryable,
+            SourceError::Graph { source, .. } => source.is_retryable(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::graph::GraphError;
+    use super::*;
+
+    fn graph(source: GraphError) -> SourceError {
+        SourceError::Graph {
+            context: Some("reading users".into()),
+            source,
+        }
+    }
+
+    #[test]
+    fn retryable_source_errors_are_pinned() {
+        let io = || std::io::Error::other("busy");
+        assert!(SourceError::Read {
+            path: "d.json".into(),
+            source: io()
+        }
+        .is_retryable());
+        assert!(!SourceError::Parse {
+            path: "d.json".into(),
+            line: 1,
+            column: 2,
+            message: "x".into()
+        }
+        .is_retryable());
+        for retryable in [true, false] {
+            let e = SourceError::Service {
+                kind: "ldap",
+                message: "x".into(),
+                retryable,
+            };
+            assert_eq!(e.is_retryable(), retryable);
+        }
+        // Graph errors delegate to the typed inner error.
+        let transport = GraphError::Transport {
+            path: "/users/delta".into(),
+            reason: "reset".into(),
+        };
+        assert!(graph(transport).is_retryable());
+        let settings = GraphError::Settings { reason: "x".into() };
+        assert!(!graph(settings).is_retryable());
+    }
+
+    #[test]
+    fn graph_errors_keep_their_message_and_type() {
+        let e = graph(GraphError::Invalid {
+            path: "/users/delta".into(),
+            reason: "no \"value\" array".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "graph source: reading users: GET /users/delta: unexpected answer: no \"value\" array"
+        );
+        let inner = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<GraphError>());
+        assert!(matches!(inner, Some(GraphError::Invalid { .. })));
+        let bare = SourceError::Graph {
+            context: None,
+            source: GraphError::Settings {
+                reason: "HTTP client: x".into(),
+            },
+        };
+        assert_eq!(
+            bare.to_string(),
+            "graph source: invalid Graph settings: HTTP client: x"
+        );
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
@@ -14,9 +13,10 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use super::error::TargetError;
-use super::filter::eq_filter;
-use super::patch::{render_patch, PatchOp};
+use super::scim::filter::eq_filter;
+use super::scim::patch::{render_patch, PatchOp};
 use super::{PatchStyle, TargetSettings};
+use crate::http::{error_chain, parse_retry_after};
 use crate::model::ObjectType;
 
 const SCIM_JSON: &str = "application/scim+json";
@@ -161,33 +161,6 @@ fn classify(err: &reqwest::Error) -> Failure {
     }
 }
 
-/// The error and its sources, without the URL (errors name the path separately).
-pub(crate) fn error_chain(err: reqwest::Error) -> String {
-    let err = err.without_url();
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // hyper and reqwest often repeat the inner message in the outer one.
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// Parses `Retry-After` as delta-seconds or an HTTP date (a past date means now).
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
 impl ScimClient {
     /// Builds a client. Fails on an unusable base URL (not http/https, credentials in
     /// the URL, query or fragment) or zero concurrency.
@@ -276,7 +249,7 @@ impl ScimClient {
         }
         let body = self.success_json(&req, raw)?;
         let resources =
-            parse_list(body).map_err(|reason| incompatible(&req, StatusCode::OK, reason))?;
+            parse_list(body).map_err(|e| incompatible(&req, StatusCode::OK, e.to_string()))?;
         for resource in &resources {
             if resource_id(resource).is_none() {
                 return Err(incompatible(
@@ -506,15 +479,9 @@ impl ScimClient {
         }
     }
 
-    /// Full-jitter exponential backoff: uniform in `[0, min(max, base * 2^attempt)]`.
+    /// Full-jitter exponential backoff within the configured bounds.
     fn backoff(&self, attempt: u32) -> Duration {
-        let inner = &*self.inner;
-        let ceiling = inner
-            .backoff_base
-            .saturating_mul(2u32.saturating_pow(attempt))
-            .min(inner.backoff_max);
-        let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::thread_rng().gen_range(0..=ceiling_ms))
+        crate::http::backoff(self.inner.backoff_base, self.inner.backoff_max, attempt)
     }
 
     /// The body of a 2xx response, or the error the status means.
@@ -671,11 +638,26 @@ pub(crate) fn resource_id(resource: &Value) -> Option<&str> {
         .filter(|id| !id.is_empty())
 }
 
+/// Why a body is not a usable ListResponse.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ListError {
+    #[error("not a ListResponse (not a JSON object)")]
+    NotAnObject,
+    #[error("Resources contains something other than objects")]
+    NonObjectResource,
+    #[error("totalResults is {0} but Resources is missing")]
+    MissingResources(u64),
+    #[error("not a ListResponse (no totalResults nor Resources)")]
+    NotAList,
+    #[error("Resources is not an array")]
+    ResourcesNotAnArray,
+}
+
 /// The `Resources` of a ListResponse, leniently: `resources` is accepted, and
 /// `Resources` may be missing when `totalResults` is 0.
-pub(crate) fn parse_list(body: Value) -> Result<Vec<Value>, String> {
+pub(crate) fn parse_list(body: Value) -> Result<Vec<Value>, ListError> {
     let Value::Object(mut map) = body else {
-        return Err("not a ListResponse (not a JSON object)".into());
+        return Err(ListError::NotAnObject);
     };
     let total = match map.get("totalResults") {
         Some(Value::Number(n)) => n.as_u64(),
@@ -688,15 +670,15 @@ pub(crate) fn parse_list(body: Value) -> Result<Vec<Value>, String> {
             if items.iter().all(Value::is_object) {
                 Ok(items)
             } else {
-                Err("Resources contains something other than objects".into())
+                Err(ListError::NonObjectResource)
             }
         }
         None | Some(Value::Null) => match total {
             Some(0) => Ok(Vec::new()),
-            Some(n) => Err(format!("totalResults is {n} but Resources is missing")),
-            None => Err("not a ListResponse (no totalResults nor Resources)".into()),
+            Some(n) => Err(ListError::MissingResources(n)),
+            None => Err(ListError::NotAList),
         },
-        Some(_) => Err("Resources is not an array".into()),
+        Some(_) => Err(ListError::ResourcesNotAnArray),
     }
 }
 

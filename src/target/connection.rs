@@ -5,9 +5,10 @@ use std::fmt;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::client::{error_chain, parse_list, Req, ScimClient};
-use super::filter::eq_filter;
+use super::client::{parse_list, Req, ScimClient};
+use super::scim::filter::eq_filter;
 use super::TargetError;
+use crate::http::error_chain;
 use crate::model::ObjectType;
 
 /// What stands between provisiond and a working target.
@@ -182,7 +183,7 @@ impl ScimClient {
             }
         };
         match parse_list(body) {
-            Err(reason) => problem(ConnectionProblem::ScimCompliance, reason),
+            Err(e) => problem(ConnectionProblem::ScimCompliance, e.to_string()),
             Ok(found) if !found.is_empty() => problem(
                 ConnectionProblem::ScimCompliance,
                 format!(

@@ -1,49 +1,10 @@
-//! The [`Target`] trait the export stage drives, and the dry-run wrapper that lets a cycle
-//! run for real up to the wire: reads go to the application, writes are only pretended.
+//! The dry-run wrapper that lets a cycle run for real up to the wire: reads go to the
+//! application, writes are only pretended.
 
-use super::{PatchOp, RequestCounts, ScimClient, TargetError};
+use super::{PatchOp, RequestCounts, Target, TargetError};
 use crate::model::ObjectType;
 use async_trait::async_trait;
 use serde_json::Value;
-
-/// What the export stage needs from a target application.
-#[async_trait]
-pub trait Target: Send + Sync {
-    async fn find(
-        &self,
-        ty: ObjectType,
-        attr: &str,
-        value: &Value,
-    ) -> Result<Vec<Value>, TargetError>;
-    async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError>;
-    async fn patch(&self, ty: ObjectType, id: &str, ops: &[PatchOp]) -> Result<(), TargetError>;
-    async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError>;
-    fn request_counts(&self) -> RequestCounts;
-}
-
-#[async_trait]
-impl Target for ScimClient {
-    async fn find(
-        &self,
-        ty: ObjectType,
-        attr: &str,
-        value: &Value,
-    ) -> Result<Vec<Value>, TargetError> {
-        ScimClient::find(self, ty, attr, value).await
-    }
-    async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError> {
-        ScimClient::create(self, ty, body).await
-    }
-    async fn patch(&self, ty: ObjectType, id: &str, ops: &[PatchOp]) -> Result<(), TargetError> {
-        ScimClient::patch(self, ty, id, ops).await
-    }
-    async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError> {
-        ScimClient::delete(self, ty, id).await
-    }
-    fn request_counts(&self) -> RequestCounts {
-        ScimClient::request_counts(self)
-    }
-}
 
 /// Sends the reads (matching queries) and pretends the writes, so `sync --dry-run` shows what
 /// a real cycle would do — including whether an object would be matched or created — while

@@ -118,6 +118,17 @@ impl TargetError {
         }
     }
 
+    /// Whether the whole cycle must stop: the credentials were rejected, the target cannot be
+    /// reached or the settings are unusable, so every further request would fail too.
+    /// (The Entra codes `Unauthorized`, `ConnectionFailed` and `InvalidConfiguration`.)
+    pub fn is_fatal_for_cycle(&self) -> bool {
+        match self {
+            TargetError::Settings { .. } | TargetError::Connection { .. } => true,
+            TargetError::Status { status, .. } => matches!(status, 401 | 403),
+            TargetError::Incompatible { .. } | TargetError::Timeout { .. } => false,
+        }
+    }
+
     /// Whether a non-idempotent request (`POST`) may have been processed even though it
     /// failed. The caller must match the object again before creating it again, or it
     /// risks a duplicate.
@@ -148,5 +159,95 @@ impl TargetError {
     /// 404: the linked object is gone from the target (match again, then create).
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404) && matches!(self, TargetError::Status { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16) -> TargetError {
+        TargetError::Status {
+            method: Method::PATCH,
+            path: "/Users/1".into(),
+            status,
+            scim_type: None,
+            detail: None,
+            ambiguous: false,
+        }
+    }
+
+    /// Every variant with its Entra code, and whether it is retryable and fatal for the cycle.
+    fn cases() -> Vec<(TargetError, &'static str, bool, bool)> {
+        vec![
+            (
+                TargetError::Settings { reason: "x".into() },
+                "InvalidConfiguration",
+                false,
+                true,
+            ),
+            (status(401), "Unauthorized", false, true),
+            (status(403), "Unauthorized", false, true),
+            (status(400), "WebExceptionProtocolError", false, false),
+            (status(404), "InvalidAnchor", false, false),
+            (status(409), "EntryConflict", false, false),
+            (status(429), "TooManyRequests", true, false),
+            (status(500), "InternalServerError", true, false),
+            (status(503), "InternalServerError", true, false),
+            (status(302), "ServiceIncompatible", false, false),
+            (
+                TargetError::Incompatible {
+                    method: Method::GET,
+                    path: "/Users".into(),
+                    status: 200,
+                    reason: "x".into(),
+                },
+                "ServiceIncompatible",
+                false,
+                false,
+            ),
+            (
+                TargetError::Timeout {
+                    method: Method::POST,
+                    path: "/Users".into(),
+                    ambiguous: true,
+                },
+                "Timeout",
+                true,
+                false,
+            ),
+            (
+                TargetError::Connection {
+                    method: Method::GET,
+                    path: "/Users".into(),
+                    reason: "refused".into(),
+                    ambiguous: false,
+                },
+                "ConnectionFailed",
+                true,
+                true,
+            ),
+        ]
+    }
+
+    #[test]
+    fn codes_retryable_and_fatal_are_pinned() {
+        for (e, code, retryable, fatal) in cases() {
+            assert_eq!(e.code(), code, "{e}");
+            assert_eq!(e.is_retryable(), retryable, "{e}");
+            assert_eq!(e.is_fatal_for_cycle(), fatal, "{e}");
+        }
+    }
+
+    #[test]
+    fn fatal_is_exactly_the_codes_that_stop_a_cycle() {
+        // The export used to decide this by code name; the typed answer must agree.
+        for (e, ..) in cases() {
+            let by_code = matches!(
+                e.code(),
+                "Unauthorized" | "ConnectionFailed" | "InvalidConfiguration"
+            );
+            assert_eq!(e.is_fatal_for_cycle(), by_code, "{e}");
+        }
     }
 }

@@ -1,29 +1,78 @@
-//! The SCIM 2.0 client that the export stage uses to talk to the target application.
+//! The target: where writes go. The SCIM 2.0 client that the export stage uses to talk to
+//! the target application, and the SCIM protocol it speaks ([`scim`]: paths, filters, PATCH
+//! in both styles, wire types, resource rendering), which the sandbox server shares.
 //!
-//! It speaks the requests the Entra ID provisioning service sends (see
+//! The client speaks the requests the Entra ID provisioning service sends (see
 //! `shared/docs/entra-provisioning.md`, section 2): `eq` filter queries for matching,
 //! `POST`, `PATCH` (RFC 7644 or Entra's legacy rendering), `DELETE`, and Test Connection.
 //! Every request goes through one retry loop that bounds concurrency across clones,
-//! honours `Retry-After`, backs off on 5xx and transport failures, and never blindly
-//! retries a `POST` that may already have been processed.
+//! honours `Retry-After`, backs off on 5xx and transport failures (see `crate::http`), and
+//! never blindly retries a `POST` that may already have been processed.
 
 mod client;
 pub mod config;
 mod connection;
 mod dry_run;
 mod error;
-mod filter;
-pub(crate) mod patch;
+pub mod scim;
 
 #[cfg(test)]
 mod tests;
 
-/// Shared with the Microsoft Graph source, which honours `Retry-After` the same way.
-pub(crate) use client::{error_chain, parse_retry_after};
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::model::ObjectType;
+
 pub use client::{RequestCounts, ScimClient};
 pub use config::{PatchStyle, TargetSettings};
 pub use connection::{ConnectionProblem, ConnectionReport};
-pub use dry_run::{DryRunTarget, Target};
+pub use dry_run::DryRunTarget;
 pub use error::TargetError;
-pub use filter::eq_filter;
-pub use patch::{PatchKind, PatchOp, PATCH_OP_SCHEMA};
+pub use scim::filter::eq_filter;
+pub use scim::patch::{PatchKind, PatchOp};
+pub use scim::PATCH_OP_SCHEMA;
+
+/// What the export stage needs from a target application.
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// The resources whose `attr` equals `value` (matching).
+    async fn find(
+        &self,
+        ty: ObjectType,
+        attr: &str,
+        value: &Value,
+    ) -> Result<Vec<Value>, TargetError>;
+    /// Creates the resource; returns it as the target stored it (with its `id`).
+    async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError>;
+    /// Applies PATCH operations to the resource `id`.
+    async fn patch(&self, ty: ObjectType, id: &str, ops: &[PatchOp]) -> Result<(), TargetError>;
+    /// Deletes the resource `id`.
+    async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError>;
+    /// HTTP requests sent so far, retries included.
+    fn request_counts(&self) -> RequestCounts;
+}
+
+#[async_trait]
+impl Target for ScimClient {
+    async fn find(
+        &self,
+        ty: ObjectType,
+        attr: &str,
+        value: &Value,
+    ) -> Result<Vec<Value>, TargetError> {
+        ScimClient::find(self, ty, attr, value).await
+    }
+    async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError> {
+        ScimClient::create(self, ty, body).await
+    }
+    async fn patch(&self, ty: ObjectType, id: &str, ops: &[PatchOp]) -> Result<(), TargetError> {
+        ScimClient::patch(self, ty, id, ops).await
+    }
+    async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError> {
+        ScimClient::delete(self, ty, id).await
+    }
+    fn request_counts(&self) -> RequestCounts {
+        ScimClient::request_counts(self)
+    }
+}

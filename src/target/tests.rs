@@ -12,7 +12,6 @@ use url::Url;
 use wiremock::matchers::{body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use super::client::parse_retry_after;
 use super::*;
 use crate::model::ObjectType;
 
@@ -76,14 +75,14 @@ fn patch_styles_render_ops_and_booleans() {
         PatchOp::remove(r#"members[value eq "u1"]"#),
     ];
     assert_eq!(
-        patch::render_patch(&ops, PatchStyle::Rfc7644),
+        scim::patch::render_patch(&ops, PatchStyle::Rfc7644),
         json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [
             {"op": "replace", "path": "active", "value": false},
             {"op": "add", "path": "emails", "value": [{"value": "a@b.c", "primary": true}]},
             {"op": "remove", "path": "members[value eq \"u1\"]"}]})
     );
     assert_eq!(
-        patch::render_patch(&ops, PatchStyle::EntraLegacy),
+        scim::patch::render_patch(&ops, PatchStyle::EntraLegacy),
         json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [
             {"op": "Replace", "path": "active", "value": "False"},
             {"op": "Add", "path": "emails", "value": [{"value": "a@b.c", "primary": "True"}]},
@@ -93,20 +92,6 @@ fn patch_styles_render_ops_and_booleans() {
     assert_eq!(style, PatchStyle::EntraLegacy);
     let style: PatchStyle = serde_json::from_value(json!("rfc7644")).unwrap();
     assert_eq!(style, PatchStyle::Rfc7644);
-}
-
-#[test]
-fn retry_after_parses_seconds_and_dates() {
-    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
-    let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-    assert_eq!(
-        parse_retry_after(&later, now),
-        Some(Duration::from_secs(30))
-    );
-    let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
-    assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
-    assert_eq!(parse_retry_after("soon", now), None);
 }
 
 #[test]

@@ -171,16 +171,16 @@ fn seen(h: &GraphHandle, prefix: &str) -> Vec<String> {
 }
 
 fn service_error(e: SourceError) -> (String, bool) {
+    let retryable = e.is_retryable();
     match e {
-        SourceError::Service {
-            kind,
-            message,
-            retryable,
-        } => {
-            assert_eq!(kind, "graph");
+        SourceError::Graph { context, source } => {
+            let message = match context {
+                Some(c) => format!("{c}: {source}"),
+                None => source.to_string(),
+            };
             (message, retryable)
         }
-        other => panic!("not a service error: {other:?}"),
+        other => panic!("not a Graph error: {other:?}"),
     }
 }
 

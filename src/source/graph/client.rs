@@ -12,11 +12,13 @@
 //!
 //! Throttling follows `concepts/throttling.md`: a 429 (or 503) carries `Retry-After`, which is
 //! honoured (capped); without it the client backs off exponentially with full jitter, as the
-//! SCIM client does (`crate::target`). Every request here is a GET or the token POST, both safe
-//! to repeat, so transport failures and 500/502/504 are retried too, a bounded number of times.
+//! SCIM client does (both use `crate::http`). Every request here is a GET or the token POST,
+//! both safe to repeat, so transport failures and 500/502/504 are retried too, a bounded
+//! number of times.
 
 use super::credential::CLIENT_ASSERTION_TYPE;
 use super::{GraphCredential, GraphSettings};
+use crate::http::parse_retry_after;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -37,7 +39,7 @@ alone), granted with admin consent";
 
 /// A failed Graph or token request. Never contains the client secret, the private key, a
 /// client assertion or an access token.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GraphError {
     /// The token endpoint could not be reached (or did not answer in time).
     #[error("token endpoint {url} unreachable: {reason}")]
@@ -212,7 +214,7 @@ impl GraphClient {
             // bypass that check.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| settings(format!("HTTP client: {}", crate::target::error_chain(e))))?;
+            .map_err(|e| settings(format!("HTTP client: {}", crate::http::error_chain(e))))?;
         Ok(GraphClient {
             http,
             token_url,
@@ -325,7 +327,7 @@ impl GraphClient {
                 Err(e) => (
                     GraphError::TokenUnreachable {
                         url: url.clone(),
-                        reason: crate::target::error_chain(e),
+                        reason: crate::http::error_chain(e),
                     },
                     None,
                 ),
@@ -337,7 +339,7 @@ impl GraphClient {
                         Err(e) => {
                             return Err(GraphError::TokenUnreachable {
                                 url,
-                                reason: crate::target::error_chain(e),
+                                reason: crate::http::error_chain(e),
                             })
                         }
                     };
@@ -509,7 +511,7 @@ impl GraphClient {
                 Err(e) => (
                     GraphError::Transport {
                         path: path.clone(),
-                        reason: crate::target::error_chain(e),
+                        reason: crate::http::error_chain(e),
                     },
                     None,
                 ),
@@ -527,7 +529,7 @@ impl GraphClient {
                         Err(e) => (
                             GraphError::Transport {
                                 path: path.clone(),
-                                reason: crate::target::error_chain(e),
+                                reason: crate::http::error_chain(e),
                             },
                             None,
                         ),
@@ -596,20 +598,10 @@ impl GraphClient {
 
     /// `Retry-After` when given (capped), else full-jitter exponential backoff.
     fn delay(&self, attempt: u32, retry_after: Option<&str>) -> Duration {
-        if let Some(d) =
-            retry_after.and_then(|v| crate::target::parse_retry_after(v, SystemTime::now()))
-        {
+        if let Some(d) = retry_after.and_then(|v| parse_retry_after(v, SystemTime::now())) {
             return d.min(self.max_retry_after);
         }
-        let ceiling = self
-            .backoff_base
-            .saturating_mul(2u32.saturating_pow(attempt))
-            .min(self.backoff_max);
-        let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::Rng::gen_range(
-            &mut rand::thread_rng(),
-            0..=ceiling_ms,
-        ))
+        crate::http::backoff(self.backoff_base, self.backoff_max, attempt)
     }
 
     /// Sleep, unless the deadline comes first.
@@ -740,5 +732,81 @@ mod tests {
         assert_eq!(c.delay(0, Some("7")), Duration::from_secs(7));
         assert_eq!(c.delay(0, Some("100000")), Duration::from_secs(300));
         assert!(c.delay(3, None) <= Duration::from_secs(4));
+    }
+
+    #[test]
+    fn retryable_graph_errors_are_pinned() {
+        let s = |x: &str| x.to_string();
+        let status = |status: u16| GraphError::Status {
+            path: s("/users/delta"),
+            status,
+            code: s("x"),
+            message: s("x"),
+        };
+        let refused = |retryable: bool| GraphError::TokenRefused {
+            url: s("u"),
+            status: 400,
+            error: s("invalid_client"),
+            description: s("AADSTS7000215"),
+            retryable,
+        };
+        let token_invalid = |status: u16| GraphError::TokenInvalid {
+            url: s("u"),
+            status,
+            reason: s("x"),
+        };
+        let cases = [
+            (
+                GraphError::TokenUnreachable {
+                    url: s("u"),
+                    reason: s("x"),
+                },
+                true,
+            ),
+            (refused(true), true),
+            (refused(false), false),
+            (token_invalid(200), false),
+            (token_invalid(502), true),
+            (status(403), false),
+            (status(404), false),
+            (status(429), true),
+            (status(500), true),
+            (
+                GraphError::Transport {
+                    path: s("/p"),
+                    reason: s("x"),
+                },
+                true,
+            ),
+            (
+                GraphError::Invalid {
+                    path: s("/p"),
+                    reason: s("x"),
+                },
+                true,
+            ),
+            (
+                GraphError::DeltaExpired {
+                    path: s("/p"),
+                    status: 410,
+                    code: s("x"),
+                },
+                true,
+            ),
+            (
+                GraphError::Deadline {
+                    limit: Duration::from_secs(1),
+                },
+                true,
+            ),
+            (GraphError::Settings { reason: s("x") }, false),
+            (
+                GraphError::Assertion(super::super::CertificateError::Sign(s("x"))),
+                false,
+            ),
+        ];
+        for (e, retryable) in cases {
+            assert_eq!(e.is_retryable(), retryable, "{e}");
+        }
     }
 }

@@ -84,7 +84,7 @@ impl GraphCredential {
 }
 
 /// What is wrong with a certificate credential. Never contains key material.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CertificateError {
     /// The certificate PEM: not found, unreadable, not RSA.
     #[error("{0}")]

@@ -168,7 +168,7 @@ struct Round {
 /// The Graph source. Keeps the last merged snapshot between reads.
 pub struct GraphSource {
     settings: GraphSettings,
-    client: Result<GraphClient, String>,
+    client: Result<GraphClient, GraphError>,
     snapshot: tokio::sync::Mutex<Snapshot>,
 }
 
@@ -193,7 +193,7 @@ impl GraphSource {
     pub fn new(settings: GraphSettings) -> GraphSource {
         // A client that cannot be built (TLS setup) is reported by the first read, which
         // can fail; building the source cannot.
-        let client = GraphClient::new(&settings).map_err(|e| e.to_string());
+        let client = GraphClient::new(&settings);
         if let GraphCredential::Certificate(c) = &settings.credential {
             warn_if_expiring(c, chrono::Utc::now().timestamp());
         }
@@ -205,10 +205,10 @@ impl GraphSource {
     }
 
     fn client(&self) -> Result<&GraphClient, SourceError> {
-        self.client.as_ref().map_err(|m| SourceError::Service {
-            kind: "graph",
-            message: m.clone(),
-            retryable: false,
+        // A client that could not be built stays unusable: never worth retrying.
+        self.client.as_ref().map_err(|e| SourceError::Graph {
+            context: None,
+            source: e.clone(),
         })
     }
 
@@ -403,12 +403,12 @@ impl GraphSource {
                 match item {
                     Value::Object(entry) => {
                         round.entries += 1;
-                        if let Err(reason) = apply_entry(&mut round.objects, ty, entry) {
+                        if let Err(e) = apply_entry(&mut round.objects, ty, entry) {
                             round.rejected.push(Rejected {
                                 object_type: Some(ty),
                                 id: None,
                                 position,
-                                reason,
+                                reason: e.to_string(),
                             });
                         }
                     }
@@ -479,10 +479,9 @@ impl GraphSource {
     }
 
     fn service_error(&self, context: &str, e: GraphError) -> SourceError {
-        SourceError::Service {
-            kind: "graph",
-            message: format!("{context}: {e}"),
-            retryable: e.is_retryable(),
+        SourceError::Graph {
+            context: Some(context.to_string()),
+            source: e,
         }
     }
 
@@ -531,17 +530,25 @@ async fn pages(
     })
 }
 
+/// Why a delta entry was rejected.
+#[derive(Debug, thiserror::Error)]
+enum EntryError {
+    /// No non-blank string `id`.
+    #[error("no id")]
+    NoId,
+}
+
 /// Apply one delta entry to the objects of its collection.
 fn apply_entry(
     objects: &mut BTreeMap<String, SourceObject>,
     ty: ObjectType,
     entry: &Map<String, Value>,
-) -> Result<(), String> {
+) -> Result<(), EntryError> {
     let id = entry
         .get("id")
         .and_then(Value::as_str)
         .filter(|s| !s.trim().is_empty())
-        .ok_or("no id")?;
+        .ok_or(EntryError::NoId)?;
     if let Some(removed) = entry.get("@removed") {
         let reason = removed.get("reason").and_then(Value::as_str);
         if reason == Some("deleted") {

@@ -1,4 +1,5 @@
-//! List filters (RFC 7644 §3.4.2.2), parsed and evaluated server-side:
+//! List filters (RFC 7644 §3.4.2.2): rendered for the client's matching queries, parsed and
+//! evaluated server-side (the sandbox):
 //! `userName eq "bjensen"`, `emails[type eq "work" and value co "@x"]`, `not (active eq false)`.
 
 use std::fmt;
@@ -78,10 +79,19 @@ pub struct FilterError {
     pub reason: String,
 }
 
-/// A filter selecting `attr` equal to `value`, with the value escaped as a SCIM string
-/// (quotes, backslashes, control characters; non-ASCII kept as is).
-pub fn eq_filter(attr: &str, value: &str) -> String {
-    format!("{attr} eq {}", Value::String(value.to_string()))
+/// Renders `attr eq <value>` as a SCIM filter (the matching queries the client sends).
+///
+/// Strings are JSON-escaped (`\"`, `\\`, control characters) because the SCIM filter
+/// grammar takes its string literals from JSON; non-ASCII is kept literally and left to
+/// the URL encoder. Booleans, numbers and `null` are unquoted. Arrays and objects are not
+/// valid comparison values: their compact JSON text is compared as a string, which
+/// matches nothing rather than matching the wrong object.
+pub fn eq_filter(attr: &str, value: &Value) -> String {
+    let literal = match value {
+        Value::String(_) | Value::Bool(_) | Value::Number(_) | Value::Null => value.to_string(),
+        Value::Array(_) | Value::Object(_) => Value::String(value.to_string()).to_string(),
+    };
+    format!("{attr} eq {literal}")
 }
 
 impl Filter {
@@ -568,7 +578,7 @@ mod tests {
     #[test]
     fn eq_value_and_escape() {
         let v = "o\"brien\\x@ex.com";
-        let f = Filter::parse(&eq_filter("userName", v)).unwrap();
+        let f = Filter::parse(&eq_filter("userName", &Value::from(v))).unwrap();
         assert_eq!(f.eq_value("username"), Some(v));
         assert_eq!(f.eq_value("displayName"), None);
         assert_eq!(
@@ -617,7 +627,7 @@ mod tests {
 
         #[test]
         fn eq_filter_matches_its_value(v in any::<String>()) {
-            let f = Filter::parse(&eq_filter("userName", &v)).unwrap();
+            let f = Filter::parse(&eq_filter("userName", &Value::from(v.as_str()))).unwrap();
             let user = json!({"userName": v});
             prop_assert!(f.matches(&user));
         }

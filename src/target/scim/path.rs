@@ -599,7 +599,7 @@ impl Cursor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scim::ENTERPRISE_USER_SCHEMA as ENT;
+    use crate::target::scim::ENTERPRISE_USER_SCHEMA as ENT;
     use proptest::prelude::*;
     use serde_json::json;
 

@@ -1,9 +1,11 @@
 //! SCIM 2.0 protocol pieces shared by the provisioning client and the sandbox server:
-//! attribute paths, PATCH semantics, list filters and wire types. Pure: no I/O here.
+//! attribute paths, PATCH building (both styles) and semantics, list filters, wire types and
+//! resource rendering. Pure: no I/O here.
 
 pub mod filter;
 pub mod patch;
 pub mod path;
+pub(crate) mod resource;
 pub mod wire;
 
 /// Core User schema (RFC 7643 §4.1).
