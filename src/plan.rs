@@ -792,7 +792,7 @@ pub fn describe_changes(changes: &[Change]) -> String {
 #[cfg(test)]
 mod diff_tests {
     use super::*;
-    use crate::attr_map::AttrMap;
+    use crate::attrs::map::AttrMap;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -827,7 +827,7 @@ mod diff_tests {
             let nulls = nulls
                 .into_iter()
                 .filter(|p| !values.contains_key(p))
-                .map(|p| crate::attr_map::intern(&p))
+                .map(|p| crate::attrs::map::intern(&p))
                 .collect();
             let mapped = Mapped { values, nulls, ..Mapped::default() };
             let policy = if remove { NullPolicy::Remove } else { NullPolicy::Leave };

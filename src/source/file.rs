@@ -2,8 +2,8 @@
 //! (`{"users": [...], "groups": [...], "assignments": [...]}`).
 
 use super::{Source, SourceError, SourceRead};
-use crate::attr_map::AttrMapVisitor;
-use crate::compact::visit_object;
+use crate::attrs::compact::visit_object;
+use crate::attrs::map::AttrMapVisitor;
 use crate::model::{
     Assignment, AttrMap, CompactMap, Directory, ObjectType, Rejected, SourceObject,
 };
@@ -44,7 +44,7 @@ struct Export {
 enum Item {
     Object(AttrMap),
     /// Users and groups: see [`ObjectItem`].
-    Compact(CompactMap, crate::compact::Taken),
+    Compact(CompactMap, crate::attrs::compact::Taken),
     NotAnObject,
 }
 
