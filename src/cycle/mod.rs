@@ -9,7 +9,7 @@ use crate::mapping::expr::EvalEnv;
 use crate::mapping::Mappings;
 use crate::model::Directory;
 use crate::plan::{self, Action, NullPolicy, Plan, PlanSettings};
-use crate::scope::{self, ScopeSettings, Scoped};
+use crate::scope::{self, ScopeMode, ScopeSettings, Scoped, ScopingFilter};
 use crate::source::Source;
 use crate::state::{JobMeta, LinkIndex, StateError, StateStore};
 use crate::summary::{
@@ -37,13 +37,88 @@ pub struct JobSpec {
 
 impl JobSpec {
     /// Fingerprint of what decides the desired state: a change forces a full re-evaluation.
+    /// The scope part is [`scope_fingerprint`], an encoding written by hand, so renaming a
+    /// settings field does not change it.
     pub fn fingerprint(&self) -> String {
         format!(
             "{}:{}",
             self.mappings.fingerprint,
-            serde_json::to_string(&(&self.scope, self.null_values)).unwrap_or_default()
+            scope_fingerprint(&self.scope, self.null_values)
         )
     }
+}
+
+/// The canonical text of the scope settings and the null policy, for [`JobSpec::fingerprint`].
+///
+/// The tags are fixed here, not taken from serde field names. They spell the JSON that
+/// `serde_json` made of `(scope, null_values)` before this encoding existed, so fingerprints
+/// stored by earlier versions still match and an upgrade forces no initial cycle:
+///
+/// ```text
+/// [{"mode":M,"excluded_roles":[S,…],"user_filters":[F,…],"group_filters":[F,…]},N]
+/// F = {"title":S,"clauses":[{"attribute":S,"operator":S,"value":V},…]}
+/// ```
+///
+/// M is `"assigned"` or `"all"`, N `"leave"` or `"remove"`; `title` and `value` are left out
+/// when absent; S and V are JSON strings and values. Changing a tag makes every job run one
+/// initial cycle: do it only on purpose (the test `the_fingerprint_is_pinned` fails).
+fn scope_fingerprint(scope: &ScopeSettings, nulls: NullPolicy) -> String {
+    use std::fmt::Write as _;
+    fn json(out: &mut String, v: &(impl serde::Serialize + ?Sized)) {
+        // A string or a JSON value always serialises.
+        out.push_str(&serde_json::to_string(v).unwrap_or_default());
+    }
+    fn list<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
+        out.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            each(out, item);
+        }
+        out.push(']');
+    }
+    fn filter(out: &mut String, f: &ScopingFilter) {
+        out.push('{');
+        if let Some(title) = &f.spec.title {
+            out.push_str("\"title\":");
+            json(out, title.as_str());
+            out.push(',');
+        }
+        out.push_str("\"clauses\":");
+        list(out, &f.spec.clauses, |out, c| {
+            out.push_str("{\"attribute\":");
+            json(out, c.attribute.as_str());
+            out.push_str(",\"operator\":");
+            json(out, c.operator.as_str());
+            if let Some(v) = &c.value {
+                out.push_str(",\"value\":");
+                json(out, v);
+            }
+            out.push('}');
+        });
+        out.push('}');
+    }
+
+    let mut out = String::new();
+    let mode = match scope.mode {
+        ScopeMode::Assigned => "assigned",
+        ScopeMode::All => "all",
+    };
+    let _ = write!(out, "[{{\"mode\":\"{mode}\",\"excluded_roles\":");
+    list(&mut out, &scope.excluded_roles, |out, r| {
+        json(out, r.as_str())
+    });
+    out.push_str(",\"user_filters\":");
+    list(&mut out, &scope.user_filters, filter);
+    out.push_str(",\"group_filters\":");
+    list(&mut out, &scope.group_filters, filter);
+    let nulls = match nulls {
+        NullPolicy::Leave => "leave",
+        NullPolicy::Remove => "remove",
+    };
+    let _ = write!(out, "}},\"{nulls}\"]");
+    out
 }
 
 /// How to run one cycle.
@@ -507,5 +582,85 @@ fn record_failure(
     meta.last_cycle = Some(summary.clone());
     if let Err(e) = store.put_meta(job, meta).and_then(|()| store.flush()) {
         tracing::error!(job, error = %e, "could not record the failed cycle");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::FilterSpec;
+    use crate::source::file::FileSource;
+    use serde_json::json;
+
+    fn filter(spec: serde_json::Value) -> ScopingFilter {
+        let spec: FilterSpec = serde_json::from_value(spec).unwrap();
+        ScopingFilter::compile(spec).unwrap()
+    }
+
+    fn sample_scopes() -> Vec<(ScopeSettings, NullPolicy)> {
+        let filtered = ScopeSettings {
+            mode: ScopeMode::All,
+            excluded_roles: vec!["Default Access".into(), "Quote \" and \\ é".into()],
+            user_filters: vec![
+                filter(json!({"title": "Sales", "clauses": [
+                    {"attribute": "department", "operator": "EQUALS", "value": "Sales"},
+                    {"attribute": "userAccountControl", "operator": "&", "value": 2},
+                    {"attribute": "extensionAttribute1", "operator": "IS NULL"}]})),
+                filter(json!({"clauses": [
+                    {"attribute": "accountEnabled", "operator": "IS TRUE"},
+                    {"attribute": "jobTitle", "operator": "REGEX MATCH", "value": "^(a|b)\\d+$"}]})),
+            ],
+            group_filters: vec![filter(json!({"clauses": [
+                {"attribute": "displayName", "operator": "Greater_Than", "value": "10"}]}))],
+        };
+        vec![
+            (ScopeSettings::default(), NullPolicy::Leave),
+            (ScopeSettings::default(), NullPolicy::Remove),
+            (
+                ScopeSettings {
+                    excluded_roles: vec![],
+                    ..ScopeSettings::default()
+                },
+                NullPolicy::Leave,
+            ),
+            (filtered, NullPolicy::Remove),
+        ]
+    }
+
+    /// The hand-written encoding is byte for byte the serde form fingerprints were made of
+    /// before it existed: upgrading forces no initial cycle.
+    #[test]
+    fn the_scope_encoding_matches_the_earlier_serde_form() {
+        for (scope, nulls) in sample_scopes() {
+            assert_eq!(
+                scope_fingerprint(&scope, nulls),
+                serde_json::to_string(&(&scope, nulls)).unwrap()
+            );
+        }
+    }
+
+    /// A change here makes every job run one initial cycle after an upgrade: only on purpose.
+    #[test]
+    fn the_fingerprint_is_pinned() {
+        let (scope, null_values) = sample_scopes().pop().unwrap();
+        let job = JobSpec {
+            name: "pinned".into(),
+            source: Box::new(FileSource::new("directory.json".into())),
+            scope,
+            mappings: Mappings::generic_scim().unwrap(),
+            null_values,
+            concurrency: 1,
+            member_batch: 1,
+        };
+        // The built-in preset's mapping fingerprint, then the scope encoding.
+        let pinned = concat!(
+            "f88f696f8bc252b76cb4d5cf:",
+            r#"[{"mode":"all","excluded_roles":["Default Access","Quote \" and \\ é"],"#,
+            r#""user_filters":[{"title":"Sales","clauses":[{"attribute":"department","operator":"EQUALS","value":"Sales"},{"attribute":"userAccountControl","operator":"&","value":2},{"attribute":"extensionAttribute1","operator":"IS NULL"}]},"#,
+            r#"{"clauses":[{"attribute":"accountEnabled","operator":"IS TRUE"},{"attribute":"jobTitle","operator":"REGEX MATCH","value":"^(a|b)\\d+$"}]}],"#,
+            r#""group_filters":[{"clauses":[{"attribute":"displayName","operator":"Greater_Than","value":"10"}]}]},"#,
+            r#""remove"]"#,
+        );
+        assert_eq!(job.fingerprint(), pinned);
     }
 }
