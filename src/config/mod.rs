@@ -487,17 +487,18 @@ impl Config {
                     };
                     err(k(&format!(".mappings.{list}")), e.to_string())
                 })?;
-            let compile =
-                |list: &str, specs: Vec<FilterSpec>| -> Result<Vec<ScopingFilter>, ConfigError> {
-                    specs
-                        .into_iter()
-                        .enumerate()
-                        .map(|(f, spec)| {
-                            ScopingFilter::compile(spec)
-                                .map_err(|m| err(k(&format!(".scoping.{list}[{f}]")), m))
-                        })
-                        .collect()
-                };
+            let compile = |list: &str,
+                           specs: Vec<FilterSpec>|
+             -> Result<Vec<ScopingFilter>, ConfigError> {
+                specs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(f, spec)| {
+                        ScopingFilter::compile(spec)
+                            .map_err(|m| err(k(&format!(".scoping.{list}[{f}]")), m.to_string()))
+                    })
+                    .collect()
+            };
             let user_filters = compile("users", rj.scoping.users)?;
             let group_filters = compile("groups", rj.scoping.groups)?;
             let scope = ScopeSettings {

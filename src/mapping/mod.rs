@@ -425,12 +425,22 @@ pub fn reference_values<'a>(
     out
 }
 
+/// Why one object could not be mapped: the object is skipped this cycle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("mapping for {target:?} failed: {source}")]
+pub struct MapObjectError {
+    /// The target attribute whose mapping failed.
+    pub target: String,
+    /// How its expression failed.
+    pub source: expr::EvalError,
+}
+
 /// Evaluate every mapping for one object. `Err` skips the object, with the reason.
 pub fn map_object(
     obj: &SourceObject,
     mappings: &[Mapping],
     ctx: &MapContext<'_>,
-) -> Result<Mapped, String> {
+) -> Result<Mapped, MapObjectError> {
     let view = View::new(obj, ctx);
     let mut out = Mapped::default();
     let mut matching: Vec<(u32, String, Value)> = Vec::new();
@@ -455,7 +465,10 @@ pub fn map_object(
             MappingSource::Expression(e) if e.selects_unique_value() => {
                 let candidates: Vec<Value> = e
                     .candidates(&view, ctx.env)
-                    .map_err(|err| format!("mapping for {:?} failed: {err}", m.target))?
+                    .map_err(|source| MapObjectError {
+                        target: m.target.clone(),
+                        source,
+                    })?
                     .into_iter()
                     .filter(|v| !is_empty(v))
                     .map(|v| coerce(&m.target, v))
@@ -470,8 +483,11 @@ pub fn map_object(
                 Ok(Outcome::Value(v)) => Some(v),
                 // IgnoreFlowIfNullOrEmpty: the attribute is not part of this flow at all.
                 Ok(Outcome::Ignored) => continue,
-                Err(err) => {
-                    return Err(format!("mapping for {:?} failed: {err}", m.target));
+                Err(source) => {
+                    return Err(MapObjectError {
+                        target: m.target.clone(),
+                        source,
+                    });
                 }
             },
         };

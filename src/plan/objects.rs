@@ -117,14 +117,17 @@ fn plan_type(
     for ((id, obj), mapped) in objects.iter().zip(mapped) {
         let decision = scoped.decision(ty, id);
         match decision {
-            Some(Ok(())) => match mapped.unwrap_or_else(|| Err("not mapped".into())) {
-                Ok(w) => wanted.push((obj, w)),
-                Err(reason) => plan.problems.push(problem(
+            Some(Ok(())) => match mapped {
+                Some(Ok(w)) => wanted.push((obj, w)),
+                failed => plan.problems.push(problem(
                     Some(ty),
                     id,
                     Some(obj.display_name()),
                     "AttributeMappingFailed",
-                    reason,
+                    match failed {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "not mapped".into(),
+                    },
                 )),
             },
             Some(Err(why)) => match link_of.get(id.as_str()) {
