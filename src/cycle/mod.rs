@@ -10,7 +10,7 @@ use crate::mapping::Mappings;
 use crate::model::Directory;
 use crate::plan::{self, Action, NullPolicy, Plan, PlanSettings};
 use crate::scope::{self, ScopeMode, ScopeSettings, Scoped, ScopingFilter};
-use crate::source::Source;
+use crate::source::{Source, SourceError};
 use crate::state::{JobMeta, LinkIndex, StateError, StateStore};
 use crate::summary::{
     CycleKind, CycleStatus, CycleSummary, GroupCounts, MembershipCounts, Problem, UserCounts,
@@ -191,7 +191,7 @@ async fn cycle_in_span(
         watermark,
     } = match cycle.import(&mut summary, meta.watermark.as_deref()).await {
         Ok(i) => i,
-        Err(error) => return cycle.fail_and_record(summary, &mut meta, error, vec![]),
+        Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
     };
     cycle.phase("links loaded");
 
@@ -245,6 +245,17 @@ struct Cycle<'c> {
     cycle_id: &'c str,
     started: Instant,
     requests_before: RequestCounts,
+}
+
+/// Why the import phase failed: nothing was changed.
+#[derive(Debug, thiserror::Error)]
+enum ImportError {
+    #[error("source read failed, nothing was changed: {0}")]
+    Source(SourceError),
+    #[error("{0}")]
+    Links(#[from] StateError),
+    #[error("loading the links failed: {0}")]
+    Loading(tokio::task::JoinError),
 }
 
 /// What the import phase produced: the directory read, its scope, and the links loaded
@@ -332,7 +343,7 @@ impl<'c> Cycle<'c> {
         &self,
         summary: &mut CycleSummary,
         watermark: Option<&str>,
-    ) -> Result<Imported, String> {
+    ) -> Result<Imported, ImportError> {
         // The links load on the blocking pool (a second for 100k from sled) while this task
         // reads the source and decides the scope.
         let loading = tokio::task::spawn_blocking(self.store.links_loader(&self.job.name));
@@ -341,15 +352,12 @@ impl<'c> Cycle<'c> {
             .source
             .read(watermark)
             .await
-            .map_err(|e| format!("source read failed, nothing was changed: {e}"))?;
+            .map_err(ImportError::Source)?;
         let dir = read.directory;
         summary.source_complete = dir.complete;
         let scoped = scope::evaluate(&dir, &self.job.scope);
         self.phase("source read and scope decided");
-        let links = match loading.await {
-            Ok(result) => result.map_err(|e| e.to_string())?,
-            Err(e) => return Err(format!("loading the links failed: {e}")),
-        };
+        let links = loading.await.map_err(ImportError::Loading)??;
         Ok(Imported {
             dir,
             scoped,
