@@ -3,10 +3,8 @@
 //!
 //! See `ARCHITECTURE.md` for the pipeline and its invariants.
 
-pub mod attr_map;
+pub mod attrs;
 pub mod cli;
-pub mod codec;
-pub mod compact;
 pub mod config;
 pub mod cycle;
 pub mod daemon;

@@ -2,12 +2,12 @@
 //! terms. Source adapters convert their wire formats into these types; nothing downstream
 //! knows whether a user came from a file, LDAP or Microsoft Graph.
 
-pub use crate::attr_map::AttrMap;
+pub use crate::attrs::map::AttrMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-pub use crate::compact::CompactMap;
+pub use crate::attrs::compact::CompactMap;
 
 /// The two kinds of object provisiond provisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -185,7 +185,8 @@ pub(super) fn check(
             .into_iter()
             .enumerate()
             .map(|(f, spec)| {
-                ScopingFilter::compile(spec).map_err(|m| err(&format!("scoping.{list}[{f}]"), m))
+                ScopingFilter::compile(spec)
+                    .map_err(|m| err(&format!("scoping.{list}[{f}]"), m.to_string()))
             })
             .collect()
     };

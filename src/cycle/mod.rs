@@ -7,14 +7,15 @@ pub mod export;
 
 use crate::mapping::expr::EvalEnv;
 use crate::mapping::Mappings;
-use crate::plan::{self, Action, NullPolicy, PlanSettings};
-use crate::scope::{self, ScopeSettings};
-use crate::source::Source;
-use crate::state::{LinkIndex, StateStore};
+use crate::model::Directory;
+use crate::plan::{self, Action, NullPolicy, Plan, PlanSettings};
+use crate::scope::{self, ScopeMode, ScopeSettings, Scoped, ScopingFilter};
+use crate::source::{Source, SourceError};
+use crate::state::{JobMeta, LinkIndex, StateError, StateStore};
 use crate::summary::{
     CycleKind, CycleStatus, CycleSummary, GroupCounts, MembershipCounts, Problem, UserCounts,
 };
-use crate::target::Target;
+use crate::target::{RequestCounts, Target};
 pub use export::ActionRecord;
 use export::Exporter;
 use std::time::Instant;
@@ -37,13 +38,88 @@ pub struct JobSpec {
 
 impl JobSpec {
     /// Fingerprint of what decides the desired state: a change forces a full re-evaluation.
+    /// The scope part is [`scope_fingerprint`], an encoding written by hand, so renaming a
+    /// settings field does not change it.
     pub fn fingerprint(&self) -> String {
         format!(
             "{}:{}",
             self.mappings.fingerprint,
-            serde_json::to_string(&(&self.scope, self.null_values)).unwrap_or_default()
+            scope_fingerprint(&self.scope, self.null_values)
         )
     }
+}
+
+/// The canonical text of the scope settings and the null policy, for [`JobSpec::fingerprint`].
+///
+/// The tags are fixed here, not taken from serde field names. They spell the JSON that
+/// `serde_json` made of `(scope, null_values)` before this encoding existed, so fingerprints
+/// stored by earlier versions still match and an upgrade forces no initial cycle:
+///
+/// ```text
+/// [{"mode":M,"excluded_roles":[S,…],"user_filters":[F,…],"group_filters":[F,…]},N]
+/// F = {"title":S,"clauses":[{"attribute":S,"operator":S,"value":V},…]}
+/// ```
+///
+/// M is `"assigned"` or `"all"`, N `"leave"` or `"remove"`; `title` and `value` are left out
+/// when absent; S and V are JSON strings and values. Changing a tag makes every job run one
+/// initial cycle: do it only on purpose (the test `the_fingerprint_is_pinned` fails).
+fn scope_fingerprint(scope: &ScopeSettings, nulls: NullPolicy) -> String {
+    use std::fmt::Write as _;
+    fn json(out: &mut String, v: &(impl serde::Serialize + ?Sized)) {
+        // A string or a JSON value always serialises.
+        out.push_str(&serde_json::to_string(v).unwrap_or_default());
+    }
+    fn list<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
+        out.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            each(out, item);
+        }
+        out.push(']');
+    }
+    fn filter(out: &mut String, f: &ScopingFilter) {
+        out.push('{');
+        if let Some(title) = &f.spec.title {
+            out.push_str("\"title\":");
+            json(out, title.as_str());
+            out.push(',');
+        }
+        out.push_str("\"clauses\":");
+        list(out, &f.spec.clauses, |out, c| {
+            out.push_str("{\"attribute\":");
+            json(out, c.attribute.as_str());
+            out.push_str(",\"operator\":");
+            json(out, c.operator.as_str());
+            if let Some(v) = &c.value {
+                out.push_str(",\"value\":");
+                json(out, v);
+            }
+            out.push('}');
+        });
+        out.push('}');
+    }
+
+    let mut out = String::new();
+    let mode = match scope.mode {
+        ScopeMode::Assigned => "assigned",
+        ScopeMode::All => "all",
+    };
+    let _ = write!(out, "[{{\"mode\":\"{mode}\",\"excluded_roles\":");
+    list(&mut out, &scope.excluded_roles, |out, r| {
+        json(out, r.as_str())
+    });
+    out.push_str(",\"user_filters\":");
+    list(&mut out, &scope.user_filters, filter);
+    out.push_str(",\"group_filters\":");
+    list(&mut out, &scope.group_filters, filter);
+    let nulls = match nulls {
+        NullPolicy::Leave => "leave",
+        NullPolicy::Remove => "remove",
+    };
+    let _ = write!(out, "}},\"{nulls}\"]");
+    out
 }
 
 /// How to run one cycle.
@@ -89,97 +165,37 @@ async fn cycle_in_span(
     stop: &CancellationToken,
     cycle_id: String,
 ) -> CycleReport {
-    let started = Instant::now();
-    let started_at = chrono::Utc::now();
-    let requests_before = target.request_counts();
-
-    let mut summary = CycleSummary {
-        job: job.name.clone(),
-        cycle_id: cycle_id.clone(),
-        kind: CycleKind::Initial,
-        status: CycleStatus::Failed,
-        dry_run: opts.dry_run,
-        started_at,
-        duration_ms: 0,
-        users: UserCounts::default(),
-        groups: GroupCounts::default(),
-        memberships: MembershipCounts::default(),
-        requests: Default::default(),
-        source_complete: false,
-        withheld_deprovisions: 0,
-        error: None,
-        problems: Vec::new(),
-        problem_count: 0,
+    let cycle = Cycle {
+        job,
+        store,
+        target,
+        opts,
+        stop,
+        cycle_id: &cycle_id,
+        started: Instant::now(),
+        requests_before: target.request_counts(),
     };
-    // Where the time goes, at debug level: `RUST_LOG=provisiond::cycle=debug`.
-    let phase = |name: &'static str| {
-        tracing::debug!(job = %job.name, phase = name, elapsed_ms = started.elapsed().as_millis() as u64, peak_rss_kb = peak_rss_kb(), "cycle phase done");
-    };
-    let fail = |mut s: CycleSummary, error: String| {
-        tracing::error!(job = %job.name, cycle_id = %cycle_id, error = %error, "cycle failed");
-        s.error = Some(error);
-        s.status = CycleStatus::Failed;
-        s.duration_ms = started.elapsed().as_millis() as u64;
-        s.requests = target.request_counts().since(&requests_before);
-        s
-    };
-
-    let mut meta = match store.meta(&job.name) {
+    let mut summary = cycle.new_summary();
+    let (mut meta, fingerprint) = match cycle.begin(&mut summary) {
         Ok(m) => m,
         Err(e) => {
             return CycleReport {
-                summary: fail(summary, e.to_string()),
+                summary: cycle.fail(summary, e.to_string()),
                 actions: vec![],
             };
         }
     };
-    let fingerprint = job.fingerprint();
-    summary.kind =
-        if meta.watermark.is_some() && meta.fingerprint.as_deref() == Some(fingerprint.as_str()) {
-            CycleKind::Incremental
-        } else {
-            CycleKind::Initial
-        };
-    tracing::info!(job = %job.name, cycle_id = %cycle_id, kind = ?summary.kind, source = %job.source.describe(), "cycle started");
+    let Imported {
+        dir,
+        scoped,
+        links,
+        watermark,
+    } = match cycle.import(&mut summary, meta.watermark.as_deref()).await {
+        Ok(i) => i,
+        Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
+    };
+    cycle.phase("links loaded");
 
-    // The links load on the blocking pool (a second for 100k from sled) while this task reads
-    // the source and decides the scope.
-    let loading = tokio::task::spawn_blocking(store.links_loader(&job.name));
-    let read = match job.source.read(meta.watermark.as_deref()).await {
-        Ok(r) => r,
-        Err(e) => {
-            let s = fail(
-                summary,
-                format!("source read failed, nothing was changed: {e}"),
-            );
-            record_failure(store, &job.name, &mut meta, &s, opts.dry_run);
-            return CycleReport {
-                summary: s,
-                actions: vec![],
-            };
-        }
-    };
-    let dir = read.directory;
-    summary.source_complete = dir.complete;
-    let scoped = scope::evaluate(&dir, &job.scope);
-    phase("source read and scope decided");
-    let loaded = match loading.await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("loading the links failed: {e}")),
-    };
-    let links = match loaded {
-        Ok(l) => LinkIndex::new(l),
-        Err(error) => {
-            let s = fail(summary, error);
-            record_failure(store, &job.name, &mut meta, &s, opts.dry_run);
-            return CycleReport {
-                summary: s,
-                actions: vec![],
-            };
-        }
-    };
-
-    phase("links loaded");
     let env = EvalEnv {
         now: chrono::Utc::now(),
     };
@@ -187,168 +203,357 @@ async fn cycle_in_span(
         null_values: job.null_values,
         env: &env,
     };
-    let mut plan = plan::plan_objects(&dir, &scoped, &job.mappings, &links, &settings);
-    phase("planned");
-    if !dir.complete {
-        tracing::warn!(job = %job.name, withheld = plan.withheld_deprovisions, "source read incomplete: no disable and no delete this cycle");
-    }
-    tracing::info!(
-        job = %job.name,
-        actions = plan.actions.len(),
-        unchanged_users = plan.unchanged_users,
-        unchanged_groups = plan.unchanged_groups,
-        problems = plan.problems.len(),
-        "planned"
-    );
-
-    if let Some(p) = opts.progress {
-        p.set_length(plan.actions.len() as u64);
-    }
-    let mut exporter = Exporter::new(
-        &job.name,
-        &cycle_id,
-        target,
-        store,
-        links,
-        job.concurrency,
-        job.member_batch,
-        stop,
-    );
-    exporter.record_actions = opts.record_actions;
-    exporter.progress = opts.progress;
-    // Users first, then groups, then references: group members and managers need user ids.
-    // The actions are moved, not cloned: each carries its object's mapped values.
-    let (users, groups): (Vec<Action>, Vec<Action>) = std::mem::take(&mut plan.actions)
-        .into_iter()
-        .partition(|a| a.object_type() == crate::model::ObjectType::User);
-    exporter.run(&users).await;
-    drop(users);
-    exporter.run(&groups).await;
-    drop(groups);
-    phase("users and groups exported");
+    let mut plan = cycle.plan_objects(&dir, &scoped, &links, &settings);
+    let exporter = cycle.exporter(links);
+    cycle.export_objects(&exporter, &mut plan).await;
     let mut problems: Vec<Problem> = plan.problems.clone();
-    if exporter.aborted().is_none() && !stop.is_cancelled() {
-        let refs =
-            plan::plan_references(&dir, &scoped, &job.mappings, &exporter.links(), &settings);
-        if let Some(p) = opts.progress {
-            p.inc_length((refs.updates.len() + refs.memberships.len()) as u64);
-        }
-        problems.extend(refs.problems.iter().cloned());
-        phase("references planned");
-        exporter
-            .run_references(&refs.updates, &refs.memberships)
-            .await;
-        phase("references exported");
-    }
-    let aborted = exporter.aborted();
-    let unchanged_then_changed = exporter.unchanged_then_changed();
-    let groups_unchanged_then_failed = exporter.groups_unchanged_then_failed();
-    let links = std::mem::take(&mut *exporter.links());
-    let (users_c, groups_c, memberships, export_problems, actions) = exporter.into_results();
-    problems.extend(export_problems);
+    cycle
+        .export_references(&exporter, &dir, &scoped, &settings, &mut problems)
+        .await;
+    let (aborted, links, actions) = cycle.summarise(&mut summary, &plan, problems, exporter);
 
-    summary.users = users_c;
-    // Users the plan found unchanged but whose manager changed were counted as updated.
-    summary.users.unchanged += plan.unchanged_users.saturating_sub(unchanged_then_changed);
-    summary.users.skipped = plan.skipped_users + count(&plan.problems, "user");
-    summary.groups = groups_c;
-    summary.groups.unchanged += plan
-        .unchanged_groups
-        .saturating_sub(groups_unchanged_then_failed);
-    summary.groups.skipped = plan.skipped_groups + count(&plan.problems, "group");
-    summary.memberships = memberships;
-    summary.withheld_deprovisions = plan.withheld_deprovisions;
-    if plan.withheld_deprovisions > 0 {
-        // Never a silent success: a source that is always partial would otherwise suppress
-        // deprovisioning forever without anyone noticing.
-        problems.push(Problem {
-            object_type: None,
-            id: None,
-            name: None,
-            code: if summary.source_complete {
-                "DeprovisioningWithheld".into()
-            } else {
-                "SourceReadIncomplete".into()
-            },
-            reason: format!(
-                "{} disable(s)/delete(s) withheld: {}",
-                plan.withheld_deprovisions,
-                if summary.source_complete {
-                    "some source objects could not be read (see the other problems)"
-                } else {
-                    "the source read was incomplete"
-                }
-            ),
-        });
-    }
-    summary.problem_count = problems.len() as u64;
-    summary.problems = problems.into_iter().take(SUMMARY_PROBLEMS).collect();
-    summary.requests = target.request_counts().since(&requests_before);
-    summary.duration_ms = started.elapsed().as_millis() as u64;
-    summary.status = if summary.problem_count > 0 {
-        CycleStatus::EntryLevelErrors
-    } else {
-        CycleStatus::Succeeded
-    };
     if let Some(Abort(reason)) = aborted {
-        let s = fail(summary, format!("cycle stopped: {reason}"));
-        record_failure(store, &job.name, &mut meta, &s, opts.dry_run);
-        return CycleReport {
-            summary: s,
-            actions,
-        };
+        let error = format!("cycle stopped: {reason}");
+        return cycle.fail_and_record(summary, &mut meta, error, actions);
     }
     if stop.is_cancelled() {
-        let s = fail(
-            summary,
-            "interrupted by shutdown; the next cycle continues".into(),
-        );
-        record_failure(store, &job.name, &mut meta, &s, opts.dry_run);
+        let error = "interrupted by shutdown; the next cycle continues".into();
+        return cycle.fail_and_record(summary, &mut meta, error, actions);
+    }
+    if let Err(e) = cycle.commit(&summary, &mut meta, fingerprint, watermark) {
         return CycleReport {
-            summary: s,
+            summary: cycle.fail(summary, e.to_string()),
             actions,
         };
     }
-
-    if !opts.dry_run {
-        // Links are durable before the watermark moves past them.
-        let done = store.flush().and_then(|()| {
-            meta.watermark = read.watermark;
-            meta.fingerprint = Some(fingerprint);
-            meta.last_success = Some(chrono::Utc::now());
-            meta.last_cycle = Some(summary.clone());
-            store.put_meta(&job.name, &meta)?;
-            store.flush()
-        });
-        phase("state flushed");
-        if let Err(e) = done {
-            return CycleReport {
-                summary: fail(summary, e.to_string()),
-                actions,
-            };
-        }
-    }
-    tracing::info!(
-        job = %job.name,
-        cycle_id = %cycle_id,
-        status = ?summary.status,
-        duration_ms = summary.duration_ms,
-        users_created = summary.users.created,
-        users_updated = summary.users.updated,
-        users_disabled = summary.users.disabled,
-        users_deleted = summary.users.deleted,
-        groups_created = summary.groups.created,
-        memberships_added = summary.memberships.added,
-        memberships_removed = summary.memberships.removed,
-        problems = summary.problem_count,
-        "cycle finished"
-    );
+    cycle.log_finished(&summary);
     // Freeing the directory, scope and links of 100k objects takes a few hundred
     // milliseconds: the blocking pool does it while the caller gets on with the summary.
     drop(tokio::task::spawn_blocking(move || {
         drop((dir, scoped, links))
     }));
     CycleReport { summary, actions }
+}
+
+/// One cycle under way: what every phase needs, and the clock and request counts its
+/// summary is measured against.
+struct Cycle<'c> {
+    job: &'c JobSpec,
+    store: &'c dyn StateStore,
+    target: &'c dyn Target,
+    opts: &'c CycleOptions<'c>,
+    stop: &'c CancellationToken,
+    cycle_id: &'c str,
+    started: Instant,
+    requests_before: RequestCounts,
+}
+
+/// Why the import phase failed: nothing was changed.
+#[derive(Debug, thiserror::Error)]
+enum ImportError {
+    #[error("source read failed, nothing was changed: {0}")]
+    Source(SourceError),
+    #[error("{0}")]
+    Links(#[from] StateError),
+    #[error("loading the links failed: {0}")]
+    Loading(tokio::task::JoinError),
+}
+
+/// What the import phase produced: the directory read, its scope, and the links loaded
+/// meanwhile.
+struct Imported {
+    dir: Directory,
+    scoped: Scoped,
+    links: LinkIndex,
+    /// The source's position after this read: stored only once the cycle is flushed.
+    watermark: Option<String>,
+}
+
+impl<'c> Cycle<'c> {
+    /// Where the time goes, at debug level: `RUST_LOG=provisiond::cycle=debug`.
+    fn phase(&self, name: &'static str) {
+        tracing::debug!(job = %self.job.name, phase = name, elapsed_ms = self.started.elapsed().as_millis() as u64, peak_rss_kb = peak_rss_kb(), "cycle phase done");
+    }
+
+    /// The summary of a cycle that has not got anywhere yet: failed until it succeeds.
+    fn new_summary(&self) -> CycleSummary {
+        CycleSummary {
+            job: self.job.name.clone(),
+            cycle_id: self.cycle_id.to_string(),
+            kind: CycleKind::Initial,
+            status: CycleStatus::Failed,
+            dry_run: self.opts.dry_run,
+            started_at: chrono::Utc::now(),
+            duration_ms: 0,
+            users: UserCounts::default(),
+            groups: GroupCounts::default(),
+            memberships: MembershipCounts::default(),
+            requests: Default::default(),
+            source_complete: false,
+            withheld_deprovisions: 0,
+            error: None,
+            problems: Vec::new(),
+            problem_count: 0,
+        }
+    }
+
+    /// Mark `summary` failed with `error`, measured up to now.
+    fn fail(&self, mut summary: CycleSummary, error: String) -> CycleSummary {
+        tracing::error!(job = %self.job.name, cycle_id = %self.cycle_id, error = %error, "cycle failed");
+        summary.error = Some(error);
+        summary.status = CycleStatus::Failed;
+        summary.duration_ms = self.started.elapsed().as_millis() as u64;
+        summary.requests = self.target.request_counts().since(&self.requests_before);
+        summary
+    }
+
+    /// [`Cycle::fail`], and remember the failed cycle without moving the watermark.
+    fn fail_and_record(
+        &self,
+        summary: CycleSummary,
+        meta: &mut JobMeta,
+        error: String,
+        actions: Vec<ActionRecord>,
+    ) -> CycleReport {
+        let s = self.fail(summary, error);
+        record_failure(self.store, &self.job.name, meta, &s, self.opts.dry_run);
+        CycleReport {
+            summary: s,
+            actions,
+        }
+    }
+
+    /// Load the job's memory and decide whether this cycle is incremental.
+    fn begin(&self, summary: &mut CycleSummary) -> Result<(JobMeta, String), StateError> {
+        let meta = self.store.meta(&self.job.name)?;
+        let fingerprint = self.job.fingerprint();
+        summary.kind = if meta.watermark.is_some()
+            && meta.fingerprint.as_deref() == Some(fingerprint.as_str())
+        {
+            CycleKind::Incremental
+        } else {
+            CycleKind::Initial
+        };
+        tracing::info!(job = %self.job.name, cycle_id = %self.cycle_id, kind = ?summary.kind, source = %self.job.source.describe(), "cycle started");
+        Ok((meta, fingerprint))
+    }
+
+    /// Read the source and decide the scope, while the links load. The error is the
+    /// summary's: nothing was changed.
+    async fn import(
+        &self,
+        summary: &mut CycleSummary,
+        watermark: Option<&str>,
+    ) -> Result<Imported, ImportError> {
+        // The links load on the blocking pool (a second for 100k from sled) while this task
+        // reads the source and decides the scope.
+        let loading = tokio::task::spawn_blocking(self.store.links_loader(&self.job.name));
+        let read = self
+            .job
+            .source
+            .read(watermark)
+            .await
+            .map_err(ImportError::Source)?;
+        let dir = read.directory;
+        summary.source_complete = dir.complete;
+        let scoped = scope::evaluate(&dir, &self.job.scope);
+        self.phase("source read and scope decided");
+        let links = loading.await.map_err(ImportError::Loading)??;
+        Ok(Imported {
+            dir,
+            scoped,
+            links: LinkIndex::new(links),
+            watermark: read.watermark,
+        })
+    }
+
+    /// Phase one of the plan: users and groups.
+    fn plan_objects(
+        &self,
+        dir: &Directory,
+        scoped: &Scoped,
+        links: &LinkIndex,
+        settings: &PlanSettings<'_>,
+    ) -> Plan {
+        let job = self.job;
+        let plan = plan::plan_objects(dir, scoped, &job.mappings, links, settings);
+        self.phase("planned");
+        if !dir.complete {
+            tracing::warn!(job = %job.name, withheld = plan.withheld_deprovisions, "source read incomplete: no disable and no delete this cycle");
+        }
+        tracing::info!(
+            job = %job.name,
+            actions = plan.actions.len(),
+            unchanged_users = plan.unchanged_users,
+            unchanged_groups = plan.unchanged_groups,
+            problems = plan.problems.len(),
+            "planned"
+        );
+        if let Some(p) = self.opts.progress {
+            p.set_length(plan.actions.len() as u64);
+        }
+        plan
+    }
+
+    fn exporter(&self, links: LinkIndex) -> Exporter<'c> {
+        let mut exporter = Exporter::new(
+            &self.job.name,
+            self.cycle_id,
+            self.target,
+            self.store,
+            links,
+            self.job.concurrency,
+            self.job.member_batch,
+            self.stop,
+        );
+        exporter.record_actions = self.opts.record_actions;
+        exporter.progress = self.opts.progress;
+        exporter
+    }
+
+    /// Export phase one: users first, then groups (group members and managers need user ids).
+    async fn export_objects(&self, exporter: &Exporter<'_>, plan: &mut Plan) {
+        // The actions are moved, not cloned: each carries its object's mapped values.
+        let (users, groups): (Vec<Action>, Vec<Action>) = std::mem::take(&mut plan.actions)
+            .into_iter()
+            .partition(|a| a.object_type() == crate::model::ObjectType::User);
+        exporter.run(&users).await;
+        drop(users);
+        exporter.run(&groups).await;
+        drop(groups);
+        self.phase("users and groups exported");
+    }
+
+    /// Plan and export phase two (managers, memberships), unless the export gave up or a
+    /// stop was asked for.
+    async fn export_references(
+        &self,
+        exporter: &Exporter<'_>,
+        dir: &Directory,
+        scoped: &Scoped,
+        settings: &PlanSettings<'_>,
+        problems: &mut Vec<Problem>,
+    ) {
+        if exporter.aborted().is_some() || self.stop.is_cancelled() {
+            return;
+        }
+        let refs =
+            plan::plan_references(dir, scoped, &self.job.mappings, &exporter.links(), settings);
+        if let Some(p) = self.opts.progress {
+            p.inc_length((refs.updates.len() + refs.memberships.len()) as u64);
+        }
+        problems.extend(refs.problems.iter().cloned());
+        self.phase("references planned");
+        exporter
+            .run_references(&refs.updates, &refs.memberships)
+            .await;
+        self.phase("references exported");
+    }
+
+    /// Count what the plan and the export did into `summary`; hand back why the export gave
+    /// up (if it did), the links as the export left them, and the action records.
+    fn summarise(
+        &self,
+        summary: &mut CycleSummary,
+        plan: &Plan,
+        mut problems: Vec<Problem>,
+        exporter: Exporter<'_>,
+    ) -> (Option<Abort>, LinkIndex, Vec<ActionRecord>) {
+        let aborted = exporter.aborted();
+        let unchanged_then_changed = exporter.unchanged_then_changed();
+        let groups_unchanged_then_failed = exporter.groups_unchanged_then_failed();
+        let links = std::mem::take(&mut *exporter.links());
+        let (users_c, groups_c, memberships, export_problems, actions) = exporter.into_results();
+        problems.extend(export_problems);
+
+        summary.users = users_c;
+        // Users the plan found unchanged but whose manager changed were counted as updated.
+        summary.users.unchanged += plan.unchanged_users.saturating_sub(unchanged_then_changed);
+        summary.users.skipped = plan.skipped_users + count(&plan.problems, "user");
+        summary.groups = groups_c;
+        summary.groups.unchanged += plan
+            .unchanged_groups
+            .saturating_sub(groups_unchanged_then_failed);
+        summary.groups.skipped = plan.skipped_groups + count(&plan.problems, "group");
+        summary.memberships = memberships;
+        summary.withheld_deprovisions = plan.withheld_deprovisions;
+        if plan.withheld_deprovisions > 0 {
+            // Never a silent success: a source that is always partial would otherwise suppress
+            // deprovisioning forever without anyone noticing.
+            problems.push(Problem {
+                object_type: None,
+                id: None,
+                name: None,
+                code: if summary.source_complete {
+                    "DeprovisioningWithheld".into()
+                } else {
+                    "SourceReadIncomplete".into()
+                },
+                reason: format!(
+                    "{} disable(s)/delete(s) withheld: {}",
+                    plan.withheld_deprovisions,
+                    if summary.source_complete {
+                        "some source objects could not be read (see the other problems)"
+                    } else {
+                        "the source read was incomplete"
+                    }
+                ),
+            });
+        }
+        summary.problem_count = problems.len() as u64;
+        summary.problems = problems.into_iter().take(SUMMARY_PROBLEMS).collect();
+        summary.requests = self.target.request_counts().since(&self.requests_before);
+        summary.duration_ms = self.started.elapsed().as_millis() as u64;
+        summary.status = if summary.problem_count > 0 {
+            CycleStatus::EntryLevelErrors
+        } else {
+            CycleStatus::Succeeded
+        };
+        (aborted, links, actions)
+    }
+
+    /// Record a completed cycle: the links are durable before the watermark moves past them.
+    /// A dry run records nothing.
+    fn commit(
+        &self,
+        summary: &CycleSummary,
+        meta: &mut JobMeta,
+        fingerprint: String,
+        watermark: Option<String>,
+    ) -> Result<(), StateError> {
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        let store = self.store;
+        let done = store.flush().and_then(|()| {
+            meta.watermark = watermark;
+            meta.fingerprint = Some(fingerprint);
+            meta.last_success = Some(chrono::Utc::now());
+            meta.last_cycle = Some(summary.clone());
+            store.put_meta(&self.job.name, meta)?;
+            store.flush()
+        });
+        self.phase("state flushed");
+        done
+    }
+
+    fn log_finished(&self, summary: &CycleSummary) {
+        tracing::info!(
+            job = %self.job.name,
+            cycle_id = %self.cycle_id,
+            status = ?summary.status,
+            duration_ms = summary.duration_ms,
+            users_created = summary.users.created,
+            users_updated = summary.users.updated,
+            users_disabled = summary.users.disabled,
+            users_deleted = summary.users.deleted,
+            groups_created = summary.groups.created,
+            memberships_added = summary.memberships.added,
+            memberships_removed = summary.memberships.removed,
+            problems = summary.problem_count,
+            "cycle finished"
+        );
+    }
 }
 
 use export::Abort;
@@ -376,7 +581,7 @@ fn count(problems: &[Problem], ty: &str) -> u64 {
 fn record_failure(
     store: &dyn StateStore,
     job: &str,
-    meta: &mut crate::state::JobMeta,
+    meta: &mut JobMeta,
     summary: &CycleSummary,
     dry_run: bool,
 ) {
@@ -386,5 +591,85 @@ fn record_failure(
     meta.last_cycle = Some(summary.clone());
     if let Err(e) = store.put_meta(job, meta).and_then(|()| store.flush()) {
         tracing::error!(job, error = %e, "could not record the failed cycle");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::FilterSpec;
+    use crate::source::file::FileSource;
+    use serde_json::json;
+
+    fn filter(spec: serde_json::Value) -> ScopingFilter {
+        let spec: FilterSpec = serde_json::from_value(spec).unwrap();
+        ScopingFilter::compile(spec).unwrap()
+    }
+
+    fn sample_scopes() -> Vec<(ScopeSettings, NullPolicy)> {
+        let filtered = ScopeSettings {
+            mode: ScopeMode::All,
+            excluded_roles: vec!["Default Access".into(), "Quote \" and \\ é".into()],
+            user_filters: vec![
+                filter(json!({"title": "Sales", "clauses": [
+                    {"attribute": "department", "operator": "EQUALS", "value": "Sales"},
+                    {"attribute": "userAccountControl", "operator": "&", "value": 2},
+                    {"attribute": "extensionAttribute1", "operator": "IS NULL"}]})),
+                filter(json!({"clauses": [
+                    {"attribute": "accountEnabled", "operator": "IS TRUE"},
+                    {"attribute": "jobTitle", "operator": "REGEX MATCH", "value": "^(a|b)\\d+$"}]})),
+            ],
+            group_filters: vec![filter(json!({"clauses": [
+                {"attribute": "displayName", "operator": "Greater_Than", "value": "10"}]}))],
+        };
+        vec![
+            (ScopeSettings::default(), NullPolicy::Leave),
+            (ScopeSettings::default(), NullPolicy::Remove),
+            (
+                ScopeSettings {
+                    excluded_roles: vec![],
+                    ..ScopeSettings::default()
+                },
+                NullPolicy::Leave,
+            ),
+            (filtered, NullPolicy::Remove),
+        ]
+    }
+
+    /// The hand-written encoding is byte for byte the serde form fingerprints were made of
+    /// before it existed: upgrading forces no initial cycle.
+    #[test]
+    fn the_scope_encoding_matches_the_earlier_serde_form() {
+        for (scope, nulls) in sample_scopes() {
+            assert_eq!(
+                scope_fingerprint(&scope, nulls),
+                serde_json::to_string(&(&scope, nulls)).unwrap()
+            );
+        }
+    }
+
+    /// A change here makes every job run one initial cycle after an upgrade: only on purpose.
+    #[test]
+    fn the_fingerprint_is_pinned() {
+        let (scope, null_values) = sample_scopes().pop().unwrap();
+        let job = JobSpec {
+            name: "pinned".into(),
+            source: Box::new(FileSource::new("directory.json".into())),
+            scope,
+            mappings: Mappings::generic_scim().unwrap(),
+            null_values,
+            concurrency: 1,
+            member_batch: 1,
+        };
+        // The built-in preset's mapping fingerprint, then the scope encoding.
+        let pinned = concat!(
+            "f88f696f8bc252b76cb4d5cf:",
+            r#"[{"mode":"all","excluded_roles":["Default Access","Quote \" and \\ é"],"#,
+            r#""user_filters":[{"title":"Sales","clauses":[{"attribute":"department","operator":"EQUALS","value":"Sales"},{"attribute":"userAccountControl","operator":"&","value":2},{"attribute":"extensionAttribute1","operator":"IS NULL"}]},"#,
+            r#"{"clauses":[{"attribute":"accountEnabled","operator":"IS TRUE"},{"attribute":"jobTitle","operator":"REGEX MATCH","value":"^(a|b)\\d+$"}]}],"#,
+            r#""group_filters":[{"clauses":[{"attribute":"displayName","operator":"Greater_Than","value":"10"}]}]},"#,
+            r#""remove"]"#,
+        );
+        assert_eq!(job.fingerprint(), pinned);
     }
 }

@@ -118,7 +118,7 @@ pub enum MappingSource {
 pub struct Mapping {
     pub target: String,
     /// `target` as an [`AttrMap`] key, shared by the mapped values of every object.
-    pub key: crate::attr_map::Key,
+    pub key: crate::attrs::map::Key,
     pub source: MappingSource,
     pub apply: Apply,
     pub default: Option<Value>,
@@ -256,7 +256,7 @@ fn compile_all(ty: ObjectType, specs: &[MappingSpec]) -> Result<Vec<Mapping>, Ma
         }
         let m = Mapping {
             target: spec.target.clone(),
-            key: crate::attr_map::intern(&spec.target),
+            key: crate::attrs::map::intern(&spec.target),
             source,
             apply: spec.apply,
             default: spec.default.clone(),
@@ -290,11 +290,11 @@ pub struct Mapped {
     /// Values sent only when creating: `apply = "create"` mappings and defaults for nulls.
     pub create_only: AttrMap,
     /// Always-mappings that evaluated to null (cleared in the target with `null_values = "remove"`).
-    pub nulls: BTreeSet<crate::attr_map::Key>,
+    pub nulls: BTreeSet<crate::attrs::map::Key>,
     /// Matching attributes with a value, in precedence order.
     pub matching: Vec<(String, Value)>,
     /// Reference attributes: target path → the referenced source object's id.
-    pub references: BTreeMap<crate::attr_map::Key, Option<String>>,
+    pub references: BTreeMap<crate::attrs::map::Key, Option<String>>,
     /// `SelectUniqueValue` mappings: target path → candidates in order. The first candidate is
     /// in `create_only`; the export stage picks the first one not used in the target.
     pub unique: BTreeMap<String, Vec<Value>>,
@@ -313,8 +313,8 @@ pub struct MapContext<'a> {
 /// virtual `objectId` and `appRoleAssignments` are built only if a mapping reads them:
 /// building them for every object was a measurable part of planning 100k users.
 type AttrSlot<'a> = (
-    crate::compact::Name<'a>,
-    crate::compact::Raw<'a>,
+    crate::attrs::compact::Name<'a>,
+    crate::attrs::compact::Raw<'a>,
     OnceCell<Value>,
 );
 
@@ -373,11 +373,11 @@ impl expr::Attributes for View<'_> {
                         .map(|(n, v)| (n, v, OnceCell::new()))
                         .collect()
                 });
-                let id = crate::compact::known_id(name);
+                let id = crate::attrs::compact::known_id(name);
                 let (_, raw, cell) =
                     slots.iter().find(|(n, _, _)| n.is(name, id)).or_else(|| {
                         // Most misses are names no object has: known without a scan.
-                        crate::compact::may_have_ignoring_case(name)
+                        crate::attrs::compact::may_have_ignoring_case(name)
                             .then(|| slots.iter().find(|(n, _, _)| n.is_ignoring_case(name)))
                             .flatten()
                     })?;
@@ -425,12 +425,22 @@ pub fn reference_values<'a>(
     out
 }
 
+/// Why one object could not be mapped: the object is skipped this cycle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("mapping for {target:?} failed: {source}")]
+pub struct MapObjectError {
+    /// The target attribute whose mapping failed.
+    pub target: String,
+    /// How its expression failed.
+    pub source: expr::EvalError,
+}
+
 /// Evaluate every mapping for one object. `Err` skips the object, with the reason.
 pub fn map_object(
     obj: &SourceObject,
     mappings: &[Mapping],
     ctx: &MapContext<'_>,
-) -> Result<Mapped, String> {
+) -> Result<Mapped, MapObjectError> {
     let view = View::new(obj, ctx);
     let mut out = Mapped::default();
     let mut matching: Vec<(u32, String, Value)> = Vec::new();
@@ -455,7 +465,10 @@ pub fn map_object(
             MappingSource::Expression(e) if e.selects_unique_value() => {
                 let candidates: Vec<Value> = e
                     .candidates(&view, ctx.env)
-                    .map_err(|err| format!("mapping for {:?} failed: {err}", m.target))?
+                    .map_err(|source| MapObjectError {
+                        target: m.target.clone(),
+                        source,
+                    })?
                     .into_iter()
                     .filter(|v| !is_empty(v))
                     .map(|v| coerce(&m.target, v))
@@ -470,8 +483,11 @@ pub fn map_object(
                 Ok(Outcome::Value(v)) => Some(v),
                 // IgnoreFlowIfNullOrEmpty: the attribute is not part of this flow at all.
                 Ok(Outcome::Ignored) => continue,
-                Err(err) => {
-                    return Err(format!("mapping for {:?} failed: {err}", m.target));
+                Err(source) => {
+                    return Err(MapObjectError {
+                        target: m.target.clone(),
+                        source,
+                    });
                 }
             },
         };

@@ -114,36 +114,95 @@ fn as_int(v: &Value) -> Option<i64> {
     }
 }
 
+/// Why a scoping filter is invalid: names the clause (1-based) and what is wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FilterError {
+    #[error("a scoping filter needs at least one clause")]
+    NoClauses,
+    #[error("clause {n} ({attribute} {operator}): needs a value")]
+    NeedsValue {
+        n: usize,
+        attribute: String,
+        operator: String,
+    },
+    #[error("clause {n} ({attribute} {operator}): the value must be an integer")]
+    NotAnInteger {
+        n: usize,
+        attribute: String,
+        operator: String,
+    },
+    #[error(
+        "clause {n} ({attribute} {operator}): invalid regular expression {pattern:?}: {source}"
+    )]
+    InvalidRegex {
+        n: usize,
+        attribute: String,
+        operator: String,
+        pattern: String,
+        source: regex::Error,
+    },
+    #[error(
+        "clause {n}: unknown operator {operator:?} (one of: &, !&, ENDS_WITH, EQUALS, NOT EQUALS, Greater_Than, \
+         Greater_Than_OR_EQUALS, Includes, IS TRUE, IS FALSE, IS NULL, IS NOT NULL, REGEX MATCH, NOT REGEX MATCH)"
+    )]
+    UnknownOperator { n: usize, operator: String },
+    #[error("clause {n}: no attribute")]
+    NoAttribute { n: usize },
+}
+
+/// The first clause of a filter that an object fails, as the scope reason shows it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{clause} is false", .title.as_ref().map(|t| format!("{t}: ")).unwrap_or_default())]
+pub struct ClauseFalse {
+    /// The filter's title, when it has one.
+    pub title: Option<String>,
+    /// The clause as written: `attribute operator value`.
+    pub clause: String,
+}
+
+/// An object passes none of the filters: one failed clause per filter, in order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct NoFilterPasses(pub Vec<ClauseFalse>);
+
 impl ScopingFilter {
     /// Check a filter; the error names the clause (1-based) and what is wrong.
-    pub fn compile(spec: FilterSpec) -> Result<ScopingFilter, String> {
+    pub fn compile(spec: FilterSpec) -> Result<ScopingFilter, FilterError> {
         if spec.clauses.is_empty() {
-            return Err("a scoping filter needs at least one clause".into());
+            return Err(FilterError::NoClauses);
         }
         let mut clauses = Vec::with_capacity(spec.clauses.len());
         for (i, c) in spec.clauses.iter().enumerate() {
             let n = i + 1;
             let key = op_key(&c.operator);
-            let text_value = || -> Result<String, String> {
-                c.value.as_ref().map(value_text).ok_or_else(|| {
-                    format!("clause {n} ({} {}): needs a value", c.attribute, c.operator)
-                })
+            let text_value = || -> Result<String, FilterError> {
+                c.value
+                    .as_ref()
+                    .map(value_text)
+                    .ok_or_else(|| FilterError::NeedsValue {
+                        n,
+                        attribute: c.attribute.clone(),
+                        operator: c.operator.clone(),
+                    })
             };
-            let int_value = || -> Result<i64, String> {
-                c.value.as_ref().and_then(as_int).ok_or_else(|| {
-                    format!(
-                        "clause {n} ({} {}): the value must be an integer",
-                        c.attribute, c.operator
-                    )
-                })
+            let int_value = || -> Result<i64, FilterError> {
+                c.value
+                    .as_ref()
+                    .and_then(as_int)
+                    .ok_or_else(|| FilterError::NotAnInteger {
+                        n,
+                        attribute: c.attribute.clone(),
+                        operator: c.operator.clone(),
+                    })
             };
-            let regex = || -> Result<Regex, String> {
+            let regex = || -> Result<Regex, FilterError> {
                 let pattern = text_value()?;
-                Regex::new(&pattern).map_err(|e| {
-                    format!(
-                        "clause {n} ({} {}): invalid regular expression {pattern:?}: {e}",
-                        c.attribute, c.operator
-                    )
+                Regex::new(&pattern).map_err(|source| FilterError::InvalidRegex {
+                    n,
+                    attribute: c.attribute.clone(),
+                    operator: c.operator.clone(),
+                    pattern: pattern.clone(),
+                    source,
                 })
             };
             let op = match key.as_str() {
@@ -168,15 +227,14 @@ impl ScopingFilter {
                 "REGEX MATCH" => Op::Regex(regex()?),
                 "NOT REGEX MATCH" => Op::NotRegex(regex()?),
                 _ => {
-                    return Err(format!(
-                        "clause {n}: unknown operator {:?} (one of: &, !&, ENDS_WITH, EQUALS, NOT EQUALS, Greater_Than, \
-                         Greater_Than_OR_EQUALS, Includes, IS TRUE, IS FALSE, IS NULL, IS NOT NULL, REGEX MATCH, NOT REGEX MATCH)",
-                        c.operator
-                    ))
+                    return Err(FilterError::UnknownOperator {
+                        n,
+                        operator: c.operator.clone(),
+                    })
                 }
             };
             if c.attribute.trim().is_empty() {
-                return Err(format!("clause {n}: no attribute"));
+                return Err(FilterError::NoAttribute { n });
             }
             let text = match &c.value {
                 Some(v) => format!("{} {} {}", c.attribute, c.operator, value_text(v)),
@@ -192,14 +250,14 @@ impl ScopingFilter {
     }
 
     /// `Ok` when every clause holds; otherwise the first clause that failed.
-    pub fn check(&self, obj: &SourceObject) -> Result<(), String> {
+    pub fn check(&self, obj: &SourceObject) -> Result<(), ClauseFalse> {
         for c in &self.clauses {
             let value = lookup(obj, &c.attribute);
             let value = value.as_deref();
             if !clause_holds(&c.op, value) {
-                return Err(match &self.spec.title {
-                    Some(t) => format!("{t}: {} is false", c.text),
-                    None => format!("{} is false", c.text),
+                return Err(ClauseFalse {
+                    title: self.spec.title.clone(),
+                    clause: c.text.clone(),
                 });
             }
         }
@@ -208,7 +266,7 @@ impl ScopingFilter {
 }
 
 /// Any-of-filters check: `Ok` when there are no filters or one passes.
-pub fn check_any(filters: &[ScopingFilter], obj: &SourceObject) -> Result<(), String> {
+pub fn check_any(filters: &[ScopingFilter], obj: &SourceObject) -> Result<(), NoFilterPasses> {
     if filters.is_empty() {
         return Ok(());
     }
@@ -219,7 +277,7 @@ pub fn check_any(filters: &[ScopingFilter], obj: &SourceObject) -> Result<(), St
             Err(r) => reasons.push(r),
         }
     }
-    Err(reasons.join("; "))
+    Err(NoFilterPasses(reasons))
 }
 
 /// The attribute a clause tests: the anchor for `objectId`/`id` (as the mappings see it), else
@@ -304,7 +362,7 @@ mod tests {
         }
     }
 
-    fn filter(clauses: Value) -> Result<ScopingFilter, String> {
+    fn filter(clauses: Value) -> Result<ScopingFilter, FilterError> {
         ScopingFilter::compile(FilterSpec {
             title: None,
             clauses: serde_json::from_value(clauses).unwrap(),
@@ -503,7 +561,8 @@ mod tests {
             &both,
             &obj(json!({"state":"Ohio","department":"Engineering"})),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(why.contains("state EQUALS New York is false"), "{why}");
         assert!(check_any(&[], &obj(json!({}))).is_ok());
     }
@@ -529,7 +588,7 @@ mod tests {
             ),
             (json!([]), "at least one clause"),
         ] {
-            let e = filter(clauses).unwrap_err();
+            let e = filter(clauses).unwrap_err().to_string();
             assert!(e.contains(msg), "{e}");
         }
     }

@@ -3,7 +3,7 @@
 
 pub mod filter;
 
-pub use filter::{ClauseSpec, FilterSpec, ScopingFilter};
+pub use filter::{ClauseFalse, ClauseSpec, FilterError, FilterSpec, NoFilterPasses, ScopingFilter};
 
 use crate::model::{Directory, ObjectType, SourceObject};
 use serde::{Deserialize, Serialize};
@@ -116,7 +116,7 @@ pub fn evaluate(dir: &Directory, settings: &ScopeSettings) -> Scoped {
             ObjectType::User => &settings.user_filters,
             ObjectType::Group => &settings.group_filters,
         };
-        filter::check_any(filters, o).map_err(OutOfScope::Filtered)
+        filter::check_any(filters, o).map_err(|e| OutOfScope::Filtered(e.to_string()))
     };
 
     // Groups first: assigned groups bring their direct members into scope, with the roles

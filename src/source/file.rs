@@ -2,8 +2,8 @@
 //! (`{"users": [...], "groups": [...], "assignments": [...]}`).
 
 use super::{Source, SourceError, SourceRead};
-use crate::attr_map::AttrMapVisitor;
-use crate::compact::visit_object;
+use crate::attrs::compact::visit_object;
+use crate::attrs::map::AttrMapVisitor;
 use crate::model::{
     Assignment, AttrMap, CompactMap, Directory, ObjectType, Rejected, SourceObject,
 };
@@ -44,7 +44,7 @@ struct Export {
 enum Item {
     Object(AttrMap),
     /// Users and groups: see [`ObjectItem`].
-    Compact(CompactMap, crate::compact::Taken),
+    Compact(CompactMap, crate::attrs::compact::Taken),
     NotAnObject,
 }
 
@@ -218,7 +218,7 @@ pub fn parse_export(bytes: &[u8], path: &std::path::Path) -> Result<Directory, S
                 object_type: None,
                 id: None,
                 position: format!("assignments[{i}]"),
-                reason,
+                reason: reason.to_string(),
             }),
         }
     }
@@ -322,18 +322,29 @@ fn parse_object(
     })
 }
 
-fn parse_assignment(item: Item) -> Result<Assignment, String> {
+/// Why an assignment of the export is unusable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum AssignmentError {
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("no principalId")]
+    NoPrincipal,
+    #[error("role is not a string: {0}")]
+    RoleNotAString(Value),
+}
+
+fn parse_assignment(item: Item) -> Result<Assignment, AssignmentError> {
     let Item::Object(m) = item else {
-        return Err("not a JSON object".into());
+        return Err(AssignmentError::NotAnObject);
     };
     let principal_id = match m.get("principalId") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err("no principalId".into()),
+        _ => return Err(AssignmentError::NoPrincipal),
     };
     let role = match m.get("role") {
         None | Some(Value::Null) => "User".to_string(),
         Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(format!("role is not a string: {other}")),
+        Some(other) => return Err(AssignmentError::RoleNotAString(other.clone())),
     };
     Ok(Assignment { principal_id, role })
 }

@@ -5,7 +5,6 @@
 //! last exported values) and a [`JobMeta`] (watermark, mapping fingerprint, last cycle).
 //! Every record carries the schema version it was written with.
 
-pub mod exported;
 pub mod memory;
 pub mod sled_store;
 
@@ -16,7 +15,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-pub use exported::Exported;
+pub use crate::attrs::Exported;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 

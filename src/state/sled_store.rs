@@ -16,9 +16,9 @@
 //! first record that uses it, so a record never names a number the store doesn't have.
 
 use super::{Exported, JobMeta, Link, StateError, StateStore, SCHEMA_VERSION};
-use crate::attr_map::{intern, Key};
-use crate::codec::{put_bytes, put_varint, Reader};
-use crate::compact::{local_name, LocalName};
+use crate::attrs::codec::{put_bytes, put_varint, Reader};
+use crate::attrs::compact::{local_name, LocalName};
+use crate::attrs::map::{intern, Key};
 use crate::model::ObjectType;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;

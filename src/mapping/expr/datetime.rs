@@ -108,14 +108,35 @@ fn standard_format(f: &str) -> Option<&'static str> {
     })
 }
 
-fn tokenize(format: &str) -> Result<Vec<Tok>, String> {
+/// Why a date format is unusable, or a value does not match it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DateFormatError {
+    #[error("the format is empty")]
+    Empty,
+    #[error("\"{0}\" is not a valid date format")]
+    Unknown(String),
+    #[error("\"{0}\" has more than 7 '{1}' characters")]
+    TooLong(String, char),
+    #[error("unterminated quote in \"{0}\"")]
+    UnterminatedQuote(String),
+    #[error("\"{0}\" ends with a backslash")]
+    TrailingBackslash(String),
+    #[error("misplaced '%' in \"{0}\"")]
+    MisplacedPercent(String),
+    #[error("value \"{input}\" does not match input format \"{format}\"")]
+    NoMatch { input: String, format: String },
+    #[error("value \"{0}\" is not a valid date and time")]
+    InvalidDate(String),
+}
+
+fn tokenize(format: &str) -> Result<Vec<Tok>, DateFormatError> {
     if format.is_empty() {
-        return Err("the format is empty".to_string());
+        return Err(DateFormatError::Empty);
     }
     if format.chars().count() == 1 {
         return match standard_format(format) {
             Some(f) => tokenize(f),
-            None => Err(format!("\"{format}\" is not a valid date format")),
+            None => Err(DateFormatError::Unknown(format.to_string())),
         };
     }
     let chars: Vec<char> = format.chars().collect();
@@ -136,7 +157,7 @@ fn tokenize(format: &str) -> Result<Vec<Tok>, String> {
             'g' => toks.push(Tok::Era),
             'f' | 'F' => {
                 if run > 7 {
-                    return Err(format!("\"{format}\" has more than 7 '{c}' characters"));
+                    return Err(DateFormatError::TooLong(format.to_string(), c));
                 }
                 toks.push(if c == 'f' {
                     Tok::Frac(run)
@@ -153,11 +174,11 @@ fn tokenize(format: &str) -> Result<Vec<Tok>, String> {
                 let mut j = i + 1;
                 loop {
                     match chars.get(j) {
-                        None => return Err(format!("unterminated quote in \"{format}\"")),
+                        None => return Err(DateFormatError::UnterminatedQuote(format.to_string())),
                         Some(q) if *q == c => break,
                         Some('\\') => {
                             let Some(n) = chars.get(j + 1) else {
-                                return Err(format!("\"{format}\" ends with a backslash"));
+                                return Err(DateFormatError::TrailingBackslash(format.to_string()));
                             };
                             toks.push(Tok::Lit(*n));
                             j += 2;
@@ -173,7 +194,7 @@ fn tokenize(format: &str) -> Result<Vec<Tok>, String> {
             }
             '\\' => {
                 let Some(n) = chars.get(i + 1) else {
-                    return Err(format!("\"{format}\" ends with a backslash"));
+                    return Err(DateFormatError::TrailingBackslash(format.to_string()));
                 };
                 toks.push(Tok::Lit(*n));
                 i += 2;
@@ -206,7 +227,7 @@ fn tokenize(format: &str) -> Result<Vec<Tok>, String> {
                         i += 2;
                         continue;
                     }
-                    _ => return Err(format!("misplaced '%' in \"{format}\"")),
+                    _ => return Err(DateFormatError::MisplacedPercent(format.to_string())),
                 }
             }
             other => {
@@ -221,7 +242,7 @@ fn tokenize(format: &str) -> Result<Vec<Tok>, String> {
 }
 
 /// Formats `dt` with a .NET custom (or one-letter standard) format string.
-pub(crate) fn format(dt: &DateTime<Utc>, format: &str) -> Result<String, String> {
+pub(crate) fn format(dt: &DateTime<Utc>, format: &str) -> Result<String, DateFormatError> {
     let mut out = String::new();
     let frac7 = dt.nanosecond() % 1_000_000_000 / 100;
     for tok in tokenize(format)? {
@@ -377,8 +398,11 @@ pub(crate) fn parse_exact(
     input: &str,
     format: &str,
     now: &DateTime<Utc>,
-) -> Result<DateTime<Utc>, String> {
-    let fail = || format!("value \"{input}\" does not match input format \"{format}\"");
+) -> Result<DateTime<Utc>, DateFormatError> {
+    let fail = || DateFormatError::NoMatch {
+        input: input.to_string(),
+        format: format.to_string(),
+    };
     let toks = tokenize(format)?;
     let chars: Vec<char> = input.trim().chars().collect();
     let mut c = Cursor {
@@ -504,7 +528,7 @@ pub(crate) fn parse_exact(
             day.unwrap_or(1),
         )
     };
-    let invalid = || format!("value \"{input}\" is not a valid date and time");
+    let invalid = || DateFormatError::InvalidDate(input.to_string());
     let date = NaiveDate::from_ymd_opt(y, m, d).ok_or_else(invalid)?;
     let naive = date
         .and_hms_nano_opt(hour as u32, minute as u32, second as u32, nanos as u32)

@@ -826,12 +826,13 @@ fn format_date_time(ctx: &Ctx<'_>, f: Func, args: &[Node]) -> R<Value> {
                 )
             })?;
             let input_format = input_format.ok_or_else(|| fail(f, "inputFormat is required"))?;
-            datetime::parse_exact(&s, &input_format, &ctx.env.now).map_err(|m| fail(f, m))?
+            datetime::parse_exact(&s, &input_format, &ctx.env.now)
+                .map_err(|m| fail(f, m.to_string()))?
         }
     };
     datetime::format(&dt, &output_format)
         .map(Value::String)
-        .map_err(|m| fail(f, m))
+        .map_err(|m| fail(f, m.to_string()))
 }
 
 fn random_string(ctx: &Ctx<'_>, f: Func, args: &[Node]) -> R<Value> {
@@ -918,7 +919,7 @@ fn replace_fn(
             Some(re) => Ok(re.clone()),
             None => {
                 let pattern = text_arg(ctx, f, args, 2)?.unwrap_or_default();
-                compile_regex(&pattern).map_err(|m| fail(f, m))
+                compile_regex(&pattern).map_err(|m| fail(f, m.to_string()))
             }
         }
     };

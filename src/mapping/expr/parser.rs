@@ -615,20 +615,26 @@ impl Parser<'_> {
             ));
         };
         let regex = match args.get(2) {
-            Some((Node::Str(p), pos)) => Some(compile_regex(p).map_err(|m| self.error(*pos, m))?),
+            Some((Node::Str(p), pos)) => {
+                Some(compile_regex(p).map_err(|m| self.error(*pos, m.to_string()))?)
+            }
             _ => None,
         };
         Ok((mode, regex))
     }
 }
 
+/// A pattern the regex engine rejects.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid regular expression: {0}")]
+pub(crate) struct InvalidRegex(#[from] regex::Error);
+
 /// Compiles a .NET-style pattern; constructs Rust's engine lacks (look-around,
 /// back-references) are reported with the engine's message.
-pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, String> {
-    regex::RegexBuilder::new(pattern)
+pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, InvalidRegex> {
+    Ok(regex::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
-        .build()
-        .map_err(|e| format!("invalid regular expression: {e}"))
+        .build()?)
 }
 
 fn lookup_function(name: &str) -> Option<(Func, usize, usize)> {

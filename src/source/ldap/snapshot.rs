@@ -59,7 +59,7 @@ impl Snapshot {
                     object_type: Some(ty),
                     id: None,
                     position: raw.dn.clone(),
-                    reason,
+                    reason: reason.to_string(),
                 });
                 return;
             }
@@ -139,22 +139,24 @@ impl Snapshot {
     }
 }
 
+/// Why an LDAP entry cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum EntryError {
+    #[error("no {0} (the anchor attribute; can the bind account read it?)")]
+    NoAnchor(String),
+}
+
 /// An LDAP entry in our terms: its anchor, and its attributes named as ours.
 fn convert(
     ty: ObjectType,
     raw: &RawEntry,
     settings: &LdapSettings,
-) -> Result<(String, Entry), String> {
+) -> Result<(String, Entry), EntryError> {
     let anchor = raw
         .values(&settings.anchor_attribute)
         .first()
         .and_then(|v| values::anchor_value(&settings.anchor_attribute, v))
-        .ok_or_else(|| {
-            format!(
-                "no {} (the anchor attribute; can the bind account read it?)",
-                settings.anchor_attribute
-            )
-        })?;
+        .ok_or_else(|| EntryError::NoAnchor(settings.anchor_attribute.clone()))?;
     let map: &AttributeMap = match ty {
         ObjectType::User => &settings.user_attributes,
         ObjectType::Group => &settings.group_attributes,

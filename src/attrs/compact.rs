@@ -10,9 +10,9 @@
 //! It (de)serialises as the JSON object it stands for: process-local name numbers never leave
 //! the process.
 
-use crate::attr_map::Fnv;
-use crate::attr_map::{intern, AttrMap, Key};
-use crate::codec::{put_bytes, put_varint, Reader};
+use crate::attrs::codec::{put_bytes, put_varint, Reader};
+use crate::attrs::map::Fnv;
+use crate::attrs::map::{intern, AttrMap, Key};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use std::cell::RefCell;
@@ -498,7 +498,7 @@ pub fn visit_object<'de, A: serde::de::MapAccess<'de>>(
     let mut buf: Vec<u8> = Vec::new();
     let mut entries: Vec<(Key, usize, usize)> = Vec::new();
     let mut position = 0;
-    while let Some(k) = access.next_key_seed(crate::attr_map::KeySeed(position))? {
+    while let Some(k) = access.next_key_seed(crate::attrs::map::KeySeed(position))? {
         position += 1;
         if take.contains(&&*k) {
             taken.push((k, access.next_value::<Value>()?));

@@ -1,6 +1,6 @@
-//! The byte-level pieces of the compact encodings ([`crate::compact::CompactMap`] in memory, link
-//! records in the store): LEB128 varints and length-prefixed byte strings. The reader never
-//! panics: damaged input reads as `None`.
+//! The byte-level pieces of the compact encodings ([`crate::attrs::compact::CompactMap`] in
+//! memory, link records in the store): LEB128 varints and length-prefixed byte strings. The
+//! reader never panics: damaged input reads as `None`.
 
 pub fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     loop {

@@ -2,9 +2,9 @@
 //! of an [`AttrMap`]'s memory; a cycle holds one per link), plus whether the account was left
 //! disabled, which the planner asks of every linked user several times a cycle.
 
-use crate::attr_map::{AttrMap, Key};
-use crate::codec::Reader;
-use crate::compact::CompactMap;
+use crate::attrs::codec::Reader;
+use crate::attrs::compact::CompactMap;
+use crate::attrs::map::{AttrMap, Key};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use std::fmt;
@@ -72,7 +72,7 @@ impl Exported {
     /// See [`CompactMap::read_portable`].
     pub fn read_portable(
         r: &mut Reader<'_>,
-        name: &mut dyn FnMut(u32) -> Option<crate::compact::LocalName>,
+        name: &mut dyn FnMut(u32) -> Option<crate::attrs::compact::LocalName>,
     ) -> Option<Self> {
         CompactMap::read_portable(r, name).map(Exported::of)
     }

@@ -1,0 +1,326 @@
+//! Phase one: users and groups are provisioned (matched, then adopted or created), updated,
+//! disabled or deleted.
+
+use super::{diff, map_all, problem, Action, Change, Delete, Disable, Plan, PlanSettings};
+use super::{Provision, Update};
+use crate::mapping::{map_object, MapContext, Mapped, Mappings};
+use crate::model::{Directory, ObjectType, SourceObject};
+use crate::scope::{OutOfScope, Scoped};
+use crate::state::{Link, LinkIndex};
+use crate::summary::Problem;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+/// The duplicate-detection key of a matching value, hashed without building lowercase copies.
+/// Case-insensitive: SCIM `userName` and `displayName` are not case-exact (RFC 7643), so
+/// "Alice@x" and "alice@x" would match the same target object.
+fn match_hash(path: &str, v: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for c in path.chars().flat_map(char::to_lowercase) {
+        c.hash(&mut h);
+    }
+    0xffu8.hash(&mut h);
+    match v {
+        Value::String(s) => {
+            for c in s.chars().flat_map(char::to_lowercase) {
+                c.hash(&mut h);
+            }
+        }
+        other => {
+            0u8.hash(&mut h);
+            other.to_string().hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// Phase one: users and groups.
+pub fn plan_objects(
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &LinkIndex,
+    settings: &PlanSettings<'_>,
+) -> Plan {
+    let mut plan = Plan::default();
+    let rejected: HashSet<&str> = dir
+        .rejected
+        .iter()
+        .filter_map(|r| r.id.as_deref())
+        .collect();
+    for r in &dir.rejected {
+        plan.problems.push(Problem {
+            object_type: r.object_type.map(|t| t.as_str().to_string()),
+            id: r.id.clone(),
+            name: None,
+            code: "InvalidSourceObject".into(),
+            reason: format!("{}: {}", r.position, r.reason),
+        });
+    }
+    for ty in [ObjectType::User, ObjectType::Group] {
+        plan_type(
+            ty, dir, scoped, mappings, links, settings, &rejected, &mut plan,
+        );
+    }
+    plan
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_type(
+    ty: ObjectType,
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &LinkIndex,
+    settings: &PlanSettings<'_>,
+    rejected: &HashSet<&str>,
+    plan: &mut Plan,
+) {
+    let objects = dir.objects(ty);
+    let type_links = links.of(ty);
+    // One hash per object instead of a dozen comparisons of long ids in the B-tree.
+    let link_of: HashMap<&str, &Link> = type_links.iter().map(|(id, l)| (id.as_str(), l)).collect();
+    let maps = mappings.of(ty);
+    let deprovision_allowed = dir.complete;
+    // An object rejected without a readable id might be any linked object: "gone from the
+    // source" can't be told apart from "unreadable", so no delete-by-absence of this type.
+    let absence_is_deletion = deprovision_allowed
+        && !dir
+            .rejected
+            .iter()
+            .any(|r| r.id.is_none() && r.object_type.is_none_or(|t| t == ty));
+    // A rejected group or assignment may be what put a user in scope: until it reads again,
+    // "not assigned" is not known, so no disable or delete for that reason.
+    let assignment_is_known = !dir
+        .rejected
+        .iter()
+        .any(|r| r.object_type != Some(ObjectType::User));
+
+    // Map every in-scope object first, so duplicate matching values can be found before any
+    // object is provisioned on the strength of one. A linked object is diffed right away and,
+    // when unchanged, only its matching values are kept: keeping every `Mapped` of a no-change
+    // cycle over 100k users cost hundreds of megabytes.
+    let mapped = map_all(objects, |id, obj| {
+        if !scoped.in_scope(ty, id) {
+            return None;
+        }
+        let ctx = MapContext {
+            soft_deleted: false,
+            roles: scoped.roles.get(id).map(|r| &**r),
+            env: settings.env,
+        };
+        let link = link_of.get(id.as_str()).copied();
+        Some(map_object(obj, maps, &ctx).map(|m| Wanted::new(link, m, settings)))
+    });
+    let mut wanted: Vec<(&SourceObject, Wanted<'_>)> = Vec::new();
+    for ((id, obj), mapped) in objects.iter().zip(mapped) {
+        let decision = scoped.decision(ty, id);
+        match decision {
+            Some(Ok(())) => match mapped {
+                Some(Ok(w)) => wanted.push((obj, w)),
+                failed => plan.problems.push(problem(
+                    Some(ty),
+                    id,
+                    Some(obj.display_name()),
+                    "AttributeMappingFailed",
+                    match failed {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "not mapped".into(),
+                    },
+                )),
+            },
+            Some(Err(why)) => match link_of.get(id.as_str()) {
+                None => bump_skipped(plan, ty),
+                Some(l) if ty == ObjectType::User && l.disabled() => plan.unchanged_users += 1,
+                Some(_) if !deprovision_allowed => plan.withheld_deprovisions += 1,
+                Some(_)
+                    if !assignment_is_known
+                        && matches!(why, OutOfScope::NotAssigned | OutOfScope::ExcludedRole(_)) =>
+                {
+                    plan.withheld_deprovisions += 1
+                }
+                Some(l) => plan.actions.push(match ty {
+                    ObjectType::User => Action::Disable(Disable {
+                        source_id: id.clone(),
+                        target_id: l.target_id.clone(),
+                        display_name: obj.display_name().to_string(),
+                        reason: why.to_string(),
+                    }),
+                    ObjectType::Group => Action::Delete(Delete {
+                        object_type: ty,
+                        source_id: id.clone(),
+                        target_id: l.target_id.clone(),
+                        display_name: obj.display_name().to_string(),
+                        reason: why.to_string(),
+                    }),
+                }),
+            },
+            None => bump_skipped(plan, ty),
+        }
+    }
+
+    // Duplicate matching values: linked objects keep their target object; unlinked objects
+    // sharing a value with any other in-scope object are skipped, since either could match.
+    // Values are compared by a 64-bit hash of (path, value) ignoring case; only values some
+    // unlinked object has are indexed, so a cycle without new objects indexes nothing.
+    let wanted_by_unlinked: HashSet<u64> = wanted
+        .iter()
+        .filter(|(_, w)| matches!(w, Wanted::Unlinked { .. }))
+        .flat_map(|(_, w)| w.matching_hashes())
+        .collect();
+    let mut by_value: HashMap<u64, Vec<&str>> = HashMap::new();
+    if !wanted_by_unlinked.is_empty() {
+        for (obj, w) in &wanted {
+            for h in w.matching_hashes() {
+                if wanted_by_unlinked.contains(&h) {
+                    by_value.entry(h).or_default().push(&obj.id);
+                }
+            }
+        }
+    }
+
+    for (obj, w) in wanted {
+        let id = &obj.id;
+        match w {
+            Wanted::Unchanged { .. } => bump_unchanged(plan, ty),
+            Wanted::Changed {
+                link,
+                changes,
+                mapped,
+            } => plan.actions.push(Action::Update(Update {
+                object_type: ty,
+                source_id: id.clone(),
+                target_id: link.target_id.clone(),
+                display_name: obj.display_name().to_string(),
+                changes,
+                matching: mapped.matching.first().cloned(),
+                mapped: *mapped,
+            })),
+            Wanted::Unlinked { mapped } => {
+                if mapped.matching.is_empty() {
+                    plan.problems.push(problem(
+                        Some(ty),
+                        id,
+                        Some(obj.display_name()),
+                        "MissingMatchingValue",
+                        "no value for any matching attribute".into(),
+                    ));
+                    continue;
+                }
+                let clash = mapped.matching.iter().find_map(|(path, v)| {
+                    let others: Vec<&str> = by_value
+                        .get(&match_hash(path, v))
+                        .map(|ids| ids.iter().copied().filter(|o| o != id).collect())
+                        .unwrap_or_default();
+                    (!others.is_empty()).then(|| (path.clone(), v.clone(), others.join(", ")))
+                });
+                if let Some((path, v, others)) = clash {
+                    plan.problems.push(problem(
+                        Some(ty),
+                        id,
+                        Some(obj.display_name()),
+                        "DuplicateSourceEntries",
+                        format!("{path} {v} is also the value of {others}"),
+                    ));
+                    continue;
+                }
+                plan.actions.push(Action::Provision(Provision {
+                    object_type: ty,
+                    source_id: id.clone(),
+                    display_name: obj.display_name().to_string(),
+                    mapped: *mapped,
+                }));
+            }
+        }
+    }
+
+    // Links whose source object is gone: deleted in the source. A rejected object is present
+    // but unreadable, never gone.
+    // Both maps are in id order: one merge instead of a lookup per link.
+    let mut present = objects.keys().peekable();
+    for (id, link) in type_links {
+        while present.next_if(|o| *o < id).is_some() {}
+        if present.peek() == Some(&id) || rejected.contains(id.as_str()) {
+            continue;
+        }
+        if !absence_is_deletion {
+            plan.withheld_deprovisions += 1;
+            continue;
+        }
+        plan.actions.push(Action::Delete(Delete {
+            object_type: ty,
+            source_id: id.clone(),
+            target_id: link.target_id.clone(),
+            display_name: link.display_name.clone(),
+            reason: "deleted in the source".into(),
+        }));
+    }
+}
+
+/// An in-scope object, mapped, and what it needs.
+enum Wanted<'l> {
+    /// Linked and up to date: only the matching values are kept (for duplicate detection).
+    /// Linked and up to date: only the hashes of its matching values are kept (for
+    /// duplicate detection), not the values: 100k of them cost about 20 MB.
+    Unchanged { matching: Box<[u64]> },
+    /// Linked, with attribute changes to export.
+    Changed {
+        link: &'l Link,
+        changes: Vec<Change>,
+        mapped: Box<Mapped>,
+    },
+    /// Not linked yet: to match, then adopt or create.
+    Unlinked { mapped: Box<Mapped> },
+}
+
+impl<'l> Wanted<'l> {
+    fn new(link: Option<&'l Link>, mapped: Mapped, settings: &PlanSettings<'_>) -> Self {
+        let Some(link) = link else {
+            return Wanted::Unlinked {
+                mapped: Box::new(mapped),
+            };
+        };
+        let changes = diff(link, &mapped, settings.null_values);
+        if changes.is_empty() {
+            Wanted::Unchanged {
+                matching: mapped
+                    .matching
+                    .iter()
+                    .map(|(p, v)| match_hash(p, v))
+                    .collect(),
+            }
+        } else {
+            Wanted::Changed {
+                link,
+                changes,
+                mapped: Box::new(mapped),
+            }
+        }
+    }
+
+    fn matching_hashes(&self) -> Vec<u64> {
+        match self {
+            Wanted::Unchanged { matching } => matching.to_vec(),
+            Wanted::Changed { mapped, .. } | Wanted::Unlinked { mapped } => mapped
+                .matching
+                .iter()
+                .map(|(p, v)| match_hash(p, v))
+                .collect(),
+        }
+    }
+}
+
+fn bump_skipped(plan: &mut Plan, ty: ObjectType) {
+    match ty {
+        ObjectType::User => plan.skipped_users += 1,
+        ObjectType::Group => plan.skipped_groups += 1,
+    }
+}
+
+fn bump_unchanged(plan: &mut Plan, ty: ObjectType) {
+    match ty {
+        ObjectType::User => plan.unchanged_users += 1,
+        ObjectType::Group => plan.unchanged_groups += 1,
+    }
+}

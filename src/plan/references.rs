@@ -1,0 +1,199 @@
+//! Phase two, after the objects are exported: references (managers) and group memberships,
+//! resolved to the target ids phase one produced.
+
+use super::Update;
+use super::{map_all, problem, Change, MembershipChange, NullPolicy, PlanSettings, ReferencePlan};
+use crate::mapping::{map_object, MapContext, Mappings};
+use crate::model::{Directory, ObjectType, SourceObject};
+use crate::scope::{OutOfScope, Scoped};
+use crate::state::{Link, LinkIndex};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+/// Phase two: resolve references (managers, members) to target ids now that objects exist.
+pub fn plan_references(
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &LinkIndex,
+    settings: &PlanSettings<'_>,
+) -> ReferencePlan {
+    let mut out = ReferencePlan::default();
+    // Looked up three times per user (own link, manager's, memberships): hashing an id once
+    // beats a dozen comparisons of long ids in the B-tree.
+    let user_links: HashMap<&str, &Link> =
+        links.users.iter().map(|(id, l)| (id.as_str(), l)).collect();
+    let user_target = |source_id: &str| -> Option<&str> {
+        user_links
+            .get(source_id)
+            .filter(|l| !l.disabled() && scoped.in_scope(ObjectType::User, source_id))
+            .map(|l| l.target_id.as_str())
+    };
+
+    let rejected: HashSet<&str> = dir
+        .rejected
+        .iter()
+        .filter_map(|r| r.id.as_deref())
+        .collect();
+    let assignment_is_known = !dir
+        .rejected
+        .iter()
+        .any(|r| r.object_type != Some(ObjectType::User));
+    // A linked user whose membership can't be judged this cycle (see `plan_type`).
+    let undecided = |source_id: &str| -> Option<&str> {
+        let link = user_links.get(source_id)?;
+        let unknown_scope = !assignment_is_known
+            && matches!(
+                scoped.decision(ObjectType::User, source_id),
+                Some(Err(OutOfScope::NotAssigned | OutOfScope::ExcludedRole(_)))
+            );
+        (rejected.contains(source_id) || unknown_scope).then_some(link.target_id.as_str())
+    };
+
+    let reference_maps: Vec<crate::mapping::Mapping> = mappings
+        .users
+        .iter()
+        .filter(|m| m.is_reference())
+        .cloned()
+        .collect();
+    if !reference_maps.is_empty() {
+        // One user's reference changes; on several threads for large directories (a manager
+        // lookup per user), in directory order either way.
+        let update_of = |id: &String, user: &SourceObject| -> Option<Box<Update>> {
+            let link = *user_links.get(id.as_str())?;
+            if !scoped.in_scope(ObjectType::User, id) || link.disabled() {
+                return None;
+            }
+            let ctx = MapContext {
+                soft_deleted: false,
+                roles: None,
+                env: settings.env,
+            };
+            // The references alone first (no mapping of the whole object): most users'
+            // manager hasn't changed, and then nothing else is needed.
+            let mut changes = Vec::new();
+            for (path, referenced) in crate::mapping::reference_values(user, &reference_maps) {
+                // Unchanged, the common case: decided on the compact form.
+                if let Some(t) = referenced.and_then(user_target) {
+                    if link.exported.get_str_is(path, t) {
+                        continue;
+                    }
+                }
+                let old = link.exported.get(path);
+                let old = old.as_ref();
+                let new = match referenced {
+                    None => None,
+                    Some(r) => match user_target(r) {
+                        Some(t) => Some(Value::String(t.to_string())),
+                        None => {
+                            // The manager is not provisioned (out of scope, or failed): leave
+                            // the attribute as it is rather than clear it.
+                            continue;
+                        }
+                    },
+                };
+                match (&new, old) {
+                    (Some(n), o) if o != Some(n) => changes.push(Change {
+                        path: path.to_string(),
+                        old: o.cloned(),
+                        new: Some(n.clone()),
+                    }),
+                    (None, Some(o)) if settings.null_values == NullPolicy::Remove => {
+                        changes.push(Change {
+                            path: path.to_string(),
+                            old: Some(o.clone()),
+                            new: None,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            if changes.is_empty() {
+                return None;
+            }
+            let mapped = map_object(user, &reference_maps, &ctx).ok()?;
+            Some(Box::new(Update {
+                object_type: ObjectType::User,
+                source_id: id.clone(),
+                target_id: link.target_id.clone(),
+                display_name: link.display_name.clone(),
+                changes,
+                matching: link.matching.clone(),
+                mapped,
+            }))
+        };
+        out.updates = map_all(&dir.users, update_of)
+            .into_iter()
+            .flatten()
+            .map(|u| *u)
+            .collect();
+    }
+
+    if mappings.sync_members() {
+        for (id, group) in &dir.groups {
+            let Some(link) = links.groups.get(id) else {
+                continue;
+            };
+            if !scoped.in_scope(ObjectType::Group, id) {
+                continue;
+            }
+            // Borrowed target ids: only the delta is copied, not every member of every group.
+            // A sorted list, compared with the (sorted) last exported members in one merge.
+            let mut desired: Vec<&str> = Vec::with_capacity(group.members.len());
+            let mut missing: Vec<&str> = Vec::new();
+            for m in &group.members {
+                if let Some(t) = user_target(m) {
+                    desired.push(t);
+                } else if let Some(t) = undecided(m) {
+                    // Present but unreadable, or its scope is unknown this cycle: leave its
+                    // membership as it is, neither added nor removed.
+                    if link.members.contains(t) {
+                        desired.push(t);
+                    }
+                } else if !dir.users.contains_key(m) && !dir.groups.contains_key(m) {
+                    missing.push(m);
+                }
+            }
+            if !missing.is_empty() {
+                out.problems.push(problem(
+                    Some(ObjectType::Group),
+                    id,
+                    Some(group.display_name()),
+                    "InvalidMember",
+                    format!(
+                        "members that do not exist in the source were skipped: {}",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+            desired.sort_unstable();
+            desired.dedup();
+            let (mut add, mut remove) = (Vec::new(), Vec::new());
+            let mut had = link.members.iter().map(String::as_str).peekable();
+            for t in desired {
+                while let Some(old) = had.next_if(|old| *old < t) {
+                    remove.push(old.to_string());
+                }
+                if had.next_if_eq(&t).is_none() {
+                    add.push(t.to_string());
+                }
+            }
+            remove.extend(had.map(str::to_string));
+            // Only remove members provisiond added; and never on an incomplete read, where a
+            // missing member may just be unread.
+            if !dir.complete {
+                remove.clear();
+            }
+            if !add.is_empty() || !remove.is_empty() {
+                out.memberships.push(MembershipChange {
+                    group_source_id: id.clone(),
+                    group_target_id: link.target_id.clone(),
+                    display_name: link.display_name.clone(),
+                    add,
+                    remove,
+                });
+            }
+        }
+    }
+    out
+}
