@@ -31,7 +31,46 @@ pub struct MembershipCounts {
 }
 
 /// HTTP requests sent to the target, retries included.
-pub use crate::target::RequestCounts;
+/// Number of HTTP requests sent, retries included, by method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    /// GET requests.
+    #[serde(rename = "GET")]
+    pub get: u64,
+    /// POST requests.
+    #[serde(rename = "POST")]
+    pub post: u64,
+    /// PUT requests.
+    #[serde(rename = "PUT")]
+    pub put: u64,
+    /// PATCH requests.
+    #[serde(rename = "PATCH")]
+    pub patch: u64,
+    /// DELETE requests.
+    #[serde(rename = "DELETE")]
+    pub delete: u64,
+}
+
+impl RequestCounts {
+    /// Requests that change the target.
+    pub fn writes(&self) -> u64 {
+        self.post + self.put + self.patch + self.delete
+    }
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        self.get + self.writes()
+    }
+    /// The requests counted since `earlier` (counters only grow).
+    pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
+        RequestCounts {
+            get: self.get.saturating_sub(earlier.get),
+            post: self.post.saturating_sub(earlier.post),
+            put: self.put.saturating_sub(earlier.put),
+            patch: self.patch.saturating_sub(earlier.patch),
+            delete: self.delete.saturating_sub(earlier.delete),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

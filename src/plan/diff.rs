@@ -3,7 +3,7 @@
 //! form.
 
 use crate::mapping::Mapped;
-use crate::state::Link;
+use crate::model::Link;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -5,8 +5,8 @@ use super::{diff, map_all, problem, Action, Change, Delete, Disable, Plan, PlanS
 use super::{Provision, Update};
 use crate::mapping::{map_object, MapContext, Mapped, Mappings};
 use crate::model::{Directory, ObjectType, SourceObject};
+use crate::model::{Link, LinkIndex};
 use crate::scope::{OutOfScope, Scoped};
-use crate::state::{Link, LinkIndex};
 use crate::summary::Problem;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};

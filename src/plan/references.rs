@@ -5,8 +5,8 @@ use super::Update;
 use super::{map_all, problem, Change, MembershipChange, NullPolicy, PlanSettings, ReferencePlan};
 use crate::mapping::{map_object, MapContext, Mappings};
 use crate::model::{Directory, ObjectType, SourceObject};
+use crate::model::{Link, LinkIndex};
 use crate::scope::{OutOfScope, Scoped};
-use crate::state::{Link, LinkIndex};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 

@@ -3,10 +3,10 @@
 use super::*;
 use crate::mapping::Mappings;
 use crate::model::Directory;
+use crate::model::{Link, LinkIndex};
 use crate::scope::OutOfScope;
 use crate::scope::{self, ScopeMode, ScopeSettings};
 use crate::source::file::parse_export;
-use crate::state::{Link, LinkIndex};
 use proptest::prelude::*;
 use serde_json::json;
 use std::collections::BTreeSet;

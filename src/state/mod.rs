@@ -11,45 +11,16 @@ pub mod sled_store;
 use crate::model::ObjectType;
 use crate::summary::CycleSummary;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 pub use crate::attrs::Exported;
+/// Links are domain types (the planner reads them); the store persists them.
+pub use crate::model::{Link, LinkIndex};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
 /// The version of the persisted records. Bump it with a migration in `sled_store`.
 pub const SCHEMA_VERSION: u32 = 2;
-
-/// What provisiond knows about one object it created or matched in the target. Only objects
-/// with a link are ever changed or deleted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Link {
-    pub object_type: ObjectType,
-    pub source_id: String,
-    pub target_id: String,
-    pub display_name: String,
-    /// The matching attribute and value that found or created the object.
-    #[serde(default)]
-    pub matching: Option<(String, Value)>,
-    /// Last values exported successfully, by target path: updates send only what differs.
-    #[serde(default)]
-    pub exported: Exported,
-    /// Groups: the target ids of the members last exported.
-    #[serde(default)]
-    pub members: BTreeSet<String>,
-    /// True when provisiond created the object, false when it matched an existing one.
-    #[serde(default)]
-    pub created: bool,
-}
-
-impl Link {
-    /// Whether provisiond last left the account disabled.
-    pub fn disabled(&self) -> bool {
-        self.exported.disabled()
-    }
-}
 
 /// Per-job memory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -111,43 +82,5 @@ pub trait StateStore: Send + Sync {
             .filter(|l| l.object_type == ObjectType::User)
             .count();
         Ok((users, links.len() - users))
-    }
-}
-
-/// Links of a job indexed by type and source id.
-#[derive(Debug, Clone, Default)]
-pub struct LinkIndex {
-    pub users: BTreeMap<String, Link>,
-    pub groups: BTreeMap<String, Link>,
-}
-
-impl LinkIndex {
-    pub fn new(links: Vec<Link>) -> Self {
-        // Built in bulk, not by inserting one by one: inserting in key order (as a store hands
-        // them over) leaves every B-tree node half empty, a third more memory for 100k links.
-        // A later duplicate replaces an earlier one either way.
-        let (users, groups): (Vec<Link>, Vec<Link>) = links
-            .into_iter()
-            .partition(|l| l.object_type == ObjectType::User);
-        let index = |v: Vec<Link>| v.into_iter().map(|l| (l.source_id.clone(), l)).collect();
-        LinkIndex {
-            users: index(users),
-            groups: index(groups),
-        }
-    }
-    pub fn of(&self, ty: ObjectType) -> &BTreeMap<String, Link> {
-        match ty {
-            ObjectType::User => &self.users,
-            ObjectType::Group => &self.groups,
-        }
-    }
-    pub fn of_mut(&mut self, ty: ObjectType) -> &mut BTreeMap<String, Link> {
-        match ty {
-            ObjectType::User => &mut self.users,
-            ObjectType::Group => &mut self.groups,
-        }
-    }
-    pub fn get(&self, ty: ObjectType, source_id: &str) -> Option<&Link> {
-        self.of(ty).get(source_id)
     }
 }

@@ -18,6 +18,7 @@ use super::scim::patch::{render_patch, PatchOp};
 use super::{PatchStyle, TargetSettings};
 use crate::http::{error_chain, parse_retry_after};
 use crate::model::ObjectType;
+use crate::summary::RequestCounts;
 
 const SCIM_JSON: &str = "application/scim+json";
 /// Longest piece of a non-SCIM error body kept in an error message.
@@ -26,26 +27,6 @@ const BODY_SNIPPET: usize = 200;
 /// earlier avoids sending a request on a connection the server is closing, which would
 /// turn a `POST` into an ambiguous failure.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Number of HTTP requests sent, retries included, by method.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RequestCounts {
-    /// GET requests.
-    #[serde(rename = "GET")]
-    pub get: u64,
-    /// POST requests.
-    #[serde(rename = "POST")]
-    pub post: u64,
-    /// PUT requests.
-    #[serde(rename = "PUT")]
-    pub put: u64,
-    /// PATCH requests.
-    #[serde(rename = "PATCH")]
-    pub patch: u64,
-    /// DELETE requests.
-    #[serde(rename = "DELETE")]
-    pub delete: u64,
-}
 
 #[derive(Default)]
 struct Counters {
@@ -679,26 +660,5 @@ pub(crate) fn parse_list(body: Value) -> Result<Vec<Value>, ListError> {
             None => Err(ListError::NotAList),
         },
         Some(_) => Err(ListError::ResourcesNotAnArray),
-    }
-}
-
-impl RequestCounts {
-    /// Requests that change the target.
-    pub fn writes(&self) -> u64 {
-        self.post + self.put + self.patch + self.delete
-    }
-    /// All requests.
-    pub fn total(&self) -> u64 {
-        self.get + self.writes()
-    }
-    /// The requests counted since `earlier` (counters only grow).
-    pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
-        RequestCounts {
-            get: self.get.saturating_sub(earlier.get),
-            post: self.post.saturating_sub(earlier.post),
-            put: self.put.saturating_sub(earlier.put),
-            patch: self.patch.saturating_sub(earlier.patch),
-            delete: self.delete.saturating_sub(earlier.delete),
-        }
     }
 }

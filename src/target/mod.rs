@@ -24,7 +24,8 @@ use serde_json::Value;
 
 use crate::model::ObjectType;
 
-pub use client::{RequestCounts, ScimClient};
+pub use crate::summary::RequestCounts;
+pub use client::ScimClient;
 pub use config::{PatchStyle, TargetSettings};
 pub use connection::{ConnectionProblem, ConnectionReport};
 pub use dry_run::DryRunTarget;

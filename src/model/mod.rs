@@ -2,7 +2,10 @@
 //! terms. Source adapters convert their wire formats into these types; nothing downstream
 //! knows whether a user came from a file, LDAP or Microsoft Graph.
 
+mod link;
+
 pub use crate::attrs::map::AttrMap;
+pub use link::{Link, LinkIndex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
