@@ -18,19 +18,7 @@ const TOKEN: SecretKeys = SecretKeys {
 /// Members sent in one group `PATCH` unless `member_batch` says otherwise.
 const DEFAULT_MEMBER_BATCH: usize = 100;
 
-/// How `PATCH` operations are rendered on the wire.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PatchStyle {
-    /// RFC 7644: lowercase `op` names and JSON booleans.
-    #[default]
-    #[serde(rename = "rfc7644")]
-    Rfc7644,
-    /// What Entra sends without the `aadOptscim062020` flag: capitalised `op` names
-    /// (`Add`, `Replace`, `Remove`) and booleans as the strings `"True"` / `"False"`,
-    /// for targets built against that behaviour.
-    EntraLegacy,
-}
+pub use super::scim::patch::PatchStyle;
 
 /// Connection, throttling and rendering settings of a SCIM target.
 ///

@@ -6,7 +6,20 @@ use serde_json::{json, Map, Value};
 use super::path::{PathError, ScimPath};
 use super::wire::PatchOperation;
 use super::{get_attr, resolve_key, ENTERPRISE_USER_SCHEMA, PATCH_OP_SCHEMA};
-use crate::target::PatchStyle;
+
+/// How `PATCH` operations are rendered on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PatchStyle {
+    /// RFC 7644: lowercase `op` names and JSON booleans.
+    #[default]
+    #[serde(rename = "rfc7644")]
+    Rfc7644,
+    /// What Entra sends without the `aadOptscim062020` flag: capitalised `op` names
+    /// (`Add`, `Replace`, `Remove`) and booleans as the strings `"True"` / `"False"`,
+    /// for targets built against that behaviour.
+    EntraLegacy,
+}
 
 /// The kind of a PATCH operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
