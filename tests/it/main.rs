@@ -10,6 +10,7 @@
 
 mod support;
 
+mod architecture;
 mod cli;
 mod cycle_faults;
 mod cycle_sandbox;
