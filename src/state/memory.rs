@@ -1,6 +1,6 @@
 //! An in-memory [`StateStore`] for tests and dry runs.
 
-use super::{JobMeta, Link, StateError, StateStore};
+use super::{EscrowEntry, JobMeta, Link, StagedDelete, StateError, StateStore};
 use crate::model::ObjectType;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -14,6 +14,8 @@ pub struct MemoryStore {
 struct Inner {
     links: BTreeMap<(String, ObjectType, String), Link>,
     meta: BTreeMap<String, JobMeta>,
+    escrows: BTreeMap<(String, ObjectType, String, bool), EscrowEntry>,
+    staged: BTreeMap<String, Vec<StagedDelete>>,
 }
 
 impl MemoryStore {
@@ -68,6 +70,51 @@ impl StateStore for MemoryStore {
         Ok(())
     }
     fn flush(&self) -> Result<(), StateError> {
+        Ok(())
+    }
+    fn clear_links(&self, job: &str) -> Result<(), StateError> {
+        self.lock().links.retain(|(j, _, _), _| j != job);
+        Ok(())
+    }
+    fn escrows(&self, job: &str) -> Result<Vec<EscrowEntry>, StateError> {
+        Ok(self
+            .lock()
+            .escrows
+            .iter()
+            .filter(|((j, ..), _)| j == job)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+    fn put_escrow(&self, job: &str, entry: &EscrowEntry) -> Result<(), StateError> {
+        let key = (
+            job.to_string(),
+            entry.object_type,
+            entry.source_id.clone(),
+            entry.is_reference(),
+        );
+        self.lock().escrows.insert(key, entry.clone());
+        Ok(())
+    }
+    fn remove_escrow(
+        &self,
+        job: &str,
+        ty: ObjectType,
+        source_id: &str,
+        reference: bool,
+    ) -> Result<(), StateError> {
+        let key = (job.to_string(), ty, source_id.to_string(), reference);
+        self.lock().escrows.remove(&key);
+        Ok(())
+    }
+    fn clear_escrows(&self, job: &str) -> Result<(), StateError> {
+        self.lock().escrows.retain(|(j, ..), _| j != job);
+        Ok(())
+    }
+    fn staged_deletes(&self, job: &str) -> Result<Vec<StagedDelete>, StateError> {
+        Ok(self.lock().staged.get(job).cloned().unwrap_or_default())
+    }
+    fn set_staged_deletes(&self, job: &str, staged: &[StagedDelete]) -> Result<(), StateError> {
+        self.lock().staged.insert(job.to_string(), staged.to_vec());
         Ok(())
     }
 }

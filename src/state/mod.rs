@@ -6,6 +6,7 @@
 //! Every record carries the schema version it was written with.
 
 pub mod memory;
+pub mod safety;
 pub mod sled_store;
 
 use crate::model::ObjectType;
@@ -17,10 +18,17 @@ pub use crate::attrs::Exported;
 /// Links are domain types (the planner reads them); the store persists them.
 pub use crate::model::{Link, LinkIndex};
 pub use memory::MemoryStore;
+pub use safety::{
+    EscrowAction, EscrowEntry, Quarantine, QuarantineError, QuarantineReason, StagedAction,
+    StagedDelete,
+};
 pub use sled_store::SledStore;
 
 /// The version of the persisted records. Bump it with a migration in `sled_store`.
-pub const SCHEMA_VERSION: u32 = 2;
+///
+/// 3 added quarantine, escrow and staged deletions: a provisiond that predates them would
+/// send deletions an admin has not allowed, so it must refuse such a store.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Per-job memory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -35,6 +43,37 @@ pub struct JobMeta {
     pub last_cycle: Option<CycleSummary>,
     #[serde(default)]
     pub last_success: Option<chrono::DateTime<chrono::Utc>>,
+    /// The job's quarantine, if it is in one.
+    #[serde(default)]
+    pub quarantine: Option<Quarantine>,
+    /// Paused by an admin (`provisiond pause`): no cycle starts until `resume`.
+    #[serde(default)]
+    pub paused: bool,
+    /// Disabled after 28 days in quarantine: no cycle starts until `restart`.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Set by `provisiond allow-deletes`: the next cycle sends the staged deletions that it
+    /// still plans, then clears it.
+    #[serde(default)]
+    pub allow_deletes: bool,
+    /// The first and the last cycle that found nothing to do (Graph's steady-state times).
+    #[serde(default)]
+    pub steady_state_first: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    pub steady_state_last: Option<chrono::DateTime<chrono::Utc>>,
+    /// Which target and source the links belong to; a cycle refuses when the config names
+    /// another (the links would be wrong there).
+    #[serde(default)]
+    pub binding: Option<Binding>,
+}
+
+/// The target and source a job's links were made against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// The target's base URL, without credentials.
+    pub target_url: String,
+    /// The source's identity (file path, LDAP URL and base, Graph tenant and app).
+    pub source: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +113,26 @@ pub trait StateStore: Send + Sync {
     fn put_meta(&self, job: &str, meta: &JobMeta) -> Result<(), StateError>;
     /// Make everything written so far durable. Called before a watermark advances.
     fn flush(&self) -> Result<(), StateError>;
+    /// Forgets every link of the job (`restart --reset full`): objects are matched again.
+    fn clear_links(&self, job: &str) -> Result<(), StateError>;
+    /// The job's escrowed actions.
+    fn escrows(&self, job: &str) -> Result<Vec<EscrowEntry>, StateError>;
+    /// Records (or replaces) the escrow of one object's object or reference failure.
+    fn put_escrow(&self, job: &str, entry: &EscrowEntry) -> Result<(), StateError>;
+    /// Drops one object's object (`reference = false`) or reference escrow.
+    fn remove_escrow(
+        &self,
+        job: &str,
+        ty: ObjectType,
+        source_id: &str,
+        reference: bool,
+    ) -> Result<(), StateError>;
+    /// Drops every escrow of the job.
+    fn clear_escrows(&self, job: &str) -> Result<(), StateError>;
+    /// The deletions held back by the deletion threshold.
+    fn staged_deletes(&self, job: &str) -> Result<Vec<StagedDelete>, StateError>;
+    /// Replaces the job's staged deletions (empty: none).
+    fn set_staged_deletes(&self, job: &str, staged: &[StagedDelete]) -> Result<(), StateError>;
     /// Number of links per type, for `status`.
     fn link_counts(&self, job: &str) -> Result<(usize, usize), StateError> {
         let links = self.links(job)?;

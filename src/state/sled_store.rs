@@ -15,7 +15,9 @@
 //! The dictionary only grows, and a name's entry is written in the same atomic batch as the
 //! first record that uses it, so a record never names a number the store doesn't have.
 
-use super::{Exported, JobMeta, Link, StateError, StateStore, SCHEMA_VERSION};
+use super::{
+    EscrowEntry, Exported, JobMeta, Link, StagedDelete, StateError, StateStore, SCHEMA_VERSION,
+};
 use crate::attrs::codec::{put_bytes, put_varint, Reader};
 use crate::attrs::compact::{local_name, LocalName};
 use crate::attrs::map::{intern, Key};
@@ -198,6 +200,28 @@ impl SledStore {
             .map_err(|e| self.err(e))
     }
 
+    fn escrow_tree(&self, job: &str) -> Result<sled::Tree, StateError> {
+        self.db
+            .open_tree(format!("escrow/{job}"))
+            .map_err(|e| self.err(e))
+    }
+
+    fn staged_tree(&self, job: &str) -> Result<sled::Tree, StateError> {
+        self.db
+            .open_tree(format!("staged/{job}"))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every record of a tree of JSON envelopes.
+    fn records<T: DeserializeOwned>(&self, tree: &sled::Tree) -> Result<Vec<T>, StateError> {
+        tree.iter()
+            .map(|item| {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                self.decode(&k, &v)
+            })
+            .collect()
+    }
+
     fn encode<T: Serialize>(&self, key: &str, d: &T) -> Result<Vec<u8>, StateError> {
         serde_json::to_vec(&Envelope {
             v: SCHEMA_VERSION,
@@ -351,6 +375,15 @@ fn read_link(r: &mut Reader<'_>, name: &mut dyn FnMut(u32) -> Option<LocalName>)
     })
 }
 
+/// `u:o:<id>` for a user's object escrow, `g:r:<id>` for a group's reference escrow.
+fn escrow_key(ty: ObjectType, source_id: &str, reference: bool) -> String {
+    let kind = if reference { "r" } else { "o" };
+    match ty {
+        ObjectType::User => format!("u:{kind}:{source_id}"),
+        ObjectType::Group => format!("g:{kind}:{source_id}"),
+    }
+}
+
 fn link_key(ty: ObjectType, source_id: &str) -> String {
     match ty {
         ObjectType::User => format!("u:{source_id}"),
@@ -468,6 +501,61 @@ impl StateStore for SledStore {
         Ok(())
     }
 
+    fn clear_links(&self, job: &str) -> Result<(), StateError> {
+        self.links_tree(job)?.clear().map_err(|e| self.err(e))?;
+        // The dictionary went with the tree: drop the cached copy so numbers start afresh.
+        lock(&self.dicts).remove(job);
+        Ok(())
+    }
+
+    fn escrows(&self, job: &str) -> Result<Vec<EscrowEntry>, StateError> {
+        self.records(&self.escrow_tree(job)?)
+    }
+
+    fn put_escrow(&self, job: &str, entry: &EscrowEntry) -> Result<(), StateError> {
+        let key = escrow_key(entry.object_type, &entry.source_id, entry.is_reference());
+        let bytes = self.encode(&key, entry)?;
+        self.escrow_tree(job)?
+            .insert(key.as_bytes(), bytes)
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn remove_escrow(
+        &self,
+        job: &str,
+        ty: ObjectType,
+        source_id: &str,
+        reference: bool,
+    ) -> Result<(), StateError> {
+        self.escrow_tree(job)?
+            .remove(escrow_key(ty, source_id, reference).as_bytes())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn clear_escrows(&self, job: &str) -> Result<(), StateError> {
+        self.escrow_tree(job)?.clear().map_err(|e| self.err(e))
+    }
+
+    fn staged_deletes(&self, job: &str) -> Result<Vec<StagedDelete>, StateError> {
+        self.records(&self.staged_tree(job)?)
+    }
+
+    fn set_staged_deletes(&self, job: &str, staged: &[StagedDelete]) -> Result<(), StateError> {
+        let tree = self.staged_tree(job)?;
+        // One atomic batch: a crash leaves either the old set or the new one, never a mix.
+        let mut batch = sled::Batch::default();
+        for item in tree.iter().keys() {
+            batch.remove(item.map_err(|e| self.err(e))?);
+        }
+        for d in staged {
+            let key = link_key(d.object_type, &d.source_id);
+            batch.insert(key.as_bytes(), self.encode(&key, d)?);
+        }
+        tree.apply_batch(batch).map_err(|e| self.err(e))
+    }
+
     fn link_counts(&self, job: &str) -> Result<(usize, usize), StateError> {
         let tree = self.links_tree(job)?;
         Ok((
@@ -493,6 +581,93 @@ mod tests {
             members: Default::default(),
             created: true,
         }
+    }
+
+    fn escrow(id: &str, action: crate::state::EscrowAction) -> EscrowEntry {
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        EscrowEntry {
+            object_type: ObjectType::User,
+            source_id: id.into(),
+            display_name: format!("{id}@x"),
+            action,
+            attempts: 1,
+            first_failure: t,
+            last_attempt: t,
+            next_attempt: t,
+            code: "Timeout".into(),
+            reason: "timed out".into(),
+        }
+    }
+
+    #[test]
+    fn escrows_staged_deletes_and_safety_meta_survive_reopen() {
+        use crate::state::{
+            EscrowAction, Quarantine, QuarantineError, QuarantineReason, StagedAction,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let staged = vec![StagedDelete {
+            object_type: ObjectType::Group,
+            source_id: "g1".into(),
+            target_id: "t-g1".into(),
+            display_name: "Group 1".into(),
+            action: StagedAction::Delete,
+            staged_at: t,
+        }];
+        let meta = JobMeta {
+            quarantine: Some(Quarantine {
+                reason: QuarantineReason::TooManyDeletes,
+                series_began: t,
+                current_began: t,
+                next_attempt: t,
+                series_count: 1,
+                error: QuarantineError {
+                    code: "TooManyDeletes".into(),
+                    message: "3 deletions reached the threshold of 2".into(),
+                },
+            }),
+            paused: true,
+            allow_deletes: true,
+            ..JobMeta::default()
+        };
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            // An object escrow and a reference escrow of one user are two entries.
+            s.put_escrow("j", &escrow("u1", EscrowAction::Create))
+                .unwrap();
+            s.put_escrow("j", &escrow("u1", EscrowAction::Manager))
+                .unwrap();
+            s.put_escrow("j", &escrow("u2", EscrowAction::Update))
+                .unwrap();
+            s.put_escrow("other", &escrow("u9", EscrowAction::Delete))
+                .unwrap();
+            s.remove_escrow("j", ObjectType::User, "u2", false).unwrap();
+            s.set_staged_deletes("j", &staged).unwrap();
+            s.put_meta("j", &meta).unwrap();
+            s.put_link("j", &link("u1")).unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        let mut actions: Vec<_> = s.escrows("j").unwrap().iter().map(|e| e.action).collect();
+        actions.sort();
+        assert_eq!(actions, [EscrowAction::Create, EscrowAction::Manager]);
+        assert_eq!(s.staged_deletes("j").unwrap(), staged);
+        assert_eq!(s.meta("j").unwrap(), meta);
+        // Replacing the staged set drops what is not in the new one.
+        s.set_staged_deletes("j", &[]).unwrap();
+        assert!(s.staged_deletes("j").unwrap().is_empty());
+        s.clear_escrows("j").unwrap();
+        assert!(s.escrows("j").unwrap().is_empty());
+        assert_eq!(
+            s.escrows("other").unwrap().len(),
+            1,
+            "other jobs keep theirs"
+        );
+        s.clear_links("j").unwrap();
+        assert!(s.links("j").unwrap().is_empty());
+        // A link written after the reset gets a fresh dictionary and reads back whole.
+        s.put_link("j", &full_user("u3")).unwrap();
+        assert_eq!(s.links("j").unwrap(), vec![full_user("u3")]);
     }
 
     #[test]
