@@ -252,11 +252,11 @@ fn collect_objects(
                     out.insert(obj.id.clone(), obj);
                 }
             }
-            Err((id, reason)) => rejected.push(Rejected {
+            Err(e) => rejected.push(Rejected {
                 object_type: Some(ty),
-                id,
+                reason: e.to_string(),
+                id: e.into_id(),
                 position,
-                reason,
             }),
         }
     }
@@ -267,24 +267,21 @@ fn collect_objects(
     out
 }
 
-fn parse_object(
-    item: ObjectItem,
-    ty: ObjectType,
-) -> Result<SourceObject, (Option<String>, String)> {
+fn parse_object(item: ObjectItem, ty: ObjectType) -> Result<SourceObject, ObjectError> {
     let ObjectItem::Object {
         id,
         members,
         mut attributes,
     } = item
     else {
-        return Err((None, "not a JSON object".into()));
+        return Err(ObjectError::NotAnObject);
     };
     let id = match id {
         Some(Value::String(s)) if !s.trim().is_empty() => s,
         Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err((None, "no id".into()));
+            return Err(ObjectError::NoId);
         }
-        Some(other) => return Err((None, format!("id is not a string: {other}"))),
+        Some(other) => return Err(ObjectError::IdNotAString(other)),
     };
     let members = match (ty, members) {
         (_, None | Some(Value::Null)) => Vec::new(),
@@ -296,17 +293,17 @@ fn parse_object(
                     // Graph-style member objects carry the id in `id`.
                     Value::Object(m) => match m.get("id") {
                         Some(Value::String(s)) => members.push(s.clone()),
-                        _ => return Err((Some(id), "a member has no id".into())),
+                        _ => return Err(ObjectError::MemberWithoutId { id }),
                     },
                     other => {
-                        return Err((Some(id), format!("a member is not an id: {other}")));
+                        return Err(ObjectError::MemberNotAnId { id, member: other });
                     }
                 }
             }
             members
         }
         (ObjectType::Group, Some(other)) => {
-            return Err((Some(id), format!("members is not an array: {other}")));
+            return Err(ObjectError::MembersNotAnArray { id, members: other });
         }
         // A user's `members` is just another attribute.
         (ObjectType::User, Some(other)) => {
@@ -320,6 +317,36 @@ fn parse_object(
         attributes,
         members,
     })
+}
+
+/// Why a user or group of the export is unusable; the id, once it was read, goes into the
+/// rejection so an admin can find the object.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum ObjectError {
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("no id")]
+    NoId,
+    #[error("id is not a string: {0}")]
+    IdNotAString(Value),
+    #[error("a member has no id")]
+    MemberWithoutId { id: String },
+    #[error("a member is not an id: {member}")]
+    MemberNotAnId { id: String, member: Value },
+    #[error("members is not an array: {members}")]
+    MembersNotAnArray { id: String, members: Value },
+}
+
+impl ObjectError {
+    /// The object's id, when it got as far as having one.
+    fn into_id(self) -> Option<String> {
+        match self {
+            ObjectError::NotAnObject | ObjectError::NoId | ObjectError::IdNotAString(_) => None,
+            ObjectError::MemberWithoutId { id }
+            | ObjectError::MemberNotAnId { id, .. }
+            | ObjectError::MembersNotAnArray { id, .. } => Some(id),
+        }
+    }
 }
 
 /// Why an assignment of the export is unusable.

@@ -51,13 +51,12 @@ pub enum SourceError {
         column: usize,
         message: String,
     },
-    /// A directory service failed (LDAP): `kind` names it, `message` says what failed
-    /// without any secret.
-    #[error("{kind} source: {message}")]
-    Service {
-        kind: &'static str,
-        message: String,
-        retryable: bool,
+    /// The LDAP server failed: the typed error says what failed (without any secret) and
+    /// whether retrying may help.
+    #[error("ldap source: {source}")]
+    Ldap {
+        #[from]
+        source: ldap::LdapError,
     },
     /// Microsoft Graph failed: `context` says what was being read (none when the client
     /// itself could not be built), `source` is the typed Graph error.
@@ -83,7 +82,7 @@ impl SourceError {
         match self {
             SourceError::Read { .. } => true,
             SourceError::Parse { .. } => false,
-            SourceError::Service { retryable, .. } => *retryable,
+            SourceError::Ldap { source } => source.is_retryable(),
             SourceError::Graph { source, .. } => source.is_retryable(),
         }
     }
@@ -92,6 +91,7 @@ impl SourceError {
 #[cfg(test)]
 mod tests {
     use super::graph::GraphError;
+    use super::ldap::LdapError;
     use super::*;
 
     fn graph(source: GraphError) -> SourceError {
@@ -116,14 +116,29 @@ mod tests {
             message: "x".into()
         }
         .is_retryable());
-        for retryable in [true, false] {
-            let e = SourceError::Service {
-                kind: "ldap",
-                message: "x".into(),
-                retryable,
-            };
-            assert_eq!(e.is_retryable(), retryable);
-        }
+        // LDAP errors delegate to the typed inner error.
+        let ldap = |source: LdapError| SourceError::Ldap { source };
+        assert!(ldap(LdapError::ReadTimeout { dn: "dc=x".into() }).is_retryable());
+        assert!(ldap(LdapError::SearchResult {
+            base: "dc=x".into(),
+            count: 0,
+            page: 1,
+            rc: 52,
+            text: String::new(),
+        })
+        .is_retryable());
+        assert!(!ldap(LdapError::InvalidCredentials {
+            who: "bind as cn=x".into(),
+            url: "ldap://h".into(),
+            text: String::new(),
+        })
+        .is_retryable());
+        assert!(!ldap(LdapError::BaseNotFound {
+            what: "user",
+            base: "ou=x".into(),
+            text: String::new(),
+        })
+        .is_retryable());
         // Graph errors delegate to the typed inner error.
         let transport = GraphError::Transport {
             path: "/users/delta".into(),
@@ -132,6 +147,22 @@ mod tests {
         assert!(graph(transport).is_retryable());
         let settings = GraphError::Settings { reason: "x".into() };
         assert!(!graph(settings).is_retryable());
+    }
+
+    #[test]
+    fn ldap_errors_keep_their_message_and_type() {
+        let e = SourceError::from(LdapError::InvalidCredentials {
+            who: "bind as cn=x,dc=y".into(),
+            url: "ldap://h:389".into(),
+            text: "80090308: bad\0".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "ldap source: bind as cn=x,dc=y to ldap://h:389: invalid credentials (LDAP result 49): 80090308: bad"
+        );
+        let inner = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<LdapError>());
+        assert!(matches!(inner, Some(LdapError::InvalidCredentials { .. })));
+        assert_eq!(inner.and_then(LdapError::rc), Some(49));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::support::slapd::*;
 use ldap3::Mod;
 use provisiond::model::{Directory, SourceObject};
 use provisiond::scope::{self, OutOfScope, ScopeSettings};
-use provisiond::source::ldap::{Flavour, LdapSettings, LdapSource, Nested};
+use provisiond::source::ldap::{Flavour, LdapError, LdapSettings, LdapSource, Nested};
 use provisiond::source::{Source, SourceError};
 use provisiond::state::MemoryStore;
 use secrecy::SecretString;
@@ -533,7 +533,12 @@ async fn bind_and_connection_failures_are_precise_and_keep_the_password_secret()
             "{msg}"
         );
         assert!(!e.is_retryable());
-        assert!(matches!(e, SourceError::Service { kind: "ldap", .. }));
+        assert!(matches!(
+            e,
+            SourceError::Ldap {
+                source: LdapError::InvalidCredentials { .. }
+            }
+        ));
         for shown in [msg, format!("{e:?}"), format!("{source:?}")] {
             assert!(!shown.contains("wrong-pa55word"), "{shown}");
             assert!(!shown.contains(READER_PW), "{shown}");

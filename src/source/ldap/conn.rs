@@ -1,15 +1,16 @@
 //! One LDAP connection: connect (plain, LDAPS or StartTLS over rustls), bind, paged searches
-//! and AD range retrieval, with every failure turned into a precise, secret-free message.
+//! and AD range retrieval, with every failure turned into a precise, secret-free [`LdapError`].
 //!
 //! Entries and controls are decoded here from the BER structures rather than with
 //! `SearchEntry::construct`, which panics on a malformed reply: a broken server must fail the
 //! read, not the daemon. Decoding ourselves also keeps every value as bytes, which binary
 //! anchors (`objectGUID`) need.
 
+use super::error::{LdapError, TlsConfigError};
 use super::LdapSettings;
 use ldap3::asn1::{parse_tag, StructureTag, PL};
 use ldap3::controls::{Control, PagedResults, RawControl};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchOptions};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchOptions};
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,25 +20,6 @@ const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 const MAX_PAGES: usize = 1_000_000;
 /// A guard against a range retrieval that never ends.
 const MAX_RANGES: usize = 100_000;
-
-/// What went wrong talking to the server, said precisely and without any secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub message: String,
-    pub retryable: bool,
-    /// The LDAP result code, when the server answered with one.
-    pub rc: Option<u32>,
-}
-
-impl Failure {
-    fn new(message: String, retryable: bool, rc: Option<u32>) -> Self {
-        Failure {
-            message,
-            retryable,
-            rc,
-        }
-    }
-}
 
 /// An entry as the server sent it: its DN and every attribute's raw values. Attribute names
 /// are lowercased (LDAP names are case-insensitive), options such as `;range=0-1499` kept.
@@ -64,54 +46,11 @@ impl RawEntry {
     }
 }
 
-/// The name of an LDAP result code, for messages.
-pub fn rc_name(rc: u32) -> &'static str {
-    match rc {
-        0 => "success",
-        1 => "operationsError",
-        2 => "protocolError",
-        3 => "timeLimitExceeded",
-        4 => "sizeLimitExceeded",
-        7 => "authMethodNotSupported",
-        8 => "strongerAuthRequired",
-        10 => "referral",
-        11 => "adminLimitExceeded",
-        12 => "unavailableCriticalExtension",
-        13 => "confidentialityRequired",
-        32 => "noSuchObject",
-        34 => "invalidDNSyntax",
-        48 => "inappropriateAuthentication",
-        49 => "invalidCredentials",
-        50 => "insufficientAccessRights",
-        51 => "busy",
-        52 => "unavailable",
-        53 => "unwillingToPerform",
-        80 => "other",
-        87 => "filterError",
-        _ => "unknown result",
-    }
-}
-
-/// Result codes after which trying again later may help.
-fn rc_retryable(rc: u32) -> bool {
-    matches!(rc, 3 | 11 | 51 | 52 | 80)
-}
-
-/// `: text` when the server said something, for messages.
-fn server_text(text: &str) -> String {
-    let t = text.trim().trim_end_matches('\0');
-    if t.is_empty() {
-        String::new()
-    } else {
-        format!(": {t}")
-    }
-}
-
 /// Whether an error is a TLS failure (handshake, certificate, name).
-fn is_tls_error(e: &LdapError) -> bool {
+fn is_tls_error(e: &ldap3::LdapError) -> bool {
     match e {
-        LdapError::Rustls { .. } | LdapError::DNSName { .. } => true,
-        LdapError::Io { source } => {
+        ldap3::LdapError::Rustls { .. } | ldap3::LdapError::DNSName { .. } => true,
+        ldap3::LdapError::Io { source } => {
             source
                 .get_ref()
                 .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
@@ -129,7 +68,7 @@ fn is_tls_error(e: &LdapError) -> bool {
 /// The trust store for LDAPS and StartTLS: the system's roots plus the configured CA file.
 pub fn tls_config(
     extra: &[rustls::pki_types::CertificateDer<'static>],
-) -> Result<Arc<rustls::ClientConfig>, String> {
+) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
     let mut roots = rustls::RootCertStore::empty();
     // Unreadable system certificates leave only the configured CA: not fatal on its own.
     let native = rustls_native_certs::load_native_certs();
@@ -139,12 +78,12 @@ pub fn tls_config(
     for cert in extra {
         roots
             .add(cert.clone())
-            .map_err(|e| format!("the CA certificate cannot be used: {e}"))?;
+            .map_err(TlsConfigError::CaCertificate)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up failed: {e}"))?
+        .map_err(TlsConfigError::Setup)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -162,7 +101,7 @@ impl Conn {
     pub async fn open(
         settings: &LdapSettings,
         tls: Option<Arc<rustls::ClientConfig>>,
-    ) -> Result<Conn, Failure> {
+    ) -> Result<Conn, LdapError> {
         let url = &settings.url;
         let uses_tls = settings.uses_tls();
         let mut conn_settings = LdapConnSettings::new()
@@ -178,17 +117,12 @@ impl Conn {
         .await;
         let (conn, mut ldap) = match opened {
             Err(_) => {
-                return Err(Failure::new(
-                    format!(
-                        "cannot connect to {}: no answer within {}",
-                        settings.display_url(),
-                        crate::util::format_duration(settings.timeout)
-                    ),
-                    true,
-                    None,
-                ))
+                return Err(LdapError::ConnectTimeout {
+                    url: settings.display_url(),
+                    timeout: settings.timeout,
+                })
             }
-            Ok(Err(e)) => return Err(connect_failure(settings, uses_tls, &e)),
+            Ok(Err(e)) => return Err(connect_failure(settings, uses_tls, e)),
             Ok(Ok(pair)) => pair,
         };
         ldap3::drive!(conn);
@@ -209,30 +143,21 @@ impl Conn {
         match bound {
             Ok(res) if res.rc == 0 => {}
             Ok(res) if res.rc == 49 => {
-                return Err(Failure::new(
-                    format!(
-                        "{who} to {}: invalid credentials (LDAP result 49){}",
-                        settings.display_url(),
-                        server_text(&res.text)
-                    ),
-                    false,
-                    Some(49),
-                ))
+                return Err(LdapError::InvalidCredentials {
+                    who,
+                    url: settings.display_url(),
+                    text: res.text,
+                })
             }
             Ok(res) => {
-                return Err(Failure::new(
-                    format!(
-                        "{who} to {} failed: LDAP result {} ({}){}",
-                        settings.display_url(),
-                        res.rc,
-                        rc_name(res.rc),
-                        server_text(&res.text)
-                    ),
-                    rc_retryable(res.rc),
-                    Some(res.rc),
-                ))
+                return Err(LdapError::Bind {
+                    who,
+                    url: settings.display_url(),
+                    rc: res.rc,
+                    text: res.text,
+                })
             }
-            Err(e) => return Err(connect_failure(settings, uses_tls, &e)),
+            Err(e) => return Err(connect_failure(settings, uses_tls, e)),
         }
         Ok(Conn {
             ldap,
@@ -249,7 +174,7 @@ impl Conn {
         filter: &str,
         attrs: &[String],
         mut each: impl FnMut(RawEntry),
-    ) -> Result<u64, Failure> {
+    ) -> Result<u64, LdapError> {
         let mut cookie: Vec<u8> = Vec::new();
         let mut count: u64 = 0;
         for page in 0..MAX_PAGES {
@@ -266,7 +191,7 @@ impl Conn {
                 .await;
             let mut stream = match started {
                 Ok(s) => s,
-                Err(e) => return Err(self.search_error(base, page, count, &e)),
+                Err(e) => return Err(search_error(base, page, count, e)),
             };
             loop {
                 // ldap3's timer covers each reply; this one also covers a stalled stream.
@@ -275,17 +200,13 @@ impl Conn {
                         .await;
                 match next {
                     Err(_) => {
-                        return Err(Failure::new(
-                            format!(
-                                "search under {base} timed out after {} entries (page {})",
-                                count,
-                                page + 1
-                            ),
-                            true,
-                            None,
-                        ))
+                        return Err(LdapError::SearchTimeout {
+                            base: base.to_string(),
+                            count,
+                            page: page + 1,
+                        })
                     }
-                    Ok(Err(e)) => return Err(self.search_error(base, page, count, &e)),
+                    Ok(Err(e)) => return Err(search_error(base, page, count, e)),
                     Ok(Ok(None)) => break,
                     Ok(Ok(Some(re))) => {
                         // Referrals (AD's other partitions) and intermediate messages carry
@@ -307,22 +228,13 @@ impl Conn {
             }
             let res = stream.finish().await;
             if res.rc != 0 {
-                let hint = if res.rc == 4 {
-                    " (the server's size limit: is paging allowed for this account, and page_size below the server's maximum?)"
-                } else {
-                    ""
-                };
-                return Err(Failure::new(
-                    format!(
-                        "search under {base} failed after {count} entries (page {}): LDAP result {} ({}){}{hint}",
-                        page + 1,
-                        res.rc,
-                        rc_name(res.rc),
-                        server_text(&res.text),
-                    ),
-                    rc_retryable(res.rc),
-                    Some(res.rc),
-                ));
+                return Err(LdapError::SearchResult {
+                    base: base.to_string(),
+                    count,
+                    page: page + 1,
+                    rc: res.rc,
+                    text: res.text,
+                });
             }
             match paged_cookie(&res.ctrls) {
                 Some(c) if !c.is_empty() => cookie = c,
@@ -331,11 +243,10 @@ impl Conn {
                 _ => return Ok(count),
             }
         }
-        Err(Failure::new(
-            format!("search under {base} stopped after {MAX_PAGES} pages"),
-            false,
-            None,
-        ))
+        Err(LdapError::TooManyPages {
+            base: base.to_string(),
+            pages: MAX_PAGES,
+        })
     }
 
     /// The rest of a multi-valued attribute AD cut into ranges (`member;range=0-1499`):
@@ -345,7 +256,7 @@ impl Conn {
         dn: &str,
         attr: &str,
         mut start: u64,
-    ) -> Result<Vec<Vec<u8>>, Failure> {
+    ) -> Result<Vec<Vec<u8>>, LdapError> {
         let mut values = Vec::new();
         for _ in 0..MAX_RANGES {
             let want = vec![format!("{attr};range={start}-*")];
@@ -353,11 +264,10 @@ impl Conn {
             self.search_base(dn, "(objectClass=*)", &want, |e| entries.push(e))
                 .await?;
             let Some(entry) = entries.into_iter().next() else {
-                return Err(Failure::new(
-                    format!("{dn} disappeared while its {attr} values were being read"),
-                    true,
-                    None,
-                ));
+                return Err(LdapError::RangeEntryGone {
+                    dn: dn.to_string(),
+                    attr: attr.to_string(),
+                });
             };
             let Some((name, vals)) = entry
                 .attrs
@@ -372,11 +282,10 @@ impl Conn {
                 _ => return Ok(values),
             }
         }
-        Err(Failure::new(
-            format!("{attr} of {dn}: too many ranges"),
-            false,
-            None,
-        ))
+        Err(LdapError::TooManyRanges {
+            dn: dn.to_string(),
+            attr: attr.to_string(),
+        })
     }
 
     /// A base-scope search of one entry.
@@ -386,7 +295,7 @@ impl Conn {
         filter: &str,
         attrs: &[String],
         mut each: impl FnMut(RawEntry),
-    ) -> Result<LdapRc, Failure> {
+    ) -> Result<LdapRc, LdapError> {
         let res = tokio::time::timeout(
             self.timeout + Duration::from_secs(1),
             self.ldap
@@ -395,8 +304,8 @@ impl Conn {
         )
         .await;
         let res = match res {
-            Err(_) => return Err(Failure::new(format!("reading {dn} timed out"), true, None)),
-            Ok(Err(e)) => return Err(self.search_error(dn, 0, 0, &e)),
+            Err(_) => return Err(LdapError::ReadTimeout { dn: dn.to_string() }),
+            Ok(Err(e)) => return Err(search_error(dn, 0, 0, e)),
             Ok(Ok(r)) => r,
         };
         for re in res.0 {
@@ -412,32 +321,31 @@ impl Conn {
 
     /// For `test-connection`: whether `base` exists, and how many entries (0 or 1) match
     /// `filter` under it.
-    pub async fn probe(&mut self, what: &str, base: &str, filter: &str) -> Result<u64, Failure> {
+    pub async fn probe(
+        &mut self,
+        what: &'static str,
+        base: &str,
+        filter: &str,
+    ) -> Result<u64, LdapError> {
         let rc = self
             .search_base(base, "(objectClass=*)", &["1.1".to_string()], |_| {})
             .await?;
         match rc.rc {
             0 => {}
             32 => {
-                return Err(Failure::new(
-                    format!(
-                        "{what} base {base} not found (LDAP result 32){}",
-                        server_text(&rc.text)
-                    ),
-                    false,
-                    Some(32),
-                ))
+                return Err(LdapError::BaseNotFound {
+                    what,
+                    base: base.to_string(),
+                    text: rc.text,
+                })
             }
             other => {
-                return Err(Failure::new(
-                    format!(
-                        "{what} base {base} cannot be read: LDAP result {other} ({}){}",
-                        rc_name(other),
-                        server_text(&rc.text)
-                    ),
-                    rc_retryable(other),
-                    Some(other),
-                ))
+                return Err(LdapError::BaseUnreadable {
+                    what,
+                    base: base.to_string(),
+                    rc: other,
+                    text: rc.text,
+                })
             }
         }
         let res = tokio::time::timeout(
@@ -449,24 +357,19 @@ impl Conn {
         )
         .await;
         match res {
-            Err(_) => Err(Failure::new(
-                format!("search under {base} timed out"),
-                true,
-                None,
-            )),
-            Ok(Err(e)) => Err(self.search_error(base, 0, 0, &e)),
+            Err(_) => Err(LdapError::ProbeTimeout {
+                base: base.to_string(),
+            }),
+            Ok(Err(e)) => Err(search_error(base, 0, 0, e)),
             // 4: more than the one entry asked for, which is what a healthy directory says.
             Ok(Ok(r)) if r.1.rc == 0 || r.1.rc == 4 => Ok(r.0.len() as u64),
-            Ok(Ok(r)) => Err(Failure::new(
-                format!(
-                    "search under {what} base {base} with {filter} failed: LDAP result {} ({}){}",
-                    r.1.rc,
-                    rc_name(r.1.rc),
-                    server_text(&r.1.text)
-                ),
-                rc_retryable(r.1.rc),
-                Some(r.1.rc),
-            )),
+            Ok(Ok(r)) => Err(LdapError::ProbeResult {
+                what,
+                base: base.to_string(),
+                filter: filter.to_string(),
+                rc: r.1.rc,
+                text: r.1.text,
+            }),
         }
     }
 
@@ -474,20 +377,15 @@ impl Conn {
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ldap.unbind()).await;
     }
+}
 
-    fn search_error(&self, base: &str, page: usize, count: u64, e: &LdapError) -> Failure {
-        let what = match e {
-            LdapError::Timeout { .. } => "timed out",
-            _ => "lost the connection",
-        };
-        Failure::new(
-            format!(
-                "search under {base} {what} after {count} entries (page {}): {e}",
-                page + 1
-            ),
-            !matches!(e, LdapError::FilterParsing),
-            None,
-        )
+/// A search the client library failed; `page` is 0-based here, 1-based in the error.
+fn search_error(base: &str, page: usize, count: u64, e: ldap3::LdapError) -> LdapError {
+    LdapError::SearchFailed {
+        base: base.to_string(),
+        count,
+        page: page + 1,
+        source: Box::new(e),
     }
 }
 
@@ -498,36 +396,27 @@ pub struct LdapRc {
     pub text: String,
 }
 
-fn connect_failure(settings: &LdapSettings, uses_tls: bool, e: &LdapError) -> Failure {
+fn connect_failure(settings: &LdapSettings, uses_tls: bool, e: ldap3::LdapError) -> LdapError {
     let url = settings.display_url();
-    if let LdapError::LdapResult { result } = e {
+    if let ldap3::LdapError::LdapResult { result } = e {
         // StartTLS refused, or another operation result during connection set-up.
-        return Failure::new(
-            format!(
-                "{url}: {} refused: LDAP result {} ({}){}",
-                if settings.starttls {
-                    "StartTLS"
-                } else {
-                    "the connection"
-                },
-                result.rc,
-                rc_name(result.rc),
-                server_text(&result.text)
-            ),
-            rc_retryable(result.rc),
-            Some(result.rc),
-        );
+        return LdapError::Refused {
+            url,
+            starttls: settings.starttls,
+            rc: result.rc,
+            text: result.text,
+        };
     }
-    if uses_tls && is_tls_error(e) {
-        return Failure::new(
-            format!(
-                "TLS with {url} failed: {e} (is the server's certificate issued for this host name, and trusted by the system or ca_file?)"
-            ),
-            false,
-            None,
-        );
+    if uses_tls && is_tls_error(&e) {
+        return LdapError::Tls {
+            url,
+            source: Box::new(e),
+        };
     }
-    Failure::new(format!("cannot connect to {url}: {e}"), true, None)
+    LdapError::Connect {
+        url,
+        source: Box::new(e),
+    }
 }
 
 /// `member;range=0-1499` → (0, Some(1499)); `member;range=1500-*` → (1500, None).

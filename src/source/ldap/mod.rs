@@ -17,18 +17,21 @@
 //! **Incomplete reads.** A failure after some entries were read (a dropped connection, a
 //! failed page, a timeout) returns what was read with `complete = false`, so the planner
 //! disables and deletes nothing; the snapshot is left as it was and the next read is full
-//! again if this one was. A failure before anything was read is a [`SourceError::Service`].
+//! again if this one was. A failure before anything was read is a [`SourceError::Ldap`] carrying the typed
+//! [`LdapError`].
 
 pub mod config;
 pub mod conn;
 pub mod dn;
+mod error;
 mod snapshot;
 pub mod values;
 
 use super::{Source, SourceError, SourceRead};
 use crate::model::ObjectType;
 use async_trait::async_trait;
-use conn::{Conn, Failure, RawEntry};
+use conn::{Conn, RawEntry};
+pub use error::{LdapError, TlsConfigError};
 use secrecy::SecretString;
 use serde::Deserialize;
 use snapshot::Snapshot;
@@ -285,7 +288,7 @@ struct State {
 /// An LDAP or Active Directory source.
 pub struct LdapSource {
     settings: LdapSettings,
-    tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
+    tls: OnceLock<Result<Arc<rustls::ClientConfig>, TlsConfigError>>,
     state: tokio::sync::Mutex<State>,
     force_full: AtomicBool,
     last: std::sync::Mutex<Option<ReadStats>>,
@@ -330,14 +333,6 @@ impl LdapSource {
         self.last.lock().ok().and_then(|l| l.clone())
     }
 
-    fn service(f: Failure) -> SourceError {
-        SourceError::Service {
-            kind: "ldap",
-            message: f.message,
-            retryable: f.retryable,
-        }
-    }
-
     fn tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>, SourceError> {
         if !self.settings.uses_tls() {
             return Ok(None);
@@ -347,11 +342,7 @@ impl LdapSource {
             .get_or_init(|| conn::tls_config(&self.settings.ca_certs))
         {
             Ok(c) => Ok(Some(c.clone())),
-            Err(m) => Err(SourceError::Service {
-                kind: "ldap",
-                message: m.clone(),
-                retryable: false,
-            }),
+            Err(e) => Err(SourceError::from(LdapError::from(e.clone()))),
         }
     }
 
@@ -365,7 +356,7 @@ impl LdapSource {
             tracing::warn!(url = %s.display_url(), "the bind password crosses the network unencrypted: use ldaps:// or starttls = true");
         }
         let tls = self.tls()?;
-        Conn::open(&self.settings, tls).await.map_err(Self::service)
+        Ok(Conn::open(&self.settings, tls).await?)
     }
 
     /// Run the searches of one read into `into`; `since` limits them to changed entries.
@@ -375,7 +366,7 @@ impl LdapSource {
         into: &mut Snapshot,
         since: Option<chrono::DateTime<chrono::Utc>>,
         count: &mut u64,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), LdapError> {
         let s = &self.settings;
         let changed = since.map(|t| {
             format!(
@@ -524,8 +515,8 @@ impl Source for LdapSource {
                 if forced {
                     self.force_full.store(true, Ordering::SeqCst);
                 }
-                tracing::warn!(error = %f.message, "LDAP read failed before any entry was read");
-                return Err(Self::service(f));
+                tracing::warn!(error = %f, "LDAP read failed before any entry was read");
+                return Err(f.into());
             }
             Err(f) => {
                 // Keep what was read, on top of the previous snapshot when there is one; the
@@ -542,7 +533,7 @@ impl Source for LdapSource {
                     self.force_full.store(true, Ordering::SeqCst);
                 }
                 tracing::warn!(
-                    error = %f.message,
+                    error = %f,
                     entries_read,
                     "LDAP read incomplete: what was read is used, nothing will be disabled or deleted"
                 );
@@ -610,7 +601,7 @@ impl Source for LdapSource {
                 )),
                 Err(f) => {
                     conn.close().await;
-                    return Err(Self::service(f));
+                    return Err(f.into());
                 }
             }
         }
