@@ -481,3 +481,119 @@ async fn a_cycle_that_finds_nothing_to_do_marks_the_steady_state() {
     assert_eq!(meta.steady_state_first, Some(t0() + Duration::hours(1)));
     assert_eq!(meta.steady_state_last, Some(t0() + Duration::hours(2)));
 }
+
+// ---------------------------------------------------------------------------------------
+// kill -9 during the new transitions, with the real binary
+// ---------------------------------------------------------------------------------------
+
+mod crash {
+    use crate::support::cli::*;
+    use provisiond::sandbox::{FaultAction, FaultRule};
+    use provisiond::state::{SledStore, StateStore};
+    use serde_json::Value;
+    use std::time::Duration;
+
+    const USERS: usize = 40;
+    const KEPT: usize = 10;
+
+    fn store(f: &Fixture) -> SledStore {
+        SledStore::open(&f.state_dir().join("state")).unwrap()
+    }
+
+    fn json_of(out: &Output) -> Value {
+        out.json()
+    }
+
+    /// Held deletes staged and the quarantine entered while slow creates run: killed then;
+    /// the next sync holds the same set again, creates the rest, deletes nothing. Then the
+    /// allowed deletes, killed half sent: the next sync sends the rest, once each.
+    #[test]
+    fn kill_9_after_staging_and_during_allowed_deletes_converges() {
+        let sandbox = Sandbox::start();
+        let fixture = Fixture::new(&sandbox.url());
+        let mut o = JobOptions::new(&sandbox.url());
+        o.target_extra = "concurrency = 2\n".into();
+        fixture.write_config(&job_config(&o).replace(
+            "scope = \"assigned\"",
+            "scope = \"assigned\"\ndelete_threshold = 10",
+        ));
+        fixture.write_directory(&directory(USERS));
+        fixture.run(&["sync", "--json"]).assert_code(0);
+        assert_eq!(sandbox.users().len(), USERS);
+
+        // 30 users gone from the export (held), 20 new ones created slowly.
+        let mut d = directory(USERS + 20);
+        d["users"].as_array_mut().unwrap().retain(|u| {
+            let id = u["id"].as_str().unwrap();
+            (0..KEPT).any(|i| user_id(i) == id) || (USERS..USERS + 20).any(|i| user_id(i) == id)
+        });
+        fixture.write_directory(&d);
+        sandbox.set_faults(vec![
+            FaultRule::new(FaultAction::Delay { delay_ms: 100 }).method("POST")
+        ]);
+        let mut first = fixture.spawn(&["sync", "--json"]);
+        wait_for(Duration::from_secs(30), "a few creates", || {
+            assert!(first.try_status().is_none(), "sync ended before the kill");
+            (sandbox.users().len() >= USERS + 3).then_some(())
+        });
+        first.kill9();
+        assert!(sandbox.users().len() < USERS + 20);
+        {
+            let s = store(&fixture);
+            assert_eq!(s.staged_deletes("robin").unwrap().len(), USERS - KEPT);
+            let q = s.meta("robin").unwrap().quarantine.unwrap();
+            assert_eq!(q.reason.as_str(), "TooManyDeletes");
+        }
+        sandbox.set_faults(vec![]);
+        let out = fixture.run(&["sync", "--json"]);
+        out.assert_code(1);
+        let v = json_of(&out);
+        assert_eq!(v["staged_deletes"], USERS - KEPT, "{v}");
+        assert_eq!(v["quarantine"], "TooManyDeletes", "{v}");
+        assert_eq!(v["requests"]["DELETE"], 0, "{v}");
+        assert_eq!(
+            sandbox.users().len(),
+            USERS + 20,
+            "no duplicate, none deleted"
+        );
+
+        // The admin allows the deletes (what `allow-deletes` records); DELETEs are slowed.
+        {
+            let s = store(&fixture);
+            let mut meta = s.meta("robin").unwrap();
+            meta.allow_deletes = true;
+            s.put_meta("robin", &meta).unwrap();
+            s.flush().unwrap();
+        }
+        sandbox.set_faults(vec![
+            FaultRule::new(FaultAction::Delay { delay_ms: 100 }).method("DELETE")
+        ]);
+        let mut second = fixture.spawn(&["sync", "--json"]);
+        wait_for(Duration::from_secs(30), "half the deletes", || {
+            assert!(second.try_status().is_none(), "sync ended before the kill");
+            (sandbox.users().len() <= USERS + 20 - 12).then_some(())
+        });
+        second.kill9();
+        assert!(sandbox.users().len() > KEPT + 20);
+        sandbox.set_faults(vec![]);
+        let out = fixture.run(&["sync", "--json"]);
+        out.assert_code(0);
+        let v = json_of(&out);
+        assert_eq!(v["quarantine"], Value::Null, "{v}");
+        assert_eq!(sandbox.users().len(), KEPT + 20);
+        {
+            let s = store(&fixture);
+            assert!(s.staged_deletes("robin").unwrap().is_empty());
+            let meta = s.meta("robin").unwrap();
+            assert!(!meta.allow_deletes && meta.quarantine.is_none());
+        }
+        let out = fixture.run(&["sync", "--json"]);
+        out.assert_code(0);
+        let v = json_of(&out);
+        let writes: u64 = ["POST", "PATCH", "PUT", "DELETE"]
+            .iter()
+            .map(|m| v["requests"][m].as_u64().unwrap())
+            .sum();
+        assert_eq!(writes, 0, "{v}");
+    }
+}
