@@ -180,6 +180,7 @@ async fn main() {
         null_values: NullPolicy::Leave,
         concurrency: 8,
         member_batch: 100,
+        safety: Default::default(),
     };
     let stop = CancellationToken::new();
     let opts = CycleOptions::default();

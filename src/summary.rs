@@ -139,4 +139,16 @@ pub struct CycleSummary {
     pub problems: Vec<Problem>,
     #[serde(default)]
     pub problem_count: u64,
+    /// Failed actions this cycle put in escrow (kept and retried by later cycles).
+    #[serde(default)]
+    pub escrowed: u64,
+    /// Escrowed actions this cycle retried (due by the schedule, or changed in the source).
+    #[serde(default)]
+    pub escrow_retried: u64,
+    /// Disables and deletes held back by the deletion threshold this cycle (`stagedDelete`).
+    #[serde(default)]
+    pub staged_deletes: u64,
+    /// The job's quarantine reason after this cycle (`TooManyDeletes`, …), or null.
+    #[serde(default)]
+    pub quarantine: Option<String>,
 }

@@ -69,6 +69,28 @@ pub fn render_summary(s: &CycleSummary) -> String {
         );
     }
 
+    if s.staged_deletes > 0 {
+        let _ = writeln!(
+            out,
+            "  staged:      {} disable(s)/delete(s) held by the deletion threshold, none sent; \
+             check the source, then run `provisiond allow-deletes --job {}`",
+            s.staged_deletes, s.job
+        );
+    }
+    if s.escrowed > 0 || s.escrow_retried > 0 {
+        let _ = writeln!(
+            out,
+            "  escrow:      {} failed action(s) escrowed (retried by later cycles), {} retried",
+            s.escrowed, s.escrow_retried
+        );
+    }
+    if let Some(reason) = &s.quarantine {
+        let _ = writeln!(
+            out,
+            "  quarantine:  {reason}: scheduled cycles back off (+6 h, +12 h, +24 h, then daily); \
+             `provisiond status` says why"
+        );
+    }
     if s.problem_count > 0 {
         let _ = writeln!(out, "  problems ({}):", s.problem_count);
         for p in &s.problems {

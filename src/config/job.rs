@@ -3,6 +3,7 @@
 use super::preset::load_preset;
 use super::raw::{RawJob, RawSource};
 use super::ConfigError;
+use crate::cycle::SafetySettings;
 use crate::mapping::{MappingError, Mappings};
 use crate::plan::NullPolicy;
 use crate::scope::{FilterSpec, ScopeSettings, ScopingFilter};
@@ -71,6 +72,8 @@ pub struct JobConfig {
     /// Holds the token; its `Debug` redacts it.
     pub target: TargetSettings,
     pub member_batch: usize,
+    /// `delete_threshold`, `delete_threshold_percent` and `[jobs.quarantine]`.
+    pub safety: SafetySettings,
 }
 
 impl JobConfig {
@@ -84,6 +87,7 @@ impl JobConfig {
             null_values: self.null_values,
             concurrency: self.target.concurrency,
             member_batch: self.member_batch,
+            safety: self.safety.clone(),
         }
     }
 }
@@ -143,6 +147,7 @@ pub(super) fn check(
         }
         (None, None) => Schedule::Interval(Duration::from_secs(40 * 60)),
     };
+    let safety = check_safety(&rj, &err)?;
     // Graph's `$select` depends on the mappings: completed once they are built.
     let mut graph_extras = None;
     let source_ctx = component("source");
@@ -219,5 +224,46 @@ pub(super) fn check(
         source,
         target: settings,
         member_batch,
+        safety,
     })
+}
+
+/// `delete_threshold`, `delete_threshold_percent` and `[jobs.quarantine]`.
+fn check_safety(
+    rj: &RawJob,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<SafetySettings, ConfigError> {
+    let percent = |key: &str, v: f64| -> Result<f64, ConfigError> {
+        if v.is_finite() && v > 0.0 && v <= 100.0 {
+            Ok(v)
+        } else {
+            Err(err(
+                key,
+                format!("{v} is not a percentage above 0 and at most 100"),
+            ))
+        }
+    };
+    let mut safety = SafetySettings::default();
+    if let Some(n) = rj.delete_threshold {
+        safety.deletions.count = n;
+    }
+    if let Some(p) = rj.delete_threshold_percent {
+        safety.deletions.percent = Some(percent("delete_threshold_percent", p)?);
+    }
+    if let Some(q) = &rj.quarantine {
+        let s = &mut safety.quarantine;
+        if let Some(n) = q.min_failures {
+            s.min_failures = n;
+        }
+        if let Some(p) = q.failure_percent {
+            s.failure_percent = percent("quarantine.failure_percent", p)?;
+        }
+        if let Some(n) = q.base_escrows {
+            s.base_escrows = n;
+        }
+        if let Some(n) = q.total_escrows {
+            s.total_escrows = n;
+        }
+    }
+    Ok(safety)
 }

@@ -42,6 +42,19 @@ pub(super) struct RawJob {
     pub(super) mappings: RawMappings,
     #[serde(default)]
     pub(super) scoping: RawScoping,
+    pub(super) delete_threshold: Option<u64>,
+    pub(super) delete_threshold_percent: Option<f64>,
+    pub(super) quarantine: Option<RawQuarantine>,
+}
+
+/// `[jobs.quarantine]`: the escrow thresholds that quarantine a job.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQuarantine {
+    pub(super) min_failures: Option<u64>,
+    pub(super) failure_percent: Option<f64>,
+    pub(super) base_escrows: Option<u64>,
+    pub(super) total_escrows: Option<u64>,
 }
 
 /// `[[jobs.scoping.users]]` and `[[jobs.scoping.groups]]`.

@@ -430,3 +430,40 @@ fn ldap_errors_name_the_key() {
     let c = f.parse(&anon).unwrap();
     assert!(ldap_settings_of(&c).bind_dn.is_none());
 }
+
+#[test]
+fn safety_keys_have_entras_defaults_and_are_checked() {
+    let f = Fixture::new();
+    let j = &f.parse(GOOD).unwrap().jobs[0];
+    assert_eq!(j.safety, crate::cycle::SafetySettings::default());
+    assert_eq!(j.safety.deletions.count, 500);
+    assert_eq!(j.safety.quarantine.min_failures, 5000);
+
+    let set = GOOD.replace(
+        "interval = \"40m\"",
+        "interval = \"40m\"\ndelete_threshold = 0\ndelete_threshold_percent = 12.5",
+    ) + "[jobs.quarantine]\nmin_failures = 3\nfailure_percent = 50\nbase_escrows = 7\ntotal_escrows = 9\n";
+    let j = &f.parse(&set).unwrap().jobs[0];
+    assert_eq!(j.safety.deletions.count, 0);
+    assert_eq!(j.safety.deletions.percent, Some(12.5));
+    let q = &j.safety.quarantine;
+    assert_eq!(
+        (
+            q.min_failures,
+            q.failure_percent,
+            q.base_escrows,
+            q.total_escrows
+        ),
+        (3, 50.0, 7, 9)
+    );
+
+    let bad = GOOD.replace(
+        "interval = \"40m\"",
+        "interval = \"40m\"\ndelete_threshold_percent = 120",
+    );
+    let e = error_for(&f, &bad).to_string();
+    assert!(e.contains("delete_threshold_percent"), "{e}");
+    let unknown = GOOD.to_string() + "[jobs.quarantine]\nmin_failure = 3\n";
+    let e = error_for(&f, &unknown).to_string();
+    assert!(e.contains("min_failure"), "{e}");
+}

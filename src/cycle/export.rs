@@ -1,9 +1,10 @@
 //! Export: carries a plan out against the target, one object at a time, with bounded
 //! concurrency, writing each link to the state store as soon as the target confirmed it.
 
+use super::escrow::{self, Book};
 use crate::model::ObjectType;
 use crate::plan::{describe_changes, Action, Delete, Disable, MembershipChange, Provision, Update};
-use crate::state::{Link, LinkIndex, StateStore};
+use crate::state::{EscrowAction, Link, LinkIndex, StateStore};
 use crate::summary::{GroupCounts, MembershipCounts, Problem, UserCounts};
 use crate::target::scim::path::ScimPath;
 use crate::target::scim::resource::{
@@ -45,9 +46,12 @@ struct Tally {
     groups_unchanged_then_failed: u64,
 }
 
-/// Why the export gave up on the whole cycle.
+/// Why the export gave up on the whole cycle: the failure's Entra-style code and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Abort(pub String);
+pub struct Abort {
+    pub code: String,
+    pub reason: String,
+}
 
 pub struct Exporter<'a> {
     pub job: &'a str,
@@ -59,6 +63,8 @@ pub struct Exporter<'a> {
     pub record_actions: bool,
     pub stop: &'a CancellationToken,
     pub progress: Option<&'a indicatif::ProgressBar>,
+    /// Where failed actions are escrowed and succeeded ones leave escrow (none: not kept).
+    pub(crate) escrow: Option<&'a Book<'a>>,
     links: Mutex<LinkIndex>,
     /// (type, target id) → source id: one target object is never linked to two source objects.
     /// Built from `links` on first use, so a cycle that links nothing new (a no-change cycle
@@ -109,6 +115,9 @@ struct Claimed {
     owner: String,
 }
 
+/// The code of an action stopped before its write was sent.
+const INTERRUPTED: &str = "Interrupted";
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Poisoning needs a panic, which the crate forbids; recover rather than propagate.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -136,6 +145,7 @@ impl<'a> Exporter<'a> {
             record_actions: false,
             stop,
             progress: None,
+            escrow: None,
             links: Mutex::new(links),
             owners: Mutex::new(None),
             tally: Mutex::new(Tally::default()),
@@ -157,7 +167,7 @@ impl<'a> Exporter<'a> {
     fn before_write(&self) -> Result<(), Failure> {
         if self.halted() {
             return Err(Failure {
-                code: "Interrupted".into(),
+                code: INTERRUPTED.into(),
                 reason: "the cycle was stopped before this object's write was sent".into(),
                 fatal: false,
             });
@@ -304,6 +314,7 @@ impl<'a> Exporter<'a> {
             }
             Ok(outcome)
         });
+        self.note_escrow(name, action, &result);
         let mut t = lock(&self.tally);
         match result {
             Ok(outcome) => {
@@ -418,10 +429,34 @@ impl<'a> Exporter<'a> {
                 if f.fatal {
                     let mut abort = lock(&self.abort);
                     if abort.is_none() {
-                        *abort = Some(Abort(format!("{}: {}", f.code, f.reason)));
+                        *abort = Some(Abort {
+                            code: f.code.clone(),
+                            reason: f.reason.clone(),
+                        });
                     }
                 }
             }
+        }
+    }
+
+    /// Escrow: a failed action is kept for retry; a succeeded one leaves escrow.
+    fn note_escrow(&self, name: &str, action: &Action, result: &Result<Outcome, Failure>) {
+        let Some(book) = self.escrow else { return };
+        let reference = self.in_references.load(Ordering::SeqCst);
+        let key = escrow::key_of(action, reference);
+        match result {
+            Ok(_) => book.succeeded(key),
+            // Never sent, or a failure of the whole cycle (token refused, target or store
+            // unreachable) rather than of this object: the next cycle simply carries on.
+            Err(f) if f.fatal || f.code == INTERRUPTED => {}
+            Err(f) => book.failed(
+                key,
+                name,
+                escrow::escrow_action(action, reference),
+                escrow::fingerprint(action),
+                &f.code,
+                &f.reason,
+            ),
         }
     }
 
@@ -779,6 +814,16 @@ impl<'a> Exporter<'a> {
                     }
                     tracing::warn!(job = self.job, cycle_id = self.cycle_id, group_id = %m.group_source_id,
                         code = %f.code, reason = %f.reason, "membership export failed");
+                    if let Some(book) = self.escrow {
+                        book.failed(
+                            (ObjectType::Group, m.group_source_id.clone(), true),
+                            &m.display_name,
+                            EscrowAction::Membership,
+                            escrow::membership_fingerprint(m),
+                            &f.code,
+                            &f.reason,
+                        );
+                    }
                     t.problems.push(Problem {
                         object_type: Some("group".into()),
                         id: Some(m.group_source_id.clone()),
@@ -789,12 +834,18 @@ impl<'a> Exporter<'a> {
                     if f.fatal {
                         let mut abort = lock(&self.abort);
                         if abort.is_none() {
-                            *abort = Some(Abort(format!("{}: {}", f.code, f.reason)));
+                            *abort = Some(Abort {
+                                code: f.code.clone(),
+                                reason: f.reason.clone(),
+                            });
                         }
                     }
                     return;
                 }
             }
+        }
+        if let Some(book) = self.escrow {
+            book.succeeded((ObjectType::Group, m.group_source_id.clone(), true));
         }
     }
 }

@@ -3,21 +3,27 @@
 //! The stages between import and export are pure ([`crate::scope`], [`crate::plan`]); this
 //! module is the imperative shell around them.
 
+pub mod deletions;
+pub mod escrow;
 pub mod export;
+pub mod quarantine;
 
 use crate::mapping::expr::EvalEnv;
 use crate::mapping::Mappings;
-use crate::model::Directory;
+use crate::model::{Directory, ObjectType};
 use crate::plan::{self, Action, NullPolicy, Plan, PlanSettings};
 use crate::scope::{self, ScopeMode, ScopeSettings, Scoped, ScopingFilter};
 use crate::source::{Source, SourceError};
-use crate::state::{JobMeta, LinkIndex, StateError, StateStore};
+use crate::state::{JobMeta, LinkIndex, QuarantineReason, StateError, StateStore};
 use crate::summary::{
     CycleKind, CycleStatus, CycleSummary, GroupCounts, MembershipCounts, Problem, UserCounts,
 };
 use crate::target::{RequestCounts, Target};
+pub use deletions::DeleteThreshold;
+use escrow::{Book, Verdict};
 pub use export::ActionRecord;
 use export::Exporter;
+pub use quarantine::QuarantineSettings;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -34,6 +40,17 @@ pub struct JobSpec {
     pub null_values: NullPolicy,
     pub concurrency: usize,
     pub member_batch: usize,
+    /// The deletion threshold and the quarantine thresholds.
+    pub safety: SafetySettings,
+}
+
+/// A job's protective limits: what a cycle holds back and when the job is quarantined.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SafetySettings {
+    /// `delete_threshold` and `delete_threshold_percent`.
+    pub deletions: DeleteThreshold,
+    /// `[jobs.quarantine]`.
+    pub quarantine: QuarantineSettings,
 }
 
 impl JobSpec {
@@ -130,6 +147,15 @@ pub struct CycleOptions<'a> {
     /// Keep a record per action (for `--dry-run` output and provisioning logs).
     pub record_actions: bool,
     pub progress: Option<&'a indicatif::ProgressBar>,
+    /// The wall clock for the safety rules (escrow retries, quarantine); none: the system's.
+    pub clock: Option<&'a dyn crate::util::Clock>,
+}
+
+impl CycleOptions<'_> {
+    /// The time by the cycle's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.map_or_else(chrono::Utc::now, |c| c.now())
+    }
 }
 
 /// A cycle's summary and, when asked for, what it did object by object.
@@ -165,6 +191,7 @@ async fn cycle_in_span(
     stop: &CancellationToken,
     cycle_id: String,
 ) -> CycleReport {
+    let now = opts.now();
     let cycle = Cycle {
         job,
         store,
@@ -173,6 +200,7 @@ async fn cycle_in_span(
         stop,
         cycle_id: &cycle_id,
         started: Instant::now(),
+        now,
         requests_before: target.request_counts(),
     };
     let mut summary = cycle.new_summary();
@@ -185,6 +213,10 @@ async fn cycle_in_span(
             };
         }
     };
+    let book = match Book::load(store, &job.name, now, !opts.dry_run) {
+        Ok(b) => b,
+        Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
+    };
     let Imported {
         dir,
         scoped,
@@ -192,7 +224,11 @@ async fn cycle_in_span(
         watermark,
     } = match cycle.import(&mut summary, meta.watermark.as_deref()).await {
         Ok(i) => i,
-        Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
+        Err(e) => {
+            cycle.keep_quarantine(&mut meta);
+            summary.quarantine = quarantine_reason(&meta);
+            return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]);
+        }
     };
     cycle.phase("links loaded");
 
@@ -204,23 +240,87 @@ async fn cycle_in_span(
         env: &env,
     };
     let mut plan = cycle.plan_objects(&dir, &scoped, &links, &settings);
-    let exporter = cycle.exporter(links);
-    cycle.export_objects(&exporter, &mut plan).await;
     let mut problems: Vec<Problem> = plan.problems.clone();
+    let linked = [ObjectType::User, ObjectType::Group]
+        .iter()
+        .map(|t| links.of(*t).len() as u64)
+        .sum();
+    let quarantine_before = meta.quarantine.clone();
+    let held = match cycle.hold_deletions(&mut plan, &mut meta, linked, &book, &mut problems) {
+        Ok(h) => h,
+        Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
+    };
+    cycle.defer_escrowed(&mut plan, &book);
+    let mut exporter = cycle.exporter(links);
+    exporter.escrow = Some(&book);
+    cycle.export_objects(&exporter, &mut plan).await;
     cycle
-        .export_references(&exporter, &dir, &scoped, &settings, &mut problems)
+        .export_references(&exporter, &dir, &scoped, &settings, &mut problems, &book)
         .await;
+    let tally = book.tally();
+    escrow_problems(&tally, &mut problems);
     let (aborted, links, actions) = cycle.summarise(&mut summary, &plan, problems, exporter);
+    summary.escrowed = tally.escrowed;
+    summary.escrow_retried = tally.retried;
+    summary.staged_deletes = held.staged.len() as u64;
 
-    if let Some(Abort(reason)) = aborted {
-        let error = format!("cycle stopped: {reason}");
+    if let Some(abort) = aborted {
+        let error = format!("cycle stopped: {}: {}", abort.code, abort.reason);
+        if quarantine::is_exception(&abort.code) {
+            meta.quarantine = quarantine_before;
+            let e = crate::state::QuarantineError {
+                code: abort.code.clone(),
+                message: abort.reason.clone(),
+            };
+            quarantine::impose(
+                &mut meta,
+                &job.name,
+                QuarantineReason::EncounteredQuarantineException,
+                e,
+                now,
+            );
+        } else if held.staged.is_empty() {
+            cycle.keep_quarantine(&mut meta);
+        }
+        summary.quarantine = quarantine_reason(&meta);
         return cycle.fail_and_record(summary, &mut meta, error, actions);
     }
     if stop.is_cancelled() {
         let error = "interrupted by shutdown; the next cycle continues".into();
+        summary.quarantine = quarantine_reason(&meta);
         return cycle.fail_and_record(summary, &mut meta, error, actions);
     }
-    if let Err(e) = cycle.commit(&summary, &mut meta, fingerprint, watermark) {
+    // Escrows of objects this cycle planned nothing for are done. Deprovisioning withheld
+    // for an incomplete read says nothing about disables and deletes.
+    let withheld = plan.withheld_deprovisions > 0;
+    book.prune(|_, e| {
+        !(withheld
+            && matches!(
+                e.action,
+                crate::state::EscrowAction::Disable | crate::state::EscrowAction::Delete
+            ))
+    });
+    let tally = book.tally();
+    meta.quarantine = quarantine_before;
+    let findings = quarantine::Findings {
+        exception: None,
+        held: (!held.staged.is_empty())
+            .then(|| (held.staged.len() as u64, job.safety.deletions.describe())),
+        attempts: tally.object_attempts,
+        failures: tally.object_failures,
+        base_escrows: tally.base,
+        total_escrows: tally.total,
+    };
+    match quarantine::judge(&findings, &job.safety.quarantine) {
+        Some((reason, error)) => quarantine::impose(&mut meta, &job.name, reason, error, now),
+        None => quarantine::lift(&mut meta, &job.name),
+    }
+    summary.quarantine = quarantine_reason(&meta);
+    if summary.status == CycleStatus::Succeeded && summary.requests.writes() == 0 {
+        meta.steady_state_first.get_or_insert(now);
+        meta.steady_state_last = Some(now);
+    }
+    if let Err(e) = cycle.commit(&summary, &mut meta, fingerprint, watermark, &held) {
         return CycleReport {
             summary: cycle.fail(summary, e.to_string()),
             actions,
@@ -235,6 +335,35 @@ async fn cycle_in_span(
     CycleReport { summary, actions }
 }
 
+/// The job's quarantine reason, for the summary.
+fn quarantine_reason(meta: &JobMeta) -> Option<String> {
+    meta.quarantine
+        .as_ref()
+        .map(|q| q.reason.as_str().to_string())
+}
+
+/// One problem for the escrowed actions this cycle did not retry (they are not due yet, or
+/// expired unchanged): never a silent success while failures wait.
+fn escrow_problems(tally: &escrow::Tally, problems: &mut Vec<Problem>) {
+    if tally.deferred == 0 {
+        return;
+    }
+    let next = tally
+        .earliest_deferred
+        .map(|t| format!("; the next retry is due at {}", t.to_rfc3339()))
+        .unwrap_or_default();
+    problems.push(Problem {
+        object_type: None,
+        id: None,
+        name: None,
+        code: "Escrowed".into(),
+        reason: format!(
+            "{} earlier failed action(s) not retried this cycle (escrow schedule){next}",
+            tally.deferred
+        ),
+    });
+}
+
 /// One cycle under way: what every phase needs, and the clock and request counts its
 /// summary is measured against.
 struct Cycle<'c> {
@@ -245,6 +374,8 @@ struct Cycle<'c> {
     stop: &'c CancellationToken,
     cycle_id: &'c str,
     started: Instant,
+    /// The cycle's start by its clock: every safety rule of the cycle judges at this time.
+    now: chrono::DateTime<chrono::Utc>,
     requests_before: RequestCounts,
 }
 
@@ -283,7 +414,7 @@ impl<'c> Cycle<'c> {
             kind: CycleKind::Initial,
             status: CycleStatus::Failed,
             dry_run: self.opts.dry_run,
-            started_at: chrono::Utc::now(),
+            started_at: self.now,
             duration_ms: 0,
             users: UserCounts::default(),
             groups: GroupCounts::default(),
@@ -294,6 +425,10 @@ impl<'c> Cycle<'c> {
             error: None,
             problems: Vec::new(),
             problem_count: 0,
+            escrowed: 0,
+            escrow_retried: 0,
+            staged_deletes: 0,
+            quarantine: None,
         }
     }
 
@@ -395,6 +530,101 @@ impl<'c> Cycle<'c> {
         plan
     }
 
+    /// The accidental-deletion threshold: holds the plan's disables and deletes when they
+    /// reach it (except those an admin allowed), records them as staged and quarantines the
+    /// job at once, so a crash during the export loses neither.
+    fn hold_deletions(
+        &self,
+        plan: &mut Plan,
+        meta: &mut JobMeta,
+        linked: u64,
+        book: &Book<'_>,
+        problems: &mut Vec<Problem>,
+    ) -> Result<deletions::Held, StateError> {
+        let job = &self.job.name;
+        let staged_before = self.store.staged_deletes(job)?;
+        let allow = meta.allow_deletes;
+        let threshold = &self.job.safety.deletions;
+        let held = deletions::hold(
+            &mut plan.actions,
+            &staged_before,
+            allow,
+            linked,
+            threshold,
+            self.now,
+        );
+        for s in &held.staged {
+            book.planned((s.object_type, s.source_id.clone(), false));
+        }
+        if allow {
+            tracing::info!(job = %job, released = held.released, "allowed deletions: sending the staged ones still planned");
+        }
+        if !held.staged.is_empty() {
+            tracing::warn!(event = "TooManyDeletes", job = %job, held = held.staged.len(), threshold = %threshold.describe(), "deletion threshold reached: no disable or delete sent");
+            problems.push(Problem {
+                object_type: None,
+                id: None,
+                name: None,
+                code: "TooManyDeletes".into(),
+                reason: format!(
+                    "{} disable(s)/delete(s) held: the deletion threshold ({}) was reached; \
+                     check the source, then run `provisiond allow-deletes --job {job}` to send \
+                     them",
+                    held.staged.len(),
+                    threshold.describe()
+                ),
+            });
+        }
+        if self.opts.dry_run {
+            return Ok(held);
+        }
+        // An allowed set stays recorded until the cycle that sends it is committed: a crash
+        // half-way leaves it for the next cycle.
+        if !allow && !deletions::same_set(&staged_before, &held.staged) {
+            self.store.set_staged_deletes(job, &held.staged)?;
+        }
+        if !held.staged.is_empty() {
+            let error = crate::state::QuarantineError {
+                code: "TooManyDeletes".into(),
+                message: format!(
+                    "{} disable(s)/delete(s) reach the deletion threshold ({}); they are staged",
+                    held.staged.len(),
+                    threshold.describe()
+                ),
+            };
+            let mut imposed = meta.clone();
+            quarantine::impose(
+                &mut imposed,
+                job,
+                QuarantineReason::TooManyDeletes,
+                error,
+                self.now,
+            );
+            self.store.put_meta(job, &imposed)?;
+            self.store.flush()?;
+            meta.quarantine = imposed.quarantine;
+            meta.disabled = imposed.disabled;
+        }
+        self.store.flush()?;
+        Ok(held)
+    }
+
+    /// Escrowed actions whose retry is not due (and unchanged) are not sent this cycle.
+    fn defer_escrowed(&self, plan: &mut Plan, book: &Book<'_>) {
+        plan.actions.retain(|a| {
+            book.verdict(escrow::key_of(a, false), || escrow::fingerprint(a)) != Verdict::Wait
+        });
+    }
+
+    /// A cycle that failed without a quarantine condition of its own leaves a quarantine in
+    /// effect: one more evaluation, and the next attempt moves on (the scheduler does not
+    /// retry a quarantined job at once).
+    fn keep_quarantine(&self, meta: &mut JobMeta) {
+        if let Some(q) = meta.quarantine.clone() {
+            quarantine::impose(meta, &self.job.name, q.reason, q.error, self.now);
+        }
+    }
+
     fn exporter(&self, links: LinkIndex) -> Exporter<'c> {
         let mut exporter = Exporter::new(
             &self.job.name,
@@ -433,12 +663,21 @@ impl<'c> Cycle<'c> {
         scoped: &Scoped,
         settings: &PlanSettings<'_>,
         problems: &mut Vec<Problem>,
+        book: &Book<'_>,
     ) {
         if exporter.aborted().is_some() || self.stop.is_cancelled() {
             return;
         }
-        let refs =
+        let mut refs =
             plan::plan_references(dir, scoped, &self.job.mappings, &exporter.links(), settings);
+        refs.updates.retain(|u| {
+            let key = (u.object_type, u.source_id.clone(), true);
+            book.verdict(key, || escrow::update_fingerprint(u)) != Verdict::Wait
+        });
+        refs.memberships.retain(|m| {
+            let key = (ObjectType::Group, m.group_source_id.clone(), true);
+            book.verdict(key, || escrow::membership_fingerprint(m)) != Verdict::Wait
+        });
         if let Some(p) = self.opts.progress {
             p.inc_length((refs.updates.len() + refs.memberships.len()) as u64);
         }
@@ -520,15 +759,23 @@ impl<'c> Cycle<'c> {
         meta: &mut JobMeta,
         fingerprint: String,
         watermark: Option<String>,
+        held: &deletions::Held,
     ) -> Result<(), StateError> {
         if self.opts.dry_run {
             return Ok(());
         }
         let store = self.store;
+        let job = &self.job.name;
         let done = store.flush().and_then(|()| {
+            // An allowance is used up by the cycle that sent the allowed deletions: what it
+            // held instead (new ones, past the threshold again) is the staged set now.
+            if meta.allow_deletes {
+                store.set_staged_deletes(job, &held.staged)?;
+                meta.allow_deletes = false;
+            }
             meta.watermark = watermark;
             meta.fingerprint = Some(fingerprint);
-            meta.last_success = Some(chrono::Utc::now());
+            meta.last_success = Some(self.now);
             meta.last_cycle = Some(summary.clone());
             store.put_meta(&self.job.name, meta)?;
             store.flush()
@@ -660,6 +907,7 @@ mod tests {
             null_values,
             concurrency: 1,
             member_batch: 1,
+            safety: Default::default(),
         };
         // The built-in preset's mapping fingerprint, then the scope encoding.
         let pinned = concat!(

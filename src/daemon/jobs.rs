@@ -108,6 +108,7 @@ pub async fn run_job_cycle(
         dry_run,
         record_actions: dry_run,
         progress,
+        ..CycleOptions::default()
     };
     let report = if dry_run {
         // Plan against a copy of the state; reads go to the target, writes are pretended.
@@ -144,6 +145,10 @@ fn failed_report(job: &str, dry_run: bool, error: String) -> CycleReport {
             error: Some(error),
             problems: vec![],
             problem_count: 0,
+            escrowed: 0,
+            escrow_retried: 0,
+            staged_deletes: 0,
+            quarantine: None,
         },
         actions: vec![],
     }

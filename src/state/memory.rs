@@ -28,13 +28,18 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A copy of a job's links and meta, to seed another store (dry runs plan on a copy).
+    /// A copy of a job's links, meta, escrows and staged deletions, to seed another store
+    /// (dry runs plan on a copy).
     pub fn from_store(store: &dyn StateStore, job: &str) -> Result<Self, StateError> {
         let m = MemoryStore::new();
         for l in store.links(job)? {
             m.put_link(job, &l)?;
         }
         m.put_meta(job, &store.meta(job)?)?;
+        for e in store.escrows(job)? {
+            m.put_escrow(job, &e)?;
+        }
+        m.set_staged_deletes(job, &store.staged_deletes(job)?)?;
         Ok(m)
     }
 }

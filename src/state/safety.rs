@@ -109,6 +109,14 @@ pub struct EscrowEntry {
     /// The last error's Entra-style code and reason (bounded, no secret).
     pub code: String,
     pub reason: String,
+    /// A digest of what the action would send: when the object changes in the source, the
+    /// digest differs and the action is retried at the next cycle, whatever the schedule.
+    #[serde(default)]
+    pub fingerprint: String,
+    /// Dropped after 28 days of failures (`EscrowExpired`): no longer retried nor counted,
+    /// kept only so the unchanged object is not retried again until it changes in the source.
+    #[serde(default)]
+    pub expired: bool,
 }
 
 impl EscrowEntry {

@@ -596,6 +596,8 @@ mod tests {
             next_attempt: t,
             code: "Timeout".into(),
             reason: "timed out".into(),
+            fingerprint: String::new(),
+            expired: false,
         }
     }
 

@@ -954,7 +954,7 @@ async fn dry_run(
     let opts = CycleOptions {
         dry_run: true,
         record_actions: true,
-        progress: None,
+        ..CycleOptions::default()
     };
     run_cycle(job, &scratch, &target, &opts, &CancellationToken::new()).await
 }

@@ -19,4 +19,5 @@ mod graph_source;
 mod ldap_ad;
 mod ldap_source;
 mod mappings_config;
+mod safety;
 mod scim2_server;

@@ -71,6 +71,7 @@ pub fn job_with_source(source: Box<dyn Source>) -> JobSpec {
         null_values: NullPolicy::Leave,
         concurrency: 4,
         member_batch: 100,
+        safety: Default::default(),
     }
 }
 
