@@ -5,6 +5,7 @@
 use clap::Parser;
 use provisiond::cli::{self, Cli, Command, Failure};
 use provisiond::config::{Config, LogFormat};
+use provisiond::daemon::admin::AdminCommand;
 use std::future::Future;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
@@ -94,6 +95,15 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::TestConnection { job } => cli::test_connection(&config, job.as_deref()).await,
         Command::Status { job, json } => cli::status(&config, job.as_deref(), json).await,
+        Command::Restart { job, reset } => {
+            let cmd = AdminCommand::Restart { reset };
+            cli::admin(&config, &job, cmd, "restart").await
+        }
+        Command::AllowDeletes { job } => {
+            cli::admin(&config, &job, AdminCommand::AllowDeletes, "allow-deletes").await
+        }
+        Command::Pause { job } => cli::admin(&config, &job, AdminCommand::Pause, "pause").await,
+        Command::Resume { job } => cli::admin(&config, &job, AdminCommand::Resume, "resume").await,
         Command::CheckConfig => Ok(cli::check_config(&config)),
         Command::Mappings { job } => cli::mappings(&config, job.as_deref()),
         Command::Sandbox { .. } | Command::Demo | Command::Expr { .. } => Ok(0),

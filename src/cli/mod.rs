@@ -1,6 +1,7 @@
 //! The command line: argument definitions and one function per command. `main.rs` only parses,
 //! sets up logging and turns the outcome into an exit code.
 
+mod admin;
 mod check_config;
 mod demo;
 mod expr;
@@ -12,6 +13,7 @@ mod status;
 mod sync;
 mod test_connection;
 
+pub use admin::admin;
 pub use check_config::check_config;
 pub use demo::{demo, DemoError};
 pub use expr::expr;
@@ -23,6 +25,7 @@ pub use sync::sync;
 pub use test_connection::test_connection;
 
 use crate::config::{ConfigError, DEFAULT_CONFIG_PATH};
+use crate::daemon::admin::ResetScope;
 use crate::daemon::lock::LockError;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -71,6 +74,33 @@ pub enum Command {
         job: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Restart a job: lift its quarantine, drop its escrows and clear its watermark, so the
+    /// next cycle is initial (Graph's restart; `--reset` picks the parts).
+    Restart {
+        #[arg(long)]
+        job: String,
+        /// Comma-separated: quarantine, escrows, watermark, full (also forget the links and
+        /// the target binding: everything is matched again), force-deletes (allow the staged
+        /// deletions).
+        #[arg(long, value_delimiter = ',')]
+        reset: Vec<ResetScope>,
+    },
+    /// Let the next cycle send the deletions the deletion threshold staged, those it still
+    /// plans.
+    AllowDeletes {
+        #[arg(long)]
+        job: String,
+    },
+    /// Pause a job: a running cycle finishes, no new one starts until `resume`.
+    Pause {
+        #[arg(long)]
+        job: String,
+    },
+    /// Resume a paused job.
+    Resume {
+        #[arg(long)]
+        job: String,
     },
     /// Check the configuration and exit.
     CheckConfig,

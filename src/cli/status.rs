@@ -4,8 +4,9 @@ use super::render::kind_name;
 use super::Failure;
 use crate::config::Config;
 use crate::daemon::control::{Request, Response};
-use crate::daemon::jobs::{offline_status, JobStatus};
+use crate::daemon::jobs::{offline_status, JobState, JobStatus};
 use crate::daemon::lock::{reach, Reached, StoreUser};
+use crate::state::QuarantineReason;
 use crate::summary::CycleStatus;
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ pub async fn status(config: &Config, job: Option<&str>, json: bool) -> Result<i3
     }
     for s in &jobs {
         println!("{} ({})", s.job, s.schedule);
+        for line in state_lines(s) {
+            println!("  {line}");
+        }
         println!(
             "  linked: {} users, {} groups",
             s.users_linked, s.groups_linked
@@ -71,6 +75,26 @@ pub async fn status(config: &Config, job: Option<&str>, json: bool) -> Result<i3
         if s.running {
             println!("  a cycle is running now");
         }
+        if s.escrows.total > 0 {
+            println!(
+                "  escrows: {} failed actions are retried by later cycles ({} of them references){}",
+                s.escrows.total,
+                s.escrows.reference,
+                s.escrows
+                    .oldest
+                    .map(|t| format!(", the oldest failing since {}", t.to_rfc3339()))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(first) = s.steady_state_first {
+            println!(
+                "  steady state: nothing to do since {}{}",
+                first.to_rfc3339(),
+                s.steady_state_last
+                    .map(|t| format!(" (last checked {})", t.to_rfc3339()))
+                    .unwrap_or_default()
+            );
+        }
         match (&s.next_run, &s.note) {
             (Some(t), _) => println!("  next run: {}", t.to_rfc3339()),
             (None, Some(n)) => println!("  next run: none ({n})"),
@@ -79,4 +103,88 @@ pub async fn status(config: &Config, job: Option<&str>, json: bool) -> Result<i3
         }
     }
     Ok(0)
+}
+
+/// The job's state in words, with the command to run next.
+fn state_lines(s: &JobStatus) -> Vec<String> {
+    let job = &s.job;
+    let mut out = Vec::new();
+    let quarantine = s.quarantine.as_ref().map(|q| {
+        format!(
+            "{} since {} (attempt {}): {}",
+            q.reason,
+            q.series_began.to_rfc3339(),
+            q.series_count,
+            q.error.message
+        )
+    });
+    match s.state {
+        JobState::Disabled => {
+            out.push(format!(
+                "state: disabled after 28 days in quarantine{}",
+                quarantine.map(|q| format!(" ({q})")).unwrap_or_default()
+            ));
+            out.push(format!(
+                "  no cycle runs: fix the cause, then `provisiond restart --job {job}`"
+            ));
+        }
+        JobState::Paused => {
+            out.push("state: paused: no cycle starts".to_string());
+            out.push(format!("  to go on: `provisiond resume --job {job}`"));
+        }
+        JobState::Quarantine => {
+            if let Some(q) = &s.quarantine {
+                out.push(format!(
+                    "state: quarantined, {}",
+                    quarantine.unwrap_or_default()
+                ));
+                let next = if s.allow_deletes && q.reason == QuarantineReason::TooManyDeletes {
+                    "deletions allowed: the next cycle sends those still planned".to_string()
+                } else {
+                    format!("next attempt at {}", q.next_attempt.to_rfc3339())
+                };
+                out.push(format!("  {next}"));
+                out.push(format!("  {}", quarantine_advice(q.reason, s)));
+            }
+        }
+        JobState::NotRun => out.push("state: no cycle has run yet".into()),
+        JobState::Active => out.push("state: active".into()),
+    }
+    if s.staged_deletes > 0
+        && s.quarantine.as_ref().map(|q| q.reason) != Some(QuarantineReason::TooManyDeletes)
+    {
+        out.push(format!(
+            "staged deletions: {}{}",
+            s.staged_deletes,
+            if s.allow_deletes {
+                " (allowed: the next cycle sends those still planned)"
+            } else {
+                ""
+            }
+        ));
+    }
+    out
+}
+
+/// What to do about a quarantine, by its reason.
+fn quarantine_advice(reason: QuarantineReason, s: &JobStatus) -> String {
+    let job = &s.job;
+    match reason {
+        QuarantineReason::TooManyDeletes => format!(
+            "{} deletions are staged: review them (`provisiond sync --job {job} --dry-run`), \
+             then `provisiond allow-deletes --job {job}`, or fix the source and wait for the \
+             next cycle",
+            s.staged_deletes
+        ),
+        QuarantineReason::EncounteredQuarantineException => format!(
+            "the target refused the token or does not speak SCIM: check with \
+             `provisiond test-connection --job {job}`, fix it, then `provisiond restart --job {job}`"
+        ),
+        QuarantineReason::EncounteredEscrowProportionThreshold
+        | QuarantineReason::EncounteredBaseEscrowThreshold
+        | QuarantineReason::EncounteredTotalEscrowThreshold => format!(
+            "too many actions failed: see the last cycle's problems, fix the cause, then \
+             `provisiond restart --job {job}` (or `--reset quarantine` to keep retrying the escrows)"
+        ),
+    }
 }

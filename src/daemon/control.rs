@@ -2,6 +2,7 @@
 //! store (sled admits one process). A Unix socket in the state directory, mode 0600, one JSON
 //! request and one JSON answer per line.
 
+use super::admin::AdminCommand;
 use super::jobs::{Daemon, JobStatus};
 use crate::cycle::CycleReport;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,8 @@ pub enum Request {
     Status { job: Option<String> },
     /// `provisiond sync`.
     Sync { job: Option<String>, dry_run: bool },
+    /// `provisiond restart`, `allow-deletes`, `pause`, `resume`.
+    Admin { job: String, command: AdminCommand },
 }
 
 /// The daemon's answer: one JSON line.
@@ -30,6 +33,8 @@ pub enum Response {
     Status { jobs: Vec<JobStatus> },
     /// Each selected job's cycle report.
     Sync { reports: Vec<CycleReport> },
+    /// What an admin command did, in one line.
+    Admin { message: String },
     /// The request could not be served.
     Error { message: String },
 }
@@ -123,6 +128,15 @@ async fn handle(stream: UnixStream, daemon: &Daemon) -> std::io::Result<()> {
                 message: e.to_string(),
             },
         },
+        Ok(Request::Admin { job, command }) => {
+            tracing::info!(job = %job, command = ?command, "admin command through the control socket");
+            match daemon.admin(&job, &command).await {
+                Ok(message) => Response::Admin { message },
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
+            }
+        }
         Ok(Request::Sync { job, dry_run }) => {
             tracing::info!(job = ?job, dry_run, "sync requested through the control socket");
             match daemon.sync(job.as_deref(), dry_run).await {

@@ -2,9 +2,10 @@
 //! two cycles of one job apart, what `status` shows), and the daemon's shared state, which the
 //! workers and the control socket use.
 
+use super::admin::{self, AdminCommand, AdminError};
 use crate::config::{Config, JobConfig};
 use crate::cycle::{run_cycle, CycleOptions, CycleReport, JobSpec};
-use crate::state::{MemoryStore, StateError, StateStore};
+use crate::state::{JobMeta, MemoryStore, Quarantine, StateError, StateStore};
 use crate::summary::CycleSummary;
 use crate::target::{DryRunTarget, ScimClient, TargetError};
 use chrono::{DateTime, Utc};
@@ -22,6 +23,9 @@ pub enum RequestError {
     /// The store could not be read.
     #[error(transparent)]
     State(#[from] StateError),
+    /// An admin command was refused.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 /// A job as the daemon runs it.
@@ -36,6 +40,10 @@ pub struct JobRuntime {
     running: tokio::sync::Mutex<()>,
     busy: AtomicBool,
     next_run: Mutex<Option<DateTime<Utc>>>,
+    /// Signalled by an admin command that may make a cycle due (resume, restart,
+    /// allow-deletes): the worker looks again instead of sleeping on. A signal sent while the
+    /// worker runs a cycle is kept for its next wait.
+    pub(super) wake: tokio::sync::Notify,
 }
 
 impl JobRuntime {
@@ -49,6 +57,7 @@ impl JobRuntime {
             running: tokio::sync::Mutex::new(()),
             busy: AtomicBool::new(false),
             next_run: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -61,37 +70,176 @@ impl JobRuntime {
     }
 }
 
+/// A job's state as `status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Cycles run on the schedule.
+    Active,
+    /// Paused by an admin: no cycle starts until `resume`.
+    Paused,
+    /// Quarantined: cycles run only at the quarantine's next attempt.
+    Quarantine,
+    /// Disabled after 28 days in quarantine: no cycle until `restart`.
+    Disabled,
+    /// No cycle has run yet.
+    NotRun,
+}
+
+impl JobState {
+    /// The state a job's record puts it in. Disabled and paused come first: they stop every
+    /// scheduled cycle, whatever else holds.
+    pub fn of(meta: &JobMeta) -> JobState {
+        if meta.disabled {
+            JobState::Disabled
+        } else if meta.paused {
+            JobState::Paused
+        } else if meta.quarantine.is_some() {
+            JobState::Quarantine
+        } else if meta.last_cycle.is_none() {
+            JobState::NotRun
+        } else {
+            JobState::Active
+        }
+    }
+}
+
+/// A job's escrowed actions, counted for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowCounts {
+    /// Every escrowed action.
+    pub total: usize,
+    /// Of which reference (manager, membership) failures.
+    pub reference: usize,
+    /// The earliest first failure among them.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
 /// What `status` shows per job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobStatus {
     pub job: String,
     pub schedule: String,
+    /// `active`, `paused`, `quarantine`, `disabled` or `not_run`.
+    #[serde(default = "not_run")]
+    pub state: JobState,
     pub running: bool,
     pub next_run: Option<DateTime<Utc>>,
     pub users_linked: usize,
     pub groups_linked: usize,
     pub last_success: Option<DateTime<Utc>>,
     pub last_cycle: Option<CycleSummary>,
+    /// The quarantine record, when the job is in one.
+    #[serde(default)]
+    pub quarantine: Option<Quarantine>,
+    #[serde(default)]
+    pub escrows: EscrowCounts,
+    /// How many disables and deletes the deletion threshold holds back.
+    #[serde(default)]
+    pub staged_deletes: usize,
+    /// Whether an admin allowed them (`allow-deletes`): the next cycle sends those it still
+    /// plans.
+    #[serde(default)]
+    pub allow_deletes: bool,
+    /// The first and the last cycle that found nothing to do.
+    #[serde(default)]
+    pub steady_state_first: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub steady_state_last: Option<DateTime<Utc>>,
     /// Why next_run is empty, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+fn not_run() -> JobState {
+    JobState::NotRun
 }
 
 /// Status of a job read from the store alone (no daemon running).
 pub fn offline_status(job: &JobConfig, store: &dyn StateStore) -> Result<JobStatus, StateError> {
     let meta = store.meta(&job.name)?;
     let (users_linked, groups_linked) = store.link_counts(&job.name)?;
+    let escrows = store.escrows(&job.name)?;
+    let escrows = EscrowCounts {
+        total: escrows.len(),
+        reference: escrows.iter().filter(|e| e.is_reference()).count(),
+        oldest: escrows.iter().map(|e| e.first_failure).min(),
+    };
+    let staged_deletes = store.staged_deletes(&job.name)?.len();
     Ok(JobStatus {
         job: job.name.clone(),
         schedule: job.schedule.to_string(),
+        state: JobState::of(&meta),
         running: false,
         next_run: None,
         users_linked,
         groups_linked,
         last_success: meta.last_success,
         last_cycle: meta.last_cycle,
+        quarantine: meta.quarantine,
+        escrows,
+        staged_deletes,
+        allow_deletes: meta.allow_deletes,
+        steady_state_first: meta.steady_state_first,
+        steady_state_last: meta.steady_state_last,
         note: Some("the daemon is not running: no cycle is scheduled".into()),
     })
+}
+
+/// Whether a scheduled cycle may start, by the job's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Start it.
+    Run,
+    /// Paused: wait for `resume`.
+    Paused,
+    /// Disabled: wait for `restart`.
+    Disabled,
+    /// Quarantined: wait until this time.
+    Quarantined(DateTime<Utc>),
+}
+
+impl Gate {
+    /// The gate for a job with this record at `now`. An admin's `allow-deletes` opens a
+    /// quarantine at once: the deletions were held for the admin, who has now decided.
+    pub(crate) fn of(meta: &JobMeta, now: DateTime<Utc>) -> Gate {
+        if meta.disabled {
+            return Gate::Disabled;
+        }
+        if meta.paused {
+            return Gate::Paused;
+        }
+        match &meta.quarantine {
+            Some(q) if !meta.allow_deletes && q.next_attempt > now => {
+                Gate::Quarantined(q.next_attempt)
+            }
+            _ => Gate::Run,
+        }
+    }
+}
+
+/// A scheduled cycle of a job: run only when its record lets it ([`Gate`]), read under the
+/// cycle lock, so that a `pause` applied just before is always seen. `None`: not run.
+pub(super) async fn run_scheduled_cycle(
+    job: &JobRuntime,
+    store: &dyn StateStore,
+    stop: &CancellationToken,
+) -> Option<CycleReport> {
+    let _guard = job.running.lock().await;
+    match store.meta(&job.config.name) {
+        Ok(meta) => match Gate::of(&meta, Utc::now()) {
+            Gate::Run => {}
+            gate => {
+                tracing::info!(job = %job.config.name, gate = ?gate, "scheduled cycle not started");
+                return None;
+            }
+        },
+        // The cycle reads the record too, and reports the failure in its summary.
+        Err(e) => {
+            tracing::warn!(job = %job.config.name, error = %e, "cannot read the job's record")
+        }
+    }
+    Some(cycle_locked(job, store, false, None, stop).await)
 }
 
 /// Run one cycle of a job with a store, for real or as a dry run.
@@ -103,6 +251,17 @@ pub async fn run_job_cycle(
     stop: &CancellationToken,
 ) -> CycleReport {
     let _guard = job.running.lock().await;
+    cycle_locked(job, store, dry_run, progress, stop).await
+}
+
+/// [`run_job_cycle`], the job's cycle lock held.
+async fn cycle_locked(
+    job: &JobRuntime,
+    store: &dyn StateStore,
+    dry_run: bool,
+    progress: Option<&indicatif::ProgressBar>,
+    stop: &CancellationToken,
+) -> CycleReport {
     job.busy.store(true, Ordering::SeqCst);
     let opts = CycleOptions {
         dry_run,
@@ -201,7 +360,11 @@ impl Daemon {
             let mut s = offline_status(&j.config, self.store.as_ref())?;
             s.running = j.busy.load(Ordering::SeqCst);
             s.next_run = j.next_run();
-            s.note = None;
+            s.note = match s.state {
+                JobState::Paused => Some("paused".into()),
+                JobState::Disabled => Some("disabled".into()),
+                _ => None,
+            };
             out.push(s);
         }
         if let Some(n) = job {
@@ -231,5 +394,99 @@ impl Daemon {
             reports.push(run_job_cycle(j, self.store.as_ref(), dry_run, None, &self.stop).await);
         }
         Ok(reports)
+    }
+
+    /// An admin command through the control socket. Applied under the job's cycle lock: a
+    /// cycle writes back at its end the `JobMeta` it read when it began, so a command applied
+    /// during a cycle would be lost. A command sent during a cycle therefore waits for it to
+    /// end (tokio's lock is fair: it comes before the next scheduled cycle).
+    pub async fn admin(&self, job: &str, cmd: &AdminCommand) -> Result<String, RequestError> {
+        let j = self
+            .job(job)
+            .ok_or_else(|| RequestError::NoSuchJob(job.to_string()))?;
+        let applied = {
+            let _guard = j.running.lock().await;
+            admin::apply(self.store.as_ref(), job, cmd)?
+        };
+        if applied.wake {
+            j.wake.notify_one();
+        }
+        Ok(applied.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{QuarantineError, QuarantineReason};
+
+    fn quarantined(next_attempt: DateTime<Utc>) -> JobMeta {
+        JobMeta {
+            quarantine: Some(Quarantine {
+                reason: QuarantineReason::EncounteredQuarantineException,
+                series_began: next_attempt - chrono::Duration::hours(6),
+                current_began: next_attempt - chrono::Duration::hours(6),
+                next_attempt,
+                series_count: 1,
+                error: QuarantineError {
+                    code: "Unauthorized".into(),
+                    message: "401".into(),
+                },
+            }),
+            ..JobMeta::default()
+        }
+    }
+
+    #[test]
+    fn a_quarantined_job_runs_only_when_its_next_attempt_is_due() {
+        let t = Utc::now();
+        let meta = quarantined(t);
+        assert_eq!(
+            Gate::of(&meta, t - chrono::Duration::seconds(1)),
+            Gate::Quarantined(t)
+        );
+        assert_eq!(Gate::of(&meta, t), Gate::Run);
+        assert_eq!(Gate::of(&meta, t + chrono::Duration::hours(1)), Gate::Run);
+        // An admin's allow-deletes opens it at once.
+        let allowed = JobMeta {
+            allow_deletes: true,
+            ..meta.clone()
+        };
+        assert_eq!(
+            Gate::of(&allowed, t - chrono::Duration::hours(5)),
+            Gate::Run
+        );
+        // Paused and disabled hold whatever the quarantine says.
+        let paused = JobMeta {
+            paused: true,
+            ..meta.clone()
+        };
+        assert_eq!(Gate::of(&paused, t), Gate::Paused);
+        let disabled = JobMeta {
+            disabled: true,
+            paused: true,
+            ..meta
+        };
+        assert_eq!(Gate::of(&disabled, t), Gate::Disabled);
+        assert_eq!(Gate::of(&JobMeta::default(), t), Gate::Run);
+    }
+
+    #[test]
+    fn job_state_names_what_holds_the_job() {
+        let mut meta = JobMeta::default();
+        assert_eq!(JobState::of(&meta), JobState::NotRun);
+        meta.last_cycle = Some(failed_report("j", false, "x".into()).summary);
+        assert_eq!(JobState::of(&meta), JobState::Active);
+        let q = quarantined(Utc::now()).quarantine;
+        meta.quarantine = q;
+        assert_eq!(JobState::of(&meta), JobState::Quarantine);
+        meta.paused = true;
+        assert_eq!(JobState::of(&meta), JobState::Paused);
+        meta.disabled = true;
+        assert_eq!(JobState::of(&meta), JobState::Disabled);
+        assert_eq!(
+            serde_json::to_value(JobState::NotRun).unwrap(),
+            serde_json::json!("not_run")
+        );
     }
 }

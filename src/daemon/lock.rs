@@ -30,7 +30,7 @@ const STORE_SETTLE: Duration = Duration::from_secs(5);
 pub enum StoreUser {
     /// `provisiond run`.
     Daemon,
-    /// `sync` or `status` with no daemon answering on the control socket.
+    /// `sync`, `status` or an admin command with no daemon answering on the control socket.
     Command(&'static str),
 }
 
@@ -102,8 +102,15 @@ fn holder_settling(holder: Option<&Holder>, user: StoreUser) -> bool {
         // No live record: the holder has only just opened the store.
         None => true,
         Some(h) if !h.alive => true,
-        // A `status` reading the store offline lets go at once.
-        Some(h) if h.command == "status" => true,
+        // A `status` reading the store offline, or an admin command, lets go at once.
+        Some(h)
+            if matches!(
+                h.command.as_str(),
+                "status" | "restart" | "allow-deletes" | "pause" | "resume"
+            ) =>
+        {
+            true
+        }
         // A daemon that is starting: its control socket is coming (`status`/`sync`); a
         // second daemon must not wait for it.
         Some(h) if h.command == "run" => user != StoreUser::Daemon,

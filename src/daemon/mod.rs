@@ -4,6 +4,7 @@
 //! control socket. One [`CancellationToken`] is the only stop mechanism: every worker, cycle
 //! and control request sees it.
 
+pub mod admin;
 pub mod control;
 pub mod jobs;
 pub mod lock;

@@ -4,7 +4,7 @@
 //! schedule (UTC) is computed with tokio-cron-scheduler's parser, the one cron engine, and
 //! slept for: no scheduler task that could stop firing after a clock jump.
 
-use super::jobs::{run_job_cycle, Daemon, JobRuntime};
+use super::jobs::{run_scheduled_cycle, Daemon, Gate, JobRuntime};
 use crate::config::Schedule;
 use crate::util::cron::{CronError, CronSchedule};
 use chrono::{DateTime, Utc};
@@ -53,38 +53,50 @@ async fn worker(daemon: &Daemon, job: Arc<JobRuntime>, plan: Plan) {
             break;
         }
         job.set_next_run(None);
-        let report = run_job_cycle(&job, daemon.store.as_ref(), false, None, stop).await;
-        tracing::info!(job = %name, status = ?report.summary.status, "scheduled cycle done");
+        // Paused, disabled or quarantined jobs start no cycle (decided under the cycle lock).
+        if let Some(report) = run_scheduled_cycle(&job, daemon.store.as_ref(), stop).await {
+            tracing::info!(job = %name, status = ?report.summary.status, "scheduled cycle done");
+        }
         if stop.is_cancelled() {
             break;
         }
-        let wait = match &plan {
-            Plan::Interval(d) => {
-                job.set_next_run(
-                    chrono::Duration::from_std(*d)
-                        .ok()
-                        .and_then(|d| Utc::now().checked_add_signed(d)),
-                );
-                Some(*d)
-            }
-            Plan::Cron(cron) => {
-                let next = cron.next_after(due);
-                job.set_next_run(next);
-                next.map(|at| {
-                    due = at;
-                    until(at)
-                })
-            }
+        let scheduled = match &plan {
+            Plan::Interval(d) => Some(*d),
+            Plan::Cron(cron) => cron.next_after(due).map(|at| {
+                due = at;
+                until(at)
+            }),
         };
+        // The job's record may hold the next cycle back: a quarantine until its next attempt
+        // (slept to exactly, whatever the schedule), a pause or disabling until an admin
+        // command wakes the worker.
+        let gate = match daemon.store.meta(&name) {
+            Ok(meta) => Gate::of(&meta, Utc::now()),
+            Err(_) => Gate::Run,
+        };
+        let wait = match gate {
+            Gate::Run => scheduled,
+            Gate::Quarantined(at) => {
+                due = at;
+                Some(until(at))
+            }
+            Gate::Paused | Gate::Disabled => None,
+        };
+        job.set_next_run(wait.and_then(|d| {
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| Utc::now().checked_add_signed(d))
+        }));
         match wait {
             Some(d) => tokio::select! {
                 () = tokio::time::sleep(d) => {}
+                () = job.wake.notified() => due = Utc::now(),
                 () = stop.cancelled() => break,
             },
-            None => {
-                stop.cancelled().await;
-                break;
-            }
+            None => tokio::select! {
+                () = job.wake.notified() => due = Utc::now(),
+                () = stop.cancelled() => break,
+            },
         }
         // A wake-up behind the wall clock (a jump forward) runs once, for now, rather than
         // once per missed occurrence.

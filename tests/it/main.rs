@@ -10,6 +10,7 @@
 
 mod support;
 
+mod admin;
 mod architecture;
 mod cli;
 mod cycle_faults;
