@@ -203,7 +203,7 @@ fn restart(
         });
     }
     if escrows {
-        let n = store.escrows(job)?.len();
+        let n = store.escrows(job)?.iter().filter(|e| !e.expired).count();
         store.clear_escrows(job)?;
         done.push(format!("{n} escrowed actions dropped"));
     }
@@ -300,6 +300,8 @@ mod tests {
             next_attempt: now,
             code: "ServiceUnavailable".into(),
             reason: "503".into(),
+            fingerprint: String::new(),
+            expired: false,
         }
     }
 

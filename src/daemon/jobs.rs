@@ -159,7 +159,12 @@ fn not_run() -> JobState {
 pub fn offline_status(job: &JobConfig, store: &dyn StateStore) -> Result<JobStatus, StateError> {
     let meta = store.meta(&job.name)?;
     let (users_linked, groups_linked) = store.link_counts(&job.name)?;
-    let escrows = store.escrows(&job.name)?;
+    // Expired entries are only markers that stop retries of an unchanged object: not counted.
+    let escrows: Vec<_> = store
+        .escrows(&job.name)?
+        .into_iter()
+        .filter(|e| !e.expired)
+        .collect();
     let escrows = EscrowCounts {
         total: escrows.len(),
         reference: escrows.iter().filter(|e| e.is_reference()).count(),

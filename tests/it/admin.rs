@@ -96,6 +96,8 @@ fn hold(fixture: &Fixture) -> DateTime<Utc> {
                         next_attempt: first,
                         code: "ServiceUnavailable".into(),
                         reason: "503".into(),
+                        fingerprint: String::new(),
+                        expired: false,
                     },
                 )
                 .unwrap();
