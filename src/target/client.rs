@@ -21,6 +21,12 @@ use crate::model::ObjectType;
 use crate::summary::RequestCounts;
 
 const SCIM_JSON: &str = "application/scim+json";
+/// The schema of a SCIM error body (RFC 7644, section 3.12).
+const SCIM_ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+/// Most bytes reserved for a body before any arrives.
+const PREALLOCATE: u64 = 1 << 20;
+/// Longest piece of an id shown in an error message.
+const ID_SNIPPET: usize = 64;
 /// Longest piece of a non-SCIM error body kept in an error message.
 const BODY_SNIPPET: usize = 200;
 /// Servers commonly close idle keep-alive connections after 30–60 s; dropping ours
@@ -80,6 +86,7 @@ struct Inner {
     backoff_base: Duration,
     backoff_max: Duration,
     max_retry_after: Duration,
+    max_response_bytes: u64,
     counts: Counters,
 }
 
@@ -111,12 +118,42 @@ impl Req {
 
 /// A complete HTTP response.
 pub(crate) struct Raw {
+    /// The HTTP status, or the status of a SCIM Error carried by a 2xx body.
     pub(crate) status: StatusCode,
+    /// What a 2xx body carrying a SCIM Error did to `status`.
+    pub(crate) body_error: BodyError,
     pub(crate) retry_after: Option<String>,
+    /// Scrubbed: never the token, even when the server echoed it there.
     pub(crate) location: Option<String>,
     pub(crate) body: Bytes,
     /// An earlier attempt of this request may have been processed by the server.
     pub(crate) after_ambiguous: bool,
+}
+
+/// A SCIM Error in the body of a 2xx response, which is that error, not a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// None: the status is the HTTP status.
+    None,
+    /// The body's 4xx/5xx status replaced this 2xx HTTP status.
+    Replaced(StatusCode),
+    /// A SCIM Error without a 4xx/5xx status: neither a success nor a known error.
+    NoStatus,
+}
+
+/// Why one attempt got no usable response.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The transport failed.
+    Http(reqwest::Error),
+    /// The body grew past `max_response_bytes` (or its declared length was already past it).
+    TooLarge,
+}
+
+impl From<reqwest::Error> for SendError {
+    fn from(e: reqwest::Error) -> Self {
+        SendError::Http(e)
+    }
 }
 
 /// Why a transport-level attempt failed.
@@ -188,6 +225,7 @@ impl ScimClient {
                 backoff_base: settings.backoff_base,
                 backoff_max: settings.backoff_max,
                 max_retry_after: settings.max_retry_after,
+                max_response_bytes: settings.max_response_bytes,
                 counts: Counters::default(),
             }),
         })
@@ -215,7 +253,7 @@ impl ScimClient {
         query.push(("filter", eq_filter(attr, value)));
         let req = Req {
             method: Method::GET,
-            url: self.url(&[ty.endpoint()])?,
+            url: self.url(&Method::GET, &[ty.endpoint()])?,
             query,
             body: None,
         };
@@ -228,17 +266,27 @@ impl ScimClient {
                 "404 on the resource collection: check the base URL".into(),
             ));
         }
+        let status = raw.status;
         let body = self.success_json(&req, raw)?;
-        let resources =
-            parse_list(body).map_err(|e| incompatible(&req, StatusCode::OK, e.to_string()))?;
+        let resources = parse_list(body).map_err(|e| match e {
+            // Taken as "no match" it could create a duplicate: fail this object instead.
+            ListError::Incomplete { .. } => TargetError::InvalidResponse {
+                method: req.method.clone(),
+                path: req.path(),
+                status: status.as_u16(),
+                reason: e.to_string(),
+            },
+            _ => incompatible(&req, status, e.to_string()),
+        })?;
         for resource in &resources {
             if resource_id(resource).is_none() {
                 return Err(incompatible(
                     &req,
-                    StatusCode::OK,
+                    status,
                     "a resource in the list has no non-empty string \"id\"".into(),
                 ));
             }
+            check_returned_id(&req, resource)?;
         }
         Ok(resources)
     }
@@ -247,7 +295,7 @@ impl ScimClient {
     pub async fn get(&self, ty: ObjectType, id: &str) -> Result<Value, TargetError> {
         let req = Req {
             method: Method::GET,
-            url: self.url(&[ty.endpoint(), id])?,
+            url: self.url(&Method::GET, &[ty.endpoint(), id])?,
             query: Vec::new(),
             body: None,
         };
@@ -266,13 +314,14 @@ impl ScimClient {
 
     /// `POST /{Users|Groups}`: creates the resource and returns it as the server stored it.
     ///
-    /// Its `id` is checked to be a non-empty string; ids are taken from the body, never
+    /// Its `id` is checked to be a non-empty string usable as one URL path segment (not a
+    /// dot segment, no control character, no `/`); ids are taken from the body, never
     /// from `Location`. On an error with [`TargetError::is_ambiguous`] the object may
     /// exist: match again before creating again.
     pub async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError> {
         let req = Req {
             method: Method::POST,
-            url: self.url(&[ty.endpoint()])?,
+            url: self.url(&Method::POST, &[ty.endpoint()])?,
             query: Vec::new(),
             body: Some(to_bytes(&body)),
         };
@@ -286,6 +335,7 @@ impl ScimClient {
                 "the created resource has no non-empty string \"id\"".into(),
             ));
         }
+        check_returned_id(&req, &created)?;
         Ok(created)
     }
 
@@ -300,7 +350,7 @@ impl ScimClient {
         let body = render_patch(ops, self.inner.patch_style);
         let req = Req {
             method: Method::PATCH,
-            url: self.url(&[ty.endpoint(), id])?,
+            url: self.url(&Method::PATCH, &[ty.endpoint(), id])?,
             query: Vec::new(),
             body: Some(to_bytes(&body)),
         };
@@ -313,7 +363,7 @@ impl ScimClient {
     pub async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError> {
         let req = Req {
             method: Method::DELETE,
-            url: self.url(&[ty.endpoint(), id])?,
+            url: self.url(&Method::DELETE, &[ty.endpoint(), id])?,
             query: Vec::new(),
             body: None,
         };
@@ -324,20 +374,46 @@ impl ScimClient {
         self.success(&req, raw).map(drop)
     }
 
-    /// `{base}/{segments...}`, each segment percent-encoded (an id containing `/` stays
-    /// one segment).
-    pub(crate) fn url(&self, segments: &[&str]) -> Result<Url, TargetError> {
-        let mut url = self.inner.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| settings_error("the base URL cannot have a path"))?
-            .pop_if_empty()
-            .extend(segments);
+    /// `{base}/{segments...}` for a request with `method`, each segment percent-encoded
+    /// as one path segment (`/`, `%`, `?`, `#` included).
+    ///
+    /// A segment that is empty, `.` or `..` (or would become one: URL parsers drop tabs and
+    /// newlines) or holds a control character is refused with
+    /// [`TargetError::InvalidId`]: no encoding keeps it one segment, since URL parsers treat
+    /// `%2E%2E` as `..` too, and it would otherwise address the collection or its parent.
+    pub(crate) fn url(&self, method: &Method, segments: &[&str]) -> Result<Url, TargetError> {
+        let base = &self.inner.base;
+        let mut path = base.path().to_owned();
+        for (i, segment) in segments.iter().enumerate() {
+            if let Err(reason) = check_segment(segment) {
+                return Err(invalid_id(method, base, &segments[..i], segment, reason));
+            }
+            if i > 0 {
+                path.push('/');
+            }
+            encode_segment(segment, &mut path);
+        }
+        let mut url = base.clone();
+        url.set_path(&path);
+        // Defence in depth: if the URL parser changed the path anyhow, send nothing.
+        if url.path() != path {
+            let id = segments.last().copied().unwrap_or_default();
+            let parents = &segments[..segments.len().saturating_sub(1)];
+            return Err(invalid_id(
+                method,
+                base,
+                parents,
+                id,
+                "it does not stay one URL path segment",
+            ));
+        }
         Ok(url)
     }
 
-    /// One attempt: waits for a concurrency permit, sends, reads the whole body. The
-    /// permit is released on return, so it is never held while sleeping between retries.
-    pub(crate) async fn send_once(&self, req: &Req) -> Result<Raw, reqwest::Error> {
+    /// One attempt: waits for a concurrency permit, sends, reads the body chunk by chunk up
+    /// to `max_response_bytes`. The permit is released on return, so it is never held while
+    /// sleeping between retries.
+    pub(crate) async fn send_once(&self, req: &Req) -> Result<Raw, SendError> {
         // The semaphore is never closed, so acquiring cannot fail; if it ever did, going
         // ahead unbounded is better than failing the request.
         let _permit = self.inner.permits.acquire().await.ok();
@@ -349,7 +425,7 @@ impl ScimClient {
         if let Some(body) = &req.body {
             builder = builder.header(CONTENT_TYPE, SCIM_JSON).body(body.clone());
         }
-        let response = builder.send().await?;
+        let mut response = builder.send().await?;
         let status = response.status();
         let header = |name| {
             response
@@ -359,15 +435,41 @@ impl ScimClient {
                 .map(str::to_owned)
         };
         let retry_after = header(RETRY_AFTER);
-        let location = header(reqwest::header::LOCATION);
-        let body = response.bytes().await?;
+        let location = header(reqwest::header::LOCATION).map(|l| self.scrub_header(&l));
+        let body = self.read_body(&mut response).await?;
+        let (status, body_error) = match status.is_success().then(|| scim_error_status(&body)) {
+            Some(BodyError::Replaced(inner)) => (inner, BodyError::Replaced(status)),
+            Some(BodyError::NoStatus) => (status, BodyError::NoStatus),
+            Some(BodyError::None) | None => (status, BodyError::None),
+        };
         Ok(Raw {
             status,
+            body_error,
             retry_after,
             location,
             body,
             after_ambiguous: false,
         })
+    }
+
+    /// The body, read chunk by chunk so that a server sending without end is cut at
+    /// `max_response_bytes` instead of filling memory. Dropping the response mid-body
+    /// closes the connection.
+    async fn read_body(&self, response: &mut reqwest::Response) -> Result<Bytes, SendError> {
+        let limit = self.inner.max_response_bytes;
+        let declared = response.content_length().unwrap_or(0);
+        if declared > limit {
+            return Err(SendError::TooLarge);
+        }
+        // Preallocate what was declared, within reason: the cap may be set high.
+        let mut body = Vec::with_capacity(usize::try_from(declared.min(PREALLOCATE)).unwrap_or(0));
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(SendError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
     }
 
     /// Sends `req`, retrying throttling, server errors and transport failures up to
@@ -413,7 +515,16 @@ impl ScimClient {
                         delay.unwrap_or_else(|| self.backoff(attempt)),
                     )
                 }
-                Err(err) => {
+                Err(SendError::TooLarge) => {
+                    // The same request would get the same answer: not retried.
+                    return Err(TargetError::ResponseTooLarge {
+                        method: req.method.clone(),
+                        path: req.path(),
+                        limit: inner.max_response_bytes,
+                        ambiguous: is_post,
+                    });
+                }
+                Err(SendError::Http(err)) => {
                     let failure = classify(&err);
                     let sent = !matches!(failure, Failure::NotSent { .. });
                     let reason = error_chain(err);
@@ -467,6 +578,13 @@ impl ScimClient {
 
     /// The body of a 2xx response, or the error the status means.
     fn success(&self, req: &Req, raw: Raw) -> Result<Raw, TargetError> {
+        if raw.body_error == BodyError::NoStatus {
+            return Err(incompatible(
+                req,
+                raw.status,
+                "the body is a SCIM Error without a 4xx or 5xx status".into(),
+            ));
+        }
         if raw.status.is_success() {
             return Ok(raw);
         }
@@ -478,7 +596,14 @@ impl ScimClient {
                 format!("unexpected redirect ({target}): use the final SCIM base URL"),
             ));
         }
-        let (scim_type, detail) = self.error_details(&raw.body);
+        let (scim_type, mut detail) = self.error_details(&raw.body);
+        if let BodyError::Replaced(http) = raw.body_error {
+            let note = format!("answered HTTP {} with a SCIM Error", http.as_u16());
+            detail = Some(match detail {
+                Some(d) => format!("{note}: {d}"),
+                None => note,
+            });
+        }
         let status = raw.status.as_u16();
         Err(TargetError::Status {
             method: req.method.clone(),
@@ -545,9 +670,28 @@ impl ScimClient {
             .replace(&encoded, "[REDACTED]")
     }
 
+    /// A response header's value for an error message: wholly redacted when it holds the
+    /// token in any encoding (a redirect echoing `Authorization` into its `Location`), and
+    /// cut to a bounded length.
+    fn scrub_header(&self, value: &str) -> String {
+        let token = self.inner.token.expose_secret();
+        if !token.is_empty() {
+            // Percent-decoding up to three times catches plain, encoded and double-encoded
+            // echoes, whatever the hex digits' case.
+            let mut text = value.to_owned();
+            for _ in 0..4 {
+                if text.contains(token) {
+                    return "[REDACTED: it echoed the token]".to_owned();
+                }
+                text = percent_decode(&text);
+            }
+        }
+        snippet(value.as_bytes())
+    }
+
     /// The start of a body for an error message, scrubbed *before* it is cut so no part of
     /// the token can survive at the cut.
-    fn safe_snippet(&self, body: &[u8]) -> String {
+    pub(crate) fn safe_snippet(&self, body: &[u8]) -> String {
         snippet(self.scrub(&String::from_utf8_lossy(body)).as_bytes())
     }
 }
@@ -591,6 +735,148 @@ fn normalise_base(url: &Url) -> Result<Url, TargetError> {
     Ok(base)
 }
 
+/// Why `segment` cannot be one URL path segment (see [`ScimClient::url`]).
+fn check_segment(segment: &str) -> Result<(), &'static str> {
+    if segment.chars().any(char::is_control) {
+        return Err("it contains a control character");
+    }
+    match segment {
+        "" => Err("it is empty"),
+        "." | ".." => {
+            Err("it is a dot segment (\".\" or \"..\"), which would address another path")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Why an id a target returned must not be linked: unusable in a URL, or holding `/`
+/// (which could only ever be sent escaped, and no SCIM server hands out such ids).
+fn check_target_id(id: &str) -> Result<(), &'static str> {
+    check_segment(id)?;
+    if id.contains('/') {
+        return Err("it contains \"/\"");
+    }
+    Ok(())
+}
+
+/// The id of a resource the target returned, checked before anything links it.
+fn check_returned_id(req: &Req, resource: &Value) -> Result<(), TargetError> {
+    let id = resource
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    check_target_id(id).map_err(|reason| TargetError::InvalidId {
+        method: req.method.clone(),
+        path: req.path(),
+        id: shown_id(id),
+        reason,
+    })
+}
+
+fn invalid_id(
+    method: &Method,
+    base: &Url,
+    parents: &[&str],
+    id: &str,
+    reason: &'static str,
+) -> TargetError {
+    let mut path = base.path().to_owned();
+    for (i, p) in parents.iter().enumerate() {
+        if i > 0 {
+            path.push('/');
+        }
+        encode_segment(p, &mut path);
+    }
+    TargetError::InvalidId {
+        method: method.clone(),
+        path,
+        id: shown_id(id),
+        reason,
+    }
+}
+
+/// An id for a message: quoted with control characters escaped, cut to a bounded length.
+fn shown_id(id: &str) -> String {
+    let cut: String = id.chars().take(ID_SNIPPET).collect();
+    if cut.len() < id.len() {
+        format!("{cut:?}… ({} bytes)", id.len())
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+/// Appends `segment` percent-encoded as one path segment: every byte but RFC 3986's
+/// unreserved characters, sub-delimiters, `:` and `@` is encoded, so `/`, `%`, `?`, `#`
+/// and spaces cannot change the URL's structure.
+fn encode_segment(segment: &str, out: &mut String) {
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+/// `text` with `%XX` sequences decoded and `+` read as a space (query-string style);
+/// invalid sequences are kept as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a 2xx body is a SCIM Error (its `schemas` names the Error schema, or it has no
+/// `id` and a 4xx/5xx `status`), and with which status. Bodies that cannot be one are not
+/// parsed twice.
+fn scim_error_status(body: &[u8]) -> BodyError {
+    let mentions = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    if !mentions(SCIM_ERROR_SCHEMA.as_bytes()) && !mentions(b"\"status\"") {
+        return BodyError::None;
+    }
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
+        return BodyError::None;
+    };
+    let declared = map
+        .get("schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|s| {
+            s.iter().any(|v| {
+                v.as_str()
+                    .is_some_and(|v| v.eq_ignore_ascii_case(SCIM_ERROR_SCHEMA))
+            })
+        });
+    let status = match map.get("status") {
+        Some(Value::String(s)) => s.trim().parse::<u16>().ok(),
+        Some(Value::Number(n)) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        _ => None,
+    }
+    .filter(|s| (400..=599).contains(s))
+    .and_then(|s| StatusCode::from_u16(s).ok());
+    match status {
+        Some(status) if declared || !map.contains_key("id") => BodyError::Replaced(status),
+        None if declared => BodyError::NoStatus,
+        _ => BodyError::None,
+    }
+}
+
 fn to_bytes(body: &Value) -> Bytes {
     // Serialising a `Value` to a Vec cannot fail (string keys, no I/O).
     Bytes::from(serde_json::to_vec(body).unwrap_or_default())
@@ -632,6 +918,11 @@ pub(crate) enum ListError {
     NotAList,
     #[error("Resources is not an array")]
     ResourcesNotAnArray,
+    #[error(
+        "totalResults is {total} but {returned} resource(s) were returned: \
+         the result is incomplete, so it is not taken as a match or as no match"
+    )]
+    Incomplete { total: String, returned: usize },
 }
 
 /// The `Resources` of a ListResponse, leniently: `resources` is accepted, and
@@ -640,18 +931,44 @@ pub(crate) fn parse_list(body: Value) -> Result<Vec<Value>, ListError> {
     let Value::Object(mut map) = body else {
         return Err(ListError::NotAnObject);
     };
-    let total = match map.get("totalResults") {
+    let total_value = map.get("totalResults").cloned();
+    let total = match &total_value {
         Some(Value::Number(n)) => n.as_u64(),
         Some(Value::String(s)) => s.trim().parse().ok(),
         _ => None,
     };
+    // `1e18` is a float to serde_json: compare as a float when it is not an integer.
+    let total_above = |returned: usize| match &total_value {
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(t) => t > returned as u64,
+            None => n.as_f64().is_some_and(|t| t > returned as f64),
+        },
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            match s.parse::<u64>() {
+                Ok(t) => t > returned as u64,
+                Err(_) => s.parse::<f64>().is_ok_and(|t| t > returned as f64),
+            }
+        }
+        _ => false,
+    };
+    let shown_total = || match &total_value {
+        Some(Value::String(s)) => s.trim().chars().take(32).collect(),
+        Some(v) => v.to_string(),
+        None => String::new(),
+    };
     let resources = map.remove("Resources").or_else(|| map.remove("resources"));
     match resources {
         Some(Value::Array(items)) => {
-            if items.iter().all(Value::is_object) {
-                Ok(items)
-            } else {
+            if !items.iter().all(Value::is_object) {
                 Err(ListError::NonObjectResource)
+            } else if total_above(items.len()) {
+                Err(ListError::Incomplete {
+                    total: shown_total(),
+                    returned: items.len(),
+                })
+            } else {
+                Ok(items)
             }
         }
         None | Some(Value::Null) => match total {

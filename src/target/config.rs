@@ -18,6 +18,10 @@ const TOKEN: SecretKeys = SecretKeys {
 /// Members sent in one group `PATCH` unless `member_batch` says otherwise.
 const DEFAULT_MEMBER_BATCH: usize = 100;
 
+/// The largest response body read unless `max_response_bytes` says otherwise: 8 MiB, far
+/// above any SCIM answer provisiond asks for (one resource, or a filtered list).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
+
 pub use super::scim::patch::PatchStyle;
 
 /// Connection, throttling and rendering settings of a SCIM target.
@@ -46,12 +50,14 @@ pub struct TargetSettings {
     pub backoff_max: Duration,
     /// Upper bound applied to a server's `Retry-After`.
     pub max_retry_after: Duration,
+    /// The largest response body read; a longer one fails its request (`ResponseTooLarge`).
+    pub max_response_bytes: u64,
 }
 
 impl TargetSettings {
     /// Settings with the defaults: RFC 7644 PATCH, 8 concurrent requests, 10 s connect and
     /// 60 s request timeouts, 5 retries, backoff from 500 ms up to 30 s, `Retry-After`
-    /// capped at 300 s.
+    /// capped at 300 s, response bodies up to 8 MiB.
     pub fn new(base_url: url::Url, token: SecretString) -> Self {
         TargetSettings {
             base_url,
@@ -64,6 +70,7 @@ impl TargetSettings {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(300),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -89,6 +96,8 @@ pub struct RawTarget {
     connect_timeout: Option<String>,
     request_timeout: Option<String>,
     max_retries: Option<u32>,
+    /// The largest response body read, in bytes (default 8 MiB).
+    max_response_bytes: Option<u64>,
     /// Allow plain `http://` to hosts other than loopback (default false).
     #[serde(default)]
     allow_insecure_http: bool,
@@ -107,8 +116,19 @@ pub fn check(
         .clone()
         .or_else(|| preset_url.map(str::to_string))
         .ok_or_else(|| ctx.error("url", "missing (and the preset names no tenant URL)"))?;
-    let url = url::Url::parse(&url_text)
-        .map_err(|e| ctx.error("url", format!("{url_text:?} is not a URL: {e}")))?;
+    let url = url::Url::parse(&url_text).map_err(|e| {
+        let shown = without_userinfo(&url_text);
+        ctx.error("url", format!("{shown:?} is not a URL: {e}"))
+    })?;
+    // The token goes in a header; a password in the URL would be printed by every error
+    // and status line that shows the URL.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ctx.error(
+            "url",
+            "must not contain credentials (user:password@): remove them and put the \
+             bearer token in token_file, token_env or token_credential",
+        ));
+    }
     match url.scheme() {
         "https" => {}
         "http" if t.allow_insecure_http || is_loopback(&url) => {}
@@ -140,6 +160,12 @@ pub fn check(
     if let Some(r) = t.max_retries {
         settings.max_retries = r;
     }
+    if let Some(n) = t.max_response_bytes {
+        if n == 0 {
+            return Err(ctx.error("max_response_bytes", "must be at least 1"));
+        }
+        settings.max_response_bytes = n;
+    }
     let member_batch = t.member_batch.unwrap_or(DEFAULT_MEMBER_BATCH);
     if member_batch == 0 {
         return Err(ctx.error("member_batch", "must be at least 1"));
@@ -170,4 +196,77 @@ fn read_token(t: &RawTarget, ctx: &CheckContext<'_>) -> Result<SecretString, Con
         return Err(ctx.error(key, "the token is empty"));
     }
     Ok(SecretString::from(token.to_string()))
+}
+
+/// `text` with anything between the scheme and an `@` in the authority replaced by `***`,
+/// so an error quoting a URL that failed to parse never prints a password.
+fn without_userinfo(text: &str) -> String {
+    let (scheme, rest) = match text.find("://") {
+        Some(i) => text.split_at(i + 3),
+        None => ("", text),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}***{}", &rest[at..]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn check_url(url: &str) -> Result<TargetSettings, ConfigError> {
+        let text = format!("url = {url:?}\ntoken_env = \"T\"\n");
+        let raw: RawTarget = toml::from_str(&text).unwrap();
+        let env = |k: &str| (k == "T").then(|| "tok".to_string());
+        let ctx = CheckContext {
+            file: Path::new("/etc/provisiond.toml"),
+            table: "jobs[0].target".into(),
+            env: &env,
+        };
+        check(raw, None, &ctx).map(|(s, _)| s)
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_refused_without_printing_them() {
+        for url in [
+            "https://admin:hunter2pw@scim.example/v2",
+            "https://admin@scim.example/v2",
+            "http://u:hunter2pw@127.0.0.1:8080/scim",
+            // Not a URL: the error quotes it, without the password.
+            "https://u:hunter2pw@scim example/v2",
+        ] {
+            let e = check_url(url).unwrap_err();
+            assert_eq!(e.key, "jobs[0].target.url", "{e}");
+            let text = format!("{e} {e:?}");
+            assert!(text.contains("/etc/provisiond.toml"), "{text}");
+            assert!(!text.contains("hunter2pw"), "password printed: {text}");
+        }
+        assert!(check_url("https://scim.example/v2?mail=a@b").is_ok());
+    }
+
+    #[test]
+    fn max_response_bytes_is_checked() {
+        let text = "url = \"https://h/\"\ntoken_env = \"T\"\nmax_response_bytes = 0\n";
+        let raw: RawTarget = toml::from_str(text).unwrap();
+        let env = |k: &str| (k == "T").then(|| "tok".to_string());
+        let ctx = CheckContext {
+            file: Path::new("/etc/provisiond.toml"),
+            table: "jobs[0].target".into(),
+            env: &env,
+        };
+        let e = check(raw, None, &ctx).err().unwrap();
+        assert_eq!(e.key, "jobs[0].target.max_response_bytes", "{e}");
+        let raw: RawTarget = toml::from_str(&text.replace("= 0", "= 65536")).unwrap();
+        assert_eq!(check(raw, None, &ctx).unwrap().0.max_response_bytes, 65536);
+    }
+
+    #[test]
+    fn userinfo_is_hidden() {
+        assert_eq!(without_userinfo("https://a:b@h/x@y"), "https://***@h/x@y");
+        assert_eq!(without_userinfo("https://h/x@y"), "https://h/x@y");
+        assert_eq!(without_userinfo("a:b@h"), "***@h");
+    }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::client::{parse_list, Req, ScimClient};
+use super::client::{parse_list, Req, ScimClient, SendError};
 use super::scim::filter::eq_filter;
 use super::TargetError;
 use crate::http::error_chain;
@@ -115,7 +115,7 @@ impl ScimClient {
     /// describes what the target does right now.
     pub async fn test_connection(&self) -> ConnectionReport {
         let probe = Value::String(uuid::Uuid::new_v4().to_string());
-        let url = match self.url(&[ObjectType::User.endpoint()]) {
+        let url = match self.url(&Method::GET, &[ObjectType::User.endpoint()]) {
             Ok(url) => url,
             Err(err) => return ConnectionReport::invalid_settings(&err),
         };
@@ -128,7 +128,13 @@ impl ScimClient {
         let what = format!("GET {}", req.url);
         let raw = match self.send_once(&req).await {
             Ok(raw) => raw,
-            Err(err) => {
+            Err(SendError::TooLarge) => {
+                return ConnectionReport::problem(
+                    ConnectionProblem::ScimCompliance,
+                    format!("{what}: the response is larger than max_response_bytes"),
+                );
+            }
+            Err(SendError::Http(err)) => {
                 let timeout = err.is_timeout();
                 let chain = error_chain(err);
                 let problem = transport_problem(timeout, &chain);
@@ -137,11 +143,8 @@ impl ScimClient {
         };
         let status = raw.status;
         let code = status.as_u16();
-        let body_hint = || {
-            let text = String::from_utf8_lossy(&raw.body);
-            let text: String = text.chars().filter(|c| !c.is_control()).take(120).collect();
-            text.trim().to_owned()
-        };
+        // Scrubbed: the server may echo the token in its body.
+        let body_hint = || self.safe_snippet(&raw.body);
         let problem = |p, msg: String| ConnectionReport::problem(p, format!("{what}: {msg}"));
         match code {
             200 => {}

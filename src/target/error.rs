@@ -68,6 +68,50 @@ pub enum TargetError {
         /// before creating again.
         ambiguous: bool,
     },
+    /// The response body grew past `max_response_bytes`; reading stopped there.
+    #[error(
+        "{method} {path}: the response is larger than {limit} bytes (max_response_bytes){}",
+        ambiguity_suffix(*.ambiguous)
+    )]
+    ResponseTooLarge {
+        /// Request method.
+        method: Method,
+        /// Request URL path.
+        path: String,
+        /// The cap, in bytes.
+        limit: u64,
+        /// The request was processed (a `POST` answered at length): match again before
+        /// creating again.
+        ambiguous: bool,
+    },
+    /// A target id that cannot be used: returned by the target (create, match) or held by a
+    /// link, it is empty, a dot segment, or contains a control character or `/`, so a URL
+    /// built from it could name another resource or the collection itself.
+    #[error("{method} {path}: refused target id {id}: {reason}")]
+    InvalidId {
+        /// Request method (the one that returned the id, or the one that would have used it).
+        method: Method,
+        /// The collection's URL path.
+        path: String,
+        /// The id, escaped (control characters shown as escapes) and cut to a bounded length.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A well-formed SCIM answer that cannot be trusted for this object, such as a
+    /// ListResponse whose `totalResults` is above the resources it returned (taking it as
+    /// "no match" could create a duplicate).
+    #[error("{method} {path}: untrustworthy response (HTTP {status}): {reason}")]
+    InvalidResponse {
+        /// Request method.
+        method: Method,
+        /// Request URL path.
+        path: String,
+        /// HTTP status code of the response.
+        status: u16,
+        /// What was wrong with it.
+        reason: String,
+    },
 }
 
 fn scim_suffix(scim_type: &Option<String>, detail: &Option<String>) -> String {
@@ -105,6 +149,10 @@ impl TargetError {
             TargetError::Incompatible { .. } => "ServiceIncompatible",
             TargetError::Timeout { .. } => "Timeout",
             TargetError::Connection { .. } => "ConnectionFailed",
+            // Not Entra codes: Entra does not guard against these hostile answers.
+            TargetError::ResponseTooLarge { .. } => "ResponseTooLarge",
+            TargetError::InvalidId { .. } => "InvalidTargetId",
+            TargetError::InvalidResponse { .. } => "InvalidResponse",
         }
     }
 
@@ -114,7 +162,13 @@ impl TargetError {
         match self {
             TargetError::Status { status, .. } => *status == 429 || (500..=599).contains(status),
             TargetError::Timeout { .. } | TargetError::Connection { .. } => true,
-            TargetError::Settings { .. } | TargetError::Incompatible { .. } => false,
+            // The same answer would come again: these fail their object until the target
+            // (or the object) changes.
+            TargetError::Settings { .. }
+            | TargetError::Incompatible { .. }
+            | TargetError::ResponseTooLarge { .. }
+            | TargetError::InvalidId { .. }
+            | TargetError::InvalidResponse { .. } => false,
         }
     }
 
@@ -125,7 +179,12 @@ impl TargetError {
         match self {
             TargetError::Settings { .. } | TargetError::Connection { .. } => true,
             TargetError::Status { status, .. } => matches!(status, 401 | 403),
-            TargetError::Incompatible { .. } | TargetError::Timeout { .. } => false,
+            // About one object's answer or id: the next object may be fine.
+            TargetError::Incompatible { .. }
+            | TargetError::Timeout { .. }
+            | TargetError::ResponseTooLarge { .. }
+            | TargetError::InvalidId { .. }
+            | TargetError::InvalidResponse { .. } => false,
         }
     }
 
@@ -136,17 +195,21 @@ impl TargetError {
         match self {
             TargetError::Status { ambiguous, .. }
             | TargetError::Timeout { ambiguous, .. }
-            | TargetError::Connection { ambiguous, .. } => *ambiguous,
-            TargetError::Settings { .. } | TargetError::Incompatible { .. } => false,
+            | TargetError::Connection { ambiguous, .. }
+            | TargetError::ResponseTooLarge { ambiguous, .. } => *ambiguous,
+            TargetError::Settings { .. }
+            | TargetError::Incompatible { .. }
+            | TargetError::InvalidId { .. }
+            | TargetError::InvalidResponse { .. } => false,
         }
     }
 
     /// The HTTP status of the response, when there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            TargetError::Status { status, .. } | TargetError::Incompatible { status, .. } => {
-                Some(*status)
-            }
+            TargetError::Status { status, .. }
+            | TargetError::Incompatible { status, .. }
+            | TargetError::InvalidResponse { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -226,6 +289,39 @@ mod tests {
                 "ConnectionFailed",
                 true,
                 true,
+            ),
+            (
+                TargetError::ResponseTooLarge {
+                    method: Method::POST,
+                    path: "/Users".into(),
+                    limit: 8,
+                    ambiguous: true,
+                },
+                "ResponseTooLarge",
+                false,
+                false,
+            ),
+            (
+                TargetError::InvalidId {
+                    method: Method::DELETE,
+                    path: "/Users".into(),
+                    id: "\"..\"".into(),
+                    reason: "x",
+                },
+                "InvalidTargetId",
+                false,
+                false,
+            ),
+            (
+                TargetError::InvalidResponse {
+                    method: Method::GET,
+                    path: "/Users".into(),
+                    status: 200,
+                    reason: "x".into(),
+                },
+                "InvalidResponse",
+                false,
+                false,
             ),
         ]
     }

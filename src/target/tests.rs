@@ -777,3 +777,313 @@ async fn http_1_0_server_without_keep_alive() {
     }
     assert_eq!(c.request_counts().get, 3);
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile targets
+// ---------------------------------------------------------------------------------------
+
+/// A server answering every request with `head` then, forever, 64 KiB chunks of spaces
+/// (chunked encoding), until the client hangs up. Counts the bytes it managed to send.
+async fn endless_server(head: &'static str) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {
+                    counter.fetch_add(0x10000, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (format!("http://{addr}{BASE_PATH}"), sent)
+}
+
+#[tokio::test]
+async fn an_endless_body_is_cut_at_max_response_bytes() {
+    let (base, sent) = endless_server(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .await;
+    let mut s = settings(&base);
+    s.max_response_bytes = 1 << 20;
+    s.request_timeout = Duration::from_secs(30);
+    let c = ScimClient::new(s).unwrap();
+    let started = Instant::now();
+    let err = c
+        .find(ObjectType::User, "userName", &json!("a"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ResponseTooLarge", "{err}");
+    assert!(!err.is_retryable() && !err.is_fatal_for_cycle(), "{err}");
+    assert!(err.to_string().contains("1048576"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Not retried: one request, and reading stopped near the cap.
+    assert_eq!(c.request_counts().get, 1);
+    let err = c.create(ObjectType::User, json!({})).await.unwrap_err();
+    assert_eq!(err.code(), "ResponseTooLarge", "{err}");
+    // The POST was processed (its answer was too long): match again before creating again.
+    assert!(err.is_ambiguous());
+    assert!(sent.load(Ordering::SeqCst) < 64 << 20);
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_cap_is_refused_before_reading() {
+    let (base, _) = endless_server(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nContent-Length: 1000000000000\r\n\r\n",
+    )
+    .await;
+    let mut s = settings(&base);
+    s.max_response_bytes = 4096;
+    let c = ScimClient::new(s).unwrap();
+    let err = c.get(ObjectType::User, "u1").await.unwrap_err();
+    assert_eq!(err.code(), "ResponseTooLarge", "{err}");
+    let report = c.test_connection().await;
+    assert_eq!(
+        report.problem,
+        Some(ConnectionProblem::ScimCompliance),
+        "{report}"
+    );
+}
+
+#[test]
+fn max_response_bytes_defaults_to_8_mib() {
+    let s = TargetSettings::new(
+        Url::parse("https://h/scim").unwrap(),
+        SecretString::from("t"),
+    );
+    assert_eq!(s.max_response_bytes, 8 * 1024 * 1024);
+}
+
+/// Ids that cannot stay one path segment, or that a target has no business returning.
+const UNUSABLE_IDS: [&str; 8] = ["", ".", "..", ".\t.", "\t", "a\nb", "a\rb", "a\0b"];
+
+#[tokio::test]
+async fn the_url_builder_refuses_dot_and_control_ids_and_escapes_the_rest() {
+    let server = MockServer::start().await;
+    let c = client(&server);
+    for id in UNUSABLE_IDS {
+        let err = c.url(&reqwest::Method::DELETE, &["Users", id]).unwrap_err();
+        assert_eq!(err.code(), "InvalidTargetId", "{id:?}: {err}");
+        for err in [
+            c.get(ObjectType::User, id).await.unwrap_err(),
+            c.patch(
+                ObjectType::User,
+                id,
+                &[PatchOp::replace("active", json!(false))],
+            )
+            .await
+            .unwrap_err(),
+            c.delete(ObjectType::Group, id).await.unwrap_err(),
+        ] {
+            assert_eq!(err.code(), "InvalidTargetId", "{id:?}: {err}");
+            assert!(!err.is_retryable() && !err.is_fatal_for_cycle(), "{err}");
+            // The message shows the id escaped, never a raw control character.
+            assert!(!err.to_string().chars().any(char::is_control), "{err:?}");
+        }
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+
+    for (id, segment) in [
+        ("a/b", "a%2Fb"),
+        ("a%2Fb", "a%252Fb"),
+        ("%2e%2e", "%252e%252e"),
+        ("a?b#c", "a%3Fb%23c"),
+        ("...", "..."),
+        ("a..", "a.."),
+        ("x y\"ü", "x%20y%22%C3%BC"),
+        (
+            "2819c223-7f76-453a-919d-413861904646",
+            "2819c223-7f76-453a-919d-413861904646",
+        ),
+    ] {
+        let url = c.url(&reqwest::Method::PATCH, &["Users", id]).unwrap();
+        assert_eq!(url.path(), format!("{BASE_PATH}/Users/{segment}"), "{id:?}");
+        assert_eq!(url.query(), None, "{id:?}");
+        assert_eq!(url.fragment(), None, "{id:?}");
+    }
+}
+
+#[tokio::test]
+async fn ids_a_target_returns_are_checked_before_they_are_used() {
+    for id in UNUSABLE_IDS.into_iter().chain(["a/b", "../Users"]) {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(scim(201, json!({"id": id, "userName": "a"})))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .respond_with(scim(200, list(json!([{"id": id, "userName": "a"}]))))
+            .mount(&server)
+            .await;
+        let c = client(&server);
+        let err = c
+            .create(ObjectType::User, json!({"userName": "a"}))
+            .await
+            .unwrap_err();
+        // An empty id was already refused as incompatible; every other one is an invalid id.
+        let expected = if id.is_empty() {
+            "ServiceIncompatible"
+        } else {
+            "InvalidTargetId"
+        };
+        assert_eq!(err.code(), expected, "{id:?}: {err}");
+        assert!(!err.is_ambiguous(), "{err}");
+        let err = c
+            .find(ObjectType::User, "userName", &json!("a"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), expected, "{id:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_2xx_carrying_a_scim_error_is_that_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .respond_with(scim(200, scim_error("404", "", "no such user")))
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .respond_with(scim(200, json!({"status": 500, "detail": "db down"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(scim(201, scim_error("409", "uniqueness", "exists")))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(scim(
+            200,
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "detail": "?"}),
+        ))
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let err = c
+        .patch(
+            ObjectType::User,
+            "u1",
+            &[PatchOp::replace("active", json!(false))],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert_eq!(err.code(), "InvalidAnchor");
+    assert!(err.to_string().contains("HTTP 200"), "{err}");
+
+    let err = c.delete(ObjectType::User, "u1").await.unwrap_err();
+    assert_eq!(err.code(), "InternalServerError", "{err}");
+    assert!(err.is_retryable());
+    // Retried like any 500 on an idempotent request.
+    assert_eq!(c.request_counts().delete, 4);
+
+    let err = c.create(ObjectType::User, json!({})).await.unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+
+    // An Error without a usable status is not a success either.
+    let err = c.get(ObjectType::User, "u1").await.unwrap_err();
+    assert_eq!(err.code(), "ServiceIncompatible", "{err}");
+
+    // A resource with an attribute called status is not an error.
+    let ok = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(scim(200, json!({"id": "u1", "status": "404"})))
+        .mount(&ok)
+        .await;
+    assert_eq!(
+        client(&ok).get(ObjectType::User, "u1").await.unwrap()["id"],
+        "u1"
+    );
+}
+
+#[tokio::test]
+async fn total_results_above_the_resources_returned_is_never_no_match() {
+    for body in [
+        r#"{"totalResults": 1e18, "Resources": []}"#,
+        r#"{"totalResults": 1000000000000000000, "Resources": []}"#,
+        r#"{"totalResults": "3", "Resources": [{"id": "u1"}]}"#,
+        r#"{"totalResults": 2, "Resources": [{"id": "u1"}]}"#,
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/scim+json"))
+            .mount(&server)
+            .await;
+        let c = client(&server);
+        let err = c
+            .find(ObjectType::User, "userName", &json!("a"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "InvalidResponse", "{body}: {err}");
+        assert!(!err.is_fatal_for_cycle(), "{err}");
+        let report = c.test_connection().await;
+        assert_eq!(report.problem, Some(ConnectionProblem::ScimCompliance));
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_echoing_the_token_never_carries_it_into_errors_or_reports() {
+    let encoded: String = url::form_urlencoded::byte_serialize(TOKEN.as_bytes()).collect();
+    // Lowercase hex, as some servers write it.
+    let lower: String = TOKEN.bytes().map(|b| format!("%{b:02x}")).collect();
+    for location in [
+        format!("https://evil.example/?auth=Bearer {TOKEN}"),
+        format!("https://evil.example/?auth=Bearer+{encoded}"),
+        format!("https://evil.example/?t={lower}"),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(302)
+                    .insert_header("Location", location.as_str())
+                    .insert_header("X-Echo", format!("Bearer {TOKEN}").as_str()),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(307).insert_header("Location", location.as_str()))
+            .mount(&server)
+            .await;
+        let c = client(&server);
+        let find = c
+            .find(ObjectType::User, "userName", &json!("a"))
+            .await
+            .unwrap_err();
+        let patch = c
+            .patch(
+                ObjectType::User,
+                "u1",
+                &[PatchOp::replace("active", json!(false))],
+            )
+            .await
+            .unwrap_err();
+        let report = c.test_connection().await;
+        assert_eq!(report.problem, Some(ConnectionProblem::Url), "{report}");
+        for text in [
+            find.to_string(),
+            format!("{find:?}"),
+            patch.to_string(),
+            report.to_string(),
+            format!("{report:?}"),
+        ] {
+            assert!(text.contains("302") || text.contains("307"), "{text}");
+            assert!(!text.contains(TOKEN), "token leaked: {text}");
+            assert!(!text.contains(&encoded), "token leaked: {text}");
+            assert!(!text.contains(&lower), "token leaked: {text}");
+            assert!(!text.contains(&TOKEN[..8]), "token leaked: {text}");
+        }
+        // Never followed: nothing but our own requests reached anything.
+        assert_eq!(c.request_counts().get, 2);
+    }
+}

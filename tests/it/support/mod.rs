@@ -4,11 +4,13 @@
 //!   client with tiny backoffs, cycle runners and sandbox inspection.
 //! - [`cli`]: driving the real `provisiond` binary (`cli`, `daemon`).
 //! - [`certs`]: self-signed certificates made with `openssl`.
+//! - [`hostile`]: a scripted hostile SCIM target (endless bodies, bad ids, echoing headers).
 //! - [`slapd`]: a throwaway OpenLDAP server (also used by `examples/ldap_bench.rs`).
 
 pub mod certs;
 pub mod cli;
 pub mod common;
+pub mod hostile;
 pub mod slapd;
 
 /// A port on 127.0.0.1 with nothing listening (bound, read, released): for an unreachable
