@@ -1,0 +1,131 @@
+//! Hostile or misshaped source data through the real binary: a misshaped export fails the
+//! cycle before any write (instead of deprovisioning everyone), and an unusable
+//! `accountEnabled` skips that user without touching her account or her memberships.
+
+use crate::support::cli::*;
+use serde_json::{json, Value};
+
+/// `directory(6)` with a second assigned group, so both object types are at stake.
+fn six_users_two_groups() -> Value {
+    let mut d = directory(6);
+    d["groups"].as_array_mut().unwrap().push(json!({
+        "id": group_id(1),
+        "displayName": "Sales",
+        "mailNickname": "sales",
+        "members": [user_id(3), user_id(4)],
+    }));
+    d["assignments"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"principalId": group_id(1), "role": "User"}));
+    d
+}
+
+fn active_users(sandbox: &Sandbox) -> usize {
+    sandbox
+        .users()
+        .iter()
+        .filter(|u| u["active"] != json!(false))
+        .count()
+}
+
+#[test]
+fn a_misshaped_export_fails_the_cycle_before_any_write() {
+    let sandbox = Sandbox::start();
+    let fixture = Fixture::new(&sandbox.url());
+    let good = six_users_two_groups();
+    fixture.write_directory(&good);
+    fixture.run(&["sync", "--json"]).assert_code(0);
+    assert_eq!(active_users(&sandbox), 6);
+    assert_eq!(sandbox.groups().len(), 2);
+
+    let users = good["users"].clone();
+    let cases: Vec<(String, &str)> = vec![
+        ("{}".into(), "users"),
+        ("[]".into(), "users"),
+        (json!({"Users": users}).to_string(), "Users"),
+        (json!({"value": users}).to_string(), "value"),
+        (
+            json!({"users": users, "groups": good["groups"], "assignment": good["assignments"]})
+                .to_string(),
+            "assignment",
+        ),
+        (
+            json!({"users": users, "groups": {}, "assignments": good["assignments"]}).to_string(),
+            "groups",
+        ),
+    ];
+    for (doc, key) in cases {
+        fixture.write_raw_directory(&doc);
+        let writes = sandbox.writes();
+        let out = fixture.run(&["sync", "--json"]);
+        out.assert_code(2);
+        let s = out.json();
+        assert_eq!(s["status"], "failed", "{doc}: {s}");
+        assert_eq!(
+            sandbox.writes(),
+            writes,
+            "{doc}: a write reached the target"
+        );
+        let text = out.all();
+        assert!(text.contains(&format!("`{key}`")), "{doc}: {out}");
+        assert!(text.contains("directory.json"), "{doc}: {out}");
+        assert_eq!(active_users(&sandbox), 6, "{doc}");
+        assert_eq!(sandbox.groups().len(), 2, "{doc}");
+    }
+    // The same in the readable form.
+    fixture.write_raw_directory("{}");
+    let out = fixture.run(&["sync"]);
+    out.assert_code(2);
+    assert!(out.all().contains("missing top-level key `users`"), "{out}");
+
+    // Back to the good export: nothing to do, nothing was lost.
+    fixture.write_directory(&good);
+    let out = fixture.run(&["sync", "--json"]);
+    out.assert_code(0);
+    assert_eq!(active_users(&sandbox), 6);
+    assert_eq!(sandbox.groups().len(), 2);
+}
+
+#[test]
+fn account_enabled_text_is_read_and_a_bad_value_keeps_the_account_and_memberships() {
+    let sandbox = Sandbox::start();
+    let fixture = Fixture::new(&sandbox.url());
+    let mut d = six_users_two_groups();
+    d["users"][5]["accountEnabled"] = json!("False");
+    fixture.write_directory(&d);
+    fixture.run(&["sync", "--json"]).assert_code(0);
+    let users = sandbox.users();
+    let created: Vec<&Value> = users
+        .iter()
+        .filter(|u| u["userName"] == json!(user_name(5)))
+        .collect();
+    // Entra does not create a user disabled in the source: out of scope.
+    assert!(
+        created.iter().all(|u| u["active"] == json!(false)),
+        "a user disabled by \"False\" was created active: {created:?}"
+    );
+    assert_eq!(active_users(&sandbox), 5);
+
+    // User 3 (a member of Sales) gets an unusable flag: skipped with a reason naming her
+    // and the key; her account stays active and her membership stays.
+    let before = sandbox.groups();
+    let mut d2 = d.clone();
+    d2["users"][3]["accountEnabled"] = json!(0);
+    fixture.write_directory(&d2);
+    let writes = sandbox.writes();
+    let out = fixture.run(&["sync", "--json"]);
+    out.assert_code(1);
+    let text = out.all();
+    assert!(text.contains(&user_id(3)), "{out}");
+    assert!(text.contains("accountEnabled"), "{out}");
+    assert_eq!(sandbox.writes(), writes, "{out}");
+    assert_eq!(active_users(&sandbox), 5);
+    assert_eq!(sandbox.groups(), before);
+
+    d2["users"][3]["accountEnabled"] = json!("no");
+    fixture.write_directory(&d2);
+    fixture.run(&["sync", "--json"]).assert_code(1);
+    assert_eq!(sandbox.writes(), writes);
+    assert_eq!(sandbox.groups(), before);
+}
