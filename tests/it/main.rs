@@ -16,7 +16,7 @@ mod cycle_faults;
 mod cycle_sandbox;
 mod daemon;
 mod graph_source;
-mod hostile_source;
+mod hostile_input;
 mod ldap_ad;
 mod ldap_source;
 mod mappings_config;

@@ -1,6 +1,7 @@
-//! Hostile or misshaped source data through the real binary: a misshaped export fails the
-//! cycle before any write (instead of deprovisioning everyone), and an unusable
-//! `accountEnabled` skips that user without touching her account or her memberships.
+//! Hostile or misshaped input through the real binary: a misshaped export fails the cycle
+//! before any write (instead of deprovisioning everyone), an unusable `accountEnabled` skips
+//! that user without touching her account or her memberships, an over-long control request
+//! is refused, and state files are private whatever the umask.
 
 use crate::support::cli::*;
 use serde_json::{json, Value};
