@@ -130,3 +130,114 @@ fn account_enabled_text_is_read_and_a_bad_value_keeps_the_account_and_membership
     assert_eq!(sandbox.writes(), writes);
     assert_eq!(sandbox.groups(), before);
 }
+
+/// `provisiond --config <fixture's config> ARGS…` started through `sh` with umask 022, the
+/// common default under which files are created 0644.
+fn under_umask_022(fixture: &Fixture, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c")
+        .arg("umask 022 && exec \"$0\" \"$@\"")
+        .arg(bin())
+        .arg("--config")
+        .arg(fixture.config_path())
+        .args(args)
+        .current_dir("/")
+        .env_remove("PROVISIOND_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Every file and directory under `dir` (recursively), with its mode.
+fn modes_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        out.push((p.clone(), mode(&p)));
+        if p.is_dir() {
+            out.extend(modes_under(&p));
+        }
+    }
+    out
+}
+
+#[test]
+fn state_files_are_private_under_umask_022_and_a_readable_token_draws_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::start();
+    let fixture = Fixture::new(&sandbox.url());
+    let token = fixture.path("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let out = run_command(
+        under_umask_022(&fixture, &["sync", "--json"]),
+        fixture.dir.path(),
+        std::time::Duration::from_secs(60),
+    );
+    out.assert_code(0);
+    assert_eq!(sandbox.users().len(), 5);
+    let state = fixture.state_dir();
+    assert_eq!(mode(&state), 0o700, "state_dir");
+    for (p, m) in modes_under(&state) {
+        assert_eq!(m & 0o077, 0, "{} is {m:o}", p.display());
+    }
+    assert_eq!(mode(&state.join("holder")), 0o600);
+    // The token: a warning naming the file, never its content.
+    assert!(
+        out.stderr.contains("readable by its group or by others"),
+        "{out}"
+    );
+    assert!(out.stderr.contains(&token.display().to_string()), "{out}");
+    assert!(!out.all().contains(TOKEN), "{out}");
+
+    // 0600: no warning.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = fixture.run(&["sync", "--json"]);
+    out.assert_code(0);
+    assert!(!out.stderr.contains("readable by its group"), "{out}");
+
+    // The daemon's pid file and socket, and an over-long control request.
+    let mut daemon = Proc::spawn(under_umask_022(&fixture, &["run"]), fixture.dir.path());
+    let socket = fixture.socket_path();
+    wait_for(
+        std::time::Duration::from_secs(20),
+        "the daemon's control socket",
+        || {
+            if let Some(s) = daemon.try_status() {
+                panic!("the daemon exited ({s}); {}", daemon.output());
+            }
+            std::os::unix::net::UnixStream::connect(&socket)
+                .ok()
+                .filter(|_| fixture.pid_path().exists())
+        },
+    );
+    assert_eq!(mode(&fixture.pid_path()), 0o600);
+    assert_eq!(mode(&socket), 0o600);
+
+    // 8 MiB without a newline: refused after 64 KiB, and the connection is closed (the
+    // write fails or the daemon stops reading; the answer arrives either way).
+    use std::io::{Read, Write};
+    let mut conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    conn.set_write_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let _ = conn.write_all(&vec![b' '; 8 << 20]);
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    assert!(answer.contains("at most 64 KiB"), "{answer:?}");
+    // The daemon still serves.
+    let out = fixture.run(&["status", "--json"]);
+    out.assert_code(0);
+    daemon.signal("TERM");
+    daemon.wait_until(std::time::Instant::now() + std::time::Duration::from_secs(10));
+}
