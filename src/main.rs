@@ -87,6 +87,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         flag_format.unwrap_or(config.log_format),
         if daemon { "info" } else { "warn" },
     );
+    provisiond::util::secret::warn_about_loose_secret_files();
     match cli.command {
         // Installed before the store opens: see `shutdown_signal`.
         Command::Run => cli::run(config, shutdown_signal()).await,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
@@ -71,7 +71,7 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
         std::fs::remove_file(path).map_err(io)?;
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::state::sled_store::create_private_dir_all(dir).map_err(io)?;
     }
     // Bind under a temporary name, restrict it, then rename it into place: the socket is never
     // reachable at its public path with looser permissions than 0600.
@@ -114,14 +114,50 @@ pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, stop: Cancellati
     }
 }
 
+/// The longest request line the daemon reads: requests are a few dozen bytes, and an
+/// unbounded read let any local client grow the daemon's memory without limit.
+const MAX_REQUEST_LINE: usize = 64 * 1024;
+/// How long a client may take to send its request line.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read one request line of at most [`MAX_REQUEST_LINE`] bytes. `Err` is the answer to give
+/// instead (too long, too slow, not a request); the connection is then closed.
+async fn read_request<R: tokio::io::AsyncRead + Unpin>(
+    read: R,
+    within: Duration,
+) -> Result<Request, Response> {
+    let mut line = Vec::new();
+    // One byte more than allowed: a line that fills it without a newline is too long.
+    let mut bounded = BufReader::new(read).take(MAX_REQUEST_LINE as u64 + 1);
+    let error = |message: String| Response::Error { message };
+    match tokio::time::timeout(within, bounded.read_until(b'\n', &mut line)).await {
+        Err(_) => {
+            return Err(error(format!(
+                "bad request: no request line within {} s",
+                within.as_secs()
+            )))
+        }
+        Ok(Err(e)) => return Err(error(format!("bad request: {e}"))),
+        Ok(Ok(_)) => {}
+    }
+    if line.len() > MAX_REQUEST_LINE && !line.ends_with(b"\n") {
+        return Err(error(format!(
+            "bad request: a request line is at most {} KiB",
+            MAX_REQUEST_LINE / 1024
+        )));
+    }
+    serde_json::from_slice::<Request>(&line).map_err(|e| error(format!("bad request: {e}")))
+}
+
 async fn handle(stream: UnixStream, daemon: &Daemon) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
-    let response = match serde_json::from_str::<Request>(&line) {
-        Err(e) => Response::Error {
-            message: format!("bad request: {e}"),
-        },
+    let response = match read_request(read, REQUEST_READ_TIMEOUT).await {
+        Err(refused) => {
+            tracing::warn!(
+                "control socket: a request was refused (too long, too slow or malformed)"
+            );
+            refused
+        }
         Ok(Request::Status { job }) => match daemon.status(job.as_deref()) {
             Ok(jobs) => Response::Status { jobs },
             Err(e) => Response::Error {
@@ -197,5 +233,46 @@ pub async fn request(
             })?
             .map(Some),
         None => exchange.await.map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(5);
+
+    fn refusal(r: Result<Request, Response>) -> String {
+        match r {
+            Err(Response::Error { message }) => message,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_over_long_request_line_is_refused_without_reading_it_all() {
+        let ok = br#"{"cmd":"status","job":null}"#.to_vec();
+        assert!(matches!(
+            read_request(&ok[..], T).await,
+            Ok(Request::Status { job: None })
+        ));
+        // A valid request padded with spaces to just under the limit is still read.
+        let mut padded = ok.clone();
+        padded.resize(MAX_REQUEST_LINE, b' ');
+        padded.push(b'\n');
+        assert!(read_request(&padded[..], T).await.is_ok());
+        // 8 MiB without a newline: refused after 64 KiB.
+        let huge = vec![b' '; 8 << 20];
+        let message = refusal(read_request(&huge[..], T).await);
+        assert!(message.contains("at most 64 KiB"), "{message}");
+        let message = refusal(read_request(&b"{\"cmd\":\"nope\"}\n"[..], T).await);
+        assert!(message.starts_with("bad request"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_given_up_on() {
+        let (_client, server) = tokio::io::duplex(64);
+        let message = refusal(read_request(server, Duration::from_millis(50)).await);
+        assert!(message.contains("no request line"), "{message}");
     }
 }

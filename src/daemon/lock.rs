@@ -4,6 +4,7 @@
 
 use super::control::{self, ControlError, Request, Response};
 use crate::config::Config;
+use crate::state::sled_store::write_private_file;
 use crate::state::{SledStore, StateError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +12,11 @@ use std::time::Duration;
 /// The pid file next to the store, written by the daemon (`run`) for service managers.
 pub fn pid_file(config: &Config) -> PathBuf {
     config.state_dir.join("provisiond.pid")
+}
+
+/// Write the daemon's pid file, mode 0600 whatever the umask.
+pub fn write_pid_file(config: &Config) -> std::io::Result<()> {
+    write_private_file(&pid_file(config), std::process::id().to_string().as_bytes())
 }
 
 /// Who holds the state store: rewritten by every process (daemon or one-shot command) right
@@ -151,7 +157,7 @@ pub async fn reach(
         let path = match SledStore::open(&config.state_dir.join("state")) {
             Ok(store) => {
                 let line = format!("provisiond {} (pid {})\n", user.name(), std::process::id());
-                if let Err(e) = std::fs::write(holder_file(config), line) {
+                if let Err(e) = write_private_file(&holder_file(config), line.as_bytes()) {
                     tracing::debug!(error = %e, "cannot record the state store's holder");
                 }
                 return Ok(Reached::Store(store));

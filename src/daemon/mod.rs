@@ -76,7 +76,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let store = lock::open_store(&config, StoreUser::Daemon).await?;
     // The pid file first: once the socket answers, the pid file names this daemon.
     let pid_path = lock::pid_file(&config);
-    if let Err(e) = std::fs::write(&pid_path, std::process::id().to_string()) {
+    if let Err(e) = lock::write_pid_file(&config) {
         tracing::warn!(path = %pid_path.display(), error = %e, "cannot write the pid file");
     }
     let listener = match control::bind(&config.control_socket).await {

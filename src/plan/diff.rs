@@ -97,16 +97,18 @@ pub fn record_changes(link: &mut Link, changes: &[Change]) {
     link.exported = exported.into();
 }
 
+/// The changes in words, for action records and logs (bounded: see
+/// [`bounded_list`](crate::summary::bounded_list)).
 pub fn describe_changes(changes: &[Change]) -> String {
-    changes
+    let parts = changes
         .iter()
         .map(|c| match (&c.old, &c.new) {
             (None, Some(n)) => format!("{} = {n}", c.path),
             (Some(o), Some(n)) => format!("{}: {o} -> {n}", c.path),
             (_, None) => format!("{} removed", c.path),
         })
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect::<Vec<_>>();
+    crate::summary::bounded_list(&parts)
 }
 
 #[cfg(test)]

@@ -213,7 +213,13 @@ fn plan_type(
                         .get(&match_hash(path, v))
                         .map(|ids| ids.iter().copied().filter(|o| o != id).collect())
                         .unwrap_or_default();
-                    (!others.is_empty()).then(|| (path.clone(), v.clone(), others.join(", ")))
+                    (!others.is_empty()).then(|| {
+                        (
+                            path.clone(),
+                            v.clone(),
+                            crate::summary::bounded_list(&others),
+                        )
+                    })
                 });
                 if let Some((path, v, others)) = clash {
                     plan.problems.push(problem(

@@ -39,6 +39,12 @@ pub fn plan_references(
         .rejected
         .iter()
         .any(|r| r.object_type != Some(ObjectType::User));
+    // A user rejected without a readable id may be any linked user missing from the
+    // directory: like her account (kept, see `plan_type`), her memberships stay.
+    let idless_user = dir
+        .rejected
+        .iter()
+        .any(|r| r.id.is_none() && r.object_type.is_none_or(|t| t == ObjectType::User));
     // A linked user whose membership can't be judged this cycle (see `plan_type`).
     let undecided = |source_id: &str| -> Option<&str> {
         let link = user_links.get(source_id)?;
@@ -47,7 +53,9 @@ pub fn plan_references(
                 scoped.decision(ObjectType::User, source_id),
                 Some(Err(OutOfScope::NotAssigned | OutOfScope::ExcludedRole(_)))
             );
-        (rejected.contains(source_id) || unknown_scope).then_some(link.target_id.as_str())
+        let maybe_unreadable = idless_user && !dir.users.contains_key(source_id);
+        (rejected.contains(source_id) || unknown_scope || maybe_unreadable)
+            .then_some(link.target_id.as_str())
     };
 
     let reference_maps: Vec<crate::mapping::Mapping> = mappings
@@ -162,7 +170,7 @@ pub fn plan_references(
                     "InvalidMember",
                     format!(
                         "members that do not exist in the source were skipped: {}",
-                        missing.join(", ")
+                        crate::summary::bounded_list(&missing)
                     ),
                 ));
             }

@@ -87,7 +87,17 @@ fn run(dir: &Directory, settings: &ScopeSettings, links: &mut LinkIndex) -> (Pla
     (plan, refs)
 }
 
-fn parse(v: Value) -> Directory {
+/// Tests write only the lists they need (an export has all three) and may carry their own
+/// settings in `_`-prefixed keys (an export has no other key).
+fn parse(mut v: Value) -> Directory {
+    if let Some(m) = v.as_object_mut() {
+        m.retain(|k, _| !k.starts_with('_'));
+    }
+    for key in ["users", "groups", "assignments"] {
+        if v.get(key).is_none() {
+            v[key] = Value::Array(Vec::new());
+        }
+    }
     parse_export(v.to_string().as_bytes(), Path::new("d.json")).unwrap()
 }
 
@@ -237,6 +247,60 @@ fn an_object_without_id_withholds_deletion_by_absence() {
     let (p, _) = run(&d2, &ScopeSettings::default(), &mut links);
     assert!(p.actions.is_empty(), "{p:#?}");
     assert_eq!(p.withheld_deprovisions, 1);
+}
+
+#[test]
+fn a_group_of_unknown_members_reports_a_bounded_reason() {
+    let mut links = LinkIndex::default();
+    let members: Vec<String> = (0..20_000).map(|i| format!("unknown-{i:06}")).collect();
+    let d = parse(
+        json!({"groups":[{"id":"g","displayName":"G","members":members}],
+        "assignments":[{"principalId":"g"}]}),
+    );
+    let (_, r) = run(&d, &ScopeSettings::default(), &mut links);
+    let p = r
+        .problems
+        .iter()
+        .find(|p| p.code == "InvalidMember")
+        .unwrap_or_else(|| panic!("{r:#?}"));
+    assert!(p.reason.len() < 1_000, "{} bytes", p.reason.len());
+    assert!(p.reason.contains("unknown-000000"), "{}", p.reason);
+    assert!(p.reason.ends_with("and 19990 more"), "{}", p.reason);
+}
+
+#[test]
+fn a_user_without_id_keeps_her_account_and_her_memberships() {
+    let mut links = LinkIndex::default();
+    let d1 = parse(
+        json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"b","userPrincipalName":"b@x"}],
+        "groups":[{"id":"g","displayName":"G","members":["a","b"]}],
+        "assignments":[{"principalId":"g"}]}),
+    );
+    run(&d1, &ScopeSettings::default(), &mut links);
+    assert_eq!(links.groups["g"].members.len(), 2);
+    // b's id became unreadable: she arrives without one, still listed in g.
+    let d2 = parse(
+        json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"userPrincipalName":"b@x"}],
+        "groups":[{"id":"g","displayName":"G","members":["a","b"]}],
+        "assignments":[{"principalId":"g"}]}),
+    );
+    let (p, r) = run(&d2, &ScopeSettings::default(), &mut links);
+    assert!(p.actions.is_empty(), "{p:#?}");
+    assert!(r.memberships.is_empty(), "{r:#?}");
+    assert_eq!(links.groups["g"].members.len(), 2);
+    assert!(
+        !r.problems.iter().any(|p| p.code == "InvalidMember"),
+        "{r:#?}"
+    );
+    // Once her id reads again and she has left g, her membership goes.
+    let d3 = parse(
+        json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"b","userPrincipalName":"b@x"}],
+        "groups":[{"id":"g","displayName":"G","members":["a"]}],
+        "assignments":[{"principalId":"g"},{"principalId":"b"}]}),
+    );
+    let (_, r) = run(&d3, &ScopeSettings::default(), &mut links);
+    assert_eq!(r.memberships.len(), 1, "{r:#?}");
+    assert_eq!(r.memberships[0].remove.len(), 1, "{r:#?}");
 }
 
 #[test]

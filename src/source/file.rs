@@ -27,15 +27,118 @@ impl FileSource {
     }
 }
 
-/// The wire shape of the export. Objects stay loose maps: any attribute may be mapped.
-#[derive(Deserialize)]
+/// The wire shape of the export. Objects stay loose maps: any attribute may be mapped. The
+/// document itself is strict: a misshaped export (`{}`, `[]`, `{"Users": …}`) read leniently
+/// would be an empty directory, and an empty directory deprovisions everyone.
 struct Export {
-    #[serde(default)]
     users: Vec<ObjectItem>,
-    #[serde(default)]
     groups: Vec<ObjectItem>,
-    #[serde(default)]
     assignments: Vec<Item>,
+}
+
+/// The top-level keys of an export, all required.
+const EXPORT_KEYS: [&str; 3] = ["users", "groups", "assignments"];
+
+impl<'de> Deserialize<'de> for Export {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ExportVisitor)
+    }
+}
+
+struct ExportVisitor;
+
+impl<'de> Visitor<'de> for ExportVisitor {
+    type Value = Export;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object with the keys `users`, `groups` and `assignments`")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Export, A::Error> {
+        use serde::de::Error;
+        let (mut users, mut groups, mut assignments) = (None, None, None);
+        while let Some(key) = access.next_key::<String>()? {
+            let duplicate = match key.as_str() {
+                "users" => users
+                    .replace(access.next_value_seed(ListOf::new("users"))?)
+                    .is_some(),
+                "groups" => groups
+                    .replace(access.next_value_seed(ListOf::new("groups"))?)
+                    .is_some(),
+                "assignments" => assignments
+                    .replace(access.next_value_seed(ListOf::new("assignments"))?)
+                    .is_some(),
+                other => {
+                    return Err(A::Error::custom(format_args!(
+                        "unknown top-level key `{}`: an export has exactly the keys `users`, \
+                         `groups` and `assignments`",
+                        bounded_key(other)
+                    )))
+                }
+            };
+            if duplicate {
+                return Err(A::Error::custom(format_args!(
+                    "the top-level key `{key}` appears twice"
+                )));
+            }
+        }
+        let missing = |name: &str| {
+            A::Error::custom(format_args!(
+                "missing top-level key `{name}` (an export has the keys `users`, `groups` and \
+                 `assignments`, each an array, possibly empty)"
+            ))
+        };
+        Ok(Export {
+            users: users.ok_or_else(|| missing(EXPORT_KEYS[0]))?,
+            groups: groups.ok_or_else(|| missing(EXPORT_KEYS[1]))?,
+            assignments: assignments.ok_or_else(|| missing(EXPORT_KEYS[2]))?,
+        })
+    }
+}
+
+/// A key or value as quoted in an error or reason: a hostile file could hold a megabyte-long
+/// one.
+fn bounded_key(key: &str) -> String {
+    const MAX: usize = 64;
+    match key.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &key[..cut]),
+        None => key.to_string(),
+    }
+}
+
+/// The value of one top-level key: an array (of anything; its elements are judged one by
+/// one), else an error naming the key.
+struct ListOf<T> {
+    key: &'static str,
+    items: std::marker::PhantomData<T>,
+}
+
+impl<T> ListOf<T> {
+    fn new(key: &'static str) -> Self {
+        ListOf {
+            key,
+            items: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for ListOf<T> {
+    type Value = Vec<T>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ListOf<T> {
+    type Value = Vec<T>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` to be an array", self.key)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Vec<T>, A::Error> {
+        let mut out = Vec::with_capacity(access.size_hint().unwrap_or(0).min(4096));
+        while let Some(item) = access.next_element()? {
+            out.push(item);
+        }
+        Ok(out)
+    }
 }
 
 /// One element of `users`, `groups` or `assignments`: an object, parsed straight into an
@@ -283,6 +386,20 @@ fn parse_object(item: ObjectItem, ty: ObjectType) -> Result<SourceObject, Object
         }
         Some(other) => return Err(ObjectError::IdNotAString(other)),
     };
+    if ty == ObjectType::User {
+        match attributes.get("accountEnabled") {
+            // Absent (or null): enabled, as in Entra.
+            None | Some(Value::Bool(_)) => {}
+            Some(Value::String(s)) => match enabled_from_text(&s) {
+                Some(b) => attributes.insert("accountEnabled", Value::Bool(b)),
+                None => {
+                    let value = Value::String(s);
+                    return Err(ObjectError::InvalidEnabled { id, value });
+                }
+            },
+            Some(value) => return Err(ObjectError::InvalidEnabled { id, value }),
+        }
+    }
     let members = match (ty, members) {
         (_, None | Some(Value::Null)) => Vec::new(),
         (ObjectType::Group, Some(Value::Array(items))) => {
@@ -327,14 +444,17 @@ enum ObjectError {
     NotAnObject,
     #[error("no id")]
     NoId,
-    #[error("id is not a string: {0}")]
+    #[error("id is not a string: {}", bounded_key(&.0.to_string()))]
     IdNotAString(Value),
     #[error("a member has no id")]
     MemberWithoutId { id: String },
-    #[error("a member is not an id: {member}")]
+    #[error("a member is not an id: {}", bounded_key(&member.to_string()))]
     MemberNotAnId { id: String, member: Value },
-    #[error("members is not an array: {members}")]
+    #[error("members is not an array: {}", bounded_key(&members.to_string()))]
     MembersNotAnArray { id: String, members: Value },
+    /// A lenient reading (anything but `false` is enabled) created disabled users active.
+    #[error("accountEnabled is neither true nor false: {}", bounded_key(&value.to_string()))]
+    InvalidEnabled { id: String, value: Value },
 }
 
 impl ObjectError {
@@ -344,8 +464,21 @@ impl ObjectError {
             ObjectError::NotAnObject | ObjectError::NoId | ObjectError::IdNotAString(_) => None,
             ObjectError::MemberWithoutId { id }
             | ObjectError::MemberNotAnId { id, .. }
-            | ObjectError::MembersNotAnArray { id, .. } => Some(id),
+            | ObjectError::MembersNotAnArray { id, .. }
+            | ObjectError::InvalidEnabled { id, .. } => Some(id),
         }
+    }
+}
+
+/// `accountEnabled` given as text: `"true"` or `"false"` in any case, nothing else. A lenient
+/// reading (anything but `false` is enabled) created disabled users active.
+pub(crate) fn enabled_from_text(s: &str) -> Option<bool> {
+    if s.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if s.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -356,7 +489,7 @@ enum AssignmentError {
     NotAnObject,
     #[error("no principalId")]
     NoPrincipal,
-    #[error("role is not a string: {0}")]
+    #[error("role is not a string: {}", bounded_key(&.0.to_string()))]
     RoleNotAString(Value),
 }
 
@@ -440,11 +573,103 @@ mod tests {
     #[test]
     fn enabled_and_soft_deleted() {
         let d = parse(
-            r#"{"users":[{"id":"a","accountEnabled":false},{"id":"b","deletedDateTime":"2026-01-01T00:00:00Z"},{"id":"c"}]}"#,
+            r#"{"users":[{"id":"a","accountEnabled":false},{"id":"b","deletedDateTime":"2026-01-01T00:00:00Z"},{"id":"c"}],
+                "groups":[],"assignments":[]}"#,
         );
         assert!(!d.users["a"].enabled());
         assert!(d.users["b"].soft_deleted());
         assert!(d.users["c"].enabled() && !d.users["c"].soft_deleted());
+    }
+
+    #[test]
+    fn account_enabled_takes_booleans_and_true_false_text_only() {
+        let d = parse(
+            r#"{"users":[{"id":"a","accountEnabled":"false"},{"id":"b","accountEnabled":"False"},
+                         {"id":"c","accountEnabled":"TRUE"},{"id":"d","accountEnabled":true},
+                         {"id":"e","accountEnabled":0},{"id":"f","accountEnabled":"no"},
+                         {"id":"g","accountEnabled":1},{"id":"h","accountEnabled":{"x":1}},
+                         {"id":"i","accountEnabled":null}],
+                "groups":[],"assignments":[]}"#,
+        );
+        assert!(!d.users["a"].enabled());
+        assert!(!d.users["b"].enabled());
+        assert_eq!(
+            d.users["b"].attributes.get_bool("accountEnabled"),
+            Some(false)
+        );
+        assert!(d.users["c"].enabled() && d.users["d"].enabled());
+        assert!(d.users["i"].enabled(), "null counts as absent");
+        for bad in ["e", "f", "g", "h"] {
+            assert!(!d.users.contains_key(bad), "{bad} kept");
+            let r = d
+                .rejected
+                .iter()
+                .find(|r| r.id.as_deref() == Some(bad))
+                .unwrap_or_else(|| panic!("{bad} not rejected: {:?}", d.rejected));
+            assert!(r.reason.contains("accountEnabled"), "{}", r.reason);
+        }
+        assert_eq!(d.rejected.len(), 4);
+    }
+
+    #[test]
+    fn a_misshaped_export_is_an_error_naming_the_key_and_file() {
+        let cases: &[(&str, &[&str])] = &[
+            ("{}", &["missing top-level key `users`"]),
+            ("[]", &["an object with the keys `users`"]),
+            ("null", &["an object with the keys `users`"]),
+            (
+                r#"{"Users":[{"id":"a"}]}"#,
+                &["unknown top-level key `Users`"],
+            ),
+            (
+                r#"{"value":[{"id":"a"}]}"#,
+                &["unknown top-level key `value`"],
+            ),
+            (
+                r#"{"users":[],"groups":[],"assignment":[]}"#,
+                &["unknown top-level key `assignment`"],
+            ),
+            (
+                r#"{"users":[],"groups":[]}"#,
+                &["missing top-level key `assignments`"],
+            ),
+            (
+                r#"{"users":{},"groups":[],"assignments":[]}"#,
+                &["`users` to be an array"],
+            ),
+            (
+                r#"{"users":[],"groups":"x","assignments":[]}"#,
+                &["`groups` to be an array"],
+            ),
+            (
+                r#"{"users":[],"groups":[],"assignments":null}"#,
+                &["`assignments` to be an array"],
+            ),
+            (
+                r#"{"users":[],"users":[],"groups":[],"assignments":[]}"#,
+                &["`users` appears twice"],
+            ),
+        ];
+        for (doc, fragments) in cases {
+            let e = parse_export(doc.as_bytes(), Path::new("/srv/export.json"))
+                .err()
+                .unwrap_or_else(|| panic!("{doc} accepted"));
+            let msg = e.to_string();
+            assert!(msg.contains("/srv/export.json"), "{doc}: {msg}");
+            for f in *fragments {
+                assert!(msg.contains(f), "{doc}: {msg}");
+            }
+        }
+        // A huge unknown key is quoted cut short.
+        let long = format!("{{\"{}\":[]}}", "k".repeat(100_000));
+        let msg = parse_export(long.as_bytes(), Path::new("e.json"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.len() < 1_000, "{} bytes", msg.len());
+        // Unknown keys inside an object keep working: any attribute may be mapped.
+        let d = parse(r#"{"users":[{"id":"a","Whatever":1}],"groups":[],"assignments":[]}"#);
+        assert_eq!(d.users["a"].attr("Whatever"), Some(Value::from(1)));
     }
 
     fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {

@@ -119,12 +119,65 @@ struct Envelope<T> {
     d: T,
 }
 
+/// Create `dir` and any missing parent with mode 0700, whatever the umask. Directories that
+/// already existed are left alone: they may be shared (`/var/lib`, `/run`).
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Write `bytes` to `path` with mode 0600, whatever the umask (an existing file is
+/// restricted too).
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)
+}
+
+/// The store's own directory 0700 (also when an earlier version created it 0755), and
+/// everything in it restricted (see [`restrict_tree`]).
+fn restrict_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    restrict_tree(dir)
+}
+
+/// Files under `dir` 0600, directories 0700 (sled's own tree: `conf`, `db`, `blobs/`,
+/// snapshots).
+fn restrict_tree(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let mode = if kind.is_dir() {
+            restrict_tree(&entry.path())?;
+            0o700
+        } else if kind.is_file() {
+            0o600
+        } else {
+            continue;
+        };
+        std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 impl SledStore {
     /// Open (or create) the store in `dir`. Fails at once, never waits, when another process
     /// holds it.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         let path = dir.to_path_buf();
-        std::fs::create_dir_all(dir).map_err(|e| StateError::Storage {
+        create_private_dir_all(dir).map_err(|e| StateError::Storage {
             path: path.clone(),
             message: format!("cannot create directory: {e}"),
         })?;
@@ -148,6 +201,11 @@ impl SledStore {
                     message: other.to_string(),
                 },
             })?;
+        // sled creates its files with the umask's mode (0644 under 022); they hold names
+        // and emails. The 0700 directory is what guards them, files sled adds later included.
+        if let Err(e) = restrict_dir(dir) {
+            tracing::warn!(path = %dir.display(), error = %e, "cannot restrict the state store's file modes");
+        }
         let store_err = |e: sled::Error| StateError::Storage {
             path: path.clone(),
             message: e.to_string(),
@@ -856,6 +914,46 @@ mod tests {
     }
 
     /// Open again after a drop: sled's background flusher may hold the lock a moment longer.
+    #[test]
+    fn the_store_is_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let store_dir = state_dir.join("state");
+        // An earlier version's store: created with the umask's 0755 and 0644.
+        std::fs::create_dir_all(&store_dir).unwrap();
+        std::fs::set_permissions(&store_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(store_dir.join("stray"), "x").unwrap();
+        std::fs::set_permissions(
+            store_dir.join("stray"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        {
+            let s = SledStore::open(&store_dir).unwrap();
+            s.flush().unwrap();
+        }
+        assert_eq!(mode(&store_dir), 0o700);
+        for entry in std::fs::read_dir(&store_dir).unwrap() {
+            let p = entry.unwrap().path();
+            let m = mode(&p);
+            assert_eq!(m & 0o077, 0, "{} is {m:o}", p.display());
+        }
+        // A fresh state directory is created 0700 all the way down.
+        let fresh = dir.path().join("fresh").join("state");
+        drop(SledStore::open(&fresh).unwrap());
+        assert_eq!(mode(&dir.path().join("fresh")), 0o700);
+        assert_eq!(mode(&fresh), 0o700);
+        // Private files are 0600, also when they existed with looser permissions.
+        let f = dir.path().join("pid");
+        std::fs::write(&f, "1").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private_file(&f, b"42").unwrap();
+        assert_eq!(mode(&f), 0o600);
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "42");
+    }
+
     fn reopen(path: &Path) -> Result<SledStore, StateError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {

@@ -79,6 +79,54 @@ impl SecretKeys {
     }
 }
 
+/// The permission bits of `mode` that let the file's group or others read it, if any.
+fn readable_by_others(mode: u32) -> Option<u32> {
+    let loose = mode & 0o044;
+    (loose != 0).then_some(mode & 0o777)
+}
+
+/// Secret files found readable by others, each with whether it was warned about yet.
+static LOOSE: std::sync::Mutex<Vec<(PathBuf, u32, bool)>> = std::sync::Mutex::new(Vec::new());
+
+/// Warn, once per file and process, when a secret file is readable by its group or by
+/// others (a token written with the default umask is 0644). The path only, never the content.
+/// Credentials are left out: systemd keeps them private. Secrets are read while the
+/// configuration loads, before logging is set up (its format is configured): the warning
+/// then waits for [`warn_about_loose_secret_files`].
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let Some(mode) = readable_by_others(meta.permissions().mode()) else {
+        return;
+    };
+    if let Ok(mut loose) = LOOSE.lock() {
+        if !loose.iter().any(|(p, _, _)| p == path) {
+            loose.push((path.to_path_buf(), mode, false));
+        }
+    }
+    if tracing::dispatcher::has_been_set() {
+        warn_about_loose_secret_files();
+    }
+}
+
+/// Log the warnings for secret files readable by others not logged yet (see
+/// [`warn_if_readable_by_others`]); called once logging is set up.
+pub fn warn_about_loose_secret_files() {
+    let Ok(mut loose) = LOOSE.lock() else {
+        return;
+    };
+    for (path, mode, warned) in loose.iter_mut().filter(|(_, _, w)| !*w) {
+        *warned = true;
+        tracing::warn!(
+            path = %path.display(),
+            mode = %format_args!("{mode:04o}"),
+            "a secret file is readable by its group or by others: chmod 600 it"
+        );
+    }
+}
+
 impl SecretRef {
     /// The secret, with the line break a file ends with dropped (a secret may hold spaces),
     /// environment variables read from the process.
@@ -95,7 +143,14 @@ impl SecretRef {
             SecretRef::Env(name) => {
                 env(name).ok_or_else(|| SecretError::EnvNotSet(name.clone()))?
             }
-            SecretRef::File(_) | SecretRef::Credential(_) => {
+            SecretRef::File(path) => {
+                warn_if_readable_by_others(path);
+                std::fs::read_to_string(path).map_err(|error| SecretError::Read {
+                    path: path.clone(),
+                    error,
+                })?
+            }
+            SecretRef::Credential(_) => {
                 let path = self.path(env)?;
                 std::fs::read_to_string(&path).map_err(|error| SecretError::Read { path, error })?
             }
@@ -117,6 +172,9 @@ impl SecretRef {
                 .into_bytes(),
             SecretRef::File(_) | SecretRef::Credential(_) => {
                 let path = self.path(env)?;
+                if matches!(self, SecretRef::File(_)) {
+                    warn_if_readable_by_others(&path);
+                }
                 std::fs::read(&path).map_err(|error| SecretError::Read { path, error })?
             }
         };
@@ -164,6 +222,17 @@ mod tests {
             "CREDENTIALS_DIRECTORY" => Some(dir.display().to_string()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn group_or_world_readable_modes_are_found() {
+        assert_eq!(readable_by_others(0o100644), Some(0o644));
+        assert_eq!(readable_by_others(0o100640), Some(0o640));
+        assert_eq!(readable_by_others(0o100604), Some(0o604));
+        assert_eq!(readable_by_others(0o100600), None);
+        assert_eq!(readable_by_others(0o100400), None);
+        // Writable but not readable by others is not a leak of the secret.
+        assert_eq!(readable_by_others(0o100622), None);
     }
 
     #[test]

@@ -716,7 +716,8 @@ async fn matching_values_with_quotes_backslashes_and_non_ascii() {
     let assignments: Vec<Value> = (0..names.len())
         .map(|i| json!({"principalId": format!("u{i}")}))
         .collect();
-    let file = DirFile::new(&json!({"users": users_json, "assignments": assignments}));
+    let file =
+        DirFile::new(&json!({"users": users_json, "groups": [], "assignments": assignments}));
     let job = job(&file.path);
     let store = MemoryStore::new();
     let client = client(&h.base_url());

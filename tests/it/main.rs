@@ -17,6 +17,7 @@ mod cycle_faults;
 mod cycle_sandbox;
 mod daemon;
 mod graph_source;
+mod hostile_input;
 mod hostile_target;
 mod ldap_ad;
 mod ldap_source;

@@ -158,6 +158,7 @@ async fn select_unique_value_skips_values_taken_in_the_target() {
         "nickName": "ann"}));
     let dir = DirFile::new(&json!({
         "users": [{"id": "u1", "userPrincipalName": "ann@contoso.com", "mailNickname": "ann", "givenName": "Ann"}],
+        "groups": [],
         "assignments": [{"principalId": "u1"}]
     }));
     let config = r#"

@@ -344,7 +344,7 @@ async fn matching_and_adoption_against_scim2_server() {
     let assignments: Vec<Value> = (0..names.len())
         .map(|i| json!({"principalId": format!("u{i}")}))
         .collect();
-    let d = json!({"users": users_json, "assignments": assignments});
+    let d = json!({"users": users_json, "groups": [], "assignments": assignments});
     let file = DirFile::new(&d);
     let job = job(&file.path);
     let client = server.client();

@@ -35,6 +35,28 @@ fn fail(func: Func, message: impl Into<String>) -> Flow {
     })
 }
 
+/// The largest value (in bytes of text) one function may produce. Nested `Replace` calls
+/// multiply lengths: without a bound, `provisiond expr` allocated gigabytes and aborted.
+pub(crate) const MAX_VALUE_BYTES: usize = 1 << 20;
+
+fn too_large(f: Func) -> Flow {
+    fail(
+        f,
+        format!(
+            "the result would be larger than {} MiB",
+            MAX_VALUE_BYTES >> 20
+        ),
+    )
+}
+
+/// Fail when `bytes` (a result's size, computed before building it) is over the limit.
+fn check_size(f: Func, bytes: usize) -> R<()> {
+    if bytes > MAX_VALUE_BYTES {
+        return Err(too_large(f));
+    }
+    Ok(())
+}
+
 /// Seconds from 1601-01-01 (the AD FileTime epoch) to 1970-01-01.
 const FILETIME_EPOCH_OFFSET_SECS: i64 = 11_644_473_600;
 
@@ -92,7 +114,13 @@ fn eval(ctx: &Ctx<'_>, node: &Node) -> R<Value> {
             func,
             args,
             replace,
-        } => call(ctx, *func, args, replace.as_ref()),
+        } => {
+            let v = call(ctx, *func, args, replace.as_ref())?;
+            // Functions that could build a huge value check before building it; this catches
+            // the rest (e.g. Append of two large values) before the next call doubles it.
+            check_size(*func, v.text_size())?;
+            Ok(v)
+        }
     }
 }
 
@@ -495,6 +523,9 @@ fn call(
                     }
                 }
             }
+            let size = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
+            let seps = sep.len().saturating_mul(parts.len().saturating_sub(1));
+            check_size(f, size.saturating_add(seps))?;
             Ok(if parts.is_empty() {
                 Value::Null
             } else {
@@ -930,11 +961,15 @@ fn replace_fn(
             };
             let old = text_arg(ctx, f, args, 1)?.unwrap_or_default();
             let new = text_arg(ctx, f, args, 4)?.unwrap_or_default();
-            Ok(Value::String(if old.is_empty() {
-                source
-            } else {
-                source.replace(&old, &new)
-            }))
+            if old.is_empty() {
+                return Ok(Value::String(source));
+            }
+            let count = source.matches(old.as_str()).count();
+            check_size(
+                f,
+                source.len().saturating_add(count.saturating_mul(new.len())),
+            )?;
+            Ok(Value::String(source.replace(&old, &new)))
         }
         ReplaceMode::Template => {
             let Some(source) = source else {
@@ -942,11 +977,17 @@ fn replace_fn(
             };
             let old = text_arg(ctx, f, args, 1)?.unwrap_or_default();
             let template = text_arg(ctx, f, args, 6)?.unwrap_or_default();
-            Ok(Value::String(if old.is_empty() {
+            if old.is_empty() {
+                return Ok(Value::String(template));
+            }
+            let count = template.matches(old.as_str()).count();
+            check_size(
+                f,
                 template
-            } else {
-                template.replace(&old, &source)
-            }))
+                    .len()
+                    .saturating_add(count.saturating_mul(source.len())),
+            )?;
+            Ok(Value::String(template.replace(&old, &source)))
         }
         ReplaceMode::Regex => {
             let Some(source) = source else {
@@ -954,10 +995,19 @@ fn replace_fn(
             };
             let re = regex(ctx)?;
             let repl = text_arg(ctx, f, args, 4)?.unwrap_or_default();
-            Ok(Value::String(
-                re.replace_all(&source, |caps: &Captures<'_>| expand_dotnet(caps, &repl))
-                    .into_owned(),
-            ))
+            // What `replace_all` does, with the size checked as the result grows.
+            let mut out = String::with_capacity(source.len());
+            let mut last = 0;
+            for caps in re.captures_iter(&source) {
+                let Some(m) = caps.get(0) else { continue };
+                out.push_str(source.get(last..m.start()).unwrap_or(""));
+                out.push_str(&expand_dotnet(&caps, &repl));
+                last = m.end();
+                check_size(f, out.len())?;
+            }
+            out.push_str(source.get(last..).unwrap_or(""));
+            check_size(f, out.len())?;
+            Ok(Value::String(out))
         }
         ReplaceMode::RegexGroup => {
             let Some(source) = source else {
@@ -974,6 +1024,7 @@ fn replace_fn(
                     out.push_str(source.get(last..m.start()).unwrap_or(""));
                     out.push_str(&repl);
                     last = m.end();
+                    check_size(f, out.len())?;
                 }
             }
             out.push_str(source.get(last..).unwrap_or(""));

@@ -1321,3 +1321,53 @@ mod fuzz {
         })
     }
 }
+
+// ---- Size limit ----
+
+/// `Replace` nested `depth` times, each replacing "x" with ten of them.
+fn nested_replace(depth: usize, inner: &str) -> String {
+    let mut e = inner.to_string();
+    for _ in 0..depth {
+        e = format!(r#"Replace({e}, "x", , , "xxxxxxxxxx", , )"#);
+    }
+    e
+}
+
+#[test]
+fn nested_replace_stops_at_the_size_limit_naming_the_function() {
+    // 1000 x's times 10^8: 100 GB without a limit.
+    let input = json!({"a": "x".repeat(1000)});
+    let err = eval_err(&nested_replace(8, "[a]"), input.clone());
+    assert_eq!(err.function, "Replace", "{err}");
+    assert!(err.message.contains("larger than 1 MiB"), "{err}");
+    // Under the limit it still works: 1000 * 10^2.
+    let ok = ev(&nested_replace(2, "[a]"), input.clone());
+    assert_eq!(ok.as_str().map(str::len), Some(100_000));
+    // The regex form, and the template form.
+    let regex = (0..8).fold("[a]".to_string(), |e, _| {
+        format!(r#"Replace({e}, , "x", , "xxxxxxxxxx", , )"#)
+    });
+    let err = eval_err(&regex, input.clone());
+    assert_eq!(err.function, "Replace", "{err}");
+    let template = (0..8).fold("[a]".to_string(), |e, _| {
+        format!(r#"Replace({e}, "x", , , , , "xxxxxxxxxx")"#)
+    });
+    let err = eval_err(&template, input.clone());
+    assert_eq!(err.function, "Replace", "{err}");
+}
+
+#[test]
+fn join_and_append_stop_at_the_size_limit() {
+    let input = json!({"a": "y".repeat(600_000), "many": vec!["v"; 100_000]});
+    let err = eval_err(r#"Join([a], "1", "2", "3")"#, input.clone());
+    assert_eq!(err.function, "Join", "{err}");
+    let err = eval_err(r#"Append([a], [a])"#, input.clone());
+    assert_eq!(err.function, "Append", "{err}");
+    let sep = "s".repeat(100);
+    let err = eval_err(&format!(r#"Join("{sep}", [many])"#), input.clone());
+    assert_eq!(err.function, "Join", "{err}");
+    assert_eq!(
+        ev(r#"Append([a], "z")"#, input).as_str().map(str::len),
+        Some(600_001)
+    );
+}

@@ -56,6 +56,21 @@ pub(crate) enum Value {
 }
 
 impl Value {
+    /// About how many bytes of text the value holds (its strings; other scalars count a
+    /// few bytes), for the size limit of evaluation.
+    pub(crate) fn text_size(&self) -> usize {
+        match self {
+            Value::String(s) => s.len(),
+            Value::Multi(items) => items
+                .iter()
+                .fold(0usize, |n, v| n.saturating_add(v.text_size())),
+            Value::Object(m) => m
+                .iter()
+                .fold(0usize, |n, (k, v)| n.saturating_add(k.len() + json_size(v))),
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::DateTime(_) => 8,
+        }
+    }
+
     pub(crate) fn from_json(json: &Json) -> Value {
         match json {
             Json::Null => Value::Null,
@@ -134,5 +149,19 @@ pub(crate) fn bool_text(b: bool) -> &'static str {
         "True"
     } else {
         "False"
+    }
+}
+
+/// About how many bytes of text a JSON value holds (see [`Value::text_size`]).
+fn json_size(v: &Json) -> usize {
+    match v {
+        Json::String(s) => s.len(),
+        Json::Array(items) => items
+            .iter()
+            .fold(0usize, |n, v| n.saturating_add(json_size(v))),
+        Json::Object(m) => m
+            .iter()
+            .fold(0usize, |n, (k, v)| n.saturating_add(k.len() + json_size(v))),
+        Json::Null | Json::Bool(_) | Json::Number(_) => 8,
     }
 }

@@ -246,8 +246,12 @@ impl Fixture {
         self.state_dir().join("provisiond.pid")
     }
 
+    /// The token file, 0600 as an admin keeps it (a readable one draws a warning).
     pub fn write_token(&self, token: &str) {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::write(self.path("token"), token).expect("write token");
+        std::fs::set_permissions(self.path("token"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod token");
     }
 
     pub fn write_directory(&self, d: &Value) {
