@@ -11,6 +11,7 @@
 mod support;
 
 mod architecture;
+mod binding;
 mod cli;
 mod cycle_faults;
 mod cycle_sandbox;

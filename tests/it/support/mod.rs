@@ -9,6 +9,7 @@
 pub mod certs;
 pub mod cli;
 pub mod common;
+pub mod fault_proxy;
 pub mod slapd;
 
 /// A port on 127.0.0.1 with nothing listening (bound, read, released): for an unreachable
