@@ -109,6 +109,37 @@ pub struct Problem {
     /// Entra-style error code (`EntryConflict`, `DuplicateTargetEntries`, `InvalidSourceObject`…).
     pub code: String,
     pub reason: String,
+    /// How many objects had this very problem (same code and reason); 1 is left out of JSON.
+    /// Above 1, `id` and `name` are the first such object's.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+/// Lists identical problems (same code and reason) once, with their count, in the order each
+/// first appeared: an unreachable target or one bad answer repeated for every object makes
+/// one line, not thousands.
+pub fn dedup_problems(problems: Vec<Problem>) -> Vec<Problem> {
+    let mut index: std::collections::HashMap<(String, String), usize> =
+        std::collections::HashMap::new();
+    let mut out: Vec<Problem> = Vec::new();
+    for p in problems {
+        match index.get(&(p.code.clone(), p.reason.clone())) {
+            Some(&i) => out[i].count += p.count,
+            None => {
+                index.insert((p.code.clone(), p.reason.clone()), out.len());
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// The summary of one cycle. The JSON shape is the `sync --json` interface.
@@ -215,5 +246,62 @@ mod bounded_tests {
         assert_eq!(s.chars().count(), REASON_ITEM_MAX + 1);
         assert!(s.ends_with('…'));
         assert_eq!(bounded_text("short", 10), "short");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(id: &str, code: &str, reason: &str) -> Problem {
+        Problem {
+            object_type: Some("user".into()),
+            id: Some(id.into()),
+            name: None,
+            code: code.into(),
+            reason: reason.into(),
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn identical_problems_are_listed_once_with_a_count() {
+        let refused = "GET /Users: connection failed: refused";
+        let problems = vec![
+            problem("a", "ConnectionFailed", refused),
+            problem("b", "InvalidSourceObject", "no id"),
+            problem("c", "ConnectionFailed", refused),
+            problem(
+                "d",
+                "ConnectionFailed",
+                "GET /Groups: connection failed: refused",
+            ),
+            problem("e", "ConnectionFailed", refused),
+        ];
+        let out = dedup_problems(problems);
+        let seen: Vec<(&str, &str, u64)> = out
+            .iter()
+            .map(|p| (p.id.as_deref().unwrap(), p.code.as_str(), p.count))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("a", "ConnectionFailed", 3),
+                ("b", "InvalidSourceObject", 1),
+                ("d", "ConnectionFailed", 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_count_of_one_is_left_out_of_json_and_defaults_when_read() {
+        let p = problem("a", "X", "y");
+        let json = serde_json::to_value(&p).unwrap();
+        assert!(json.get("count").is_none(), "{json}");
+        let back: Problem = serde_json::from_value(json).unwrap();
+        assert_eq!(back.count, 1);
+        let many = Problem { count: 3, ..p };
+        let json = serde_json::to_value(&many).unwrap();
+        assert_eq!(json["count"], 3);
     }
 }

@@ -106,12 +106,16 @@ pub fn render_summary(s: &CycleSummary) -> String {
                 p.code,
                 p.reason
             );
+            if p.count > 1 {
+                let _ = writeln!(out, "      (and {} more object(s) alike)", p.count - 1);
+            }
         }
-        if s.problem_count as usize > s.problems.len() {
+        let listed: u64 = s.problems.iter().map(|p| p.count).sum();
+        if s.problem_count > listed {
             let _ = writeln!(
                 out,
                 "    … and {} more in the logs",
-                s.problem_count as usize - s.problems.len()
+                s.problem_count - listed
             );
         }
     }

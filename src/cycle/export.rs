@@ -10,12 +10,12 @@ use crate::target::scim::path::ScimPath;
 use crate::target::scim::resource::{
     change_ops, element_key, has_element, quote, render_resource, set_ops,
 };
-use crate::target::{PatchOp, Target, TargetError};
+use crate::target::{PatchOp, Reach, Target, TargetError};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +72,7 @@ pub struct Exporter<'a> {
     owners: Mutex<Option<Owners>>,
     tally: Mutex<Tally>,
     abort: Mutex<Option<Abort>>,
+    breaker: CircuitBreaker,
     /// Set while phase two (references, memberships) runs.
     in_references: AtomicBool,
 }
@@ -93,8 +94,23 @@ enum Outcome {
 struct Failure {
     code: String,
     reason: String,
-    /// Credentials rejected or target unreachable: every further request would fail too.
-    fatal: bool,
+    /// How far it reaches: this object, perhaps the whole target (the circuit breaker
+    /// counts it), or the whole cycle (credentials refused, the store failing).
+    reach: Reach,
+    /// The target was never reached (connection refused, connect timeout).
+    never_reached: bool,
+}
+
+impl Failure {
+    /// A failure of this object only.
+    fn object(code: &str, reason: String) -> Failure {
+        Failure {
+            code: code.to_string(),
+            reason,
+            reach: Reach::Object,
+            never_reached: false,
+        }
+    }
 }
 
 impl From<TargetError> for Failure {
@@ -102,7 +118,52 @@ impl From<TargetError> for Failure {
         Failure {
             code: e.code().to_string(),
             reason: e.to_string(),
-            fatal: e.is_fatal_for_cycle(),
+            reach: e.reach(),
+            never_reached: e.never_reached(),
+        }
+    }
+}
+
+/// Target-wide failures (connection failures, timeouts, 403s, collections answering
+/// nonsense) in a row, with no answer between, that open the circuit breaker.
+pub const BREAKER_THRESHOLD: u32 = 20;
+
+/// The export's circuit breaker. One connection reset fails one object (the client has
+/// already retried it); a run of [`BREAKER_THRESHOLD`] target-wide failures with nothing
+/// answered between means the target is down, and every further request would only wait
+/// for its timeout. A target never reached at all this cycle (refused before anything
+/// succeeded) opens it at once: an unreachable target gives up after one object's retries.
+#[derive(Debug, Default)]
+struct CircuitBreaker {
+    /// Target-wide failures since the last answer.
+    run: AtomicU32,
+    /// Something was answered this cycle: the target is reachable.
+    answered: AtomicBool,
+}
+
+impl CircuitBreaker {
+    /// The target answered (success, or an error about this object).
+    fn answered(&self) {
+        self.run.store(0, Ordering::SeqCst);
+        self.answered.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the target has answered anything this cycle.
+    fn reached(&self) -> bool {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// Records a target-wide failure; `Some(why)` when the breaker opens with it.
+    fn failed(&self, never_reached: bool) -> Option<String> {
+        let run = self.run.fetch_add(1, Ordering::SeqCst) + 1;
+        if never_reached && !self.reached() {
+            Some("the target was never reached this cycle".into())
+        } else if run >= BREAKER_THRESHOLD {
+            Some(format!(
+                "{run} target-wide failures in a row with no answer between"
+            ))
+        } else {
+            None
         }
     }
 }
@@ -150,6 +211,7 @@ impl<'a> Exporter<'a> {
             owners: Mutex::new(None),
             tally: Mutex::new(Tally::default()),
             abort: Mutex::new(None),
+            breaker: CircuitBreaker::default(),
             in_references: AtomicBool::new(false),
         }
     }
@@ -166,11 +228,10 @@ impl<'a> Exporter<'a> {
     /// once the stop signal is up; the next cycle picks it up (matching makes that safe).
     fn before_write(&self) -> Result<(), Failure> {
         if self.halted() {
-            return Err(Failure {
-                code: INTERRUPTED.into(),
-                reason: "the cycle was stopped before this object's write was sent".into(),
-                fatal: false,
-            });
+            return Err(Failure::object(
+                INTERRUPTED,
+                "the cycle was stopped before this object's write was sent".into(),
+            ));
         }
         Ok(())
     }
@@ -263,15 +324,20 @@ impl<'a> Exporter<'a> {
         // Twice the client's concurrency keeps its pipe full while results are being recorded.
         futures::stream::iter(actions)
             .for_each_concurrent(self.concurrency * 2, |a| async move {
-                if self.halted() {
-                    return;
-                }
-                self.run_one(a).await;
-                if let Some(p) = self.progress {
-                    p.inc(1);
-                }
+                self.run_counted(a).await;
             })
             .await;
+    }
+
+    /// One action, unless the export was halted; counted in the progress bar.
+    async fn run_counted(&self, action: &Action) {
+        if self.halted() {
+            return;
+        }
+        self.run_one(action).await;
+        if let Some(p) = self.progress {
+            p.inc(1);
+        }
     }
 
     async fn run_one(&self, action: &Action) {
@@ -315,6 +381,7 @@ impl<'a> Exporter<'a> {
             Ok(outcome)
         });
         self.note_escrow(name, action, &result);
+        self.classify(result.as_ref().err());
         let mut t = lock(&self.tally);
         match result {
             Ok(outcome) => {
@@ -425,16 +492,8 @@ impl<'a> Exporter<'a> {
                     name: Some(name.to_string()),
                     code: f.code.clone(),
                     reason: f.reason.clone(),
+                    count: 1,
                 });
-                if f.fatal {
-                    let mut abort = lock(&self.abort);
-                    if abort.is_none() {
-                        *abort = Some(Abort {
-                            code: f.code.clone(),
-                            reason: f.reason.clone(),
-                        });
-                    }
-                }
             }
         }
     }
@@ -448,7 +507,7 @@ impl<'a> Exporter<'a> {
             Ok(_) => book.succeeded(key),
             // Never sent, or a failure of the whole cycle (token refused, target or store
             // unreachable) rather than of this object: the next cycle simply carries on.
-            Err(f) if f.fatal || f.code == INTERRUPTED => {}
+            Err(f) if f.reach == Reach::Cycle || f.code == INTERRUPTED => {}
             Err(f) => book.failed(
                 key,
                 name,
@@ -457,6 +516,39 @@ impl<'a> Exporter<'a> {
                 &f.code,
                 &f.reason,
             ),
+        }
+    }
+
+    /// Decide what one outcome means for the cycle: an answer closes the breaker's run; a
+    /// target-wide failure counts towards it; a cycle-wide one (or an open breaker) stops
+    /// the export, and no further request is started.
+    fn classify(&self, failure: Option<&Failure>) {
+        let Some(f) = failure else {
+            self.breaker.answered();
+            return;
+        };
+        let why = match f.reach {
+            Reach::Object => {
+                self.breaker.answered();
+                return;
+            }
+            Reach::Cycle => f.reason.clone(),
+            Reach::Target => match self.breaker.failed(f.never_reached) {
+                None => return,
+                Some(why) => format!(
+                    "target unreachable ({why}; last {}: {}); no further request was sent: \
+                     check it with `provisiond test-connection --job {}`",
+                    f.code, f.reason, self.job
+                ),
+            },
+        };
+        let mut abort = lock(&self.abort);
+        if abort.is_none() {
+            tracing::error!(job = self.job, cycle_id = self.cycle_id, code = %f.code, reason = %why, "export stopped");
+            *abort = Some(Abort {
+                code: f.code.clone(),
+                reason: why,
+            });
         }
     }
 
@@ -473,11 +565,10 @@ impl<'a> Exporter<'a> {
                 0 => continue,
                 1 => return Ok(hits.pop()),
                 n => {
-                    return Err(Failure {
-                        code: "DuplicateTargetEntries".into(),
-                        reason: format!("{n} target objects match {path} eq {value}"),
-                        fatal: false,
-                    })
+                    return Err(Failure::object(
+                        "DuplicateTargetEntries",
+                        format!("{n} target objects match {path} eq {value}"),
+                    ))
                 }
             }
         }
@@ -540,13 +631,10 @@ impl<'a> Exporter<'a> {
                 return Ok(c.clone());
             }
         }
-        Err(Failure {
-            code: "NoUniqueValue".into(),
-            reason: format!(
-                "every SelectUniqueValue candidate for {path} is already used in the target"
-            ),
-            fatal: false,
-        })
+        Err(Failure::object(
+            "NoUniqueValue",
+            format!("every SelectUniqueValue candidate for {path} is already used in the target"),
+        ))
     }
 
     fn new_link(&self, p: &Provision, resource: &Value, created: bool) -> Result<Link, Failure> {
@@ -554,20 +642,18 @@ impl<'a> Exporter<'a> {
             .get("id")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| Failure {
-                code: "ServiceIncompatible".into(),
-                reason: "the target's response has no id".into(),
-                fatal: false,
+            .ok_or_else(|| {
+                Failure::object(
+                    "ServiceIncompatible",
+                    "the target's response has no id".into(),
+                )
             })?
             .to_string();
         if let Err(Claimed { owner }) = self.claim(p.object_type, &target_id, &p.source_id) {
-            return Err(Failure {
-                code: "TargetObjectAlreadyLinked".into(),
-                reason: format!(
-                    "target object {target_id} is already linked to source object {owner}"
-                ),
-                fatal: false,
-            });
+            return Err(Failure::object(
+                "TargetObjectAlreadyLinked",
+                format!("target object {target_id} is already linked to source object {owner}"),
+            ));
         }
         Ok(Link {
             object_type: p.object_type,
@@ -629,10 +715,8 @@ impl<'a> Exporter<'a> {
                 let mut link = lock(&self.links)
                     .get(u.object_type, &u.source_id)
                     .cloned()
-                    .ok_or_else(|| Failure {
-                        code: "InternalError".into(),
-                        reason: "link vanished during the cycle".into(),
-                        fatal: false,
+                    .ok_or_else(|| {
+                        Failure::object("InternalError", "link vanished during the cycle".into())
                     })?;
                 crate::plan::record_changes(&mut link, &u.changes);
                 link.display_name = u.display_name.clone();
@@ -682,10 +766,8 @@ impl<'a> Exporter<'a> {
                 let mut link = lock(&self.links)
                     .get(ObjectType::User, &d.source_id)
                     .cloned()
-                    .ok_or_else(|| Failure {
-                        code: "InternalError".into(),
-                        reason: "link vanished during the cycle".into(),
-                        fatal: false,
+                    .ok_or_else(|| {
+                        Failure::object("InternalError", "link vanished during the cycle".into())
                     })?;
                 link.exported.insert("active", Value::Bool(false));
                 Ok(Outcome::Disabled(link))
@@ -776,6 +858,7 @@ impl<'a> Exporter<'a> {
                 }
                 Err(e) => Err(e.into()),
             };
+            self.classify(outcome.as_ref().err());
             let mut t = lock(&self.tally);
             match outcome {
                 Ok(()) => {
@@ -830,16 +913,8 @@ impl<'a> Exporter<'a> {
                         name: Some(m.display_name.clone()),
                         code: f.code.clone(),
                         reason: f.reason.clone(),
+                        count: 1,
                     });
-                    if f.fatal {
-                        let mut abort = lock(&self.abort);
-                        if abort.is_none() {
-                            *abort = Some(Abort {
-                                code: f.code.clone(),
-                                reason: f.reason.clone(),
-                            });
-                        }
-                    }
                     return;
                 }
             }
@@ -855,6 +930,7 @@ fn store_failure(e: crate::state::StateError) -> Failure {
     Failure {
         code: "StateStoreError".into(),
         reason: e.to_string(),
-        fatal: true,
+        reach: Reach::Cycle,
+        never_reached: false,
     }
 }

@@ -14,7 +14,7 @@ use crate::model::{Directory, ObjectType};
 use crate::plan::{self, Action, NullPolicy, Plan, PlanSettings};
 use crate::scope::{self, ScopeMode, ScopeSettings, Scoped, ScopingFilter};
 use crate::source::{Source, SourceError};
-use crate::state::{JobMeta, LinkIndex, QuarantineReason, StateError, StateStore};
+use crate::state::{Binding, JobMeta, LinkIndex, QuarantineReason, StateError, StateStore};
 use crate::summary::{
     CycleKind, CycleStatus, CycleSummary, GroupCounts, MembershipCounts, Problem, UserCounts,
 };
@@ -213,6 +213,9 @@ async fn cycle_in_span(
             };
         }
     };
+    if let Err(e) = cycle.check_binding(&mut meta) {
+        return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]);
+    }
     let book = match Book::load(store, &job.name, now, !opts.dry_run) {
         Ok(b) => b,
         Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
@@ -263,6 +266,7 @@ async fn cycle_in_span(
     summary.escrowed = tally.escrowed;
     summary.escrow_retried = tally.retried;
     summary.staged_deletes = held.staged.len() as u64;
+    cycle.bind(&mut meta, &links);
 
     if let Some(abort) = aborted {
         let error = format!("cycle stopped: {}: {}", abort.code, abort.reason);
@@ -361,6 +365,7 @@ fn escrow_problems(tally: &escrow::Tally, problems: &mut Vec<Problem>) {
             "{} earlier failed action(s) not retried this cycle (escrow schedule){next}",
             tally.deferred
         ),
+        count: 1,
     });
 }
 
@@ -377,6 +382,23 @@ struct Cycle<'c> {
     /// The cycle's start by its clock: every safety rule of the cycle judges at this time.
     now: chrono::DateTime<chrono::Utc>,
     requests_before: RequestCounts,
+}
+
+/// The config names another target or source than the one the job's links were made against.
+#[derive(Debug, thiserror::Error)]
+enum BindingError {
+    #[error("job {job}: its links were made against the target {stored} but the config now names {configured}; nothing was sent. To provision {configured} from scratch (every object matched again there, nothing deleted for the move) run `provisiond restart --job {job} --reset full`; if it is the same application at a new address, set previous_url = \"{stored}\" in the job's [jobs.target] table")]
+    Target {
+        job: String,
+        stored: String,
+        configured: String,
+    },
+    #[error("job {job}: its links were made from the source {stored} but the config now reads {configured}; nothing was sent. To provision from the new source (every object matched again, nothing deleted for the move) run `provisiond restart --job {job} --reset full`, or put the previous source back in the config")]
+    Source {
+        job: String,
+        stored: String,
+        configured: String,
+    },
 }
 
 /// Why the import phase failed: nothing was changed.
@@ -471,6 +493,59 @@ impl<'c> Cycle<'c> {
         };
         tracing::info!(job = %self.job.name, cycle_id = %self.cycle_id, kind = ?summary.kind, source = %self.job.source.describe(), "cycle started");
         Ok((meta, fingerprint))
+    }
+
+    /// Refuse to run against another target or source than the links were made against
+    /// (`JobMeta::binding`): the links would point at nothing there, an incremental cycle
+    /// would send nothing and the new target would stay empty. A `previous_url` equal to
+    /// the stored target moves the binding (written with the cycle's record).
+    fn check_binding(&self, meta: &mut JobMeta) -> Result<(), BindingError> {
+        let Some(binding) = meta.binding.as_mut() else {
+            return Ok(());
+        };
+        let job = &self.job.name;
+        if let Some(url) = self.target.base_url() {
+            if binding.target_url != url {
+                if self.target.previous_url().as_deref() != Some(binding.target_url.as_str()) {
+                    return Err(BindingError::Target {
+                        job: job.clone(),
+                        stored: binding.target_url.clone(),
+                        configured: url,
+                    });
+                }
+                tracing::warn!(job = %job, from = %binding.target_url, to = %url, "target moved (previous_url): the links now belong to the new URL");
+                binding.target_url = url;
+            }
+        }
+        if let Some(source) = self.job.source.identity() {
+            if binding.source.is_empty() {
+                binding.source = source;
+            } else if binding.source != source {
+                return Err(BindingError::Source {
+                    job: job.clone(),
+                    stored: binding.source.clone(),
+                    configured: source,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Remember which target and source the links belong to, once there are links (a first
+    /// cycle that reached nothing binds nothing, so fixing a wrong URL is not refused).
+    fn bind(&self, meta: &mut JobMeta, links: &LinkIndex) {
+        if meta.binding.is_some()
+            || self.opts.dry_run
+            || (links.users.is_empty() && links.groups.is_empty())
+        {
+            return;
+        }
+        if let Some(target_url) = self.target.base_url() {
+            meta.binding = Some(Binding {
+                target_url,
+                source: self.job.source.identity().unwrap_or_default(),
+            });
+        }
     }
 
     /// Read the source and decide the scope, while the links load. The error is the
@@ -573,6 +648,7 @@ impl<'c> Cycle<'c> {
                     held.staged.len(),
                     threshold.describe()
                 ),
+                count: 1,
             });
         }
         if self.opts.dry_run {
@@ -737,10 +813,14 @@ impl<'c> Cycle<'c> {
                         "the source read was incomplete"
                     }
                 ),
+                count: 1,
             });
         }
         summary.problem_count = problems.len() as u64;
-        summary.problems = problems.into_iter().take(SUMMARY_PROBLEMS).collect();
+        summary.problems = crate::summary::dedup_problems(problems)
+            .into_iter()
+            .take(SUMMARY_PROBLEMS)
+            .collect();
         summary.requests = self.target.request_counts().since(&self.requests_before);
         summary.duration_ms = self.started.elapsed().as_millis() as u64;
         summary.status = if summary.problem_count > 0 {

@@ -152,6 +152,7 @@ pub(super) fn problem(
         name: name.map(str::to_string),
         code: code.to_string(),
         reason,
+        count: 1,
     }
 }
 

@@ -56,6 +56,7 @@ pub fn plan_objects(
             name: None,
             code: "InvalidSourceObject".into(),
             reason: format!("{}: {}", r.position, r.reason),
+            count: 1,
         });
     }
     for ty in [ObjectType::User, ObjectType::Group] {

@@ -239,6 +239,14 @@ impl Source for FileSource {
         format!("file {}", self.path.display())
     }
 
+    /// The canonical path: the same file named relatively or through a link is the same
+    /// directory. A missing file tells nothing (its read fails anyway).
+    fn identity(&self) -> Option<String> {
+        std::fs::canonicalize(&self.path)
+            .ok()
+            .map(|p| format!("file {}", p.display()))
+    }
+
     async fn read(&self, _watermark: Option<&str>) -> Result<SourceRead, SourceError> {
         let path = self.path.clone();
         // Reading, hashing and parsing 100k users takes about a second: all of it runs on the

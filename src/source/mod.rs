@@ -27,6 +27,12 @@ pub struct SourceRead {
 pub trait Source: Send + Sync {
     /// A short description for logs and `status` (never contains secrets).
     fn describe(&self) -> String;
+
+    /// Which directory this is, for the job's binding (`state::Binding`): links made from one
+    /// directory mean nothing for another. `None` when it cannot be told (then no check).
+    fn identity(&self) -> Option<String> {
+        None
+    }
     /// Read the directory. `watermark` is what the previous successful cycle stored.
     async fn read(&self, watermark: Option<&str>) -> Result<SourceRead, SourceError>;
 

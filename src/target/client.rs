@@ -41,6 +41,9 @@ struct Counters {
     put: AtomicU64,
     patch: AtomicU64,
     delete: AtomicU64,
+    /// Connection attempts refused (or timed out connecting) in a row, across every request,
+    /// with no response between: the shared retry budget of an unreachable target.
+    unreached: AtomicU64,
 }
 
 impl Counters {
@@ -79,6 +82,8 @@ struct Inner {
     /// Base URL normalised to end with `/`, without query or fragment.
     base: Url,
     token: secrecy::SecretString,
+    /// `previous_url`, normalised like `base`.
+    previous: Option<Url>,
     patch_style: PatchStyle,
     concurrency: usize,
     permits: Semaphore,
@@ -184,6 +189,11 @@ impl ScimClient {
     /// the URL, query or fragment) or zero concurrency.
     pub fn new(settings: TargetSettings) -> Result<Self, TargetError> {
         let base = normalise_base(&settings.base_url)?;
+        let previous = settings
+            .previous_url
+            .as_ref()
+            .map(normalise_base)
+            .transpose()?;
         if settings.concurrency == 0 {
             return Err(settings_error("concurrency must be at least 1"));
         }
@@ -218,6 +228,7 @@ impl ScimClient {
                 http,
                 base,
                 token: settings.token,
+                previous,
                 patch_style: settings.patch_style,
                 concurrency: settings.concurrency,
                 permits: Semaphore::new(settings.concurrency),
@@ -229,6 +240,16 @@ impl ScimClient {
                 counts: Counters::default(),
             }),
         })
+    }
+
+    /// The base URL, normalised to end with `/` (it never holds credentials).
+    pub fn base_url(&self) -> &str {
+        self.inner.base.as_str()
+    }
+
+    /// The `previous_url` of the settings, normalised like [`ScimClient::base_url`].
+    pub fn previous_url(&self) -> Option<&str> {
+        self.inner.previous.as_ref().map(Url::as_str)
     }
 
     /// Every HTTP request sent so far by this client and its clones, retries included.
@@ -260,14 +281,14 @@ impl ScimClient {
         let raw = self.execute(&req, self.inner.max_retries).await?;
         if raw.status == StatusCode::NOT_FOUND {
             // On a collection a 404 means a wrong base URL, not a missing object.
-            return Err(incompatible(
+            return Err(collection_incompatible(
                 &req,
                 raw.status,
                 "404 on the resource collection: check the base URL".into(),
             ));
         }
         let status = raw.status;
-        let body = self.success_json(&req, raw)?;
+        let body = self.success_json(&req, raw).map_err(on_collection)?;
         let resources = parse_list(body).map_err(|e| match e {
             // Taken as "no match" it could create a duplicate: fail this object instead.
             ListError::Incomplete { .. } => TargetError::InvalidResponse {
@@ -276,7 +297,7 @@ impl ScimClient {
                 status: status.as_u16(),
                 reason: e.to_string(),
             },
-            _ => incompatible(&req, status, e.to_string()),
+            _ => collection_incompatible(&req, status, e.to_string()),
         })?;
         for resource in &resources {
             if resource_id(resource).is_none() {
@@ -426,6 +447,7 @@ impl ScimClient {
             builder = builder.header(CONTENT_TYPE, SCIM_JSON).body(body.clone());
         }
         let mut response = builder.send().await?;
+        self.inner.counts.unreached.store(0, Ordering::Relaxed);
         let status = response.status();
         let header = |name| {
             response
@@ -528,9 +550,20 @@ impl ScimClient {
                     let failure = classify(&err);
                     let sent = !matches!(failure, Failure::NotSent { .. });
                     let reason = error_chain(err);
+                    // Requests in flight together share one retry budget while the target
+                    // cannot be reached at all: once as many connections were refused in a
+                    // row as one request may try, every request gives up at its next refusal
+                    // (six objects used to make 36 attempts against a closed port).
+                    let unreached = if sent {
+                        0
+                    } else {
+                        inner.counts.unreached.fetch_add(1, Ordering::Relaxed) + 1
+                    };
                     // A POST that may have reached the server must not be replayed: the
                     // caller re-matches first, or a duplicate could be created.
-                    let give_up = (is_post && sent) || attempt >= max_retries;
+                    let give_up = (is_post && sent)
+                        || attempt >= max_retries
+                        || unreached > u64::from(max_retries);
                     if give_up {
                         let ambiguous = is_post && sent;
                         let method = req.method.clone();
@@ -540,6 +573,7 @@ impl ScimClient {
                                 TargetError::Timeout {
                                     method,
                                     path,
+                                    connected: sent,
                                     ambiguous,
                                 }
                             }
@@ -548,6 +582,7 @@ impl ScimClient {
                                     method,
                                     path,
                                     reason,
+                                    connected: sent,
                                     ambiguous,
                                 }
                             }
@@ -708,6 +743,32 @@ pub(crate) fn incompatible(req: &Req, status: StatusCode, reason: String) -> Tar
         path: req.path(),
         status: status.as_u16(),
         reason,
+        collection: false,
+    }
+}
+
+/// [`incompatible`], for an answer from a resource collection (see [`TargetError::reach`]).
+fn collection_incompatible(req: &Req, status: StatusCode, reason: String) -> TargetError {
+    on_collection(incompatible(req, status, reason))
+}
+
+/// Marks a not-SCIM answer as coming from a resource collection.
+fn on_collection(e: TargetError) -> TargetError {
+    match e {
+        TargetError::Incompatible {
+            method,
+            path,
+            status,
+            reason,
+            ..
+        } => TargetError::Incompatible {
+            method,
+            path,
+            status,
+            reason,
+            collection: true,
+        },
+        other => other,
     }
 }
 

@@ -52,6 +52,9 @@ pub struct TargetSettings {
     pub max_retry_after: Duration,
     /// The largest response body read; a longer one fails its request (`ResponseTooLarge`).
     pub max_response_bytes: u64,
+    /// The base URL this target had before (`previous_url`): the job's links move to the new
+    /// URL instead of its cycles refusing to run against an unknown target.
+    pub previous_url: Option<url::Url>,
 }
 
 impl TargetSettings {
@@ -71,6 +74,7 @@ impl TargetSettings {
             backoff_max: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(300),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            previous_url: None,
         }
     }
 }
@@ -101,6 +105,8 @@ pub struct RawTarget {
     /// Allow plain `http://` to hosts other than loopback (default false).
     #[serde(default)]
     allow_insecure_http: bool,
+    /// The URL this job's target had before a move: links bound to it move to `url`.
+    previous_url: Option<String>,
 }
 
 /// Check a target's keys and read its token. `preset_url` is the tenant URL the job's preset
@@ -165,6 +171,19 @@ pub fn check(
             return Err(ctx.error("max_response_bytes", "must be at least 1"));
         }
         settings.max_response_bytes = n;
+    }
+    if let Some(text) = &t.previous_url {
+        let previous = url::Url::parse(text)
+            .map_err(|e| ctx.error("previous_url", format!("not a URL: {e}")))?;
+        if !matches!(previous.scheme(), "http" | "https") {
+            return Err(ctx.error("previous_url", "must be http:// or https://"));
+        }
+        // It is compared with the stored binding, which never holds credentials; and it is
+        // printed, so it must not carry any.
+        if !previous.username().is_empty() || previous.password().is_some() {
+            return Err(ctx.error("previous_url", "must not contain credentials"));
+        }
+        settings.previous_url = Some(previous);
     }
     let member_batch = t.member_batch.unwrap_or(DEFAULT_MEMBER_BATCH);
     if member_batch == 0 {

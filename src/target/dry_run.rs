@@ -47,4 +47,10 @@ impl<T: Target> Target for DryRunTarget<T> {
     fn request_counts(&self) -> RequestCounts {
         self.inner.request_counts()
     }
+    fn base_url(&self) -> Option<String> {
+        self.inner.base_url()
+    }
+    fn previous_url(&self) -> Option<String> {
+        self.inner.previous_url()
+    }
 }

@@ -43,6 +43,9 @@ pub enum TargetError {
         status: u16,
         /// What was wrong with it.
         reason: String,
+        /// The answer came from a resource collection (`/Users`, `/Groups`): a 404 there
+        /// means a wrong base URL, so no request of the cycle can succeed.
+        collection: bool,
     },
     /// No complete response within the timeout.
     #[error("{method} {path} timed out{}", ambiguity_suffix(*.ambiguous))]
@@ -51,6 +54,9 @@ pub enum TargetError {
         method: Method,
         /// Request URL path.
         path: String,
+        /// A connection was established (false: the connect itself timed out, so the
+        /// target was never reached).
+        connected: bool,
         /// The request may have been processed (a `POST` that was sent): match again
         /// before creating again.
         ambiguous: bool,
@@ -64,6 +70,9 @@ pub enum TargetError {
         path: String,
         /// The transport error chain.
         reason: String,
+        /// A connection was established before it failed (false: refused or unroutable,
+        /// the target was never reached).
+        connected: bool,
         /// The request may have been processed (a `POST` that was sent): match again
         /// before creating again.
         ambiguous: bool,
@@ -131,6 +140,18 @@ fn ambiguity_suffix(ambiguous: bool) -> &'static str {
     }
 }
 
+/// How far a failure reaches, after the client's bounded retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// This object only: an entry-level error (a 5xx, a 4xx, a bad answer to this request).
+    Object,
+    /// Perhaps the whole target (a connection failure, a timeout, a 403): this object
+    /// fails, and a run of these with no success between opens the circuit breaker.
+    Target,
+    /// The whole cycle: credentials refused, the collections are not SCIM, unusable settings.
+    Cycle,
+}
+
 impl TargetError {
     /// The Entra provisioning-log error code for this failure.
     pub fn code(&self) -> &'static str {
@@ -172,20 +193,59 @@ impl TargetError {
         }
     }
 
-    /// Whether the whole cycle must stop: the credentials were rejected, the target cannot be
-    /// reached or the settings are unusable, so every further request would fail too.
-    /// (The Entra codes `Unauthorized`, `ConnectionFailed` and `InvalidConfiguration`.)
-    pub fn is_fatal_for_cycle(&self) -> bool {
+    /// How far this failure reaches, once the client's retries are spent: see [`Reach`].
+    pub fn reach(&self) -> Reach {
         match self {
-            TargetError::Settings { .. } | TargetError::Connection { .. } => true,
-            TargetError::Status { status, .. } => matches!(status, 401 | 403),
+            TargetError::Settings { .. } => Reach::Cycle,
+            TargetError::Status { status: 401, .. } => Reach::Cycle,
+            // One 403 may be this object's (a protected account); 403 on everything is a
+            // refused token, which the circuit breaker sees as a run with no success.
+            TargetError::Status { status: 403, .. } => Reach::Target,
+            // The server answered: whatever it said is about this request.
+            TargetError::Status { .. } => Reach::Object,
+            // A 404 on a collection: the base URL is wrong. Any other answer a collection
+            // gives that is not SCIM may be a proxy's hiccup: a run of them opens the breaker.
+            TargetError::Incompatible {
+                collection: true,
+                status,
+                ..
+            } => {
+                if *status == 404 {
+                    Reach::Cycle
+                } else {
+                    Reach::Target
+                }
+            }
+            TargetError::Incompatible { .. } => Reach::Object,
+            TargetError::Timeout { .. } | TargetError::Connection { .. } => Reach::Target,
             // About one object's answer or id: the next object may be fine.
-            TargetError::Incompatible { .. }
-            | TargetError::Timeout { .. }
-            | TargetError::ResponseTooLarge { .. }
+            TargetError::ResponseTooLarge { .. }
             | TargetError::InvalidId { .. }
-            | TargetError::InvalidResponse { .. } => false,
+            | TargetError::InvalidResponse { .. } => Reach::Object,
         }
+    }
+
+    /// Whether the whole cycle must stop at once: the credentials were rejected (401), the
+    /// target's collections are not SCIM or the settings are unusable, so every further
+    /// request would fail too. Connection failures and timeouts are not: one reset fails
+    /// one object, and a run of them opens the export's circuit breaker.
+    pub fn is_fatal_for_cycle(&self) -> bool {
+        self.reach() == Reach::Cycle
+    }
+
+    /// The target was never reached: the connection was refused or could not be made in
+    /// time, so nothing was sent.
+    pub fn never_reached(&self) -> bool {
+        matches!(
+            self,
+            TargetError::Timeout {
+                connected: false,
+                ..
+            } | TargetError::Connection {
+                connected: false,
+                ..
+            }
+        )
     }
 
     /// Whether a non-idempotent request (`POST`) may have been processed even though it
@@ -240,55 +300,77 @@ mod tests {
         }
     }
 
-    /// Every variant with its Entra code, and whether it is retryable and fatal for the cycle.
-    fn cases() -> Vec<(TargetError, &'static str, bool, bool)> {
+    fn incompatible(status: u16, collection: bool) -> TargetError {
+        TargetError::Incompatible {
+            method: Method::GET,
+            path: "/Users".into(),
+            status,
+            reason: "x".into(),
+            collection,
+        }
+    }
+
+    fn connection(connected: bool) -> TargetError {
+        TargetError::Connection {
+            method: Method::GET,
+            path: "/Users".into(),
+            reason: "refused".into(),
+            connected,
+            ambiguous: false,
+        }
+    }
+
+    /// Every variant with its Entra code, whether it is retryable, and how far it reaches.
+    fn cases() -> Vec<(TargetError, &'static str, bool, Reach)> {
         vec![
             (
                 TargetError::Settings { reason: "x".into() },
                 "InvalidConfiguration",
                 false,
-                true,
+                Reach::Cycle,
             ),
-            (status(401), "Unauthorized", false, true),
-            (status(403), "Unauthorized", false, true),
-            (status(400), "WebExceptionProtocolError", false, false),
-            (status(404), "InvalidAnchor", false, false),
-            (status(409), "EntryConflict", false, false),
-            (status(429), "TooManyRequests", true, false),
-            (status(500), "InternalServerError", true, false),
-            (status(503), "InternalServerError", true, false),
-            (status(302), "ServiceIncompatible", false, false),
+            (status(401), "Unauthorized", false, Reach::Cycle),
+            (status(403), "Unauthorized", false, Reach::Target),
             (
-                TargetError::Incompatible {
-                    method: Method::GET,
-                    path: "/Users".into(),
-                    status: 200,
-                    reason: "x".into(),
-                },
+                status(400),
+                "WebExceptionProtocolError",
+                false,
+                Reach::Object,
+            ),
+            (status(404), "InvalidAnchor", false, Reach::Object),
+            (status(409), "EntryConflict", false, Reach::Object),
+            (status(429), "TooManyRequests", true, Reach::Object),
+            (status(500), "InternalServerError", true, Reach::Object),
+            (status(503), "InternalServerError", true, Reach::Object),
+            (status(302), "ServiceIncompatible", false, Reach::Object),
+            (
+                incompatible(200, false),
                 "ServiceIncompatible",
                 false,
+                Reach::Object,
+            ),
+            (
+                incompatible(200, true),
+                "ServiceIncompatible",
                 false,
+                Reach::Target,
+            ),
+            (
+                incompatible(404, true),
+                "ServiceIncompatible",
+                false,
+                Reach::Cycle,
             ),
             (
                 TargetError::Timeout {
                     method: Method::POST,
                     path: "/Users".into(),
+                    connected: true,
                     ambiguous: true,
                 },
                 "Timeout",
                 true,
-                false,
-            ),
-            (
-                TargetError::Connection {
-                    method: Method::GET,
-                    path: "/Users".into(),
-                    reason: "refused".into(),
-                    ambiguous: false,
-                },
-                "ConnectionFailed",
-                true,
-                true,
+                Reach::Target,
             ),
             (
                 TargetError::ResponseTooLarge {
@@ -299,7 +381,7 @@ mod tests {
                 },
                 "ResponseTooLarge",
                 false,
-                false,
+                Reach::Object,
             ),
             (
                 TargetError::InvalidId {
@@ -310,7 +392,7 @@ mod tests {
                 },
                 "InvalidTargetId",
                 false,
-                false,
+                Reach::Object,
             ),
             (
                 TargetError::InvalidResponse {
@@ -321,29 +403,35 @@ mod tests {
                 },
                 "InvalidResponse",
                 false,
-                false,
+                Reach::Object,
             ),
+            (connection(false), "ConnectionFailed", true, Reach::Target),
+            (connection(true), "ConnectionFailed", true, Reach::Target),
         ]
     }
 
     #[test]
-    fn codes_retryable_and_fatal_are_pinned() {
-        for (e, code, retryable, fatal) in cases() {
+    fn codes_retryable_and_reach_are_pinned() {
+        for (e, code, retryable, reach) in cases() {
             assert_eq!(e.code(), code, "{e}");
             assert_eq!(e.is_retryable(), retryable, "{e}");
-            assert_eq!(e.is_fatal_for_cycle(), fatal, "{e}");
+            assert_eq!(e.reach(), reach, "{e}");
+            assert_eq!(e.is_fatal_for_cycle(), reach == Reach::Cycle, "{e}");
         }
     }
 
     #[test]
-    fn fatal_is_exactly_the_codes_that_stop_a_cycle() {
-        // The export used to decide this by code name; the typed answer must agree.
+    fn a_connection_failure_alone_never_ends_the_cycle() {
+        // It used to: one reset behind a flaky proxy failed the whole cycle.
         for (e, ..) in cases() {
-            let by_code = matches!(
+            if matches!(
                 e.code(),
-                "Unauthorized" | "ConnectionFailed" | "InvalidConfiguration"
-            );
-            assert_eq!(e.is_fatal_for_cycle(), by_code, "{e}");
+                "ConnectionFailed" | "Timeout" | "InternalServerError"
+            ) {
+                assert!(!e.is_fatal_for_cycle(), "{e}");
+            }
         }
+        assert!(connection(false).never_reached());
+        assert!(!connection(true).never_reached());
     }
 }

@@ -29,7 +29,7 @@ pub use client::ScimClient;
 pub use config::{PatchStyle, TargetSettings};
 pub use connection::{ConnectionProblem, ConnectionReport};
 pub use dry_run::DryRunTarget;
-pub use error::TargetError;
+pub use error::{Reach, TargetError};
 pub use scim::filter::eq_filter;
 pub use scim::patch::{PatchKind, PatchOp};
 pub use scim::PATCH_OP_SCHEMA;
@@ -52,6 +52,16 @@ pub trait Target: Send + Sync {
     async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError>;
     /// HTTP requests sent so far, retries included.
     fn request_counts(&self) -> RequestCounts;
+    /// The base URL (never with credentials), for the job's binding: links made against one
+    /// target mean nothing for another. `None`: no binding is kept or checked.
+    fn base_url(&self) -> Option<String> {
+        None
+    }
+    /// The base URL the config says this target had before (`previous_url`): a binding to it
+    /// moves here instead of refusing the cycle.
+    fn previous_url(&self) -> Option<String> {
+        None
+    }
 }
 
 #[async_trait]
@@ -75,5 +85,11 @@ impl Target for ScimClient {
     }
     fn request_counts(&self) -> RequestCounts {
         ScimClient::request_counts(self)
+    }
+    fn base_url(&self) -> Option<String> {
+        Some(ScimClient::base_url(self).to_string())
+    }
+    fn previous_url(&self) -> Option<String> {
+        ScimClient::previous_url(self).map(str::to_string)
     }
 }

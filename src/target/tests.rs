@@ -523,6 +523,10 @@ async fn dropped_connections_retry_get_but_not_post() {
     let err = c.create(ObjectType::User, json!({})).await.unwrap_err();
     assert_eq!(err.code(), "ConnectionFailed", "{err}");
     assert!(err.is_ambiguous());
+    // Broken after it was sent: maybe done, so the export matches before creating again; the
+    // target was reached, so this alone never opens the circuit breaker's fast path.
+    assert!(!err.never_reached());
+    assert!(!err.is_fatal_for_cycle());
     assert_eq!(c.request_counts().post, 1);
     assert_eq!(accepted.load(Ordering::SeqCst), before + 1);
 }
@@ -534,6 +538,7 @@ async fn connection_refused_post_is_retried_and_not_ambiguous() {
     let err = c.create(ObjectType::User, json!({})).await.unwrap_err();
     assert_eq!(err.code(), "ConnectionFailed", "{err}");
     assert!(!err.is_ambiguous());
+    assert!(err.never_reached());
     assert_eq!(c.request_counts().post, 4);
 }
 

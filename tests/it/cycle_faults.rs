@@ -595,13 +595,133 @@ async fn an_unreachable_target_fails_the_cycle_quickly() {
     assert_eq!(s.status, CycleStatus::Failed, "{s:#?}");
     let error = s.error.unwrap();
     assert!(error.contains("ConnectionFailed"), "{error}");
-    // Retries are bounded: at most (1 + max_retries) attempts per request in flight.
     assert!(
-        s.requests.total() <= 5 * 2 * job.concurrency as u64,
-        "{:?}",
-        s.requests
+        error.contains("provisiond test-connection --job test"),
+        "the next step: {error}"
     );
+    // Issue 9: the requests in flight share one retry budget (1 + max_retries refusals in a
+    // row), so at most one more attempt each: it was 20 GETs here (5 per user), 36 for six
+    // users with the default settings.
+    assert!(s.requests.total() <= 8, "{:?}", s.requests);
+    assert_eq!(s.requests.writes(), 0, "{:?}", s.requests);
+    // Identical problems once, with a count.
+    assert_eq!(s.problems.len(), 1, "{:#?}", s.problems);
+    assert_eq!(s.problems[0].code, "ConnectionFailed");
+    assert_eq!(s.problems[0].count as u64, s.problem_count);
     assert!(store.links("test").unwrap().is_empty());
+}
+
+/// Enough assigned users that a breaker that never opened would send hundreds of requests.
+fn many_users(n: usize) -> serde_json::Value {
+    let mut d = base_directory();
+    for i in 0..n {
+        d["users"].as_array_mut().unwrap().push(full_user(
+            &format!("u-x{i}"),
+            &format!("X{i}"),
+            "Extra",
+            json!({}),
+        ));
+        d["assignments"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"principalId": format!("u-x{i}")}));
+    }
+    d
+}
+
+/// Issue 9: one connection reset fails one object, never the cycle: the groups' matching
+/// queries are dropped on every attempt, so both groups fail (entry-level) and the users
+/// proceed; it used to end the cycle `failed` at the first one.
+#[tokio::test]
+async fn a_connection_failure_fails_one_object_not_the_cycle() {
+    let h = sandbox(vec![FaultRule::new(drop(DropWhen::Before))
+        .method("GET")
+        .path_prefix("/Groups")])
+    .await;
+    let file = DirFile::new(&base_directory());
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let client = client(&h.base_url());
+    let s = run(&job, &store, &client).await.summary;
+    assert_eq!(s.status, CycleStatus::EntryLevelErrors, "{s:#?}");
+    assert!(s.error.is_none(), "{s:#?}");
+    assert_eq!(s.users.created, 4, "{s:#?}");
+    assert_eq!(s.groups.failed, 2, "{s:#?}");
+    // The same failure twice: listed once, with its count.
+    assert_eq!(s.problem_count, 2, "{s:#?}");
+    assert_eq!(s.problems.len(), 1, "{s:#?}");
+    assert_eq!(s.problems[0].code, "ConnectionFailed");
+    assert_eq!(s.problems[0].count, 2);
+    // The next cycle provisions the groups.
+    h.set_faults(vec![]);
+    run_ok(&job, &store, &client).await;
+    check_base_state(&h);
+    assert_converged(&job, &store, &client).await;
+}
+
+/// Issue 9: a target that goes down mid-cycle opens the breaker after 20 target-wide
+/// failures in a row: the cycle fails with one clear error and stops sending.
+#[tokio::test]
+async fn a_run_of_connection_failures_opens_the_breaker() {
+    // The first user is provisioned (the target answered), then every request is dropped.
+    let h = sandbox(vec![FaultRule::new(drop(DropWhen::Before)).skip(3)]).await;
+    let file = DirFile::new(&many_users(200));
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let client = client(&h.base_url());
+    let started = Instant::now();
+    let s = run(&job, &store, &client).await.summary;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.status, CycleStatus::Failed, "{s:#?}");
+    let error = s.error.clone().unwrap();
+    assert!(
+        error.contains("target unreachable")
+            && error.contains("20 target-wide failures in a row")
+            && error.contains("provisiond test-connection --job test"),
+        "{error}"
+    );
+    // 20 failed objects, plus at most those already in flight (twice the concurrency);
+    // each with its five attempts. Not 204 objects' worth.
+    assert!(s.users.failed >= 20, "{s:#?}");
+    assert!(s.users.failed <= 20 + 2 * job.concurrency as u64, "{s:#?}");
+    assert!(
+        s.requests.total() <= 3 + 5 * (20 + 2 * job.concurrency as u64),
+        "{s:#?}"
+    );
+    // Identical failures (the same query path) are listed once.
+    assert!(s.problems.len() <= 2, "{:#?}", s.problems);
+    assert_eq!(
+        s.problems.iter().map(|p| p.count).sum::<u64>(),
+        s.problem_count
+    );
+
+    // Back up: the next cycle finishes the job, without duplicates.
+    h.set_faults(vec![]);
+    let s = run(&job, &store, &client).await.summary;
+    assert_eq!(s.status, CycleStatus::Succeeded, "{s:#?}");
+    assert_eq!(h.users().len(), 204);
+}
+
+/// A 404 on the resource collection is a wrong base URL: the cycle stops at once.
+#[tokio::test]
+async fn a_missing_collection_fails_the_cycle_at_once() {
+    let h = sandbox(vec![]).await;
+    let file = DirFile::new(&many_users(50));
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let client = client(&format!("{}/nope", h.base_url()));
+    let s = run(&job, &store, &client).await.summary;
+    assert_eq!(s.status, CycleStatus::Failed, "{s:#?}");
+    let error = s.error.clone().unwrap();
+    assert!(error.contains("404 on the resource collection"), "{error}");
+    assert!(
+        s.requests.total() <= 1 + 2 * job.concurrency as u64,
+        "{s:#?}"
+    );
 }
 
 /// Shutdown takes no new work: objects whose matching queries are in flight when the stop

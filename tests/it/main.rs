@@ -12,6 +12,7 @@ mod support;
 
 mod admin;
 mod architecture;
+mod binding;
 mod cli;
 mod cycle_faults;
 mod cycle_sandbox;

@@ -413,3 +413,70 @@ async fn entra_legacy_patch_style_against_scim2_server() {
     );
     assert_converged(&job, &store, &client).await;
 }
+
+/// Thirty users in six groups (five members each), all assigned through their groups.
+fn crowd_directory() -> Value {
+    let users: Vec<Value> = (0..30)
+        .map(|i| full_user(&format!("u-{i}"), &format!("Person{i}"), "Crowd", json!({})))
+        .collect();
+    let groups: Vec<Value> = (0..6)
+        .map(|g| {
+            json!({"id": format!("g-{g}"), "displayName": format!("Team {g}"),
+                   "members": (0..5).map(|m| format!("u-{}", g * 5 + m)).collect::<Vec<_>>()})
+        })
+        .collect();
+    let assignments: Vec<Value> = (0..6)
+        .map(|g| json!({"principalId": format!("g-{g}")}))
+        .collect();
+    json!({"users": users, "groups": groups, "assignments": assignments})
+}
+
+/// Issue 9: behind a proxy faulting about a quarter of the requests (429 8%, 500 5%, 503 3%,
+/// TCP reset 3%, lost responses 3%, slow 2%), no cycle fails as a whole, and within three
+/// cycles the target holds every user and group exactly once, with its members.
+#[tokio::test]
+async fn a_faulty_network_never_fails_the_cycle_and_converges() {
+    use crate::support::fault_proxy::{FaultMix, FaultProxy};
+    let Some(server) = start("a_faulty_network_never_fails_the_cycle_and_converges").await else {
+        return;
+    };
+    let proxy = FaultProxy::start(&server.base, FaultMix::issue9(), 9).await;
+    let file = DirFile::new(&crowd_directory());
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let client = client(&proxy.base);
+    let want: Vec<String> = (0..30).map(|i| format!("person{i}@contoso.com")).collect();
+    let mut want = want;
+    want.sort();
+    let mut converged_at = None;
+    for cycle in 1..=3 {
+        let s = run(&job, &store, &client).await.summary;
+        assert_ne!(s.status, CycleStatus::Failed, "cycle {cycle}: {s:#?}");
+        // No duplicate at any point: every userName once.
+        let names = server.user_names().await;
+        let unique: BTreeSet<&String> = names.iter().collect();
+        assert_eq!(
+            unique.len(),
+            names.len(),
+            "cycle {cycle}: duplicates {names:?}"
+        );
+        if converged_at.is_none() && s.status == CycleStatus::Succeeded {
+            converged_at = Some(cycle);
+        }
+    }
+    assert!(
+        proxy.faults() > 20,
+        "the proxy injected faults: {:?}",
+        proxy.counts()
+    );
+    assert!(converged_at.is_some(), "no clean cycle within three");
+    let mut names = server.user_names().await;
+    names.iter_mut().for_each(|n| *n = n.to_lowercase());
+    names.sort();
+    assert_eq!(names, want);
+    for g in 0..6 {
+        let group = server.group(&format!("Team {g}")).await.unwrap();
+        let members = group["members"].as_array().map_or(0, Vec::len);
+        assert_eq!(members, 5, "Team {g}: {group:#}");
+    }
+}

@@ -651,6 +651,14 @@ impl Source for GraphSource {
         )
     }
 
+    /// The tenant, the app reading it and the service principal whose assignments count.
+    fn identity(&self) -> Option<String> {
+        Some(format!(
+            "graph tenant {} client {} service principal {}",
+            self.settings.tenant_id, self.settings.client_id, self.settings.service_principal_id
+        ))
+    }
+
     async fn read(&self, watermark_in: Option<&str>) -> Result<SourceRead, SourceError> {
         let client = self.client()?;
         let started = Instant::now();

@@ -443,6 +443,15 @@ impl Source for LdapSource {
         )
     }
 
+    /// The server (without credentials) and the user base.
+    fn identity(&self) -> Option<String> {
+        Some(format!(
+            "ldap {} users under {}",
+            self.settings.display_url(),
+            self.settings.user_base
+        ))
+    }
+
     async fn read(&self, watermark: Option<&str>) -> Result<SourceRead, SourceError> {
         let s = &self.settings;
         let mut state = self.state.lock().await;

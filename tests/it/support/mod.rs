@@ -10,6 +10,7 @@
 pub mod certs;
 pub mod cli;
 pub mod common;
+pub mod fault_proxy;
 pub mod hostile;
 pub mod slapd;
 
