@@ -558,12 +558,16 @@ impl<'c> Cycle<'c> {
         // The links load on the blocking pool (a second for 100k from sled) while this task
         // reads the source and decides the scope.
         let loading = tokio::task::spawn_blocking(self.store.links_loader(&self.job.name));
-        let read = self
-            .job
-            .source
-            .read(watermark)
-            .await
-            .map_err(ImportError::Source)?;
+        let read = match self.job.source.read(watermark).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The loader holds a handle on the store (a sled tree): joined before the
+                // cycle returns, so that no task of this cycle still holds the store when the
+                // caller closes or reopens it. Its result is of no use now.
+                drop(loading.await);
+                return Err(ImportError::Source(e));
+            }
+        };
         let dir = read.directory;
         summary.source_complete = dir.complete;
         let scoped = scope::evaluate(&dir, &self.job.scope);

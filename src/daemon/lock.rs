@@ -95,10 +95,26 @@ fn read_holder(config: &Config) -> Option<Holder> {
     })
 }
 
+/// Whether the process `pid` is running. A zombie is not: a daemon killed with `kill -9`
+/// whose parent has not reaped it yet still has its `/proc` entry, but it has closed its files
+/// and let go of the store; taken for alive, it made a starting daemon fail at once ("in use
+/// by provisiond run") instead of waiting for the real holder.
 fn pid_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
     // Without procfs we cannot tell: trust the record.
-    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+    if !proc.join("self").exists() {
+        return true;
+    }
+    let entry = proc.join(pid.to_string());
+    match std::fs::read_to_string(entry.join("stat")) {
+        // `pid (comm) S ...`: the state follows the last `)` (comm may hold one too).
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X' | 'x')
+        ),
+        Err(_) => entry.exists(),
+    }
 }
 
 /// Whether the holder will let go of the store, or answer on its control socket, within
@@ -199,5 +215,30 @@ pub async fn open_store(config: &Config, user: StoreUser) -> Result<SledStore, L
     match reach(config, user, None).await? {
         Reached::Store(s) => Ok(s),
         Reached::Daemon(_) => Err(LockError::UnexpectedAnswer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_running_process_is_alive_and_a_zombie_or_a_reaped_one_is_not() {
+        assert!(pid_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: once it has exited, it is a zombie.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z"))
+            .unwrap_or(true)
+        {
+            assert!(Instant::now() < deadline, "the child never became a zombie");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!pid_alive(pid), "a zombie holds no store");
+        child.wait().unwrap();
+        assert!(!pid_alive(pid), "a reaped process is gone");
     }
 }

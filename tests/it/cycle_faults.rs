@@ -514,7 +514,8 @@ async fn a_cycle_stopped_mid_way_is_completed_by_the_next_one_without_duplicates
             assert!(done < 10, "stopped before the end");
         }
         h.set_faults(vec![]);
-        let store = SledStore::open(state.path()).unwrap();
+        // The first handle is dropped: wait for sled to release its lock.
+        let store = reopen_store(state.path()).await;
         let s = run_ok(&job, &store, &client).await;
         assert_eq!(
             s.kind,
@@ -547,7 +548,7 @@ async fn a_cycle_killed_mid_request_leaves_no_duplicate() {
     // Let the requests the server already accepted finish.
     tokio::time::sleep(Duration::from_millis(400)).await;
     h.set_faults(vec![]);
-    let store = SledStore::open(state.path()).unwrap();
+    let store = reopen_store(state.path()).await;
     run_ok(&job, &store, &client).await;
     check_base_state(&h);
     assert_converged(&job, &store, &client).await;

@@ -922,7 +922,7 @@ async fn sled_state_survives_a_restart() {
         assert_eq!(s.users.created, 4);
     }
     {
-        let store = SledStore::open(state.path()).unwrap();
+        let store = reopen_store(state.path()).await;
         let meta = store.meta("test").unwrap();
         assert!(meta.watermark.is_some());
         assert_eq!(meta.last_cycle.unwrap().users.created, 4);
@@ -932,12 +932,12 @@ async fn sled_state_survives_a_restart() {
     }
     {
         // A change after a restart is a minimal update.
-        let store = SledStore::open(state.path()).unwrap();
+        let store = reopen_store(state.path()).await;
         file.write(&alice_with(|a| a["jobTitle"] = json!("CTO")));
         let s = run_ok(&job, &store, &client).await;
         assert_eq!(s.requests, requests(0, 0, 1, 0), "{s:#?}");
     }
-    let store = SledStore::open(state.path()).unwrap();
+    let store = reopen_store(state.path()).await;
     assert_converged(&job, &store, &client).await;
     assert_eq!(h.users().len(), 4);
 }

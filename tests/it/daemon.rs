@@ -20,17 +20,19 @@ fn status(fixture: &Fixture) -> Value {
     jobs[0].clone()
 }
 
-/// Wait for the daemon's control socket to answer (`status` succeeds with a last cycle).
+/// Wait for this daemon to answer on its control socket with a last cycle. Asked on the
+/// socket itself, not through `provisiond status`: that reads the store offline whenever no
+/// daemon answers (a stale socket left by `kill -9`, a daemon not yet holding the store), and
+/// an offline answer with the previous daemon's last cycle let this return before the new
+/// daemon had even written its pid file.
 fn wait_daemon_ready(fixture: &Fixture, daemon: &mut Proc) {
     wait_for(Duration::from_secs(20), "the daemon answers status", || {
         if let Some(s) = daemon.try_status() {
             panic!("the daemon exited early ({s}); {}", daemon.output());
         }
-        if !fixture.socket_path().exists() {
-            return None;
-        }
-        let s = status(fixture);
-        s["last_cycle"].is_object().then_some(())
+        let jobs = fixture.daemon_status()?;
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        jobs[0]["last_cycle"].is_object().then_some(())
     });
 }
 

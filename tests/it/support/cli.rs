@@ -246,6 +246,37 @@ impl Fixture {
         self.state_dir().join("provisiond.pid")
     }
 
+    /// The jobs' status as a running daemon gives it on its control socket, or `None` when
+    /// no daemon answers there (no socket, or a stale one left by a killed daemon). Unlike
+    /// `provisiond status`, never an offline read of the store: an answer here means a daemon
+    /// holds the store, has written its pid file and serves requests.
+    pub fn daemon_status(&self) -> Option<Vec<Value>> {
+        use std::io::{BufRead, BufReader, Write};
+        let path = self.socket_path();
+        let mut stream = std::os::unix::net::UnixStream::connect(&path).ok()?;
+        // A daemon that accepted the connection answers once its workers are set up; bounded,
+        // so that a daemon that never answers fails the test clearly.
+        let limit = Duration::from_secs(20);
+        let fail = |what: String| -> ! { panic!("control socket {}: {what}", path.display()) };
+        stream
+            .set_read_timeout(Some(limit))
+            .and_then(|()| stream.set_write_timeout(Some(limit)))
+            .unwrap_or_else(|e| fail(format!("cannot set timeouts: {e}")));
+        stream
+            .write_all(b"{\"cmd\":\"status\",\"job\":null}\n")
+            .unwrap_or_else(|e| fail(format!("cannot send a status request: {e}")));
+        let mut line = String::new();
+        BufReader::new(&stream)
+            .read_line(&mut line)
+            .unwrap_or_else(|e| fail(format!("no answer within {limit:?}: {e}")));
+        let answer: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| fail(format!("the answer is not JSON ({e}): {line:?}")));
+        match (answer["result"].as_str(), answer["jobs"].as_array()) {
+            (Some("status"), Some(jobs)) => Some(jobs.clone()),
+            _ => fail(format!("not a status answer: {answer}")),
+        }
+    }
+
     /// The token file, 0600 as an admin keeps it (a readable one draws a warning).
     pub fn write_token(&self, token: &str) {
         use std::os::unix::fs::PermissionsExt;

@@ -58,6 +58,30 @@ impl DirFile {
 }
 
 /// A job reading `path` with the generic SCIM defaults and the default (assigned) scope.
+/// Reopen a sled store this process has just dropped. sled lets go of its lock file only when
+/// the last reference to its page cache goes, and its own I/O threads hold one for a moment
+/// after `Db` is dropped (a buffer write that has signalled completion but not yet returned):
+/// on a loaded machine an immediate reopen found the store "still locked". Waits for that
+/// release, bounded, and fails naming the cause. Not for a store another handle still holds.
+pub async fn reopen_store(dir: &Path) -> provisiond::state::SledStore {
+    use provisiond::state::{SledStore, StateError};
+    let limit = Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match SledStore::open(dir) {
+            Ok(store) => return store,
+            Err(StateError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!(
+                "reopening the sled store {} (waited up to {limit:?} for the dropped handle's \
+                 lock to be released): {e}",
+                dir.display()
+            ),
+        }
+    }
+}
+
 pub fn job(path: &Path) -> JobSpec {
     job_with_source(Box::new(FileSource::new(path.to_path_buf())))
 }
