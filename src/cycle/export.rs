@@ -51,6 +51,9 @@ struct Tally {
 pub struct Abort {
     pub code: String,
     pub reason: String,
+    /// The target refused the token or does not speak SCIM: the job is quarantined with
+    /// `EncounteredQuarantineException` (see [`TargetError::is_quarantine_exception`]).
+    pub quarantine_exception: bool,
 }
 
 pub struct Exporter<'a> {
@@ -95,6 +98,8 @@ struct Failure {
     reason: String,
     /// Credentials rejected or target unreachable: every further request would fail too.
     fatal: bool,
+    /// See [`Abort::quarantine_exception`].
+    quarantine_exception: bool,
 }
 
 impl From<TargetError> for Failure {
@@ -103,6 +108,7 @@ impl From<TargetError> for Failure {
             code: e.code().to_string(),
             reason: e.to_string(),
             fatal: e.is_fatal_for_cycle(),
+            quarantine_exception: e.is_quarantine_exception(),
         }
     }
 }
@@ -170,6 +176,7 @@ impl<'a> Exporter<'a> {
                 code: INTERRUPTED.into(),
                 reason: "the cycle was stopped before this object's write was sent".into(),
                 fatal: false,
+                quarantine_exception: false,
             });
         }
         Ok(())
@@ -432,6 +439,7 @@ impl<'a> Exporter<'a> {
                         *abort = Some(Abort {
                             code: f.code.clone(),
                             reason: f.reason.clone(),
+                            quarantine_exception: f.quarantine_exception,
                         });
                     }
                 }
@@ -477,6 +485,7 @@ impl<'a> Exporter<'a> {
                         code: "DuplicateTargetEntries".into(),
                         reason: format!("{n} target objects match {path} eq {value}"),
                         fatal: false,
+                        quarantine_exception: false,
                     })
                 }
             }
@@ -546,6 +555,7 @@ impl<'a> Exporter<'a> {
                 "every SelectUniqueValue candidate for {path} is already used in the target"
             ),
             fatal: false,
+            quarantine_exception: false,
         })
     }
 
@@ -558,6 +568,7 @@ impl<'a> Exporter<'a> {
                 code: "ServiceIncompatible".into(),
                 reason: "the target's response has no id".into(),
                 fatal: false,
+                quarantine_exception: false,
             })?
             .to_string();
         if let Err(Claimed { owner }) = self.claim(p.object_type, &target_id, &p.source_id) {
@@ -567,6 +578,7 @@ impl<'a> Exporter<'a> {
                     "target object {target_id} is already linked to source object {owner}"
                 ),
                 fatal: false,
+                quarantine_exception: false,
             });
         }
         Ok(Link {
@@ -633,6 +645,7 @@ impl<'a> Exporter<'a> {
                         code: "InternalError".into(),
                         reason: "link vanished during the cycle".into(),
                         fatal: false,
+                        quarantine_exception: false,
                     })?;
                 crate::plan::record_changes(&mut link, &u.changes);
                 link.display_name = u.display_name.clone();
@@ -686,6 +699,7 @@ impl<'a> Exporter<'a> {
                         code: "InternalError".into(),
                         reason: "link vanished during the cycle".into(),
                         fatal: false,
+                        quarantine_exception: false,
                     })?;
                 link.exported.insert("active", Value::Bool(false));
                 Ok(Outcome::Disabled(link))
@@ -837,6 +851,7 @@ impl<'a> Exporter<'a> {
                             *abort = Some(Abort {
                                 code: f.code.clone(),
                                 reason: f.reason.clone(),
+                                quarantine_exception: f.quarantine_exception,
                             });
                         }
                     }
@@ -856,5 +871,6 @@ fn store_failure(e: crate::state::StateError) -> Failure {
         code: "StateStoreError".into(),
         reason: e.to_string(),
         fatal: true,
+        quarantine_exception: false,
     }
 }
