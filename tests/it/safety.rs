@@ -503,6 +503,78 @@ mod crash {
         out.json()
     }
 
+    /// Creates failing (escrowed) while the rest run slowly: killed once the escrow records
+    /// are written (and on disk: sled flushes every 500 ms); the next sync creates the
+    /// escrowed users and the rest, each once, and leaves no escrow behind.
+    #[test]
+    fn kill_9_after_escrow_written_converges() {
+        const FAILED: usize = 3;
+        let sandbox = Sandbox::start();
+        let fixture = Fixture::new(&sandbox.url());
+        let mut o = JobOptions::new(&sandbox.url());
+        o.target_extra = "concurrency = 2\n".into();
+        fixture.write_config(&job_config(&o));
+        fixture.write_directory(&directory(USERS));
+        // The first creates fail with an error retries can't fix (so they are escrowed at
+        // once); the others are slow, so the process is still creating when killed.
+        let mut fail = FaultRule::new(FaultAction::Status {
+            status: 400,
+            retry_after: None,
+            body: None,
+        })
+        .method("POST")
+        .path_prefix("/Users");
+        fail.times = Some(FAILED as u64);
+        sandbox.set_faults(vec![
+            fail,
+            FaultRule::new(FaultAction::Delay { delay_ms: 200 }).method("POST"),
+        ]);
+        let mut first = fixture.spawn(&["sync", "--json"]);
+        wait_for(
+            Duration::from_secs(30),
+            "the failed creates and one more",
+            || {
+                assert!(first.try_status().is_none(), "sync ended before the kill");
+                (sandbox.users().len() > 1).then_some(())
+            },
+        );
+        // Past sled's flush interval: the escrow records are durable, the cycle is not done.
+        std::thread::sleep(Duration::from_millis(1200));
+        assert!(first.try_status().is_none(), "sync ended before the kill");
+        first.kill9();
+        let created = sandbox.users().len();
+        assert!(created < USERS - FAILED, "{created}");
+        {
+            let s = store(&fixture);
+            let escrows = s.escrows("robin").unwrap();
+            assert_eq!(escrows.len(), FAILED, "{escrows:?}");
+            assert!(escrows
+                .iter()
+                .all(|e| e.code == "WebExceptionProtocolError"));
+        }
+
+        sandbox.set_faults(vec![]);
+        let out = fixture.run(&["sync", "--json"]);
+        out.assert_code(0);
+        let v = json_of(&out);
+        assert_eq!(v["escrow_retried"], FAILED, "{v}");
+        assert_eq!(v["escrowed"], 0, "{v}");
+        let names = sandbox.user_names();
+        let mut unique = names.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "a duplicate userName");
+        assert_eq!(names.len(), USERS, "nothing lost");
+        assert!(store(&fixture).escrows("robin").unwrap().is_empty());
+        let out = fixture.run(&["sync", "--json"]);
+        out.assert_code(0);
+        let v = json_of(&out);
+        let writes: u64 = ["POST", "PATCH", "PUT", "DELETE"]
+            .iter()
+            .map(|m| v["requests"][m].as_u64().unwrap())
+            .sum();
+        assert_eq!(writes, 0, "{v}");
+    }
+
     /// Held deletes staged and the quarantine entered while slow creates run: killed then;
     /// the next sync holds the same set again, creates the rest, deletes nothing. Then the
     /// allowed deletes, killed half sent: the next sync sends the rest, once each.
