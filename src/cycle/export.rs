@@ -51,6 +51,9 @@ struct Tally {
 pub struct Abort {
     pub code: String,
     pub reason: String,
+    /// The target refused the token or does not speak SCIM: the job is quarantined with
+    /// `EncounteredQuarantineException` (see [`TargetError::is_quarantine_exception`]).
+    pub quarantine_exception: bool,
 }
 
 pub struct Exporter<'a> {
@@ -99,6 +102,8 @@ struct Failure {
     reach: Reach,
     /// The target was never reached (connection refused, connect timeout).
     never_reached: bool,
+    /// See [`Abort::quarantine_exception`].
+    quarantine_exception: bool,
 }
 
 impl Failure {
@@ -109,6 +114,7 @@ impl Failure {
             reason,
             reach: Reach::Object,
             never_reached: false,
+            quarantine_exception: false,
         }
     }
 }
@@ -120,6 +126,7 @@ impl From<TargetError> for Failure {
             reason: e.to_string(),
             reach: e.reach(),
             never_reached: e.never_reached(),
+            quarantine_exception: e.is_quarantine_exception(),
         }
     }
 }
@@ -548,6 +555,7 @@ impl<'a> Exporter<'a> {
             *abort = Some(Abort {
                 code: f.code.clone(),
                 reason: why,
+                quarantine_exception: f.quarantine_exception,
             });
         }
     }
@@ -932,5 +940,6 @@ fn store_failure(e: crate::state::StateError) -> Failure {
         reason: e.to_string(),
         reach: Reach::Cycle,
         never_reached: false,
+        quarantine_exception: false,
     }
 }

@@ -270,7 +270,7 @@ async fn cycle_in_span(
 
     if let Some(abort) = aborted {
         let error = format!("cycle stopped: {}: {}", abort.code, abort.reason);
-        if quarantine::is_exception(&abort.code) {
+        if abort.quarantine_exception {
             meta.quarantine = quarantine_before;
             let e = crate::state::QuarantineError {
                 code: abort.code.clone(),

@@ -57,25 +57,6 @@ pub fn next_attempt(series_began: DateTime<Utc>, now: DateTime<Utc>) -> DateTime
     backoff_after(series_began, now)
 }
 
-/// Whether the scheduler may start a cycle of the job now: not paused, not disabled, and not
-/// quarantined or its quarantine's next attempt has come. (An explicit `sync` runs anyway.)
-pub fn is_due(meta: &JobMeta, now: DateTime<Utc>) -> bool {
-    !meta.paused
-        && !meta.disabled
-        && meta
-            .quarantine
-            .as_ref()
-            .is_none_or(|q| now >= q.next_attempt)
-}
-
-/// Whether a cycle that stopped on an error with this (Entra-style) code is quarantined with
-/// `EncounteredQuarantineException`: the token was refused (`Unauthorized`: 401, 403) or the
-/// target does not speak SCIM (`ServiceIncompatible`). An unreachable target
-/// (`ConnectionFailed`) or a broken store is not the target's fault: the cycle just fails.
-pub fn is_exception(code: &str) -> bool {
-    matches!(code, "Unauthorized" | "ServiceIncompatible")
-}
-
 /// What a cycle found, for [`judge`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Findings {
@@ -222,29 +203,6 @@ mod tests {
         assert_eq!(next_attempt(b, b + h(13)), b + h(24));
         assert_eq!(next_attempt(b, b + h(24)), b + h(48));
         assert_eq!(next_attempt(b, b + h(50)), b + h(72));
-    }
-
-    #[test]
-    fn is_due_follows_pause_disable_and_next_attempt() {
-        let now = t0();
-        let mut meta = JobMeta::default();
-        assert!(is_due(&meta, now));
-        impose(
-            &mut meta,
-            "j",
-            QuarantineReason::EncounteredQuarantineException,
-            error(),
-            now,
-        );
-        assert!(!is_due(&meta, now + Duration::hours(5)));
-        assert!(is_due(&meta, now + Duration::hours(6)));
-        lift(&mut meta, "j");
-        assert!(is_due(&meta, now));
-        meta.paused = true;
-        assert!(!is_due(&meta, now));
-        meta.paused = false;
-        meta.disabled = true;
-        assert!(!is_due(&meta, now));
     }
 
     #[test]

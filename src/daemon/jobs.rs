@@ -477,6 +477,38 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_follows_a_quarantine_imposed_and_lifted_pause_and_disable() {
+        // Moved from cycle::quarantine, whose `is_due` duplicated this gate.
+        let now = Utc::now();
+        let mut meta = JobMeta::default();
+        assert_eq!(Gate::of(&meta, now), Gate::Run);
+        let error = QuarantineError {
+            code: "Unauthorized".into(),
+            message: "401".into(),
+        };
+        crate::cycle::quarantine::impose(
+            &mut meta,
+            "j",
+            QuarantineReason::EncounteredQuarantineException,
+            error,
+            now,
+        );
+        let six = now + chrono::Duration::hours(6);
+        assert_eq!(
+            Gate::of(&meta, now + chrono::Duration::hours(5)),
+            Gate::Quarantined(six)
+        );
+        assert_eq!(Gate::of(&meta, six), Gate::Run);
+        crate::cycle::quarantine::lift(&mut meta, "j");
+        assert_eq!(Gate::of(&meta, now), Gate::Run);
+        meta.paused = true;
+        assert_eq!(Gate::of(&meta, now), Gate::Paused);
+        meta.paused = false;
+        meta.disabled = true;
+        assert_eq!(Gate::of(&meta, now), Gate::Disabled);
+    }
+
+    #[test]
     fn job_state_names_what_holds_the_job() {
         let mut meta = JobMeta::default();
         assert_eq!(JobState::of(&meta), JobState::NotRun);

@@ -96,7 +96,7 @@ impl<'de> Visitor<'de> for ExportVisitor {
 
 /// A key or value as quoted in an error or reason: a hostile file could hold a megabyte-long
 /// one.
-fn bounded_key(key: &str) -> String {
+pub(crate) fn bounded_key(key: &str) -> String {
     const MAX: usize = 64;
     match key.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{}…", &key[..cut]),

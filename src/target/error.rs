@@ -248,6 +248,25 @@ impl TargetError {
         )
     }
 
+    /// Whether the job goes into quarantine with `EncounteredQuarantineException` (Entra
+    /// code `Unauthorized` or `ServiceIncompatible`): the token was refused (401, 403) or the
+    /// target does not speak SCIM. An unreachable target or a broken store is not the
+    /// target's fault: its cycle just fails.
+    pub fn is_quarantine_exception(&self) -> bool {
+        match self {
+            TargetError::Status { status, .. } => {
+                matches!(status, 401 | 403) || !(400..=599).contains(status)
+            }
+            TargetError::Incompatible { .. } => true,
+            TargetError::Settings { .. }
+            | TargetError::Timeout { .. }
+            | TargetError::Connection { .. }
+            | TargetError::ResponseTooLarge { .. }
+            | TargetError::InvalidId { .. }
+            | TargetError::InvalidResponse { .. } => false,
+        }
+    }
+
     /// Whether a non-idempotent request (`POST`) may have been processed even though it
     /// failed. The caller must match the object again before creating it again, or it
     /// risks a duplicate.
@@ -417,6 +436,28 @@ mod tests {
             assert_eq!(e.is_retryable(), retryable, "{e}");
             assert_eq!(e.reach(), reach, "{e}");
             assert_eq!(e.is_fatal_for_cycle(), reach == Reach::Cycle, "{e}");
+        }
+    }
+
+    #[test]
+    fn quarantine_exceptions_are_exactly_unauthorized_and_service_incompatible() {
+        // The cycle used to decide this by code name; the typed answer must agree.
+        let mut seen = (false, false);
+        for (e, ..) in cases() {
+            let by_code = matches!(e.code(), "Unauthorized" | "ServiceIncompatible");
+            assert_eq!(e.is_quarantine_exception(), by_code, "{e}");
+            seen = (seen.0 || by_code, seen.1 || !by_code);
+        }
+        assert_eq!(seen, (true, true), "both kinds are among the cases");
+        for (code, exception) in [
+            (401, true),
+            (403, true),
+            (302, true),
+            (404, false),
+            (429, false),
+            (503, false),
+        ] {
+            assert_eq!(status(code).is_quarantine_exception(), exception, "{code}");
         }
     }
 

@@ -992,3 +992,136 @@ async fn an_incomplete_graph_read_disables_and_deletes_nothing() {
     assert_eq!(user(&h, "bob@contoso.com")["active"], json!(true));
     assert_converged(&job, &store, &client).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shapes: a page or a value of another shape is never read as less data.
+
+/// A list page (app role assignments, group members) with an item that is not an object, or
+/// without a `value` array, fails that list: the read is incomplete, never a shorter list
+/// (which would take the missing assignments as removed).
+#[tokio::test]
+async fn a_list_page_of_another_shape_makes_the_read_incomplete() {
+    let g = tenant(GraphEmulatorConfig::default()).await;
+    let sp = g.config().service_principal_id.clone();
+    let assigned_to = format!("/v1.0/servicePrincipals/{sp}/appRoleAssignedTo");
+    let source = GraphSource::new(settings(&g));
+    let whole = source.read(None).await.unwrap().directory;
+    assert!(whole.complete);
+    let assignments = whole.assignments.len();
+    for body in [
+        json!({"value": [42, {"principalId": "u-alice", "principalType": "User", "appRoleId": ROLE_USER}]}),
+        json!({"values": []}),
+        json!({}),
+    ] {
+        g.set_faults(vec![FaultRule::new(FaultAction::Status {
+            status: 200,
+            retry_after: None,
+            body: Some(body.to_string()),
+        })
+        .path_prefix(&assigned_to)]);
+        let d = GraphSource::new(settings(&g))
+            .read(None)
+            .await
+            .unwrap()
+            .directory;
+        assert!(!d.complete, "{body}: read as complete");
+        assert!(d.assignments.len() < assignments || d.assignments.is_empty());
+    }
+    // A group's members page with a stray item.
+    g.set_faults(vec![FaultRule::new(FaultAction::Status {
+        status: 200,
+        retry_after: None,
+        body: Some(
+            json!({"value": [{"id": "u-bob", "@odata.type": "#microsoft.graph.user"}, "u-grace"]})
+                .to_string(),
+        ),
+    })
+    .path_prefix("/v1.0/groups/g-eng/members")]);
+    let d = GraphSource::new(settings(&g))
+        .read(None)
+        .await
+        .unwrap()
+        .directory;
+    assert!(!d.complete, "a members page with a stray item");
+    g.set_faults(vec![]);
+    // The whole cycle: nothing is deprovisioned on such a read.
+    let h = sandbox(vec![]).await;
+    let job = graph_job(&g);
+    let store = MemoryStore::new();
+    let client = client(&h.base_url());
+    run_ok(&job, &store, &client).await;
+    g.set_faults(vec![FaultRule::new(FaultAction::Status {
+        status: 200,
+        retry_after: None,
+        body: Some(json!({"value": [null]}).to_string()),
+    })
+    .path_prefix(&assigned_to)]);
+    let s = run(&job, &store, &client).await.summary;
+    assert!(!s.source_complete, "{s:#?}");
+    assert_eq!(
+        s.users.disabled + s.users.deleted + s.groups.deleted,
+        0,
+        "{s:#?}"
+    );
+}
+
+/// `accountEnabled` as Graph should never send it: text `"true"`/`"false"` in any case is
+/// taken; anything else skips that user with a reason (rejected with her id), every cycle
+/// until it is fixed, her account and memberships kept.
+#[tokio::test]
+async fn an_account_enabled_neither_true_nor_false_skips_the_graph_user() {
+    let g = tenant(GraphEmulatorConfig::default()).await;
+    let h = sandbox(vec![]).await;
+    let job = graph_job(&g);
+    let store = MemoryStore::new();
+    let client = client(&h.base_url());
+    run_ok(&job, &store, &client).await;
+    let ops = ids_of(&h, &["alice@contoso.com", "henry@contoso.com"]);
+    assert_eq!(member_ids(&group(&h, "Operations")), ops);
+
+    // A full read: "FALSE" is false, "maybe" and 0 are rejected.
+    assert!(g.update_user("u-alice", json!({"accountEnabled": "FALSE"})));
+    assert!(g.update_user("u-henry", json!({"accountEnabled": "maybe"})));
+    assert!(g.update_user("u-grace", json!({"accountEnabled": 0})));
+    let d = GraphSource::new(settings(&g))
+        .read(None)
+        .await
+        .unwrap()
+        .directory;
+    assert!(!d.users["u-alice"].enabled());
+    for id in ["u-henry", "u-grace"] {
+        assert!(!d.users.contains_key(id), "{id} taken as a user");
+        let r = d
+            .rejected
+            .iter()
+            .find(|r| r.id.as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("{id} not rejected: {:?}", d.rejected));
+        assert!(r.reason.contains("accountEnabled"), "{}", r.reason);
+    }
+    assert!(d.complete);
+
+    // Incremental cycles: henry is skipped and reported each time, never disabled, and
+    // stays in Operations.
+    assert!(g.update_user("u-alice", json!({"accountEnabled": true})));
+    assert!(g.update_user("u-grace", json!({"accountEnabled": true})));
+    for round in 0..2 {
+        let s = run(&job, &store, &client).await.summary;
+        assert_eq!(s.kind, CycleKind::Incremental);
+        assert_eq!(s.status, CycleStatus::EntryLevelErrors, "{round}: {s:#?}");
+        assert!(
+            s.problems
+                .iter()
+                .any(|p| p.code == "InvalidSourceObject" && p.id.as_deref() == Some("u-henry")),
+            "{round}: {s:#?}"
+        );
+        assert_eq!(s.users.disabled + s.users.deleted, 0, "{round}: {s:#?}");
+        assert_eq!(user(&h, "henry@contoso.com")["active"], json!(true));
+        assert_eq!(member_ids(&group(&h, "Operations")), ops);
+    }
+    // Fixed: taken again, the rejection gone.
+    assert!(g.update_user("u-henry", json!({"accountEnabled": "False"})));
+    let s = run(&job, &store, &client).await.summary;
+    assert!(s.problems.is_empty(), "{s:#?}");
+    assert_eq!(s.users.disabled, 1, "{s:#?}");
+    assert_eq!(user(&h, "henry@contoso.com")["active"], json!(false));
+}

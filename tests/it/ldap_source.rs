@@ -824,3 +824,73 @@ async fn an_incomplete_read_disables_and_deletes_nothing() {
     assert_eq!(h.users().len(), 300);
     assert!(h.users().iter().all(|u| u["active"] == json!(true)));
 }
+
+/// An enabled attribute with a value that is neither true nor false: the entry is skipped with
+/// a reason naming its anchor and the attribute, its account and memberships are kept (never
+/// taken as enabled, never disabled or removed from its groups).
+#[tokio::test]
+async fn an_unrecognised_enabled_value_skips_the_user_and_keeps_her_account_and_groups() {
+    if !available() {
+        return;
+    }
+    let server = Slapd::start(&directory_ldif(), &Options::default());
+    let mut s = settings(&server);
+    s.disabled_filter = None;
+    s.user_attributes
+        .insert("accountEnabled".into(), vec!["employeeType".into()]);
+    s.assigned_groups = vec![group_dn("Ops")];
+    let h = sandbox(vec![]).await;
+    let target = client(&h.base_url());
+    let store = MemoryStore::new();
+    let job = job_with_source(Box::new(LdapSource::new(s.clone())));
+    run_ok(&job, &store, &target).await;
+    // carol's `employeeType: disabled` is a recognised "false": not created.
+    assert!(try_user(&h, "carol@example.org").is_none());
+    assert_eq!(user(&h, "bob@example.org")["active"], json!(true));
+    let ops = ids_of(&h, &["bob@example.org"]);
+    assert_eq!(member_ids(&group(&h, "Ops")), ops);
+
+    // A fresh source (a full read) and the same source (an incremental one) both reject bob.
+    let mut admin = server.admin().await;
+    admin
+        .modify(
+            &user_dn("bob"),
+            vec![Mod::Replace("employeeType", HashSet::from(["maybe"]))],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let (d, _) = read(&LdapSource::new(s), None).await;
+    let bob_dn = user_dn("bob");
+    let rejected = d
+        .rejected
+        .iter()
+        .find(|r| r.position.eq_ignore_ascii_case(&bob_dn))
+        .unwrap_or_else(|| panic!("bob not rejected: {:?}", d.rejected));
+    assert!(rejected.id.is_some(), "rejected with its anchor");
+    assert!(rejected.reason.contains("employeeType") && rejected.reason.contains("maybe"));
+    assert!(!d
+        .users
+        .values()
+        .any(|u| u.attr("mail") == Some(json!("bob@example.org"))));
+
+    let report = run(&job, &store, &target).await;
+    let summary = report.summary;
+    assert_eq!(
+        summary.status,
+        provisiond::summary::CycleStatus::EntryLevelErrors,
+        "{summary:#?}"
+    );
+    assert!(
+        summary
+            .problems
+            .iter()
+            .any(|p| p.code == "InvalidSourceObject" && p.id == rejected.id),
+        "{summary:#?}"
+    );
+    assert_eq!(summary.users.disabled, 0, "{summary:#?}");
+    assert_eq!(summary.users.deleted, 0, "{summary:#?}");
+    assert_eq!(user(&h, "bob@example.org")["active"], json!(true));
+    assert_eq!(member_ids(&group(&h, "Ops")), ops, "memberships kept");
+}

@@ -74,6 +74,11 @@ pub enum GraphError {
     /// The answer is not what the Graph docs describe (bad JSON, no `value`, a link elsewhere).
     #[error("GET {path}: unexpected answer: {reason}")]
     Invalid { path: String, reason: String },
+    /// A page of another shape than a Graph collection page (no `value` array, an item that
+    /// is not an object): never read as an empty or shorter list, and not retried (the same
+    /// request gets the same answer).
+    #[error("GET {path}: not a Graph collection page: {reason}")]
+    Misshaped { path: String, reason: String },
     /// The delta token is no longer valid: a full read is needed (`410 Gone`, or
     /// `syncStateNotFound` / `resyncRequired`, `concepts/delta-query-overview.md`,
     /// "Synchronization reset" and "Token duration").
@@ -114,7 +119,9 @@ impl GraphError {
             GraphError::TokenInvalid { status, .. } => *status >= 500,
             GraphError::Status { status, .. } => *status == 429 || *status >= 500,
             GraphError::Invalid { .. } => true,
-            GraphError::Settings { .. } | GraphError::Assertion(_) => false,
+            GraphError::Settings { .. }
+            | GraphError::Assertion(_)
+            | GraphError::Misshaped { .. } => false,
         }
     }
 }
@@ -784,6 +791,13 @@ mod tests {
                     reason: s("x"),
                 },
                 true,
+            ),
+            (
+                GraphError::Misshaped {
+                    path: s("/p"),
+                    reason: s("x"),
+                },
+                false,
             ),
             (
                 GraphError::DeltaExpired {

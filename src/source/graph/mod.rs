@@ -144,6 +144,10 @@ impl Eq for GraphSettings {}
 struct Collection {
     objects: BTreeMap<String, SourceObject>,
     delta_link: Url,
+    /// Objects rejected with a known id (an `accountEnabled` that is neither true nor false),
+    /// by id: reported, and taken as present, every cycle until a later entry fixes them; a
+    /// rejection reported once would let the next incremental read take them as deleted.
+    invalid: BTreeMap<String, Rejected>,
 }
 
 #[derive(Debug, Default)]
@@ -162,6 +166,8 @@ struct Round {
     entries: usize,
     pages: usize,
     rejected: Vec<Rejected>,
+    /// See [`Collection::invalid`].
+    invalid: BTreeMap<String, Rejected>,
     error: Option<GraphError>,
 }
 
@@ -344,6 +350,7 @@ impl GraphSource {
             entries: 0,
             pages: 0,
             rejected: Vec::new(),
+            invalid: BTreeMap::new(),
             error: None,
         };
         let collection = ty.endpoint().to_ascii_lowercase();
@@ -357,6 +364,7 @@ impl GraphSource {
         let mut url = match base {
             Some(c) => {
                 round.objects = c.objects.clone();
+                round.invalid = c.invalid.clone();
                 c.delta_link.clone()
             }
             None => match initial() {
@@ -373,6 +381,7 @@ impl GraphSource {
                 Err(GraphError::DeltaExpired { code, status, .. }) if !round.full => {
                     tracing::warn!(object_type = %ty, status, code = %code, "delta token no longer valid; reading everything");
                     round.objects.clear();
+                    round.invalid.clear();
                     round.full = true;
                     round.pages = 0;
                     round.entries = 0;
@@ -392,7 +401,7 @@ impl GraphSource {
             };
             round.pages += 1;
             let Some(Value::Array(items)) = page.get("value") else {
-                round.error = Some(GraphError::Invalid {
+                round.error = Some(GraphError::Misshaped {
                     path: url.path().to_string(),
                     reason: "no \"value\" array".into(),
                 });
@@ -403,13 +412,35 @@ impl GraphSource {
                 match item {
                     Value::Object(entry) => {
                         round.entries += 1;
-                        if let Err(e) = apply_entry(&mut round.objects, ty, entry) {
-                            round.rejected.push(Rejected {
-                                object_type: Some(ty),
-                                id: None,
-                                position,
-                                reason: e.to_string(),
-                            });
+                        match apply_entry(&mut round.objects, ty, entry) {
+                            Ok(id) => {
+                                round.invalid.remove(&id);
+                            }
+                            Err(e) => {
+                                let reason = e.to_string();
+                                match e {
+                                    EntryError::NoId => round.rejected.push(Rejected {
+                                        object_type: Some(ty),
+                                        id: None,
+                                        position,
+                                        reason,
+                                    }),
+                                    EntryError::InvalidEnabled { id, .. } => {
+                                        // Skipped as a full read skips it: not provisioned
+                                        // from a previous version, but present (account and
+                                        // memberships kept).
+                                        tracing::warn!(object_type = %ty, id = %id, reason = %reason, "Graph entry skipped");
+                                        round.objects.remove(&id);
+                                        let rejected = Rejected {
+                                            object_type: Some(ty),
+                                            id: Some(id.clone()),
+                                            position,
+                                            reason,
+                                        };
+                                        round.invalid.insert(id, rejected);
+                                    }
+                                }
+                            }
                         }
                     }
                     _ => round.rejected.push(Rejected {
@@ -508,16 +539,22 @@ async fn pages(
 ) -> Result<(), GraphError> {
     for page in 1..=MAX_PAGES {
         let body = client.get(&url, deadline).await?;
+        // A page of another shape is never read as "nothing here": a list that reads short
+        // would take assignments or members as removed.
         let Some(Value::Array(items)) = body.get("value") else {
-            return Err(GraphError::Invalid {
+            return Err(GraphError::Misshaped {
                 path: url.path().to_string(),
                 reason: "no \"value\" array".into(),
             });
         };
         for (i, item) in items.iter().enumerate() {
-            if let Value::Object(m) = item {
-                each(page, i, m);
-            }
+            let Value::Object(m) = item else {
+                return Err(GraphError::Misshaped {
+                    path: url.path().to_string(),
+                    reason: format!("item {i} of page {page} is not a JSON object"),
+                });
+            };
+            each(page, i, m);
         }
         match body.get("@odata.nextLink").and_then(Value::as_str) {
             Some(next) => url = client.link(&url, next)?,
@@ -536,14 +573,18 @@ enum EntryError {
     /// No non-blank string `id`.
     #[error("no id")]
     NoId,
+    /// A lenient reading (anything but `false` is enabled) would create a disabled user
+    /// active.
+    #[error("accountEnabled is neither true nor false: {}", crate::source::file::bounded_key(&value.to_string()))]
+    InvalidEnabled { id: String, value: Value },
 }
 
-/// Apply one delta entry to the objects of its collection.
+/// Apply one delta entry to the objects of its collection; its id.
 fn apply_entry(
     objects: &mut BTreeMap<String, SourceObject>,
     ty: ObjectType,
     entry: &Map<String, Value>,
-) -> Result<(), EntryError> {
+) -> Result<String, EntryError> {
     let id = entry
         .get("id")
         .and_then(Value::as_str)
@@ -576,8 +617,36 @@ fn apply_entry(
                 );
             }
         }
-        return Ok(());
+        return Ok(id.to_string());
     }
+    // Graph documents a boolean; text "true"/"false" is taken, anything else rejects the user.
+    let mut entry = std::borrow::Cow::Borrowed(entry);
+    let as_text = match entry.get("accountEnabled") {
+        // Absent or null: enabled, as in Entra.
+        _ if ty != ObjectType::User => None,
+        None | Some(Value::Null) | Some(Value::Bool(_)) => None,
+        Some(Value::String(text)) => match crate::source::file::enabled_from_text(text) {
+            Some(b) => Some(b),
+            None => {
+                return Err(EntryError::InvalidEnabled {
+                    id: id.to_string(),
+                    value: Value::String(text.clone()),
+                })
+            }
+        },
+        Some(other) => {
+            return Err(EntryError::InvalidEnabled {
+                id: id.to_string(),
+                value: other.clone(),
+            })
+        }
+    };
+    if let Some(b) = as_text {
+        entry
+            .to_mut()
+            .insert("accountEnabled".into(), Value::Bool(b));
+    }
+    let entry = entry.as_ref();
     let previous = objects.remove(id);
     // Without `Prefer: return=minimal` a changed object comes with every selected property
     // that has a value, so its attributes are replaced whole (user-delta.md, "Default: return
@@ -619,7 +688,7 @@ fn apply_entry(
         }
     }
     objects.insert(id.to_string(), obj);
-    Ok(())
+    Ok(id.to_string())
 }
 
 /// Entra refuses an expired certificate: say so ahead of time (30 days).
@@ -728,6 +797,8 @@ impl Source for GraphSource {
         dir.rejected.extend(assignment_rejects);
         dir.rejected.extend(users.rejected.iter().cloned());
         dir.rejected.extend(groups.rejected.iter().cloned());
+        dir.rejected.extend(users.invalid.values().cloned());
+        dir.rejected.extend(groups.invalid.values().cloned());
         if let Some(e) = assignment_error {
             errors.push(("app role assignments".into(), e));
         }
@@ -747,6 +818,7 @@ impl Source for GraphSource {
                 objects,
                 delta_link,
                 error,
+                invalid,
                 ..
             } = round;
             let (out, kept) = match ty {
@@ -759,6 +831,7 @@ impl Source for GraphSource {
                     *kept = Some(Collection {
                         objects,
                         delta_link: link,
+                        invalid,
                     });
                 }
                 (_, error) => {

@@ -36,8 +36,12 @@ pub struct Entry {
 pub struct Snapshot {
     pub users: BTreeMap<String, Entry>,
     pub groups: BTreeMap<String, Entry>,
-    /// Entries that could not be used (no anchor, the same anchor twice).
+    /// Entries that could not be used (no anchor, the same anchor twice, an enabled value
+    /// that is neither true nor false).
     pub rejected: Vec<Rejected>,
+    /// Users rejected with a known anchor, by anchor: not provisioned, but group members
+    /// still resolve to them so their memberships are kept, like their accounts.
+    pub invalid_users: BTreeMap<String, Entry>,
     /// Anchors seen more than once in this read: none of the copies is used.
     pub duplicate: BTreeSet<String>,
     /// The newest change timestamp among the entries.
@@ -46,12 +50,15 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty() && self.groups.is_empty() && self.rejected.is_empty()
+        self.users.is_empty()
+            && self.groups.is_empty()
+            && self.rejected.is_empty()
+            && self.invalid_users.is_empty()
     }
 
     /// Add an entry read from the server.
     pub fn add(&mut self, ty: ObjectType, raw: &RawEntry, settings: &LdapSettings) {
-        let (anchor, entry) = match convert(ty, raw, settings) {
+        let (anchor, entry, invalid) = match convert(ty, raw, settings) {
             Ok(x) => x,
             Err(reason) => {
                 tracing::warn!(dn = %raw.dn, object_type = %ty, reason = %reason, "LDAP entry skipped");
@@ -71,8 +78,14 @@ impl Snapshot {
             ObjectType::User => &mut self.users,
             ObjectType::Group => &mut self.groups,
         };
-        if self.duplicate.contains(&anchor) || map.contains_key(&anchor) {
-            if let Some(first) = map.remove(&anchor) {
+        let seen_invalid = ty == ObjectType::User && self.invalid_users.contains_key(&anchor);
+        if self.duplicate.contains(&anchor) || map.contains_key(&anchor) || seen_invalid {
+            let first = match map.remove(&anchor) {
+                Some(first) => Some(first),
+                None if ty == ObjectType::User => self.invalid_users.remove(&anchor),
+                None => None,
+            };
+            if let Some(first) = first {
                 self.rejected.push(Rejected {
                     object_type: Some(ty),
                     id: Some(anchor.clone()),
@@ -93,6 +106,17 @@ impl Snapshot {
                 ),
             });
             self.duplicate.insert(anchor);
+            return;
+        }
+        if let Some(reason) = invalid {
+            tracing::warn!(dn = %raw.dn, anchor = %anchor, object_type = %ty, reason = %reason, "LDAP entry skipped");
+            self.rejected.push(Rejected {
+                object_type: Some(ty),
+                id: Some(anchor.clone()),
+                position: raw.dn.clone(),
+                reason: reason.to_string(),
+            });
+            self.invalid_users.insert(anchor, entry);
             return;
         }
         map.insert(anchor, entry);
@@ -125,8 +149,19 @@ impl Snapshot {
             .collect();
         self.rejected.retain(|r| !reread.contains(&r.position));
         self.rejected.extend(changes.rejected);
+        // A user whose enabled value went bad is skipped as a full read would skip it, not
+        // provisioned from its previous version.
+        for (anchor, e) in changes.invalid_users {
+            self.users.remove(&anchor);
+            self.invalid_users.insert(anchor, e);
+        }
         for (anchor, e) in changes.users {
             self.groups.remove(&anchor);
+            if let Some(old) = self.invalid_users.remove(&anchor) {
+                // Read fine again (perhaps renamed): its rejection goes.
+                self.rejected
+                    .retain(|r| r.id.as_deref() != Some(anchor.as_str()) || r.position != old.dn);
+            }
             self.users.insert(anchor, e);
         }
         for (anchor, e) in changes.groups {
@@ -144,14 +179,19 @@ impl Snapshot {
 enum EntryError {
     #[error("no {0} (the anchor attribute; can the bind account read it?)")]
     NoAnchor(String),
+    /// A lenient reading (anything unrecognised is enabled) would provision a disabled
+    /// account as active.
+    #[error("accountEnabled: {attribute} is neither true nor false: {value:?}")]
+    InvalidEnabled { attribute: String, value: String },
 }
 
-/// An LDAP entry in our terms: its anchor, and its attributes named as ours.
+/// An LDAP entry in our terms: its anchor, and its attributes named as ours; and why it can't
+/// be provisioned when it has an anchor but an unusable value.
 fn convert(
     ty: ObjectType,
     raw: &RawEntry,
     settings: &LdapSettings,
-) -> Result<(String, Entry), EntryError> {
+) -> Result<(String, Entry, Option<EntryError>), EntryError> {
     let anchor = raw
         .values(&settings.anchor_attribute)
         .first()
@@ -163,6 +203,7 @@ fn convert(
     };
     let mut attributes = Map::new();
     let mut manager = None;
+    let mut invalid = None;
     for (ours, theirs) in map {
         for ldap_name in theirs {
             let vals = raw.values(ldap_name);
@@ -171,6 +212,19 @@ fn convert(
             }
             if ours == "manager" {
                 manager = vals.first().map(|v| dn::normalize(&values::text(v)));
+            } else if ours == "accountEnabled" {
+                let text = vals.first().map(|v| values::text(v)).unwrap_or_default();
+                match values::enabled_value(ldap_name, &text) {
+                    Some(b) => {
+                        attributes.insert(ours.clone(), Value::Bool(b));
+                    }
+                    None => {
+                        invalid = Some(EntryError::InvalidEnabled {
+                            attribute: ldap_name.clone(),
+                            value: crate::source::file::bounded_key(&text),
+                        })
+                    }
+                }
             } else if let Some(v) = values::attribute_value(ours, ldap_name, vals) {
                 attributes.insert(ours.clone(), v);
             }
@@ -215,7 +269,7 @@ fn convert(
                 .collect();
         }
     }
-    Ok((anchor, entry))
+    Ok((anchor, entry, invalid))
 }
 
 /// The [`Directory`] a snapshot stands for.
@@ -233,8 +287,14 @@ pub fn build_directory(snap: &Snapshot, settings: &LdapSettings, complete: bool)
     for (anchor, e) in &snap.groups {
         by_dn.insert(dn::normalize(&e.dn), (ObjectType::Group, anchor));
     }
+    // Rejected users stay members (the planner leaves their memberships as they are).
+    for (anchor, e) in &snap.invalid_users {
+        by_dn
+            .entry(dn::normalize(&e.dn))
+            .or_insert((ObjectType::User, anchor));
+    }
     let mut by_uid: HashMap<&str, &str> = HashMap::new();
-    for (anchor, e) in &snap.users {
+    for (anchor, e) in snap.users.iter().chain(&snap.invalid_users) {
         if let Some(uid) = &e.uid {
             by_uid.insert(uid.as_str(), anchor.as_str());
         }
@@ -408,6 +468,117 @@ fn flatten(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::ldap::Flavour;
+
+    fn raw(dn: &str, attrs: &[(&str, &str)]) -> RawEntry {
+        RawEntry {
+            dn: dn.into(),
+            attrs: attrs
+                .iter()
+                .map(|(n, v)| (n.to_string(), vec![v.as_bytes().to_vec()]))
+                .collect(),
+        }
+    }
+
+    fn person(uid: &str, enabled: &str) -> RawEntry {
+        raw(
+            &format!("uid={uid},ou=people,dc=x"),
+            &[("entryUUID", uid), ("mail", uid), ("employeeType", enabled)],
+        )
+    }
+
+    fn enabled_by_employee_type() -> LdapSettings {
+        let mut s = LdapSettings::new(Flavour::OpenLdap, "ldap://x", "ou=people,dc=x");
+        s.user_attributes
+            .insert("accountEnabled".into(), vec!["employeeType".into()]);
+        s
+    }
+
+    #[test]
+    fn an_unrecognised_enabled_value_rejects_the_entry_and_keeps_its_memberships() {
+        let s = enabled_by_employee_type();
+        let mut snap = Snapshot::default();
+        snap.add(ObjectType::User, &person("on", "TRUE"), &s);
+        snap.add(ObjectType::User, &person("off", "no"), &s);
+        snap.add(ObjectType::User, &person("odd", "maybe"), &s);
+        let group = RawEntry {
+            dn: "cn=g,ou=groups,dc=x".into(),
+            attrs: vec![
+                ("entryUUID".into(), vec![b"g".to_vec()]),
+                (
+                    "member".into(),
+                    vec![
+                        b"uid=on,ou=people,dc=x".to_vec(),
+                        b"uid=odd,ou=people,dc=x".to_vec(),
+                    ],
+                ),
+            ],
+        };
+        snap.add(ObjectType::Group, &group, &s);
+        let dir = build_directory(&snap, &s, true);
+        assert!(dir.users["on"].enabled());
+        assert!(!dir.users["off"].enabled());
+        assert!(
+            !dir.users.contains_key("odd"),
+            "skipped, not taken as enabled"
+        );
+        assert_eq!(dir.rejected.len(), 1, "{:?}", dir.rejected);
+        let r = &dir.rejected[0];
+        assert_eq!(r.id.as_deref(), Some("odd"), "rejected with its anchor");
+        assert_eq!(r.object_type, Some(ObjectType::User));
+        assert_eq!(r.position, "uid=odd,ou=people,dc=x");
+        assert!(
+            r.reason.contains("employeeType") && r.reason.contains("maybe"),
+            "{}",
+            r.reason
+        );
+        // The group still lists her, so the planner keeps her membership as it is.
+        assert_eq!(dir.groups["g"].members, vec!["on", "odd"]);
+    }
+
+    #[test]
+    fn user_account_control_keeps_its_bit_and_rejects_what_is_not_a_number() {
+        let s = LdapSettings::new(Flavour::Ad, "ldap://x", "ou=people,dc=x");
+        let uac = |name: &str, v: &str| {
+            raw(
+                &format!("cn={name},dc=x"),
+                &[("objectGUID", name), ("userAccountControl", v)],
+            )
+        };
+        let mut snap = Snapshot::default();
+        snap.add(ObjectType::User, &uac("a", "512"), &s);
+        snap.add(ObjectType::User, &uac("b", "514"), &s);
+        snap.add(ObjectType::User, &uac("c", "enabled"), &s);
+        let dir = build_directory(&snap, &s, true);
+        assert!(dir.users["a"].enabled());
+        assert!(!dir.users["b"].enabled());
+        assert!(!dir.users.contains_key("c"));
+        assert_eq!(dir.rejected[0].id.as_deref(), Some("c"));
+        assert!(dir.rejected[0].reason.contains("userAccountControl"));
+    }
+
+    #[test]
+    fn an_incremental_read_rejects_like_a_full_one_and_forgets_when_fixed() {
+        let s = enabled_by_employee_type();
+        let mut snap = Snapshot::default();
+        snap.add(ObjectType::User, &person("u", "true"), &s);
+        let mut bad = Snapshot::default();
+        bad.add(ObjectType::User, &person("u", "sometimes"), &s);
+        snap.merge(bad);
+        let dir = build_directory(&snap, &s, true);
+        assert!(!dir.users.contains_key("u"), "not its previous version");
+        assert_eq!(dir.rejected.len(), 1);
+        // Unchanged entries are not read again: the rejection stays.
+        snap.merge(Snapshot::default());
+        assert_eq!(build_directory(&snap, &s, true).rejected.len(), 1);
+        let mut fixed = Snapshot::default();
+        fixed.add(ObjectType::User, &person("u", "FALSE"), &s);
+        snap.merge(fixed);
+        let dir = build_directory(&snap, &s, true);
+        assert!(!dir.users["u"].enabled());
+        assert!(dir.rejected.is_empty(), "{:?}", dir.rejected);
+        assert!(snap.invalid_users.is_empty());
+    }
 
     fn groups(
         spec: &[(&'static str, &[&str])],
