@@ -3,9 +3,7 @@
 //! commands take a shutdown future, so a test can drive them in-process with its own.
 
 use clap::Parser;
-use provisiond::cli::{self, Cli, Command, Failure};
-use provisiond::config::{Config, LogFormat};
-use provisiond::daemon::admin::AdminCommand;
+use provisiond::{Cli, LogFormat};
 use std::future::Future;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
@@ -55,71 +53,9 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<i32, Failure> {
-    let flag_format = match cli.log_format.as_deref() {
-        Some("json") => Some(LogFormat::Json),
-        Some(_) => Some(LogFormat::Text),
-        None => None,
-    };
-    if !cli.command.needs_config() {
-        init_logging(flag_format.unwrap_or_default(), "warn");
-        return match cli.command {
-            Command::Sandbox {
-                listen,
-                token,
-                faults,
-            } => cli::sandbox(listen, token, faults.as_deref(), shutdown_signal()).await,
-            Command::Demo => cli::demo().await.map_err(|e| Failure {
-                code: 1,
-                message: e.to_string(),
-            }),
-            Command::Expr {
-                expression,
-                input,
-                input_file,
-            } => cli::expr(&expression, input.as_deref(), input_file.as_deref()),
-            _ => Ok(0),
-        };
-    }
-    let config = Config::load(&cli.config)?;
-    let daemon = matches!(cli.command, Command::Run);
-    init_logging(
-        flag_format.unwrap_or(config.log_format),
-        if daemon { "info" } else { "warn" },
-    );
-    provisiond::util::secret::warn_about_loose_secret_files();
-    match cli.command {
-        // Installed before the store opens: see `shutdown_signal`.
-        Command::Run => cli::run(config, shutdown_signal()).await,
-        Command::Sync { job, dry_run, json } => {
-            cli::sync(&config, job.as_deref(), dry_run, json, shutdown_signal).await
-        }
-        Command::TestConnection { job } => cli::test_connection(&config, job.as_deref()).await,
-        Command::Status { job, json } => cli::status(&config, job.as_deref(), json).await,
-        Command::Restart { job, reset } => {
-            let cmd = AdminCommand::Restart { reset };
-            cli::admin(&config, &job, cmd, "restart").await
-        }
-        Command::AllowDeletes { job } => {
-            cli::admin(&config, &job, AdminCommand::AllowDeletes, "allow-deletes").await
-        }
-        Command::Pause { job } => cli::admin(&config, &job, AdminCommand::Pause, "pause").await,
-        Command::Resume { job } => cli::admin(&config, &job, AdminCommand::Resume, "resume").await,
-        Command::CheckConfig => Ok(cli::check_config(&config)),
-        Command::Mappings { job } => cli::mappings(&config, job.as_deref()),
-        Command::Sandbox { .. } | Command::Demo | Command::Expr { .. } => Ok(0),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let code = match dispatch(cli).await {
-        Ok(code) => code,
-        Err(Failure { code, message }) => {
-            eprintln!("provisiond: {message}");
-            code
-        }
-    };
+    let code = provisiond::dispatch(cli, init_logging, shutdown_signal).await;
     std::process::exit(code);
 }

@@ -18,7 +18,6 @@ pub use check_config::check_config;
 pub use demo::{demo, DemoError};
 pub use expr::expr;
 pub use mappings::mappings;
-pub use run::run;
 pub use sandbox::sandbox;
 pub use status::status;
 pub use sync::sync;
@@ -27,7 +26,10 @@ pub use test_connection::test_connection;
 use crate::config::{ConfigError, DEFAULT_CONFIG_PATH};
 use crate::daemon::admin::ResetScope;
 use crate::daemon::lock::LockError;
+use crate::config::{Config, LogFormat};
+use crate::daemon::admin::AdminCommand;
 use clap::{Parser, Subcommand};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -170,3 +172,88 @@ impl From<LockError> for Failure {
         Failure::usage(e.to_string())
     }
 }
+
+/// Runs one command line to its exit code. The binary supplies what belongs to a process:
+/// `init_logging` (called once, with the log format and the default level, as soon as the
+/// config that may choose the format is read) and `shutdown_signal`, which makes a future
+/// that completes on SIGTERM or SIGINT (made only by commands that stop gracefully).
+pub async fn dispatch<F>(
+    cli: Cli,
+    init_logging: impl FnOnce(LogFormat, &'static str),
+    shutdown_signal: fn() -> F,
+) -> i32
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match dispatch_inner(cli, init_logging, shutdown_signal).await {
+        Ok(code) => code,
+        Err(Failure { code, message }) => {
+            eprintln!("provisiond: {message}");
+            code
+        }
+    }
+}
+
+async fn dispatch_inner<F>(
+    cli: Cli,
+    init_logging: impl FnOnce(LogFormat, &'static str),
+    shutdown_signal: fn() -> F,
+) -> Result<i32, Failure>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let flag_format = match cli.log_format.as_deref() {
+        Some("json") => Some(LogFormat::Json),
+        Some(_) => Some(LogFormat::Text),
+        None => None,
+    };
+    if !cli.command.needs_config() {
+        init_logging(flag_format.unwrap_or_default(), "warn");
+        return match cli.command {
+            Command::Sandbox {
+                listen,
+                token,
+                faults,
+            } => sandbox(listen, token, faults.as_deref(), shutdown_signal()).await,
+            Command::Demo => demo().await.map_err(|e| Failure {
+                code: 1,
+                message: e.to_string(),
+            }),
+            Command::Expr {
+                expression,
+                input,
+                input_file,
+            } => expr(&expression, input.as_deref(), input_file.as_deref()),
+            _ => Ok(0),
+        };
+    }
+    let config = Config::load(&cli.config)?;
+    let daemon = matches!(cli.command, Command::Run);
+    init_logging(
+        flag_format.unwrap_or(config.log_format),
+        if daemon { "info" } else { "warn" },
+    );
+    crate::util::secret::warn_about_loose_secret_files();
+    match cli.command {
+        // Installed before the store opens: see `shutdown_signal`.
+        Command::Run => run::run(config, shutdown_signal()).await,
+        Command::Sync { job, dry_run, json } => {
+            sync(&config, job.as_deref(), dry_run, json, shutdown_signal).await
+        }
+        Command::TestConnection { job } => test_connection(&config, job.as_deref()).await,
+        Command::Status { job, json } => status(&config, job.as_deref(), json).await,
+        Command::Restart { job, reset } => {
+            let cmd = AdminCommand::Restart { reset };
+            admin(&config, &job, cmd, "restart").await
+        }
+        Command::AllowDeletes { job } => {
+            admin(&config, &job, AdminCommand::AllowDeletes, "allow-deletes").await
+        }
+        Command::Pause { job } => admin(&config, &job, AdminCommand::Pause, "pause").await,
+        Command::Resume { job } => admin(&config, &job, AdminCommand::Resume, "resume").await,
+        Command::CheckConfig => Ok(check_config(&config)),
+        Command::Mappings { job } => mappings(&config, job.as_deref()),
+        Command::Sandbox { .. } | Command::Demo | Command::Expr { .. } => Ok(0),
+    }
+}
+
