@@ -15,15 +15,15 @@
 #[path = "../tests/it/support/slapd.rs"]
 mod slapd;
 
-use provisiond::cycle::{run_cycle, CycleOptions, JobSpec};
-use provisiond::mapping::Mappings;
-use provisiond::plan::NullPolicy;
-use provisiond::sandbox::{self, SandboxConfig};
-use provisiond::scope::{ScopeMode, ScopeSettings};
-use provisiond::source::ldap::{Flavour, LdapSettings, LdapSource};
-use provisiond::source::Source;
-use provisiond::state::MemoryStore;
-use provisiond::target::{ScimClient, TargetSettings};
+use provisiond::Mappings;
+use provisiond::MemoryStore;
+use provisiond::NullPolicy;
+use provisiond::Source;
+use provisiond::{run_cycle, CycleOptions, JobSpec};
+use provisiond::{spawn_sandbox, SandboxConfig};
+use provisiond::{Flavour, LdapSettings, LdapSource};
+use provisiond::{ScimClient, TargetSettings};
+use provisiond::{ScopeMode, ScopeSettings};
 use secrecy::SecretString;
 use slapd::*;
 use std::collections::HashSet;
@@ -159,7 +159,7 @@ async fn main() {
     drop(r);
 
     // 2. Whole cycles into the SCIM sandbox.
-    let h = sandbox::spawn("127.0.0.1:0".parse().unwrap(), SandboxConfig::default())
+    let h = spawn_sandbox("127.0.0.1:0".parse().unwrap(), SandboxConfig::default())
         .await
         .unwrap();
     let mut ts = TargetSettings::new(

@@ -2,20 +2,76 @@
 //! SCIM 2.0, the way the Microsoft Entra ID provisioning service does for gallery apps.
 //!
 //! See `ARCHITECTURE.md` for the pipeline and its invariants.
+//!
+//! Every module is private; what the binary, the integration tests and the benchmarks use is
+//! re-exported below, by purpose. `unreachable_pub` keeps the rest `pub(crate)`, so a reader
+//! knows that anything `pub` inside is part of this list.
 
-pub mod attrs;
-pub mod cli;
-pub mod config;
-pub mod cycle;
-pub mod daemon;
+#![deny(unreachable_pub)]
+
+mod attrs;
+mod cli;
+mod config;
+mod cycle;
+mod daemon;
 mod http;
-pub mod mapping;
-pub mod model;
-pub mod plan;
-pub mod sandbox;
-pub mod scope;
-pub mod source;
-pub mod state;
-pub mod summary;
-pub mod target;
-pub mod util;
+mod mapping;
+mod model;
+mod plan;
+mod sandbox;
+mod scope;
+mod source;
+mod state;
+mod summary;
+mod target;
+mod util;
+
+// The command line: the binary parses it and hands over logging and the stop signal.
+pub use cli::{dispatch, Cli};
+pub use config::{Config, LogFormat};
+pub use util::ConfigError;
+
+// The daemon, driven in-process with a shutdown future of the caller's, and its control
+// socket.
+pub use daemon::control::{
+    request as control_request, Request as ControlRequest, Response as ControlResponse,
+};
+pub use daemon::{run as run_daemon, DaemonError};
+
+// One cycle of one job, with the pieces a job is made of.
+pub use cycle::{run_cycle, CycleOptions, CycleReport, JobSpec};
+pub use mapping::{MappingSpec, Mappings, PresetFile, GENERIC_SCIM_PRESET};
+pub use model::{Directory, ObjectType, SourceObject};
+pub use plan::NullPolicy;
+pub use scope::{evaluate as evaluate_scope, OutOfScope, ScopeMode, ScopeSettings};
+pub use summary::{
+    CycleKind, CycleStatus, CycleSummary, GroupCounts, MembershipCounts, RequestCounts, UserCounts,
+};
+
+// Sources.
+pub use source::file::{parse_export, FileSource};
+pub use source::graph::{
+    ClientCertificate, GraphCredential, GraphSettings, GraphSource, Selection,
+};
+pub use source::ldap::{Flavour, LdapError, LdapSettings, LdapSource, Nested};
+pub use source::{Source, SourceError, SourceRead};
+
+// The state store.
+pub use state::{
+    EscrowAction, EscrowEntry, MemoryStore, Quarantine, QuarantineError, QuarantineReason,
+    SledStore, StagedAction, StagedDelete, StateError, StateStore,
+};
+
+// Time, injectable so the safety rules' hours and days can be stepped through in tests.
+pub use util::{Clock, ManualClock, SystemClock};
+
+// The SCIM target.
+pub use target::{
+    DryRunTarget, PatchOp, PatchStyle, ScimClient, Target, TargetError, TargetSettings,
+};
+
+// The SCIM sandbox with fault injection (`provisiond sandbox`, the demo, the tests).
+pub use sandbox::{
+    spawn as spawn_sandbox, DropWhen, FaultAction, FaultRule,
+    RequestCounts as SandboxRequestCounts, SandboxConfig, SandboxHandle,
+};

@@ -126,7 +126,7 @@ fn is_one(n: &u64) -> bool {
 /// Lists identical problems (same code and reason) once, with their count, in the order each
 /// first appeared: an unreachable target or one bad answer repeated for every object makes
 /// one line, not thousands.
-pub fn dedup_problems(problems: Vec<Problem>) -> Vec<Problem> {
+pub(crate) fn dedup_problems(problems: Vec<Problem>) -> Vec<Problem> {
     let mut index: std::collections::HashMap<(String, String), usize> =
         std::collections::HashMap::new();
     let mut out: Vec<Problem> = Vec::new();
@@ -185,14 +185,14 @@ pub struct CycleSummary {
 }
 
 /// How many items a reason lists before it says "and N more".
-pub const REASON_LIST_MAX: usize = 10;
+pub(crate) const REASON_LIST_MAX: usize = 10;
 /// How many characters of one listed item a reason keeps.
 const REASON_ITEM_MAX: usize = 200;
 
 /// `items` joined with ", ", cut after [`REASON_LIST_MAX`] with "and N more", each item cut
 /// at a few hundred characters. A reason listing every unknown member of a 1e6-member group
 /// was 15.9 MB, logged and stored every cycle.
-pub fn bounded_list<I>(items: I) -> String
+pub(crate) fn bounded_list<I>(items: I) -> String
 where
     I: IntoIterator,
     I::Item: AsRef<str>,
@@ -216,7 +216,7 @@ where
 }
 
 /// `text` cut at `max` characters, with "…" when cut.
-pub fn bounded_text(text: &str, max: usize) -> String {
+pub(crate) fn bounded_text(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),

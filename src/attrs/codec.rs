@@ -2,7 +2,7 @@
 //! memory, link records in the store): LEB128 varints and length-prefixed byte strings. The
 //! reader never panics: damaged input reads as `None`.
 
-pub fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;
@@ -14,7 +14,7 @@ pub fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     }
 }
 
-pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }

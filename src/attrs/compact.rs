@@ -483,13 +483,13 @@ impl CompactMap {
 }
 
 /// The attributes [`visit_object`] hands back as values, in the order read.
-pub type Taken = Vec<(Key, Value)>;
+pub(crate) type Taken = Vec<(Key, Value)>;
 
 /// Reads a JSON object straight into a [`CompactMap`], without a [`Value`] per attribute in
 /// between (what a source parsing 100k objects would otherwise allocate and free), except the
 /// attributes named in `take`, handed back as values. Nulls are left out, as absent; of
 /// repeated names the last wins.
-pub fn visit_object<'de, A: serde::de::MapAccess<'de>>(
+pub(crate) fn visit_object<'de, A: serde::de::MapAccess<'de>>(
     mut access: A,
     take: &[&str],
 ) -> Result<(CompactMap, Taken), A::Error> {
@@ -654,7 +654,7 @@ pub enum LocalName {
 }
 
 /// How `name` is written here, registering it if new.
-pub fn local_name(name: &str) -> LocalName {
+pub(crate) fn local_name(name: &str) -> LocalName {
     match name_id(name) {
         Some(n) => LocalName::Number(n),
         None => LocalName::Text(intern(name)),

@@ -19,7 +19,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// A shared, immutable key: every object with attribute `mail` points at the same `"mail"`.
-pub type Key = Arc<str>;
+pub(crate) type Key = Arc<str>;
 
 /// Keys are interned per thread, up to this many distinct names (attribute names and SCIM
 /// paths are few; a hostile file with millions of distinct names just stops being interned).
@@ -85,7 +85,7 @@ impl Hasher for Fnv {
 }
 
 /// The shared copy of `name`.
-pub fn intern(name: &str) -> Key {
+pub(crate) fn intern(name: &str) -> Key {
     KEYS.try_with(|keys| {
         let Ok(mut keys) = keys.try_borrow_mut() else {
             return Arc::from(name);
@@ -346,7 +346,7 @@ impl Visitor<'_> for KeySeed {
 
 /// Visits a JSON object into an [`AttrMap`]; used by its `Deserialize` and by sources that
 /// parse objects straight into one.
-pub struct AttrMapVisitor;
+pub(crate) struct AttrMapVisitor;
 
 impl<'de> Visitor<'de> for AttrMapVisitor {
     type Value = AttrMap;

@@ -4,11 +4,9 @@
 //! values. They are one concern (names interned once, values in one byte layout), so they
 //! change together.
 
-pub mod codec;
-pub mod compact;
-pub mod exported;
-pub mod map;
+pub(crate) mod codec;
+pub(crate) mod compact;
+pub(crate) mod exported;
+pub(crate) mod map;
 
-pub use compact::CompactMap;
-pub use exported::Exported;
-pub use map::AttrMap;
+pub(crate) use exported::Exported;

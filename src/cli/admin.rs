@@ -9,7 +9,7 @@ use crate::daemon::lock::{reach, Reached, StoreUser};
 use std::time::Duration;
 
 /// Apply `command` to `job` and print what was done in one line.
-pub async fn admin(
+pub(crate) async fn admin(
     config: &Config,
     job: &str,
     command: AdminCommand,

@@ -3,7 +3,7 @@
 use crate::config::Config;
 
 /// Describe the loaded configuration (loading it is the check).
-pub fn check_config(config: &Config) -> i32 {
+pub(crate) fn check_config(config: &Config) -> i32 {
     println!(
         "{}: OK, {} job(s)",
         config.path.display(),

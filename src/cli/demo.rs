@@ -16,7 +16,7 @@ const TOKEN: &str = "demo-token";
 
 /// Why the demo could not run (its cycles' failures are in their reports instead).
 #[derive(Debug, thiserror::Error)]
-pub enum DemoError {
+pub(crate) enum DemoError {
     /// The sandbox did not start.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
@@ -41,7 +41,7 @@ pub enum DemoError {
 }
 
 /// Run the demo; the exit code is the last cycle's.
-pub async fn demo() -> Result<i32, DemoError> {
+pub(crate) async fn demo() -> Result<i32, DemoError> {
     let handle = sandbox::spawn(
         ([127, 0, 0, 1], 0).into(),
         SandboxConfig {

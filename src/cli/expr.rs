@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Evaluate `expression` against the object given as JSON (default: an empty object).
-pub fn expr(
+pub(crate) fn expr(
     expression: &str,
     input: Option<&str>,
     input_file: Option<&Path>,

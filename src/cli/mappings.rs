@@ -4,7 +4,7 @@ use super::Failure;
 use crate::config::Config;
 
 /// The effective mappings (preset merged with the job's overrides) and scoping filters.
-pub fn mappings(config: &Config, job: Option<&str>) -> Result<i32, Failure> {
+pub(crate) fn mappings(config: &Config, job: Option<&str>) -> Result<i32, Failure> {
     use crate::mapping::{Apply, MappingSource};
     for j in config.select(job)? {
         println!("{} (fingerprint {})", j.name, j.mappings.fingerprint);

@@ -6,28 +6,28 @@ mod check_config;
 mod demo;
 mod expr;
 mod mappings;
-pub mod render;
+pub(crate) mod render;
 mod run;
 mod sandbox;
 mod status;
 mod sync;
 mod test_connection;
 
-pub use admin::admin;
-pub use check_config::check_config;
-pub use demo::{demo, DemoError};
-pub use expr::expr;
-pub use mappings::mappings;
-pub use sandbox::sandbox;
-pub use status::status;
-pub use sync::sync;
-pub use test_connection::test_connection;
+pub(crate) use admin::admin;
+pub(crate) use check_config::check_config;
+pub(crate) use demo::demo;
+pub(crate) use expr::expr;
+pub(crate) use mappings::mappings;
+pub(crate) use sandbox::sandbox;
+pub(crate) use status::status;
+pub(crate) use sync::sync;
+pub(crate) use test_connection::test_connection;
 
+use crate::config::{Config, LogFormat};
 use crate::config::{ConfigError, DEFAULT_CONFIG_PATH};
+use crate::daemon::admin::AdminCommand;
 use crate::daemon::admin::ResetScope;
 use crate::daemon::lock::LockError;
-use crate::config::{Config, LogFormat};
-use crate::daemon::admin::AdminCommand;
 use clap::{Parser, Subcommand};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -147,13 +147,13 @@ impl Command {
 
 /// A command's failure: a message for stderr and an exit code.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub code: i32,
     pub message: String,
 }
 
 impl Failure {
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Failure {
             code: 2,
             message: message.into(),
@@ -256,4 +256,3 @@ where
         Command::Sandbox { .. } | Command::Demo | Command::Expr { .. } => Ok(0),
     }
 }
-

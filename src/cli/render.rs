@@ -12,7 +12,7 @@ pub(crate) fn kind_name(kind: CycleKind) -> &'static str {
 }
 
 /// A cycle summary as an admin reads it.
-pub fn render_summary(s: &CycleSummary) -> String {
+pub(crate) fn render_summary(s: &CycleSummary) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let status = match s.status {
@@ -123,7 +123,7 @@ pub fn render_summary(s: &CycleSummary) -> String {
 }
 
 /// A cycle report as an admin reads it: the summary, and a dry run's planned actions.
-pub fn render_report(r: &CycleReport) -> String {
+pub(crate) fn render_report(r: &CycleReport) -> String {
     let mut out = render_summary(&r.summary);
     if r.summary.dry_run {
         out.push_str("  dry run: no writing request was sent; planned actions:\n");

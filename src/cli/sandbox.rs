@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 /// Serve the sandbox on `listen` until `shutdown` completes.
-pub async fn sandbox(
+pub(crate) async fn sandbox(
     listen: SocketAddr,
     token: Option<String>,
     faults: Option<&Path>,

@@ -11,7 +11,7 @@ use crate::summary::CycleStatus;
 use std::time::Duration;
 
 /// Print each selected job's status, from the daemon or (none running) from the store.
-pub async fn status(config: &Config, job: Option<&str>, json: bool) -> Result<i32, Failure> {
+pub(crate) async fn status(config: &Config, job: Option<&str>, json: bool) -> Result<i32, Failure> {
     config.select(job)?;
     let req = Request::Status {
         job: job.map(str::to_string),

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 /// Run one cycle of each selected job and print the reports. `stop_on` makes the future that
 /// stops a cycle run in this process (signals, from `main`): it is only made then, so that a
 /// signal while the daemon runs the cycle keeps its default action.
-pub async fn sync<F>(
+pub(crate) async fn sync<F>(
     config: &Config,
     job: Option<&str>,
     dry_run: bool,

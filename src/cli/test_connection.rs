@@ -4,7 +4,7 @@ use super::Failure;
 use crate::config::Config;
 
 /// Check each selected job's target and source; exit code 1 when one fails.
-pub async fn test_connection(config: &Config, job: Option<&str>) -> Result<i32, Failure> {
+pub(crate) async fn test_connection(config: &Config, job: Option<&str>) -> Result<i32, Failure> {
     let mut code = 0;
     for j in config.select(job)? {
         let client = crate::target::ScimClient::new(j.target.clone());

@@ -1,5 +1,6 @@
 //! Configuration of `kind = "graph"` sources.
 
+use super::job::SourceConfig;
 use super::*;
 use crate::source::graph::{GraphCredential, GraphSettings};
 use secrecy::ExposeSecret;

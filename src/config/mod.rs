@@ -8,9 +8,8 @@ mod job;
 mod preset;
 mod raw;
 
-pub use crate::util::ConfigError;
-pub use job::{JobConfig, Schedule, SourceConfig};
-pub use preset::PresetError;
+pub(crate) use crate::util::ConfigError;
+pub(crate) use job::{JobConfig, Schedule};
 
 use crate::util::line_col;
 use raw::RawConfig;
@@ -18,7 +17,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// Where the config is looked for when neither `--config` nor `PROVISIOND_CONFIG` says.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/provisiond/provisiond.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/provisiond/provisiond.toml";
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

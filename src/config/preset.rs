@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// Why a job's preset cannot be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum PresetError {
+pub(crate) enum PresetError {
     /// A `*.toml` preset that cannot be read.
     #[error("cannot read preset file {}: {error}", path.display())]
     Read {

@@ -1,3 +1,4 @@
+use super::job::SourceConfig;
 use super::*;
 use secrecy::ExposeSecret;
 use std::collections::HashMap;

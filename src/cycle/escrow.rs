@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 /// How long an action is retried after its first failure.
-pub const ESCROW_LIFETIME_DAYS: i64 = 28;
+pub(crate) const ESCROW_LIFETIME_DAYS: i64 = 28;
 /// During this long after the first failure, every cycle retries.
 const EVERY_CYCLE_HOURS: i64 = 6;
 /// Longest reason kept in an entry: a target's error body can be large.
@@ -28,7 +28,7 @@ const REASON_MAX: usize = 512;
 pub(crate) type Key = (ObjectType, String, bool);
 
 /// When an action that first failed at `first` and failed again at `now` is next due.
-pub fn next_attempt(first: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn next_attempt(first: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     if now < first + Duration::hours(EVERY_CYCLE_HOURS) {
         return now;
     }
@@ -36,7 +36,7 @@ pub fn next_attempt(first: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Whether an entry that first failed at `first` has expired at `now`.
-pub fn is_expired(first: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+pub(crate) fn is_expired(first: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     now >= first + Duration::days(ESCROW_LIFETIME_DAYS)
 }
 

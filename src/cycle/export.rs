@@ -48,7 +48,7 @@ struct Tally {
 
 /// Why the export gave up on the whole cycle: the failure's Entra-style code and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Abort {
+pub(crate) struct Abort {
     pub code: String,
     pub reason: String,
     /// The target refused the token or does not speak SCIM: the job is quarantined with
@@ -56,7 +56,7 @@ pub struct Abort {
     pub quarantine_exception: bool,
 }
 
-pub struct Exporter<'a> {
+pub(crate) struct Exporter<'a> {
     pub job: &'a str,
     pub cycle_id: &'a str,
     pub target: &'a dyn Target,
@@ -133,7 +133,7 @@ impl From<TargetError> for Failure {
 
 /// Target-wide failures (connection failures, timeouts, 403s, collections answering
 /// nonsense) in a row, with no answer between, that open the circuit breaker.
-pub const BREAKER_THRESHOLD: u32 = 20;
+pub(crate) const BREAKER_THRESHOLD: u32 = 20;
 
 /// The export's circuit breaker. One connection reset fails one object (the client has
 /// already retried it); a run of [`BREAKER_THRESHOLD`] target-wide failures with nothing
@@ -193,7 +193,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl<'a> Exporter<'a> {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         job: &'a str,
         cycle_id: &'a str,
         target: &'a dyn Target,
@@ -223,7 +223,7 @@ impl<'a> Exporter<'a> {
         }
     }
 
-    pub fn aborted(&self) -> Option<Abort> {
+    pub(crate) fn aborted(&self) -> Option<Abort> {
         lock(&self.abort).clone()
     }
 
@@ -246,21 +246,21 @@ impl<'a> Exporter<'a> {
     /// The links as they are now (after phase one, for reference planning). A guard, not a
     /// copy: cloning 100k links cost a second and doubled the memory of an incremental cycle.
     /// Drop it before exporting again.
-    pub fn links(&self) -> MutexGuard<'_, LinkIndex> {
+    pub(crate) fn links(&self) -> MutexGuard<'_, LinkIndex> {
         lock(&self.links)
     }
 
     /// Objects the plan counted as unchanged but phase two updated (a new manager) or failed on:
     /// the caller takes them out of `unchanged`.
-    pub fn unchanged_then_changed(&self) -> u64 {
+    pub(crate) fn unchanged_then_changed(&self) -> u64 {
         lock(&self.tally).unchanged_then_changed
     }
 
-    pub fn groups_unchanged_then_failed(&self) -> u64 {
+    pub(crate) fn groups_unchanged_then_failed(&self) -> u64 {
         lock(&self.tally).groups_unchanged_then_failed
     }
 
-    pub fn into_results(
+    pub(crate) fn into_results(
         self,
     ) -> (
         UserCounts,
@@ -327,7 +327,7 @@ impl<'a> Exporter<'a> {
 
     /// Run actions concurrently. Returns when all are done or the export was halted; actions
     /// not started are left for the next cycle.
-    pub async fn run(&self, actions: &[Action]) {
+    pub(crate) async fn run(&self, actions: &[Action]) {
         // Twice the client's concurrency keeps its pipe full while results are being recorded.
         futures::stream::iter(actions)
             .for_each_concurrent(self.concurrency * 2, |a| async move {
@@ -796,7 +796,11 @@ impl<'a> Exporter<'a> {
     }
 
     /// Phase two: reference updates (managers) and membership deltas.
-    pub async fn run_references(&self, updates: &[Update], memberships: &[MembershipChange]) {
+    pub(crate) async fn run_references(
+        &self,
+        updates: &[Update],
+        memberships: &[MembershipChange],
+    ) {
         self.in_references.store(true, Ordering::SeqCst);
         let actions: Vec<Action> = updates.iter().cloned().map(Action::Update).collect();
         self.run(&actions).await;

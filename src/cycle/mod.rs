@@ -3,10 +3,10 @@
 //! The stages between import and export are pure ([`crate::scope`], [`crate::plan`]); this
 //! module is the imperative shell around them.
 
-pub mod deletions;
-pub mod escrow;
-pub mod export;
-pub mod quarantine;
+pub(crate) mod deletions;
+pub(crate) mod escrow;
+pub(crate) mod export;
+pub(crate) mod quarantine;
 
 use crate::mapping::expr::EvalEnv;
 use crate::mapping::Mappings;
@@ -19,11 +19,11 @@ use crate::summary::{
     CycleKind, CycleStatus, CycleSummary, GroupCounts, MembershipCounts, Problem, UserCounts,
 };
 use crate::target::{RequestCounts, Target};
-pub use deletions::DeleteThreshold;
+pub(crate) use deletions::DeleteThreshold;
 use escrow::{Book, Verdict};
-pub use export::ActionRecord;
+pub(crate) use export::ActionRecord;
 use export::Exporter;
-pub use quarantine::QuarantineSettings;
+pub(crate) use quarantine::QuarantineSettings;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;

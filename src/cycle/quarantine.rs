@@ -12,7 +12,7 @@ use crate::state::{JobMeta, Quarantine, QuarantineError, QuarantineReason};
 use chrono::{DateTime, Duration, Utc};
 
 /// How long a job may stay in quarantine before it is disabled.
-pub const QUARANTINE_LIFETIME_DAYS: i64 = 28;
+pub(crate) const QUARANTINE_LIFETIME_DAYS: i64 = 28;
 
 /// The escrow thresholds of `[jobs.quarantine]` (Entra's figures by default).
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +39,7 @@ impl Default for QuarantineSettings {
 }
 
 /// The first of +6 h, +12 h, +24 h, then every 24 h after `began` that is later than `now`.
-pub fn backoff_after(began: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn backoff_after(began: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     let elapsed = now - began;
     if elapsed < Duration::hours(6) {
         began + Duration::hours(6)
@@ -53,7 +53,7 @@ pub fn backoff_after(began: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> 
 }
 
 /// When a quarantined job whose series began at `series_began` may next run, seen at `now`.
-pub fn next_attempt(series_began: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn next_attempt(series_began: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     backoff_after(series_began, now)
 }
 

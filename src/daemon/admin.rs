@@ -79,7 +79,7 @@ pub enum AdminCommand {
 
 /// Why an admin command was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub(crate) enum AdminError {
     /// `allow-deletes` (or `--reset force-deletes`) with nothing staged.
     #[error("job {job} has no staged deletions to allow: nothing was held back by the deletion threshold")]
     NothingStaged { job: String },
@@ -93,7 +93,7 @@ pub enum AdminError {
 
 impl AdminError {
     /// The exit code: 2 for a command that does not make sense, 1 for a store failure.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             AdminError::NothingStaged { .. } | AdminError::FullWithForceDeletes => 2,
             AdminError::State(_) => 1,
@@ -103,7 +103,7 @@ impl AdminError {
 
 /// What a command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// One line for the admin: what was done, and where to look next.
     pub message: String,
     /// Whether the job's worker should look again now (a cycle may have become due).
@@ -112,7 +112,11 @@ pub struct Applied {
 
 /// Apply `cmd` to `job`'s records in `store`, and make it durable. The caller keeps cycles of
 /// the job out meanwhile: a cycle writes back the `JobMeta` it read when it began.
-pub fn apply(store: &dyn StateStore, job: &str, cmd: &AdminCommand) -> Result<Applied, AdminError> {
+pub(crate) fn apply(
+    store: &dyn StateStore,
+    job: &str,
+    cmd: &AdminCommand,
+) -> Result<Applied, AdminError> {
     let mut meta = store.meta(job)?;
     let look = format!("see `provisiond status --job {job}`");
     let applied = match cmd {

@@ -56,7 +56,7 @@ pub enum ControlError {
 
 /// Bind the socket. A stale socket file (no daemon behind it) is replaced; a live one is an
 /// error, since another daemon owns this state directory.
-pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+pub(crate) async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     let io = |source| ControlError::Io {
         path: path.to_path_buf(),
         source,
@@ -90,7 +90,7 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 
 /// Serve requests until `stop` is cancelled. Requests already accepted run on: a `sync`
 /// through the socket sees the same stop and finishes its in-flight requests.
-pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>, stop: CancellationToken) {
+pub(crate) async fn serve(listener: UnixListener, daemon: Arc<Daemon>, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,

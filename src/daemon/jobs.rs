@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Why a control request could not be served.
 #[derive(Debug, thiserror::Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     /// The request named a job the configuration does not have.
     #[error("no job named {0:?}")]
     NoSuchJob(String),
@@ -29,7 +29,7 @@ pub enum RequestError {
 }
 
 /// A job as the daemon runs it.
-pub struct JobRuntime {
+pub(crate) struct JobRuntime {
     /// The job's configuration.
     pub config: JobConfig,
     /// What a cycle needs of it.
@@ -48,7 +48,7 @@ pub struct JobRuntime {
 
 impl JobRuntime {
     /// The runtime of a job: fails when its target settings do not make a client.
-    pub fn new(config: JobConfig) -> Result<Self, TargetError> {
+    pub(crate) fn new(config: JobConfig) -> Result<Self, TargetError> {
         let client = ScimClient::new(config.target.clone())?;
         Ok(JobRuntime {
             spec: config.spec(),
@@ -156,7 +156,10 @@ fn not_run() -> JobState {
 }
 
 /// Status of a job read from the store alone (no daemon running).
-pub fn offline_status(job: &JobConfig, store: &dyn StateStore) -> Result<JobStatus, StateError> {
+pub(crate) fn offline_status(
+    job: &JobConfig,
+    store: &dyn StateStore,
+) -> Result<JobStatus, StateError> {
     let meta = store.meta(&job.name)?;
     let (users_linked, groups_linked) = store.link_counts(&job.name)?;
     // Expired entries are only markers that stop retries of an unchanged object: not counted.
@@ -248,7 +251,7 @@ pub(super) async fn run_scheduled_cycle(
 }
 
 /// Run one cycle of a job with a store, for real or as a dry run.
-pub async fn run_job_cycle(
+pub(crate) async fn run_job_cycle(
     job: &JobRuntime,
     store: &dyn StateStore,
     dry_run: bool,
@@ -319,9 +322,7 @@ fn failed_report(job: &str, dry_run: bool, error: String) -> CycleReport {
 }
 
 /// The running daemon's shared state: what the workers and the control socket talk to.
-pub struct Daemon {
-    /// The configuration the daemon started with.
-    pub config: Config,
+pub(crate) struct Daemon {
     /// One runtime per job, in the configuration's order.
     pub jobs: Vec<Arc<JobRuntime>>,
     /// The state store this process holds.
@@ -332,7 +333,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// The daemon's state: fails when a job's target settings do not make a client.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         store: Arc<dyn StateStore>,
         stop: CancellationToken,
@@ -342,21 +343,16 @@ impl Daemon {
             .iter()
             .map(|j| JobRuntime::new(j.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Daemon {
-            config,
-            jobs,
-            store,
-            stop,
-        })
+        Ok(Daemon { jobs, store, stop })
     }
 
     /// A job by name.
-    pub fn job(&self, name: &str) -> Option<&Arc<JobRuntime>> {
+    pub(crate) fn job(&self, name: &str) -> Option<&Arc<JobRuntime>> {
         self.jobs.iter().find(|j| j.config.name == name)
     }
 
     /// `status` through the control socket: every job, or the one named.
-    pub fn status(&self, job: Option<&str>) -> Result<Vec<JobStatus>, RequestError> {
+    pub(crate) fn status(&self, job: Option<&str>) -> Result<Vec<JobStatus>, RequestError> {
         let mut out = Vec::new();
         for j in &self.jobs {
             if job.is_some_and(|n| n != j.config.name) {
@@ -381,7 +377,7 @@ impl Daemon {
     }
 
     /// `sync` through the control socket: one cycle now, queued behind a running one.
-    pub async fn sync(
+    pub(crate) async fn sync(
         &self,
         job: Option<&str>,
         dry_run: bool,
@@ -405,7 +401,11 @@ impl Daemon {
     /// cycle writes back at its end the `JobMeta` it read when it began, so a command applied
     /// during a cycle would be lost. A command sent during a cycle therefore waits for it to
     /// end (tokio's lock is fair: it comes before the next scheduled cycle).
-    pub async fn admin(&self, job: &str, cmd: &AdminCommand) -> Result<String, RequestError> {
+    pub(crate) async fn admin(
+        &self,
+        job: &str,
+        cmd: &AdminCommand,
+    ) -> Result<String, RequestError> {
         let j = self
             .job(job)
             .ok_or_else(|| RequestError::NoSuchJob(job.to_string()))?;

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The pid file next to the store, written by the daemon (`run`) for service managers.
-pub fn pid_file(config: &Config) -> PathBuf {
+pub(crate) fn pid_file(config: &Config) -> PathBuf {
     config.state_dir.join("provisiond.pid")
 }
 
 /// Write the daemon's pid file, mode 0600 whatever the umask.
-pub fn write_pid_file(config: &Config) -> std::io::Result<()> {
+pub(crate) fn write_pid_file(config: &Config) -> std::io::Result<()> {
     write_private_file(&pid_file(config), std::process::id().to_string().as_bytes())
 }
 
@@ -23,7 +23,7 @@ pub fn write_pid_file(config: &Config) -> std::io::Result<()> {
 /// after it has opened the store, so that a process finding the store locked can name the
 /// holder. It is never removed: a record whose pid is gone describes an earlier process (the
 /// current holder has only just opened the store and not written its record yet).
-pub fn holder_file(config: &Config) -> PathBuf {
+pub(crate) fn holder_file(config: &Config) -> PathBuf {
     config.state_dir.join("holder")
 }
 
@@ -33,7 +33,7 @@ const STORE_SETTLE: Duration = Duration::from_secs(5);
 
 /// What a process holding the store is doing, as `open_store` records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreUser {
+pub(crate) enum StoreUser {
     /// `provisiond run`.
     Daemon,
     /// `sync`, `status` or an admin command with no daemon answering on the control socket.
@@ -142,7 +142,7 @@ fn holder_settling(holder: Option<&Holder>, user: StoreUser) -> bool {
 }
 
 /// The store, or (for `status` and `sync`, with `probe`) the running daemon's answer.
-pub enum Reached {
+pub(crate) enum Reached {
     /// No daemon answered: this process holds the store now.
     Store(SledStore),
     /// The running daemon's answer.
@@ -158,7 +158,7 @@ pub enum Reached {
 /// the store showed up as "another process", a stale pid file (left by a `kill -9`) named a
 /// dead daemon, and a `status` run while the daemon was starting (store open, socket not yet
 /// bound) failed, as did a daemon starting while a `status` read the store.
-pub async fn reach(
+pub(crate) async fn reach(
     config: &Config,
     user: StoreUser,
     probe: Option<(&Request, Option<Duration>)>,
@@ -211,7 +211,7 @@ pub async fn reach(
 }
 
 /// Open the store, or explain who holds it (see [`reach`]).
-pub async fn open_store(config: &Config, user: StoreUser) -> Result<SledStore, LockError> {
+pub(crate) async fn open_store(config: &Config, user: StoreUser) -> Result<SledStore, LockError> {
     match reach(config, user, None).await? {
         Reached::Store(s) => Ok(s),
         Reached::Daemon(_) => Err(LockError::UnexpectedAnswer),

@@ -4,10 +4,10 @@
 //! control socket. One [`CancellationToken`] is the only stop mechanism: every worker, cycle
 //! and control request sees it.
 
-pub mod admin;
-pub mod control;
-pub mod jobs;
-pub mod lock;
+pub(crate) mod admin;
+pub(crate) mod control;
+pub(crate) mod jobs;
+pub(crate) mod lock;
 mod schedule;
 
 use crate::config::Config;

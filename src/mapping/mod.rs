@@ -5,7 +5,7 @@
 //! target SCIM path and one of a source attribute, a constant or an expression, with Entra's
 //! options "apply on create only", "default value if null" and matching precedence.
 
-pub mod expr;
+pub(crate) mod expr;
 
 use crate::model::{AttrMap, ObjectType, SourceObject};
 use expr::{EvalEnv, Expression, Outcome};
@@ -17,13 +17,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Source attributes whose value is the id of another source object; they are exported as
 /// that object's target id once it is known (Entra's "reference resolution" step).
-pub const REFERENCE_ATTRIBUTES: &[&str] = &["manager"];
+pub(crate) const REFERENCE_ATTRIBUTES: &[&str] = &["manager"];
 
 /// The generic SCIM preset, shipped as data.
 pub const GENERIC_SCIM_PRESET: &str = include_str!("../../config/presets/generic-scim.toml");
 
 /// The built-in presets, by the name a job's `preset` uses.
-pub const BUILT_IN_PRESETS: &[(&str, &str)] = &[
+pub(crate) const BUILT_IN_PRESETS: &[(&str, &str)] = &[
     ("generic-scim", GENERIC_SCIM_PRESET),
     ("robin", include_str!("../../config/presets/robin.toml")),
 ];
@@ -284,7 +284,7 @@ fn compile_all(ty: ObjectType, specs: &[MappingSpec]) -> Result<Vec<Mapping>, Ma
 
 /// What the mappings produce for one object.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Mapped {
+pub(crate) struct Mapped {
     /// `apply = "always"` values that are not null, by target path.
     pub values: AttrMap,
     /// Values sent only when creating: `apply = "create"` mappings and defaults for nulls.
@@ -301,7 +301,7 @@ pub struct Mapped {
 }
 
 /// What the service knows about an object beyond its attributes.
-pub struct MapContext<'a> {
+pub(crate) struct MapContext<'a> {
     /// Entra's virtual `IsSoftDeleted`: true when the object is out of scope.
     pub soft_deleted: bool,
     /// Role names for the virtual `appRoleAssignments`.
@@ -389,7 +389,7 @@ impl expr::Attributes for View<'_> {
 
 /// Evaluate one expression for one object exactly as a cycle would, virtual attributes
 /// (`IsSoftDeleted`, `objectId`, `appRoleAssignments`) included: `provisiond expr`.
-pub fn evaluate_for(
+pub(crate) fn evaluate_for(
     expression: &Expression,
     obj: &SourceObject,
     ctx: &MapContext<'_>,
@@ -401,7 +401,7 @@ pub fn evaluate_for(
 /// source id), in path order: what [`map_object`] puts in `Mapped::references`, without
 /// mapping anything else. Read as an expression would read the attribute: by exact name,
 /// else ignoring case; a value that isn't a string references nothing.
-pub fn reference_values<'a>(
+pub(crate) fn reference_values<'a>(
     obj: &'a SourceObject,
     mappings: &'a [Mapping],
 ) -> Vec<(&'a str, Option<&'a str>)> {
@@ -428,7 +428,7 @@ pub fn reference_values<'a>(
 /// Why one object could not be mapped: the object is skipped this cycle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("mapping for {target:?} failed: {source}")]
-pub struct MapObjectError {
+pub(crate) struct MapObjectError {
     /// The target attribute whose mapping failed.
     pub target: String,
     /// How its expression failed.
@@ -436,7 +436,7 @@ pub struct MapObjectError {
 }
 
 /// Evaluate every mapping for one object. `Err` skips the object, with the reason.
-pub fn map_object(
+pub(crate) fn map_object(
     obj: &SourceObject,
     mappings: &[Mapping],
     ctx: &MapContext<'_>,

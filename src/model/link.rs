@@ -39,13 +39,13 @@ impl Link {
 
 /// Links of a job indexed by type and source id.
 #[derive(Debug, Clone, Default)]
-pub struct LinkIndex {
+pub(crate) struct LinkIndex {
     pub users: BTreeMap<String, Link>,
     pub groups: BTreeMap<String, Link>,
 }
 
 impl LinkIndex {
-    pub fn new(links: Vec<Link>) -> Self {
+    pub(crate) fn new(links: Vec<Link>) -> Self {
         // Built in bulk, not by inserting one by one: inserting in key order (as a store hands
         // them over) leaves every B-tree node half empty, a third more memory for 100k links.
         // A later duplicate replaces an earlier one either way.
@@ -58,19 +58,19 @@ impl LinkIndex {
             groups: index(groups),
         }
     }
-    pub fn of(&self, ty: ObjectType) -> &BTreeMap<String, Link> {
+    pub(crate) fn of(&self, ty: ObjectType) -> &BTreeMap<String, Link> {
         match ty {
             ObjectType::User => &self.users,
             ObjectType::Group => &self.groups,
         }
     }
-    pub fn of_mut(&mut self, ty: ObjectType) -> &mut BTreeMap<String, Link> {
+    pub(crate) fn of_mut(&mut self, ty: ObjectType) -> &mut BTreeMap<String, Link> {
         match ty {
             ObjectType::User => &mut self.users,
             ObjectType::Group => &mut self.groups,
         }
     }
-    pub fn get(&self, ty: ObjectType, source_id: &str) -> Option<&Link> {
+    pub(crate) fn get(&self, ty: ObjectType, source_id: &str) -> Option<&Link> {
         self.of(ty).get(source_id)
     }
 }

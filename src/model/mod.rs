@@ -4,13 +4,13 @@
 
 mod link;
 
-pub use crate::attrs::map::AttrMap;
-pub use link::{Link, LinkIndex};
+pub(crate) use crate::attrs::map::AttrMap;
+pub(crate) use link::{Link, LinkIndex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-pub use crate::attrs::compact::CompactMap;
+pub(crate) use crate::attrs::compact::CompactMap;
 
 /// The two kinds of object provisiond provisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

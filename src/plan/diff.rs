@@ -20,7 +20,7 @@ pub enum NullPolicy {
 
 /// One attribute change of an update.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Change {
+pub(crate) struct Change {
     pub path: String,
     pub old: Option<Value>,
     /// `None` removes the attribute.
@@ -28,7 +28,7 @@ pub struct Change {
 }
 
 /// The attribute changes between what was last exported and what the mappings want now.
-pub fn diff(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
+pub(crate) fn diff(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> {
     // The common case, decided on the compact form without decoding it: exactly the
     // conditions under which the code below finds nothing. (Exported values no mapping
     // produces any more, and references, which phase two owns, are not compared.)
@@ -79,7 +79,7 @@ fn diff_decoded(link: &Link, mapped: &Mapped, nulls: NullPolicy) -> Vec<Change> 
 }
 
 /// Apply a change set to a link's memory of exported values.
-pub fn record_changes(link: &mut Link, changes: &[Change]) {
+pub(crate) fn record_changes(link: &mut Link, changes: &[Change]) {
     if changes.is_empty() {
         return;
     }
@@ -99,7 +99,7 @@ pub fn record_changes(link: &mut Link, changes: &[Change]) {
 
 /// The changes in words, for action records and logs (bounded: see
 /// [`bounded_list`](crate::summary::bounded_list)).
-pub fn describe_changes(changes: &[Change]) -> String {
+pub(crate) fn describe_changes(changes: &[Change]) -> String {
     let parts = changes
         .iter()
         .map(|c| match (&c.old, &c.new) {

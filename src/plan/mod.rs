@@ -12,9 +12,10 @@ mod references;
 #[cfg(test)]
 mod tests;
 
-pub use diff::{describe_changes, diff, record_changes, Change, NullPolicy};
-pub use objects::plan_objects;
-pub use references::plan_references;
+pub use diff::NullPolicy;
+pub(crate) use diff::{describe_changes, diff, record_changes, Change};
+pub(crate) use objects::plan_objects;
+pub(crate) use references::plan_references;
 
 use crate::mapping::expr::EvalEnv;
 use crate::mapping::Mapped;
@@ -25,7 +26,7 @@ use std::collections::BTreeMap;
 
 /// An in-scope object without a link: match it in the target, then adopt or create it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Provision {
+pub(crate) struct Provision {
     pub object_type: ObjectType,
     pub source_id: String,
     pub display_name: String,
@@ -34,7 +35,7 @@ pub struct Provision {
 
 /// A linked object whose mapped values changed since they were last exported.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Update {
+pub(crate) struct Update {
     pub object_type: ObjectType,
     pub source_id: String,
     pub target_id: String,
@@ -48,7 +49,7 @@ pub struct Update {
 
 /// A linked user to set `active=false`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Disable {
+pub(crate) struct Disable {
     pub source_id: String,
     pub target_id: String,
     pub display_name: String,
@@ -57,7 +58,7 @@ pub struct Disable {
 
 /// A linked object to delete in the target.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Delete {
+pub(crate) struct Delete {
     pub object_type: ObjectType,
     pub source_id: String,
     pub target_id: String,
@@ -66,7 +67,7 @@ pub struct Delete {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     Provision(Provision),
     Update(Update),
     Disable(Disable),
@@ -74,7 +75,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn object_type(&self) -> ObjectType {
+    pub(crate) fn object_type(&self) -> ObjectType {
         match self {
             Action::Provision(p) => p.object_type,
             Action::Update(u) => u.object_type,
@@ -82,14 +83,15 @@ impl Action {
             Action::Delete(d) => d.object_type,
         }
     }
-    pub fn is_deprovisioning(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_deprovisioning(&self) -> bool {
         matches!(self, Action::Disable(_) | Action::Delete(_))
     }
 }
 
 /// Phase one of a cycle's plan.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub actions: Vec<Action>,
     pub unchanged_users: u64,
     pub unchanged_groups: u64,
@@ -103,20 +105,21 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
 }
 
 /// Settings the planner needs from the job.
-pub struct PlanSettings<'a> {
+pub(crate) struct PlanSettings<'a> {
     pub null_values: NullPolicy,
     pub env: &'a EvalEnv,
 }
 
 /// A group's membership delta, in target ids.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MembershipChange {
+pub(crate) struct MembershipChange {
     pub group_source_id: String,
     pub group_target_id: String,
     pub display_name: String,
@@ -126,7 +129,7 @@ pub struct MembershipChange {
 
 /// Phase two of a cycle's plan.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReferencePlan {
+pub(crate) struct ReferencePlan {
     /// Manager (and other reference) updates, as user updates.
     pub updates: Vec<Update>,
     pub memberships: Vec<MembershipChange>,
@@ -134,7 +137,8 @@ pub struct ReferencePlan {
 }
 
 impl ReferencePlan {
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.updates.is_empty() && self.memberships.is_empty()
     }
 }

@@ -36,7 +36,7 @@ fn match_hash(path: &str, v: &Value) -> u64 {
 }
 
 /// Phase one: users and groups.
-pub fn plan_objects(
+pub(crate) fn plan_objects(
     dir: &Directory,
     scoped: &Scoped,
     mappings: &Mappings,

@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
 /// Phase two: resolve references (managers, members) to target ids now that objects exist.
-pub fn plan_references(
+pub(crate) fn plan_references(
     dir: &Directory,
     scoped: &Scoped,
     mappings: &Mappings,

@@ -7,7 +7,6 @@
 mod server;
 mod store;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -352,11 +351,12 @@ pub async fn spawn(
     })
 }
 
-/// Runs a sandbox on `listen` until `shutdown` completes (for `provisiond sandbox`).
-pub async fn serve_until(
+/// Runs a sandbox on `listen` until `shutdown` completes.
+#[cfg(test)]
+pub(crate) async fn serve_until(
     listen: SocketAddr,
     config: SandboxConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), SandboxError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await

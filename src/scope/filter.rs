@@ -163,7 +163,7 @@ pub struct ClauseFalse {
 /// An object passes none of the filters: one failed clause per filter, in order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct NoFilterPasses(pub Vec<ClauseFalse>);
+pub(crate) struct NoFilterPasses(pub Vec<ClauseFalse>);
 
 impl ScopingFilter {
     /// Check a filter; the error names the clause (1-based) and what is wrong.
@@ -266,7 +266,10 @@ impl ScopingFilter {
 }
 
 /// Any-of-filters check: `Ok` when there are no filters or one passes.
-pub fn check_any(filters: &[ScopingFilter], obj: &SourceObject) -> Result<(), NoFilterPasses> {
+pub(crate) fn check_any(
+    filters: &[ScopingFilter],
+    obj: &SourceObject,
+) -> Result<(), NoFilterPasses> {
     if filters.is_empty() {
         return Ok(());
     }

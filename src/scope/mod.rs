@@ -1,9 +1,9 @@
 //! Scope: which source objects the application should have. Pure: a function of the
 //! directory and the job's scope settings (assignment scope, excluded roles, scoping filters).
 
-pub mod filter;
+pub(crate) mod filter;
 
-pub use filter::{ClauseFalse, ClauseSpec, FilterError, FilterSpec, NoFilterPasses, ScopingFilter};
+pub(crate) use filter::{FilterSpec, ScopingFilter};
 
 use crate::model::{Directory, ObjectType, SourceObject};
 use serde::{Deserialize, Serialize};
@@ -199,6 +199,7 @@ pub fn evaluate(dir: &Directory, settings: &ScopeSettings) -> Scoped {
 
 #[cfg(test)]
 mod tests {
+    use super::filter::ClauseSpec;
     use super::*;
     use crate::source::file::parse_export;
     use std::path::Path;

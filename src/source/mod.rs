@@ -5,9 +5,9 @@
 //! and receives the previous watermark so it can read only what changed. `graph` reads an
 //! Entra ID tenant through Microsoft Graph (see `docs/graph.md`).
 
-pub mod file;
-pub mod graph;
-pub mod ldap;
+pub(crate) mod file;
+pub(crate) mod graph;
+pub(crate) mod ldap;
 
 use crate::model::Directory;
 use async_trait::async_trait;

@@ -5,18 +5,18 @@
 //! last exported values) and a [`JobMeta`] (watermark, mapping fingerprint, last cycle).
 //! Every record carries the schema version it was written with.
 
-pub mod memory;
-pub mod safety;
-pub mod sled_store;
+pub(crate) mod memory;
+pub(crate) mod safety;
+pub(crate) mod sled_store;
 
 use crate::model::ObjectType;
 use crate::summary::CycleSummary;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-pub use crate::attrs::Exported;
+pub(crate) use crate::attrs::Exported;
 /// Links are domain types (the planner reads them); the store persists them.
-pub use crate::model::{Link, LinkIndex};
+pub(crate) use crate::model::{Link, LinkIndex};
 pub use memory::MemoryStore;
 pub use safety::{
     EscrowAction, EscrowEntry, Quarantine, QuarantineError, QuarantineReason, StagedAction,
@@ -28,7 +28,7 @@ pub use sled_store::SledStore;
 ///
 /// 3 added quarantine, escrow and staged deletions: a provisiond that predates them would
 /// send deletions an admin has not allowed, so it must refuse such a store.
-pub const SCHEMA_VERSION: u32 = 3;
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 
 /// Per-job memory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -96,7 +96,7 @@ pub enum StateError {
 }
 
 /// A deferred [`StateStore::links`], to run on another thread.
-pub type LinksLoader = Box<dyn FnOnce() -> Result<Vec<Link>, StateError> + Send>;
+pub(crate) type LinksLoader = Box<dyn FnOnce() -> Result<Vec<Link>, StateError> + Send>;
 
 /// Persistence of links and job metadata.
 pub trait StateStore: Send + Sync {

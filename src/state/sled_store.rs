@@ -121,7 +121,7 @@ struct Envelope<T> {
 
 /// Create `dir` and any missing parent with mode 0700, whatever the umask. Directories that
 /// already existed are left alone: they may be shared (`/var/lib`, `/run`).
-pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -131,7 +131,7 @@ pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
 
 /// Write `bytes` to `path` with mode 0600, whatever the umask (an existing file is
 /// restricted too).
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()

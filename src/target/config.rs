@@ -20,7 +20,7 @@ const DEFAULT_MEMBER_BATCH: usize = 100;
 
 /// The largest response body read unless `max_response_bytes` says otherwise: 8 MiB, far
 /// above any SCIM answer provisiond asks for (one resource, or a filtered list).
-pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
 
 pub use super::scim::patch::PatchStyle;
 
@@ -82,7 +82,7 @@ impl TargetSettings {
 /// `[jobs.target]`, as written. Absent keys take [`TargetSettings::new`]'s defaults.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTarget {
+pub(crate) struct RawTarget {
     /// Optional when the preset names the app's tenant URL.
     url: Option<String>,
     /// The bearer token from a file, an environment variable or a systemd credential
@@ -112,7 +112,7 @@ pub struct RawTarget {
 /// Check a target's keys and read its token. `preset_url` is the tenant URL the job's preset
 /// names, used when `url` is absent. Returns the settings and the members per group `PATCH`.
 /// Errors name the key and never quote the token.
-pub fn check(
+pub(crate) fn check(
     t: RawTarget,
     preset_url: Option<&str>,
     ctx: &CheckContext<'_>,

@@ -10,11 +10,11 @@
 //! never blindly retries a `POST` that may already have been processed.
 
 mod client;
-pub mod config;
+pub(crate) mod config;
 mod connection;
 mod dry_run;
 mod error;
-pub mod scim;
+pub(crate) mod scim;
 
 #[cfg(test)]
 mod tests;
@@ -24,15 +24,14 @@ use serde_json::Value;
 
 use crate::model::ObjectType;
 
-pub use crate::summary::RequestCounts;
+pub(crate) use crate::summary::RequestCounts;
 pub use client::ScimClient;
 pub use config::{PatchStyle, TargetSettings};
-pub use connection::{ConnectionProblem, ConnectionReport};
+pub(crate) use connection::ConnectionReport;
 pub use dry_run::DryRunTarget;
-pub use error::{Reach, TargetError};
-pub use scim::filter::eq_filter;
-pub use scim::patch::{PatchKind, PatchOp};
-pub use scim::PATCH_OP_SCHEMA;
+pub(crate) use error::Reach;
+pub use error::TargetError;
+pub use scim::patch::PatchOp;
 
 /// What the export stage needs from a target application.
 #[async_trait]

@@ -9,6 +9,10 @@ use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use url::Url;
+
+use super::connection::ConnectionProblem;
+use super::scim::filter::eq_filter;
+use super::scim::PATCH_OP_SCHEMA;
 use wiremock::matchers::{body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

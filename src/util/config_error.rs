@@ -20,7 +20,7 @@ pub struct ConfigError {
 
 /// Where a component's table is checked: the file (for errors and relative paths), the TOML
 /// path of the table, and how environment variables are looked up (tests pass their own).
-pub struct CheckContext<'a> {
+pub(crate) struct CheckContext<'a> {
     /// The configuration file, absolute; relative paths resolve from its directory.
     pub file: &'a Path,
     /// The TOML path of the table being checked, e.g. `jobs[0].source`.
@@ -31,7 +31,7 @@ pub struct CheckContext<'a> {
 
 impl CheckContext<'_> {
     /// A path from the file, relative to the configuration file's directory.
-    pub fn resolve(&self, p: &Path) -> PathBuf {
+    pub(crate) fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -44,7 +44,7 @@ impl CheckContext<'_> {
     }
 
     /// An error at `key` of this table.
-    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
             key: format!("{}.{key}", self.table),
@@ -53,18 +53,21 @@ impl CheckContext<'_> {
     }
 
     /// The secret's text, environment variables looked up as this context does.
-    pub fn read_secret(&self, secret: &SecretRef) -> Result<SecretString, SecretError> {
+    pub(crate) fn read_secret(&self, secret: &SecretRef) -> Result<SecretString, SecretError> {
         secret.read_with(self.env)
     }
 
     /// The secret's bytes, untrimmed (a PEM key).
-    pub fn read_secret_bytes(&self, secret: &SecretRef) -> Result<SecretSlice<u8>, SecretError> {
+    pub(crate) fn read_secret_bytes(
+        &self,
+        secret: &SecretRef,
+    ) -> Result<SecretSlice<u8>, SecretError> {
         secret.read_bytes_with(self.env)
     }
 }
 
 /// The 1-based line and column (in characters) of a byte offset of `text`.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let col = before

@@ -15,7 +15,7 @@ pub struct CronError {
 }
 
 /// A parsed cron schedule.
-pub struct CronSchedule {
+pub(crate) struct CronSchedule {
     /// The scheduler's own record of a job with this schedule: it is what exposes the parsed
     /// expression (the parser itself is not part of tokio-cron-scheduler's API).
     data: JobStoredData,
@@ -29,7 +29,7 @@ impl std::fmt::Debug for CronSchedule {
 
 impl CronSchedule {
     /// Parse a 6-field expression the way tokio-cron-scheduler does.
-    pub fn parse(expr: &str) -> Result<Self, CronError> {
+    pub(crate) fn parse(expr: &str) -> Result<Self, CronError> {
         let invalid = || CronError {
             expr: expr.to_string(),
         };
@@ -42,7 +42,7 @@ impl CronSchedule {
     }
 
     /// The first occurrence strictly after `t`.
-    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.data.schedule()?.find_next_occurrence(&t, false).ok()
     }
 }

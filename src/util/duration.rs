@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// A duration an admin wrote that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
+pub(crate) enum DurationError {
     /// Not digits followed by a unit, repeated.
     #[error("{0:?} is not a duration (examples: 40m, 1h30m, 90s, 500ms)")]
     Invalid(String),
@@ -14,7 +14,7 @@ pub enum DurationError {
 }
 
 /// `40m`, `1h30m`, `90s`, `500ms`, `2d`: digits and a unit, repeated; zero is refused.
-pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let bad = || DurationError::Invalid(s.to_string());
     let t = s.trim();
     if t.is_empty() {
@@ -54,7 +54,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
 }
 
 /// The shortest form [`parse_duration`] reads back: `1h30m`, `90ms`.
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if d.subsec_millis() != 0 || secs == 0 {
         return format!("{}ms", d.as_millis());

@@ -5,15 +5,16 @@
 //! without creating an import cycle (the sources check their own settings with it while
 //! `config` assembles them).
 
-pub mod clock;
-pub mod config_error;
-pub mod cron;
-pub mod duration;
-pub mod net;
-pub mod secret;
+pub(crate) mod clock;
+pub(crate) mod config_error;
+pub(crate) mod cron;
+pub(crate) mod duration;
+pub(crate) mod net;
+pub(crate) mod secret;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config_error::{line_col, CheckContext, ConfigError};
-pub use duration::{format_duration, parse_duration, DurationError};
-pub use net::is_loopback;
-pub use secret::{SecretError, SecretKeys, SecretRef, SeveralSecrets};
+pub use config_error::ConfigError;
+pub(crate) use config_error::{line_col, CheckContext};
+pub(crate) use duration::{format_duration, parse_duration};
+pub(crate) use net::is_loopback;
+pub(crate) use secret::SecretKeys;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Where one secret is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretRef {
+pub(crate) enum SecretRef {
     /// A file (already resolved against the configuration file's directory).
     File(PathBuf),
     /// An environment variable's name.
@@ -20,7 +20,7 @@ pub enum SecretRef {
 
 /// Why a secret could not be read. Names the file, variable or credential; never the value.
 #[derive(Debug, thiserror::Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     /// The file (or the credential's file) cannot be read.
     #[error("cannot read {}: {error}", path.display())]
     Read {
@@ -40,7 +40,7 @@ pub enum SecretError {
 /// The three keys one secret may be given by in a table, e.g. `token_file`, `token_env` and
 /// `token_credential`: exactly one of them names the secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SecretKeys {
+pub(crate) struct SecretKeys {
     /// The key naming a file.
     pub file: &'static str,
     /// The key naming an environment variable.
@@ -52,7 +52,7 @@ pub struct SecretKeys {
 /// More than one of a secret's keys is set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("set only one of {}, {} and {}", keys.file, keys.env, keys.credential)]
-pub struct SeveralSecrets {
+pub(crate) struct SeveralSecrets {
     /// The keys, for the message.
     pub keys: SecretKeys,
 }
@@ -60,7 +60,7 @@ pub struct SeveralSecrets {
 impl SecretKeys {
     /// The secret the table names, with the key that names it; `None` when no key is set.
     /// `file` is already resolved.
-    pub fn pick(
+    pub(crate) fn pick(
         self,
         file: Option<PathBuf>,
         env: Option<&str>,
@@ -113,7 +113,7 @@ fn warn_if_readable_by_others(path: &Path) {
 
 /// Log the warnings for secret files readable by others not logged yet (see
 /// [`warn_if_readable_by_others`]); called once logging is set up.
-pub fn warn_about_loose_secret_files() {
+pub(crate) fn warn_about_loose_secret_files() {
     let Ok(mut loose) = LOOSE.lock() else {
         return;
     };
@@ -129,13 +129,8 @@ pub fn warn_about_loose_secret_files() {
 
 impl SecretRef {
     /// The secret, with the line break a file ends with dropped (a secret may hold spaces),
-    /// environment variables read from the process.
-    pub fn read(&self) -> Result<SecretString, SecretError> {
-        self.read_with(&|name| std::env::var(name).ok())
-    }
-
-    /// [`read`](Self::read), environment variables looked up by `env`.
-    pub fn read_with(
+    /// environment variables looked up by `env`.
+    pub(crate) fn read_with(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<SecretString, SecretError> {
@@ -162,7 +157,7 @@ impl SecretRef {
 
     /// The secret's bytes as they are (a PEM private key), environment variables looked up by
     /// `env`.
-    pub fn read_bytes_with(
+    pub(crate) fn read_bytes_with(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<SecretSlice<u8>, SecretError> {
@@ -183,7 +178,7 @@ impl SecretRef {
 
     /// Where it is, for messages: a path, `environment variable NAME` or
     /// `systemd credential NAME`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             SecretRef::File(p) => p.display().to_string(),
             SecretRef::Env(name) => format!("environment variable {name}"),

@@ -4,8 +4,8 @@
 
 use crate::support::cli::*;
 use chrono::{DateTime, Duration as Days, Utc};
-use provisiond::model::ObjectType;
-use provisiond::state::{
+use provisiond::ObjectType;
+use provisiond::{
     EscrowAction, EscrowEntry, Quarantine, QuarantineError, QuarantineReason, SledStore,
     StagedAction, StagedDelete, StateStore,
 };

@@ -3,8 +3,8 @@
 //! the command that re-matches everything, unless `previous_url` says the move is intended.
 
 use crate::support::common::*;
-use provisiond::state::{MemoryStore, StateStore};
-use provisiond::summary::CycleStatus;
+use provisiond::CycleStatus;
+use provisiond::{MemoryStore, StateStore};
 
 #[tokio::test]
 async fn another_target_is_refused_before_any_request() {

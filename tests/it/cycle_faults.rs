@@ -3,12 +3,12 @@
 //! token, and a cycle cut off mid-way.
 
 use crate::support::common::{self, *};
-use provisiond::cycle::run_cycle;
-use provisiond::cycle::CycleOptions;
-use provisiond::sandbox::{DropWhen, FaultAction, FaultRule, SandboxHandle};
-use provisiond::state::{MemoryStore, SledStore, StateStore};
-use provisiond::summary::CycleStatus;
-use provisiond::target::RequestCounts;
+use provisiond::run_cycle;
+use provisiond::CycleOptions;
+use provisiond::CycleStatus;
+use provisiond::RequestCounts;
+use provisiond::{DropWhen, FaultAction, FaultRule, SandboxHandle};
+use provisiond::{MemoryStore, SledStore, StateStore};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -175,10 +175,10 @@ async fn run_fault_case(case: FaultCase) {
     // Every object is linked to the target object that exists.
     for l in store.links("test").unwrap() {
         let exists = match l.object_type {
-            provisiond::model::ObjectType::User => {
+            provisiond::ObjectType::User => {
                 h.users().iter().any(|u| u["id"] == l.target_id.as_str())
             }
-            provisiond::model::ObjectType::Group => {
+            provisiond::ObjectType::Group => {
                 h.groups().iter().any(|g| g["id"] == l.target_id.as_str())
             }
         };
@@ -519,7 +519,7 @@ async fn a_cycle_stopped_mid_way_is_completed_by_the_next_one_without_duplicates
         let s = run_ok(&job, &store, &client).await;
         assert_eq!(
             s.kind,
-            provisiond::summary::CycleKind::Initial,
+            provisiond::CycleKind::Initial,
             "the watermark did not advance"
         );
         check_base_state(&h);

@@ -4,14 +4,14 @@
 
 use crate::support::common::{self, *};
 use async_trait::async_trait;
-use provisiond::cycle::{run_cycle, CycleOptions, JobSpec};
-use provisiond::model::ObjectType;
-use provisiond::sandbox::SandboxHandle;
-use provisiond::source::file::parse_export;
-use provisiond::source::{Source, SourceError, SourceRead};
-use provisiond::state::{MemoryStore, SledStore, StateStore};
-use provisiond::summary::{CycleKind, CycleStatus, GroupCounts, MembershipCounts, UserCounts};
-use provisiond::target::{DryRunTarget, RequestCounts};
+use provisiond::parse_export;
+use provisiond::ObjectType;
+use provisiond::SandboxHandle;
+use provisiond::{run_cycle, CycleOptions, JobSpec};
+use provisiond::{CycleKind, CycleStatus, GroupCounts, MembershipCounts, UserCounts};
+use provisiond::{DryRunTarget, RequestCounts};
+use provisiond::{MemoryStore, SledStore, StateStore};
+use provisiond::{Source, SourceError, SourceRead};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -949,7 +949,7 @@ async fn dry_run(
     job: &JobSpec,
     store: &dyn StateStore,
     h: &SandboxHandle,
-) -> provisiond::cycle::CycleReport {
+) -> provisiond::CycleReport {
     let scratch = MemoryStore::from_store(store, &job.name).unwrap();
     let target = DryRunTarget::new(client(&h.base_url()));
     let opts = CycleOptions {
@@ -1239,7 +1239,7 @@ async fn bad_objects_are_skipped_with_reasons_and_the_rest_proceeds() {
 
 #[tokio::test]
 async fn entra_legacy_patch_style_and_patch_answering_200() {
-    let h = sandbox_with(provisiond::sandbox::SandboxConfig {
+    let h = sandbox_with(provisiond::SandboxConfig {
         token: Some(secrecy::SecretString::from(TOKEN)),
         patch_returns_resource: true,
         ..Default::default()
@@ -1249,7 +1249,7 @@ async fn entra_legacy_patch_style_and_patch_answering_200() {
     let job = job(&file.path);
     let store = MemoryStore::new();
     let mut settings = settings(&h.base_url(), TOKEN);
-    settings.patch_style = provisiond::target::PatchStyle::EntraLegacy;
+    settings.patch_style = provisiond::PatchStyle::EntraLegacy;
     let client = client_with(settings);
     run_ok(&job, &store, &client).await;
     check_base_state(&h);
@@ -1311,14 +1311,13 @@ async fn a_mapping_change_forces_a_full_cycle_that_writes_only_differences() {
     run_ok(&job, &store, &client).await;
 
     // Title now comes from the department.
-    let preset: provisiond::mapping::PresetFile =
-        toml::from_str(provisiond::mapping::GENERIC_SCIM_PRESET).unwrap();
-    let title = provisiond::mapping::MappingSpec {
+    let preset: provisiond::PresetFile = toml::from_str(provisiond::GENERIC_SCIM_PRESET).unwrap();
+    let title = provisiond::MappingSpec {
         target: "title".into(),
         source: Some("department".into()),
         ..Default::default()
     };
-    job.mappings = provisiond::mapping::Mappings::build(&preset, &[title], &[]).unwrap();
+    job.mappings = provisiond::Mappings::build(&preset, &[title], &[]).unwrap();
     let s = run_ok(&job, &store, &client).await;
     assert_eq!(s.kind, CycleKind::Initial, "new mappings: full evaluation");
     assert_eq!(s.users.updated, 4);
@@ -1347,7 +1346,7 @@ async fn null_values_are_cleared_only_when_asked() {
     );
     assert_eq!(user(&h, "alice@contoso.com")["title"], "Engineer");
 
-    job.null_values = provisiond::plan::NullPolicy::Remove;
+    job.null_values = provisiond::NullPolicy::Remove;
     let s = run_ok(&job, &store, &client).await;
     assert_eq!(s.requests, requests(0, 0, 1, 0), "{s:#?}");
     assert!(user(&h, "alice@contoso.com").get("title").is_none());
@@ -1391,7 +1390,7 @@ async fn scope_all_provisions_every_enabled_user_and_group() {
     let h = sandbox(vec![]).await;
     let file = DirFile::new(&base_directory());
     let mut job = job(&file.path);
-    job.scope.mode = provisiond::scope::ScopeMode::All;
+    job.scope.mode = provisiond::ScopeMode::All;
     let store = MemoryStore::new();
     let client = client(&h.base_url());
     let s = run_ok(&job, &store, &client).await;

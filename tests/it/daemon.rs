@@ -3,7 +3,7 @@
 //! SIGTERM, and `kill -9` in the middle of a cycle.
 
 use crate::support::cli::*;
-use provisiond::sandbox::{FaultAction, FaultRule};
+use provisiond::{FaultAction, FaultRule};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -429,12 +429,12 @@ fn kill_9_mid_cycle_then_converge_without_duplicates() {
 /// cleanly once the future completes, letting go of the store, the socket and the pid file.
 #[test]
 fn daemon_in_process_stops_when_its_shutdown_future_completes() {
-    use provisiond::daemon::control::{self, Request, Response};
-    use provisiond::summary::CycleStatus;
+    use provisiond::CycleStatus;
+    use provisiond::{control_request, ControlRequest as Request, ControlResponse as Response};
 
     let sandbox = Sandbox::start();
     let fixture = Fixture::new(&sandbox.url());
-    let config = provisiond::config::Config::load(&fixture.config_path()).unwrap();
+    let config = provisiond::Config::load(&fixture.config_path()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -442,7 +442,7 @@ fn daemon_in_process_stops_when_its_shutdown_future_completes() {
         .unwrap();
     rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let daemon = tokio::spawn(provisiond::daemon::run(config.clone(), async {
+        let daemon = tokio::spawn(provisiond::run_daemon(config.clone(), async {
             let _ = stop_rx.await;
         }));
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -453,7 +453,7 @@ fn daemon_in_process_stops_when_its_shutdown_future_completes() {
             );
             let req = Request::Status { job: None };
             if let Ok(Some(Response::Status { jobs })) =
-                control::request(&config.control_socket, &req, Some(Duration::from_secs(5))).await
+                control_request(&config.control_socket, &req, Some(Duration::from_secs(5))).await
             {
                 if jobs[0].last_cycle.is_some() {
                     break jobs;
@@ -475,5 +475,5 @@ fn daemon_in_process_stops_when_its_shutdown_future_completes() {
     assert!(!fixture.socket_path().exists(), "the socket is removed");
     assert!(!fixture.pid_path().exists(), "the pid file is removed");
     // The store is let go of: this process can open it again.
-    provisiond::state::SledStore::open(&fixture.state_dir().join("state")).unwrap();
+    provisiond::SledStore::open(&fixture.state_dir().join("state")).unwrap();
 }

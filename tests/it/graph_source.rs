@@ -5,15 +5,13 @@
 use crate::support::certs;
 use crate::support::common::*;
 use graph_emulator::{self as emulator, FaultAction, FaultRule, GraphEmulatorConfig, GraphHandle};
-use provisiond::mapping::Mappings;
-use provisiond::model::Directory;
-use provisiond::scope::{self, OutOfScope, ScopeSettings};
-use provisiond::source::graph::{
-    ClientCertificate, GraphCredential, GraphSettings, GraphSource, Selection,
-};
-use provisiond::source::{Source, SourceError};
-use provisiond::state::MemoryStore;
-use provisiond::summary::{CycleKind, CycleStatus};
+use provisiond::Directory;
+use provisiond::Mappings;
+use provisiond::MemoryStore;
+use provisiond::{evaluate_scope, OutOfScope, ScopeSettings};
+use provisiond::{ClientCertificate, GraphCredential, GraphSettings, GraphSource, Selection};
+use provisiond::{CycleKind, CycleStatus};
+use provisiond::{Source, SourceError};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -239,7 +237,7 @@ async fn a_full_read_pages_through_everything() {
     assert_eq!(d.assignments.len(), 6);
 
     // Scope as Entra computes it from this.
-    let s = scope::evaluate(d, &ScopeSettings::default());
+    let s = evaluate_scope(d, &ScopeSettings::default());
     assert_eq!(s.users["u-alice"], Ok(()));
     assert_eq!(s.users["u-bob"], Ok(()), "member of an assigned group");
     assert_eq!(s.users["u-grace"], Ok(()));
@@ -838,7 +836,7 @@ async fn test_connection_checks_token_and_one_graph_call() {
 // ---------------------------------------------------------------------------------------------
 // End to end: cycles from the emulator into the SCIM sandbox.
 
-fn graph_job(g: &GraphHandle) -> provisiond::cycle::JobSpec {
+fn graph_job(g: &GraphHandle) -> provisiond::JobSpec {
     job_with_source(Box::new(GraphSource::new(settings(g))))
 }
 

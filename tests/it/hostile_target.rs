@@ -6,7 +6,7 @@
 
 use crate::support::cli::*;
 use crate::support::hostile::{list, Hostile, Reply};
-use provisiond::sandbox::{FaultAction, FaultRule};
+use provisiond::{FaultAction, FaultRule};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

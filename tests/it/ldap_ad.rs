@@ -12,8 +12,8 @@ use ldap3::asn1::{
     parse_tag, parse_uint, ASNTag, Enumerated, OctetString, Sequence, Set, StructureTag, Tag,
     TagClass, PL,
 };
-use provisiond::source::ldap::{Flavour, LdapSettings, LdapSource};
-use provisiond::source::Source;
+use provisiond::Source;
+use provisiond::{Flavour, LdapSettings, LdapSource};
 use secrecy::SecretString;
 use serde_json::json;
 use std::sync::Arc;

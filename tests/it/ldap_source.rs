@@ -9,11 +9,11 @@ use crate::support::certs;
 use crate::support::common::*;
 use crate::support::slapd::*;
 use ldap3::Mod;
-use provisiond::model::{Directory, SourceObject};
-use provisiond::scope::{self, OutOfScope, ScopeSettings};
-use provisiond::source::ldap::{Flavour, LdapError, LdapSettings, LdapSource, Nested};
-use provisiond::source::{Source, SourceError};
-use provisiond::state::MemoryStore;
+use provisiond::MemoryStore;
+use provisiond::{evaluate_scope, OutOfScope, ScopeSettings};
+use provisiond::{Directory, SourceObject};
+use provisiond::{Flavour, LdapError, LdapSettings, LdapSource, Nested};
+use provisiond::{Source, SourceError};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashSet};
@@ -292,7 +292,7 @@ async fn assigned_groups_bring_their_members_and_a_user_moved_out_leaves_scope()
         .map(|a| a.principal_id.clone())
         .collect();
     assert_eq!(got, [eng.clone(), erin.clone()].into());
-    let scoped = scope::evaluate(&d, &ScopeSettings::default());
+    let scoped = evaluate_scope(&d, &ScopeSettings::default());
     let alice = by_mail(&d, "alice@example.org").id.clone();
     assert_eq!(scoped.users[&alice], Ok(()));
     assert_eq!(scoped.users[&erin], Ok(()));
@@ -324,7 +324,7 @@ async fn assigned_groups_bring_their_members_and_a_user_moved_out_leaves_scope()
     // The changed group, and at most the entry with the newest old change time, which the
     // read window (newest change − previous read's duration − 1 s) always includes.
     assert!(stats.entries_read <= 2, "{stats:?}");
-    let scoped = scope::evaluate(&d, &ScopeSettings::default());
+    let scoped = evaluate_scope(&d, &ScopeSettings::default());
     assert_eq!(scoped.users[&alice], Err(OutOfScope::NotAssigned));
     assert!(
         d.users.contains_key(&alice),
@@ -671,7 +671,7 @@ async fn ldap_users_and_groups_land_in_the_scim_sandbox() {
         .success()
         .unwrap();
     let second = run_ok(&job, &store, &target).await;
-    assert_eq!(second.kind, provisiond::summary::CycleKind::Incremental);
+    assert_eq!(second.kind, provisiond::CycleKind::Incremental);
     assert_eq!(second.users.updated, 1, "{second:#?}");
     assert_eq!(second.users.disabled, 1, "{second:#?}");
     assert_eq!(second.users.created, 1, "{second:#?}");
@@ -729,7 +729,7 @@ token_file = "token"
     );
     let path = dir.path().join("provisiond.toml");
     std::fs::write(&path, &text).unwrap();
-    let config = provisiond::config::Config::load(&path).unwrap();
+    let config = provisiond::Config::load(&path).unwrap();
     assert!(!format!("{config:?}").contains(READER_PW));
     let job = config.jobs[0].spec();
     assert!(job.source.test_connection().await.is_ok());
@@ -806,7 +806,7 @@ async fn an_incomplete_read_disables_and_deletes_nothing() {
     let store = MemoryStore::new();
     let all = |s: LdapSettings| {
         let mut job = job_with_source(Box::new(LdapSource::new(s)));
-        job.scope.mode = provisiond::scope::ScopeMode::All;
+        job.scope.mode = provisiond::ScopeMode::All;
         job
     };
     let mut s = settings(&server);
@@ -879,7 +879,7 @@ async fn an_unrecognised_enabled_value_skips_the_user_and_keeps_her_account_and_
     let summary = report.summary;
     assert_eq!(
         summary.status,
-        provisiond::summary::CycleStatus::EntryLevelErrors,
+        provisiond::CycleStatus::EntryLevelErrors,
         "{summary:#?}"
     );
     assert!(

@@ -3,9 +3,9 @@
 //! SelectUniqueValue, and a mapping change forcing a full re-evaluation.
 
 use crate::support::common::*;
-use provisiond::config::Config;
-use provisiond::state::MemoryStore;
-use provisiond::summary::CycleKind;
+use provisiond::Config;
+use provisiond::CycleKind;
+use provisiond::MemoryStore;
 use serde_json::{json, Value};
 
 /// A job from config text (with `{URL}` replaced by the sandbox URL), reading `dir`.
@@ -13,7 +13,7 @@ fn job_from(
     config: &str,
     dir: &DirFile,
     url: &str,
-) -> (provisiond::cycle::JobSpec, provisiond::target::ScimClient) {
+) -> (provisiond::JobSpec, provisiond::ScimClient) {
     let folder = dir.path.parent().unwrap();
     std::fs::write(folder.join("token"), TOKEN).unwrap();
     let text = config

@@ -5,16 +5,16 @@
 
 use crate::support::common::*;
 use chrono::{DateTime, Duration, Utc};
-use provisiond::cycle::{run_cycle, CycleOptions, CycleReport, JobSpec};
-use provisiond::sandbox::RequestCounts as SandboxCounts;
-use provisiond::sandbox::{FaultAction, FaultRule, SandboxHandle};
-use provisiond::state::{
+use provisiond::CycleStatus;
+use provisiond::ManualClock;
+use provisiond::RequestCounts;
+use provisiond::SandboxRequestCounts as SandboxCounts;
+use provisiond::Target;
+use provisiond::{run_cycle, CycleOptions, CycleReport, JobSpec};
+use provisiond::{
     EscrowAction, MemoryStore, QuarantineReason, SledStore, StagedAction, StateStore,
 };
-use provisiond::summary::CycleStatus;
-use provisiond::summary::RequestCounts;
-use provisiond::target::Target;
-use provisiond::util::ManualClock;
+use provisiond::{FaultAction, FaultRule, SandboxHandle};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -487,8 +487,8 @@ async fn a_cycle_that_finds_nothing_to_do_marks_the_steady_state() {
 
 mod crash {
     use crate::support::cli::*;
-    use provisiond::sandbox::{FaultAction, FaultRule};
-    use provisiond::state::{SledStore, StateStore};
+    use provisiond::{FaultAction, FaultRule};
+    use provisiond::{SledStore, StateStore};
     use serde_json::Value;
     use std::time::Duration;
 

@@ -6,9 +6,9 @@
 //! and passes. See the README: `python3 -m venv v && v/bin/pip install scim2-server`.
 
 use crate::support::common::*;
-use provisiond::state::MemoryStore;
-use provisiond::summary::{CycleKind, CycleStatus};
-use provisiond::target::ScimClient;
+use provisiond::MemoryStore;
+use provisiond::ScimClient;
+use provisiond::{CycleKind, CycleStatus};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
@@ -392,7 +392,7 @@ async fn entra_legacy_patch_style_against_scim2_server() {
     let job = job(&file.path);
     let store = MemoryStore::new();
     let mut settings = settings(&server.base, TOKEN);
-    settings.patch_style = provisiond::target::PatchStyle::EntraLegacy;
+    settings.patch_style = provisiond::PatchStyle::EntraLegacy;
     let client = client_with(settings);
     run_ok(&job, &store, &client).await;
     // Capitalised ops and "False" as a string: accepted.

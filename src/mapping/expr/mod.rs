@@ -29,11 +29,11 @@ use serde_json::Value as Json;
 use parser::Node;
 
 /// Longest expression accepted, in characters (Entra's documented limit).
-pub const MAX_EXPRESSION_CHARS: usize = 10_000;
+pub(crate) const MAX_EXPRESSION_CHARS: usize = 10_000;
 
 /// Deepest nesting of calls and comparisons accepted; deeper input is a parse error, so
 /// evaluation never recurses without bound.
-pub const MAX_NESTING_DEPTH: usize = 64;
+pub(crate) const MAX_NESTING_DEPTH: usize = 64;
 
 /// A parsed attribute-mapping expression, ready to evaluate against source objects.
 #[derive(Clone, Debug)]

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 /// Properties of the Graph v1.0 `user` resource that delta can track (microsoft-graph-docs
 /// `api-reference/v1.0/resources/user.md`; properties stored outside the directory, such as
 /// `skills` or `mailboxSettings`, are not tracked by delta and are left out).
-pub const USER_PROPERTIES: &[&str] = &[
+pub(crate) const USER_PROPERTIES: &[&str] = &[
     "accountEnabled",
     "ageGroup",
     "businessPhones",
@@ -80,7 +80,7 @@ pub const USER_PROPERTIES: &[&str] = &[
 
 /// Properties of the Graph v1.0 `group` resource that delta can track
 /// (`api-reference/v1.0/resources/group.md`).
-pub const GROUP_PROPERTIES: &[&str] = &[
+pub(crate) const GROUP_PROPERTIES: &[&str] = &[
     "classification",
     "createdDateTime",
     "description",
@@ -132,11 +132,11 @@ const VIRTUAL: &[&str] = &[
 /// The navigation property that tracks a user's manager in `/users/delta`
 /// (`concepts/delta-query-overview.md`: "`$select` also supports **manager** and **members**
 /// navigation properties for users and groups respectively").
-pub const MANAGER: &str = "manager";
+pub(crate) const MANAGER: &str = "manager";
 /// The navigation property that tracks group membership in `/groups/delta`
 /// (`api-reference/v1.0/api/group-delta.md`: "You can use `$select=members` to get membership
 /// changes").
-pub const MEMBERS: &str = "members";
+pub(crate) const MEMBERS: &str = "members";
 
 /// The `$select` lists of one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,7 +300,7 @@ fn extension_attribute_number(name: &str) -> Option<u8> {
 
 /// A directory object's type in a member list (`@odata.type`), when it can be provisioned.
 /// Devices, contacts and service principals can be group members but are not provisioned.
-pub fn provisionable_member(entry: &Map<String, Value>) -> bool {
+pub(crate) fn provisionable_member(entry: &Map<String, Value>) -> bool {
     match entry.get("@odata.type").and_then(Value::as_str) {
         // Graph always sends the type; an entry without it is taken at its word.
         None => true,
@@ -315,7 +315,11 @@ pub fn provisionable_member(entry: &Map<String, Value>) -> bool {
 /// A Graph user or group object as the source object of that id: annotations (`@odata.*`,
 /// `*@delta`, `@removed`) and nulls dropped, Entra's alias names added. Manager and members
 /// are handled by the caller, which knows what the previous round said.
-pub fn to_source_object(ty: ObjectType, id: &str, entry: &Map<String, Value>) -> SourceObject {
+pub(crate) fn to_source_object(
+    ty: ObjectType,
+    id: &str,
+    entry: &Map<String, Value>,
+) -> SourceObject {
     let mut attributes = Map::new();
     for (k, v) in entry {
         if k == "id" || k.contains('@') || v.is_null() || k == MANAGER || k == MEMBERS {
@@ -355,7 +359,7 @@ pub fn to_source_object(ty: ObjectType, id: &str, entry: &Map<String, Value>) ->
 /// removed, `Some(Some(id))` for the current manager. The annotation is a list; its entry
 /// carries `@removed` when the manager was taken away (`concepts/delta-query-overview.md`,
 /// "Resource representation in the delta query response").
-pub fn manager_delta(entry: &Map<String, Value>) -> Option<Option<String>> {
+pub(crate) fn manager_delta(entry: &Map<String, Value>) -> Option<Option<String>> {
     let list = entry.get("manager@delta")?;
     let Value::Array(items) = list else {
         return Some(None);
@@ -371,7 +375,7 @@ pub fn manager_delta(entry: &Map<String, Value>) -> Option<Option<String>> {
 }
 
 /// The distinct names of `list`, as a `$select` value.
-pub fn select_param(list: &[String]) -> String {
+pub(crate) fn select_param(list: &[String]) -> String {
     let mut seen = BTreeSet::new();
     list.iter()
         .filter(|n| seen.insert(n.to_ascii_lowercase()))

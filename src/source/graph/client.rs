@@ -33,7 +33,8 @@ const BODY_SNIPPET: usize = 200;
 /// The application permissions a Graph source needs, for error messages.
 /// (Least privileged per endpoint: `serviceprincipal-list-approleassignedto-permissions.md`,
 /// `user-delta.md`, `group-delta-permissions.md`; Directory.Read.All is in all three lists.)
-pub const PERMISSIONS_HINT: &str = "the app registration needs the Microsoft Graph application \
+pub(crate) const PERMISSIONS_HINT: &str =
+    "the app registration needs the Microsoft Graph application \
 permissions Application.Read.All, User.Read.All and GroupMember.Read.All (or Directory.Read.All \
 alone), granted with admin consent";
 
@@ -128,13 +129,13 @@ impl GraphError {
 
 /// When a read must stop.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline {
+pub(crate) struct Deadline {
     at: Instant,
     limit: Duration,
 }
 
 impl Deadline {
-    pub fn after(limit: Duration) -> Deadline {
+    pub(crate) fn after(limit: Duration) -> Deadline {
         Deadline {
             at: Instant::now() + limit,
             limit,
@@ -159,7 +160,7 @@ struct CachedToken {
 
 /// Requests sent, for logs and tests.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub tokens: AtomicU64,
     pub gets: AtomicU64,
     pub retries: AtomicU64,
@@ -167,7 +168,7 @@ pub struct Counters {
 
 /// A Graph client for one source. Holds the credential and the cached token; `Debug` shows
 /// neither.
-pub struct GraphClient {
+pub(crate) struct GraphClient {
     http: reqwest::Client,
     token_url: Url,
     /// Graph base URL, ending with `/`.
@@ -196,7 +197,7 @@ impl std::fmt::Debug for GraphClient {
 }
 
 impl GraphClient {
-    pub fn new(s: &GraphSettings) -> Result<GraphClient, GraphError> {
+    pub(crate) fn new(s: &GraphSettings) -> Result<GraphClient, GraphError> {
         let settings = |reason: String| GraphError::Settings { reason };
         let mut token_url = s.authority.clone();
         token_url
@@ -240,12 +241,12 @@ impl GraphClient {
         })
     }
 
-    pub fn token_url(&self) -> &Url {
+    pub(crate) fn token_url(&self) -> &Url {
         &self.token_url
     }
 
     /// `{graph}/{segments…}?{query}`, each segment percent-encoded.
-    pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, GraphError> {
+    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, GraphError> {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|()| GraphError::Settings {
@@ -261,7 +262,7 @@ impl GraphClient {
 
     /// A `@odata.nextLink` / `@odata.deltaLink` to follow. It must point at the configured
     /// Graph host: the access token goes with it.
-    pub fn link(&self, from: &Url, link: &str) -> Result<Url, GraphError> {
+    pub(crate) fn link(&self, from: &Url, link: &str) -> Result<Url, GraphError> {
         let invalid = |reason: String| GraphError::Invalid {
             path: from.path().to_string(),
             reason,
@@ -278,7 +279,7 @@ impl GraphClient {
     }
 
     /// The cached access token, renewed shortly before it expires.
-    pub async fn token(&self, deadline: Deadline) -> Result<SecretString, GraphError> {
+    pub(crate) async fn token(&self, deadline: Deadline) -> Result<SecretString, GraphError> {
         let mut cached = self.token.lock().await;
         if let Some(t) = cached.as_ref() {
             if Instant::now() < t.refresh_at {
@@ -488,7 +489,7 @@ impl GraphClient {
 
     /// GET a Graph URL and return its JSON object, retrying throttling, server errors and
     /// transport failures; a 401 renews the token once.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         url: &Url,
         deadline: Deadline,

@@ -26,7 +26,7 @@ const CLIENT_KEY: SecretKeys = SecretKeys {
 /// [`GraphSettings::new`]'s defaults.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawGraph {
+pub(crate) struct RawGraph {
     tenant_id: String,
     client_id: String,
     /// The client secret's value, from a file, an environment variable or a systemd
@@ -62,7 +62,7 @@ pub struct RawGraph {
 /// Graph properties a job reads besides those its mappings name: the `$select` is completed
 /// with them once the mappings are built.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExtraAttributes {
+pub(crate) struct ExtraAttributes {
     /// Of users.
     pub users: Vec<String>,
     /// Of groups.
@@ -71,7 +71,7 @@ pub struct ExtraAttributes {
 
 /// Check a Graph source's keys and read its credential. Errors name the key and never quote
 /// the secret or the key.
-pub fn check(
+pub(crate) fn check(
     raw: RawGraph,
     ctx: &CheckContext<'_>,
 ) -> Result<(GraphSettings, ExtraAttributes), ConfigError> {

@@ -26,9 +26,10 @@ use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `client_assertion_type` of a token request with a certificate credential.
-pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const CLIENT_ASSERTION_TYPE: &str =
+    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// `exp` − `nbf` of an assertion: "5-10 minutes after `nbf` at most".
-pub const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
+pub(crate) const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
 
 /// The credential a Graph source signs in with. `Debug` shows no secret and no key.
 #[derive(Clone, Debug)]
@@ -152,22 +153,17 @@ impl std::fmt::Debug for ClientCertificate {
 }
 
 /// Base64url SHA-256 of a DER certificate: its `x5t#S256`.
-pub fn x5t_s256(certificate_der: &[u8]) -> String {
+pub(crate) fn x5t_s256(certificate_der: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, certificate_der))
 }
 
-/// Base64url SHA-1 of a DER certificate: its `x5t` (the earlier assertion format).
-pub fn x5t_sha1(certificate_der: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(sha1(certificate_der))
-}
-
 /// Upper-case hex SHA-1 of a DER certificate: the thumbprint the Entra admin center shows.
-pub fn sha1_thumbprint(certificate_der: &[u8]) -> String {
+pub(crate) fn sha1_thumbprint(certificate_der: &[u8]) -> String {
     hex(&sha1(certificate_der))
 }
 
 /// Upper-case hex SHA-256 of a DER certificate: how Entra quotes the `x5t#S256` it was sent.
-pub fn sha256_thumbprint(certificate_der: &[u8]) -> String {
+pub(crate) fn sha256_thumbprint(certificate_der: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, certificate_der).as_ref())
 }
 
@@ -183,7 +179,7 @@ fn sha1(der: &[u8]) -> Vec<u8> {
 
 /// The RSA public key (PKCS#1 `RSAPublicKey` DER, as `ring` verifies with) of a DER
 /// certificate, with the certificate's subject and validity (Unix seconds).
-pub fn certificate_rsa_key(der: &[u8]) -> Result<CertificateInfo, CertificateError> {
+pub(crate) fn certificate_rsa_key(der: &[u8]) -> Result<CertificateInfo, CertificateError> {
     let (rest, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| CertificateError::Certificate(format!("not an X.509 certificate: {e}")))?;
     if !rest.is_empty() {
@@ -209,7 +205,7 @@ pub fn certificate_rsa_key(der: &[u8]) -> Result<CertificateInfo, CertificateErr
 
 /// What [`certificate_rsa_key`] reads from a certificate.
 #[derive(Debug, Clone)]
-pub struct CertificateInfo {
+pub(crate) struct CertificateInfo {
     pub rsa_public_key: Vec<u8>,
     pub subject: String,
     pub not_before: i64,

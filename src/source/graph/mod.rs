@@ -24,14 +24,16 @@
 //! nothing; the snapshot of a collection is only replaced by a round that finished. Only a
 //! failure before anything was read (the token, the service principal) fails the cycle.
 
-pub mod attributes;
-pub mod client;
-pub mod config;
-pub mod credential;
+pub(crate) mod attributes;
+pub(crate) mod client;
+pub(crate) mod config;
+pub(crate) mod credential;
 
 pub use attributes::Selection;
-pub use client::GraphError;
-pub use credential::{CertificateError, ClientCertificate, GraphCredential};
+pub(crate) use client::GraphError;
+pub(crate) use credential::CertificateError;
+pub use credential::ClientCertificate;
+pub use credential::GraphCredential;
 
 use super::{Source, SourceError, SourceRead};
 use crate::model::{Assignment, Directory, ObjectType, Rejected, SourceObject};
@@ -45,12 +47,12 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 /// The role id of an assignment made without a specific app role.
-pub const DEFAULT_ACCESS_ROLE_ID: &str = "00000000-0000-0000-0000-000000000000";
+pub(crate) const DEFAULT_ACCESS_ROLE_ID: &str = "00000000-0000-0000-0000-000000000000";
 /// Entra's name for it.
-pub const DEFAULT_ACCESS: &str = "Default Access";
+pub(crate) const DEFAULT_ACCESS: &str = "Default Access";
 /// The public cloud's authority and Graph endpoint.
-pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
-pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
+pub(crate) const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+pub(crate) const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
 /// Page size asked of list endpoints (`$top`; Graph's maximum for directory objects).
 const LIST_PAGE_SIZE: &str = "999";
 /// Pages followed in one collection before giving up: a loop of links must not spin forever.

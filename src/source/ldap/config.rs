@@ -20,7 +20,7 @@ const PASSWORD: SecretKeys = SecretKeys {
 /// flavour.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLdap {
+pub(crate) struct RawLdap {
     /// `ldap://host[:port]` or `ldaps://host[:port]`.
     url: String,
     /// Upgrade an `ldap://` connection with StartTLS (default false).
@@ -75,7 +75,7 @@ enum OneOrMany {
 
 /// Check an LDAP source's keys and read its password and CA file. `scope` is the job's: with
 /// `assigned`, the source must say who is assigned. Errors name the key.
-pub fn check(
+pub(crate) fn check(
     raw: RawLdap,
     scope: ScopeMode,
     ctx: &CheckContext<'_>,

@@ -24,14 +24,14 @@ const MAX_RANGES: usize = 100_000;
 /// An entry as the server sent it: its DN and every attribute's raw values. Attribute names
 /// are lowercased (LDAP names are case-insensitive), options such as `;range=0-1499` kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RawEntry {
+pub(crate) struct RawEntry {
     pub dn: String,
     pub attrs: Vec<(String, Vec<Vec<u8>>)>,
 }
 
 impl RawEntry {
     /// The values of `name` (case-insensitive, without options); empty when absent.
-    pub fn values(&self, name: &str) -> &[Vec<u8>] {
+    pub(crate) fn values(&self, name: &str) -> &[Vec<u8>] {
         self.attrs
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -39,7 +39,7 @@ impl RawEntry {
             .unwrap_or(&[])
     }
 
-    pub fn first_text(&self, name: &str) -> Option<String> {
+    pub(crate) fn first_text(&self, name: &str) -> Option<String> {
         self.values(name)
             .first()
             .map(|v| String::from_utf8_lossy(v).into_owned())
@@ -66,7 +66,7 @@ fn is_tls_error(e: &ldap3::LdapError) -> bool {
 }
 
 /// The trust store for LDAPS and StartTLS: the system's roots plus the configured CA file.
-pub fn tls_config(
+pub(crate) fn tls_config(
     extra: &[rustls::pki_types::CertificateDer<'static>],
 ) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
     let mut roots = rustls::RootCertStore::empty();
@@ -90,7 +90,7 @@ pub fn tls_config(
 }
 
 /// A bound connection.
-pub struct Conn {
+pub(crate) struct Conn {
     ldap: Ldap,
     timeout: Duration,
     page_size: i32,
@@ -98,7 +98,7 @@ pub struct Conn {
 
 impl Conn {
     /// Connect and bind (simple bind with the configured DN, or anonymously).
-    pub async fn open(
+    pub(crate) async fn open(
         settings: &LdapSettings,
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Conn, LdapError> {
@@ -168,7 +168,7 @@ impl Conn {
 
     /// A paged subtree search (RFC 2696). Every entry goes to `each` as it arrives, so a
     /// failure after some pages keeps what was read. Returns the number of entries.
-    pub async fn search_paged(
+    pub(crate) async fn search_paged(
         &mut self,
         base: &str,
         filter: &str,
@@ -251,7 +251,7 @@ impl Conn {
 
     /// The rest of a multi-valued attribute AD cut into ranges (`member;range=0-1499`):
     /// base searches for `attr;range=START-*` until the server says `*`.
-    pub async fn fetch_ranges(
+    pub(crate) async fn fetch_ranges(
         &mut self,
         dn: &str,
         attr: &str,
@@ -289,7 +289,7 @@ impl Conn {
     }
 
     /// A base-scope search of one entry.
-    pub async fn search_base(
+    pub(crate) async fn search_base(
         &mut self,
         dn: &str,
         filter: &str,
@@ -321,7 +321,7 @@ impl Conn {
 
     /// For `test-connection`: whether `base` exists, and how many entries (0 or 1) match
     /// `filter` under it.
-    pub async fn probe(
+    pub(crate) async fn probe(
         &mut self,
         what: &'static str,
         base: &str,
@@ -374,7 +374,7 @@ impl Conn {
     }
 
     /// Close politely; the server may already be gone.
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ldap.unbind()).await;
     }
 }
@@ -391,7 +391,7 @@ fn search_error(base: &str, page: usize, count: u64, e: ldap3::LdapError) -> Lda
 
 /// A result code and the server's text.
 #[derive(Debug, Clone)]
-pub struct LdapRc {
+pub(crate) struct LdapRc {
     pub rc: u32,
     pub text: String,
 }
@@ -420,7 +420,7 @@ fn connect_failure(settings: &LdapSettings, uses_tls: bool, e: ldap3::LdapError)
 }
 
 /// `member;range=0-1499` → (0, Some(1499)); `member;range=1500-*` → (1500, None).
-pub fn range_of(attr_name: &str, attr: &str) -> Option<(u64, Option<u64>)> {
+pub(crate) fn range_of(attr_name: &str, attr: &str) -> Option<(u64, Option<u64>)> {
     let lower = attr_name.to_ascii_lowercase();
     let rest = lower.strip_prefix(&format!("{};range=", attr.to_ascii_lowercase()))?;
     let (lo, hi) = rest.split_once('-')?;
@@ -434,7 +434,7 @@ pub fn range_of(attr_name: &str, attr: &str) -> Option<(u64, Option<u64>)> {
 }
 
 /// Decode a SearchResultEntry: `[APPLICATION 4] SEQUENCE { objectName, attributes }`.
-pub fn parse_entry(tag: StructureTag) -> Option<RawEntry> {
+pub(crate) fn parse_entry(tag: StructureTag) -> Option<RawEntry> {
     let PL::C(parts) = tag.payload else {
         return None;
     };

@@ -9,7 +9,7 @@
 
 /// The canonical form of `dn`, for use as a lookup key. Never fails: a malformed DN is
 /// normalised as far as it goes and simply matches nothing.
-pub fn normalize(dn: &str) -> String {
+pub(crate) fn normalize(dn: &str) -> String {
     let mut rdns: Vec<String> = Vec::new();
     for rdn in split_unescaped(dn, &[',', ';']) {
         let mut avas: Vec<String> = split_unescaped(&rdn, &['+'])
@@ -26,7 +26,8 @@ pub fn normalize(dn: &str) -> String {
 }
 
 /// Whether `dn` is `base` or lies under it.
-pub fn is_under(dn_normalized: &str, base_normalized: &str) -> bool {
+#[cfg(test)]
+pub(crate) fn is_under(dn_normalized: &str, base_normalized: &str) -> bool {
     base_normalized.is_empty()
         || dn_normalized == base_normalized
         || dn_normalized

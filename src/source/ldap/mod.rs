@@ -20,18 +20,19 @@
 //! again if this one was. A failure before anything was read is a [`SourceError::Ldap`] carrying the typed
 //! [`LdapError`].
 
-pub mod config;
-pub mod conn;
-pub mod dn;
+pub(crate) mod config;
+pub(crate) mod conn;
+pub(crate) mod dn;
 mod error;
 mod snapshot;
-pub mod values;
+pub(crate) mod values;
 
 use super::{Source, SourceError, SourceRead};
 use crate::model::ObjectType;
 use async_trait::async_trait;
 use conn::{Conn, RawEntry};
-pub use error::{LdapError, TlsConfigError};
+pub use error::LdapError;
+pub(crate) use error::TlsConfigError;
 use secrecy::SecretString;
 use serde::Deserialize;
 use snapshot::Snapshot;
@@ -39,7 +40,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-pub use values::AttributeMap;
+pub(crate) use values::AttributeMap;
 
 /// Which directory's conventions the defaults follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -247,7 +248,7 @@ fn dedupe(names: Vec<String>) -> Vec<String> {
 }
 
 /// `(&A B C)` from filters that may or may not carry their own parentheses.
-pub fn and_filters(parts: &[&str]) -> String {
+pub(crate) fn and_filters(parts: &[&str]) -> String {
     let wrapped: Vec<String> = parts
         .iter()
         .map(|p| p.trim())

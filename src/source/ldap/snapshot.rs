@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// One user or group as read, already in our terms except for its references (DNs).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
+pub(super) struct Entry {
     pub dn: String,
     pub attributes: Map<String, Value>,
     /// Normalised DN of the manager (users).
@@ -33,7 +33,7 @@ pub struct Entry {
 
 /// What one read (full or incremental) produced, by anchor.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub(super) struct Snapshot {
     pub users: BTreeMap<String, Entry>,
     pub groups: BTreeMap<String, Entry>,
     /// Entries that could not be used (no anchor, the same anchor twice, an enabled value
@@ -49,7 +49,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.users.is_empty()
             && self.groups.is_empty()
             && self.rejected.is_empty()
@@ -57,7 +57,7 @@ impl Snapshot {
     }
 
     /// Add an entry read from the server.
-    pub fn add(&mut self, ty: ObjectType, raw: &RawEntry, settings: &LdapSettings) {
+    pub(super) fn add(&mut self, ty: ObjectType, raw: &RawEntry, settings: &LdapSettings) {
         let (anchor, entry, invalid) = match convert(ty, raw, settings) {
             Ok(x) => x,
             Err(reason) => {
@@ -123,7 +123,7 @@ impl Snapshot {
     }
 
     /// Mark the users whose normalised DN is in `dns` (the result of a filter search).
-    pub fn mark(&mut self, dns: &HashSet<String>, disabled: bool) {
+    pub(super) fn mark(&mut self, dns: &HashSet<String>, disabled: bool) {
         for e in self.users.values_mut() {
             if dns.contains(&dn::normalize(&e.dn)) {
                 if disabled {
@@ -137,7 +137,7 @@ impl Snapshot {
 
     /// Merge the changes of an incremental read: changed entries replace their old version
     /// (by anchor, so a renamed entry moves), new ones are added.
-    pub fn merge(&mut self, changes: Snapshot) {
+    pub(super) fn merge(&mut self, changes: Snapshot) {
         // A rejected entry is reported once, and forgotten when it is read fine again; a
         // rejected changed entry keeps its previous version.
         let reread: HashSet<String> = changes
@@ -273,7 +273,11 @@ fn convert(
 }
 
 /// The [`Directory`] a snapshot stands for.
-pub fn build_directory(snap: &Snapshot, settings: &LdapSettings, complete: bool) -> Directory {
+pub(super) fn build_directory(
+    snap: &Snapshot,
+    settings: &LdapSettings,
+    complete: bool,
+) -> Directory {
     let mut dir = Directory {
         complete,
         rejected: snap.rejected.clone(),

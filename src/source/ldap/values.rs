@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Our attribute name → the LDAP attributes it is read from (the first one present wins).
-pub type AttributeMap = BTreeMap<String, Vec<String>>;
+pub(crate) type AttributeMap = BTreeMap<String, Vec<String>>;
 
 /// Our attributes that hold one value even when the directory has several: mappings to SCIM
 /// single-valued attributes (`userName`, `title`, …) need a string, so the first value is taken.
@@ -50,7 +50,7 @@ fn map(pairs: &[(&str, &[&str])]) -> AttributeMap {
 }
 
 /// Users: inetOrgPerson (OpenLDAP) or Active Directory's `user`, named as Entra names them.
-pub fn default_user_map(flavour: Flavour) -> AttributeMap {
+pub(crate) fn default_user_map(flavour: Flavour) -> AttributeMap {
     match flavour {
         // inetOrgPerson has no UPN: `mail` is the closest login-like name, `uid` the nickname.
         Flavour::OpenLdap => map(&[
@@ -111,7 +111,7 @@ pub fn default_user_map(flavour: Flavour) -> AttributeMap {
 }
 
 /// Groups: groupOfNames / groupOfUniqueNames / posixGroup, or AD's `group`.
-pub fn default_group_map(flavour: Flavour) -> AttributeMap {
+pub(crate) fn default_group_map(flavour: Flavour) -> AttributeMap {
     match flavour {
         Flavour::OpenLdap => map(&[
             ("displayName", &["displayName", "cn"]),
@@ -129,21 +129,21 @@ pub fn default_group_map(flavour: Flavour) -> AttributeMap {
 }
 
 /// The default anchor and change-timestamp attributes.
-pub fn default_anchor(flavour: Flavour) -> &'static str {
+pub(crate) fn default_anchor(flavour: Flavour) -> &'static str {
     match flavour {
         Flavour::OpenLdap => "entryUUID",
         Flavour::Ad => "objectGUID",
     }
 }
 
-pub fn timestamp_attribute(flavour: Flavour) -> &'static str {
+pub(crate) fn timestamp_attribute(flavour: Flavour) -> &'static str {
     match flavour {
         Flavour::OpenLdap => "modifyTimestamp",
         Flavour::Ad => "whenChanged",
     }
 }
 
-pub fn default_user_filter(flavour: Flavour) -> &'static str {
+pub(crate) fn default_user_filter(flavour: Flavour) -> &'static str {
     match flavour {
         Flavour::OpenLdap => "(objectClass=inetOrgPerson)",
         // Computers are users too in AD; `objectCategory=person` leaves them out.
@@ -151,7 +151,7 @@ pub fn default_user_filter(flavour: Flavour) -> &'static str {
     }
 }
 
-pub fn default_group_filter(flavour: Flavour) -> &'static str {
+pub(crate) fn default_group_filter(flavour: Flavour) -> &'static str {
     match flavour {
         Flavour::OpenLdap => {
             "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup))"
@@ -162,7 +162,7 @@ pub fn default_group_filter(flavour: Flavour) -> &'static str {
 
 /// An AD `objectGUID` (16 bytes) as the GUID string Windows shows: the first three fields are
 /// little-endian, the last two big-endian.
-pub fn guid_string(b: &[u8]) -> Option<String> {
+pub(crate) fn guid_string(b: &[u8]) -> Option<String> {
     let b: &[u8; 16] = b.try_into().ok()?;
     Some(format!(
         "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
@@ -172,7 +172,7 @@ pub fn guid_string(b: &[u8]) -> Option<String> {
 
 /// The anchor of an entry from its raw value: a GUID string for a binary `objectGUID` (or any
 /// 16-byte binary value), the text itself otherwise, hex for other binary values.
-pub fn anchor_value(attribute: &str, raw: &[u8]) -> Option<String> {
+pub(crate) fn anchor_value(attribute: &str, raw: &[u8]) -> Option<String> {
     if raw.is_empty() {
         return None;
     }
@@ -192,7 +192,7 @@ pub fn anchor_value(attribute: &str, raw: &[u8]) -> Option<String> {
 
 /// Parse an LDAP generalized time (`20260102030405Z`, `20260102030405.0Z`,
 /// `202601020304Z`, `20260102030405+0100`).
-pub fn parse_generalized_time(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_generalized_time(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
     let mut rest = &s[digits.len()..];
@@ -232,7 +232,7 @@ pub fn parse_generalized_time(s: &str) -> Option<DateTime<Utc>> {
 }
 
 /// A generalized time in the form the server's own filters expect.
-pub fn format_generalized_time(t: DateTime<Utc>, flavour: Flavour) -> String {
+pub(crate) fn format_generalized_time(t: DateTime<Utc>, flavour: Flavour) -> String {
     match flavour {
         Flavour::OpenLdap => t.format("%Y%m%d%H%M%SZ").to_string(),
         Flavour::Ad => t.format("%Y%m%d%H%M%S.0Z").to_string(),
@@ -241,7 +241,7 @@ pub fn format_generalized_time(t: DateTime<Utc>, flavour: Flavour) -> String {
 
 /// `accountEnabled` from an LDAP value: AD's `userAccountControl` has ACCOUNTDISABLE (bit 2);
 /// any other attribute is read as a boolean (`TRUE`/`FALSE`, `yes`/`no`, `1`/`0`).
-pub fn enabled_value(ldap_attribute: &str, raw: &str) -> Option<bool> {
+pub(crate) fn enabled_value(ldap_attribute: &str, raw: &str) -> Option<bool> {
     let raw = raw.trim();
     if ldap_attribute.eq_ignore_ascii_case("userAccountControl") {
         let uac: i64 = raw.parse().ok()?;
@@ -255,7 +255,7 @@ pub fn enabled_value(ldap_attribute: &str, raw: &str) -> Option<bool> {
 }
 
 /// One of our attributes from the raw values of the LDAP attribute it maps from.
-pub fn attribute_value(ours: &str, ldap_attribute: &str, raw: &[Vec<u8>]) -> Option<Value> {
+pub(crate) fn attribute_value(ours: &str, ldap_attribute: &str, raw: &[Vec<u8>]) -> Option<Value> {
     let texts: Vec<String> = raw.iter().map(|v| text(v)).collect();
     if texts.is_empty() {
         return None;
@@ -279,7 +279,7 @@ pub fn attribute_value(ours: &str, ldap_attribute: &str, raw: &[Vec<u8>]) -> Opt
 }
 
 /// A value as text: UTF-8 as it is, anything else (photos, SIDs) as base64.
-pub fn text(raw: &[u8]) -> String {
+pub(crate) fn text(raw: &[u8]) -> String {
     match std::str::from_utf8(raw) {
         Ok(s) => s.to_string(),
         Err(_) => base64::engine::general_purpose::STANDARD.encode(raw),

@@ -13,7 +13,7 @@ const MAX_DEPTH: usize = 64;
 
 /// A parsed filter expression.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Filter {
+pub(crate) enum Filter {
     /// `attrPath op value`.
     Compare {
         /// The attribute compared.
@@ -37,7 +37,7 @@ pub enum Filter {
 
 /// An attribute path in a filter: optional schema URN, attribute, optional sub-attribute.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AttrPath {
+pub(crate) struct AttrPath {
     /// Schema URN prefix, if given.
     pub schema: Option<String>,
     /// Attribute name.
@@ -48,7 +48,7 @@ pub struct AttrPath {
 
 /// Comparison operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompareOp {
+pub(crate) enum CompareOp {
     /// equal
     Eq,
     /// not equal
@@ -72,7 +72,7 @@ pub enum CompareOp {
 /// A filter that does not parse; `pos` is a byte offset into the filter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid filter at position {pos}: {reason}")]
-pub struct FilterError {
+pub(crate) struct FilterError {
     /// Byte offset of the problem.
     pub pos: usize,
     /// What was expected or found.
@@ -86,7 +86,7 @@ pub struct FilterError {
 /// the URL encoder. Booleans, numbers and `null` are unquoted. Arrays and objects are not
 /// valid comparison values: their compact JSON text is compared as a string, which
 /// matches nothing rather than matching the wrong object.
-pub fn eq_filter(attr: &str, value: &Value) -> String {
+pub(crate) fn eq_filter(attr: &str, value: &Value) -> String {
     let literal = match value {
         Value::String(_) | Value::Bool(_) | Value::Number(_) | Value::Null => value.to_string(),
         Value::Array(_) | Value::Object(_) => Value::String(value.to_string()).to_string(),
@@ -96,7 +96,7 @@ pub fn eq_filter(attr: &str, value: &Value) -> String {
 
 impl Filter {
     /// Parses a filter.
-    pub fn parse(input: &str) -> Result<Filter, FilterError> {
+    pub(crate) fn parse(input: &str) -> Result<Filter, FilterError> {
         let tokens = lex(input)?;
         let mut p = Parser {
             tokens,
@@ -115,7 +115,7 @@ impl Filter {
     }
 
     /// Whether `resource` satisfies the filter.
-    pub fn matches(&self, resource: &Value) -> bool {
+    pub(crate) fn matches(&self, resource: &Value) -> bool {
         match self {
             Filter::And(a, b) => a.matches(resource) && b.matches(resource),
             Filter::Or(a, b) => a.matches(resource) || b.matches(resource),
@@ -147,7 +147,7 @@ impl Filter {
     }
 
     /// For a filter that is exactly `name eq "string"` (the matching query), the string.
-    pub fn eq_value(&self, name: &str) -> Option<&str> {
+    pub(crate) fn eq_value(&self, name: &str) -> Option<&str> {
         match self {
             Filter::Compare {
                 path,

@@ -128,7 +128,7 @@ pub(crate) fn render_patch(ops: &[PatchOp], style: PatchStyle) -> Value {
 /// Why a PATCH operation could not be applied. [`PatchError::scim_type`] gives the RFC 7644
 /// `scimType` to answer with (all are 400 Bad Request).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PatchError {
+pub(crate) enum PatchError {
     /// `op` is not add, replace or remove.
     #[error("unknown PATCH op {0:?}: expected add, replace or remove")]
     InvalidOp(String),
@@ -160,7 +160,7 @@ pub enum PatchError {
 
 impl PatchError {
     /// The SCIM `scimType` error keyword for this error.
-    pub fn scim_type(&self) -> &'static str {
+    pub(crate) fn scim_type(&self) -> &'static str {
         match self {
             PatchError::InvalidOp(_) => "invalidSyntax",
             PatchError::InvalidPath(_) => "invalidPath",
@@ -181,7 +181,7 @@ enum Op {
 /// Applies one PATCH operation to `resource`. Op names are case-insensitive (Entra's legacy
 /// form sends `Add`/`Replace`/`Remove`). Removing something absent succeeds, so that a
 /// retried PATCH whose first response was lost is harmless.
-pub fn apply_patch(resource: &mut Value, op: &PatchOperation) -> Result<(), PatchError> {
+pub(crate) fn apply_patch(resource: &mut Value, op: &PatchOperation) -> Result<(), PatchError> {
     let kind = match op.op.to_ascii_lowercase().as_str() {
         "add" => Op::Add,
         "replace" => Op::Replace,
@@ -229,7 +229,7 @@ pub fn apply_patch(resource: &mut Value, op: &PatchOperation) -> Result<(), Patc
 
 /// Converts Entra's legacy string booleans (`"active": "False"`) to JSON booleans, in the
 /// value of an operation on `active`/`primary` or in an object value's attributes.
-pub fn normalise_entra_booleans(op: &mut PatchOperation) {
+pub(crate) fn normalise_entra_booleans(op: &mut PatchOperation) {
     const BOOLEANS: [&str; 2] = ["active", "primary"];
     let path_is_bool = op.path.as_deref().is_some_and(|p| {
         ScimPath::parse(p).is_ok_and(|p| {

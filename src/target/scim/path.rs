@@ -10,7 +10,7 @@ use super::{get_attr, is_case_exact, is_core_schema, resolve_key, ENTERPRISE_USE
 
 /// A parsed SCIM attribute path.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ScimPath {
+pub(crate) struct ScimPath {
     schema: Option<String>,
     attr: String,
     filter: Option<ValueFilter>,
@@ -19,14 +19,14 @@ pub struct ScimPath {
 
 /// The value filter inside brackets of a path: `eq` comparisons joined with `and`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ValueFilter {
+pub(crate) struct ValueFilter {
     /// The comparisons, all of which must hold.
     pub clauses: Vec<EqClause>,
 }
 
 /// One `attr eq value` comparison of a [`ValueFilter`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct EqClause {
+pub(crate) struct EqClause {
     /// Sub-attribute of the multi-valued element, e.g. `type`.
     pub attr: String,
     /// The literal compared with: string, bool, number or null.
@@ -35,7 +35,7 @@ pub struct EqClause {
 
 /// Why a path could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
+pub(crate) enum PathError {
     /// The path was empty or only whitespace.
     #[error("empty SCIM attribute path")]
     Empty,
@@ -53,7 +53,7 @@ pub enum PathError {
 
 impl ValueFilter {
     /// Whether a multi-valued element satisfies every comparison.
-    pub fn matches(&self, element: &Value) -> bool {
+    pub(crate) fn matches(&self, element: &Value) -> bool {
         self.clauses.iter().all(|c| c.matches(element))
     }
 
@@ -72,7 +72,7 @@ impl ValueFilter {
 
 impl EqClause {
     /// Whether `element`'s sub-attribute equals the literal.
-    pub fn matches(&self, element: &Value) -> bool {
+    pub(crate) fn matches(&self, element: &Value) -> bool {
         let actual = get_attr(element, &self.attr);
         values_equal(&self.attr, actual, &self.value)
     }
@@ -98,7 +98,7 @@ pub(crate) fn values_equal(attr: &str, actual: Option<&Value>, expected: &Value)
 
 impl ScimPath {
     /// Parses a path such as `emails[type eq "work"].value`.
-    pub fn parse(input: &str) -> Result<ScimPath, PathError> {
+    pub(crate) fn parse(input: &str) -> Result<ScimPath, PathError> {
         let trimmed = input.trim();
         if trimmed.is_empty() {
             return Err(PathError::Empty);
@@ -186,44 +186,34 @@ impl ScimPath {
         })
     }
 
-    /// A plain top-level attribute path.
-    pub fn attribute(name: impl Into<String>) -> ScimPath {
-        ScimPath {
-            schema: None,
-            attr: name.into(),
-            filter: None,
-            sub_attr: None,
-        }
-    }
-
     /// The schema URN prefix, if the path had one.
-    pub fn schema(&self) -> Option<&str> {
+    pub(crate) fn schema(&self) -> Option<&str> {
         self.schema.as_deref()
     }
 
     /// The attribute name (after any URN prefix, before any filter).
-    pub fn attr(&self) -> &str {
+    pub(crate) fn attr(&self) -> &str {
         &self.attr
     }
 
     /// The value filter in brackets, if any.
-    pub fn filter(&self) -> Option<&ValueFilter> {
+    pub(crate) fn filter(&self) -> Option<&ValueFilter> {
         self.filter.as_ref()
     }
 
     /// The sub-attribute after the dot, if any.
-    pub fn sub_attr(&self) -> Option<&str> {
+    pub(crate) fn sub_attr(&self) -> Option<&str> {
         self.sub_attr.as_deref()
     }
 
     /// The extension object key this path lives in, `None` for core attributes.
-    pub fn extension(&self) -> Option<&str> {
+    pub(crate) fn extension(&self) -> Option<&str> {
         self.schema.as_deref().filter(|s| !is_core_schema(s))
     }
 
     /// Whether the path is `attr` alone (no filter, no sub-attribute) named `name`, ignoring
     /// case and a core schema prefix.
-    pub fn is_attr(&self, name: &str) -> bool {
+    pub(crate) fn is_attr(&self, name: &str) -> bool {
         self.extension().is_none()
             && self.filter.is_none()
             && self.sub_attr.is_none()
@@ -239,7 +229,7 @@ impl ScimPath {
 
     /// The value at this path. For a filtered multi-valued path, the element (or its
     /// sub-attribute) of the first matching element.
-    pub fn get<'a>(&self, resource: &'a Value) -> Option<&'a Value> {
+    pub(crate) fn get<'a>(&self, resource: &'a Value) -> Option<&'a Value> {
         let v = get_attr(self.container(resource)?, &self.attr)?;
         match (&self.filter, &self.sub_attr) {
             (None, None) => Some(v),
@@ -259,7 +249,7 @@ impl ScimPath {
 
     /// Sets the value at this path, creating intermediate objects, extension objects and
     /// multi-valued elements as needed.
-    pub fn set(&self, resource: &mut Value, value: Value) {
+    pub(crate) fn set(&self, resource: &mut Value, value: Value) {
         let value = self.normalise(value);
         if !resource.is_object() {
             *resource = Value::Object(Map::new());
@@ -352,7 +342,7 @@ impl ScimPath {
 
     /// Removes the value at this path; `true` when something was removed. Removing the last
     /// element of a multi-valued attribute removes the attribute (RFC 7644 §3.5.2.2).
-    pub fn remove(&self, resource: &mut Value) -> bool {
+    pub(crate) fn remove(&self, resource: &mut Value) -> bool {
         let Some(root) = resource.as_object_mut() else {
             return false;
         };

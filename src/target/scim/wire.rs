@@ -4,12 +4,12 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use super::{ERROR_SCHEMA, LIST_RESPONSE_SCHEMA, PATCH_OP_SCHEMA};
+use super::{ERROR_SCHEMA, LIST_RESPONSE_SCHEMA};
 
 /// A query response (RFC 7644 §3.4.2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawListResponse")]
-pub struct ListResponse {
+pub(crate) struct ListResponse {
     /// Always `[LIST_RESPONSE_SCHEMA]` when built here.
     pub schemas: Vec<String>,
     /// Matching resources in total, across all pages.
@@ -28,7 +28,7 @@ pub struct ListResponse {
 
 impl ListResponse {
     /// A page of `resources` starting at `start_index` out of `total_results`.
-    pub fn new(resources: Vec<Value>, total_results: u64, start_index: u64) -> ListResponse {
+    pub(crate) fn new(resources: Vec<Value>, total_results: u64, start_index: u64) -> ListResponse {
         ListResponse {
             schemas: vec![LIST_RESPONSE_SCHEMA.to_string()],
             total_results,
@@ -56,7 +56,7 @@ struct RawListResponse {
 /// A ListResponse claiming results but carrying none would make a client read "no match".
 #[derive(Debug, thiserror::Error)]
 #[error("ListResponse has totalResults {0} and itemsPerPage > 0 but no Resources")]
-pub struct MissingResources(u64);
+pub(crate) struct MissingResources(u64);
 
 impl TryFrom<RawListResponse> for ListResponse {
     type Error = MissingResources;
@@ -79,7 +79,7 @@ impl TryFrom<RawListResponse> for ListResponse {
 
 /// A SCIM error response body (RFC 7644 §3.12).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScimErrorBody {
+pub(crate) struct ScimErrorBody {
     /// Normally `[ERROR_SCHEMA]`.
     #[serde(default)]
     pub schemas: Vec<String>,
@@ -96,7 +96,11 @@ pub struct ScimErrorBody {
 
 impl ScimErrorBody {
     /// An error body for `status`, with an optional `scimType`.
-    pub fn new(status: u16, scim_type: Option<&str>, detail: impl Into<String>) -> ScimErrorBody {
+    pub(crate) fn new(
+        status: u16,
+        scim_type: Option<&str>,
+        detail: impl Into<String>,
+    ) -> ScimErrorBody {
         ScimErrorBody {
             schemas: vec![ERROR_SCHEMA.to_string()],
             status: status.to_string(),
@@ -106,7 +110,8 @@ impl ScimErrorBody {
     }
 
     /// The status as a number, if it is one.
-    pub fn status_code(&self) -> Option<u16> {
+    #[cfg(test)]
+    pub(crate) fn status_code(&self) -> Option<u16> {
         self.status.trim().parse().ok()
     }
 }
@@ -124,7 +129,7 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
 
 /// A PATCH request body (RFC 7644 §3.5.2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PatchRequest {
+pub(crate) struct PatchRequest {
     /// Normally `[PATCH_OP_SCHEMA]`.
     #[serde(default)]
     pub schemas: Vec<String>,
@@ -133,19 +138,9 @@ pub struct PatchRequest {
     pub operations: Vec<PatchOperation>,
 }
 
-impl PatchRequest {
-    /// A request with the PatchOp schema.
-    pub fn new(operations: Vec<PatchOperation>) -> PatchRequest {
-        PatchRequest {
-            schemas: vec![PATCH_OP_SCHEMA.to_string()],
-            operations,
-        }
-    }
-}
-
 /// One PATCH operation. `op` is kept as sent: Entra's legacy form capitalises it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PatchOperation {
+pub(crate) struct PatchOperation {
     /// `add`, `replace` or `remove` (any case).
     pub op: String,
     /// Attribute path; absent means the whole resource.
@@ -158,7 +153,8 @@ pub struct PatchOperation {
 
 impl PatchOperation {
     /// An operation with the given op, path and value.
-    pub fn new(op: impl Into<String>, path: Option<String>, value: Option<Value>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(op: impl Into<String>, path: Option<String>, value: Option<Value>) -> Self {
         PatchOperation {
             op: op.into(),
             path,
@@ -170,6 +166,7 @@ impl PatchOperation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::scim::PATCH_OP_SCHEMA;
     use serde_json::json;
 
     #[test]

@@ -8,7 +8,7 @@
 
 #![allow(dead_code)]
 
-use provisiond::sandbox::{FaultRule, RequestCounts, SandboxConfig, SandboxHandle};
+use provisiond::{FaultRule, SandboxConfig, SandboxHandle, SandboxRequestCounts as RequestCounts};
 use serde_json::{json, Value};
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -12,17 +12,17 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use async_trait::async_trait;
-use provisiond::cycle::{run_cycle, CycleOptions, CycleReport, JobSpec};
-use provisiond::mapping::Mappings;
-use provisiond::model::ObjectType;
-use provisiond::plan::NullPolicy;
-use provisiond::sandbox::{self, FaultRule, SandboxConfig, SandboxHandle};
-use provisiond::scope::ScopeSettings;
-use provisiond::source::file::FileSource;
-use provisiond::source::Source;
-use provisiond::state::StateStore;
-use provisiond::summary::{CycleStatus, CycleSummary, GroupCounts, MembershipCounts, UserCounts};
-use provisiond::target::{PatchOp, RequestCounts, ScimClient, Target, TargetError, TargetSettings};
+use provisiond::FileSource;
+use provisiond::Mappings;
+use provisiond::NullPolicy;
+use provisiond::ObjectType;
+use provisiond::ScopeSettings;
+use provisiond::Source;
+use provisiond::StateStore;
+use provisiond::{run_cycle, CycleOptions, CycleReport, JobSpec};
+use provisiond::{spawn_sandbox, FaultRule, SandboxConfig, SandboxHandle};
+use provisiond::{CycleStatus, CycleSummary, GroupCounts, MembershipCounts, UserCounts};
+use provisiond::{PatchOp, RequestCounts, ScimClient, Target, TargetError, TargetSettings};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
@@ -63,8 +63,8 @@ impl DirFile {
 /// after `Db` is dropped (a buffer write that has signalled completion but not yet returned):
 /// on a loaded machine an immediate reopen found the store "still locked". Waits for that
 /// release, bounded, and fails naming the cause. Not for a store another handle still holds.
-pub async fn reopen_store(dir: &Path) -> provisiond::state::SledStore {
-    use provisiond::state::{SledStore, StateError};
+pub async fn reopen_store(dir: &Path) -> provisiond::SledStore {
+    use provisiond::{SledStore, StateError};
     let limit = Duration::from_secs(10);
     let deadline = tokio::time::Instant::now() + limit;
     loop {
@@ -110,7 +110,7 @@ pub async fn sandbox(faults: Vec<FaultRule>) -> SandboxHandle {
 }
 
 pub async fn sandbox_with(config: SandboxConfig) -> SandboxHandle {
-    sandbox::spawn("127.0.0.1:0".parse().unwrap(), config)
+    spawn_sandbox("127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap()
 }
