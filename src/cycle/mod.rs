@@ -258,7 +258,15 @@ async fn cycle_in_span(
     exporter.escrow = Some(&book);
     cycle.export_objects(&exporter, &mut plan).await;
     cycle
-        .export_references(&exporter, &dir, &scoped, &settings, &mut problems, &book)
+        .export_references(
+            &exporter,
+            &dir,
+            &scoped,
+            &settings,
+            &mut problems,
+            &book,
+            &held.staged,
+        )
         .await;
     let tally = book.tally();
     escrow_problems(&tally, &mut problems);
@@ -344,6 +352,26 @@ fn quarantine_reason(meta: &JobMeta) -> Option<String> {
     meta.quarantine
         .as_ref()
         .map(|q| q.reason.as_str().to_string())
+}
+
+/// A user whose disable or delete the threshold holds stays in her groups: removing her from
+/// them is part of taking her away, and would go out while the admin has not decided.
+fn keep_held_members(
+    memberships: &mut Vec<plan::MembershipChange>,
+    held: &[crate::state::StagedDelete],
+) {
+    let held_users: std::collections::HashSet<&str> = held
+        .iter()
+        .filter(|s| s.object_type == ObjectType::User)
+        .map(|s| s.target_id.as_str())
+        .collect();
+    if held_users.is_empty() {
+        return;
+    }
+    for m in memberships.iter_mut() {
+        m.remove.retain(|t| !held_users.contains(t.as_str()));
+    }
+    memberships.retain(|m| !m.add.is_empty() || !m.remove.is_empty());
 }
 
 /// One problem for the escrowed actions this cycle did not retry (they are not due yet, or
@@ -736,6 +764,7 @@ impl<'c> Cycle<'c> {
 
     /// Plan and export phase two (managers, memberships), unless the export gave up or a
     /// stop was asked for.
+    #[allow(clippy::too_many_arguments)]
     async fn export_references(
         &self,
         exporter: &Exporter<'_>,
@@ -744,12 +773,14 @@ impl<'c> Cycle<'c> {
         settings: &PlanSettings<'_>,
         problems: &mut Vec<Problem>,
         book: &Book<'_>,
+        held: &[crate::state::StagedDelete],
     ) {
         if exporter.aborted().is_some() || self.stop.is_cancelled() {
             return;
         }
         let mut refs =
             plan::plan_references(dir, scoped, &self.job.mappings, &exporter.links(), settings);
+        keep_held_members(&mut refs.memberships, held);
         refs.updates.retain(|u| {
             let key = (u.object_type, u.source_id.clone(), true);
             book.verdict(key, || escrow::update_fingerprint(u)) != Verdict::Wait

@@ -190,6 +190,47 @@ async fn a_source_that_recovers_lifts_the_quarantine_and_deletes_nothing() {
     assert_eq!(h.groups().len(), 2);
 }
 
+/// A held delete or disable keeps its user's memberships too: removing a user from her
+/// groups is part of taking her away, and the threshold holds all of it.
+#[tokio::test]
+async fn held_deletions_keep_the_users_memberships() {
+    let h = sandbox(vec![]).await;
+    let file = DirFile::new(&base_directory());
+    let store = MemoryStore::new();
+    let mut job = job(&file.path);
+    job.safety.deletions.count = 2;
+    let client = client(&h.base_url());
+    let clock = ManualClock::new(t0());
+    cycle(&job, &store, &client, &clock).await;
+    let ops = ids_of(&h, &["alice@contoso.com", "henry@contoso.com"]);
+    assert_eq!(member_ids(&group(&h, "Operations")), ops);
+
+    // Alice and henry are gone from the export (and from Operations): 2 deletes, held.
+    file.write(&edit(base_directory(), |d| {
+        remove_user(d, "u-alice");
+        remove_user(d, "u-henry");
+        remove_assignment(d, "u-alice");
+        remove_assignment(d, "u-henry");
+        group_mut(d, "g-ops")["members"] = json!([]);
+    }));
+    let before = h.request_counts();
+    let s = cycle(&job, &store, &client, &clock).await.summary;
+    assert_eq!(s.staged_deletes, 2, "{s:#?}");
+    assert_eq!(s.quarantine.as_deref(), Some("TooManyDeletes"));
+    assert_eq!(s.memberships.removed, 0, "{s:#?}");
+    assert_eq!(since(&h, &before).writes(), 0, "{s:#?}");
+    assert_eq!(member_ids(&group(&h, "Operations")), ops);
+
+    // Allowed: the deletes and the membership removals go out together.
+    let mut meta = store.meta("test").unwrap();
+    meta.allow_deletes = true;
+    store.put_meta("test", &meta).unwrap();
+    let s = cycle(&job, &store, &client, &clock).await.summary;
+    assert_eq!(s.users.deleted, 2, "{s:#?}");
+    assert!(member_ids(&group(&h, "Operations")).is_empty());
+    assert_eq!(s.quarantine, None);
+}
+
 #[tokio::test]
 async fn the_percent_threshold_counts_against_the_provisioned_objects() {
     let h = sandbox(vec![]).await;
