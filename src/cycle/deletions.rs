@@ -52,10 +52,16 @@ impl DeleteThreshold {
     }
 }
 
-fn key(a: &Action) -> Option<(ObjectType, &str)> {
+/// What an admin's allowance is matched on: the object and the action. A staged disable does
+/// not allow a delete of the same user (deleted in the source since): that is judged again.
+fn allowance(a: &Action) -> Option<(ObjectType, &str, StagedAction)> {
     match a {
-        Action::Disable(d) => Some((ObjectType::User, d.source_id.as_str())),
-        Action::Delete(d) => Some((d.object_type, d.source_id.as_str())),
+        Action::Disable(d) => Some((
+            ObjectType::User,
+            d.source_id.as_str(),
+            StagedAction::Disable,
+        )),
+        Action::Delete(d) => Some((d.object_type, d.source_id.as_str(), StagedAction::Delete)),
         _ => None,
     }
 }
@@ -108,10 +114,10 @@ pub(crate) fn hold(
     threshold: &DeleteThreshold,
     now: DateTime<Utc>,
 ) -> Held {
-    let allowed: HashSet<(ObjectType, &str)> = if allow {
+    let allowed: HashSet<(ObjectType, &str, StagedAction)> = if allow {
         staged_before
             .iter()
-            .map(|s| (s.object_type, s.source_id.as_str()))
+            .map(|s| (s.object_type, s.source_id.as_str(), s.action))
             .collect()
     } else {
         HashSet::new()
@@ -119,7 +125,7 @@ pub(crate) fn hold(
     let mut released = 0;
     let mut judged = 0;
     for a in actions.iter() {
-        if let Some(k) = key(a) {
+        if let Some(k) = allowance(a) {
             if allowed.contains(&k) {
                 released += 1;
             } else {
@@ -141,9 +147,9 @@ pub(crate) fn hold(
     let mut staged = Vec::new();
     let mut kept = Vec::with_capacity(actions.len());
     for a in actions.drain(..) {
-        let held = key(&a)
+        let held = allowance(&a)
             .filter(|k| !allowed.contains(k))
-            .and_then(|k| staged_of(&a, since.get(&k).copied().unwrap_or(now)));
+            .and_then(|(t, id, _)| staged_of(&a, since.get(&(t, id)).copied().unwrap_or(now)));
         match held {
             Some(s) => staged.push(s),
             None => kept.push(a),
@@ -153,11 +159,11 @@ pub(crate) fn hold(
     Held { staged, released }
 }
 
-/// Whether two staged sets hold the same objects.
+/// Whether two staged sets hold the same actions on the same objects.
 pub(crate) fn same_set(a: &[StagedDelete], b: &[StagedDelete]) -> bool {
-    let keys = |s: &[StagedDelete]| -> HashSet<(ObjectType, String)> {
+    let keys = |s: &[StagedDelete]| -> HashSet<(ObjectType, String, StagedAction)> {
         s.iter()
-            .map(|d| (d.object_type, d.source_id.clone()))
+            .map(|d| (d.object_type, d.source_id.clone(), d.action))
             .collect()
     };
     a.len() == b.len() && keys(a) == keys(b)

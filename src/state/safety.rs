@@ -127,7 +127,7 @@ impl EscrowEntry {
 }
 
 /// Whether a staged deletion disables or deletes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StagedAction {
     Disable,

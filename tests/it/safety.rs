@@ -231,6 +231,54 @@ async fn held_deletions_keep_the_users_memberships() {
     assert_eq!(s.quarantine, None);
 }
 
+/// `allow-deletes` allows what was staged: a staged disable whose user is then deleted from
+/// the source is a hard delete the admin never saw, judged by the threshold again.
+#[tokio::test]
+async fn allowed_disables_do_not_release_deletes() {
+    let h = sandbox(vec![]).await;
+    let file = DirFile::new(&base_directory());
+    let store = MemoryStore::new();
+    let mut job = job(&file.path);
+    job.safety.deletions.count = 2;
+    let client = client(&h.base_url());
+    let clock = ManualClock::new(t0());
+    cycle(&job, &store, &client, &clock).await;
+
+    // Alice and henry unassigned (and out of Operations): 2 disables, staged.
+    let unassigned = |d: &mut Value| {
+        remove_assignment(d, "u-alice");
+        remove_assignment(d, "u-henry");
+        group_mut(d, "g-ops")["members"] = json!([]);
+    };
+    file.write(&edit(base_directory(), unassigned));
+    let s = cycle(&job, &store, &client, &clock).await.summary;
+    assert_eq!(s.staged_deletes, 2, "{s:#?}");
+    let staged = store.staged_deletes("test").unwrap();
+    assert!(staged.iter().all(|d| d.action == StagedAction::Disable));
+
+    // The admin allows the two disables; meanwhile both users were deleted in the source.
+    file.write(&edit(base_directory(), |d| {
+        unassigned(d);
+        remove_user(d, "u-alice");
+        remove_user(d, "u-henry");
+    }));
+    let mut meta = store.meta("test").unwrap();
+    meta.allow_deletes = true;
+    store.put_meta("test", &meta).unwrap();
+    let before = h.request_counts();
+    let s = cycle(&job, &store, &client, &clock).await.summary;
+    assert_eq!(since(&h, &before).delete, 0, "{s:#?}");
+    assert_eq!(s.users.deleted, 0, "{s:#?}");
+    assert_eq!(s.staged_deletes, 2, "{s:#?}");
+    assert_eq!(s.quarantine.as_deref(), Some("TooManyDeletes"));
+    assert!(store
+        .staged_deletes("test")
+        .unwrap()
+        .iter()
+        .all(|d| d.action == StagedAction::Delete));
+    assert!(try_user(&h, "alice@contoso.com").is_some());
+}
+
 #[tokio::test]
 async fn the_percent_threshold_counts_against_the_provisioned_objects() {
     let h = sandbox(vec![]).await;
