@@ -76,6 +76,9 @@ pub(crate) struct Exporter<'a> {
     tally: Mutex<Tally>,
     abort: Mutex<Option<Abort>>,
     breaker: CircuitBreaker,
+    /// The last target-wide refusal (403, a collection answering nonsense) while nothing
+    /// was answered: see [`Exporter::settle`].
+    refused: Mutex<Option<Failure>>,
     /// Set while phase two (references, memberships) runs.
     in_references: AtomicBool,
 }
@@ -94,6 +97,7 @@ enum Outcome {
     Gone,
 }
 
+#[derive(Clone)]
 struct Failure {
     code: String,
     reason: String,
@@ -219,6 +223,7 @@ impl<'a> Exporter<'a> {
             tally: Mutex::new(Tally::default()),
             abort: Mutex::new(None),
             breaker: CircuitBreaker::default(),
+            refused: Mutex::new(None),
             in_references: AtomicBool::new(false),
         }
     }
@@ -540,15 +545,63 @@ impl<'a> Exporter<'a> {
                 return;
             }
             Reach::Cycle => f.reason.clone(),
+            Reach::Target if f.quarantine_exception && !self.breaker.reached() => {
+                *lock(&self.refused) = Some(f.clone());
+                match self.breaker.failed(f.never_reached) {
+                    None => return,
+                    Some(why) => self.unreachable(f, &why),
+                }
+            }
             Reach::Target => match self.breaker.failed(f.never_reached) {
                 None => return,
-                Some(why) => format!(
-                    "target unreachable ({why}; last {}: {}); no further request was sent: \
-                     check it with `provisiond test-connection --job {}`",
-                    f.code, f.reason, self.job
-                ),
+                Some(why) => self.unreachable(f, &why),
             },
         };
+        self.stop_export(f, why);
+    }
+
+    fn unreachable(&self, f: &Failure, why: &str) -> String {
+        format!(
+            "target unreachable ({why}; last {}: {}); no further request was sent: \
+             check it with `provisiond test-connection --job {}`",
+            f.code, f.reason, self.job
+        )
+    }
+
+    /// At the end of an export phase: a target that refused every request of the cycle
+    /// (403, or collections answering nonsense) and answered nothing else refuses the token or
+    /// is not SCIM, however few requests that was (the breaker needs a run of them). One
+    /// search tells that apart from objects the target protects: if it is refused too, the
+    /// cycle stops as for a 401 (quarantine exception); if answered, the failures stay those
+    /// objects'.
+    pub(crate) async fn settle(&self) {
+        if self.halted() || self.breaker.reached() {
+            return;
+        }
+        if lock(&self.refused).take().is_none() {
+            return;
+        }
+        let probe = Value::String("provisiond-probe".into());
+        match self.target.find(ObjectType::User, "userName", &probe).await {
+            Ok(_) => self.breaker.answered(),
+            Err(e) => {
+                let f = Failure::from(e);
+                if f.quarantine_exception {
+                    let why = format!(
+                        "the target refused every request of this cycle ({}: {})",
+                        f.code, f.reason
+                    );
+                    self.stop_export(&f, why);
+                } else {
+                    // Not a refusal after all: the earlier failures stay their objects'.
+                    self.classify(Some(&f));
+                }
+            }
+        }
+    }
+
+    /// Stops the export for `f`: no further request is started.
+    fn stop_export(&self, f: &Failure, why: String) {
         let mut abort = lock(&self.abort);
         if abort.is_none() {
             tracing::error!(job = self.job, cycle_id = self.cycle_id, code = %f.code, reason = %why, "export stopped");

@@ -759,6 +759,7 @@ impl<'c> Cycle<'c> {
         drop(users);
         exporter.run(&groups).await;
         drop(groups);
+        exporter.settle().await;
         self.phase("users and groups exported");
     }
 
@@ -797,6 +798,7 @@ impl<'c> Cycle<'c> {
         exporter
             .run_references(&refs.updates, &refs.memberships)
             .await;
+        exporter.settle().await;
         self.phase("references exported");
     }
 

@@ -757,3 +757,56 @@ mod crash {
         assert_eq!(writes, 0, "{v}");
     }
 }
+
+/// A token the target refuses with 403 on every request (not 401) is a refused token too:
+/// the cycle fails and the job is quarantined, however few objects there are.
+#[tokio::test]
+async fn forbidden_on_everything_is_a_refused_token() {
+    let h = sandbox(vec![FaultRule::new(FaultAction::Status {
+        status: 403,
+        retry_after: None,
+        body: None,
+    })])
+    .await;
+    let file = DirFile::new(&base_directory());
+    let store = MemoryStore::new();
+    let job = job(&file.path);
+    let clock = ManualClock::new(t0());
+    let s = cycle(&job, &store, &client(&h.base_url()), &clock)
+        .await
+        .summary;
+    assert_eq!(s.status, CycleStatus::Failed, "{s:#?}");
+    assert_eq!(
+        s.quarantine.as_deref(),
+        Some("EncounteredQuarantineException"),
+        "{s:#?}"
+    );
+}
+
+/// One object the target forbids (a protected account) in a cycle that sends nothing else
+/// is that object's failure: the target still answers a search, so no quarantine.
+#[tokio::test]
+async fn one_forbidden_object_is_not_a_refused_token() {
+    let h = sandbox(vec![]).await;
+    let file = DirFile::new(&base_directory());
+    let store = MemoryStore::new();
+    let job = job(&file.path);
+    let clock = ManualClock::new(t0());
+    let client = client(&h.base_url());
+    cycle(&job, &store, &client, &clock).await;
+    let alice = id(&user(&h, "alice@contoso.com"));
+    h.set_faults(vec![FaultRule::new(FaultAction::Status {
+        status: 403,
+        retry_after: None,
+        body: None,
+    })
+    .method("PATCH")
+    .path_prefix(&format!("/Users/{alice}"))]);
+    file.write(&edit(base_directory(), |d| {
+        user_mut(d, "u-alice")["jobTitle"] = json!("Queen");
+    }));
+    let s = cycle(&job, &store, &client, &clock).await.summary;
+    assert_eq!(s.status, CycleStatus::EntryLevelErrors, "{s:#?}");
+    assert_eq!(s.users.failed, 1, "{s:#?}");
+    assert_eq!(s.quarantine, None, "{s:#?}");
+}
