@@ -411,7 +411,10 @@ impl Daemon {
 
     /// The configuration now in force.
     pub(crate) fn config(&self) -> Config {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Put a reloaded configuration and its job runtimes in force (the workers are the
