@@ -1,5 +1,5 @@
 //! The `provisiond` binary: parse the command line, set up logging, install the signal
-//! handlers, run the command. The only place signals are listened for: the daemon and the
+//! handlers (SIGTERM/SIGINT stop, SIGHUP reloads), run the command. The only place signals are listened for: the daemon and the
 //! commands take a shutdown future, so a test can drive them in-process with its own.
 
 use clap::Parser;
@@ -30,6 +30,26 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
+/// One message per SIGHUP: the daemon reloads its configuration. Installed when called (by
+/// `run` only, before the store opens), so a SIGHUP from then on never stops the daemon.
+fn reload_signal() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP: reload by restarting"),
+    }
+    rx
+}
+
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
@@ -56,6 +76,6 @@ fn init_logging(format: LogFormat, default_level: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let code = provisiond::dispatch(cli, init_logging, shutdown_signal).await;
+    let code = provisiond::dispatch(cli, init_logging, shutdown_signal, reload_signal).await;
     std::process::exit(code);
 }

@@ -176,16 +176,19 @@ impl From<LockError> for Failure {
 /// Runs one command line to its exit code. The binary supplies what belongs to a process:
 /// `init_logging` (called once, with the log format and the default level, as soon as the
 /// config that may choose the format is read) and `shutdown_signal`, which makes a future
-/// that completes on SIGTERM or SIGINT (made only by commands that stop gracefully).
+/// that completes on SIGTERM or SIGINT (made only by commands that stop gracefully), and
+/// `reload_signal`, which makes a channel receiving one message per SIGHUP (made by `run`
+/// alone, so SIGHUP keeps its default meaning for the other commands).
 pub async fn dispatch<F>(
     cli: Cli,
     init_logging: impl FnOnce(LogFormat, &'static str),
     shutdown_signal: fn() -> F,
+    reload_signal: fn() -> tokio::sync::mpsc::UnboundedReceiver<()>,
 ) -> i32
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    match dispatch_inner(cli, init_logging, shutdown_signal).await {
+    match dispatch_inner(cli, init_logging, shutdown_signal, reload_signal).await {
         Ok(code) => code,
         Err(Failure { code, message }) => {
             eprintln!("provisiond: {message}");
@@ -198,6 +201,7 @@ async fn dispatch_inner<F>(
     cli: Cli,
     init_logging: impl FnOnce(LogFormat, &'static str),
     shutdown_signal: fn() -> F,
+    reload_signal: fn() -> tokio::sync::mpsc::UnboundedReceiver<()>,
 ) -> Result<i32, Failure>
 where
     F: Future<Output = ()> + Send + 'static,
@@ -236,7 +240,7 @@ where
     crate::util::secret::warn_about_loose_secret_files();
     match cli.command {
         // Installed before the store opens: see `shutdown_signal`.
-        Command::Run => run::run(config, shutdown_signal()).await,
+        Command::Run => run::run(config, shutdown_signal(), reload_signal()).await,
         Command::Sync { job, dry_run, json } => {
             sync(&config, job.as_deref(), dry_run, json, shutdown_signal).await
         }

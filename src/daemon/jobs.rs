@@ -11,7 +11,7 @@ use crate::target::{DryRunTarget, ScimClient, TargetError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 
 /// Why a control request could not be served.
@@ -37,8 +37,15 @@ pub(crate) struct JobRuntime {
     /// Its target.
     pub client: ScimClient,
     /// Held for the whole of a cycle: scheduled, triggered and `sync` cycles queue on it.
-    running: tokio::sync::Mutex<()>,
+    /// Shared with the runtime that replaces this one on a reload, so that the new one's
+    /// cycles queue behind an in-flight cycle of the old.
+    running: Arc<tokio::sync::Mutex<()>>,
     busy: AtomicBool,
+    /// The running cycle's kind (`initial` or `incremental`) for the notify status line.
+    kind: Mutex<Option<&'static str>>,
+    /// The running scheduled cycle's progress (actions done of planned), never drawn: read
+    /// for the notify status line.
+    pub(super) progress: indicatif::ProgressBar,
     next_run: Mutex<Option<DateTime<Utc>>>,
     /// Signalled by an admin command that may make a cycle due (resume, restart,
     /// allow-deletes): the worker looks again instead of sleeping on. A signal sent while the
@@ -49,13 +56,28 @@ pub(crate) struct JobRuntime {
 impl JobRuntime {
     /// The runtime of a job: fails when its target settings do not make a client.
     pub(crate) fn new(config: JobConfig) -> Result<Self, TargetError> {
+        Self::with_lock(config, Arc::new(tokio::sync::Mutex::new(())))
+    }
+
+    /// The runtime of a job that replaces `previous` on a reload: same cycle lock, so the two
+    /// never run cycles of the job at once.
+    pub(super) fn replacing(config: JobConfig, previous: &JobRuntime) -> Result<Self, TargetError> {
+        Self::with_lock(config, previous.running.clone())
+    }
+
+    fn with_lock(
+        config: JobConfig,
+        running: Arc<tokio::sync::Mutex<()>>,
+    ) -> Result<Self, TargetError> {
         let client = ScimClient::new(config.target.clone())?;
         Ok(JobRuntime {
             spec: config.spec(),
             config,
             client,
-            running: tokio::sync::Mutex::new(()),
+            running,
             busy: AtomicBool::new(false),
+            kind: Mutex::new(None),
+            progress: indicatif::ProgressBar::hidden(),
             next_run: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
         })
@@ -65,8 +87,22 @@ impl JobRuntime {
         *self.next_run.lock().unwrap_or_else(|e| e.into_inner()) = at;
     }
 
-    fn next_run(&self) -> Option<DateTime<Utc>> {
+    pub(super) fn next_run(&self) -> Option<DateTime<Utc>> {
         *self.next_run.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a cycle of this runtime is running.
+    pub(super) fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    /// The running cycle's kind, as the config spells it.
+    pub(super) fn running_kind(&self) -> Option<&'static str> {
+        *self.kind.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_kind(&self, kind: Option<&'static str>) {
+        *self.kind.lock().unwrap_or_else(|e| e.into_inner()) = kind;
     }
 }
 
@@ -271,10 +307,24 @@ async fn cycle_locked(
     stop: &CancellationToken,
 ) -> CycleReport {
     job.busy.store(true, Ordering::SeqCst);
+    // The kind as the cycle will decide it (`Cycle::begin`), for the notify status line.
+    let kind = match store.meta(&job.config.name) {
+        Ok(meta)
+            if meta.watermark.is_some()
+                && meta.fingerprint.as_deref() == Some(job.spec.fingerprint().as_str()) =>
+        {
+            "incremental"
+        }
+        _ => "initial",
+    };
+    job.set_kind(Some(kind));
+    // A cycle with no bar of the caller's counts on the job's hidden one.
+    job.progress.reset();
+    job.progress.set_length(0);
     let opts = CycleOptions {
         dry_run,
         record_actions: dry_run,
-        progress,
+        progress: progress.or(Some(&job.progress)),
         ..CycleOptions::default()
     };
     let report = if dry_run {
@@ -290,6 +340,7 @@ async fn cycle_locked(
         run_cycle(&job.spec, store, &job.client, &opts, stop).await
     };
     job.busy.store(false, Ordering::SeqCst);
+    job.set_kind(None);
     report
 }
 
@@ -323,8 +374,10 @@ fn failed_report(job: &str, dry_run: bool, error: String) -> CycleReport {
 
 /// The running daemon's shared state: what the workers and the control socket talk to.
 pub(crate) struct Daemon {
-    /// One runtime per job, in the configuration's order.
-    pub jobs: Vec<Arc<JobRuntime>>,
+    /// One runtime per job, in the configuration's order; replaced as a whole on a reload.
+    jobs: RwLock<Vec<Arc<JobRuntime>>>,
+    /// The configuration in force (the last one that loaded on a reload).
+    config: RwLock<Config>,
     /// The state store this process holds.
     pub store: Arc<dyn StateStore>,
     /// Cancelled on shutdown: cycles take no new work and workers exit.
@@ -343,18 +396,43 @@ impl Daemon {
             .iter()
             .map(|j| JobRuntime::new(j.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Daemon { jobs, store, stop })
+        Ok(Daemon {
+            jobs: RwLock::new(jobs),
+            config: RwLock::new(config),
+            store,
+            stop,
+        })
+    }
+
+    /// The jobs now in force, in the configuration's order.
+    pub(crate) fn jobs(&self) -> Vec<Arc<JobRuntime>> {
+        self.jobs.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The configuration now in force.
+    pub(crate) fn config(&self) -> Config {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Put a reloaded configuration and its job runtimes in force (the workers are the
+    /// scheduler's business).
+    pub(super) fn replace(&self, config: Config, jobs: Vec<Arc<JobRuntime>>) {
+        *self.jobs.write().unwrap_or_else(|e| e.into_inner()) = jobs;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
     /// A job by name.
-    pub(crate) fn job(&self, name: &str) -> Option<&Arc<JobRuntime>> {
-        self.jobs.iter().find(|j| j.config.name == name)
+    pub(crate) fn job(&self, name: &str) -> Option<Arc<JobRuntime>> {
+        self.jobs().into_iter().find(|j| j.config.name == name)
     }
 
     /// `status` through the control socket: every job, or the one named.
     pub(crate) fn status(&self, job: Option<&str>) -> Result<Vec<JobStatus>, RequestError> {
         let mut out = Vec::new();
-        for j in &self.jobs {
+        for j in &self.jobs() {
             if job.is_some_and(|n| n != j.config.name) {
                 continue;
             }
@@ -382,9 +460,9 @@ impl Daemon {
         job: Option<&str>,
         dry_run: bool,
     ) -> Result<Vec<CycleReport>, RequestError> {
-        let selected: Vec<&Arc<JobRuntime>> = self
-            .jobs
-            .iter()
+        let selected: Vec<Arc<JobRuntime>> = self
+            .jobs()
+            .into_iter()
             .filter(|j| job.is_none_or(|n| n == j.config.name))
             .collect();
         if selected.is_empty() {
@@ -392,7 +470,7 @@ impl Daemon {
         }
         let mut reports = Vec::new();
         for j in selected {
-            reports.push(run_job_cycle(j, self.store.as_ref(), dry_run, None, &self.stop).await);
+            reports.push(run_job_cycle(&j, self.store.as_ref(), dry_run, None, &self.stop).await);
         }
         Ok(reports)
     }

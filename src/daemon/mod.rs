@@ -8,6 +8,7 @@ pub(crate) mod admin;
 pub(crate) mod control;
 pub(crate) mod jobs;
 pub(crate) mod lock;
+mod notify;
 mod schedule;
 
 use crate::config::Config;
@@ -73,6 +74,22 @@ const DRAIN: Duration = Duration::from_secs(8);
 /// `shutdown` should be created before this is called when it wraps signals, so that one
 /// arriving while the store opens still means a clean stop.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    // No reload ever comes: the sender is dropped at once.
+    let (_, reloads) = tokio::sync::mpsc::unbounded_channel();
+    run_reloadable(config, shutdown, reloads).await
+}
+
+/// [`run`], reloading the configuration file (`config.path`) on each message of `reloads`
+/// (SIGHUP, in `main`): if it loads and checks, new and changed jobs take effect between
+/// cycles and removed jobs stop after their in-flight cycle; if not, the configuration in
+/// force stays and the error is logged with its file and key. With `NOTIFY_SOCKET` set, the
+/// service manager hears `READY=1`, `RELOADING=1`, the status line, `WATCHDOG=1` and
+/// `STOPPING=1` (the `notify` module).
+pub(crate) async fn run_reloadable(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    reloads: tokio::sync::mpsc::UnboundedReceiver<()>,
+) -> Result<(), DaemonError> {
     let store = lock::open_store(&config, StoreUser::Daemon).await?;
     // The pid file first: once the socket answers, the pid file names this daemon.
     let pid_path = lock::pid_file(&config);
@@ -96,13 +113,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             return Err(e.into());
         }
     };
-    tracing::info!(jobs = daemon.jobs.len(), socket = %config.control_socket.display(), pid = std::process::id(), "provisiond started");
+    tracing::info!(jobs = daemon.jobs().len(), socket = %config.control_socket.display(), pid = std::process::id(), "provisiond started");
     // The socket stops accepting only once the workers have drained, so that `status` keeps
     // answering during the drain: a token of its own, cancelled after them.
     let closing = CancellationToken::new();
     let control_task = tokio::spawn(control::serve(listener, daemon.clone(), closing.clone()));
 
-    let mut workers = tokio::spawn(schedule::run_workers(daemon.clone()));
+    let mut workers = tokio::spawn(schedule::run_workers(daemon.clone(), reloads));
     // The workers only end on shutdown; if they end first, say so and stop rather than idle
     // on as a daemon that never runs a cycle.
     let early_end = tokio::select! {
@@ -112,6 +129,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     stop.cancel();
     let failure = match early_end {
         None => {
+            notify::stopping();
             tracing::info!("shutting down: finishing in-flight requests");
             if tokio::time::timeout(DRAIN, workers).await.is_err() {
                 tracing::warn!(

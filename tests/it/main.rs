@@ -23,5 +23,6 @@ mod hostile_target;
 mod ldap_ad;
 mod ldap_source;
 mod mappings_config;
+mod notify;
 mod safety;
 mod scim2_server;
