@@ -318,6 +318,7 @@ fn failed_report(job: &str, dry_run: bool, error: String) -> CycleReport {
             quarantine: None,
         },
         actions: vec![],
+        source_read: None,
     }
 }
 
@@ -329,6 +330,8 @@ pub(crate) struct Daemon {
     pub store: Arc<dyn StateStore>,
     /// Cancelled on shutdown: cycles take no new work and workers exit.
     pub stop: CancellationToken,
+    /// What the admin endpoint's `/metrics` reports of the cycles run so far.
+    pub metrics: super::metrics::Metrics,
 }
 
 impl Daemon {
@@ -343,7 +346,12 @@ impl Daemon {
             .iter()
             .map(|j| JobRuntime::new(j.clone()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Daemon { jobs, store, stop })
+        Ok(Daemon {
+            jobs,
+            store,
+            stop,
+            metrics: super::metrics::Metrics::default(),
+        })
     }
 
     /// A job by name.
@@ -392,7 +400,9 @@ impl Daemon {
         }
         let mut reports = Vec::new();
         for j in selected {
-            reports.push(run_job_cycle(j, self.store.as_ref(), dry_run, None, &self.stop).await);
+            let report = run_job_cycle(j, self.store.as_ref(), dry_run, None, &self.stop).await;
+            self.metrics.record(&report);
+            reports.push(report);
         }
         Ok(reports)
     }
