@@ -28,7 +28,7 @@ mod util;
 
 // The command line: the binary parses it and hands over logging and the stop signal.
 pub use cli::{dispatch, Cli};
-pub use config::{Config, LogFormat};
+pub use config::{AdminSettings, Config, LogFormat};
 pub use util::ConfigError;
 
 // The daemon, driven in-process with a shutdown future of the caller's, and its control
@@ -36,7 +36,7 @@ pub use util::ConfigError;
 pub use daemon::control::{
     request as control_request, Request as ControlRequest, Response as ControlResponse,
 };
-pub use daemon::{run as run_daemon, DaemonError};
+pub use daemon::{run as run_daemon, AdminHttpError, DaemonError};
 
 // One cycle of one job, with the pieces a job is made of.
 pub use cycle::{run_cycle, CycleOptions, CycleReport, JobSpec};

@@ -4,11 +4,13 @@
 //! This module keeps the top-level file, the job list and their assembly; each component
 //! checks its own table (`source::ldap::config`, `source::graph::config`, `target::config`).
 
+mod admin;
 mod job;
 mod preset;
 mod raw;
 
 pub(crate) use crate::util::ConfigError;
+pub use admin::AdminSettings;
 pub(crate) use job::{JobConfig, Schedule};
 
 use crate::util::line_col;
@@ -35,6 +37,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub control_socket: PathBuf,
     pub log_format: LogFormat,
+    /// The admin HTTP endpoint (`[admin]`), when it is on.
+    pub admin: Option<AdminSettings>,
     pub jobs: Vec<JobConfig>,
 }
 
@@ -107,6 +111,7 @@ impl Config {
             .as_deref()
             .map(resolve)
             .unwrap_or_else(|| state_dir.join("control.sock"));
+        let admin = admin::check(raw.admin, path)?;
         if raw.jobs.is_empty() {
             return Err(ConfigError {
                 file: path.to_path_buf(),
@@ -124,6 +129,7 @@ impl Config {
             state_dir,
             control_socket,
             log_format: raw.log_format.unwrap_or_default(),
+            admin,
             jobs,
         })
     }

@@ -19,6 +19,9 @@ pub(super) struct RawConfig {
     pub(super) state_dir: Option<PathBuf>,
     pub(super) log_format: Option<LogFormat>,
     pub(super) control_socket: Option<PathBuf>,
+    /// `[admin]`: the admin HTTP endpoint.
+    #[serde(default)]
+    pub(super) admin: super::admin::RawAdmin,
     #[serde(default)]
     pub(super) jobs: Vec<RawJob>,
 }

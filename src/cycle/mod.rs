@@ -24,6 +24,7 @@ use escrow::{Book, Verdict};
 pub(crate) use export::ActionRecord;
 use export::Exporter;
 pub(crate) use quarantine::QuarantineSettings;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -163,6 +164,10 @@ impl CycleOptions<'_> {
 pub struct CycleReport {
     pub summary: CycleSummary,
     pub actions: Vec<ActionRecord>,
+    /// How long reading the source took, when it was read: the admin endpoint's
+    /// `provisiond_source_read_seconds`. Not part of the `sync --json` document.
+    #[serde(skip)]
+    pub source_read: Option<std::time::Duration>,
 }
 
 /// Run one cycle of `job`. Never panics and never returns early without a summary: failures
@@ -178,9 +183,14 @@ pub async fn run_cycle(
     // Instrumented, not entered: an entered span's guard held across `.await`s stays entered
     // on whichever thread first polled the cycle, and is missing wherever it is polled next.
     let span = tracing::info_span!("cycle", job = %job.name, cycle_id = %cycle_id);
-    cycle_in_span(job, store, target, opts, stop, cycle_id)
+    // Microseconds; `u64::MAX` until the source was read.
+    let source_read = AtomicU64::new(u64::MAX);
+    let mut report = cycle_in_span(job, store, target, opts, stop, cycle_id, &source_read)
         .instrument(span)
-        .await
+        .await;
+    let micros = source_read.load(Ordering::Relaxed);
+    report.source_read = (micros != u64::MAX).then(|| std::time::Duration::from_micros(micros));
+    report
 }
 
 async fn cycle_in_span(
@@ -190,6 +200,7 @@ async fn cycle_in_span(
     opts: &CycleOptions<'_>,
     stop: &CancellationToken,
     cycle_id: String,
+    source_read: &AtomicU64,
 ) -> CycleReport {
     let now = opts.now();
     let cycle = Cycle {
@@ -202,6 +213,7 @@ async fn cycle_in_span(
         started: Instant::now(),
         now,
         requests_before: target.request_counts(),
+        source_read,
     };
     let mut summary = cycle.new_summary();
     let (mut meta, fingerprint) = match cycle.begin(&mut summary) {
@@ -210,6 +222,7 @@ async fn cycle_in_span(
             return CycleReport {
                 summary: cycle.fail(summary, e.to_string()),
                 actions: vec![],
+                source_read: None,
             };
         }
     };
@@ -336,6 +349,7 @@ async fn cycle_in_span(
         return CycleReport {
             summary: cycle.fail(summary, e.to_string()),
             actions,
+            source_read: None,
         };
     }
     cycle.log_finished(&summary);
@@ -344,7 +358,11 @@ async fn cycle_in_span(
     drop(tokio::task::spawn_blocking(move || {
         drop((dir, scoped, links))
     }));
-    CycleReport { summary, actions }
+    CycleReport {
+        summary,
+        actions,
+        source_read: None,
+    }
 }
 
 /// The job's quarantine reason, for the summary.
@@ -410,6 +428,8 @@ struct Cycle<'c> {
     /// The cycle's start by its clock: every safety rule of the cycle judges at this time.
     now: chrono::DateTime<chrono::Utc>,
     requests_before: RequestCounts,
+    /// Set to the source read's duration in microseconds once it ends (see [`run_cycle`]).
+    source_read: &'c AtomicU64,
 }
 
 /// The config names another target or source than the one the job's links were made against.
@@ -505,6 +525,7 @@ impl<'c> Cycle<'c> {
         CycleReport {
             summary: s,
             actions,
+            source_read: None,
         }
     }
 
@@ -586,7 +607,11 @@ impl<'c> Cycle<'c> {
         // The links load on the blocking pool (a second for 100k from sled) while this task
         // reads the source and decides the scope.
         let loading = tokio::task::spawn_blocking(self.store.links_loader(&self.job.name));
-        let read = match self.job.source.read(watermark).await {
+        let reading = Instant::now();
+        let read = self.job.source.read(watermark).await;
+        let micros = u64::try_from(reading.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        self.source_read.store(micros, Ordering::Relaxed);
+        let read = match read {
             Ok(r) => r,
             Err(e) => {
                 // The loader holds a handle on the store (a sled tree): joined before the

@@ -369,6 +369,7 @@ fn failed_report(job: &str, dry_run: bool, error: String) -> CycleReport {
             quarantine: None,
         },
         actions: vec![],
+        source_read: None,
     }
 }
 
@@ -382,6 +383,8 @@ pub(crate) struct Daemon {
     pub store: Arc<dyn StateStore>,
     /// Cancelled on shutdown: cycles take no new work and workers exit.
     pub stop: CancellationToken,
+    /// What the admin endpoint's `/metrics` reports of the cycles run so far.
+    pub metrics: super::metrics::Metrics,
 }
 
 impl Daemon {
@@ -401,6 +404,7 @@ impl Daemon {
             config: RwLock::new(config),
             store,
             stop,
+            metrics: super::metrics::Metrics::default(),
         })
     }
 
@@ -470,7 +474,9 @@ impl Daemon {
         }
         let mut reports = Vec::new();
         for j in selected {
-            reports.push(run_job_cycle(&j, self.store.as_ref(), dry_run, None, &self.stop).await);
+            let report = run_job_cycle(&j, self.store.as_ref(), dry_run, None, &self.stop).await;
+            self.metrics.record(&report);
+            reports.push(report);
         }
         Ok(reports)
     }

@@ -6,8 +6,10 @@
 
 pub(crate) mod admin;
 pub(crate) mod control;
+mod http;
 pub(crate) mod jobs;
 pub(crate) mod lock;
+mod metrics;
 mod notify;
 mod schedule;
 
@@ -16,6 +18,7 @@ use crate::state::{StateError, StateStore};
 use crate::target::TargetError;
 use crate::util::cron::CronError;
 use control::ControlError;
+pub use http::AdminHttpError;
 use jobs::Daemon;
 use lock::{LockError, StoreUser};
 use std::future::Future;
@@ -32,6 +35,9 @@ pub enum DaemonError {
     /// The control socket cannot be bound.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// The admin HTTP endpoint cannot listen.
+    #[error(transparent)]
+    AdminHttp(#[from] AdminHttpError),
     /// A job's target settings do not make a client.
     #[error(transparent)]
     Target(#[from] TargetError),
@@ -54,7 +60,10 @@ impl DaemonError {
     /// does), 1 for a daemon that ran and failed.
     pub fn exit_code(&self) -> i32 {
         match self {
-            DaemonError::Lock(_) | DaemonError::Control(_) | DaemonError::Target(_) => 2,
+            DaemonError::Lock(_)
+            | DaemonError::Control(_)
+            | DaemonError::AdminHttp(_)
+            | DaemonError::Target(_) => 2,
             DaemonError::Cron(_)
             | DaemonError::WorkersStopped
             | DaemonError::WorkersFailed(_)
@@ -103,6 +112,17 @@ pub(crate) async fn run_reloadable(
             return Err(e.into());
         }
     };
+    let admin_listener = match &config.admin {
+        Some(admin) => match http::bind(admin.listen).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let _ = std::fs::remove_file(&config.control_socket);
+                let _ = std::fs::remove_file(&pid_path);
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
     let stop = CancellationToken::new();
     let store: Arc<dyn StateStore> = Arc::new(store);
     let daemon = match Daemon::new(config.clone(), store.clone(), stop.clone()) {
@@ -118,6 +138,9 @@ pub(crate) async fn run_reloadable(
     // answering during the drain: a token of its own, cancelled after them.
     let closing = CancellationToken::new();
     let control_task = tokio::spawn(control::serve(listener, daemon.clone(), closing.clone()));
+    // The admin endpoint, like the socket, answers through the drain (`/status`, `/metrics`).
+    let admin_task =
+        admin_listener.map(|l| tokio::spawn(http::serve(l, daemon.clone(), closing.clone())));
 
     let mut workers = tokio::spawn(schedule::run_workers(daemon.clone(), reloads));
     // The workers only end on shutdown; if they end first, say so and stop rather than idle
@@ -150,6 +173,9 @@ pub(crate) async fn run_reloadable(
     };
     closing.cancel();
     let _ = control_task.await;
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     let flushed = store.flush();
     let _ = std::fs::remove_file(&config.control_socket);
     let _ = std::fs::remove_file(&pid_path);

@@ -299,6 +299,7 @@ async fn worker(
         job.set_next_run(None);
         // Paused, disabled or quarantined jobs start no cycle (decided under the cycle lock).
         if let Some(report) = run_scheduled_cycle(&job, daemon.store.as_ref(), stop).await {
+            daemon.metrics.record(&report);
             tracing::info!(job = %name, status = ?report.summary.status, "scheduled cycle done");
         }
         if stop.is_cancelled() {

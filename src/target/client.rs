@@ -44,6 +44,60 @@ struct Counters {
     /// Connection attempts refused (or timed out connecting) in a row, across every request,
     /// with no response between: the shared retry budget of an unreachable target.
     unreached: AtomicU64,
+    /// Attempts by method and HTTP status (0: no response), for the admin endpoint's
+    /// `provisiond_requests_total`. A map, not fixed counters: a target may answer anything.
+    responses: std::sync::Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
+    /// Retries by reason, in the order of [`RetryReason::ALL`].
+    retries: [AtomicU64; 4],
+}
+
+/// Why the client sent a request again: the `reason` label of `provisiond_retries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetryReason {
+    /// 429 or 503: the target asked us to slow down.
+    Throttled,
+    /// 500, 502 or 504 to a request that may be repeated.
+    ServerError,
+    /// No complete answer in time.
+    Timeout,
+    /// The connection was refused or dropped.
+    Connection,
+}
+
+impl RetryReason {
+    /// Every reason, in the counters' order.
+    pub(crate) const ALL: [RetryReason; 4] = [
+        RetryReason::Throttled,
+        RetryReason::ServerError,
+        RetryReason::Timeout,
+        RetryReason::Connection,
+    ];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::Throttled => "throttled",
+            RetryReason::ServerError => "server_error",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Connection => "connection",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The method's name, for the methods the client sends.
+fn method_name(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => return None,
+    })
 }
 
 impl Counters {
@@ -57,6 +111,19 @@ impl Counters {
             _ => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count one attempt's outcome: its HTTP status, or 0 when no response came.
+    fn record_response(&self, method: &Method, status: u16) {
+        let Some(name) = method_name(method) else {
+            return;
+        };
+        let mut map = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry((name, status)).or_insert(0) += 1;
+    }
+
+    fn record_retry(&self, reason: RetryReason) {
+        self.retries[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     fn snapshot(&self) -> RequestCounts {
@@ -257,6 +324,30 @@ impl ScimClient {
         self.inner.counts.snapshot()
     }
 
+    /// Attempts since the client was made, by method and HTTP status (0: no response came).
+    pub(crate) fn response_counts(&self) -> Vec<(&'static str, u16, u64)> {
+        let map = self
+            .inner
+            .counts
+            .responses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(&(m, s), &n)| (m, s, n)).collect()
+    }
+
+    /// Retries since the client was made, by reason.
+    pub(crate) fn retry_counts(&self) -> Vec<(RetryReason, u64)> {
+        RetryReason::ALL
+            .iter()
+            .map(|&r| {
+                (
+                    r,
+                    self.inner.counts.retries[r.index()].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
     /// `GET /{Users|Groups}?filter=<attr> eq "<value>"` (groups also with
     /// `excludedAttributes=members`). Returns the matching resources: zero, one or more;
     /// more than one is for the caller to report as duplicates.
@@ -446,9 +537,18 @@ impl ScimClient {
         if let Some(body) = &req.body {
             builder = builder.header(CONTENT_TYPE, SCIM_JSON).body(body.clone());
         }
-        let mut response = builder.send().await?;
+        let mut response = match builder.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.inner.counts.record_response(&req.method, 0);
+                return Err(e.into());
+            }
+        };
         self.inner.counts.unreached.store(0, Ordering::Relaxed);
         let status = response.status();
+        self.inner
+            .counts
+            .record_response(&req.method, status.as_u16());
         let header = |name| {
             response
                 .headers()
@@ -531,6 +631,11 @@ impl ScimClient {
                     } else {
                         None
                     };
+                    inner.counts.record_retry(if throttled {
+                        RetryReason::Throttled
+                    } else {
+                        RetryReason::ServerError
+                    });
                     (
                         Some(status),
                         format!("HTTP {status}"),
@@ -589,6 +694,14 @@ impl ScimClient {
                         });
                     }
                     after_ambiguous |= sent;
+                    inner.counts.record_retry(match failure {
+                        Failure::Timeout | Failure::NotSent { timeout: true } => {
+                            RetryReason::Timeout
+                        }
+                        Failure::Dropped | Failure::NotSent { timeout: false } => {
+                            RetryReason::Connection
+                        }
+                    });
                     (None, reason, self.backoff(attempt))
                 }
             };

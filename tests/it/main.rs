@@ -11,6 +11,7 @@
 mod support;
 
 mod admin;
+mod admin_http;
 mod architecture;
 mod binding;
 mod cli;

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod common;
 pub mod fault_proxy;
 pub mod hostile;
+pub mod openmetrics;
 pub mod slapd;
 
 /// A port on 127.0.0.1 with nothing listening (bound, read, released): for an unreachable
