@@ -44,7 +44,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "PROVISIOND_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
     /// Log format on stderr (overrides the config's log_format).
-    #[arg(long, global = true, value_parser = ["text", "json"])]
+    #[arg(long, global = true, env = "PROVISIOND_LOG_FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
     #[command(subcommand)]
     pub command: Command,
