@@ -6,7 +6,11 @@ use std::process::Command;
 
 /// `git rev-parse ARGS`, trimmed, when it succeeds.
 fn rev_parse(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").arg("rev-parse").args(args).output().ok()?;
+    let out = Command::new("git")
+        .arg("rev-parse")
+        .args(args)
+        .output()
+        .ok()?;
     out.status.success().then_some(())?;
     Some(String::from_utf8(out.stdout).ok()?.trim().to_string())
 }
@@ -14,7 +18,8 @@ fn rev_parse(args: &[&str]) -> Option<String> {
 fn main() {
     // A build without `.git` (a container stage) may pass the commit in.
     let given = std::env::var("PROVISIOND_COMMIT").ok();
-    let commit = given.or_else(|| rev_parse(&["--short", "HEAD"]))
+    let commit = given
+        .or_else(|| rev_parse(&["--short", "HEAD"]))
         .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric()))
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=PROVISIOND_COMMIT={commit}");
@@ -22,7 +27,9 @@ fn main() {
     // resolves both in a worktree too (refs live in the common directory).
     if let Some(head) = rev_parse(&["--git-path", "HEAD"]) {
         println!("cargo:rerun-if-changed={head}");
-        if let Some(r) = rev_parse(&["--symbolic-full-name", "HEAD"]).filter(|r| r.starts_with("refs/")) {
+        if let Some(r) =
+            rev_parse(&["--symbolic-full-name", "HEAD"]).filter(|r| r.starts_with("refs/"))
+        {
             // Only a file that exists: a missing one (a packed ref) would rerun every build.
             let path = rev_parse(&["--git-path", &r]).filter(|p| std::path::Path::new(p).exists());
             if let Some(path) = path {

@@ -37,7 +37,9 @@ const QUIET_LIBRARIES: [&str; 5] = ["sled", "h2", "hyper", "hyper_util", "rustls
 /// The filter: `RUST_LOG` when set, else the level `-q`/`-v` chose; either way the
 /// libraries above at `warn` unless the directives name them.
 fn log_filter(rust_log: Option<&str>, default_level: &str) -> String {
-    let base = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or(default_level);
+    let base = rust_log
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or(default_level);
     let mut directives = base.to_string();
     for lib in QUIET_LIBRARIES {
         let named = base

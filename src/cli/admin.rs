@@ -25,7 +25,8 @@ pub(crate) async fn admin(
     // No timeout: a command sent while a cycle runs is applied when that cycle ends.
     let message = match reach(config, StoreUser::Command(name), Some((&req, None))).await? {
         Reached::Daemon(Response::Admin { message }) => message,
-        Reached::Daemon(Response::Error { message }) => return Err(Failure::failed(message)),
+        // The daemon refused the command (nothing staged, say), as the store path does.
+        Reached::Daemon(Response::Error { message }) => return Err(Failure::usage(message)),
         Reached::Daemon(other) => {
             return Err(Failure::failed(format!(
                 "unexpected answer from the daemon: {other:?}"

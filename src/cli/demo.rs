@@ -174,7 +174,10 @@ fn show_target(handle: &sandbox::SandboxHandle) {
     outln!("  In the app now:");
     outln!(
         "    {:<22} {:<16} {:<7} {:<20} manager",
-        "userName", "displayName", "active", "title"
+        "userName",
+        "displayName",
+        "active",
+        "title"
     );
     let mut sorted = users.clone();
     sorted.sort_by(|a, b| a["userName"].as_str().cmp(&b["userName"].as_str()));

@@ -83,9 +83,10 @@ fn job_json(j: &JobConfig) -> Value {
 /// One job as a table, each line at most [`MAX_WIDTH`] columns.
 fn print_job(j: &JobConfig) {
     outln!("{} (fingerprint {})", j.name, j.mappings.fingerprint);
-    let mut rows: Vec<Vec<String>> = vec![["type", "target", "from", "apply", "default", "matching"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows: Vec<Vec<String>> =
+        vec![["type", "target", "from", "apply", "default", "matching"]
+            .map(String::from)
+            .to_vec()];
     for (ty, list) in [("user", &j.mappings.users), ("group", &j.mappings.groups)] {
         for m in list.iter() {
             rows.push(vec![
@@ -180,8 +181,8 @@ fn table(rows: &[Vec<String>], width: usize) -> Vec<String> {
     out
 }
 
-/// `text` in pieces of at most `width` characters, broken after a space or a comma where
-/// one is near the end of a piece.
+/// `text` in pieces of at most `width` characters, broken after a space, a comma, a dot or a
+/// colon where one is near the end of a piece (SCIM paths and URNs break at their parts).
 fn chunks(text: &str, width: usize) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     if chars.len() <= width || width == 0 {
@@ -195,12 +196,18 @@ fn chunks(text: &str, width: usize) -> Vec<String> {
             // Prefer a break in the last third of the piece.
             if let Some(b) = (start + width * 2 / 3..end)
                 .rev()
-                .find(|&i| matches!(chars[i], ' ' | ','))
+                .find(|&i| matches!(chars[i], ' ' | ',' | '.' | ':'))
             {
                 end = b + 1;
             }
         }
-        out.push(chars[start..end].iter().collect::<String>().trim_end().to_string());
+        out.push(
+            chars[start..end]
+                .iter()
+                .collect::<String>()
+                .trim_end()
+                .to_string(),
+        );
         start = end;
     }
     out
@@ -225,7 +232,10 @@ mod tests {
         assert!(lines.iter().all(|l| l.chars().count() <= 60), "{lines:#?}");
         assert!(lines.len() > 2, "nothing wrapped: {lines:#?}");
         let pieces = chunks(long, 20);
-        assert!(pieces.iter().all(|p| p.chars().count() <= 20), "{pieces:#?}");
+        assert!(
+            pieces.iter().all(|p| p.chars().count() <= 20),
+            "{pieces:#?}"
+        );
         let squeeze = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
         assert_eq!(squeeze(&pieces.concat()), squeeze(long));
         // A narrow table is left as it is.

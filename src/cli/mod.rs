@@ -5,8 +5,8 @@ mod admin;
 mod check_config;
 mod demo;
 mod expr;
-pub(crate) mod out;
 mod mappings;
+pub(crate) mod out;
 pub(crate) mod render;
 mod run;
 mod sandbox;
@@ -31,8 +31,8 @@ use crate::daemon::admin::ResetScope;
 use crate::daemon::lock::LockError;
 use clap::{Parser, Subcommand};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// The exit codes, for `--help` and the README: scripts and systemd tell the outcomes apart.
@@ -282,7 +282,9 @@ pub(crate) fn select<'a>(
     config: &'a Config,
     job: Option<&str>,
 ) -> Result<Vec<&'a crate::config::JobConfig>, Failure> {
-    config.select(job).map_err(|e| Failure::usage(e.to_string()))
+    config
+        .select(job)
+        .map_err(|e| Failure::usage(e.to_string()))
 }
 
 /// The exit code for a cycle's outcome.
@@ -420,7 +422,10 @@ fn man() -> i32 {
     use clap::CommandFactory;
     let mut page = Vec::new();
     if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
-        let _ = writeln!(std::io::stderr(), "provisiond: cannot render the man page: {e}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "provisiond: cannot render the man page: {e}"
+        );
         return exit::FAILED;
     }
     out::write_all(&page)

@@ -20,7 +20,11 @@ pub(crate) fn print(args: std::fmt::Arguments<'_>) {
         return;
     }
     let mut stdout = std::io::stdout().lock();
-    if stdout.write_fmt(args).and_then(|()| stdout.flush()).is_err() {
+    if stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
         CLOSED.store(true, Ordering::Relaxed);
     }
 }
@@ -29,7 +33,11 @@ pub(crate) fn print(args: std::fmt::Arguments<'_>) {
 /// reader stopped early.
 pub(crate) fn write_all(bytes: &[u8]) -> i32 {
     let mut stdout = std::io::stdout().lock();
-    if stdout.write_all(bytes).and_then(|()| stdout.flush()).is_err() {
+    if stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
         CLOSED.store(true, Ordering::Relaxed);
     }
     super::exit::OK

@@ -63,7 +63,8 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
         }
         outln!(
             "  linked: {} users, {} groups",
-            s.users_linked, s.groups_linked
+            s.users_linked,
+            s.groups_linked
         );
         match &s.last_cycle {
             Some(c) => {
@@ -76,7 +77,8 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
                         CycleStatus::EntryLevelErrors => "with entry-level errors",
                         CycleStatus::Failed => "failed",
                     },
-                    c.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    c.started_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     c.duration_ms
                 );
                 if let Some(e) = &c.error {
@@ -86,7 +88,10 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
             None => outln!("  last cycle: none yet"),
         }
         if let Some(t) = s.last_success {
-            outln!("  last success: {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            outln!(
+                "  last success: {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
         }
         if s.running {
             outln!("  a cycle is running now");
@@ -107,12 +112,18 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
                 "  steady state: nothing to do since {}{}",
                 first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 s.steady_state_last
-                    .map(|t| format!(" (last checked {})", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+                    .map(|t| format!(
+                        " (last checked {})",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ))
                     .unwrap_or_default()
             );
         }
         match (&s.next_run, &s.note) {
-            (Some(t), _) => outln!("  next run: {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            (Some(t), _) => outln!(
+                "  next run: {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
             (None, Some(n)) => outln!("  next run: none ({n})"),
             (None, None) if s.running => {}
             (None, None) => outln!("  next run: not scheduled"),
@@ -129,7 +140,8 @@ fn state_lines(s: &JobStatus) -> Vec<String> {
         format!(
             "{} since {} (attempt {}): {}",
             q.reason,
-            q.series_began.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            q.series_began
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             q.series_count,
             q.error.message
         )
@@ -157,7 +169,11 @@ fn state_lines(s: &JobStatus) -> Vec<String> {
                 let next = if s.allow_deletes && q.reason == QuarantineReason::TooManyDeletes {
                     "deletions allowed: the next cycle sends those still planned".to_string()
                 } else {
-                    format!("next attempt at {}", q.next_attempt.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    format!(
+                        "next attempt at {}",
+                        q.next_attempt
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )
                 };
                 out.push(format!("  {next}"));
                 out.push(format!("  {}", quarantine_advice(q.reason, s)));

@@ -52,7 +52,9 @@ where
                     let (store, stop, bar) = (store.clone(), stop.clone(), bar.clone());
                     async move { run_job_cycle(&rt, &*store, dry_run, bar.as_ref(), &stop).await }
                 });
-                let report = cycle.await.map_err(|e| Failure::failed(format!("the cycle of job {} failed: {e}", j.name)))?;
+                let report = cycle.await.map_err(|e| {
+                    Failure::failed(format!("the cycle of job {} failed: {e}", j.name))
+                })?;
                 if let Some(b) = bar {
                     b.finish_and_clear();
                 }

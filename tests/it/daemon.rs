@@ -137,7 +137,7 @@ fn daemon_interval_status_sync_second_daemon_and_sigterm() {
         Duration::from_secs(10),
     );
     assert!(started.elapsed() < Duration::from_secs(5), "slow refusal");
-    out.assert_code(2);
+    out.assert_code(4);
     assert!(
         out.stderr
             .contains(&format!("provisiond run (pid {})", daemon.pid())),
@@ -296,7 +296,7 @@ fn one_shot_sync_holding_the_store_is_named_and_stops_on_sigterm() {
             Duration::from_secs(10),
         );
         assert!(started.elapsed() < Duration::from_secs(5), "{args:?}: slow");
-        out.assert_code(2);
+        out.assert_code(4);
         assert!(
             out.stderr.contains(&holder),
             "{args:?}: holder not named; {out}"
@@ -315,7 +315,7 @@ fn one_shot_sync_holding_the_store_is_named_and_stops_on_sigterm() {
         .wait_until(sent + Duration::from_secs(10))
         .unwrap_or_else(|| panic!("sync did not stop within 10 s; {}", sync.output()));
     // An interrupted cycle is a failed one.
-    assert_eq!(code.code(), Some(2), "{}", sync.output());
+    assert_eq!(code.code(), Some(4), "{}", sync.output());
     assert!(sync.stdout().contains("interrupted"), "{}", sync.output());
     let users = sandbox.users().len();
     assert!(users < 200, "the sync was not interrupted");

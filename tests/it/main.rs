@@ -14,6 +14,7 @@ mod admin;
 mod architecture;
 mod binding;
 mod cli;
+mod cli_conventions;
 mod cycle_faults;
 mod cycle_sandbox;
 mod daemon;
