@@ -78,6 +78,13 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let code = provisiond::dispatch(cli, init_logging, shutdown_signal).await;
+    std::process::exit(code);
+}
+
 #[cfg(test)]
 mod tests {
     use super::log_filter;
@@ -93,11 +100,4 @@ mod tests {
         assert!(named.starts_with("debug,sled=trace,h2=warn"), "{named}");
         assert!(!named.contains("sled=warn"), "{named}");
     }
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let code = provisiond::dispatch(cli, init_logging, shutdown_signal).await;
-    std::process::exit(code);
 }
