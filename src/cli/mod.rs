@@ -47,6 +47,8 @@ pub(crate) mod exit {
     pub(crate) const CONFIG: i32 = 3;
     /// A cycle failed, or the command could not do its work (daemon, store, socket).
     pub(crate) const FAILED: i32 = 4;
+    /// A stop (Ctrl-C, SIGTERM) interrupted a cycle: 128 + SIGINT, as shells report it.
+    pub(crate) const INTERRUPTED: i32 = 130;
 }
 
 /// Shown after `--help`: the exit codes.
@@ -55,7 +57,8 @@ const EXIT_CODES_HELP: &str = "Exit codes:
   1  some objects failed (entry-level errors), or test-connection found a problem
   2  usage error (command line, unknown --job)
   3  configuration error (the message names the file and the key)
-  4  a cycle failed, or the daemon, the store or the socket could not be used";
+  4  a cycle failed, or the daemon, the store or the socket could not be used
+  130  a stop (Ctrl-C, SIGTERM) interrupted a cycle; the next cycle carries on";
 
 /// The version line: the crate's version and the commit it was built from (`build.rs`).
 const VERSION: &str = concat!(
@@ -294,6 +297,7 @@ pub(crate) fn cycle_exit(status: crate::summary::CycleStatus) -> i32 {
         CycleStatus::Succeeded => exit::OK,
         CycleStatus::EntryLevelErrors => exit::ENTRY_ERRORS,
         CycleStatus::Failed => exit::FAILED,
+        CycleStatus::Interrupted => exit::INTERRUPTED,
     }
 }
 

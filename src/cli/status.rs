@@ -76,6 +76,7 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
                         CycleStatus::Succeeded => "succeeded",
                         CycleStatus::EntryLevelErrors => "with entry-level errors",
                         CycleStatus::Failed => "failed",
+                        CycleStatus::Interrupted => "interrupted",
                     },
                     c.started_at
                         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
