@@ -753,7 +753,7 @@ async fn no_write_is_sent_after_the_stop_signal() {
     let (report, ()) = tokio::join!(run_cycle(&job, &store, &client, &opts, &stop), watch);
     assert_eq!(
         report.summary.status,
-        CycleStatus::Failed,
+        CycleStatus::Interrupted,
         "{:#?}",
         report.summary
     );
