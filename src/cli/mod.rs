@@ -58,7 +58,7 @@ const EXIT_CODES_HELP: &str = "Exit codes:
   2  usage error (command line, unknown --job)
   3  configuration error (the message names the file and the key)
   4  a cycle failed, or the daemon, the store or the socket could not be used
-  130  a stop (Ctrl-C, SIGTERM) interrupted a cycle; the next cycle carries on";
+  130 a stop (Ctrl-C, SIGTERM) interrupted a cycle; the next cycle carries on";
 
 /// The version line: the crate's version and the commit it was built from (`build.rs`).
 const VERSION: &str = concat!(
@@ -85,8 +85,8 @@ pub struct Cli {
     /// Log less: errors only (repeat for none). RUST_LOG, when set, decides instead.
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,
-    /// Log more: -v for info on one-shot commands and debug for `run`, -vv for debug,
-    /// -vvv for trace. RUST_LOG, when set, decides instead.
+    /// Log more: one level per -v (one-shot commands start at warn, `run` at info; then
+    /// info, debug, trace). RUST_LOG, when set, decides instead.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]
