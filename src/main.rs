@@ -50,9 +50,34 @@ fn reload_signal() -> tokio::sync::mpsc::UnboundedReceiver<()> {
     rx
 }
 
+/// Libraries whose debug lines are their own internals (sled's page cache, HTTP framing,
+/// TLS): held at `warn` unless `RUST_LOG` names them, so `RUST_LOG=debug` shows provisiond.
+const QUIET_LIBRARIES: [&str; 5] = ["sled", "h2", "hyper", "hyper_util", "rustls"];
+
+/// The filter: `RUST_LOG` when set, else the level `-q`/`-v` chose; either way the
+/// libraries above at `warn` unless the directives name them.
+fn log_filter(rust_log: Option<&str>, default_level: &str) -> String {
+    let base = rust_log
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or(default_level);
+    let mut directives = base.to_string();
+    for lib in QUIET_LIBRARIES {
+        let named = base
+            .split(',')
+            .any(|d| d.trim().split(['=', '[', ':']).next() == Some(lib));
+        if !named {
+            directives.push_str(&format!(",{lib}=warn"));
+        }
+    }
+    directives
+}
+
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let directives = log_filter(rust_log.as_deref(), default_level);
+    // A RUST_LOG that does not parse falls back to the default level, as before.
+    let filter = EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| EnvFilter::new(log_filter(None, default_level)));
     // tracing-subscriber colours its output whenever NO_COLOR is unset, terminal or not:
     // escape codes would end up in journald and in log files. Colour only a terminal.
     let ansi = std::io::stderr().is_terminal()
@@ -78,4 +103,21 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let code = provisiond::dispatch(cli, init_logging, shutdown_signal, reload_signal).await;
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn library_internals_are_held_at_warn_unless_named() {
+        assert_eq!(
+            log_filter(Some("debug"), "warn"),
+            "debug,sled=warn,h2=warn,hyper=warn,hyper_util=warn,rustls=warn"
+        );
+        assert!(log_filter(None, "info").starts_with("info,sled=warn"));
+        let named = log_filter(Some("debug,sled=trace"), "warn");
+        assert!(named.starts_with("debug,sled=trace,h2=warn"), "{named}");
+        assert!(!named.contains("sled=warn"), "{named}");
+    }
 }

@@ -87,6 +87,9 @@ pub enum CycleStatus {
     EntryLevelErrors,
     /// The cycle could not run (source unreadable, target unreachable, state store error).
     Failed,
+    /// A stop (SIGTERM, Ctrl-C) ended the cycle before it finished: not a failure. What it
+    /// sent is recorded, the watermark stays, and the next cycle carries on.
+    Interrupted,
 }
 
 impl CycleStatus {
@@ -96,6 +99,8 @@ impl CycleStatus {
             CycleStatus::Succeeded => 0,
             CycleStatus::EntryLevelErrors => 1,
             CycleStatus::Failed => 2,
+            // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+            CycleStatus::Interrupted => 130,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `provisiond restart`, `allow-deletes`, `pause` and `resume`: through the daemon when it
 //! runs (it applies them between the job's cycles), else on the store directly.
 
+use super::out::outln;
 use super::Failure;
 use crate::config::Config;
 use crate::daemon::admin::{self, AdminCommand};
@@ -15,7 +16,7 @@ pub(crate) async fn admin(
     command: AdminCommand,
     name: &'static str,
 ) -> Result<i32, Failure> {
-    config.select(Some(job))?;
+    super::select(config, Some(job))?;
     warn_if_running(config, job).await;
     let req = Request::Admin {
         job: job.to_string(),
@@ -24,9 +25,10 @@ pub(crate) async fn admin(
     // No timeout: a command sent while a cycle runs is applied when that cycle ends.
     let message = match reach(config, StoreUser::Command(name), Some((&req, None))).await? {
         Reached::Daemon(Response::Admin { message }) => message,
+        // The daemon refused the command (nothing staged, say), as the store path does.
         Reached::Daemon(Response::Error { message }) => return Err(Failure::usage(message)),
         Reached::Daemon(other) => {
-            return Err(Failure::usage(format!(
+            return Err(Failure::failed(format!(
                 "unexpected answer from the daemon: {other:?}"
             )))
         }
@@ -40,7 +42,7 @@ pub(crate) async fn admin(
             }
         },
     };
-    println!("{message}");
+    outln!("{message}");
     Ok(0)
 }
 

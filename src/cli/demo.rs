@@ -2,6 +2,7 @@
 //! free loopback port, an initial cycle from `config/examples/directory.json`, a change to the
 //! directory, the incremental cycle that follows, and a no-change cycle.
 
+use super::out::{out, outln};
 use super::render::render_report;
 use crate::config::{Config, ConfigError};
 use crate::daemon::jobs::{run_job_cycle, JobRuntime};
@@ -50,7 +51,8 @@ pub(crate) async fn demo() -> Result<i32, DemoError> {
         },
     )
     .await?;
-    let dir = tempfile_dir()?;
+    let guard = TempDir::new()?;
+    let dir = guard.0.clone();
     let directory_path = dir.join("directory.json");
     std::fs::write(&directory_path, EXAMPLE_DIRECTORY)?;
     std::fs::write(dir.join("token"), TOKEN)?;
@@ -67,51 +69,67 @@ pub(crate) async fn demo() -> Result<i32, DemoError> {
     let runtime = JobRuntime::new(job)?;
     let stop = CancellationToken::new();
 
-    println!("provisiond demo");
-    println!("  sandbox SCIM server: {} (in memory)", handle.base_url());
-    println!(
+    outln!("provisiond demo");
+    outln!("  sandbox SCIM server: {} (in memory)", handle.base_url());
+    outln!(
         "  directory:           {} (copy of config/examples/directory.json)",
         directory_path.display()
     );
-    println!("  state:               {}", config.state_dir.display());
-    println!();
-    println!("== 1. Initial cycle: every assigned user and group is matched or created ==");
+    outln!("  state:               {}", config.state_dir.display());
+    outln!();
+    outln!("== 1. Initial cycle: every assigned user and group is matched or created ==");
     let report = run_job_cycle(&runtime, &store, false, None, &stop).await;
-    print!("{}", render_report(&report));
+    out!("{}", render_report(&report));
     show_target(&handle);
+    if super::out::closed() {
+        // Nobody reads on (`provisiond demo | head -5`): stop here; the guard cleans up.
+        handle.shutdown().await;
+        return Ok(super::exit::OK);
+    }
 
-    println!();
-    println!("== 2. The directory changes ==");
+    outln!();
+    outln!("== 2. The directory changes ==");
     let mut d: Value = serde_json::from_str(EXAMPLE_DIRECTORY)?;
     change_directory(&mut d);
     std::fs::write(&directory_path, serde_json::to_vec_pretty(&d)?)?;
-    println!("  - Carol Danvers is promoted: jobTitle \"Account Executive\" -> \"Sales Director\"");
-    println!("  - Dave Bowman leaves the Engineering group (and so the app's scope)");
-    println!("  - Erin O'Brien is deleted from the directory");
-    println!("  - Frank Castle joins and is assigned to the app");
-    println!();
-    println!("== 3. Incremental cycle: only what changed is sent ==");
+    outln!("  - Carol Danvers is promoted: jobTitle \"Account Executive\" -> \"Sales Director\"");
+    outln!("  - Dave Bowman leaves the Engineering group (and so the app's scope)");
+    outln!("  - Erin O'Brien is deleted from the directory");
+    outln!("  - Frank Castle joins and is assigned to the app");
+    outln!();
+    outln!("== 3. Incremental cycle: only what changed is sent ==");
     let mut report = run_job_cycle(&runtime, &store, false, None, &stop).await;
     report.actions.clear();
-    print!("{}", render_report(&report));
+    out!("{}", render_report(&report));
     show_target(&handle);
 
-    println!();
-    println!("== 4. Nothing changed: no writing request at all ==");
+    outln!();
+    outln!("== 4. Nothing changed: no writing request at all ==");
     let report = run_job_cycle(&runtime, &store, false, None, &stop).await;
-    print!("{}", render_report(&report));
+    out!("{}", render_report(&report));
 
-    println!();
-    println!("Run it against your own app: see README.md (\"Pointing it at Robin\").");
+    outln!();
+    outln!("Run it against your own app: see README.md (\"Pointing it at Robin\").");
     handle.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(report.summary.status.exit_code())
+    drop(guard);
+    Ok(super::cycle_exit(report.summary.status))
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf, std::io::Error> {
-    let dir = std::env::temp_dir().join(format!("provisiond-demo-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// The demo's directory, removed when dropped: on every way out, errors included.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir, std::io::Error> {
+        let dir = std::env::temp_dir().join(format!("provisiond-demo-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn change_directory(d: &mut Value) {
@@ -153,10 +171,13 @@ fn show_target(handle: &sandbox::SandboxHandle) {
             .unwrap_or(id)
             .to_string()
     };
-    println!("  In the app now:");
-    println!(
+    outln!("  In the app now:");
+    outln!(
         "    {:<22} {:<16} {:<7} {:<20} manager",
-        "userName", "displayName", "active", "title"
+        "userName",
+        "displayName",
+        "active",
+        "title"
     );
     let mut sorted = users.clone();
     sorted.sort_by(|a, b| a["userName"].as_str().cmp(&b["userName"].as_str()));
@@ -166,7 +187,7 @@ fn show_target(handle: &sandbox::SandboxHandle) {
             .as_str()
             .map(name_of)
             .unwrap_or_default();
-        println!(
+        outln!(
             "    {:<22} {:<16} {:<7} {:<20} {}",
             u["userName"].as_str().unwrap_or(""),
             u["displayName"].as_str().unwrap_or(""),
@@ -185,7 +206,7 @@ fn show_target(handle: &sandbox::SandboxHandle) {
                     .collect()
             })
             .unwrap_or_default();
-        println!(
+        outln!(
             "    group {:<16} members: {}",
             g["displayName"].as_str().unwrap_or(""),
             members.join(", ")

@@ -1,5 +1,6 @@
 //! `provisiond expr`: one Entra mapping expression evaluated against one source object.
 
+use super::out::outln;
 use super::Failure;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -61,8 +62,8 @@ pub(crate) fn expr(
         env: &env,
     };
     match evaluate_for(&parsed, &obj, &ctx) {
-        Ok(Outcome::Value(v)) => println!("{v}"),
-        Ok(Outcome::Ignored) => println!("{}", serde_json::json!({"ignored": true})),
+        Ok(Outcome::Value(v)) => outln!("{v}"),
+        Ok(Outcome::Ignored) => outln!("{}", serde_json::json!({"ignored": true})),
         Err(e) => {
             return Err(Failure {
                 code: 1,

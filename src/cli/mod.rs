@@ -6,6 +6,7 @@ mod check_config;
 mod demo;
 mod expr;
 mod mappings;
+pub(crate) mod out;
 pub(crate) mod render;
 mod run;
 mod sandbox;
@@ -30,22 +31,64 @@ use crate::daemon::admin::ResetScope;
 use crate::daemon::lock::LockError;
 use clap::{Parser, Subcommand};
 use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+/// The exit codes, for `--help` and the README: scripts and systemd tell the outcomes apart.
+pub(crate) mod exit {
+    /// Done: every cycle succeeded, the check passed.
+    pub(crate) const OK: i32 = 0;
+    /// Done, but some objects failed (entry-level errors), or `test-connection` found a problem.
+    pub(crate) const ENTRY_ERRORS: i32 = 1;
+    /// The command line is wrong (clap uses 2 too), or `--job` names no job.
+    pub(crate) const USAGE: i32 = 2;
+    /// The configuration file is missing or wrong (the message names the file and the key).
+    pub(crate) const CONFIG: i32 = 3;
+    /// A cycle failed, or the command could not do its work (daemon, store, socket).
+    pub(crate) const FAILED: i32 = 4;
+    /// A stop (Ctrl-C, SIGTERM) interrupted a cycle: 128 + SIGINT, as shells report it.
+    pub(crate) const INTERRUPTED: i32 = 130;
+}
+
+/// Shown after `--help`: the exit codes.
+const EXIT_CODES_HELP: &str = "Exit codes:
+  0  success
+  1  some objects failed (entry-level errors), or test-connection found a problem
+  2  usage error (command line, unknown --job)
+  3  configuration error (the message names the file and the key)
+  4  a cycle failed, or the daemon, the store or the socket could not be used
+  130 a stop (Ctrl-C, SIGTERM) interrupted a cycle; the next cycle carries on";
+
+/// The version line: the crate's version and the commit it was built from (`build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PROVISIOND_COMMIT"),
+    ")"
+);
 
 #[derive(Debug, Parser)]
 #[command(
     name = "provisiond",
-    version,
-    about = "Keeps a SaaS application's users and groups in step with a directory over SCIM 2.0"
+    version = VERSION,
+    about = "Keeps a SaaS application's users and groups in step with a directory over SCIM 2.0",
+    after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, env = "PROVISIOND_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    #[arg(long, env = "PROVISIOND_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
     /// Log format on stderr (overrides the config's log_format).
-    #[arg(long, global = true, env = "PROVISIOND_LOG_FORMAT", value_parser = ["text", "json"])]
+    #[arg(long, env = "PROVISIOND_LOG_FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
+    /// Log less: errors only (repeat for none). RUST_LOG, when set, decides instead.
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+    /// Log more: one level per -v (one-shot commands start at warn, `run` at info; then
+    /// info, debug, trace). RUST_LOG, when set, decides instead.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -56,6 +99,7 @@ pub enum Command {
     Run,
     /// Run one cycle now and exit (through the daemon when it is running).
     Sync {
+        /// The job to run (default: every job).
         #[arg(long)]
         job: Option<String>,
         /// Plan and show what would change; send no writing request.
@@ -67,19 +111,23 @@ pub enum Command {
     },
     /// Check that the target's URL, TLS, token and SCIM answers are right.
     TestConnection {
+        /// The job whose target and source to check (default: every job).
         #[arg(long)]
         job: Option<String>,
     },
     /// Show each job's last cycle, linked objects and next run.
     Status {
+        /// The job to show (default: every job).
         #[arg(long)]
         job: Option<String>,
+        /// Print the status as one JSON document (a list with one object per job).
         #[arg(long)]
         json: bool,
     },
     /// Restart a job: lift its quarantine, drop its escrows and clear its watermark, so the
     /// next cycle is initial (Graph's restart; `--reset` picks the parts).
     Restart {
+        /// The job to restart.
         #[arg(long)]
         job: String,
         /// Comma-separated: quarantine, escrows, watermark, full (also forget the links and
@@ -91,16 +139,19 @@ pub enum Command {
     /// Let the next cycle send the deletions the deletion threshold staged, those it still
     /// plans.
     AllowDeletes {
+        /// The job whose staged deletions to allow.
         #[arg(long)]
         job: String,
     },
     /// Pause a job: a running cycle finishes, no new one starts until `resume`.
     Pause {
+        /// The job to pause.
         #[arg(long)]
         job: String,
     },
     /// Resume a paused job.
     Resume {
+        /// The job to resume.
         #[arg(long)]
         job: String,
     },
@@ -108,11 +159,16 @@ pub enum Command {
     CheckConfig,
     /// Print a job's effective attribute mappings and scoping filters.
     Mappings {
+        /// The job to show (default: every job).
         #[arg(long)]
         job: Option<String>,
+        /// Print one JSON object per job, a line each.
+        #[arg(long)]
+        json: bool,
     },
     /// Serve an in-memory SCIM 2.0 server for trying provisiond and for tests.
     Sandbox {
+        /// The address and port to serve on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Require this bearer token (default: accept any request).
@@ -126,13 +182,34 @@ pub enum Command {
     Demo,
     /// Evaluate one Entra mapping expression against one source object.
     Expr {
+        /// The expression, as in a mapping's `expression` key, e.g. 'Join(" ", [givenName], [surname])'.
         expression: String,
         /// The source object, as JSON.
         #[arg(long, conflicts_with = "input_file")]
         input: Option<String>,
+        /// A file holding the source object, as JSON.
         #[arg(long)]
         input_file: Option<PathBuf>,
     },
+    /// Print a shell completion script to stdout, e.g.
+    /// `provisiond completions bash > /etc/bash_completion.d/provisiond`.
+    Completions {
+        /// The shell.
+        shell: CompletionShell,
+    },
+    /// Print the manual page (roff) to stdout, e.g. `provisiond man | man -l -`.
+    Man,
+}
+
+/// The shells `completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
 }
 
 impl Command {
@@ -140,12 +217,30 @@ impl Command {
     pub fn needs_config(&self) -> bool {
         !matches!(
             self,
-            Command::Sandbox { .. } | Command::Demo | Command::Expr { .. }
+            Command::Sandbox { .. }
+                | Command::Demo
+                | Command::Expr { .. }
+                | Command::Completions { .. }
+                | Command::Man
+        )
+    }
+
+    /// Commands that use the target or the source, and so read their secrets as the config
+    /// loads. `check-config` is one: it is the admin's check that the secrets are readable.
+    fn reads_secrets(&self) -> bool {
+        !matches!(
+            self,
+            Command::Status { .. }
+                | Command::Mappings { .. }
+                | Command::Restart { .. }
+                | Command::AllowDeletes { .. }
+                | Command::Pause { .. }
+                | Command::Resume { .. }
         )
     }
 }
 
-/// A command's failure: a message for stderr and an exit code.
+/// A command's failure: a message for stderr and an exit code (see [`exit`]).
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub code: i32,
@@ -153,9 +248,18 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// The command line asks for something that is not there (e.g. `--job` names no job).
     pub(crate) fn usage(message: impl Into<String>) -> Self {
         Failure {
-            code: 2,
+            code: exit::USAGE,
+            message: message.into(),
+        }
+    }
+
+    /// The command could not do its work (the daemon, the store, a cycle).
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
+        Failure {
+            code: exit::FAILED,
             message: message.into(),
         }
     }
@@ -163,14 +267,46 @@ impl Failure {
 
 impl From<ConfigError> for Failure {
     fn from(e: ConfigError) -> Self {
-        Failure::usage(e.to_string())
+        Failure {
+            code: exit::CONFIG,
+            message: e.to_string(),
+        }
     }
 }
 
 impl From<LockError> for Failure {
     fn from(e: LockError) -> Self {
-        Failure::usage(e.to_string())
+        Failure::failed(e.to_string())
     }
+}
+
+/// The jobs a command applies to; an unknown `--job` is a usage error, not a config error.
+pub(crate) fn select<'a>(
+    config: &'a Config,
+    job: Option<&str>,
+) -> Result<Vec<&'a crate::config::JobConfig>, Failure> {
+    config
+        .select(job)
+        .map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// The exit code for a cycle's outcome.
+pub(crate) fn cycle_exit(status: crate::summary::CycleStatus) -> i32 {
+    use crate::summary::CycleStatus;
+    match status {
+        CycleStatus::Succeeded => exit::OK,
+        CycleStatus::EntryLevelErrors => exit::ENTRY_ERRORS,
+        CycleStatus::Failed => exit::FAILED,
+        CycleStatus::Interrupted => exit::INTERRUPTED,
+    }
+}
+
+/// The default log level for `-q`/`-v` counts, from `base` (the command's own default).
+fn log_level(base: &'static str, quiet: u8, verbose: u8) -> &'static str {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let at = LEVELS.iter().position(|l| *l == base).unwrap_or(2);
+    let at = (at + usize::from(verbose)).saturating_sub(usize::from(quiet));
+    LEVELS[at.min(LEVELS.len() - 1)]
 }
 
 /// Runs one command line to its exit code. The binary supplies what belongs to a process:
@@ -191,7 +327,8 @@ where
     match dispatch_inner(cli, init_logging, shutdown_signal, reload_signal).await {
         Ok(code) => code,
         Err(Failure { code, message }) => {
-            eprintln!("provisiond: {message}");
+            // A closed stderr has nobody to tell: the code says it.
+            let _ = writeln!(std::io::stderr(), "provisiond: {message}");
             code
         }
     }
@@ -211,31 +348,40 @@ where
         Some(_) => Some(LogFormat::Text),
         None => None,
     };
+    let (quiet, verbose) = (cli.quiet, cli.verbose);
     if !cli.command.needs_config() {
-        init_logging(flag_format.unwrap_or_default(), "warn");
+        init_logging(
+            flag_format.unwrap_or_default(),
+            log_level("warn", quiet, verbose),
+        );
         return match cli.command {
             Command::Sandbox {
                 listen,
                 token,
                 faults,
             } => sandbox(listen, token, faults.as_deref(), shutdown_signal()).await,
-            Command::Demo => demo().await.map_err(|e| Failure {
-                code: 1,
-                message: e.to_string(),
-            }),
+            Command::Demo => demo().await.map_err(|e| Failure::failed(e.to_string())),
             Command::Expr {
                 expression,
                 input,
                 input_file,
             } => expr(&expression, input.as_deref(), input_file.as_deref()),
-            _ => Ok(0),
+            Command::Completions { shell } => Ok(completions(shell)),
+            Command::Man => Ok(man()),
+            _ => Ok(exit::OK),
         };
     }
-    let config = Config::load(&cli.config)?;
+    // Read-only commands leave the secrets unread: they need none, and an admin may run them
+    // without access to the token (or outside systemd, without its credentials).
+    let config = if cli.command.reads_secrets() {
+        Config::load(&cli.config)?
+    } else {
+        Config::load_without_secrets(&cli.config)?
+    };
     let daemon = matches!(cli.command, Command::Run);
     init_logging(
         flag_format.unwrap_or(config.log_format),
-        if daemon { "info" } else { "warn" },
+        log_level(if daemon { "info" } else { "warn" }, quiet, verbose),
     );
     crate::util::secret::warn_about_loose_secret_files();
     match cli.command {
@@ -256,7 +402,83 @@ where
         Command::Pause { job } => admin(&config, &job, AdminCommand::Pause, "pause").await,
         Command::Resume { job } => admin(&config, &job, AdminCommand::Resume, "resume").await,
         Command::CheckConfig => Ok(check_config(&config)),
-        Command::Mappings { job } => mappings(&config, job.as_deref()),
-        Command::Sandbox { .. } | Command::Demo | Command::Expr { .. } => Ok(0),
+        Command::Mappings { job, json } => mappings(&config, job.as_deref(), json),
+        Command::Sandbox { .. }
+        | Command::Demo
+        | Command::Expr { .. }
+        | Command::Completions { .. }
+        | Command::Man => Ok(exit::OK),
+    }
+}
+
+/// `provisiond completions SHELL`: the script on stdout.
+fn completions(shell: CompletionShell) -> i32 {
+    use clap::CommandFactory;
+    use clap_complete::{generate, Shell};
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    let mut out = Vec::new();
+    generate(shell, &mut Cli::command(), "provisiond", &mut out);
+    out::write_all(&out)
+}
+
+/// `provisiond man`: the manual page, roff, on stdout.
+fn man() -> i32 {
+    use clap::CommandFactory;
+    let mut page = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "provisiond: cannot render the man page: {e}"
+        );
+        return exit::FAILED;
+    }
+    out::write_all(&page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn quiet_and_verbose_move_the_default_level() {
+        assert_eq!(log_level("warn", 0, 0), "warn");
+        assert_eq!(log_level("warn", 1, 0), "error");
+        assert_eq!(log_level("warn", 5, 0), "off");
+        assert_eq!(log_level("warn", 0, 1), "info");
+        assert_eq!(log_level("info", 0, 1), "debug");
+        assert_eq!(log_level("info", 0, 9), "trace");
+    }
+
+    #[test]
+    fn every_option_and_argument_has_help() {
+        Cli::command().debug_assert();
+        fn walk(cmd: &clap::Command, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && a.get_help().is_none() {
+                    missing.push(format!("{} {}", cmd.get_name(), a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:?}");
+    }
+
+    #[test]
+    fn subcommands_do_not_show_the_config_options() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            let ids: Vec<&str> = sub.get_arguments().map(|a| a.get_id().as_str()).collect();
+            assert!(!ids.contains(&"config"), "{}: {ids:?}", sub.get_name());
+        }
     }
 }

@@ -19,6 +19,7 @@ pub(crate) fn render_summary(s: &CycleSummary) -> String {
         CycleStatus::Succeeded => "succeeded",
         CycleStatus::EntryLevelErrors => "finished with errors on some objects",
         CycleStatus::Failed => "FAILED",
+        CycleStatus::Interrupted => "interrupted",
     };
     let kind = kind_name(s.kind);
     let _ = writeln!(

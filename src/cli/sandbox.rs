@@ -1,5 +1,6 @@
 //! `provisiond sandbox`: the in-memory SCIM 2.0 server, until `shutdown` completes.
 
+use super::out::outln;
 use super::Failure;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ pub(crate) async fn sandbox(
     let handle = crate::sandbox::spawn(listen, config)
         .await
         .map_err(|e| Failure::usage(e.to_string()))?;
-    println!(
+    outln!(
         "SCIM 2.0 sandbox listening on {} ({}); Ctrl-C stops it",
         handle.base_url(),
         if has_token {

@@ -1,5 +1,6 @@
 //! `provisiond status`: each job's last cycle, linked objects and next run.
 
+use super::out::outln;
 use super::render::kind_name;
 use super::Failure;
 use crate::config::Config;
@@ -12,7 +13,18 @@ use std::time::Duration;
 
 /// Print each selected job's status, from the daemon or (none running) from the store.
 pub(crate) async fn status(config: &Config, job: Option<&str>, json: bool) -> Result<i32, Failure> {
-    config.select(job)?;
+    let selected = super::select(config, job)?;
+    // No state directory: nothing has run and no daemon serves this config. Read-only, so it
+    // creates nothing (opening the store would create the directory, as root under sudo).
+    if !config.state_dir.exists() {
+        let empty = crate::state::MemoryStore::new();
+        let jobs: Vec<JobStatus> = selected
+            .into_iter()
+            .map(|j| offline_status(j, &empty))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Failure::failed(e.to_string()))?;
+        return Ok(print_status(&jobs, json));
+    }
     let req = Request::Status {
         job: job.map(str::to_string),
     };
@@ -20,89 +32,105 @@ pub(crate) async fn status(config: &Config, job: Option<&str>, json: bool) -> Re
     let jobs: Vec<JobStatus> =
         match reach(config, StoreUser::Command("status"), Some(probe)).await? {
             Reached::Daemon(Response::Status { jobs }) => jobs,
-            Reached::Daemon(Response::Error { message }) => return Err(Failure::usage(message)),
+            Reached::Daemon(Response::Error { message }) => return Err(Failure::failed(message)),
             Reached::Daemon(other) => {
-                return Err(Failure::usage(format!(
+                return Err(Failure::failed(format!(
                     "unexpected answer from the daemon: {other:?}"
                 )))
             }
-            Reached::Store(store) => config
-                .select(job)?
+            Reached::Store(store) => selected
                 .into_iter()
                 .map(|j| offline_status(j, &store))
                 .collect::<Result<_, _>>()
-                .map_err(|e| Failure::usage(e.to_string()))?,
+                .map_err(|e| Failure::failed(e.to_string()))?,
         };
+    Ok(print_status(&jobs, json))
+}
+
+/// Print the statuses, as text or JSON; the exit code.
+fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&jobs).unwrap_or_default()
         );
-        return Ok(0);
+        return super::exit::OK;
     }
-    for s in &jobs {
-        println!("{} ({})", s.job, s.schedule);
+    for s in jobs {
+        outln!("{} ({})", s.job, s.schedule);
         for line in state_lines(s) {
-            println!("  {line}");
+            outln!("  {line}");
         }
-        println!(
+        outln!(
             "  linked: {} users, {} groups",
-            s.users_linked, s.groups_linked
+            s.users_linked,
+            s.groups_linked
         );
         match &s.last_cycle {
             Some(c) => {
                 // The kind as `sync` and `--json` spell it (was its Debug form, "Initial").
-                println!(
+                outln!(
                     "  last cycle: {} cycle {} at {} ({} ms)",
                     kind_name(c.kind),
                     match c.status {
                         CycleStatus::Succeeded => "succeeded",
                         CycleStatus::EntryLevelErrors => "with entry-level errors",
                         CycleStatus::Failed => "failed",
+                        CycleStatus::Interrupted => "interrupted",
                     },
-                    c.started_at.to_rfc3339(),
+                    c.started_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     c.duration_ms
                 );
                 if let Some(e) = &c.error {
-                    println!("    error: {e}");
+                    outln!("    error: {e}");
                 }
             }
-            None => println!("  last cycle: none yet"),
+            None => outln!("  last cycle: none yet"),
         }
         if let Some(t) = s.last_success {
-            println!("  last success: {}", t.to_rfc3339());
+            outln!(
+                "  last success: {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
         }
         if s.running {
-            println!("  a cycle is running now");
+            outln!("  a cycle is running now");
         }
         if s.escrows.total > 0 {
-            println!(
+            outln!(
                 "  escrows: {} failed actions are retried by later cycles ({} of them references){}",
                 s.escrows.total,
                 s.escrows.reference,
                 s.escrows
                     .oldest
-                    .map(|t| format!(", the oldest failing since {}", t.to_rfc3339()))
+                    .map(|t| format!(", the oldest failing since {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
                     .unwrap_or_default()
             );
         }
         if let Some(first) = s.steady_state_first {
-            println!(
+            outln!(
                 "  steady state: nothing to do since {}{}",
-                first.to_rfc3339(),
+                first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 s.steady_state_last
-                    .map(|t| format!(" (last checked {})", t.to_rfc3339()))
+                    .map(|t| format!(
+                        " (last checked {})",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ))
                     .unwrap_or_default()
             );
         }
         match (&s.next_run, &s.note) {
-            (Some(t), _) => println!("  next run: {}", t.to_rfc3339()),
-            (None, Some(n)) => println!("  next run: none ({n})"),
+            (Some(t), _) => outln!(
+                "  next run: {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            (None, Some(n)) => outln!("  next run: none ({n})"),
             (None, None) if s.running => {}
-            (None, None) => println!("  next run: not scheduled"),
+            (None, None) => outln!("  next run: not scheduled"),
         }
     }
-    Ok(0)
+    super::exit::OK
 }
 
 /// The job's state in words, with the command to run next.
@@ -113,7 +141,8 @@ fn state_lines(s: &JobStatus) -> Vec<String> {
         format!(
             "{} since {} (attempt {}): {}",
             q.reason,
-            q.series_began.to_rfc3339(),
+            q.series_began
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             q.series_count,
             q.error.message
         )
@@ -141,7 +170,11 @@ fn state_lines(s: &JobStatus) -> Vec<String> {
                 let next = if s.allow_deletes && q.reason == QuarantineReason::TooManyDeletes {
                     "deletions allowed: the next cycle sends those still planned".to_string()
                 } else {
-                    format!("next attempt at {}", q.next_attempt.to_rfc3339())
+                    format!(
+                        "next attempt at {}",
+                        q.next_attempt
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )
                 };
                 out.push(format!("  {next}"));
                 out.push(format!("  {}", quarantine_advice(q.reason, s)));

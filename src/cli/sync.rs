@@ -1,5 +1,6 @@
 //! `provisiond sync`: one cycle now, through the daemon when it runs, else in this process.
 
+use super::out::{out, outln};
 use super::render::render_report;
 use super::Failure;
 use crate::config::Config;
@@ -24,16 +25,16 @@ pub(crate) async fn sync<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    config.select(job)?;
+    super::select(config, job)?;
     let req = Request::Sync {
         job: job.map(str::to_string),
         dry_run,
     };
     let reports = match reach(config, StoreUser::Command("sync"), Some((&req, None))).await? {
         Reached::Daemon(Response::Sync { reports }) => reports,
-        Reached::Daemon(Response::Error { message }) => return Err(Failure::usage(message)),
+        Reached::Daemon(Response::Error { message }) => return Err(Failure::failed(message)),
         Reached::Daemon(other) => {
-            return Err(Failure::usage(format!(
+            return Err(Failure::failed(format!(
                 "unexpected answer from the daemon: {other:?}"
             )))
         }
@@ -41,8 +42,8 @@ where
             let stop = stop_when(stop_on());
             let store = Arc::new(store);
             let mut reports = Vec::new();
-            for j in config.select(job)? {
-                let rt = JobRuntime::new(j.clone()).map_err(|e| Failure::usage(e.to_string()))?;
+            for j in super::select(config, job)? {
+                let rt = JobRuntime::new(j.clone()).map_err(|e| Failure::failed(e.to_string()))?;
                 let bar = progress_bar(json);
                 // On a runtime worker, as in the daemon, rather than on the main thread: the
                 // HTTP connections' tasks run on the workers, and every response handed across
@@ -51,9 +52,8 @@ where
                     let (store, stop, bar) = (store.clone(), stop.clone(), bar.clone());
                     async move { run_job_cycle(&rt, &*store, dry_run, bar.as_ref(), &stop).await }
                 });
-                let report = cycle.await.map_err(|e| Failure {
-                    code: 2,
-                    message: format!("the cycle of job {} failed: {e}", j.name),
+                let report = cycle.await.map_err(|e| {
+                    Failure::failed(format!("the cycle of job {} failed: {e}", j.name))
                 })?;
                 if let Some(b) = bar {
                     b.finish_and_clear();
@@ -65,7 +65,7 @@ where
     };
     let mut code = 0;
     for r in &reports {
-        code = code.max(r.summary.status.exit_code());
+        code = code.max(super::cycle_exit(r.summary.status));
         if json {
             let mut out = serde_json::to_value(&r.summary).unwrap_or_default();
             // A dry run's point is the plan: its actions go in the JSON too.
@@ -75,9 +75,9 @@ where
                     serde_json::to_value(&r.actions).unwrap_or_default(),
                 );
             }
-            println!("{out}");
+            outln!("{out}");
         } else {
-            print!("{}", render_report(r));
+            out!("{}", render_report(r));
         }
     }
     Ok(code)

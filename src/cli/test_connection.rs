@@ -1,25 +1,26 @@
 //! `provisiond test-connection`: the target's URL, TLS, token and SCIM answers, and the source.
 
+use super::out::outln;
 use super::Failure;
 use crate::config::Config;
 
 /// Check each selected job's target and source; exit code 1 when one fails.
 pub(crate) async fn test_connection(config: &Config, job: Option<&str>) -> Result<i32, Failure> {
     let mut code = 0;
-    for j in config.select(job)? {
+    for j in super::select(config, job)? {
         let client = crate::target::ScimClient::new(j.target.clone());
         let report = match client {
             Ok(c) => c.test_connection().await,
             Err(e) => crate::target::ConnectionReport::invalid_settings(&e),
         };
-        println!("{} target ({}): {report}", j.name, j.target.base_url);
+        outln!("{} target ({}): {report}", j.name, j.target.base_url);
         if !report.ok {
             code = 1;
         }
         match j.spec().source.test_connection().await {
-            Ok(what) => println!("{} source: OK: {what}", j.name),
+            Ok(what) => outln!("{} source: OK: {what}", j.name),
             Err(e) => {
-                println!("{} source: {e}", j.name);
+                outln!("{} source: {e}", j.name);
                 code = 1;
             }
         }

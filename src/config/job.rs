@@ -93,23 +93,27 @@ impl JobConfig {
 }
 
 /// Check `jobs[i]`; `earlier` are the jobs checked before it (names must differ). Relative
-/// paths resolve from the directory of `file`; `env` looks up environment variables.
+/// paths resolve from the directory of `file`; `env` looks up environment variables;
+/// `defer_secrets` leaves text secrets unread (see `Config::load_without_secrets`).
 pub(super) fn check(
     i: usize,
     rj: RawJob,
     earlier: &[JobConfig],
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    defer_secrets: bool,
 ) -> Result<JobConfig, ConfigError> {
     let job = CheckContext {
         file,
         table: format!("jobs[{i}]"),
         env,
+        defer_secrets,
     };
     let component = |table: &str| CheckContext {
         file,
         table: format!("jobs[{i}].{table}"),
         env,
+        defer_secrets,
     };
     let err = |key: &str, message: String| job.error(key, message);
     if rj.name.is_empty()

@@ -69,6 +69,20 @@ impl Config {
 
     /// Read and check a configuration file, including the token files it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, false)
+    }
+
+    /// Read and check a configuration file, but leave the secrets it names unread (every
+    /// other key is checked, and which key names each secret): for the read-only commands
+    /// (`status`, `mappings`), which need no secret and so run without access to the token
+    /// or outside systemd's credentials. The job's secrets then hold a placeholder: such a
+    /// config must not reach the target or the source. A Graph certificate's private key is
+    /// still read, as it is checked against its certificate.
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, true)
+    }
+
+    fn load_with(path: &Path, defer_secrets: bool) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             key: "(file)".into(),
@@ -76,7 +90,8 @@ impl Config {
         })?;
         // Absolute, so relative paths in it resolve the same from any working directory.
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        Config::parse(&text, &path, &|name| std::env::var(name).ok())
+        let env = |name: &str| std::env::var(name).ok();
+        Config::parse_with(&text, &path, &env, defer_secrets)
     }
 
     /// Check configuration text; `env` looks up environment variables (tests pass their own).
@@ -84,6 +99,16 @@ impl Config {
         text: &str,
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, env, false)
+    }
+
+    /// [`Config::parse`], with the secrets left unread when `defer_secrets`.
+    pub(crate) fn parse_with(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        defer_secrets: bool,
     ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
@@ -121,7 +146,7 @@ impl Config {
         }
         let mut jobs = Vec::new();
         for (i, rj) in raw.jobs.into_iter().enumerate() {
-            let checked = job::check(i, rj, &jobs, path, env)?;
+            let checked = job::check(i, rj, &jobs, path, env, defer_secrets)?;
             jobs.push(checked);
         }
         Ok(Config {

@@ -188,7 +188,7 @@ struct Claimed {
 }
 
 /// The code of an action stopped before its write was sent.
-const INTERRUPTED: &str = "Interrupted";
+pub(crate) const INTERRUPTED: &str = "Interrupted";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Poisoning needs a panic, which the crate forbids; recover rather than propagate.

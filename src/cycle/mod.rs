@@ -311,9 +311,8 @@ async fn cycle_in_span(
         return cycle.fail_and_record(summary, &mut meta, error, actions);
     }
     if stop.is_cancelled() {
-        let error = "interrupted by shutdown; the next cycle continues".into();
         summary.quarantine = quarantine_reason(&meta);
-        return cycle.fail_and_record(summary, &mut meta, error, actions);
+        return cycle.interrupt_and_record(summary, &mut meta, actions);
     }
     // Escrows of objects this cycle planned nothing for are done. Deprovisioning withheld
     // for an incomplete read says nothing about disables and deletes.
@@ -524,6 +523,42 @@ impl<'c> Cycle<'c> {
         record_failure(self.store, &self.job.name, meta, &s, self.opts.dry_run);
         CycleReport {
             summary: s,
+            actions,
+            source_read: None,
+        }
+    }
+
+    /// A cycle a stop ended (SIGTERM, Ctrl-C): `Interrupted`, not failed. The objects whose
+    /// writes were not sent are no problem of theirs (the next cycle sends them), so their
+    /// `Interrupted` entries leave the summary. Recorded without moving the watermark.
+    fn interrupt_and_record(
+        &self,
+        mut summary: CycleSummary,
+        meta: &mut JobMeta,
+        actions: Vec<ActionRecord>,
+    ) -> CycleReport {
+        tracing::warn!(job = %self.job.name, cycle_id = %self.cycle_id, "cycle interrupted by a stop; the next cycle carries on");
+        let not_sent: u64 = summary
+            .problems
+            .iter()
+            .filter(|p| p.code == export::INTERRUPTED)
+            .map(|p| p.count)
+            .sum();
+        summary.problems.retain(|p| p.code != export::INTERRUPTED);
+        summary.problem_count = summary.problem_count.saturating_sub(not_sent);
+        summary.error = Some("interrupted by a stop; the next cycle carries on".into());
+        summary.status = CycleStatus::Interrupted;
+        summary.duration_ms = self.started.elapsed().as_millis() as u64;
+        summary.requests = self.target.request_counts().since(&self.requests_before);
+        record_failure(
+            self.store,
+            &self.job.name,
+            meta,
+            &summary,
+            self.opts.dry_run,
+        );
+        CycleReport {
+            summary,
             actions,
             source_read: None,
         }

@@ -87,6 +87,7 @@ impl Metrics {
             CycleStatus::Succeeded => "succeeded",
             CycleStatus::EntryLevelErrors => "entry_level_errors",
             CycleStatus::Failed => "failed",
+            CycleStatus::Interrupted => "interrupted",
         };
         self.cycles
             .get_or_create(&with(&s.job, &[("kind", kind), ("status", status)]))

@@ -244,6 +244,7 @@ mod tests {
             file: Path::new("/etc/provisiond.toml"),
             table: "jobs[0].target".into(),
             env: &env,
+            defer_secrets: false,
         };
         check(raw, None, &ctx).map(|(s, _)| s)
     }
@@ -275,6 +276,7 @@ mod tests {
             file: Path::new("/etc/provisiond.toml"),
             table: "jobs[0].target".into(),
             env: &env,
+            defer_secrets: false,
         };
         let e = check(raw, None, &ctx).err().unwrap();
         assert_eq!(e.key, "jobs[0].target.max_response_bytes", "{e}");

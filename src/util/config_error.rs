@@ -27,7 +27,14 @@ pub(crate) struct CheckContext<'a> {
     pub table: String,
     /// Looks up an environment variable.
     pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Leave text secrets unread (read-only commands, which need none): see
+    /// [`CheckContext::read_secret`].
+    pub defer_secrets: bool,
 }
+
+/// What [`CheckContext::read_secret`] hands back when secrets are deferred. Never sent: the
+/// commands that load the config so use neither the target nor the source.
+pub(crate) const UNREAD_SECRET: &str = "(secret not read)";
 
 impl CheckContext<'_> {
     /// A path from the file, relative to the configuration file's directory.
@@ -52,8 +59,12 @@ impl CheckContext<'_> {
         }
     }
 
-    /// The secret's text, environment variables looked up as this context does.
+    /// The secret's text, environment variables looked up as this context does; when secrets
+    /// are deferred, [`UNREAD_SECRET`] without looking (the key naming it is still checked).
     pub(crate) fn read_secret(&self, secret: &SecretRef) -> Result<SecretString, SecretError> {
+        if self.defer_secrets {
+            return Ok(SecretString::from(UNREAD_SECRET));
+        }
         secret.read_with(self.env)
     }
 
@@ -90,6 +101,7 @@ mod tests {
             file: Path::new("/etc/p/provisiond.toml"),
             table: "jobs[1].source".into(),
             env: &env,
+            defer_secrets: false,
         };
         let e = ctx.error("url", "bad");
         assert_eq!(e.key, "jobs[1].source.url");

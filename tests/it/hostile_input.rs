@@ -60,7 +60,7 @@ fn a_misshaped_export_fails_the_cycle_before_any_write() {
         fixture.write_raw_directory(&doc);
         let writes = sandbox.writes();
         let out = fixture.run(&["sync", "--json"]);
-        out.assert_code(2);
+        out.assert_code(4);
         let s = out.json();
         assert_eq!(s["status"], "failed", "{doc}: {s}");
         assert_eq!(
@@ -77,7 +77,7 @@ fn a_misshaped_export_fails_the_cycle_before_any_write() {
     // The same in the readable form.
     fixture.write_raw_directory("{}");
     let out = fixture.run(&["sync"]);
-    out.assert_code(2);
+    out.assert_code(4);
     assert!(out.all().contains("missing top-level key `users`"), "{out}");
 
     // Back to the good export: nothing to do, nothing was lost.

@@ -15,6 +15,7 @@ mod admin_http;
 mod architecture;
 mod binding;
 mod cli;
+mod cli_conventions;
 mod cycle_faults;
 mod cycle_sandbox;
 mod daemon;
