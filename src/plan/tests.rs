@@ -560,9 +560,12 @@ proptest! {
                     .filter(|m| scoped.in_scope(ObjectType::User, m))
                     .filter_map(|m| links.users.get(m).map(|u| u.target_id.clone()))
                     .collect();
-                // Rejected (unreadable) users keep whatever membership they had.
-                let unreadable: BTreeSet<String> = rejected.iter()
-                    .filter_map(|r| links.users.get(*r).map(|u| u.target_id.clone()))
+                // Rejected (unreadable) users keep whatever membership they had; while a user
+                // has no readable id, any linked user missing from the directory may be her.
+                let unreadable: BTreeSet<String> = links.users.iter()
+                    .filter(|(id, _)| rejected.contains(id.as_str())
+                        || (idless && !dir.users.contains_key(*id)))
+                    .map(|(_, u)| u.target_id.clone())
                     .collect();
                 let members: BTreeSet<String> = l.members.difference(&unreadable).cloned().collect();
                 prop_assert_eq!(&members, &desired);

@@ -707,7 +707,7 @@ mod tests {
             s.put_link("j", &link("u1")).unwrap();
             s.flush().unwrap();
         }
-        let s = SledStore::open(dir.path()).unwrap();
+        let s = reopen(dir.path()).unwrap();
         let mut actions: Vec<_> = s.escrows("j").unwrap().iter().map(|e| e.action).collect();
         actions.sort();
         assert_eq!(actions, [EscrowAction::Create, EscrowAction::Manager]);
