@@ -566,23 +566,47 @@ fn logs_are_plain_text_or_json_lines_off_a_terminal() {
     }
 }
 
-/// The shipped example configuration passes `check-config`, from any working directory.
+/// The shipped example configuration passes `check-config` as installed in `/etc/provisiond/`
+/// (here a temporary copy), from any working directory, and creates no state directory.
 #[test]
 fn example_config_checks() {
     let example = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/config/examples/provisiond.toml"
     );
-    let mut c = std::process::Command::new(bin());
-    c.args(["--config", example, "check-config"])
-        .current_dir("/")
-        .env("ROBIN_TOKEN", "example-token")
-        .env_remove("RUST_LOG");
+    // As installed: the directory export beside it, the token as the unit's credential.
     let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    let config = std::fs::read_to_string(example).unwrap().replace(
+        "/var/lib/provisiond",
+        dir.path().join("state").to_str().unwrap(),
+    );
+    std::fs::write(etc.join("provisiond.toml"), config).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/examples/directory.json"
+        ),
+        etc.join("directory.json"),
+    )
+    .unwrap();
+    std::fs::write(etc.join("robin-token"), "example-token").unwrap();
+    let mut c = std::process::Command::new(bin());
+    c.arg("--config")
+        .arg(etc.join("provisiond.toml"))
+        .arg("check-config")
+        .current_dir("/")
+        .env("CREDENTIALS_DIRECTORY", &etc)
+        .env_remove("RUST_LOG");
     let out = run_command(c, dir.path(), RUN_LIMIT);
     out.assert_code(0);
     assert!(out.stdout.contains("robin"), "{out}");
     assert!(!out.all().contains("example-token"), "{out}");
+    assert!(
+        !dir.path().join("state").exists(),
+        "check-config created state_dir"
+    );
 }
 
 /// `provisiond expr`: the expression builder's "test" button, with the service's virtual
