@@ -79,6 +79,22 @@ pub enum CycleKind {
     Incremental,
 }
 
+impl CycleKind {
+    /// The name as the JSON documents and the config spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CycleKind::Initial => "initial",
+            CycleKind::Incremental => "incremental",
+        }
+    }
+}
+
+impl std::fmt::Display for CycleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CycleStatus {

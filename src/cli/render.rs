@@ -5,10 +5,7 @@ use crate::summary::{CycleKind, CycleStatus, CycleSummary};
 
 /// A cycle kind as `sync`, `status` and `--json` spell it.
 pub(crate) fn kind_name(kind: CycleKind) -> &'static str {
-    match kind {
-        CycleKind::Initial => "initial",
-        CycleKind::Incremental => "incremental",
-    }
+    kind.as_str()
 }
 
 /// A cycle summary as an admin reads it.

@@ -575,7 +575,7 @@ impl<'c> Cycle<'c> {
         } else {
             CycleKind::Initial
         };
-        tracing::info!(job = %self.job.name, cycle_id = %self.cycle_id, kind = ?summary.kind, source = %self.job.source.describe(), "cycle started");
+        tracing::info!(job = %self.job.name, cycle_id = %self.cycle_id, kind = %summary.kind, source = %self.job.source.describe(), "cycle started");
         Ok((meta, fingerprint))
     }
 
