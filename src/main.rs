@@ -94,8 +94,65 @@ fn init_logging(format: LogFormat, default_level: &str) {
             .flatten_event(true)
             .with_span_list(false)
             .init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.event_format(TextLine::default()).init(),
     }
+}
+
+/// The text log line: tracing-subscriber's full format, except that a field of the current
+/// span (`cycle{job, cycle_id}`) is left out when the event carries it already, so a line
+/// never says `job=robin` twice. Events without those fields (a source's own lines) still
+/// get the span's.
+#[derive(Default)]
+struct TextLine {
+    inner: tracing_subscriber::fmt::format::Format,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for TextLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing_subscriber::fmt::format::Writer;
+        use tracing_subscriber::fmt::{FormatFields, FormattedFields};
+        let Some(span) = ctx.lookup_current() else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        let mut fields = String::new();
+        ctx.format_fields(Writer::new(&mut fields), event)?;
+        let extensions = span.extensions();
+        let span_fields = extensions
+            .get::<FormattedFields<N>>()
+            .map(|f| f.fields.as_str())
+            .unwrap_or_default();
+        let kept = span_fields_not_in(span_fields, &fields);
+        let time = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
+        let meta = event.metadata();
+        write!(writer, "{time} {:>5} {}", meta.level(), span.name())?;
+        if !kept.is_empty() {
+            write!(writer, "{{{kept}}}")?;
+        }
+        writeln!(writer, ": {}: {fields}", meta.target())
+    }
+}
+
+/// The `key=value` pairs of `span_fields` whose key `event_fields` does not have.
+fn span_fields_not_in(span_fields: &str, event_fields: &str) -> String {
+    let has = |key: &str| {
+        event_fields
+            .split(' ')
+            .any(|pair| pair.split_once('=').is_some_and(|(k, _)| k == key))
+    };
+    span_fields
+        .split(' ')
+        .filter(|pair| pair.split_once('=').is_none_or(|(k, _)| !has(k)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[tokio::main]
@@ -107,7 +164,23 @@ async fn main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::{log_filter, span_fields_not_in};
+
+    #[test]
+    fn a_text_line_never_repeats_a_span_field_the_event_has() {
+        let span = "job=robin cycle_id=c1";
+        assert_eq!(
+            span_fields_not_in(span, "code=X job=\"robin\" cycle_id=\"c1\""),
+            ""
+        );
+        assert_eq!(
+            span_fields_not_in(span, "job=robin withheld=3"),
+            "cycle_id=c1"
+        );
+        assert_eq!(span_fields_not_in(span, "entries=10 base=dc=x"), span);
+        // A key that only ends like a span field's is not that field.
+        assert_eq!(span_fields_not_in(span, "subjob=x"), span);
+    }
 
     #[test]
     fn library_internals_are_held_at_warn_unless_named() {

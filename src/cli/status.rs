@@ -50,10 +50,8 @@ pub(crate) async fn status(config: &Config, job: Option<&str>, json: bool) -> Re
 /// Print the statuses, as text or JSON; the exit code.
 fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
     if json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&jobs).unwrap_or_default()
-        );
+        // One line, like `sync --json` and `mappings --json`: machine output (`jq` reads it).
+        outln!("{}", serde_json::to_string(&jobs).unwrap_or_default());
         return super::exit::OK;
     }
     for s in jobs {

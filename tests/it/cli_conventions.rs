@@ -220,3 +220,26 @@ fn debug_logging_shows_provisiond_not_the_store_internals() {
     out.assert_code(0);
     assert!(out.stderr.trim().is_empty(), "{out}");
 }
+
+/// A text log line names the job and the cycle once: the cycle span's fields are left out
+/// where the event carries them already.
+#[test]
+fn text_log_lines_do_not_repeat_fields() {
+    let sandbox = Sandbox::start();
+    let fixture = Fixture::new(&sandbox.url());
+    let mut c = fixture.command(&["sync"]);
+    c.env("RUST_LOG", "debug");
+    let out = run_command(c, fixture.dir.path(), RUN_LIMIT);
+    out.assert_code(0);
+    let cycle_lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("provisiond::cycle"))
+        .collect();
+    assert!(cycle_lines.len() >= 3, "too few cycle lines; {out}");
+    for line in cycle_lines {
+        for key in ["job=", "cycle_id="] {
+            assert!(line.matches(key).count() <= 1, "{key} twice in {line:?}");
+        }
+    }
+}
