@@ -109,7 +109,7 @@ pub(crate) async fn demo() -> Result<i32, DemoError> {
     out!("{}", render_report(&report));
 
     outln!();
-    outln!("Run it against your own app: see README.md (\"Pointing it at Robin\").");
+    outln!("Run it against your own app: see README.md (\"Configure it for Robin, end to end\").");
     handle.shutdown().await;
     drop(guard);
     Ok(super::cycle_exit(report.summary.status))
