@@ -97,11 +97,7 @@ impl<'de> Visitor<'de> for ExportVisitor {
 /// A key or value as quoted in an error or reason: a hostile file could hold a megabyte-long
 /// one.
 pub(crate) fn bounded_key(key: &str) -> String {
-    const MAX: usize = 64;
-    match key.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &key[..cut]),
-        None => key.to_string(),
-    }
+    crate::summary::bounded_text(key, 64)
 }
 
 /// The value of one top-level key: an array (of anything; its elements are judged one by
