@@ -391,17 +391,15 @@ fn parse_object(item: ObjectItem, ty: ObjectType) -> Result<SourceObject, Object
         Some(other) => return Err(ObjectError::IdNotAString(other)),
     };
     if ty == ObjectType::User {
-        match attributes.get("accountEnabled") {
-            // Absent (or null): enabled, as in Entra.
-            None | Some(Value::Bool(_)) => {}
-            Some(Value::String(s)) => match enabled_from_text(&s) {
-                Some(b) => attributes.insert("accountEnabled", Value::Bool(b)),
-                None => {
-                    let value = Value::String(s);
-                    return Err(ObjectError::InvalidEnabled { id, value });
-                }
-            },
-            Some(value) => return Err(ObjectError::InvalidEnabled { id, value }),
+        // Absent (or null): enabled, as in Entra.
+        let value = attributes.get("accountEnabled");
+        match super::enabled_from_json(value.as_ref()) {
+            Ok(None) => {}
+            Ok(Some(b)) => attributes.insert("accountEnabled", Value::Bool(b)),
+            Err(()) => {
+                let value = value.unwrap_or_default();
+                return Err(ObjectError::InvalidEnabled { id, value });
+            }
         }
     }
     let members = match (ty, members) {
@@ -471,18 +469,6 @@ impl ObjectError {
             | ObjectError::MembersNotAnArray { id, .. }
             | ObjectError::InvalidEnabled { id, .. } => Some(id),
         }
-    }
-}
-
-/// `accountEnabled` given as text: `"true"` or `"false"` in any case, nothing else. A lenient
-/// reading (anything but `false` is enabled) created disabled users active.
-pub(crate) fn enabled_from_text(s: &str) -> Option<bool> {
-    if s.eq_ignore_ascii_case("true") {
-        Some(true)
-    } else if s.eq_ignore_ascii_case("false") {
-        Some(false)
-    } else {
-        None
     }
 }
 

@@ -82,6 +82,20 @@ fn in_context(context: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// A JSON `accountEnabled` as a file export or a Graph delta gives it: absent, null or a
+/// boolean is taken as it is (`Ok(None)`); text `"true"` or `"false"` in any case is that
+/// boolean (`Ok(Some)`); anything else is rejected. A lenient reading (anything but `false` is
+/// enabled) created disabled users active.
+pub(crate) fn enabled_from_json(value: Option<&serde_json::Value>) -> Result<Option<bool>, ()> {
+    use serde_json::Value;
+    match value {
+        None | Some(Value::Null) | Some(Value::Bool(_)) => Ok(None),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(_) => Err(()),
+    }
+}
+
 impl SourceError {
     /// Whether trying again later may help (a file being rewritten, a network hiccup).
     pub fn is_retryable(&self) -> bool {

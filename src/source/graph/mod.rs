@@ -624,24 +624,12 @@ fn apply_entry(
     // Graph documents a boolean; text "true"/"false" is taken, anything else rejects the user.
     let mut entry = std::borrow::Cow::Borrowed(entry);
     let as_text = match entry.get("accountEnabled") {
-        // Absent or null: enabled, as in Entra.
         _ if ty != ObjectType::User => None,
-        None | Some(Value::Null) | Some(Value::Bool(_)) => None,
-        Some(Value::String(text)) => match crate::source::file::enabled_from_text(text) {
-            Some(b) => Some(b),
-            None => {
-                return Err(EntryError::InvalidEnabled {
-                    id: id.to_string(),
-                    value: Value::String(text.clone()),
-                })
-            }
-        },
-        Some(other) => {
-            return Err(EntryError::InvalidEnabled {
-                id: id.to_string(),
-                value: other.clone(),
-            })
-        }
+        // Absent or null: enabled, as in Entra.
+        value => super::enabled_from_json(value).map_err(|()| EntryError::InvalidEnabled {
+            id: id.to_string(),
+            value: value.cloned().unwrap_or_default(),
+        })?,
     };
     if let Some(b) = as_text {
         entry
