@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::util::{is_loopback, parse_duration, CheckContext, ConfigError, SecretKeys};
+use crate::util::{check_http_scheme, parse_duration, CheckContext, ConfigError, SecretKeys};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -135,17 +135,7 @@ pub(crate) fn check(
              bearer token in token_file, token_env or token_credential",
         ));
     }
-    match url.scheme() {
-        "https" => {}
-        "http" if t.allow_insecure_http || is_loopback(&url) => {}
-        "http" => {
-            return Err(ctx.error(
-                "url",
-                "plain http:// is only allowed for loopback hosts; use https:// or set allow_insecure_http = true",
-            ))
-        }
-        other => return Err(ctx.error("url", format!("unsupported scheme {other:?}"))),
-    }
+    check_http_scheme(&url, t.allow_insecure_http).map_err(|m| ctx.error("url", m))?;
     let token = read_token(&t, ctx)?;
     let mut settings = TargetSettings::new(url, token);
     settings.patch_style = t.patch_style;

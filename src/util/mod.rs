@@ -16,5 +16,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config_error::ConfigError;
 pub(crate) use config_error::{line_col, CheckContext};
 pub(crate) use duration::{format_duration, parse_duration};
-pub(crate) use net::is_loopback;
+pub(crate) use net::check_http_scheme;
 pub(crate) use secret::SecretKeys;

@@ -2,7 +2,7 @@
 //! check into [`GraphSettings`], the credential read.
 
 use super::{CertificateError, ClientCertificate, GraphCredential, GraphSettings};
-use crate::util::{is_loopback, parse_duration, CheckContext, ConfigError, SecretKeys};
+use crate::util::{check_http_scheme, parse_duration, CheckContext, ConfigError, SecretKeys};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -97,18 +97,7 @@ pub(crate) fn check(
     let check_url = |key: &str, text: &str| -> Result<url::Url, ConfigError> {
         let url = url::Url::parse(text)
             .map_err(|e| ctx.error(key, format!("{text:?} is not a URL: {e}")))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if g.allow_insecure_http || is_loopback(&url) => {}
-            "http" => {
-                return Err(ctx.error(
-                    key,
-                    "plain http:// is only allowed for loopback hosts; use https:// or set \
-                     allow_insecure_http = true",
-                ))
-            }
-            other => return Err(ctx.error(key, format!("unsupported scheme {other:?}"))),
-        }
+        check_http_scheme(&url, g.allow_insecure_http).map_err(|m| ctx.error(key, m))?;
         if url.cannot_be_a_base() || url.host().is_none() {
             return Err(ctx.error(key, format!("{text:?} has no host")));
         }
