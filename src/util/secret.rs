@@ -138,14 +138,7 @@ impl SecretRef {
             SecretRef::Env(name) => {
                 env(name).ok_or_else(|| SecretError::EnvNotSet(name.clone()))?
             }
-            SecretRef::File(path) => {
-                warn_if_readable_by_others(path);
-                std::fs::read_to_string(path).map_err(|error| SecretError::Read {
-                    path: path.clone(),
-                    error,
-                })?
-            }
-            SecretRef::Credential(_) => {
+            SecretRef::File(_) | SecretRef::Credential(_) => {
                 let path = self.path(env)?;
                 std::fs::read_to_string(&path).map_err(|error| SecretError::Read { path, error })?
             }
@@ -167,9 +160,6 @@ impl SecretRef {
                 .into_bytes(),
             SecretRef::File(_) | SecretRef::Credential(_) => {
                 let path = self.path(env)?;
-                if matches!(self, SecretRef::File(_)) {
-                    warn_if_readable_by_others(&path);
-                }
                 std::fs::read(&path).map_err(|error| SecretError::Read { path, error })?
             }
         };
@@ -186,10 +176,14 @@ impl SecretRef {
         }
     }
 
-    /// The file holding a file or credential secret.
+    /// The file holding a file or credential secret, warned about when others may read a
+    /// file secret (credentials are left out: systemd keeps them private).
     fn path(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, SecretError> {
         match self {
-            SecretRef::File(p) => Ok(p.clone()),
+            SecretRef::File(p) => {
+                warn_if_readable_by_others(p);
+                Ok(p.clone())
+            }
             SecretRef::Credential(name) => {
                 let dir =
                     env("CREDENTIALS_DIRECTORY").ok_or(SecretError::NoCredentialsDirectory)?;
