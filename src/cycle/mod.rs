@@ -769,7 +769,6 @@ impl<'c> Cycle<'c> {
                 self.now,
             );
             self.store.put_meta(job, &imposed)?;
-            self.store.flush()?;
             meta.quarantine = imposed.quarantine;
             meta.disabled = imposed.disabled;
         }
