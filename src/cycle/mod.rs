@@ -529,8 +529,8 @@ impl<'c> Cycle<'c> {
     }
 
     /// A cycle a stop ended (SIGTERM, Ctrl-C): `Interrupted`, not failed. The objects whose
-    /// writes were not sent are no problem of theirs (the next cycle sends them), so their
-    /// `Interrupted` entries leave the summary. Recorded without moving the watermark.
+    /// writes were not sent are no problem of theirs (the next cycle sends them): `summarise`
+    /// left their `Interrupted` entries out. Recorded without moving the watermark.
     fn interrupt_and_record(
         &self,
         mut summary: CycleSummary,
@@ -538,14 +538,6 @@ impl<'c> Cycle<'c> {
         actions: Vec<ActionRecord>,
     ) -> CycleReport {
         tracing::warn!(job = %self.job.name, cycle_id = %self.cycle_id, "cycle interrupted by a stop; the next cycle carries on");
-        let not_sent: u64 = summary
-            .problems
-            .iter()
-            .filter(|p| p.code == export::INTERRUPTED)
-            .map(|p| p.count)
-            .sum();
-        summary.problems.retain(|p| p.code != export::INTERRUPTED);
-        summary.problem_count = summary.problem_count.saturating_sub(not_sent);
         summary.error = Some("interrupted by a stop; the next cycle carries on".into());
         summary.status = CycleStatus::Interrupted;
         summary.duration_ms = self.started.elapsed().as_millis() as u64;
@@ -876,6 +868,11 @@ impl<'c> Cycle<'c> {
         let links = std::mem::take(&mut *exporter.links());
         let (users_c, groups_c, memberships, export_problems, actions) = exporter.into_results();
         problems.extend(export_problems);
+        // A stop (not an abort) left writes unsent: no problem of those objects' (the next
+        // cycle sends them). Taken out before the summary's problems are merged and cut.
+        if aborted.is_none() && self.stop.is_cancelled() {
+            problems.retain(|p| p.code != export::INTERRUPTED);
+        }
 
         summary.users = users_c;
         // Users the plan found unchanged but whose manager changed were counted as updated.
