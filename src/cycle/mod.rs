@@ -267,8 +267,7 @@ async fn cycle_in_span(
         Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
     };
     cycle.defer_escrowed(&mut plan, &book);
-    let mut exporter = cycle.exporter(links);
-    exporter.escrow = Some(&book);
+    let exporter = cycle.exporter(links, &book);
     cycle.export_objects(&exporter, &mut plan).await;
     cycle
         .export_references(
@@ -784,7 +783,10 @@ impl<'c> Cycle<'c> {
         }
     }
 
-    fn exporter(&self, links: LinkIndex) -> Exporter<'c> {
+    fn exporter<'b>(&self, links: LinkIndex, book: &'b Book<'b>) -> Exporter<'b>
+    where
+        'c: 'b,
+    {
         let mut exporter = Exporter::new(
             &self.job.name,
             self.cycle_id,
@@ -794,6 +796,7 @@ impl<'c> Cycle<'c> {
             self.job.concurrency,
             self.job.member_batch,
             self.stop,
+            book,
         );
         exporter.record_actions = self.opts.record_actions;
         exporter.progress = self.opts.progress;
