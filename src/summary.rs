@@ -30,8 +30,7 @@ pub struct MembershipCounts {
     pub removed: u64,
 }
 
-/// HTTP requests sent to the target, retries included.
-/// Number of HTTP requests sent, retries included, by method.
+/// HTTP requests sent to the target, retries included, by method.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounts {
     /// GET requests.

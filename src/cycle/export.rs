@@ -66,8 +66,8 @@ pub(crate) struct Exporter<'a> {
     pub record_actions: bool,
     pub stop: &'a CancellationToken,
     pub progress: Option<&'a indicatif::ProgressBar>,
-    /// Where failed actions are escrowed and succeeded ones leave escrow (none: not kept).
-    pub(crate) escrow: Option<&'a Book<'a>>,
+    /// Where failed actions are escrowed and succeeded ones leave escrow.
+    escrow: &'a Book<'a>,
     links: Mutex<LinkIndex>,
     /// (type, target id) → source id: one target object is never linked to two source objects.
     /// Built from `links` on first use, so a cycle that links nothing new (a no-change cycle
@@ -206,6 +206,7 @@ impl<'a> Exporter<'a> {
         concurrency: usize,
         member_batch: usize,
         stop: &'a CancellationToken,
+        escrow: &'a Book<'a>,
     ) -> Self {
         Exporter {
             job,
@@ -217,7 +218,7 @@ impl<'a> Exporter<'a> {
             record_actions: false,
             stop,
             progress: None,
-            escrow: None,
+            escrow,
             links: Mutex::new(links),
             owners: Mutex::new(None),
             tally: Mutex::new(Tally::default()),
@@ -512,7 +513,7 @@ impl<'a> Exporter<'a> {
 
     /// Escrow: a failed action is kept for retry; a succeeded one leaves escrow.
     fn note_escrow(&self, name: &str, action: &Action, result: &Result<Outcome, Failure>) {
-        let Some(book) = self.escrow else { return };
+        let book = self.escrow;
         let reference = self.in_references.load(Ordering::SeqCst);
         let key = escrow::key_of(action, reference);
         match result {
@@ -962,16 +963,14 @@ impl<'a> Exporter<'a> {
                     }
                     tracing::warn!(job = self.job, cycle_id = self.cycle_id, group_id = %m.group_source_id,
                         code = %f.code, reason = %f.reason, "membership export failed");
-                    if let Some(book) = self.escrow {
-                        book.failed(
-                            (ObjectType::Group, m.group_source_id.clone(), true),
-                            &m.display_name,
-                            EscrowAction::Membership,
-                            escrow::membership_fingerprint(m),
-                            &f.code,
-                            &f.reason,
-                        );
-                    }
+                    self.escrow.failed(
+                        (ObjectType::Group, m.group_source_id.clone(), true),
+                        &m.display_name,
+                        EscrowAction::Membership,
+                        escrow::membership_fingerprint(m),
+                        &f.code,
+                        &f.reason,
+                    );
                     t.problems.push(Problem {
                         object_type: Some("group".into()),
                         id: Some(m.group_source_id.clone()),
@@ -984,9 +983,8 @@ impl<'a> Exporter<'a> {
                 }
             }
         }
-        if let Some(book) = self.escrow {
-            book.succeeded((ObjectType::Group, m.group_source_id.clone(), true));
-        }
+        self.escrow
+            .succeeded((ObjectType::Group, m.group_source_id.clone(), true));
     }
 }
 

@@ -267,8 +267,7 @@ async fn cycle_in_span(
         Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
     };
     cycle.defer_escrowed(&mut plan, &book);
-    let mut exporter = cycle.exporter(links);
-    exporter.escrow = Some(&book);
+    let exporter = cycle.exporter(links, &book);
     cycle.export_objects(&exporter, &mut plan).await;
     cycle
         .export_references(
@@ -529,8 +528,8 @@ impl<'c> Cycle<'c> {
     }
 
     /// A cycle a stop ended (SIGTERM, Ctrl-C): `Interrupted`, not failed. The objects whose
-    /// writes were not sent are no problem of theirs (the next cycle sends them), so their
-    /// `Interrupted` entries leave the summary. Recorded without moving the watermark.
+    /// writes were not sent are no problem of theirs (the next cycle sends them): `summarise`
+    /// left their `Interrupted` entries out. Recorded without moving the watermark.
     fn interrupt_and_record(
         &self,
         mut summary: CycleSummary,
@@ -538,14 +537,6 @@ impl<'c> Cycle<'c> {
         actions: Vec<ActionRecord>,
     ) -> CycleReport {
         tracing::warn!(job = %self.job.name, cycle_id = %self.cycle_id, "cycle interrupted by a stop; the next cycle carries on");
-        let not_sent: u64 = summary
-            .problems
-            .iter()
-            .filter(|p| p.code == export::INTERRUPTED)
-            .map(|p| p.count)
-            .sum();
-        summary.problems.retain(|p| p.code != export::INTERRUPTED);
-        summary.problem_count = summary.problem_count.saturating_sub(not_sent);
         summary.error = Some("interrupted by a stop; the next cycle carries on".into());
         summary.status = CycleStatus::Interrupted;
         summary.duration_ms = self.started.elapsed().as_millis() as u64;
@@ -769,7 +760,6 @@ impl<'c> Cycle<'c> {
                 self.now,
             );
             self.store.put_meta(job, &imposed)?;
-            self.store.flush()?;
             meta.quarantine = imposed.quarantine;
             meta.disabled = imposed.disabled;
         }
@@ -793,7 +783,10 @@ impl<'c> Cycle<'c> {
         }
     }
 
-    fn exporter(&self, links: LinkIndex) -> Exporter<'c> {
+    fn exporter<'b>(&self, links: LinkIndex, book: &'b Book<'b>) -> Exporter<'b>
+    where
+        'c: 'b,
+    {
         let mut exporter = Exporter::new(
             &self.job.name,
             self.cycle_id,
@@ -803,6 +796,7 @@ impl<'c> Cycle<'c> {
             self.job.concurrency,
             self.job.member_batch,
             self.stop,
+            book,
         );
         exporter.record_actions = self.opts.record_actions;
         exporter.progress = self.opts.progress;
@@ -877,6 +871,11 @@ impl<'c> Cycle<'c> {
         let links = std::mem::take(&mut *exporter.links());
         let (users_c, groups_c, memberships, export_problems, actions) = exporter.into_results();
         problems.extend(export_problems);
+        // A stop (not an abort) left writes unsent: no problem of those objects' (the next
+        // cycle sends them). Taken out before the summary's problems are merged and cut.
+        if aborted.is_none() && self.stop.is_cancelled() {
+            problems.retain(|p| p.code != export::INTERRUPTED);
+        }
 
         summary.users = users_c;
         // Users the plan found unchanged but whose manager changed were counted as updated.
