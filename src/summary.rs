@@ -107,19 +107,6 @@ pub enum CycleStatus {
     Interrupted,
 }
 
-impl CycleStatus {
-    /// The `sync` command's exit code.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            CycleStatus::Succeeded => 0,
-            CycleStatus::EntryLevelErrors => 1,
-            CycleStatus::Failed => 2,
-            // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
-            CycleStatus::Interrupted => 130,
-        }
-    }
-}
-
 /// One object that was skipped or failed, with why: what an admin reads first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {

@@ -1,12 +1,7 @@
 //! How summaries and reports read: shared by `sync`, `status` and `demo`.
 
 use crate::cycle::CycleReport;
-use crate::summary::{CycleKind, CycleStatus, CycleSummary};
-
-/// A cycle kind as `sync`, `status` and `--json` spell it.
-pub(crate) fn kind_name(kind: CycleKind) -> &'static str {
-    kind.as_str()
-}
+use crate::summary::{CycleStatus, CycleSummary};
 
 /// A cycle summary as an admin reads it.
 pub(crate) fn render_summary(s: &CycleSummary) -> String {
@@ -18,7 +13,7 @@ pub(crate) fn render_summary(s: &CycleSummary) -> String {
         CycleStatus::Failed => "FAILED",
         CycleStatus::Interrupted => "interrupted",
     };
-    let kind = kind_name(s.kind);
+    let kind = s.kind.as_str();
     let _ = writeln!(
         out,
         "{}: {}{kind} cycle {status} in {:.1} s (cycle {})",

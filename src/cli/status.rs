@@ -1,7 +1,6 @@
 //! `provisiond status`: each job's last cycle, linked objects and next run.
 
 use super::out::outln;
-use super::render::kind_name;
 use super::Failure;
 use crate::config::Config;
 use crate::daemon::control::{Request, Response};
@@ -69,7 +68,7 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
                 // The kind as `sync` and `--json` spell it (was its Debug form, "Initial").
                 outln!(
                     "  last cycle: {} cycle {} at {} ({} ms)",
-                    kind_name(c.kind),
+                    c.kind.as_str(),
                     match c.status {
                         CycleStatus::Succeeded => "succeeded",
                         CycleStatus::EntryLevelErrors => "with entry-level errors",

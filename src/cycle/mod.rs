@@ -32,6 +32,16 @@ use tracing::Instrument;
 /// Problems kept in a summary; the logs have them all.
 const SUMMARY_PROBLEMS: usize = 100;
 
+/// The kind of the cycle a job with this record runs: incremental when a watermark was kept
+/// under the job's current settings (`fingerprint`), else initial.
+pub(crate) fn cycle_kind(meta: &JobMeta, fingerprint: &str) -> CycleKind {
+    if meta.watermark.is_some() && meta.fingerprint.as_deref() == Some(fingerprint) {
+        CycleKind::Incremental
+    } else {
+        CycleKind::Initial
+    }
+}
+
 /// Everything a cycle needs to know about its job.
 pub struct JobSpec {
     pub name: String,
@@ -559,13 +569,7 @@ impl<'c> Cycle<'c> {
     fn begin(&self, summary: &mut CycleSummary) -> Result<(JobMeta, String), StateError> {
         let meta = self.store.meta(&self.job.name)?;
         let fingerprint = self.job.fingerprint();
-        summary.kind = if meta.watermark.is_some()
-            && meta.fingerprint.as_deref() == Some(fingerprint.as_str())
-        {
-            CycleKind::Incremental
-        } else {
-            CycleKind::Initial
-        };
+        summary.kind = cycle_kind(&meta, &fingerprint);
         tracing::info!(job = %self.job.name, cycle_id = %self.cycle_id, kind = %summary.kind, source = %self.job.source.describe(), "cycle started");
         Ok((meta, fingerprint))
     }

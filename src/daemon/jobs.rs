@@ -4,9 +4,9 @@
 
 use super::admin::{self, AdminCommand, AdminError};
 use crate::config::{Config, JobConfig};
-use crate::cycle::{run_cycle, CycleOptions, CycleReport, JobSpec};
+use crate::cycle::{cycle_kind, run_cycle, CycleOptions, CycleReport, JobSpec};
 use crate::state::{JobMeta, MemoryStore, Quarantine, StateError, StateStore};
-use crate::summary::CycleSummary;
+use crate::summary::{CycleKind, CycleSummary};
 use crate::target::{DryRunTarget, ScimClient, TargetError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -41,8 +41,8 @@ pub(crate) struct JobRuntime {
     /// cycles queue behind an in-flight cycle of the old.
     running: Arc<tokio::sync::Mutex<()>>,
     busy: AtomicBool,
-    /// The running cycle's kind (`initial` or `incremental`) for the notify status line.
-    kind: Mutex<Option<&'static str>>,
+    /// The running cycle's kind, for the notify status line.
+    kind: Mutex<Option<CycleKind>>,
     /// The running scheduled cycle's progress (actions done of planned), never drawn: read
     /// for the notify status line.
     pub(super) progress: indicatif::ProgressBar,
@@ -96,12 +96,12 @@ impl JobRuntime {
         self.busy.load(Ordering::SeqCst)
     }
 
-    /// The running cycle's kind, as the config spells it.
-    pub(super) fn running_kind(&self) -> Option<&'static str> {
+    /// The running cycle's kind.
+    pub(super) fn running_kind(&self) -> Option<CycleKind> {
         *self.kind.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_kind(&self, kind: Option<&'static str>) {
+    fn set_kind(&self, kind: Option<CycleKind>) {
         *self.kind.lock().unwrap_or_else(|e| e.into_inner()) = kind;
     }
 }
@@ -309,13 +309,8 @@ async fn cycle_locked(
     job.busy.store(true, Ordering::SeqCst);
     // The kind as the cycle will decide it (`Cycle::begin`), for the notify status line.
     let kind = match store.meta(&job.config.name) {
-        Ok(meta)
-            if meta.watermark.is_some()
-                && meta.fingerprint.as_deref() == Some(job.spec.fingerprint().as_str()) =>
-        {
-            "incremental"
-        }
-        _ => "initial",
+        Ok(meta) => cycle_kind(&meta, &job.spec.fingerprint()),
+        Err(_) => CycleKind::Initial,
     };
     job.set_kind(Some(kind));
     // A cycle with no bar of the caller's counts on the job's hidden one.
@@ -349,7 +344,7 @@ fn failed_report(job: &str, dry_run: bool, error: String) -> CycleReport {
         summary: CycleSummary {
             job: job.to_string(),
             cycle_id: uuid::Uuid::new_v4().to_string(),
-            kind: crate::summary::CycleKind::Incremental,
+            kind: CycleKind::Incremental,
             status: crate::summary::CycleStatus::Failed,
             dry_run,
             started_at: Utc::now(),

@@ -10,7 +10,7 @@
 use super::jobs::{Daemon, JobStatus};
 use crate::cycle::CycleReport;
 use crate::state::QuarantineReason;
-use crate::summary::{CycleKind, CycleStatus};
+use crate::summary::CycleStatus;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -79,10 +79,7 @@ impl Metrics {
         if s.dry_run {
             return;
         }
-        let kind = match s.kind {
-            CycleKind::Initial => "initial",
-            CycleKind::Incremental => "incremental",
-        };
+        let kind = s.kind.as_str();
         let status = match s.status {
             CycleStatus::Succeeded => "succeeded",
             CycleStatus::EntryLevelErrors => "entry_level_errors",

@@ -55,23 +55,6 @@ pub enum DaemonError {
     Persist(#[source] StateError),
 }
 
-impl DaemonError {
-    /// The process exit code: 2 for what stops the daemon from starting (as a usage error
-    /// does), 1 for a daemon that ran and failed.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            DaemonError::Lock(_)
-            | DaemonError::Control(_)
-            | DaemonError::AdminHttp(_)
-            | DaemonError::Target(_) => 2,
-            DaemonError::Cron(_)
-            | DaemonError::WorkersStopped
-            | DaemonError::WorkersFailed(_)
-            | DaemonError::Persist(_) => 1,
-        }
-    }
-}
-
 /// How long in-flight requests may run on after the shutdown future completes: what is left
 /// of the 10 s systemd allows, less the time to persist and go.
 const DRAIN: Duration = Duration::from_secs(8);

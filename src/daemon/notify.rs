@@ -84,7 +84,7 @@ pub(super) fn status_line(jobs: &[Arc<JobRuntime>], store: &dyn StateStore) -> S
 
 fn job_status(job: &JobRuntime, store: &dyn StateStore) -> String {
     if job.is_busy() {
-        let kind = job.running_kind().unwrap_or("a");
+        let kind = job.running_kind().map_or("a", |k| k.as_str());
         let (done, planned) = (job.progress.position(), job.progress.length().unwrap_or(0));
         return if planned > 0 {
             format!("{kind} cycle, exporting {done}/{planned}")
