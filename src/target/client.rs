@@ -27,6 +27,8 @@ const SCIM_ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 const PREALLOCATE: u64 = 1 << 20;
 /// Longest piece of an id shown in an error message.
 const ID_SNIPPET: usize = 64;
+/// What stands for a server's text that echoed the token in an encoding not replaced in place.
+const ECHOED_TOKEN: &str = "[REDACTED: it echoed the token]";
 /// Longest piece of a non-SCIM error body kept in an error message.
 const BODY_SNIPPET: usize = 200;
 /// Servers commonly close idle keep-alive connections after 30–60 s; dropping ours
@@ -807,32 +809,50 @@ impl ScimClient {
     }
 
     /// Remove the token from text a server sent back (a server may echo the `Authorization`
-    /// header), in its plain and URL-encoded forms.
+    /// header): its plain and URL-encoded forms are replaced in place; any other encoding
+    /// [`ScimClient::echoes_token`] finds redacts the whole text.
     fn scrub(&self, text: &str) -> String {
         let token = self.inner.token.expose_secret();
         if token.is_empty() {
             return text.to_owned();
         }
         let encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
-        text.replace(token, "[REDACTED]")
-            .replace(&encoded, "[REDACTED]")
+        let scrubbed = text
+            .replace(token, "[REDACTED]")
+            .replace(&encoded, "[REDACTED]");
+        if self.echoes_token(&scrubbed) {
+            return ECHOED_TOKEN.to_owned();
+        }
+        scrubbed
+    }
+
+    /// Whether `text` holds the token in any encoding: percent-decoding up to three times
+    /// catches plain, encoded and double-encoded echoes, whatever the hex digits' case.
+    fn echoes_token(&self, text: &str) -> bool {
+        let token = self.inner.token.expose_secret();
+        if token.is_empty() {
+            return false;
+        }
+        let mut text = text.to_owned();
+        for _ in 0..4 {
+            if text.contains(token) {
+                return true;
+            }
+            let decoded = percent_decode(&text);
+            if decoded == text {
+                return false;
+            }
+            text = decoded;
+        }
+        false
     }
 
     /// A response header's value for an error message: wholly redacted when it holds the
     /// token in any encoding (a redirect echoing `Authorization` into its `Location`), and
     /// cut to a bounded length.
     fn scrub_header(&self, value: &str) -> String {
-        let token = self.inner.token.expose_secret();
-        if !token.is_empty() {
-            // Percent-decoding up to three times catches plain, encoded and double-encoded
-            // echoes, whatever the hex digits' case.
-            let mut text = value.to_owned();
-            for _ in 0..4 {
-                if text.contains(token) {
-                    return "[REDACTED: it echoed the token]".to_owned();
-                }
-                text = percent_decode(&text);
-            }
+        if self.echoes_token(value) {
+            return ECHOED_TOKEN.to_owned();
         }
         snippet(value.as_bytes())
     }
