@@ -790,22 +790,19 @@ impl ScimClient {
     /// `scimType` and `detail` of a SCIM error body, or a snippet of any other body.
     /// The token is scrubbed in case a server echoes the `Authorization` header.
     fn error_details(&self, body: &[u8]) -> (Option<String>, Option<String>) {
-        let (scim_type, detail) = match serde_json::from_slice::<Value>(body) {
+        match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(map)) => {
                 let text = |key: &str| match map.get(key) {
-                    Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                    Some(Value::Number(n)) => Some(n.to_string()),
+                    Some(Value::String(s)) if !s.is_empty() => Some(self.scrub(s)),
+                    Some(Value::Number(n)) => Some(self.scrub(&n.to_string())),
                     _ => None,
                 };
                 (text("scimType"), text("detail").or_else(|| text("message")))
             }
             _ if body.iter().all(u8::is_ascii_whitespace) => (None, None),
+            // Already scrubbed.
             _ => (None, Some(self.safe_snippet(body))),
-        };
-        (
-            scim_type.map(|s| self.scrub(&s)),
-            detail.map(|s| self.scrub(&s)),
-        )
+        }
     }
 
     /// Remove the token from text a server sent back (a server may echo the `Authorization`
