@@ -498,9 +498,12 @@ impl ScimClient {
     pub(crate) fn url(&self, method: &Method, segments: &[&str]) -> Result<Url, TargetError> {
         let base = &self.inner.base;
         let mut path = base.path().to_owned();
+        // Where the path of the segments before the current one ends: an error names it.
+        let mut parent_len = path.len();
         for (i, segment) in segments.iter().enumerate() {
+            parent_len = path.len();
             if let Err(reason) = check_segment(segment) {
-                return Err(invalid_id(method, base, &segments[..i], segment, reason));
+                return Err(invalid_id(method, path, segment, reason));
             }
             if i > 0 {
                 path.push('/');
@@ -512,11 +515,10 @@ impl ScimClient {
         // Defence in depth: if the URL parser changed the path anyhow, send nothing.
         if url.path() != path {
             let id = segments.last().copied().unwrap_or_default();
-            let parents = &segments[..segments.len().saturating_sub(1)];
+            path.truncate(parent_len);
             return Err(invalid_id(
                 method,
-                base,
-                parents,
+                path,
                 id,
                 "it does not stay one URL path segment",
             ));
@@ -964,20 +966,8 @@ fn check_returned_id(req: &Req, resource: &Value) -> Result<(), TargetError> {
     })
 }
 
-fn invalid_id(
-    method: &Method,
-    base: &Url,
-    parents: &[&str],
-    id: &str,
-    reason: &'static str,
-) -> TargetError {
-    let mut path = base.path().to_owned();
-    for (i, p) in parents.iter().enumerate() {
-        if i > 0 {
-            path.push('/');
-        }
-        encode_segment(p, &mut path);
-    }
+/// `path`: the URL path of the collection (the segments before the id).
+fn invalid_id(method: &Method, path: String, id: &str, reason: &'static str) -> TargetError {
     TargetError::InvalidId {
         method: method.clone(),
         path,
