@@ -915,6 +915,9 @@ async fn the_url_builder_refuses_dot_and_control_ids_and_escapes_the_rest() {
     for id in UNUSABLE_IDS {
         let err = c.url(&reqwest::Method::DELETE, &["Users", id]).unwrap_err();
         assert_eq!(err.code(), "InvalidTargetId", "{id:?}: {err}");
+        // The error names the collection, not the refused id.
+        let named = format!("DELETE {BASE_PATH}/Users: refused target id");
+        assert!(err.to_string().starts_with(&named), "{err}");
         for err in [
             c.get(ObjectType::User, id).await.unwrap_err(),
             c.patch(
