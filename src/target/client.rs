@@ -27,6 +27,8 @@ const SCIM_ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 const PREALLOCATE: u64 = 1 << 20;
 /// Longest piece of an id shown in an error message.
 const ID_SNIPPET: usize = 64;
+/// What stands for a server's text that echoed the token in an encoding not replaced in place.
+const ECHOED_TOKEN: &str = "[REDACTED: it echoed the token]";
 /// Longest piece of a non-SCIM error body kept in an error message.
 const BODY_SNIPPET: usize = 200;
 /// Servers commonly close idle keep-alive connections after 30–60 s; dropping ours
@@ -496,9 +498,12 @@ impl ScimClient {
     pub(crate) fn url(&self, method: &Method, segments: &[&str]) -> Result<Url, TargetError> {
         let base = &self.inner.base;
         let mut path = base.path().to_owned();
+        // Where the path of the segments before the current one ends: an error names it.
+        let mut parent_len = path.len();
         for (i, segment) in segments.iter().enumerate() {
+            parent_len = path.len();
             if let Err(reason) = check_segment(segment) {
-                return Err(invalid_id(method, base, &segments[..i], segment, reason));
+                return Err(invalid_id(method, path, segment, reason));
             }
             if i > 0 {
                 path.push('/');
@@ -510,11 +515,10 @@ impl ScimClient {
         // Defence in depth: if the URL parser changed the path anyhow, send nothing.
         if url.path() != path {
             let id = segments.last().copied().unwrap_or_default();
-            let parents = &segments[..segments.len().saturating_sub(1)];
+            path.truncate(parent_len);
             return Err(invalid_id(
                 method,
-                base,
-                parents,
+                path,
                 id,
                 "it does not stay one URL path segment",
             ));
@@ -788,51 +792,66 @@ impl ScimClient {
     /// `scimType` and `detail` of a SCIM error body, or a snippet of any other body.
     /// The token is scrubbed in case a server echoes the `Authorization` header.
     fn error_details(&self, body: &[u8]) -> (Option<String>, Option<String>) {
-        let (scim_type, detail) = match serde_json::from_slice::<Value>(body) {
+        match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(map)) => {
                 let text = |key: &str| match map.get(key) {
-                    Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                    Some(Value::Number(n)) => Some(n.to_string()),
+                    Some(Value::String(s)) if !s.is_empty() => Some(self.scrub(s)),
+                    Some(Value::Number(n)) => Some(self.scrub(&n.to_string())),
                     _ => None,
                 };
                 (text("scimType"), text("detail").or_else(|| text("message")))
             }
             _ if body.iter().all(u8::is_ascii_whitespace) => (None, None),
+            // Already scrubbed.
             _ => (None, Some(self.safe_snippet(body))),
-        };
-        (
-            scim_type.map(|s| self.scrub(&s)),
-            detail.map(|s| self.scrub(&s)),
-        )
+        }
     }
 
     /// Remove the token from text a server sent back (a server may echo the `Authorization`
-    /// header), in its plain and URL-encoded forms.
+    /// header): its plain and URL-encoded forms are replaced in place; any other encoding
+    /// [`ScimClient::echoes_token`] finds redacts the whole text.
     fn scrub(&self, text: &str) -> String {
         let token = self.inner.token.expose_secret();
         if token.is_empty() {
             return text.to_owned();
         }
         let encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
-        text.replace(token, "[REDACTED]")
-            .replace(&encoded, "[REDACTED]")
+        let scrubbed = text
+            .replace(token, "[REDACTED]")
+            .replace(&encoded, "[REDACTED]");
+        if self.echoes_token(&scrubbed) {
+            return ECHOED_TOKEN.to_owned();
+        }
+        scrubbed
+    }
+
+    /// Whether `text` holds the token in any encoding: percent-decoding up to three times
+    /// catches plain, encoded and double-encoded echoes, whatever the hex digits' case.
+    fn echoes_token(&self, text: &str) -> bool {
+        let token = self.inner.token.expose_secret();
+        if token.is_empty() {
+            return false;
+        }
+        let mut text = text.to_owned();
+        for _ in 0..4 {
+            if text.contains(token) {
+                return true;
+            }
+            let decoded = percent_decode(&text);
+            if decoded == text {
+                return false;
+            }
+            text = decoded;
+        }
+        false
     }
 
     /// A response header's value for an error message: wholly redacted when it holds the
     /// token in any encoding (a redirect echoing `Authorization` into its `Location`), and
     /// cut to a bounded length.
     fn scrub_header(&self, value: &str) -> String {
-        let token = self.inner.token.expose_secret();
-        if !token.is_empty() {
-            // Percent-decoding up to three times catches plain, encoded and double-encoded
-            // echoes, whatever the hex digits' case.
-            let mut text = value.to_owned();
-            for _ in 0..4 {
-                if text.contains(token) {
-                    return "[REDACTED: it echoed the token]".to_owned();
-                }
-                text = percent_decode(&text);
-            }
+        if self.echoes_token(value) {
+            return ECHOED_TOKEN.to_owned();
         }
         snippet(value.as_bytes())
     }
@@ -947,20 +966,8 @@ fn check_returned_id(req: &Req, resource: &Value) -> Result<(), TargetError> {
     })
 }
 
-fn invalid_id(
-    method: &Method,
-    base: &Url,
-    parents: &[&str],
-    id: &str,
-    reason: &'static str,
-) -> TargetError {
-    let mut path = base.path().to_owned();
-    for (i, p) in parents.iter().enumerate() {
-        if i > 0 {
-            path.push('/');
-        }
-        encode_segment(p, &mut path);
-    }
+/// `path`: the URL path of the collection (the segments before the id).
+fn invalid_id(method: &Method, path: String, id: &str, reason: &'static str) -> TargetError {
     TargetError::InvalidId {
         method: method.clone(),
         path,

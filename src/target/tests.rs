@@ -727,6 +727,37 @@ async fn token_echoed_in_a_non_json_success_body_is_scrubbed() {
     assert!(!text.contains(&TOKEN[..8]), "a cut token leaked: {text}");
 }
 
+/// An error body echoing the token in an encoding the in-place scrub does not rewrite
+/// (lowercase hex, double-encoded) is redacted whole, as a header echoing it is.
+#[tokio::test]
+async fn token_echoed_in_any_encoding_in_an_error_body_is_scrubbed() {
+    let lower: String = TOKEN.bytes().map(|b| format!("%{b:02x}")).collect();
+    let double: String = TOKEN.bytes().map(|b| format!("%25{b:02X}")).collect();
+    for echo in [lower, double] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(scim(
+                400,
+                scim_error("400", "invalidValue", &format!("t={echo}")),
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("DELETE"))
+            .respond_with(ResponseTemplate::new(500).set_body_string(format!("<p>t={echo}</p>")))
+            .mount(&server)
+            .await;
+        let mut s = settings(&format!("{}{BASE_PATH}", server.uri()));
+        s.max_retries = 0;
+        let c = ScimClient::new(s).unwrap();
+        let get = c.get(ObjectType::User, "u1").await.unwrap_err();
+        let delete = c.delete(ObjectType::User, "u1").await.unwrap_err();
+        for text in [get.to_string(), format!("{get:?}"), delete.to_string()] {
+            assert!(text.contains("REDACTED"), "{text}");
+            assert!(!text.contains(&echo), "token leaked: {text}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn redirects_are_not_followed() {
     let server = MockServer::start().await;
@@ -884,6 +915,9 @@ async fn the_url_builder_refuses_dot_and_control_ids_and_escapes_the_rest() {
     for id in UNUSABLE_IDS {
         let err = c.url(&reqwest::Method::DELETE, &["Users", id]).unwrap_err();
         assert_eq!(err.code(), "InvalidTargetId", "{id:?}: {err}");
+        // The error names the collection, not the refused id.
+        let named = format!("DELETE {BASE_PATH}/Users: refused target id");
+        assert!(err.to_string().starts_with(&named), "{err}");
         for err in [
             c.get(ObjectType::User, id).await.unwrap_err(),
             c.patch(
