@@ -708,16 +708,7 @@ async fn matching_values_with_quotes_backslashes_and_non_ascii() {
         h.insert_user(json!({"userName": r#"back\\slash@contoso.com"#})),
         h.insert_user(json!({"userName": "zoe.nunez@contoso.com"})),
     ];
-    let users_json: Vec<Value> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| json!({"id": format!("u{i}"), "userPrincipalName": n, "displayName": format!("User {i}")}))
-        .collect();
-    let assignments: Vec<Value> = (0..names.len())
-        .map(|i| json!({"principalId": format!("u{i}")}))
-        .collect();
-    let file =
-        DirFile::new(&json!({"users": users_json, "groups": [], "assignments": assignments}));
+    let file = DirFile::new(&directory_of_upns(&names));
     let job = job(&file.path);
     let store = MemoryStore::new();
     let client = client(&h.base_url());

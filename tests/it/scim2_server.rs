@@ -336,16 +336,7 @@ async fn matching_and_adoption_against_scim2_server() {
         "李雷@contoso.com",
         "plus+and&eq=pct%20hash#q?@contoso.com",
     ];
-    let users_json: Vec<Value> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| json!({"id": format!("u{i}"), "userPrincipalName": n, "displayName": format!("User {i}")}))
-        .collect();
-    let assignments: Vec<Value> = (0..names.len())
-        .map(|i| json!({"principalId": format!("u{i}")}))
-        .collect();
-    let d = json!({"users": users_json, "groups": [], "assignments": assignments});
-    let file = DirFile::new(&d);
+    let file = DirFile::new(&directory_of_upns(&names));
     let job = job(&file.path);
     let client = server.client();
 

@@ -379,6 +379,20 @@ pub fn base_directory() -> Value {
     })
 }
 
+/// A directory of one assigned user per name, as its `userPrincipalName` (ids `u0`, `u1`, …),
+/// with no group.
+pub fn directory_of_upns(names: &[&str]) -> Value {
+    let users: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"id": format!("u{i}"), "userPrincipalName": n, "displayName": format!("User {i}")}))
+        .collect();
+    let assignments: Vec<Value> = (0..names.len())
+        .map(|i| json!({"principalId": format!("u{i}")}))
+        .collect();
+    json!({"users": users, "groups": [], "assignments": assignments})
+}
+
 /// Edit a directory in place: `f` gets the whole document.
 pub fn edit(mut directory: Value, f: impl FnOnce(&mut Value)) -> Value {
     f(&mut directory);

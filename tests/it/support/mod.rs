@@ -5,6 +5,8 @@
 //! - [`cli`]: driving the real `provisiond` binary (`cli`, `daemon`).
 //! - [`certs`]: self-signed certificates made with `openssl`.
 //! - [`hostile`]: a scripted hostile SCIM target (endless bodies, bad ids, echoing headers).
+//! - [`fault_proxy`]: a fault-injecting HTTP proxy in front of a real SCIM server.
+//! - [`openmetrics`]: a GET for the admin endpoint and a strict OpenMetrics text parser.
 //! - [`slapd`]: a throwaway OpenLDAP server (also used by `examples/ldap_bench.rs`).
 
 pub mod certs;
