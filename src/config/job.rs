@@ -74,9 +74,28 @@ pub struct JobConfig {
     pub member_batch: usize,
     /// `delete_threshold`, `delete_threshold_percent` and `[jobs.quarantine]`.
     pub safety: SafetySettings,
+    /// False when loaded by `Config::load_without_secrets`: the secrets hold a placeholder,
+    /// and [`JobConfig::require_secrets`] keeps such a job from reaching a target or source.
+    pub secrets_read: bool,
 }
 
 impl JobConfig {
+    /// Refuses a job whose secrets were not read: its target token or source password is a
+    /// placeholder, which must never be sent (a read-only command's config reaching a client
+    /// would be a bug; this makes it a clear error, not a request with a wrong token).
+    pub(crate) fn require_secrets(&self) -> Result<(), crate::target::TargetError> {
+        if self.secrets_read {
+            Ok(())
+        } else {
+            Err(crate::target::TargetError::Settings {
+                reason: format!(
+                    "job {}: the configuration was loaded without its secrets",
+                    self.name
+                ),
+            })
+        }
+    }
+
     /// The pipeline's view of this job.
     pub fn spec(&self) -> crate::cycle::JobSpec {
         crate::cycle::JobSpec {
@@ -229,6 +248,7 @@ pub(super) fn check(
         target: settings,
         member_batch,
         safety,
+        secrets_read: !defer_secrets,
     })
 }
 

@@ -75,8 +75,8 @@ impl Config {
     /// Read and check a configuration file, but leave the secrets it names unread (every
     /// other key is checked, and which key names each secret): for the read-only commands
     /// (`status`, `mappings`), which need no secret and so run without access to the token
-    /// or outside systemd's credentials. The job's secrets then hold a placeholder: such a
-    /// config must not reach the target or the source. A Graph certificate's private key is
+    /// or outside systemd's credentials. The job's secrets then hold a placeholder, and
+    /// `JobConfig::require_secrets` refuses such a job where a target or source client is built. A Graph certificate's private key is
     /// still read, as it is checked against its certificate.
     pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
         Config::load_with(path, true)

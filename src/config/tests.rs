@@ -468,3 +468,20 @@ fn safety_keys_have_entras_defaults_and_are_checked() {
     let e = error_for(&f, &unknown).to_string();
     assert!(e.contains("min_failure"), "{e}");
 }
+
+/// A config loaded without its secrets never reaches a target or a source: the placeholder
+/// token is refused where a client would be built, not sent.
+#[test]
+fn a_config_without_its_secrets_is_refused_before_a_client() {
+    let f = Fixture::new();
+    let path = f.dir.path().join("provisiond.toml");
+    let deferred = Config::parse_with(GOOD, &path, &|_| None, true).unwrap();
+    let j = &deferred.jobs[0];
+    assert!(!j.secrets_read);
+    assert_ne!(j.target.token.expose_secret(), "s3cret-token");
+    let err = j.require_secrets().unwrap_err();
+    assert!(err.to_string().contains("without its secrets"), "{err}");
+    assert!(crate::daemon::jobs::JobRuntime::new(j.clone()).is_err());
+    let read = f.parse(GOOD).unwrap();
+    assert!(read.jobs[0].require_secrets().is_ok());
+}

@@ -69,6 +69,7 @@ impl JobRuntime {
         config: JobConfig,
         running: Arc<tokio::sync::Mutex<()>>,
     ) -> Result<Self, TargetError> {
+        config.require_secrets()?;
         let client = ScimClient::new(config.target.clone())?;
         Ok(JobRuntime {
             spec: config.spec(),
