@@ -87,7 +87,7 @@ pub(crate) fn not_ready(statuses: &[JobStatus]) -> Option<String> {
     (!failing.is_empty()).then(|| {
         format!(
             "the target refuses the credentials or does not speak SCIM: {}",
-            crate::summary::bounded_list(&failing)
+            crate::util::text::bounded_list(&failing)
         )
     })
 }

@@ -98,7 +98,7 @@ pub(crate) fn record_changes(link: &mut Link, changes: &[Change]) {
 }
 
 /// The changes in words, for action records and logs (bounded: see
-/// [`bounded_list`](crate::summary::bounded_list)).
+/// [`bounded_list`](crate::util::text::bounded_list)).
 pub(crate) fn describe_changes(changes: &[Change]) -> String {
     let parts = changes
         .iter()
@@ -108,7 +108,7 @@ pub(crate) fn describe_changes(changes: &[Change]) -> String {
             (_, None) => format!("{} removed", c.path),
         })
         .collect::<Vec<_>>();
-    crate::summary::bounded_list(&parts)
+    crate::util::text::bounded_list(&parts)
 }
 
 #[cfg(test)]

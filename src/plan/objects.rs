@@ -218,7 +218,7 @@ fn plan_type(
                         (
                             path.clone(),
                             v.clone(),
-                            crate::summary::bounded_list(&others),
+                            crate::util::text::bounded_list(&others),
                         )
                     })
                 });

@@ -170,7 +170,7 @@ pub(crate) fn plan_references(
                     "InvalidMember",
                     format!(
                         "members that do not exist in the source were skipped: {}",
-                        crate::summary::bounded_list(&missing)
+                        crate::util::text::bounded_list(&missing)
                     ),
                 ));
             }

@@ -97,7 +97,7 @@ impl<'de> Visitor<'de> for ExportVisitor {
 /// A key or value as quoted in an error or reason: a hostile file could hold a megabyte-long
 /// one.
 pub(crate) fn bounded_key(key: &str) -> String {
-    crate::summary::bounded_text(key, 64)
+    crate::util::text::bounded_text(key, 64)
 }
 
 /// The value of one top-level key: an array (of anything; its elements are judged one by

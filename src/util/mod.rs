@@ -1,5 +1,6 @@
 //! Leaf helpers shared by the configuration and the components that own their settings:
-//! durations, secrets, cron expressions, located configuration errors and small URL checks.
+//! durations, secrets, cron expressions, located configuration errors, small URL checks and
+//! text cut to a bound (`text`).
 //!
 //! This module imports nothing from the rest of the crate, so every other module may use it
 //! without creating an import cycle (the sources check their own settings with it while
@@ -11,6 +12,7 @@ pub(crate) mod cron;
 pub(crate) mod duration;
 pub(crate) mod net;
 pub(crate) mod secret;
+pub(crate) mod text;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config_error::ConfigError;
