@@ -18,6 +18,7 @@ mod http;
 mod mapping;
 mod model;
 mod plan;
+mod provlog;
 mod sandbox;
 mod scope;
 mod source;
@@ -46,6 +47,14 @@ pub use plan::NullPolicy;
 pub use scope::{evaluate as evaluate_scope, OutOfScope, ScopeMode, ScopeSettings};
 pub use summary::{
     CycleKind, CycleStatus, CycleSummary, GroupCounts, MembershipCounts, RequestCounts, UserCounts,
+};
+
+// Provisioning logs: one entry per object action (Graph's provisioningObjectSummary).
+pub use provlog::{
+    Entry as ProvisioningLogEntry, ErrorInfo as ProvisioningErrorInfo,
+    Identity as ProvisionedIdentity, InitiatedBy, ModifiedProperty, ProvisioningAction,
+    Status as ProvisioningStatus, StatusInfo as ProvisioningStatusInfo, Step as ProvisioningStep,
+    StepType as ProvisioningStepType, SystemInfo as ProvisioningSystem,
 };
 
 // Sources.

@@ -139,6 +139,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("http", &["util"]),
     ("model", &["attrs", "util"]),
     ("summary", &["model", "util"]),
+    ("provlog", &["model", "summary", "util"]),
     ("scope", &["model", "attrs", "util"]),
     ("target::scim", &["model", "attrs", "util"]),
     (
@@ -162,6 +163,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cycle",
         &[
+            "provlog",
             "plan",
             "mapping",
             "scope",
@@ -193,6 +195,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "daemon",
         &[
+            "provlog",
             "config",
             "cycle",
             "plan",
@@ -212,6 +215,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cli",
         &[
+            "provlog",
             "daemon",
             "config",
             "cycle",
