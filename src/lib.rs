@@ -17,6 +17,7 @@ mod daemon;
 mod http;
 mod mapping;
 mod model;
+mod notify;
 mod plan;
 mod provlog;
 mod sandbox;

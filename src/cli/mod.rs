@@ -13,6 +13,7 @@ mod sandbox;
 mod status;
 mod sync;
 mod test_connection;
+mod test_email;
 
 pub(crate) use admin::admin;
 pub(crate) use check_config::check_config;
@@ -23,6 +24,7 @@ pub(crate) use sandbox::sandbox;
 pub(crate) use status::status;
 pub(crate) use sync::sync;
 pub(crate) use test_connection::test_connection;
+pub(crate) use test_email::test_email;
 
 use crate::config::{Config, LogFormat};
 use crate::config::{ConfigError, DEFAULT_CONFIG_PATH};
@@ -39,7 +41,8 @@ use std::path::PathBuf;
 pub(crate) mod exit {
     /// Done: every cycle succeeded, the check passed.
     pub(crate) const OK: i32 = 0;
-    /// Done, but some objects failed (entry-level errors), or `test-connection` found a problem.
+    /// Done, but some objects failed (entry-level errors), or `test-connection` or `test-email`
+    /// found a problem.
     pub(crate) const ENTRY_ERRORS: i32 = 1;
     /// The command line is wrong (clap uses 2 too), or `--job` names no job.
     pub(crate) const USAGE: i32 = 2;
@@ -54,7 +57,7 @@ pub(crate) mod exit {
 /// Shown after `--help`: the exit codes.
 const EXIT_CODES_HELP: &str = "Exit codes:
   0  success
-  1  some objects failed (entry-level errors), or test-connection found a problem
+  1  some objects failed (entry-level errors), or test-connection or test-email found a problem
   2  usage error (command line, unknown --job)
   3  configuration error (the message names the file and the key)
   4  a cycle failed, or the daemon, the store or the socket could not be used
@@ -112,6 +115,13 @@ pub enum Command {
     /// Check that the target's URL, TLS, token and SCIM answers are right.
     TestConnection {
         /// The job whose target and source to check (default: every job).
+        #[arg(long)]
+        job: Option<String>,
+    },
+    /// Send a test notification email to each job's notification_email and show the mail
+    /// server's answer.
+    TestEmail {
+        /// The job whose addresses to write to (default: every job with one).
         #[arg(long)]
         job: Option<String>,
     },
@@ -391,6 +401,7 @@ where
             sync(&config, job.as_deref(), dry_run, json, shutdown_signal).await
         }
         Command::TestConnection { job } => test_connection(&config, job.as_deref()).await,
+        Command::TestEmail { job } => test_email(&config, job.as_deref()).await,
         Command::Status { job, json } => status(&config, job.as_deref(), json).await,
         Command::Restart { job, reset } => {
             let cmd = AdminCommand::Restart { reset };

@@ -60,6 +60,9 @@ where
                 }
                 reports.push(report);
             }
+            // The notices these cycles queued: one try now; what is left waits in the outbox.
+            let smtp = config.smtp.as_ref();
+            crate::notify::deliver_once(smtp, &*store, crate::notify::ONE_SHOT_DELIVERY).await;
             reports
         }
     };

@@ -77,6 +77,8 @@ pub struct JobConfig {
     /// False when loaded by `Config::load_without_secrets`: the secrets hold a placeholder,
     /// and [`JobConfig::require_secrets`] keeps such a job from reaching a target or source.
     pub secrets_read: bool,
+    /// `notification_email` and its keys; `None` when the job has no address.
+    pub notify: Option<crate::notify::JobNotify>,
 }
 
 impl JobConfig {
@@ -171,6 +173,12 @@ pub(super) fn check(
         (None, None) => Schedule::Interval(Duration::from_secs(40 * 60)),
     };
     let safety = check_safety(&rj, &err)?;
+    let notify = crate::notify::config::check_job(
+        rj.notification_email.clone(),
+        rj.notify_on_failure,
+        rj.digest_interval.as_deref(),
+        &job,
+    )?;
     // Graph's `$select` depends on the mappings: completed once they are built.
     let mut graph_extras = None;
     let source_ctx = component("source");
@@ -249,6 +257,7 @@ pub(super) fn check(
         member_batch,
         safety,
         secrets_read: !defer_secrets,
+        notify,
     })
 }
 

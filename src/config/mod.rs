@@ -39,6 +39,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The admin HTTP endpoint (`[admin]`), when it is on.
     pub admin: Option<AdminSettings>,
+    /// The mail server of notification emails (`[smtp]`), when set.
+    pub smtp: Option<crate::notify::SmtpSettings>,
     pub jobs: Vec<JobConfig>,
 }
 
@@ -137,6 +139,18 @@ impl Config {
             .map(resolve)
             .unwrap_or_else(|| state_dir.join("control.sock"));
         let admin = admin::check(raw.admin, path)?;
+        let smtp = match raw.smtp {
+            None => None,
+            Some(raw_smtp) => {
+                let ctx = crate::util::CheckContext {
+                    file: path,
+                    table: "smtp".into(),
+                    env,
+                    defer_secrets,
+                };
+                Some(crate::notify::config::check_smtp(raw_smtp, &ctx)?)
+            }
+        };
         if raw.jobs.is_empty() {
             return Err(ConfigError {
                 file: path.to_path_buf(),
@@ -147,6 +161,16 @@ impl Config {
         let mut jobs = Vec::new();
         for (i, rj) in raw.jobs.into_iter().enumerate() {
             let checked = job::check(i, rj, &jobs, path, env, defer_secrets)?;
+            // Addresses without a mail server would be a notice silently never sent.
+            if checked.notify.is_some() && smtp.is_none() {
+                return Err(ConfigError {
+                    file: path.to_path_buf(),
+                    key: format!("jobs[{i}].notification_email"),
+                    message: "notification emails need a mail server: add an [smtp] table \
+                              (url, from)"
+                        .into(),
+                });
+            }
             jobs.push(checked);
         }
         Ok(Config {
@@ -155,6 +179,7 @@ impl Config {
             control_socket,
             log_format: raw.log_format.unwrap_or_default(),
             admin,
+            smtp,
             jobs,
         })
     }

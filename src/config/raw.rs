@@ -2,6 +2,7 @@
 //! component's own table (source, target) is that component's raw type.
 
 use crate::mapping::MappingSpec;
+use crate::notify::config::{RawAddresses, RawSmtp};
 use crate::plan::NullPolicy;
 use crate::scope::{FilterSpec, ScopeMode};
 use crate::source::graph::config::RawGraph;
@@ -22,6 +23,8 @@ pub(super) struct RawConfig {
     /// `[admin]`: the admin HTTP endpoint.
     #[serde(default)]
     pub(super) admin: super::admin::RawAdmin,
+    /// `[smtp]`: the mail server of notification emails.
+    pub(super) smtp: Option<RawSmtp>,
     #[serde(default)]
     pub(super) jobs: Vec<RawJob>,
 }
@@ -48,6 +51,11 @@ pub(super) struct RawJob {
     pub(super) delete_threshold: Option<u64>,
     pub(super) delete_threshold_percent: Option<f64>,
     pub(super) quarantine: Option<RawQuarantine>,
+    /// Entra's "Notification Email": an address or a list.
+    pub(super) notification_email: Option<RawAddresses>,
+    /// Entra's "Send an email notification when a failure occurs".
+    pub(super) notify_on_failure: Option<bool>,
+    pub(super) digest_interval: Option<String>,
 }
 
 /// `[jobs.quarantine]`: the escrow thresholds that quarantine a job.

@@ -309,8 +309,9 @@ async fn cycle_locked(
 ) -> CycleReport {
     job.busy.store(true, Ordering::SeqCst);
     // The kind as the cycle will decide it (`Cycle::begin`), for the notify status line.
-    let kind = match store.meta(&job.config.name) {
-        Ok(meta) => cycle_kind(&meta, &job.spec.fingerprint()),
+    let before = store.meta(&job.config.name);
+    let kind = match &before {
+        Ok(meta) => cycle_kind(meta, &job.spec.fingerprint()),
         Err(_) => CycleKind::Initial,
     };
     job.set_kind(Some(kind));
@@ -335,6 +336,15 @@ async fn cycle_locked(
     } else {
         run_cycle(&job.spec, store, &job.client, &opts, stop).await
     };
+    // Notification emails: queued here, where the outcome is committed; sent by the sender.
+    if let (Some(notify), Ok(before)) = (&job.config.notify, &before) {
+        let j = crate::notify::JobRef {
+            name: &job.config.name,
+            notify,
+            target_url: &job.config.target.base_url,
+        };
+        crate::notify::after_cycle(store, &j, before, &report.summary, Utc::now());
+    }
     job.busy.store(false, Ordering::SeqCst);
     job.set_kind(None);
     report

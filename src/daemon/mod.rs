@@ -10,8 +10,8 @@ mod http;
 pub(crate) mod jobs;
 pub(crate) mod lock;
 mod metrics;
-mod notify;
 mod schedule;
+mod sd_notify;
 
 use crate::config::Config;
 use crate::state::{StateError, StateStore};
@@ -76,7 +76,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// cycles and removed jobs stop after their in-flight cycle; if not, the configuration in
 /// force stays and the error is logged with its file and key. With `NOTIFY_SOCKET` set, the
 /// service manager hears `READY=1`, `RELOADING=1`, the status line, `WATCHDOG=1` and
-/// `STOPPING=1` (the `notify` module).
+/// `STOPPING=1` (the `sd_notify` module).
 pub(crate) async fn run_reloadable(
     config: Config,
     shutdown: impl Future<Output = ()>,
@@ -125,6 +125,16 @@ pub(crate) async fn run_reloadable(
     let admin_task =
         admin_listener.map(|l| tokio::spawn(http::serve(l, daemon.clone(), closing.clone())));
 
+    // Notification emails leave from their own task: a slow or absent mail server never
+    // holds a cycle. It reads `[smtp]` from the configuration in force, so a reload applies.
+    let sender = tokio::spawn(crate::notify::run_sender(
+        {
+            let d = daemon.clone();
+            move || d.config().smtp
+        },
+        store.clone(),
+        stop.clone(),
+    ));
     let mut workers = tokio::spawn(schedule::run_workers(daemon.clone(), reloads));
     // The workers only end on shutdown; if they end first, say so and stop rather than idle
     // on as a daemon that never runs a cycle.
@@ -135,7 +145,7 @@ pub(crate) async fn run_reloadable(
     stop.cancel();
     let failure = match early_end {
         None => {
-            notify::stopping();
+            sd_notify::stopping();
             tracing::info!("shutting down: finishing in-flight requests");
             if tokio::time::timeout(DRAIN, workers).await.is_err() {
                 tracing::warn!(
@@ -155,6 +165,7 @@ pub(crate) async fn run_reloadable(
         }
     };
     closing.cancel();
+    let _ = sender.await;
     let _ = control_task.await;
     if let Some(t) = admin_task {
         let _ = t.await;

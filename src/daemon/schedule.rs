@@ -5,7 +5,7 @@
 //! slept for: no scheduler task that could stop firing after a clock jump.
 
 use super::jobs::{run_scheduled_cycle, Daemon, Gate, JobRuntime};
-use super::notify;
+use super::sd_notify;
 use crate::config::{Config, Schedule};
 use crate::util::cron::{CronError, CronSchedule};
 use crate::util::ConfigError;
@@ -72,11 +72,11 @@ pub(super) async fn run_workers(
     }
     // Retired workers still finishing their in-flight cycle: awaited on the way out.
     let mut retired: Vec<JoinHandle<Option<DateTime<Utc>>>> = Vec::new();
-    let notifying = notify::enabled();
-    let watchdog = notify::watchdog_interval();
-    let mut status_line = notify::status_line(&daemon.jobs(), daemon.store.as_ref());
+    let notifying = sd_notify::enabled();
+    let watchdog = sd_notify::watchdog_interval();
+    let mut status_line = sd_notify::status_line(&daemon.jobs(), daemon.store.as_ref());
     // The configuration is checked and the store is open: ready.
-    notify::ready(&status_line);
+    sd_notify::ready(&status_line);
     let mut tick = tokio::time::interval(watchdog.map_or(STATUS_EVERY, |w| w.min(STATUS_EVERY)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reloads_open = true;
@@ -85,13 +85,13 @@ pub(super) async fn run_workers(
             () = daemon.stop.cancelled() => break,
             r = reloads.recv(), if reloads_open => match r {
                 Some(()) => {
-                    notify::reloading();
+                    sd_notify::reloading();
                     match reload(&daemon, &mut workers, &mut retired) {
                         Ok(()) => {}
                         Err(e) => log_refused(&daemon.config(), &e),
                     }
-                    status_line = notify::status_line(&daemon.jobs(), daemon.store.as_ref());
-                    notify::ready(&status_line);
+                    status_line = sd_notify::status_line(&daemon.jobs(), daemon.store.as_ref());
+                    sd_notify::ready(&status_line);
                 }
                 None => reloads_open = false,
             },
@@ -99,11 +99,11 @@ pub(super) async fn run_workers(
                 // From this loop, not a task of its own: a scheduler that stopped turning
                 // stops the watchdog pings too, and systemd restarts the service.
                 if watchdog.is_some() {
-                    notify::watchdog();
+                    sd_notify::watchdog();
                 }
-                let line = notify::status_line(&daemon.jobs(), daemon.store.as_ref());
+                let line = sd_notify::status_line(&daemon.jobs(), daemon.store.as_ref());
                 if line != status_line {
-                    notify::status(&line);
+                    sd_notify::status(&line);
                     status_line = line;
                 }
             }

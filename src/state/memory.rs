@@ -1,6 +1,9 @@
 //! An in-memory [`StateStore`] for tests and dry runs.
 
-use super::{EscrowEntry, JobMeta, Link, StagedDelete, StateError, StateStore};
+use super::{
+    EscrowEntry, JobMeta, Link, OutboxMessage, ReportedFailures, StagedDelete, StateError,
+    StateStore,
+};
 use crate::model::ObjectType;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -16,6 +19,9 @@ struct Inner {
     meta: BTreeMap<String, JobMeta>,
     escrows: BTreeMap<(String, ObjectType, String, bool), EscrowEntry>,
     staged: BTreeMap<String, Vec<StagedDelete>>,
+    outbox: BTreeMap<u64, OutboxMessage>,
+    next_outbox_id: u64,
+    reported: BTreeMap<String, ReportedFailures>,
 }
 
 impl MemoryStore {
@@ -120,6 +126,43 @@ impl StateStore for MemoryStore {
     }
     fn set_staged_deletes(&self, job: &str, staged: &[StagedDelete]) -> Result<(), StateError> {
         self.lock().staged.insert(job.to_string(), staged.to_vec());
+        Ok(())
+    }
+    fn outbox(&self) -> Result<Vec<OutboxMessage>, StateError> {
+        Ok(self.lock().outbox.values().cloned().collect())
+    }
+    fn push_outbox(
+        &self,
+        mut msg: OutboxMessage,
+        capacity: usize,
+    ) -> Result<(u64, usize), StateError> {
+        let mut inner = self.lock();
+        inner.next_outbox_id += 1;
+        let id = inner.next_outbox_id;
+        msg.id = id;
+        inner.outbox.insert(id, msg);
+        let mut dropped = 0;
+        while inner.outbox.len() > capacity {
+            inner.outbox.pop_first();
+            dropped += 1;
+        }
+        Ok((id, dropped))
+    }
+    fn update_outbox(&self, msg: &OutboxMessage) -> Result<(), StateError> {
+        if let Some(m) = self.lock().outbox.get_mut(&msg.id) {
+            *m = msg.clone();
+        }
+        Ok(())
+    }
+    fn remove_outbox(&self, id: u64) -> Result<(), StateError> {
+        self.lock().outbox.remove(&id);
+        Ok(())
+    }
+    fn reported_failures(&self, job: &str) -> Result<ReportedFailures, StateError> {
+        Ok(self.lock().reported.get(job).cloned().unwrap_or_default())
+    }
+    fn put_reported_failures(&self, job: &str, rec: &ReportedFailures) -> Result<(), StateError> {
+        self.lock().reported.insert(job.to_string(), rec.clone());
         Ok(())
     }
 }

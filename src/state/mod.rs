@@ -6,6 +6,7 @@
 //! Every record carries the schema version it was written with.
 
 pub(crate) mod memory;
+pub(crate) mod outbox;
 pub(crate) mod safety;
 pub(crate) mod sled_store;
 
@@ -18,6 +19,7 @@ pub(crate) use crate::attrs::Exported;
 /// Links are domain types (the planner reads them); the store persists them.
 pub(crate) use crate::model::{Link, LinkIndex};
 pub use memory::MemoryStore;
+pub(crate) use outbox::{OutboxMessage, ReportedFailures, NOTIFY_RECORD_VERSION, OUTBOX_CAPACITY};
 pub use safety::{
     EscrowAction, EscrowEntry, Quarantine, QuarantineError, QuarantineReason, StagedAction,
     StagedDelete,
@@ -133,6 +135,20 @@ pub trait StateStore: Send + Sync {
     fn staged_deletes(&self, job: &str) -> Result<Vec<StagedDelete>, StateError>;
     /// Replaces the job's staged deletions (empty: none).
     fn set_staged_deletes(&self, job: &str, staged: &[StagedDelete]) -> Result<(), StateError>;
+    /// The notification emails waiting for the mail server (tree `outbox`), oldest first.
+    fn outbox(&self) -> Result<Vec<OutboxMessage>, StateError>;
+    /// Queues a message, giving it the next id; when more than `capacity` are waiting, the
+    /// oldest are dropped. Returns the new id and how many were dropped.
+    fn push_outbox(&self, msg: OutboxMessage, capacity: usize) -> Result<(u64, usize), StateError>;
+    /// Records a queued message's delivery attempt; a message no longer queued (delivered or
+    /// dropped meanwhile) stays gone.
+    fn update_outbox(&self, msg: &OutboxMessage) -> Result<(), StateError>;
+    /// Removes a delivered message.
+    fn remove_outbox(&self, id: u64) -> Result<(), StateError>;
+    /// The failures already reported for the job (tree `notified`); empty when none.
+    fn reported_failures(&self, job: &str) -> Result<ReportedFailures, StateError>;
+    /// Replaces the job's record of reported failures.
+    fn put_reported_failures(&self, job: &str, rec: &ReportedFailures) -> Result<(), StateError>;
     /// Number of links per type, for `status`.
     fn link_counts(&self, job: &str) -> Result<(usize, usize), StateError> {
         let links = self.links(job)?;

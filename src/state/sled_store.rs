@@ -16,7 +16,8 @@
 //! first record that uses it, so a record never names a number the store doesn't have.
 
 use super::{
-    EscrowEntry, Exported, JobMeta, Link, StagedDelete, StateError, StateStore, SCHEMA_VERSION,
+    EscrowEntry, Exported, JobMeta, Link, OutboxMessage, ReportedFailures, StagedDelete,
+    StateError, StateStore, SCHEMA_VERSION,
 };
 use crate::attrs::codec::{put_bytes, put_varint, Reader};
 use crate::attrs::compact::{local_name, LocalName};
@@ -44,6 +45,9 @@ pub struct SledStore {
     /// Each job's name dictionary, loaded on first use; writers of a job take turns here so
     /// two never give a name two numbers.
     dicts: Mutex<HashMap<String, Dict>>,
+    /// Serialises the outbox's writers, so that a push's capacity check and the sender's
+    /// update of an attempt see each other whole (a dropped message is not written back).
+    outbox_lock: Mutex<()>,
 }
 
 /// A links tree's name dictionary.
@@ -242,6 +246,7 @@ impl SledStore {
             jobs,
             path,
             dicts: Mutex::default(),
+            outbox_lock: Mutex::default(),
         })
     }
 
@@ -262,6 +267,14 @@ impl SledStore {
         self.db
             .open_tree(format!("escrow/{job}"))
             .map_err(|e| self.err(e))
+    }
+
+    fn outbox_tree(&self) -> Result<sled::Tree, StateError> {
+        self.db.open_tree("outbox").map_err(|e| self.err(e))
+    }
+
+    fn notified_tree(&self) -> Result<sled::Tree, StateError> {
+        self.db.open_tree("notified").map_err(|e| self.err(e))
     }
 
     fn staged_tree(&self, job: &str) -> Result<sled::Tree, StateError> {
@@ -614,6 +627,72 @@ impl StateStore for SledStore {
         tree.apply_batch(batch).map_err(|e| self.err(e))
     }
 
+    fn outbox(&self) -> Result<Vec<OutboxMessage>, StateError> {
+        // Keys are big-endian ids: the tree's order is the queue's.
+        self.records(&self.outbox_tree()?)
+    }
+
+    fn push_outbox(
+        &self,
+        mut msg: OutboxMessage,
+        capacity: usize,
+    ) -> Result<(u64, usize), StateError> {
+        let _guard = lock(&self.outbox_lock);
+        let tree = self.outbox_tree()?;
+        // sled's ids only grow, across restarts too, so the queue stays in order.
+        let id = self.db.generate_id().map_err(|e| self.err(e))?;
+        msg.id = id;
+        let key = id.to_be_bytes();
+        let bytes = self.encode(&format!("outbox/{id}"), &msg)?;
+        tree.insert(key, bytes).map_err(|e| self.err(e))?;
+        let excess = tree.len().saturating_sub(capacity);
+        let mut dropped = 0;
+        for k in tree.iter().keys().take(excess) {
+            tree.remove(k.map_err(|e| self.err(e))?)
+                .map_err(|e| self.err(e))?;
+            dropped += 1;
+        }
+        Ok((id, dropped))
+    }
+
+    fn update_outbox(&self, msg: &OutboxMessage) -> Result<(), StateError> {
+        let _guard = lock(&self.outbox_lock);
+        let tree = self.outbox_tree()?;
+        let key = msg.id.to_be_bytes();
+        if tree.contains_key(key).map_err(|e| self.err(e))? {
+            let bytes = self.encode(&format!("outbox/{}", msg.id), msg)?;
+            tree.insert(key, bytes).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    fn remove_outbox(&self, id: u64) -> Result<(), StateError> {
+        let _guard = lock(&self.outbox_lock);
+        self.outbox_tree()?
+            .remove(id.to_be_bytes())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn reported_failures(&self, job: &str) -> Result<ReportedFailures, StateError> {
+        match self
+            .notified_tree()?
+            .get(job.as_bytes())
+            .map_err(|e| self.err(e))?
+        {
+            None => Ok(ReportedFailures::default()),
+            Some(v) => self.decode(job.as_bytes(), &v),
+        }
+    }
+
+    fn put_reported_failures(&self, job: &str, rec: &ReportedFailures) -> Result<(), StateError> {
+        let bytes = self.encode(job, rec)?;
+        self.notified_tree()?
+            .insert(job.as_bytes(), bytes)
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     fn link_counts(&self, job: &str) -> Result<(usize, usize), StateError> {
         let tree = self.links_tree(job)?;
         Ok((
@@ -899,6 +978,7 @@ mod tests {
             jobs: s.jobs.clone(),
             path: s.path.clone(),
             dicts: Mutex::default(),
+            outbox_lock: Mutex::default(),
         };
         assert!(fresh.links("j").is_err());
     }
@@ -981,5 +1061,63 @@ mod tests {
             reopen(dir.path()),
             Err(StateError::TooNew { found: 99, .. })
         ));
+    }
+
+    fn outbox_message(subject: &str) -> OutboxMessage {
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        OutboxMessage {
+            version: 1,
+            id: 0,
+            job: "j".into(),
+            to: vec!["a@example.com".into()],
+            subject: subject.into(),
+            text: "t".into(),
+            html: "h".into(),
+            created: t,
+            message_id: "<m@h>".into(),
+            attempts: 0,
+            next_attempt: t,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn the_outbox_is_ordered_bounded_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            for i in 0..5 {
+                let (_, dropped) = s.push_outbox(outbox_message(&format!("m{i}")), 3).unwrap();
+                assert_eq!(dropped, usize::from(i >= 3));
+            }
+            let q = s.outbox().unwrap();
+            let subjects: Vec<&str> = q.iter().map(|m| m.subject.as_str()).collect();
+            assert_eq!(subjects, ["m2", "m3", "m4"], "the oldest dropped");
+            let mut first = q[0].clone();
+            first.attempts = 2;
+            s.update_outbox(&first).unwrap();
+            s.remove_outbox(q[1].id).unwrap();
+            // A message removed meanwhile is not brought back by an update.
+            s.update_outbox(&q[1]).unwrap();
+            let rec = ReportedFailures {
+                version: 1,
+                keys: ["user|u1|X".to_string()].into(),
+                last_digest: None,
+            };
+            s.put_reported_failures("j", &rec).unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        let q = s.outbox().unwrap();
+        assert_eq!(q.len(), 2);
+        assert_eq!((q[0].subject.as_str(), q[0].attempts), ("m2", 2));
+        assert_eq!(q[1].subject, "m4");
+        let (id, _) = s.push_outbox(outbox_message("m5"), 3).unwrap();
+        assert!(id > q[1].id, "ids keep growing after a reopen");
+        assert_eq!(s.reported_failures("j").unwrap().keys.len(), 1);
+        assert_eq!(
+            s.reported_failures("other").unwrap(),
+            ReportedFailures::default()
+        );
     }
 }

@@ -155,6 +155,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["model", "attrs", "http", "mapping", "scope", "util"],
     ),
     ("state", &["model", "attrs", "summary", "util"]),
+    ("notify", &["state", "summary", "util"]),
     (
         "target",
         &["target::scim", "http", "model", "attrs", "summary", "util"],
@@ -180,6 +181,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "config",
         &[
+            "notify",
             "cycle",
             "mapping",
             "plan",
@@ -195,6 +197,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "daemon",
         &[
+            "notify",
             "provlog",
             "config",
             "cycle",
@@ -215,6 +218,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cli",
         &[
+            "notify",
             "provlog",
             "daemon",
             "config",

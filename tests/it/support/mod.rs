@@ -8,6 +8,7 @@
 //! - [`fault_proxy`]: a fault-injecting HTTP proxy in front of a real SCIM server.
 //! - [`openmetrics`]: a GET for the admin endpoint and a strict OpenMetrics text parser.
 //! - [`slapd`]: a throwaway OpenLDAP server (also used by `examples/ldap_bench.rs`).
+//! - [`smtp`]: a real SMTP server (PyPI aiosmtpd) with STARTTLS and AUTH, for the emails.
 
 pub mod certs;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod fault_proxy;
 pub mod hostile;
 pub mod openmetrics;
 pub mod slapd;
+pub mod smtp;
 
 /// A port on 127.0.0.1 with nothing listening (bound, read, released): for an unreachable
 /// server, or for a child process to listen on.

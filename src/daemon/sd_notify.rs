@@ -6,8 +6,8 @@
 
 use super::jobs::{Gate, JobRuntime};
 use crate::state::StateStore;
+use ::sd_notify::NotifyState;
 use chrono::{DateTime, Local, Utc};
-use sd_notify::NotifyState;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,14 +19,14 @@ pub(super) fn enabled() -> bool {
 /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`, as sd_watchdog_enabled(3) advises,
 /// so one late tick does not get the service killed. `None` when no watchdog is asked for.
 pub(super) fn watchdog_interval() -> Option<Duration> {
-    sd_notify::watchdog_enabled()
+    ::sd_notify::watchdog_enabled()
         .filter(|d| !d.is_zero())
         .map(|d| d / 2)
 }
 
 fn send(states: &[NotifyState<'_>]) {
     // A manager that went away is no reason to stop provisioning: log and go on.
-    if let Err(e) = sd_notify::notify(states) {
+    if let Err(e) = ::sd_notify::notify(states) {
         tracing::debug!(error = %e, "cannot notify the service manager");
     }
 }
