@@ -104,14 +104,19 @@ fn queue_notices(
     let mut events = notice::quarantine_events(before, &after);
     let reported = store.reported_failures(job.name)?;
     let escrows = store.escrows(job.name)?;
+    let failures = notice::cycle_failures(&summary.problems, &escrows, summary.started_at);
     let (digest, next) = notice::failure_digest(
-        &summary.problems,
+        &failures,
         &reported,
         &escrows,
         now,
         job.notify.digest_interval,
     );
-    events.extend(digest);
+    // A quarantine or disabling notice lists the cycle's first failures itself: no digest
+    // beside it (the failures count as reported).
+    if !events.iter().any(Event::lists_failures) {
+        events.extend(digest);
+    }
     for event in &events {
         let (id, dropped) =
             store.push_outbox(message(job, event, Some(summary), now), OUTBOX_CAPACITY)?;

@@ -39,13 +39,21 @@ pub(crate) enum Event {
         series_began: Option<DateTime<Utc>>,
     },
     /// Entry-level failures not reported before: the first [`DIGEST_LIMIT`] and how many
-    /// more.
+    /// more (a listed problem may stand for several objects: its `count`).
     Failures { listed: Vec<Problem>, more: usize },
     /// `provisiond test-email`.
     Test,
 }
 
 impl Event {
+    /// Whether its notice lists the cycle's failures (so no digest is needed beside it).
+    pub(crate) fn lists_failures(&self) -> bool {
+        matches!(
+            self,
+            Event::Quarantined { .. } | Event::ReasonChanged { .. } | Event::Disabled { .. }
+        )
+    }
+
     /// A short name for logs.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
@@ -87,6 +95,38 @@ pub(crate) fn quarantine_events(before: &JobMeta, after: &JobMeta) -> Vec<Event>
         }],
         _ => Vec::new(),
     }
+}
+
+/// The entry-level failures of a cycle, one per object where possible: the escrows the
+/// cycle wrote (attempted at or after `started`: each names its object, code and reason),
+/// then the summary's problems of other codes (skipped source objects, and failures the
+/// cycle did not escrow). The summary lists identical problems once with a count, which
+/// would hide all but the first object; the escrows do not.
+pub(crate) fn cycle_failures(
+    problems: &[Problem],
+    escrows: &[EscrowEntry],
+    started: DateTime<Utc>,
+) -> Vec<Problem> {
+    let mut out: Vec<Problem> = escrows
+        .iter()
+        .filter(|e| !e.expired && e.last_attempt >= started)
+        .map(|e| Problem {
+            object_type: Some(e.object_type.as_str().to_string()),
+            id: Some(e.source_id.clone()),
+            name: Some(e.display_name.clone()),
+            code: e.code.clone(),
+            reason: e.reason.clone(),
+            count: 1,
+        })
+        .collect();
+    let escrowed_codes: BTreeSet<String> = out.iter().map(|p| p.code.clone()).collect();
+    out.extend(
+        problems
+            .iter()
+            .filter(|p| !escrowed_codes.contains(&p.code))
+            .cloned(),
+    );
+    out
 }
 
 /// The key a failure is deduplicated by: object type, object id and error code.
@@ -298,6 +338,35 @@ mod tests {
         assert_eq!(rec2.keys, rec.keys);
         let (d, _) = failure_digest(&p, &rec2, &[], later, hour);
         assert_eq!(d, None);
+    }
+
+    #[test]
+    fn failures_come_one_per_object_from_the_cycles_escrows() {
+        let escrow = |id: &str, at: DateTime<Utc>| EscrowEntry {
+            object_type: ObjectType::User,
+            source_id: id.into(),
+            display_name: format!("{id}@example.com"),
+            action: EscrowAction::Create,
+            attempts: 1,
+            first_failure: at,
+            last_attempt: at,
+            next_attempt: at,
+            code: "EntryConflict".into(),
+            reason: "no".into(),
+            fingerprint: String::new(),
+            expired: false,
+        };
+        let mut summarised = problem("u1", "EntryConflict");
+        summarised.count = 2;
+        let skipped = problem("u9", "InvalidSourceObject");
+        let escrows = [
+            escrow("u1", t0()),
+            escrow("u2", t0()),
+            escrow("old", t0() - chrono::Duration::hours(1)),
+        ];
+        let f = cycle_failures(&[summarised, skipped], &escrows, t0());
+        let ids: Vec<&str> = f.iter().filter_map(|p| p.id.as_deref()).collect();
+        assert_eq!(ids, ["u1", "u2", "u9"]);
     }
 
     #[test]

@@ -249,7 +249,11 @@ fn doc(event: &Event, ctx: &Context<'_>) -> Doc {
             )
         }
         Event::Failures { listed, more: rest } => {
-            let n = listed.len() + rest;
+            let n = listed
+                .iter()
+                .map(|p| p.count.max(1) as usize)
+                .sum::<usize>()
+                + rest;
             failures = listed.iter().map(failure_line).collect();
             if *rest > 0 {
                 more = Some(format!("… and {rest} more"));
@@ -285,7 +289,7 @@ fn doc(event: &Event, ctx: &Context<'_>) -> Doc {
             format!("{} ({}, {:?})", s.cycle_id, s.kind, s.status),
         ));
         facts.push(("Counts", counts(s)));
-        if failures.is_empty() && !matches!(event, Event::Resolved { .. } | Event::Test) {
+        if failures.is_empty() && event.lists_failures() {
             failures = s
                 .problems
                 .iter()

@@ -39,6 +39,9 @@ pub(crate) enum SendError {
     /// quotes the server's reply, never the password.
     #[error("{0}")]
     Smtp(#[from] lettre::transport::smtp::Error),
+    /// The whole conversation took longer than `timeout` (a server that stops answering).
+    #[error("no complete answer from the mail server within {0:?}")]
+    Timeout(Duration),
     /// The outbox could not be read or written.
     #[error(transparent)]
     State(#[from] StateError),
@@ -50,7 +53,7 @@ impl SendError {
         match self {
             SendError::Smtp(e) => e.is_permanent(),
             SendError::Build(_) => true,
-            SendError::Tls(_) | SendError::State(_) => false,
+            SendError::Tls(_) | SendError::State(_) | SendError::Timeout(_) => false,
         }
     }
 }
@@ -61,6 +64,9 @@ pub(crate) struct Mailer {
     from: Mailbox,
     /// What protects the connection, for `test-email`.
     pub security: SmtpSecurity,
+    /// The longest one message's conversation may take: lettre bounds connecting and each
+    /// read, but a server that answers slowly line by line could hold a send for long.
+    timeout: Duration,
 }
 
 /// What the server answered to an accepted message.
@@ -105,13 +111,16 @@ impl Mailer {
             transport: builder.build(),
             from,
             security: settings.security,
+            timeout: settings.timeout,
         })
     }
 
     /// Send one message; the server's reply when it accepted it.
     pub(crate) async fn send(&self, msg: &OutboxMessage) -> Result<Accepted, SendError> {
         let email = build(msg, &self.from)?;
-        let response = self.transport.send(email).await?;
+        let response = tokio::time::timeout(self.timeout, self.transport.send(email))
+            .await
+            .map_err(|_| SendError::Timeout(self.timeout))??;
         let text: Vec<&str> = response.message().collect();
         Ok(Accepted {
             reply: format!("{} {}", response.code(), text.join(" ")),

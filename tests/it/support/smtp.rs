@@ -253,11 +253,18 @@ impl Drop for SmtpSink {
 
 /// A message's subject line.
 pub fn subject(message: &str) -> String {
-    message
-        .lines()
-        .find_map(|l| l.strip_prefix("Subject: "))
+    // Unfolded (RFC 5322: a long header goes on in lines that start with white space).
+    let mut lines = message.lines().skip_while(|l| !l.starts_with("Subject: "));
+    let mut out = lines
+        .next()
+        .and_then(|l| l.strip_prefix("Subject: "))
         .unwrap_or_default()
-        .to_string()
+        .to_string();
+    for l in lines.take_while(|l| l.starts_with([' ', '\t'])) {
+        out.push(' ');
+        out.push_str(l.trim_start());
+    }
+    out
 }
 
 /// A message's text/plain part, decoded (quoted-printable, base64 or 7bit, as lettre chose).
@@ -280,7 +287,14 @@ fn part(message: &str, content_type: &str) -> String {
     let split = rest.find("\n\n").unwrap();
     let headers = &rest[..split];
     let rest = &rest[split + 2..];
-    let content = &rest[..rest.find("\n--").unwrap_or(rest.len())];
+    // The part ends at its boundary line (a body line may start with "--" too).
+    let boundary = body
+        .split("boundary=\"")
+        .nth(1)
+        .and_then(|b| b.split('"').next())
+        .expect("a multipart boundary");
+    let end = rest.find(&format!("\n--{boundary}")).unwrap_or(rest.len());
+    let content = &rest[..end];
     if headers.contains("Content-Transfer-Encoding: base64") {
         let joined: String = content.split_whitespace().collect();
         let bytes = base64::engine::general_purpose::STANDARD

@@ -16,9 +16,13 @@ import os
 import ssl
 import sys
 import threading
+import warnings
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+# aiosmtpd 1.4 warns about its own use of Session.login_data on every login.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 class Sink:
@@ -55,7 +59,9 @@ def main():
             and auth_data.login == user
             and auth_data.password == password
         )
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers the refusal (535) itself; with the default (True)
+        # it would leave the client waiting for an answer that never comes.
+        return AuthResult(success=ok, handled=False)
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(a.cert, a.key)
