@@ -15,14 +15,14 @@ import itertools
 import os
 import ssl
 import sys
+import logging
 import threading
-import warnings
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-# aiosmtpd 1.4 warns about its own use of Session.login_data on every login.
-warnings.filterwarnings("ignore", category=DeprecationWarning)
+# aiosmtpd 1.4 logs a warning about its own use of Session.login_data on every login.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 class Sink:
