@@ -281,3 +281,49 @@ fn test_email_reports_the_smtp_conversation() {
     fixture.write_config(&plain);
     fixture.run(&["test-email"]).assert_code(3);
 }
+
+#[test]
+fn check_config_reads_the_smtp_password_and_read_only_commands_need_none() {
+    let sandbox = Sandbox::start();
+    let fixture = Fixture::new(&sandbox.url());
+    let text = job_config(&JobOptions::new(&sandbox.url()))
+        .replacen(
+            "state_dir = \"state\"\n",
+            "state_dir = \"state\"\n[smtp]\nurl = \"smtp://mail.example.com\"\nfrom = \"p@example.com\"\n\
+             username = \"u\"\npassword_file = \"no-such-password\"\n",
+            1,
+        )
+        .replacen(
+            "scope = \"assigned\"",
+            "scope = \"assigned\"\nnotification_email = \"admin@example.com\"",
+            1,
+        );
+    fixture.write_config(&text);
+    let out = fixture.run(&["check-config"]);
+    out.assert_code(3);
+    assert!(out.all().contains("smtp.password_file"), "{}", out.all());
+    fixture.run(&["status"]).assert_code(0);
+
+    // Addresses without a mail server, and plain SMTP beyond loopback, are refused by key.
+    let no_smtp = job_config(&JobOptions::new(&sandbox.url())).replacen(
+        "scope = \"assigned\"",
+        "scope = \"assigned\"\nnotification_email = \"admin@example.com\"",
+        1,
+    );
+    fixture.write_config(&no_smtp);
+    let out = fixture.run(&["check-config"]);
+    out.assert_code(3);
+    assert!(
+        out.all().contains("jobs[0].notification_email"),
+        "{}",
+        out.all()
+    );
+    let plain = text.replace(
+        "url = \"smtp://mail.example.com\"",
+        "url = \"smtp://mail.example.com\"\nstarttls = \"never\"",
+    );
+    fixture.write_config(&plain);
+    let out = fixture.run(&["check-config"]);
+    out.assert_code(3);
+    assert!(out.all().contains("smtp.starttls"), "{}", out.all());
+}
