@@ -82,6 +82,9 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
                 if let Some(e) = &c.error {
                     outln!("    error: {e}");
                 }
+                for line in problem_lines(c, &s.job, STATUS_PROBLEMS) {
+                    outln!("    {line}");
+                }
             }
             None => outln!("  last cycle: none yet"),
         }
@@ -128,6 +131,47 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
         }
     }
     super::exit::OK
+}
+
+/// Problems of the last cycle the text `status` lists; the rest are counted.
+const STATUS_PROBLEMS: usize = 10;
+
+/// The last cycle's problems as `status` lists them: a heading with their count, the first
+/// `limit` (identical ones once, with their count), then how many more and where they are.
+fn problem_lines(c: &crate::summary::CycleSummary, job: &str, limit: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    if c.problem_count == 0 {
+        return out;
+    }
+    out.push(format!("problems ({}):", c.problem_count));
+    let mut listed = 0;
+    for p in c.problems.iter().take(limit) {
+        let name = p
+            .name
+            .as_deref()
+            .map(|n| format!(" {n:?}"))
+            .unwrap_or_default();
+        out.push(format!(
+            "  {} {}{name}: {}: {}",
+            p.object_type.as_deref().unwrap_or("object"),
+            p.id.as_deref().unwrap_or("-"),
+            p.code,
+            crate::util::text::bounded_text(&p.reason, 160)
+        ));
+        if p.count > 1 {
+            out.push(format!("    (and {} more object(s) alike)", p.count - 1));
+        }
+        listed += p.count;
+    }
+    if c.problem_count > listed {
+        out.push(format!(
+            "  and {} more: every problem is a \"problem\" event in the log (cycle {}); \
+             `provisiond sync --job {job} --dry-run` lists the skipped objects",
+            c.problem_count - listed,
+            c.cycle_id
+        ));
+    }
+    out
 }
 
 /// The job's state in words, with the command to run next.
