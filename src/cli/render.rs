@@ -120,7 +120,11 @@ pub(crate) fn render_summary(s: &CycleSummary) -> String {
 pub(crate) fn render_report(r: &CycleReport) -> String {
     let mut out = render_summary(&r.summary);
     if r.summary.dry_run {
-        out.push_str(&render_plan(&r.actions));
+        let finished = matches!(
+            r.summary.status,
+            CycleStatus::Succeeded | CycleStatus::EntryLevelErrors
+        );
+        out.push_str(&render_plan(&r.actions, finished));
     }
     out
 }
@@ -144,8 +148,9 @@ const KINDS: [(&str, &str, &str); 10] = [
 
 /// A dry run's plan, for review: each create with the attributes it would send, each update's
 /// changes (old → new), disables and deletes named, members by name, every skipped object with
-/// why, then one summary line per kind of action.
-pub(crate) fn render_plan(actions: &[ActionRecord]) -> String {
+/// why, then one summary line per kind of action. `finished`: the dry cycle ran to its end
+/// (else the plan is only what it got to).
+pub(crate) fn render_plan(actions: &[ActionRecord], finished: bool) -> String {
     use std::fmt::Write;
     let mut out = String::from("  plan (dry run: no writing request was sent):\n");
     let known = |a: &ActionRecord| KINDS.iter().any(|(k, _, _)| *k == a.action);
@@ -175,7 +180,18 @@ pub(crate) fn render_plan(actions: &[ActionRecord]) -> String {
         };
         let _ = writeln!(out, "    {label:<16} {what}");
     }
-    if !any_change {
+    let failed = actions.iter().any(|a| a.action == "failed");
+    if !finished {
+        let _ = writeln!(
+            out,
+            "    incomplete: the dry run stopped (see the error above); this is not the whole plan"
+        );
+    } else if !any_change && failed {
+        let _ = writeln!(
+            out,
+            "    no changes besides the failed objects above, which are not in step"
+        );
+    } else if !any_change {
         let _ = writeln!(out, "    no changes: the target is in step with the source");
     }
     out
@@ -215,26 +231,42 @@ fn plan_entry(out: &mut String, mark: &str, a: &ActionRecord) {
         .get(key)
         .and_then(serde_json::Value::as_str)
         .unwrap_or(&a.name);
-    let head = match a.action.as_str() {
-        "create" => format!("create {ty} {name:?}"),
-        "adopt" => format!("adopt {ty} {name:?}: {}", a.detail),
-        "update" => format!("update {ty} {name:?}"),
-        "disable" | "delete" if a.detail.is_empty() => format!("{} {ty} {name:?}", a.action),
-        "disable" | "delete" => format!("{} {ty} {name:?}: {}", a.action, a.detail),
-        "add_members" => format!(
-            "add {} to group {name:?}:",
-            plural(a.members.len() as u64, "member")
+    // The heading, and the reason after it (on the lines below when both don't fit).
+    let (head, why) = match a.action.as_str() {
+        "create" => (format!("create {ty} {name:?}"), ""),
+        "update" => (format!("update {ty} {name:?}"), ""),
+        "add_members" => (
+            format!(
+                "add {} to group {name:?}:",
+                plural(a.members.len() as u64, "member")
+            ),
+            "",
         ),
-        "remove_members" => {
+        "remove_members" => (
             format!(
                 "remove {} from group {name:?}:",
                 plural(a.members.len() as u64, "member")
-            )
-        }
-        "skip" | "failed" => format!("{} {ty} {name:?} ({}): {}", a.action, a.source_id, a.detail),
-        other => format!("{other} {ty} {name:?}: {}", a.detail),
+            ),
+            "",
+        ),
+        "skip" | "failed" => (
+            format!("{} {ty} {name:?} ({})", a.action, a.source_id),
+            a.detail.as_str(),
+        ),
+        other => (format!("{other} {ty} {name:?}"), a.detail.as_str()),
     };
-    let _ = writeln!(out, "    {mark} {}", clip(&head, WIDTH - 6));
+    let one_line = format!("{head}: {why}");
+    if why.is_empty() {
+        let _ = writeln!(out, "    {mark} {}", clip(&head, WIDTH - 6));
+    } else if one_line.chars().count() <= WIDTH - 6 {
+        let _ = writeln!(out, "    {mark} {one_line}");
+    } else {
+        let _ = writeln!(out, "    {mark} {}:", clip(&head, WIDTH - 7));
+        let words: Vec<String> = why.split_whitespace().map(str::to_string).collect();
+        for line in fill(&words, WIDTH - 8) {
+            let _ = writeln!(out, "        {line}");
+        }
+    }
     for (path, value) in &a.attributes {
         let line = format!("{path:<28} {}", show(Some(value)));
         let _ = writeln!(out, "        {}", clip(&line, WIDTH - 8));
@@ -279,24 +311,109 @@ fn clip(s: &str, max: usize) -> String {
 /// Comma-separated items over as many lines of at most `max` characters as they need (an item
 /// longer than a line has a line of its own).
 fn wrap(items: &[String], max: usize) -> Vec<String> {
+    let n = items.len();
+    let pieces: Vec<String> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            if i + 1 < n {
+                format!("{item},")
+            } else {
+                item.clone()
+            }
+        })
+        .collect();
+    fill(&pieces, max)
+}
+
+/// Words over as many lines of at most `max` characters as they need, a space apart (a word
+/// longer than a line has a line of its own).
+fn fill(words: &[String], max: usize) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
-    for (i, item) in items.iter().enumerate() {
-        let piece = if i + 1 < items.len() {
-            format!("{item},")
-        } else {
-            item.clone()
-        };
-        if !line.is_empty() && line.chars().count() + 1 + piece.chars().count() > max {
+    for word in words {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > max {
             lines.push(std::mem::take(&mut line));
         }
         if !line.is_empty() {
             line.push(' ');
         }
-        line.push_str(&piece);
+        line.push_str(word);
     }
     if !line.is_empty() {
         lines.push(line);
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(action: &str, ty: ObjectType, name: &str, detail: &str) -> ActionRecord {
+        ActionRecord::new(action, ty, "src-1", None, name, detail.to_string())
+    }
+
+    #[test]
+    fn lines_are_filled_to_the_width_and_a_long_word_keeps_its_own_line() {
+        let words: Vec<String> = ["aaa", "bbb", "ccc", "dddddddddd", "e"]
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        assert_eq!(fill(&words, 7), ["aaa bbb", "ccc", "dddddddddd", "e"]);
+        let items: Vec<String> = ["x", "y", "z"].iter().map(|w| w.to_string()).collect();
+        assert_eq!(wrap(&items, 5), ["x, y,", "z"]);
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("abc", 4), "abc");
+    }
+
+    #[test]
+    fn the_plan_names_creates_by_user_name_and_sums_up_each_action() {
+        let mut create = record("create", ObjectType::User, "Alice Liddell", "");
+        create
+            .attributes
+            .insert("userName".into(), json!("alice@contoso.com"));
+        create.attributes.insert("active".into(), json!(true));
+        let mut members = record("add_members", ObjectType::Group, "Eng", "2 member(s): a, b");
+        members.members = vec!["Alice Liddell".into(), "Bob Builder".into()];
+        let long = "out of scope: ".to_string() + &"very long reason ".repeat(10);
+        let skip = record("skip", ObjectType::User, "Carol", &long);
+        let plan = render_plan(&[skip, members, create], true);
+        let lines: Vec<&str> = plan.lines().collect();
+        // Creates first whatever the order of the records, named by userName.
+        assert_eq!(
+            lines[1], "    + create user \"alice@contoso.com\"",
+            "{plan}"
+        );
+        assert!(lines[2].trim_start().starts_with("active"), "{plan}");
+        assert!(
+            plan.contains("\"Alice Liddell\", \"Bob Builder\""),
+            "{plan}"
+        );
+        // A reason too long for the heading's line continues below it, whole.
+        assert!(
+            plan.contains("    · skip user \"Carol\" (src-1):\n"),
+            "{plan}"
+        );
+        assert_eq!(plan.matches("reason").count(), 10, "{plan}");
+        for want in [
+            "create           1 user",
+            "add members      1 group",
+            "skip             1 user",
+        ] {
+            assert!(plan.contains(want), "{want:?} not in {plan}");
+        }
+        assert!(!plan.contains("no changes"), "{plan}");
+        assert!(plan.lines().all(|l| l.chars().count() <= WIDTH), "{plan}");
+        let skip = record("skip", ObjectType::Group, "G", "out of scope");
+        let none = render_plan(std::slice::from_ref(&skip), true);
+        assert!(none.contains("no changes: the target is in step"), "{none}");
+        let stopped = render_plan(std::slice::from_ref(&skip), false);
+        assert!(stopped.contains("incomplete"), "{stopped}");
+        assert!(!stopped.contains("in step"), "{stopped}");
+        let failed = record("failed", ObjectType::User, "U", "EntryConflict: x");
+        let failing = render_plan(&[skip, failed], true);
+        assert!(failing.contains("which are not in step"), "{failing}");
+    }
 }

@@ -587,7 +587,9 @@ impl<'a> Exporter<'a> {
                     ObjectType::User => t.users.failed += 1,
                     ObjectType::Group => t.groups.failed += 1,
                 }
-                tracing::warn!(
+                // Debug, as it happens: the cycle's one `problem` event per problem is what
+                // admins and log shippers read (and count against `problem_count`).
+                tracing::debug!(
                     job = self.job,
                     cycle_id = self.cycle_id,
                     object_type = %ty,
@@ -1072,7 +1074,8 @@ impl<'a> Exporter<'a> {
                         t.groups.failed += 1;
                         t.groups_unchanged_then_failed += 1;
                     }
-                    tracing::warn!(job = self.job, cycle_id = self.cycle_id, group_id = %m.group_source_id,
+                    // Debug: the cycle's `problem` event reports it (see `finish`).
+                    tracing::debug!(job = self.job, cycle_id = self.cycle_id, group_id = %m.group_source_id,
                         code = %f.code, reason = %f.reason, "membership export failed");
                     self.escrow.failed(
                         (ObjectType::Group, m.group_source_id.clone(), true),

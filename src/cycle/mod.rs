@@ -554,7 +554,7 @@ impl<'c> Cycle<'c> {
 
     /// Mark `summary` failed with `error`, measured up to now.
     fn fail(&self, mut summary: CycleSummary, error: String) -> CycleSummary {
-        tracing::error!(job = %self.job.name, cycle_id = %self.cycle_id, error = %error, "cycle failed");
+        tracing::error!(job = %self.job.name, cycle_id = %self.cycle_id, error = %error, problems = summary.problem_count, "cycle failed");
         summary.error = Some(error);
         summary.status = CycleStatus::Failed;
         summary.duration_ms = self.started.elapsed().as_millis() as u64;
