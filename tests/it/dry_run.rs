@@ -299,7 +299,8 @@ fn problem_directory(pairs: usize) -> Value {
 fn every_problem_is_one_daemon_log_event_and_status_lists_the_first() {
     let sandbox = Sandbox::start();
     let f = fixture(&sandbox);
-    const N: usize = 24;
+    // More than the 100 problems a summary keeps: the log has every one.
+    const N: usize = 120;
     f.write_directory(&problem_directory(N / 2));
     let mut daemon = f.spawn(&["--log-format", "json", "run"]);
     let job = wait_for(Duration::from_secs(30), "the first cycle", || {
@@ -312,6 +313,7 @@ fn every_problem_is_one_daemon_log_event_and_status_lists_the_first() {
     let last = &job["last_cycle"];
     let count = last["problem_count"].as_u64().unwrap();
     assert!(count >= N as u64, "{last}");
+    assert!(last["problems"].as_array().unwrap().len() <= 100, "{last}");
     let cycle_id = last["cycle_id"].as_str().unwrap().to_string();
 
     // The text status: the count, the first ten, and how many more.
