@@ -22,7 +22,7 @@ pub(crate) use expr::expr;
 pub(crate) use mappings::mappings;
 pub(crate) use sandbox::sandbox;
 pub(crate) use status::status;
-pub(crate) use sync::sync;
+pub(crate) use sync::{sync, SyncMode};
 pub(crate) use test_connection::test_connection;
 pub(crate) use test_email::test_email;
 
@@ -46,10 +46,14 @@ pub(crate) mod exit {
     pub(crate) const ENTRY_ERRORS: i32 = 1;
     /// The command line is wrong (clap uses 2 too), or `--job` names no job.
     pub(crate) const USAGE: i32 = 2;
-    /// The configuration file is missing or wrong (the message names the file and the key).
-    pub(crate) const CONFIG: i32 = 3;
+    /// `sync --dry-run --detailed-exitcode` planned changes (as `terraform plan`): a script or
+    /// a CI job gates on it. Never used otherwise, so each code means one thing.
+    pub(crate) const PENDING_CHANGES: i32 = 3;
     /// A cycle failed, or the command could not do its work (daemon, store, socket).
     pub(crate) const FAILED: i32 = 4;
+    /// The configuration file is missing or wrong (the message names the file and the key).
+    /// Not 3: that is `--detailed-exitcode`'s "changes pending", as in `terraform plan`.
+    pub(crate) const CONFIG: i32 = 5;
     /// A stop (Ctrl-C, SIGTERM) interrupted a cycle: 128 + SIGINT, as shells report it.
     pub(crate) const INTERRUPTED: i32 = 130;
 }
@@ -59,8 +63,9 @@ const EXIT_CODES_HELP: &str = "Exit codes:
   0  success
   1  some objects failed (entry-level errors), or test-connection or test-email found a problem
   2  usage error (command line, unknown --job)
-  3  configuration error (the message names the file and the key)
+  3  sync --dry-run --detailed-exitcode: changes are pending
   4  a cycle failed, or the daemon, the store or the socket could not be used
+  5  configuration error (the message names the file and the key)
   130 a stop (Ctrl-C, SIGTERM) interrupted a cycle; the next cycle carries on";
 
 /// The version line: the crate's version and the commit it was built from (`build.rs`).
@@ -108,6 +113,10 @@ pub enum Command {
         /// Plan and show what would change; send no writing request.
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run, as `terraform plan`: exit 0 when nothing would change, 3 when
+        /// changes are pending (1 and 4 as usual).
+        #[arg(long, requires = "dry_run")]
+        detailed_exitcode: bool,
         /// Print one JSON object per job.
         #[arg(long)]
         json: bool,
@@ -397,8 +406,18 @@ where
     match cli.command {
         // Installed before the store opens: see `shutdown_signal`.
         Command::Run => run::run(config, shutdown_signal(), reload_signal()).await,
-        Command::Sync { job, dry_run, json } => {
-            sync(&config, job.as_deref(), dry_run, json, shutdown_signal).await
+        Command::Sync {
+            job,
+            dry_run,
+            detailed_exitcode,
+            json,
+        } => {
+            let mode = SyncMode {
+                dry_run,
+                detailed_exitcode,
+                json,
+            };
+            sync(&config, job.as_deref(), mode, shutdown_signal).await
         }
         Command::TestConnection { job } => test_connection(&config, job.as_deref()).await,
         Command::TestEmail { job } => test_email(&config, job.as_deref()).await,

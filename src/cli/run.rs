@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::daemon::DaemonError;
 use std::future::Future;
 
-/// Run the daemon (see [`crate::daemon::run_reloadable`]), reloading on each of `reloads`; its errors become exit codes 3 (a job's target
+/// Run the daemon (see [`crate::daemon::run_reloadable`]), reloading on each of `reloads`; its errors become exit codes 5 (a job's target
 /// settings make no client) or 4 (the store, the socket or the workers failed): see
 /// [`super::exit`]. A stop (SIGTERM) is a clean end, 0, also mid-cycle.
 pub(super) async fn run(

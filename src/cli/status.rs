@@ -82,6 +82,9 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
                 if let Some(e) = &c.error {
                     outln!("    error: {e}");
                 }
+                for line in problem_lines(c, &s.job, STATUS_PROBLEMS) {
+                    outln!("    {line}");
+                }
             }
             None => outln!("  last cycle: none yet"),
         }
@@ -128,6 +131,52 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
         }
     }
     super::exit::OK
+}
+
+/// Problems of the last cycle the text `status` lists; the rest are counted.
+const STATUS_PROBLEMS: usize = 10;
+
+/// The last cycle's problems as `status` lists them: a heading with their count, the first
+/// `limit` (identical ones once, with their count), then how many more and where they are.
+fn problem_lines(c: &crate::summary::CycleSummary, job: &str, limit: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    if c.problem_count == 0 {
+        return out;
+    }
+    out.push(format!("problems ({}):", c.problem_count));
+    let mut listed = 0;
+    for p in c.problems.iter().take(limit) {
+        // A problem of the whole cycle (held deletions, escrow) names no object.
+        let object = match (&p.object_type, &p.id, &p.name) {
+            (None, None, None) => String::new(),
+            (ty, id, name) => format!(
+                "{} {}{}: ",
+                ty.as_deref().unwrap_or("object"),
+                id.as_deref().unwrap_or("-"),
+                name.as_deref()
+                    .map(|n| format!(" {n:?}"))
+                    .unwrap_or_default()
+            ),
+        };
+        out.push(format!(
+            "  {object}{}: {}",
+            p.code,
+            crate::util::text::bounded_text(&p.reason, 160)
+        ));
+        if p.count > 1 {
+            out.push(format!("    (and {} more object(s) alike)", p.count - 1));
+        }
+        listed += p.count;
+    }
+    if c.problem_count > listed {
+        out.push(format!(
+            "  and {} more: every problem is a \"problem\" event in the log (cycle {}); \
+             `provisiond sync --job {job} --dry-run` lists the skipped objects",
+            c.problem_count - listed,
+            c.cycle_id
+        ));
+    }
+    out
 }
 
 /// The job's state in words, with the command to run next.
@@ -216,5 +265,64 @@ fn quarantine_advice(reason: QuarantineReason, s: &JobStatus) -> String {
             "too many actions failed: see the last cycle's problems, fix the cause, then \
              `provisiond restart --job {job}` (or `--reset quarantine` to keep retrying the escrows)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod problem_tests {
+    use super::problem_lines;
+    use serde_json::json;
+
+    fn summary(problems: serde_json::Value, count: u64) -> crate::summary::CycleSummary {
+        let zero = json!({"created": 0, "updated": 0, "disabled": 0, "deleted": 0,
+            "unchanged": 0, "skipped": 0, "failed": 0});
+        serde_json::from_value(json!({
+            "job": "robin", "cycle_id": "c-1", "kind": "incremental",
+            "status": "entry_level_errors", "dry_run": false,
+            "started_at": "2026-01-01T00:00:00Z", "duration_ms": 1,
+            "users": zero, "groups": zero, "memberships": {"added": 0, "removed": 0},
+            "requests": {"GET": 0, "POST": 0, "PUT": 0, "PATCH": 0, "DELETE": 0},
+            "source_complete": true,
+            "problems": problems, "problem_count": count,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_first_problems_are_listed_then_how_many_more() {
+        let problems: Vec<_> = (0..12)
+            .map(|i| {
+                json!({"object_type": "user", "id": format!("u{i}"), "name": format!("U {i}"),
+                "code": "DuplicateSourceEntries", "reason": format!("value {i}")})
+            })
+            .collect();
+        let lines = problem_lines(&summary(json!(problems), 30), "robin", 10);
+        assert_eq!(lines[0], "problems (30):");
+        assert_eq!(
+            lines[1],
+            "  user u0 \"U 0\": DuplicateSourceEntries: value 0"
+        );
+        assert_eq!(lines.len(), 12, "{lines:#?}");
+        assert!(lines[11].starts_with("  and 20 more: "), "{lines:#?}");
+        assert!(lines[11].contains("cycle c-1"), "{lines:#?}");
+    }
+
+    #[test]
+    fn a_cycle_wide_problem_names_no_object_and_alike_ones_are_counted() {
+        let problems = json!([
+            {"code": "TooManyDeletes", "reason": "6 held"},
+            {"object_type": "user", "id": "u1", "code": "EntryConflict", "reason": "x", "count": 3},
+        ]);
+        let lines = problem_lines(&summary(problems, 4), "robin", 10);
+        assert_eq!(
+            lines,
+            [
+                "problems (4):",
+                "  TooManyDeletes: 6 held",
+                "  user u1: EntryConflict: x",
+                "    (and 2 more object(s) alike)",
+            ]
+        );
+        assert!(problem_lines(&summary(json!([]), 0), "robin", 10).is_empty());
     }
 }

@@ -29,6 +29,60 @@ pub struct ActionRecord {
     pub target_id: Option<String>,
     pub name: String,
     pub detail: String,
+    /// A create's attributes as sent, by target path: what `sync --dry-run` shows for review.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub attributes: serde_json::Map<String, Value>,
+    /// An update's attribute changes, old and new value; a reference (a manager) by the
+    /// referenced object's name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<RecordedChange>,
+    /// `add_members`/`remove_members`: the members' names (a dry run's new objects have no
+    /// target id worth showing), in the order of their target ids in `detail`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+}
+
+/// One attribute an update changes: `None` is absent (old) or removed (new).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedChange {
+    pub attribute: String,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+}
+
+impl ActionRecord {
+    /// A record with no attributes, changes or members.
+    pub(crate) fn new(
+        action: &str,
+        object_type: ObjectType,
+        source_id: &str,
+        target_id: Option<String>,
+        name: &str,
+        detail: String,
+    ) -> Self {
+        ActionRecord {
+            action: action.to_string(),
+            object_type,
+            source_id: source_id.to_string(),
+            target_id,
+            name: name.to_string(),
+            detail,
+            attributes: serde_json::Map::new(),
+            changes: Vec::new(),
+            members: Vec::new(),
+        }
+    }
+}
+
+/// The attributes a create sends (its mapped values and the create-only ones), for the record.
+fn sent_attributes(mapped: &crate::mapping::Mapped) -> serde_json::Map<String, Value> {
+    mapped
+        .values
+        .iter()
+        .chain(mapped.create_only.iter())
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +138,19 @@ pub(crate) struct Exporter<'a> {
 }
 
 type Owners = HashMap<(ObjectType, String), String>;
+
+/// (type, target id) → source id, from the links.
+fn owner_index(links: &LinkIndex) -> Owners {
+    [ObjectType::User, ObjectType::Group]
+        .into_iter()
+        .flat_map(|ty| {
+            links
+                .of(ty)
+                .values()
+                .map(move |l| ((ty, l.target_id.clone()), l.source_id.clone()))
+        })
+        .collect()
+}
 
 /// The result of one object's processing.
 enum Outcome {
@@ -302,23 +369,54 @@ impl<'a> Exporter<'a> {
         }
     }
 
+    /// An update's changes for the record. A reference (phase two: a manager) names the
+    /// object it points to, as members do: a dry run's new objects have only placeholder ids.
+    fn recorded_changes(&self, changes: &[crate::plan::Change]) -> Vec<RecordedChange> {
+        let reference = self.in_references.load(Ordering::SeqCst);
+        let named = |v: &Option<Value>| -> Option<Value> {
+            match v {
+                Some(Value::String(id)) if reference => self
+                    .member_names(std::slice::from_ref(id))
+                    .pop()
+                    .map(Value::String),
+                other => other.clone(),
+            }
+        };
+        changes
+            .iter()
+            .map(|c| RecordedChange {
+                attribute: c.path.clone(),
+                old: named(&c.old),
+                new: named(&c.new),
+            })
+            .collect()
+    }
+
+    /// The names of members given by target id, from the links (a dry run links its pretended
+    /// creates too); an id no link knows stays as it is.
+    fn member_names(&self, ids: &[String]) -> Vec<String> {
+        let mut owners = lock(&self.owners);
+        let links = lock(&self.links);
+        let o = owners.get_or_insert_with(|| owner_index(&links));
+        ids.iter()
+            .map(|id| {
+                [ObjectType::User, ObjectType::Group]
+                    .into_iter()
+                    .find_map(|ty| {
+                        let source_id = o.get(&(ty, id.clone()))?;
+                        links.get(ty, source_id).map(|l| l.display_name.clone())
+                    })
+                    .unwrap_or_else(|| id.clone())
+            })
+            .collect()
+    }
+
     /// Claim a target object for a source object, atomically: two objects provisioned at once
     /// that match the same target object (through different matching attributes) can't both
     /// adopt it. `Err` names the source object that holds it.
     fn claim(&self, ty: ObjectType, target_id: &str, source_id: &str) -> Result<(), Claimed> {
         let mut owners = lock(&self.owners);
-        let o = owners.get_or_insert_with(|| {
-            let links = lock(&self.links);
-            [ObjectType::User, ObjectType::Group]
-                .into_iter()
-                .flat_map(|ty| {
-                    links
-                        .of(ty)
-                        .values()
-                        .map(move |l| ((ty, l.target_id.clone()), l.source_id.clone()))
-                })
-                .collect()
-        });
+        let o = owners.get_or_insert_with(|| owner_index(&lock(&self.links)));
         match o.get(&(ty, target_id.to_string())) {
             Some(owner) if owner != source_id => Err(Claimed {
                 owner: owner.clone(),
@@ -395,6 +493,13 @@ impl<'a> Exporter<'a> {
         });
         self.note_escrow(name, action, &result);
         self.classify(result.as_ref().err());
+        // Before the tally is locked (lock order: owners, links, tally).
+        let changes = match (&result, action) {
+            (Ok(Outcome::Updated(_)), Action::Update(u)) if self.record_actions => {
+                self.recorded_changes(&u.changes)
+            }
+            _ => Vec::new(),
+        };
         let mut t = lock(&self.tally);
         match result {
             Ok(outcome) => {
@@ -456,14 +561,17 @@ impl<'a> Exporter<'a> {
                     "exported"
                 );
                 if self.record_actions {
-                    t.records.push(ActionRecord {
-                        action: verb.to_string(),
-                        object_type: ty,
-                        source_id: source_id.to_string(),
-                        target_id: target_id.cloned(),
-                        name: name.to_string(),
-                        detail,
-                    });
+                    let mut r =
+                        ActionRecord::new(verb, ty, source_id, target_id.cloned(), name, detail);
+                    match (verb, action) {
+                        ("create", Action::Provision(Provision { mapped, .. }))
+                        | ("create", Action::Update(Update { mapped, .. })) => {
+                            r.attributes = sent_attributes(mapped);
+                        }
+                        ("update", _) => r.changes = changes,
+                        _ => {}
+                    }
+                    t.records.push(r);
                 }
             }
             Err(f) => {
@@ -479,7 +587,9 @@ impl<'a> Exporter<'a> {
                     ObjectType::User => t.users.failed += 1,
                     ObjectType::Group => t.groups.failed += 1,
                 }
-                tracing::warn!(
+                // Debug, as it happens: the cycle's one `problem` event per problem is what
+                // admins and log shippers read (and count against `problem_count`).
+                tracing::debug!(
                     job = self.job,
                     cycle_id = self.cycle_id,
                     object_type = %ty,
@@ -490,14 +600,10 @@ impl<'a> Exporter<'a> {
                     "export failed"
                 );
                 if self.record_actions {
-                    t.records.push(ActionRecord {
-                        action: "failed".to_string(),
-                        object_type: ty,
-                        source_id: source_id.to_string(),
-                        target_id: None,
-                        name: name.to_string(),
-                        detail: format!("{}: {}", f.code, f.reason),
-                    });
+                    let detail = format!("{}: {}", f.code, f.reason);
+                    t.records.push(ActionRecord::new(
+                        "failed", ty, source_id, None, name, detail,
+                    ));
                 }
                 t.problems.push(Problem {
                     object_type: Some(ty.as_str().to_string()),
@@ -925,6 +1031,11 @@ impl<'a> Exporter<'a> {
                 Err(e) => Err(e.into()),
             };
             self.classify(outcome.as_ref().err());
+            // Resolved before the tally is locked (lock order: owners, links, tally).
+            let names = match (&outcome, self.record_actions) {
+                (Ok(()), true) => self.member_names(&ids),
+                _ => Vec::new(),
+            };
             let mut t = lock(&self.tally);
             match outcome {
                 Ok(()) => {
@@ -942,14 +1053,16 @@ impl<'a> Exporter<'a> {
                     tracing::info!(job = self.job, cycle_id = self.cycle_id, action = verb,
                         group_id = %m.group_source_id, target_id = %m.group_target_id, count = n, "exported");
                     if self.record_actions {
-                        t.records.push(ActionRecord {
-                            action: verb.to_string(),
-                            object_type: ObjectType::Group,
-                            source_id: m.group_source_id.clone(),
-                            target_id: Some(m.group_target_id.clone()),
-                            name: m.display_name.clone(),
-                            detail: format!("{n} member(s): {}", ids.join(", ")),
-                        });
+                        let mut r = ActionRecord::new(
+                            verb,
+                            ObjectType::Group,
+                            &m.group_source_id,
+                            Some(m.group_target_id.clone()),
+                            &m.display_name,
+                            format!("{n} member(s): {}", ids.join(", ")),
+                        );
+                        r.members = names;
+                        t.records.push(r);
                     }
                 }
                 Err(f) => {
@@ -961,7 +1074,8 @@ impl<'a> Exporter<'a> {
                         t.groups.failed += 1;
                         t.groups_unchanged_then_failed += 1;
                     }
-                    tracing::warn!(job = self.job, cycle_id = self.cycle_id, group_id = %m.group_source_id,
+                    // Debug: the cycle's `problem` event reports it (see `finish`).
+                    tracing::debug!(job = self.job, cycle_id = self.cycle_id, group_id = %m.group_source_id,
                         code = %f.code, reason = %f.reason, "membership export failed");
                     self.escrow.failed(
                         (ObjectType::Group, m.group_source_id.clone(), true),

@@ -266,6 +266,11 @@ async fn cycle_in_span(
         env: &env,
     };
     let mut plan = cycle.plan_objects(&dir, &scoped, &links, &settings);
+    let skips = if opts.record_actions {
+        skip_records(&dir, &scoped, &links, &plan)
+    } else {
+        Vec::new()
+    };
     let mut problems: Vec<Problem> = plan.problems.clone();
     let linked = [ObjectType::User, ObjectType::Group]
         .iter()
@@ -292,7 +297,8 @@ async fn cycle_in_span(
         .await;
     let tally = book.tally();
     escrow_problems(&tally, &mut problems);
-    let (aborted, links, actions) = cycle.summarise(&mut summary, &plan, problems, exporter);
+    let (aborted, links, mut actions) = cycle.summarise(&mut summary, &plan, problems, exporter);
+    actions.extend(skips);
     summary.escrowed = tally.escrowed;
     summary.escrow_retried = tally.retried;
     summary.staged_deletes = held.staged.len() as u64;
@@ -371,6 +377,42 @@ async fn cycle_in_span(
         actions,
         source_read: None,
     }
+}
+
+/// A record of each object the plan skips, with why: out of scope and never provisioned, or a
+/// problem of its own (invalid, duplicate matching value, unmappable). A dry run lists them so
+/// an admin reviewing the plan sees what will *not* be provisioned as well as what will.
+fn skip_records(
+    dir: &Directory,
+    scoped: &Scoped,
+    links: &LinkIndex,
+    plan: &Plan,
+) -> Vec<ActionRecord> {
+    let mut out = Vec::new();
+    for ty in [ObjectType::User, ObjectType::Group] {
+        for (id, obj) in dir.objects(ty) {
+            if let Some(Err(why)) = scoped.decision(ty, id) {
+                if links.get(ty, id).is_none() {
+                    let detail = format!("out of scope: {why}");
+                    let name = obj.display_name();
+                    out.push(ActionRecord::new("skip", ty, id, None, name, detail));
+                }
+            }
+        }
+    }
+    for p in &plan.problems {
+        let ty = match p.object_type.as_deref() {
+            Some("user") => ObjectType::User,
+            Some("group") => ObjectType::Group,
+            // An object whose type could not be told: the summary's problems list it.
+            _ => continue,
+        };
+        let id = p.id.as_deref().unwrap_or("-");
+        let name = p.name.as_deref().unwrap_or(id);
+        let detail = format!("{}: {}", p.code, p.reason);
+        out.push(ActionRecord::new("skip", ty, id, None, name, detail));
+    }
+    out
 }
 
 /// The job's quarantine reason, for the summary.
@@ -512,7 +554,7 @@ impl<'c> Cycle<'c> {
 
     /// Mark `summary` failed with `error`, measured up to now.
     fn fail(&self, mut summary: CycleSummary, error: String) -> CycleSummary {
-        tracing::error!(job = %self.job.name, cycle_id = %self.cycle_id, error = %error, "cycle failed");
+        tracing::error!(job = %self.job.name, cycle_id = %self.cycle_id, error = %error, problems = summary.problem_count, "cycle failed");
         summary.error = Some(error);
         summary.status = CycleStatus::Failed;
         summary.duration_ms = self.started.elapsed().as_millis() as u64;
@@ -915,6 +957,21 @@ impl<'c> Cycle<'c> {
                 ),
                 count: 1,
             });
+        }
+        // One event per problem, where admins look (journald, log shippers): the summary keeps
+        // only the first `SUMMARY_PROBLEMS`, and `problem_count` (also in "cycle finished")
+        // counts exactly these events.
+        for p in &problems {
+            tracing::warn!(
+                job = %self.job.name,
+                cycle_id = %self.cycle_id,
+                object_type = p.object_type.as_deref(),
+                id = p.id.as_deref(),
+                name = p.name.as_deref(),
+                code = %p.code,
+                reason = %p.reason,
+                "problem"
+            );
         }
         summary.problem_count = problems.len() as u64;
         summary.problems = crate::summary::dedup_problems(problems)

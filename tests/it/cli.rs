@@ -113,7 +113,7 @@ const BAD_CONFIGS: &[BadConfig] = &[
     },
 ];
 
-/// Every bad config makes every config-reading command exit 3 before any request, with an
+/// Every bad config makes every config-reading command exit 5 before any request, with an
 /// error naming the file and the key (or line).
 #[test]
 fn bad_configs_exit_3_naming_file_and_key_before_any_request() {
@@ -147,7 +147,7 @@ fn bad_configs_exit_3_naming_file_and_key_before_any_request() {
             }
             let out = fixture.run(args);
             let ctx = format!("{} / {args:?}; {out}", case.what);
-            assert_eq!(out.code(), Some(3), "exit code: {ctx}");
+            assert_eq!(out.code(), Some(5), "exit code: {ctx}");
             assert!(out.stderr.contains(&config_path), "file not named: {ctx}");
             for f in case.fragments.iter().copied().chain(line.as_deref()) {
                 assert!(out.stderr.contains(f), "{f:?} not named: {ctx}");
@@ -190,7 +190,7 @@ fn config_from_env_and_missing_config_file() {
     let mut c = std::process::Command::new(bin());
     c.arg("--config").arg(&missing).arg("check-config");
     let out = run_command(c, fixture.dir.path(), RUN_LIMIT);
-    out.assert_code(3);
+    out.assert_code(5);
     assert!(out.stderr.contains(&missing.display().to_string()), "{out}");
 }
 
@@ -365,7 +365,7 @@ fn dry_run_sends_no_write_and_does_not_advance_state() {
     let out = fixture.run(&["sync", "--dry-run"]);
     out.assert_code(0);
     assert_eq!(sandbox.writes(), 0, "dry run wrote: {:?}", sandbox.counts());
-    assert!(out.stdout.contains("planned actions"), "{out}");
+    assert!(out.stdout.contains("plan (dry run"), "{out}");
     for i in 0..5 {
         let name = format!("\"User {i}\"");
         assert!(out.stdout.contains(&name), "{name} not listed; {out}");
@@ -392,7 +392,7 @@ fn dry_run_sends_no_write_and_does_not_advance_state() {
     let writes = sandbox.writes();
     let out = fixture.run(&["sync", "--dry-run"]);
     out.assert_code(0);
-    assert!(out.stdout.contains("(none)"), "{out}");
+    assert!(out.stdout.contains("no changes"), "{out}");
     assert_eq!(sandbox.writes(), writes);
 }
 

@@ -86,7 +86,7 @@ fn read_only_commands_need_no_secret_and_create_nothing() {
     assert_eq!(v[0]["state"], "not_run", "{out}");
     // The admin's check still reads the token.
     let out = fixture.run(&["check-config"]);
-    out.assert_code(3);
+    out.assert_code(5);
     assert!(out.stderr.contains("token_file"), "{out}");
 
     // The unit's credential setup, run by hand outside systemd.
@@ -108,7 +108,7 @@ fn read_only_commands_need_no_secret_and_create_nothing() {
     let mut c = fixture.command(&["check-config"]);
     c.env_remove("CREDENTIALS_DIRECTORY");
     let out = run_command(c, fixture.dir.path(), RUN_LIMIT);
-    out.assert_code(3);
+    out.assert_code(5);
     assert!(out.stderr.contains("CREDENTIALS_DIRECTORY"), "{out}");
     assert!(!fixture.state_dir().exists());
     assert_eq!(

@@ -1016,9 +1016,19 @@ async fn a_dry_run_sends_no_write_and_reports_what_it_would_do() {
         links_before,
         "the real store is untouched"
     );
+    // Skipped objects are recorded too (out of scope and never provisioned).
+    assert!(
+        report
+            .actions
+            .iter()
+            .any(|a| a.action == "skip" && a.source_id == "u-carol"),
+        "{:#?}",
+        report.actions
+    );
     let mut actions: Vec<(String, &str)> = report
         .actions
         .iter()
+        .filter(|a| a.action != "skip")
         .map(|a| (a.action.to_string(), a.name.as_str()))
         .collect();
     actions.sort();

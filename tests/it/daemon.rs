@@ -125,7 +125,7 @@ fn daemon_interval_status_sync_second_daemon_and_sigterm() {
     let writes = sandbox.writes();
     let out = fixture.run(&["sync", "--dry-run"]);
     out.assert_code(0);
-    assert!(out.stdout.contains("planned actions"), "{out}");
+    assert!(out.stdout.contains("plan (dry run"), "{out}");
     assert_eq!(sandbox.writes(), writes);
     fixture.write_directory(&d);
 

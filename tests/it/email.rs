@@ -279,7 +279,7 @@ fn test_email_reports_the_smtp_conversation() {
     // A job without addresses is a usage error.
     let plain = job_config(&JobOptions::new(&sandbox.url()));
     fixture.write_config(&plain);
-    fixture.run(&["test-email"]).assert_code(3);
+    fixture.run(&["test-email"]).assert_code(5);
 }
 
 #[test]
@@ -300,7 +300,7 @@ fn check_config_reads_the_smtp_password_and_read_only_commands_need_none() {
         );
     fixture.write_config(&text);
     let out = fixture.run(&["check-config"]);
-    out.assert_code(3);
+    out.assert_code(5);
     assert!(out.all().contains("smtp.password_file"), "{}", out.all());
     fixture.run(&["status"]).assert_code(0);
 
@@ -312,7 +312,7 @@ fn check_config_reads_the_smtp_password_and_read_only_commands_need_none() {
     );
     fixture.write_config(&no_smtp);
     let out = fixture.run(&["check-config"]);
-    out.assert_code(3);
+    out.assert_code(5);
     assert!(
         out.all().contains("jobs[0].notification_email"),
         "{}",
@@ -324,6 +324,6 @@ fn check_config_reads_the_smtp_password_and_read_only_commands_need_none() {
     );
     fixture.write_config(&plain);
     let out = fixture.run(&["check-config"]);
-    out.assert_code(3);
+    out.assert_code(5);
     assert!(out.all().contains("smtp.starttls"), "{}", out.all());
 }

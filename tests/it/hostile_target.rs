@@ -273,7 +273,7 @@ fn credentials_in_the_target_url_are_refused_without_printing_them() {
     let fixture = Fixture::new(&format!("http://admin:{password}@127.0.0.1:9/scim"));
     for args in [&["check-config"][..], &["sync"], &["test-connection"]] {
         let out = fixture.run(args);
-        out.assert_code(3);
+        out.assert_code(5);
         assert!(!out.all().contains(password), "{args:?} printed it; {out}");
         assert!(out.all().contains("jobs[0].target.url"), "{args:?}; {out}");
         assert!(out.all().contains("provisiond.toml"), "{args:?}; {out}");
