@@ -37,6 +37,9 @@ use tokio_util::sync::CancellationToken;
 /// The most members a group takes on demand, as Entra's on-demand API.
 pub(crate) const MAX_MEMBERS: usize = 5;
 
+/// The code of a disable or delete held because the deletion threshold staged it.
+const STAGED_HELD: &str = "StagedDeleteHeld";
+
 /// What to provision on demand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OnDemandRequest {
@@ -323,7 +326,7 @@ impl Run {
         let is_asked = |ty: ObjectType, id: &str| asked.iter().any(|(t, i)| *t == ty && i == id);
         plan.actions
             .retain(|a| is_asked(a.object_type(), action_source_id(a)));
-        let problems: Vec<Problem> = plan
+        let mut problems: Vec<Problem> = plan
             .problems
             .iter()
             .filter(|p| {
@@ -332,6 +335,33 @@ impl Run {
             })
             .cloned()
             .collect();
+        // A disable or delete the deletion threshold staged goes out only with a cycle after
+        // `allow-deletes`: on demand it is held too, quarantined job or not.
+        let staged = match store.staged_deletes(&job.name) {
+            Ok(s) => s,
+            Err(e) => return self.fail("StateStoreFailure", e.to_string()),
+        };
+        plan.actions.retain(|a| {
+            let held = matches!(a, Action::Disable(_) | Action::Delete(_))
+                && staged
+                    .iter()
+                    .any(|s| s.object_type == a.object_type() && s.source_id == action_source_id(a));
+            if held {
+                problems.push(Problem {
+                    object_type: Some(a.object_type().as_str().to_string()),
+                    id: Some(action_source_id(a).to_string()),
+                    name: None,
+                    code: STAGED_HELD.into(),
+                    reason: format!(
+                        "this {} is staged by the deletion threshold: it is sent only by a cycle after `provisiond allow-deletes --job {}`",
+                        verb_of(a),
+                        job.name
+                    ),
+                    count: 1,
+                });
+            }
+            !held
+        });
 
         // 4. Match between source and target.
         for (ty, id) in &asked {
@@ -903,6 +933,11 @@ fn action_step(
             }
         }
         (None, None) => match (problem, decision) {
+            (Some(p), _) if p.code == STAGED_HELD => skipped(
+                STAGED_HELD,
+                p.reason.clone(),
+                format!("Skipped: the {}'s staged deletion is held", kind(ty)),
+            ),
             (Some(p), _) => {
                 details.insert("Error".into(), format!("{}: {}", p.code, p.reason));
                 Outcome {

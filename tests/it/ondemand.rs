@@ -339,7 +339,7 @@ fn a_quarantined_job_provisions_on_demand_and_sends_no_staged_delete() {
     let fixture = Fixture::new(&sandbox.url());
     fixture.run(&["sync"]).assert_code(0);
     assert_eq!(sandbox.users().len(), 5);
-    let staged_user = user_id(4);
+    let staged_user = user_id(3);
     {
         let store = SledStore::open(&fixture.state_dir().join("state")).unwrap();
         let link = store
@@ -369,7 +369,7 @@ fn a_quarantined_job_provisions_on_demand_and_sends_no_staged_delete() {
                     object_type: ObjectType::User,
                     source_id: staged_user.clone(),
                     target_id: link.target_id,
-                    display_name: "User 4".into(),
+                    display_name: "User 3".into(),
                     action: StagedAction::Delete,
                     staged_at: Utc::now(),
                 }],
@@ -377,10 +377,13 @@ fn a_quarantined_job_provisions_on_demand_and_sends_no_staged_delete() {
             .unwrap();
         store.flush().unwrap();
     }
-    // User 4 left the source (the staged delete), user 0 changed.
+    // User 3 was unassigned (its disable is staged), user 0 changed.
     let mut d = directory(5);
     d["users"][0]["displayName"] = json!("Zero Changed");
-    d["users"].as_array_mut().unwrap().remove(4);
+    d["assignments"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|a| a["principalId"] != staged_user.as_str());
     fixture.write_directory(&d);
 
     let outcome = provision(&fixture, &["--user", &user_name(0)], 0);
@@ -388,6 +391,25 @@ fn a_quarantined_job_provisions_on_demand_and_sends_no_staged_delete() {
     assert_eq!(
         user_named(&sandbox.users(), &user_name(0)).unwrap()["displayName"],
         "Zero Changed"
+    );
+    // The staged user asked for on demand: held, not sent.
+    let writes = sandbox.writes();
+    let held = provision(&fixture, &["--user", &user_name(3)], 0);
+    assert_eq!(held["action"], "skip", "{held:#}");
+    assert!(
+        step(&held, "export", "staged deletion")["details"]["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("allow-deletes --job robin")
+    );
+    assert_eq!(
+        sandbox.writes(),
+        writes,
+        "nothing was sent for the staged user"
+    );
+    assert_eq!(
+        user_named(&sandbox.users(), &user_name(3)).unwrap()["active"],
+        true
     );
     assert_eq!(sandbox.counts().delete, 0, "no staged delete was sent");
     assert_eq!(sandbox.users().len(), 5);
