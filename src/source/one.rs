@@ -81,7 +81,7 @@ pub(crate) fn pick_one(dir: Directory, query: &OneQuery) -> Option<OneRead> {
             // The groups the user is a direct member of: through them an assignment reaches
             // her (Entra does not expand nested groups).
             for (gid, g) in &dir.groups {
-                if g.members.iter().any(|m| *m == id) {
+                if g.members.contains(&id) {
                     let mut g = g.clone();
                     g.members = vec![id.clone()];
                     principals.insert(gid.clone());

@@ -83,7 +83,7 @@ fn an_in_scope_user_is_created_then_updated_and_logged() {
     let export = step(&first, "export", "Created User");
     assert_eq!(export["details"]["userName"], name.as_str(), "{first:#}");
     // Exactly that user, nothing else of the directory.
-    assert_eq!(sandbox.user_names(), [name.clone()]);
+    assert_eq!(sandbox.user_names(), std::slice::from_ref(&name));
     assert!(sandbox.groups().is_empty());
 
     // The log entry, under the id the result names.

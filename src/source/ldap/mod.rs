@@ -783,6 +783,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn on_demand_filter_values_are_escaped_and_guids_are_binary() {
+        assert_eq!(filter_escape(b"a*b(c)\\d\0"), "a\\2ab\\28c\\29\\5cd\\00");
+        assert_eq!(filter_escape("é".as_bytes()), "\\c3\\a9");
+        // objectGUID: the mixed-endian bytes of the text form, every one escaped.
+        let guid = "01020304-0506-0708-090a-0b0c0d0e0f10";
+        assert_eq!(
+            anchor_filter_value("objectGUID", guid).unwrap(),
+            "\\04\\03\\02\\01\\06\\05\\08\\07\\09\\0a\\0b\\0c\\0d\\0e\\0f\\10"
+        );
+        assert_eq!(
+            values::guid_string(&uuid::Uuid::parse_str(guid).unwrap().to_bytes_le()).as_deref(),
+            Some(guid)
+        );
+        assert_eq!(anchor_filter_value("objectGUID", "ann@x"), None);
+        let s = LdapSettings::new(Flavour::OpenLdap, "ldap://127.0.0.1", "dc=x");
+        let f = LdapSource::new(s).key_filter(ObjectType::User, "ann@x");
+        assert_eq!(f, "(|(entryUUID=ann@x)(mail=ann@x))");
+    }
+
+    #[test]
     fn filters_combine() {
         assert_eq!(and_filters(&["(a=1)", ""]), "(a=1)");
         assert_eq!(and_filters(&["a=1", "(b=2)"]), "(&(a=1)(b=2))");
