@@ -452,7 +452,11 @@ impl Run {
                 .iter()
                 .chain(export_problems.iter())
                 .find(|p| p.id.as_deref() == Some(id.as_str()));
-            let outcome = action_step(planned_action, record, decision, problem, *ty);
+            let name = dir
+                .objects(*ty)
+                .get(id)
+                .map_or(id.as_str(), |o| o.display_name());
+            let outcome = action_step(planned_action, record, decision, problem, *ty, name);
             if *ty == req.object_type && *id == one.id {
                 self.conclude(&outcome, planned_action, record);
             }
@@ -602,7 +606,14 @@ fn import_step(one: &OneRead, ty: ObjectType) -> Step {
     let assigned: Vec<String> = dir
         .assignments
         .iter()
-        .map(|a| format!("{} ({})", a.principal_id, a.role))
+        .map(|a| {
+            let who = dir
+                .users
+                .get(&a.principal_id)
+                .or_else(|| dir.groups.get(&a.principal_id))
+                .map_or(a.principal_id.as_str(), |o| o.display_name());
+            format!("{who} ({})", a.role)
+        })
         .collect();
     details.insert(
         "App role assignments".into(),
@@ -834,6 +845,7 @@ fn action_step(
     decision: Option<Result<(), OutOfScope>>,
     problem: Option<&Problem>,
     ty: ObjectType,
+    name: &str,
 ) -> Outcome {
     let mut details = BTreeMap::new();
     let skipped = |code: &str, reason: String, description: String| {
@@ -851,7 +863,6 @@ fn action_step(
             error: Some((code.to_string(), reason)),
         }
     };
-    let name = record.map(|r| r.name.clone()).unwrap_or_default();
     match (record, planned) {
         (Some(r), Some(a)) if r.action != "failed" => {
             let (verb, description) = match r.action.as_str() {
@@ -907,7 +918,7 @@ fn action_step(
                     "EntryExport",
                     StepType::Export,
                     Status::Failure,
-                    format!("Export of {} {} to the target failed", kind(ty), r.name),
+                    format!("Export of {} {name} to the target failed", kind(ty)),
                     details,
                 ),
                 action: planned.map_or("other", verb_of).to_string(),
@@ -925,7 +936,11 @@ fn action_step(
                     "EntryExport",
                     StepType::Export,
                     Status::Failure,
-                    format!("The {} of {} was not carried out", verb_of(a), kind(ty)),
+                    format!(
+                        "The {} of {} {name} was not carried out",
+                        verb_of(a),
+                        kind(ty)
+                    ),
                     details,
                 ),
                 action: verb_of(a).to_string(),
@@ -936,7 +951,7 @@ fn action_step(
             (Some(p), _) if p.code == STAGED_HELD => skipped(
                 STAGED_HELD,
                 p.reason.clone(),
-                format!("Skipped: the {}'s staged deletion is held", kind(ty)),
+                format!("Skipped {} {name}: its staged deletion is held", kind(ty)),
             ),
             (Some(p), _) => {
                 details.insert("Error".into(), format!("{}: {}", p.code, p.reason));
@@ -945,7 +960,7 @@ fn action_step(
                         "EntryExport",
                         StepType::Export,
                         Status::Failure,
-                        format!("{} cannot be provisioned", kind(ty)),
+                        format!("{} {name} cannot be provisioned", kind(ty)),
                         details,
                     ),
                     action: "skip".into(),
@@ -955,17 +970,17 @@ fn action_step(
             (None, Some(Ok(()))) => skipped(
                 "RedundantExport",
                 "the target already has every mapped value".into(),
-                format!("No change to export for the {}", kind(ty)),
+                format!("Skipped {} {name}: no change to export", kind(ty)),
             ),
             (None, Some(Err(why))) => skipped(
                 "NotEffectivelyEntitled",
                 format!("out of scope ({why}), and nothing in the target to disable or delete"),
-                format!("Skipped: the {} is out of scope", kind(ty)),
+                format!("Skipped {} {name}: out of scope", kind(ty)),
             ),
             (None, None) => skipped(
                 "NotEffectivelyEntitled",
                 "not in the source read".into(),
-                format!("Skipped: the {} was not read", kind(ty)),
+                format!("Skipped {} {name}: not read from the source", kind(ty)),
             ),
         },
     }
@@ -1154,11 +1169,13 @@ mod tests {
             Some(Err(OutOfScope::NotAssigned)),
             None,
             ObjectType::User,
+            "Ann",
         );
         assert_eq!(o.action, "skip");
         assert_eq!(o.step.status, Status::Skipped);
+        assert_eq!(o.step.description, "Skipped User Ann: out of scope");
         assert_eq!(o.error.unwrap().0, "NotEffectivelyEntitled");
-        let o = action_step(None, None, Some(Ok(())), None, ObjectType::User);
+        let o = action_step(None, None, Some(Ok(())), None, ObjectType::User, "Ann");
         assert_eq!(o.error.unwrap().0, "RedundantExport");
     }
 
