@@ -110,10 +110,10 @@ pub(crate) async fn provision_on_demand(
     stop: &CancellationToken,
 ) -> OnDemandResult {
     let started = Instant::now();
-    let mut run = Run::new(job, req);
+    let mut run = Run::new(req);
     let span =
         tracing::info_span!("provision_on_demand", job = %job.name, cycle_id = %run.cycle_id);
-    let _ = tracing::Instrument::instrument(run.go(job, store, target, req, stop), span).await;
+    tracing::Instrument::instrument(run.go(job, store, target, req, stop), span).await;
     let entry = run.entry(job, target, started);
     let log_error = state_dir.and_then(|dir| write_log_entry(dir, &entry).err());
     if let Some(e) = &log_error {
@@ -138,7 +138,6 @@ pub(crate) async fn provision_on_demand(
 /// One on-demand run as it goes: the steps so far and what the entry will say.
 struct Run {
     cycle_id: String,
-    object_type: ObjectType,
     steps: Vec<Step>,
     action: String,
     status: Status,
@@ -181,11 +180,9 @@ fn text(v: &Value) -> String {
 }
 
 impl Run {
-    fn new(job: &JobSpec, req: &OnDemandRequest) -> Run {
-        let _ = job;
+    fn new(req: &OnDemandRequest) -> Run {
         Run {
             cycle_id: uuid::Uuid::new_v4().to_string(),
-            object_type: req.object_type,
             steps: Vec::new(),
             action: "other".into(),
             status: Status::Failure,
@@ -225,6 +222,18 @@ impl Run {
         req: &OnDemandRequest,
         stop: &CancellationToken,
     ) {
+        // The command line checks these too; a request on the control socket may not have.
+        if req.members.len() > MAX_MEMBERS
+            || (req.object_type == ObjectType::User && !req.members.is_empty())
+        {
+            return self.fail(
+                "InvalidRequest",
+                format!(
+                    "members are given with a group only, at most {MAX_MEMBERS} (got {})",
+                    req.members.len()
+                ),
+            );
+        }
         // The job's links must belong to this target and source, as for a cycle.
         let mut meta = match store.meta(&job.name) {
             Ok(m) => m,
@@ -518,7 +527,6 @@ impl Run {
             "delete" => ProvisioningAction::Delete,
             _ => ProvisioningAction::Other,
         };
-        let _ = self.object_type;
         Entry {
             id: uuid::Uuid::new_v4().to_string(),
             activity_date_time: chrono::Utc::now(),

@@ -46,6 +46,19 @@ fn log_entries(fixture: &Fixture) -> Vec<Value> {
         .collect()
 }
 
+/// One request on the daemon's control socket, and its answer.
+fn socket_request(fixture: &Fixture, request: &Value) -> Value {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(fixture.socket_path()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(format!("{request}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
 fn user_named<'a>(sandbox_users: &'a [Value], name: &str) -> Option<&'a Value> {
     sandbox_users.iter().find(|u| u["userName"] == name)
 }
@@ -316,6 +329,17 @@ fn through_the_daemons_control_socket_while_run_is_going() {
         "Changed Four"
     );
     assert_eq!(log_entries(&fixture).len(), 1);
+
+    // The daemon checks a request itself: six members on the socket are refused, nothing sent.
+    let writes = sandbox.writes();
+    let members: Vec<String> = (0..6).map(user_name).collect();
+    let request = json!({"cmd": "provision", "job": "robin", "request": {
+        "object_type": "group", "key": "Engineering", "members": members,
+        "initiated_by": "test"}});
+    let answer = socket_request(&fixture, &request);
+    assert_eq!(answer["result"], "provision", "{answer}");
+    assert_eq!(answer["outcome"]["status"], "failure", "{answer}");
+    assert_eq!(sandbox.writes(), writes);
     daemon.signal("TERM");
     let status = daemon.wait_until(std::time::Instant::now() + Duration::from_secs(10));
     assert_eq!(
