@@ -41,6 +41,7 @@ pub use daemon::control::{
 pub use daemon::{run as run_daemon, AdminHttpError, DaemonError};
 
 // One cycle of one job, with the pieces a job is made of.
+pub use cycle::ondemand::{OnDemandRequest, OnDemandResult};
 pub use cycle::{run_cycle, CycleOptions, CycleReport, JobSpec};
 pub use mapping::{MappingSpec, Mappings, PresetFile, GENERIC_SCIM_PRESET};
 pub use model::{Directory, ObjectType, SourceObject};
@@ -64,7 +65,7 @@ pub use source::graph::{
     ClientCertificate, GraphCredential, GraphSettings, GraphSource, Selection,
 };
 pub use source::ldap::{Flavour, LdapError, LdapSettings, LdapSource, Nested};
-pub use source::{Source, SourceError, SourceRead};
+pub use source::{OneQuery, OneRead, Source, SourceError, SourceRead};
 
 // The state store.
 pub use state::{

@@ -7,6 +7,7 @@ mod demo;
 mod expr;
 mod mappings;
 pub(crate) mod out;
+mod provision;
 pub(crate) mod render;
 mod run;
 mod sandbox;
@@ -20,6 +21,7 @@ pub(crate) use check_config::check_config;
 pub(crate) use demo::demo;
 pub(crate) use expr::expr;
 pub(crate) use mappings::mappings;
+pub(crate) use provision::provision;
 pub(crate) use sandbox::sandbox;
 pub(crate) use status::status;
 pub(crate) use sync::{sync, SyncMode};
@@ -173,6 +175,26 @@ pub enum Command {
         /// The job to resume.
         #[arg(long)]
         job: String,
+    },
+    /// Provision one user (or one group with up to 5 members) now, showing each of Entra's
+    /// steps: import, scope, match, action (through the daemon when it is running).
+    Provision {
+        /// The job whose source, mappings and target to use.
+        #[arg(long)]
+        job: String,
+        /// The user: its source id, userPrincipalName or mail.
+        #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+        user: Option<String>,
+        /// The group: its source id or displayName.
+        #[arg(long)]
+        group: Option<String>,
+        /// With --group: a member to provision with it (id, userPrincipalName or mail); up
+        /// to 5, as Entra's on-demand provisioning.
+        #[arg(long, requires = "group")]
+        member: Vec<String>,
+        /// Print the outcome as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Check the configuration and exit.
     CheckConfig,
@@ -431,6 +453,13 @@ where
         }
         Command::Pause { job } => admin(&config, &job, AdminCommand::Pause, "pause").await,
         Command::Resume { job } => admin(&config, &job, AdminCommand::Resume, "resume").await,
+        Command::Provision {
+            job,
+            user,
+            group,
+            member,
+            json,
+        } => provision(&config, &job, user, group, member, json).await,
         Command::CheckConfig => Ok(check_config(&config)),
         Command::Mappings { job, json } => mappings(&config, job.as_deref(), json),
         Command::Sandbox { .. }

@@ -6,6 +6,7 @@
 pub(crate) mod deletions;
 pub(crate) mod escrow;
 pub(crate) mod export;
+pub(crate) mod ondemand;
 pub(crate) mod quarantine;
 
 use crate::mapping::expr::EvalEnv;
@@ -482,6 +483,44 @@ struct Cycle<'c> {
     source_read: &'c AtomicU64,
 }
 
+/// Refuse a job whose config names another target or source than its links were made
+/// against (`JobMeta::binding`); a target moved by `previous_url` moves the binding in `meta`.
+fn check_binding(
+    job_spec: &JobSpec,
+    target: &dyn Target,
+    meta: &mut JobMeta,
+) -> Result<(), BindingError> {
+    let Some(binding) = meta.binding.as_mut() else {
+        return Ok(());
+    };
+    let job = &job_spec.name;
+    if let Some(url) = target.base_url() {
+        if binding.target_url != url {
+            if target.previous_url().as_deref() != Some(binding.target_url.as_str()) {
+                return Err(BindingError::Target {
+                    job: job.clone(),
+                    stored: binding.target_url.clone(),
+                    configured: url,
+                });
+            }
+            tracing::warn!(job = %job, from = %binding.target_url, to = %url, "target moved (previous_url): the links now belong to the new URL");
+            binding.target_url = url;
+        }
+    }
+    if let Some(source) = job_spec.source.identity() {
+        if binding.source.is_empty() {
+            binding.source = source;
+        } else if binding.source != source {
+            return Err(BindingError::Source {
+                job: job.clone(),
+                stored: binding.source.clone(),
+                configured: source,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The config names another target or source than the one the job's links were made against.
 #[derive(Debug, thiserror::Error)]
 enum BindingError {
@@ -621,35 +660,7 @@ impl<'c> Cycle<'c> {
     /// would send nothing and the new target would stay empty. A `previous_url` equal to
     /// the stored target moves the binding (written with the cycle's record).
     fn check_binding(&self, meta: &mut JobMeta) -> Result<(), BindingError> {
-        let Some(binding) = meta.binding.as_mut() else {
-            return Ok(());
-        };
-        let job = &self.job.name;
-        if let Some(url) = self.target.base_url() {
-            if binding.target_url != url {
-                if self.target.previous_url().as_deref() != Some(binding.target_url.as_str()) {
-                    return Err(BindingError::Target {
-                        job: job.clone(),
-                        stored: binding.target_url.clone(),
-                        configured: url,
-                    });
-                }
-                tracing::warn!(job = %job, from = %binding.target_url, to = %url, "target moved (previous_url): the links now belong to the new URL");
-                binding.target_url = url;
-            }
-        }
-        if let Some(source) = self.job.source.identity() {
-            if binding.source.is_empty() {
-                binding.source = source;
-            } else if binding.source != source {
-                return Err(BindingError::Source {
-                    job: job.clone(),
-                    stored: binding.source.clone(),
-                    configured: source,
-                });
-            }
-        }
-        Ok(())
+        check_binding(self.job, self.target, meta)
     }
 
     /// Remember which target and source the links belong to, once there are links (a first

@@ -4,6 +4,7 @@
 
 use super::admin::AdminCommand;
 use super::jobs::{Daemon, JobStatus};
+use crate::cycle::ondemand::{OnDemandRequest, OnDemandResult};
 use crate::cycle::CycleReport;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,11 @@ pub enum Request {
     Sync { job: Option<String>, dry_run: bool },
     /// `provisiond restart`, `allow-deletes`, `pause`, `resume`.
     Admin { job: String, command: AdminCommand },
+    /// `provisiond provision`: one object on demand.
+    Provision {
+        job: String,
+        request: OnDemandRequest,
+    },
 }
 
 /// The daemon's answer: one JSON line.
@@ -35,6 +41,8 @@ pub enum Response {
     Sync { reports: Vec<CycleReport> },
     /// What an admin command did, in one line.
     Admin { message: String },
+    /// What an on-demand run did, step by step.
+    Provision { outcome: OnDemandResult },
     /// The request could not be served.
     Error { message: String },
 }
@@ -168,6 +176,15 @@ async fn handle(stream: UnixStream, daemon: &Daemon) -> std::io::Result<()> {
             tracing::info!(job = %job, command = ?command, "admin command through the control socket");
             match daemon.admin(&job, &command).await {
                 Ok(message) => Response::Admin { message },
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
+            }
+        }
+        Ok(Request::Provision { job, request }) => {
+            tracing::info!(job = %job, object_type = %request.object_type, key = %request.key, "provision on demand through the control socket");
+            match daemon.provision(&job, &request).await {
+                Ok(outcome) => Response::Provision { outcome },
                 Err(e) => Response::Error {
                     message: e.to_string(),
                 },

@@ -4,6 +4,7 @@
 
 use super::admin::{self, AdminCommand, AdminError};
 use crate::config::{Config, JobConfig};
+use crate::cycle::ondemand::{OnDemandRequest, OnDemandResult};
 use crate::cycle::{cycle_kind, run_cycle, CycleOptions, CycleReport, JobSpec};
 use crate::state::{JobMeta, MemoryStore, Quarantine, StateError, StateStore};
 use crate::summary::{CycleKind, CycleSummary};
@@ -288,6 +289,41 @@ pub(super) async fn run_scheduled_cycle(
 }
 
 /// Run one cycle of a job with a store, for real or as a dry run.
+/// Provision one object of `job` on demand (see [`crate::cycle::ondemand`]), taking the
+/// job's cycle lock: a scheduled or `sync` cycle of the job does not run meanwhile.
+pub(crate) async fn provision_on_demand(
+    job: &JobRuntime,
+    store: &dyn StateStore,
+    req: &OnDemandRequest,
+    state_dir: &std::path::Path,
+    stop: &CancellationToken,
+) -> OnDemandResult {
+    let _guard = job.running.lock().await;
+    provision_locked(job, store, req, state_dir, stop).await
+}
+
+/// [`provision_on_demand`], the job's cycle lock held.
+async fn provision_locked(
+    job: &JobRuntime,
+    store: &dyn StateStore,
+    req: &OnDemandRequest,
+    state_dir: &std::path::Path,
+    stop: &CancellationToken,
+) -> OnDemandResult {
+    job.busy.store(true, Ordering::SeqCst);
+    let result = crate::cycle::ondemand::provision_on_demand(
+        &job.spec,
+        store,
+        &job.client,
+        req,
+        Some(state_dir),
+        stop,
+    )
+    .await;
+    job.busy.store(false, Ordering::SeqCst);
+    result
+}
+
 pub(crate) async fn run_job_cycle(
     job: &JobRuntime,
     store: &dyn StateStore,
@@ -485,6 +521,22 @@ impl Daemon {
             reports.push(report);
         }
         Ok(reports)
+    }
+
+    /// `provision` through the control socket: one object on demand, under the job's cycle
+    /// lock (queued behind a running cycle, as `sync` is), its log entry written under the
+    /// state directory.
+    pub(crate) async fn provision(
+        &self,
+        job: &str,
+        req: &OnDemandRequest,
+    ) -> Result<OnDemandResult, RequestError> {
+        let j = self
+            .job(job)
+            .ok_or_else(|| RequestError::NoSuchJob(job.to_string()))?;
+        let state_dir = self.config().state_dir;
+        let _guard = j.running.lock().await;
+        Ok(provision_locked(&j, self.store.as_ref(), req, &state_dir, &self.stop).await)
     }
 
     /// An admin command through the control socket. Applied under the job's cycle lock: a

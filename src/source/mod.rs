@@ -8,9 +8,11 @@
 pub(crate) mod file;
 pub(crate) mod graph;
 pub(crate) mod ldap;
+pub(crate) mod one;
 
 use crate::model::Directory;
 use async_trait::async_trait;
+pub use one::{OneQuery, OneRead};
 use std::path::PathBuf;
 
 /// What one read of a source produced.
@@ -35,6 +37,15 @@ pub trait Source: Send + Sync {
     }
     /// Read the directory. `watermark` is what the previous successful cycle stored.
     async fn read(&self, watermark: Option<&str>) -> Result<SourceRead, SourceError>;
+
+    /// Read one object for provision on demand (see [`one`]): `Ok(None)` when no object
+    /// answers to the query's key. The default reads the whole directory and picks, for
+    /// sources with nothing better (a test's); the file, LDAP and Graph sources read only
+    /// what the object needs.
+    async fn read_one(&self, query: &OneQuery) -> Result<Option<OneRead>, SourceError> {
+        let read = self.read(None).await?;
+        Ok(one::pick_one(read.directory, query))
+    }
 
     /// A cheap probe for `provisiond test-connection` (a bind and a one-entry search, a token
     /// and one API call, a file read): what was checked, or precisely what failed.

@@ -1123,3 +1123,72 @@ async fn an_account_enabled_neither_true_nor_false_skips_the_graph_user() {
     assert_eq!(s.users.disabled, 1, "{s:#?}");
     assert_eq!(user(&h, "henry@contoso.com")["active"], json!(false));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Provision on demand.
+
+#[tokio::test]
+async fn on_demand_reads_one_user_or_group_without_a_delta_round() {
+    use provisiond::{ObjectType, OneQuery};
+    let h = tenant(GraphEmulatorConfig::default()).await;
+    let source = GraphSource::new(settings(&h));
+
+    // Grace by mail: assigned through Engineering.
+    let q = OneQuery {
+        object_type: ObjectType::User,
+        key: "GRACE@contoso.com".into(),
+        members: vec![],
+    };
+    let one = source.read_one(&q).await.unwrap().unwrap();
+    assert_eq!(one.id, "u-grace");
+    let d = &one.directory;
+    assert_eq!(ids(&d.users), set(&["u-grace"]));
+    assert_eq!(ids(&d.groups), set(&["g-eng"]));
+    assert_eq!(d.groups["g-eng"].members, ["u-grace"]);
+    assert_eq!(roles_of(d, "g-eng"), ["User"]);
+    let scoped = evaluate_scope(d, &ScopeSettings::default());
+    assert_eq!(scoped.users["u-grace"], Ok(()));
+
+    // Erin by id: only the excluded Default Access role.
+    let q = OneQuery {
+        object_type: ObjectType::User,
+        key: "u-erin".into(),
+        members: vec![],
+    };
+    let one = source.read_one(&q).await.unwrap().unwrap();
+    let scoped = evaluate_scope(&one.directory, &ScopeSettings::default());
+    assert!(matches!(
+        scoped.users["u-erin"],
+        Err(OutOfScope::ExcludedRole(_))
+    ));
+
+    // Operations by name, with one of its members asked and one stranger.
+    let q = OneQuery {
+        object_type: ObjectType::Group,
+        key: "operations".into(),
+        members: vec!["henry@contoso.com".into(), "nobody@contoso.com".into()],
+    };
+    let one = source.read_one(&q).await.unwrap().unwrap();
+    assert_eq!(one.id, "g-ops");
+    assert_eq!(one.member_ids, ["u-henry"]);
+    assert_eq!(one.missing_members, ["nobody@contoso.com"]);
+    assert_eq!(one.directory.groups["g-ops"].members, ["u-henry"]);
+    assert_eq!(roles_of(&one.directory, "g-ops"), ["Admin"]);
+
+    let missing = OneQuery {
+        object_type: ObjectType::User,
+        key: "nobody@contoso.com".into(),
+        members: vec![],
+    };
+    assert!(source.read_one(&missing).await.unwrap().is_none());
+    // Object by object: never the whole tenant.
+    assert!(
+        seen(&h, "GET /v1.0/users/delta").is_empty(),
+        "{:?}",
+        h.requests()
+    );
+    assert!(seen(&h, "GET /v1.0/groups/delta").is_empty());
+    assert!(seen(&h, "GET /v1.0/servicePrincipals/")
+        .iter()
+        .all(|r| !r.contains("appRoleAssignedTo")));
+}

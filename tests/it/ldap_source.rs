@@ -894,3 +894,79 @@ async fn an_unrecognised_enabled_value_skips_the_user_and_keeps_her_account_and_
     assert_eq!(user(&h, "bob@example.org")["active"], json!(true));
     assert_eq!(member_ids(&group(&h, "Ops")), ops, "memberships kept");
 }
+
+/// Provision on demand reads the user, its marks and its groups with a few searches, not the
+/// directory; and a group with its asked members.
+#[tokio::test]
+async fn on_demand_reads_one_user_or_group() {
+    use provisiond::{ObjectType, OneQuery};
+    if !available() {
+        return;
+    }
+    let server = Slapd::start(&directory_ldif(), &Options::default());
+    let mut s = settings(&server);
+    s.assigned_groups = vec![group_dn("Ops")];
+    let source = LdapSource::new(s);
+    let user = |key: &str| OneQuery {
+        object_type: ObjectType::User,
+        key: key.into(),
+        members: vec![],
+    };
+
+    // Bob by mail: in Ops (groupOfUniqueNames, assigned) and CycleB.
+    let one = source
+        .read_one(&user("BOB@example.org"))
+        .await
+        .unwrap()
+        .unwrap();
+    let d = &one.directory;
+    assert_eq!(d.users.len(), 1);
+    assert_eq!(by_mail(d, "bob@example.org").id, one.id);
+    let names: BTreeSet<&str> = d.groups.values().map(|g| g.display_name()).collect();
+    assert_eq!(names, BTreeSet::from(["CycleB", "Ops"]));
+    assert!(d.groups.values().all(|g| g.members == [one.id.clone()]));
+    let scoped = evaluate_scope(d, &ScopeSettings::default());
+    assert_eq!(scoped.users[&one.id], Ok(()), "assigned through Ops");
+
+    // By the anchor too; carol is disabled by the disabled_filter; erin through memberUid.
+    let again = source.read_one(&user(&one.id)).await.unwrap().unwrap();
+    assert_eq!(again.id, one.id);
+    let carol = source
+        .read_one(&user("carol@example.org"))
+        .await
+        .unwrap()
+        .unwrap();
+    let scoped = evaluate_scope(&carol.directory, &ScopeSettings::default());
+    assert_eq!(scoped.users[&carol.id], Err(OutOfScope::Disabled));
+    let erin = source
+        .read_one(&user("erin@example.org"))
+        .await
+        .unwrap()
+        .unwrap();
+    let names: Vec<&str> = erin
+        .directory
+        .groups
+        .values()
+        .map(|g| g.display_name())
+        .collect();
+    assert_eq!(names, ["Posix"]);
+    assert!(source
+        .read_one(&user("nobody@example.org"))
+        .await
+        .unwrap()
+        .is_none());
+    // The incremental reads' snapshot was not touched: no read has happened.
+    assert!(source.last_read().is_none());
+
+    // A group by name with two asked members, one of them not in it.
+    let q = OneQuery {
+        object_type: ObjectType::Group,
+        key: "engineering".into(),
+        members: vec!["alice@example.org".into(), "bob@example.org".into()],
+    };
+    let g = source.read_one(&q).await.unwrap().unwrap();
+    assert_eq!(g.member_ids.len(), 2);
+    assert_eq!(g.directory.users.len(), 2);
+    let alice = by_mail(&g.directory, "alice@example.org").id.clone();
+    assert_eq!(g.directory.groups[&g.id].members, [alice]);
+}

@@ -28,5 +28,6 @@ mod ldap_ad;
 mod ldap_source;
 mod mappings_config;
 mod notify;
+mod ondemand;
 mod safety;
 mod scim2_server;

@@ -906,6 +906,18 @@ fn route(
         ["servicePrincipals", id] => service_principal(shared, id, &param),
         ["servicePrincipals", id, "appRoleAssignedTo"] => assignments(shared, id, &param),
         ["groups", id, "members"] => members(shared, id, &param),
+        // Provision on demand reads one object and what its scope depends on.
+        ["users"] => list_filtered(shared, Kind::User, &param),
+        ["groups"] => list_filtered(shared, Kind::Group, &param),
+        ["users", id] => get_one(shared, Kind::User, id, &param),
+        ["groups", id] => get_one(shared, Kind::Group, id, &param),
+        ["users", id, "memberOf"] => member_of(shared, id, &param),
+        ["users", id, "appRoleAssignments"] => {
+            principal_assignments(shared, Kind::User, id, &param)
+        }
+        ["groups", id, "appRoleAssignments"] => {
+            principal_assignments(shared, Kind::Group, id, &param)
+        }
         _ => Reply::error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
@@ -1426,4 +1438,147 @@ fn members(shared: &Shared, id: &str, param: &Query<'_>) -> Reply {
     drop(t);
     let base = format!("{}/groups/{id}/members", shared.graph_url());
     list_page(shared, &base, items, param, "directoryObjects")
+}
+
+/// The selected properties of one object, as `GET /users/{id}` answers them (`members` is a
+/// navigation property: never inline).
+fn object_props(id: &str, e: &Entity, select: &[String]) -> Map<String, Value> {
+    let mut props = Map::new();
+    props.insert("id".into(), Value::String(id.to_string()));
+    for (k, v) in &e.data {
+        if select.iter().any(|s| s.eq_ignore_ascii_case(k)) {
+            props.insert(k.clone(), v.clone());
+        }
+    }
+    props
+}
+
+/// `GET /users/{id}`, `GET /groups/{id}` (user-get.md, group-get.md): the object with its
+/// `$select`ed properties, 404 when there is none.
+fn get_one(shared: &Shared, kind: Kind, id: &str, param: &Query<'_>) -> Reply {
+    let select = match parse_select(kind, param.get("$select")) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let t = lock(&shared.tenant);
+    let Some(e) = t.objects(kind).get(id) else {
+        return not_found(id);
+    };
+    let mut props = object_props(id, e, &select);
+    props.insert(
+        "@odata.context".into(),
+        Value::String(format!(
+            "{}/$metadata#{}/$entity",
+            shared.graph_url(),
+            kind.collection()
+        )),
+    );
+    Reply::json(StatusCode::OK, &Value::Object(props))
+}
+
+/// `$filter` as provision on demand sends it: `prop eq 'value'` clauses joined by `or`
+/// (values with `''` for a quote), compared without regard to case as Graph compares these
+/// properties. `None` when the filter is not of that form or names another property.
+fn parse_eq_filter(kind: Kind, raw: &str) -> Option<Vec<(String, String)>> {
+    let allowed: &[&str] = match kind {
+        Kind::User => &["id", "userPrincipalName", "mail"],
+        Kind::Group => &["id", "displayName", "mail"],
+    };
+    let mut out = Vec::new();
+    for clause in raw.split(" or ") {
+        let (prop, value) = clause.trim().split_once(" eq ")?;
+        let prop = prop.trim();
+        let value = value.trim().strip_prefix('\'')?.strip_suffix('\'')?;
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(prop)) {
+            return None;
+        }
+        out.push((prop.to_string(), value.replace("''", "'")));
+    }
+    Some(out)
+}
+
+/// `GET /users?$filter=…`, `GET /groups?$filter=…` (user-list.md, group-list.md), filtered
+/// by [`parse_eq_filter`]; a list without a filter is not served (a cycle reads by delta).
+fn list_filtered(shared: &Shared, kind: Kind, param: &Query<'_>) -> Reply {
+    let Some(clauses) = param.get("$filter").and_then(|f| parse_eq_filter(kind, f)) else {
+        return Reply::error(
+            StatusCode::BAD_REQUEST,
+            "Request_UnsupportedQuery",
+            "the emulator lists objects only with a $filter of eq clauses joined by or",
+        );
+    };
+    let select = match parse_select(kind, param.get("$select")) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let t = lock(&shared.tenant);
+    let items: Vec<Value> = t
+        .objects(kind)
+        .iter()
+        .filter(|(id, e)| {
+            clauses.iter().any(|(prop, value)| {
+                let have = if prop.eq_ignore_ascii_case("id") {
+                    Some(id.as_str())
+                } else {
+                    e.data.get(prop.as_str()).and_then(Value::as_str)
+                };
+                have.is_some_and(|h| h.eq_ignore_ascii_case(value))
+            })
+        })
+        .map(|(id, e)| Value::Object(object_props(id, e, &select)))
+        .collect();
+    drop(t);
+    let base = format!("{}/{}", shared.graph_url(), kind.collection());
+    list_page(shared, &base, items, param, kind.collection())
+}
+
+/// `GET /users/{id}/memberOf` (user-list-memberof.md): the groups the user is a direct
+/// member of, as directory objects with their `@odata.type`.
+fn member_of(shared: &Shared, id: &str, param: &Query<'_>) -> Reply {
+    let select = match parse_select(Kind::Group, param.get("$select")) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let t = lock(&shared.tenant);
+    if !t.users.contains_key(id) {
+        return not_found(id);
+    }
+    let items: Vec<Value> = t
+        .groups
+        .iter()
+        .filter(|(_, g)| g.members.contains(id))
+        .map(|(gid, g)| {
+            let mut props = object_props(gid, g, &select);
+            props.insert(
+                "@odata.type".into(),
+                Value::String(Kind::Group.odata_type().into()),
+            );
+            Value::Object(props)
+        })
+        .collect();
+    drop(t);
+    let base = format!("{}/users/{id}/memberOf", shared.graph_url());
+    list_page(shared, &base, items, param, "directoryObjects")
+}
+
+/// `GET /users/{id}/appRoleAssignments`, `GET /groups/{id}/appRoleAssignments`
+/// (user-list-approleassignments.md): the principal's assignments, to any application.
+fn principal_assignments(shared: &Shared, kind: Kind, id: &str, param: &Query<'_>) -> Reply {
+    let t = lock(&shared.tenant);
+    if !t.objects(kind).contains_key(id) {
+        return not_found(id);
+    }
+    let items: Vec<Value> = t
+        .assignments
+        .iter()
+        .filter(|a| a.get("principalId").and_then(Value::as_str) == Some(id))
+        .cloned()
+        .collect();
+    drop(t);
+    let base = format!(
+        "{}/{}/{id}/appRoleAssignments",
+        shared.graph_url(),
+        kind.collection()
+    );
+    list_page(shared, &base, items, param, "appRoleAssignments")
 }

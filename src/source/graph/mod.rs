@@ -35,7 +35,7 @@ pub(crate) use credential::CertificateError;
 pub use credential::ClientCertificate;
 pub use credential::GraphCredential;
 
-use super::{Source, SourceError, SourceRead};
+use super::{OneQuery, OneRead, Source, SourceError, SourceRead};
 use crate::model::{Assignment, Directory, ObjectType, Rejected, SourceObject};
 use async_trait::async_trait;
 use client::{Deadline, GraphClient};
@@ -511,6 +511,206 @@ impl GraphSource {
         Ok(members.into_iter().collect())
     }
 
+    /// One object by key for provision on demand: `GET /{users|groups}/{key}` when the key
+    /// can be an id, else (or on a 404) a `$filter` on the names the key may be
+    /// (`userPrincipalName` or `mail`; `displayName`), the first match by id order. `None`
+    /// when nothing answers.
+    async fn find_one(
+        &self,
+        client: &GraphClient,
+        ty: ObjectType,
+        key: &str,
+        deadline: Deadline,
+    ) -> Result<Option<Map<String, Value>>, GraphError> {
+        let collection = ty.endpoint().to_ascii_lowercase();
+        let select = attributes::select_param(self.settings.select.of(ty));
+        // A name with `@` is never an id; anything else is tried as one first (Graph answers
+        // 404, or 400 for what is no object id, and then the names are searched).
+        if !key.contains('@') {
+            let url = client.url(&[collection.as_str(), key], &[("$select", select.as_str())])?;
+            match client.get(&url, deadline).await {
+                Ok(obj) => return Ok(Some(obj)),
+                Err(GraphError::Status {
+                    status: 400 | 404, ..
+                }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let quoted = key.replace('\'', "''");
+        let filter = match ty {
+            ObjectType::User => {
+                format!("userPrincipalName eq '{quoted}' or mail eq '{quoted}'")
+            }
+            ObjectType::Group => format!("displayName eq '{quoted}'"),
+        };
+        let url = client.url(
+            &[collection.as_str()],
+            &[("$filter", filter.as_str()), ("$select", select.as_str())],
+        )?;
+        let mut found: Vec<Map<String, Value>> = Vec::new();
+        pages(client, url, deadline, |_, _, item| found.push(item.clone())).await?;
+        found.sort_by(|a, b| {
+            let id =
+                |m: &Map<String, Value>| m.get("id").and_then(Value::as_str).map(str::to_string);
+            id(a).cmp(&id(b))
+        });
+        Ok(found.into_iter().next())
+    }
+
+    /// The app role assignments of one principal to this application
+    /// (`GET /{users|groups}/{id}/appRoleAssignments`, kept when `resourceId` is the job's
+    /// service principal), with role names.
+    async fn assignments_of(
+        &self,
+        client: &GraphClient,
+        ty: ObjectType,
+        id: &str,
+        roles: &HashMap<String, String>,
+        deadline: Deadline,
+    ) -> Result<Vec<Assignment>, GraphError> {
+        let collection = ty.endpoint().to_ascii_lowercase();
+        let url = client.url(
+            &[collection.as_str(), id, "appRoleAssignments"],
+            &[("$top", LIST_PAGE_SIZE)],
+        )?;
+        let sp = &self.settings.service_principal_id;
+        let mut out = Vec::new();
+        pages(client, url, deadline, |_, _, item| {
+            let text = |k: &str| item.get(k).and_then(Value::as_str);
+            if !text("resourceId").is_some_and(|r| r.eq_ignore_ascii_case(sp)) {
+                return;
+            }
+            let role_id = text("appRoleId")
+                .unwrap_or(DEFAULT_ACCESS_ROLE_ID)
+                .to_ascii_lowercase();
+            out.push(Assignment {
+                principal_id: id.to_string(),
+                role: roles.get(&role_id).cloned().unwrap_or(role_id),
+            });
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// The directory provision on demand needs (see [`super::one`]), read object by object.
+    async fn read_one_dir(
+        &self,
+        client: &GraphClient,
+        query: &OneQuery,
+        deadline: Deadline,
+    ) -> Result<Option<Directory>, SourceError> {
+        let roles = self
+            .app_roles(client, deadline)
+            .await
+            .map_err(|e| self.first_call_error(e))?;
+        let err = |what: String| move |e: GraphError| self.service_error(&what, e);
+        let mut dir = Directory {
+            complete: true,
+            ..Directory::default()
+        };
+        let mut principals: Vec<(ObjectType, String)> = Vec::new();
+        let keep = |objects: &mut BTreeMap<String, SourceObject>,
+                    rejected: &mut Vec<Rejected>,
+                    ty: ObjectType,
+                    entry: &Map<String, Value>|
+         -> Option<String> {
+            match apply_entry(objects, ty, entry) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    rejected.push(Rejected {
+                        object_type: Some(ty),
+                        id: entry.get("id").and_then(Value::as_str).map(str::to_string),
+                        position: format!("{} {}", ty.endpoint(), query.key),
+                        reason: e.to_string(),
+                    });
+                    entry.get("id").and_then(Value::as_str).map(str::to_string)
+                }
+            }
+        };
+        let Some(found) = self
+            .find_one(client, query.object_type, &query.key, deadline)
+            .await
+            .map_err(err(format!("reading {} {}", query.object_type, query.key)))?
+        else {
+            return Ok(None);
+        };
+        match query.object_type {
+            ObjectType::User => {
+                let Some(id) = keep(&mut dir.users, &mut dir.rejected, ObjectType::User, &found)
+                else {
+                    return Ok(None);
+                };
+                let select = attributes::select_param(self.settings.select.of(ObjectType::Group));
+                let url = client
+                    .url(
+                        &["users", &id, "memberOf"],
+                        &[("$select", select.as_str()), ("$top", LIST_PAGE_SIZE)],
+                    )
+                    .map_err(err(format!("groups of user {id}")))?;
+                let mut groups: Vec<Map<String, Value>> = Vec::new();
+                pages(client, url, deadline, |_, _, item| {
+                    if item.get("@odata.type").and_then(Value::as_str)
+                        == Some("#microsoft.graph.group")
+                    {
+                        groups.push(item.clone());
+                    }
+                })
+                .await
+                .map_err(err(format!("groups of user {id}")))?;
+                for g in &groups {
+                    if let Some(gid) =
+                        keep(&mut dir.groups, &mut dir.rejected, ObjectType::Group, g)
+                    {
+                        if let Some(obj) = dir.groups.get_mut(&gid) {
+                            obj.members = vec![id.clone()];
+                        }
+                        principals.push((ObjectType::Group, gid));
+                    }
+                }
+                principals.push((ObjectType::User, id));
+            }
+            ObjectType::Group => {
+                let Some(id) = keep(
+                    &mut dir.groups,
+                    &mut dir.rejected,
+                    ObjectType::Group,
+                    &found,
+                ) else {
+                    return Ok(None);
+                };
+                let members = self
+                    .group_members(client, &id, deadline)
+                    .await
+                    .map_err(err(format!("members of group {id}")))?;
+                if let Some(obj) = dir.groups.get_mut(&id) {
+                    obj.members = members;
+                }
+                for key in &query.members {
+                    let user = self
+                        .find_one(client, ObjectType::User, key, deadline)
+                        .await
+                        .map_err(err(format!("reading user {key}")))?;
+                    if let Some(u) = user {
+                        if let Some(uid) =
+                            keep(&mut dir.users, &mut dir.rejected, ObjectType::User, &u)
+                        {
+                            principals.push((ObjectType::User, uid));
+                        }
+                    }
+                }
+                principals.push((ObjectType::Group, id));
+            }
+        }
+        for (ty, id) in principals {
+            let mut a = self
+                .assignments_of(client, ty, &id, &roles, deadline)
+                .await
+                .map_err(err(format!("app role assignments of {ty} {id}")))?;
+            dir.assignments.append(&mut a);
+        }
+        Ok(Some(dir))
+    }
+
     fn service_error(&self, context: &str, e: GraphError) -> SourceError {
         SourceError::Graph {
             context: Some(context.to_string()),
@@ -860,6 +1060,15 @@ impl Source for GraphSource {
             directory: dir,
             watermark: watermark(&snapshot).or_else(|| watermark_in.map(str::to_string)),
         })
+    }
+
+    /// A few GETs for the object, its groups or members and their assignments, never a
+    /// delta round: the snapshot of the cycles is left as it is.
+    async fn read_one(&self, query: &OneQuery) -> Result<Option<OneRead>, SourceError> {
+        let client = self.client()?;
+        let deadline = Deadline::after(self.settings.read_timeout);
+        let dir = self.read_one_dir(client, query, deadline).await?;
+        Ok(dir.and_then(|d| super::one::pick_one(d, query)))
     }
 
     async fn test_connection(&self) -> Result<String, SourceError> {

@@ -27,7 +27,7 @@ mod error;
 mod snapshot;
 pub(crate) mod values;
 
-use super::{Source, SourceError, SourceRead};
+use super::{OneQuery, OneRead, Source, SourceError, SourceRead};
 use crate::model::ObjectType;
 use async_trait::async_trait;
 use conn::{Conn, RawEntry};
@@ -403,11 +403,23 @@ impl LdapSource {
         }
 
         let filter = and_filters(&[&s.group_filter, changed]);
+        self.search_groups(conn, into, &filter, count).await
+    }
+
+    /// The groups matching `filter` (under `group_base`) into `into`, with every `member`
+    /// value: AD sends large ones in ranges, fetched here.
+    async fn search_groups(
+        &self,
+        conn: &mut Conn,
+        into: &mut Snapshot,
+        filter: &str,
+        count: &mut u64,
+    ) -> Result<(), LdapError> {
+        let s = &self.settings;
         let attrs = s.group_attribute_list();
         let mut more: Vec<(RawEntry, u64)> = Vec::new();
         *count += conn
-            .search_paged(&s.group_base, &filter, &attrs, |mut e| {
-                // AD sends large `member` values in ranges: the rest is fetched below.
+            .search_paged(&s.group_base, filter, &attrs, |mut e| {
                 let mut next = None;
                 for (name, _) in e.attrs.iter_mut() {
                     if let Some((_, end)) = conn::range_of(name, "member") {
@@ -431,6 +443,136 @@ impl LdapSource {
         }
         Ok(())
     }
+
+    /// A filter matching the objects of `ty` that answer to `key` as [`one::answers_to`]
+    /// has it: the anchor, or the LDAP attributes our `userPrincipalName` and `mail` (users)
+    /// or `displayName` (groups) are read from.
+    fn key_filter(&self, ty: ObjectType, key: &str) -> String {
+        let s = &self.settings;
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(anchor) = anchor_filter_value(&s.anchor_attribute, key) {
+            parts.push(format!("({}={anchor})", s.anchor_attribute));
+        }
+        let (map, names): (&AttributeMap, &[&str]) = match ty {
+            ObjectType::User => (&s.user_attributes, &["userPrincipalName", "mail"]),
+            ObjectType::Group => (&s.group_attributes, &["displayName"]),
+        };
+        let mut seen = HashSet::new();
+        for attr in names.iter().filter_map(|n| map.get(*n)).flatten() {
+            if seen.insert(attr.to_ascii_lowercase()) {
+                parts.push(format!("({attr}={})", filter_escape(key.as_bytes())));
+            }
+        }
+        format!("(|{})", parts.concat())
+    }
+
+    /// The searches of one on-demand read: the object by its key, the users' disabled and
+    /// assigned marks, and the groups the users are direct members of (a user) or the asked
+    /// members (a group).
+    async fn read_one_entries(
+        &self,
+        conn: &mut Conn,
+        into: &mut Snapshot,
+        query: &OneQuery,
+        count: &mut u64,
+    ) -> Result<(), LdapError> {
+        let s = &self.settings;
+        let user_keys: Vec<String> = match query.object_type {
+            ObjectType::User => vec![query.key.clone()],
+            ObjectType::Group => query.members.clone(),
+        };
+        let attrs = s.user_attribute_list();
+        let mut any_user = Vec::new();
+        for key in &user_keys {
+            let filter = and_filters(&[&s.user_filter, &self.key_filter(ObjectType::User, key)]);
+            *count += conn
+                .search_paged(&s.user_base, &filter, &attrs, |e| {
+                    into.add(ObjectType::User, &e, s)
+                })
+                .await?;
+            any_user.push(self.key_filter(ObjectType::User, key));
+        }
+        if !any_user.is_empty() {
+            let any_user = format!("(|{})", any_user.concat());
+            for (extra, disabled) in [
+                (s.disabled_filter.as_deref(), true),
+                (s.assigned_users_filter.as_deref(), false),
+            ] {
+                let Some(extra) = extra else { continue };
+                let mut dns = HashSet::new();
+                let filter = and_filters(&[&s.user_filter, extra, &any_user]);
+                *count += conn
+                    .search_paged(&s.user_base, &filter, &["1.1".to_string()], |e| {
+                        dns.insert(dn::normalize(&e.dn));
+                    })
+                    .await?;
+                into.mark(&dns, disabled);
+            }
+        }
+        match query.object_type {
+            ObjectType::User => {
+                let users: Vec<(String, Option<String>)> = into
+                    .users
+                    .values()
+                    .map(|e| (e.dn.clone(), e.uid.clone()))
+                    .collect();
+                for (user_dn, uid) in users {
+                    let mut member = format!(
+                        "(member={dn})(uniqueMember={dn})",
+                        dn = filter_escape(user_dn.as_bytes())
+                    );
+                    if let Some(uid) = uid {
+                        member.push_str(&format!("(memberUid={})", filter_escape(uid.as_bytes())));
+                    }
+                    let filter = and_filters(&[&s.group_filter, &format!("(|{member})")]);
+                    self.search_groups(conn, into, &filter, count).await?;
+                    // The search proved the membership, whatever form the group lists it in.
+                    let normalized = dn::normalize(&user_dn);
+                    for g in into.groups.values_mut() {
+                        if !g.member_dns.contains(&normalized) {
+                            g.member_dns.push(normalized.clone());
+                        }
+                    }
+                }
+            }
+            ObjectType::Group => {
+                let filter = and_filters(&[
+                    &s.group_filter,
+                    &self.key_filter(ObjectType::Group, &query.key),
+                ]);
+                self.search_groups(conn, into, &filter, count).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// RFC 4515 escaping of an assertion value: `*`, `(`, `)`, `\`, NUL and every byte outside
+/// printable ASCII as `\XX`.
+fn filter_escape(raw: &[u8]) -> String {
+    raw.iter()
+        .map(|b| match b {
+            b'*' | b'(' | b')' | b'\\' | 0 => format!("\\{b:02x}"),
+            0x20..=0x7e => (*b as char).to_string(),
+            _ => format!("\\{b:02x}"),
+        })
+        .collect()
+}
+
+/// The anchor as a filter value: AD's binary `objectGUID` from its text form (the GUID's
+/// mixed-endian bytes, escaped); any other anchor as text. `None` when the key cannot be one.
+fn anchor_filter_value(attribute: &str, key: &str) -> Option<String> {
+    if attribute.eq_ignore_ascii_case("objectGUID") {
+        let guid = uuid::Uuid::parse_str(key).ok()?;
+        // Every byte escaped: a GUID's bytes are binary, whatever they look like.
+        return Some(
+            guid.to_bytes_le()
+                .iter()
+                .map(|b| format!("\\{b:02x}"))
+                .collect(),
+        );
+    }
+    Some(filter_escape(key.as_bytes()))
 }
 
 #[async_trait]
@@ -579,6 +721,22 @@ impl Source for LdapSource {
         })
     }
 
+    /// A handful of searches (the object by its key, its marks, its groups), never the
+    /// directory; the snapshot of the incremental reads is left as it is.
+    async fn read_one(&self, query: &OneQuery) -> Result<Option<OneRead>, SourceError> {
+        let mut conn = self.connect().await?;
+        let mut snap = Snapshot::default();
+        let mut count = 0u64;
+        let outcome = self
+            .read_one_entries(&mut conn, &mut snap, query, &mut count)
+            .await;
+        conn.close().await;
+        outcome?;
+        tracing::info!(key = %query.key, object_type = %query.object_type, entries_read = count, "LDAP on-demand read");
+        let dir = snapshot::build_directory(&snap, &self.settings, true);
+        Ok(super::one::pick_one(dir, query))
+    }
+
     async fn test_connection(&self) -> Result<String, SourceError> {
         let s = &self.settings;
         let mut conn = self.connect().await?;
@@ -623,6 +781,26 @@ impl Source for LdapSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_demand_filter_values_are_escaped_and_guids_are_binary() {
+        assert_eq!(filter_escape(b"a*b(c)\\d\0"), "a\\2ab\\28c\\29\\5cd\\00");
+        assert_eq!(filter_escape("é".as_bytes()), "\\c3\\a9");
+        // objectGUID: the mixed-endian bytes of the text form, every one escaped.
+        let guid = "01020304-0506-0708-090a-0b0c0d0e0f10";
+        assert_eq!(
+            anchor_filter_value("objectGUID", guid).unwrap(),
+            "\\04\\03\\02\\01\\06\\05\\08\\07\\09\\0a\\0b\\0c\\0d\\0e\\0f\\10"
+        );
+        assert_eq!(
+            values::guid_string(&uuid::Uuid::parse_str(guid).unwrap().to_bytes_le()).as_deref(),
+            Some(guid)
+        );
+        assert_eq!(anchor_filter_value("objectGUID", "ann@x"), None);
+        let s = LdapSettings::new(Flavour::OpenLdap, "ldap://127.0.0.1", "dc=x");
+        let f = LdapSource::new(s).key_filter(ObjectType::User, "ann@x");
+        assert_eq!(f, "(|(entryUUID=ann@x)(mail=ann@x))");
+    }
 
     #[test]
     fn filters_combine() {
