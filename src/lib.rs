@@ -63,7 +63,7 @@ pub use source::graph::{
     ClientCertificate, GraphCredential, GraphSettings, GraphSource, Selection,
 };
 pub use source::ldap::{Flavour, LdapError, LdapSettings, LdapSource, Nested};
-pub use source::{Source, SourceError, SourceRead};
+pub use source::{SnapshotError, Source, SourceError, SourceRead};
 
 // The state store.
 pub use state::{
