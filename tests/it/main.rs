@@ -28,3 +28,4 @@ mod mappings_config;
 mod notify;
 mod safety;
 mod scim2_server;
+mod source_snapshots;
