@@ -641,7 +641,8 @@ impl<'c> Cycle<'c> {
         // reads the source and decides the scope.
         let loading = tokio::task::spawn_blocking(self.store.links_loader(&self.job.name));
         let reading = Instant::now();
-        if watermark.is_some() {
+        // An initial cycle (new mappings or scope) reads everything, as before.
+        if watermark.is_some() && summary.kind == CycleKind::Incremental {
             self.restore_source_snapshot().await;
         }
         let read = self.job.source.read(watermark).await;

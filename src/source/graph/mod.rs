@@ -235,6 +235,17 @@ impl GraphSource {
         })
     }
 
+    /// What a persisted snapshot must have been read with to be continued from: the tenant,
+    /// app and service principal, and the `$select` (a snapshot read without an attribute the
+    /// mappings now need would never get it from a delta).
+    fn snapshot_context(&self) -> String {
+        format!(
+            "{}\n{:?}",
+            self.identity().unwrap_or_default(),
+            self.settings.select
+        )
+    }
+
     /// Token and Graph requests sent so far (token requests, GETs, retries), for tests and
     /// benchmarks.
     pub fn request_counts(&self) -> (u64, u64, u64) {
@@ -912,8 +923,7 @@ impl Source for GraphSource {
     }
 
     async fn restore(&self, bytes: &[u8]) -> Result<(), SnapshotError> {
-        let identity = self.identity().unwrap_or_default();
-        let restored = persist::decode(bytes, &identity)?;
+        let restored = persist::decode(bytes, &self.snapshot_context())?;
         let mut s = self.snapshot.lock().await;
         // A snapshot the source built itself meanwhile is newer: keep it.
         if s.users.is_none() && s.groups.is_none() {
@@ -934,7 +944,7 @@ impl Source for GraphSource {
             return None;
         }
         s.dirty = false;
-        Some(persist::encode(&s, &self.identity().unwrap_or_default()))
+        Some(persist::encode(&s, &self.snapshot_context()))
     }
 
     async fn checks_deleted_items(&self) -> bool {
