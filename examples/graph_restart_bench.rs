@@ -206,7 +206,10 @@ async fn run() -> Result<()> {
     step("initial (full read)", &resume, &g)?;
     let change = |g: &GraphHandle, round: usize| {
         for i in 0..a.changes {
-            let id = format!("00000000-0000-4000-8000-{:012}", (i * 7919 + round) % a.users);
+            let id = format!(
+                "00000000-0000-4000-8000-{:012}",
+                (i * 7919 + round) % a.users
+            );
             g.update_user(&id, json!({"jobTitle": format!("Title {round}")}));
         }
     };
@@ -217,8 +220,11 @@ async fn run() -> Result<()> {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     step("restart, full read", &expired, &g)?;
     let out = a.work.join("results.json");
-    std::fs::write(&out, serde_json::to_vec_pretty(&results).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &out,
+        serde_json::to_vec_pretty(&results).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     println!("results: {}", out.display());
     std::fs::remove_dir_all(a.work.join("state")).map_err(|e| e.to_string())?;
     Ok(())

@@ -53,8 +53,9 @@ pub trait Source: Send + Sync {
 
     /// The snapshot to persist after a committed cycle, with its delta link or watermark,
     /// encoded compactly; `None` when there is none or nothing changed since the last one
-    /// taken (the stored pair then stays: an older snapshot with its own older position is
-    /// still a consistent place to continue from).
+    /// taken, or the last one was taken less than [`SNAPSHOT_EVERY`] ago (the stored pair
+    /// then stays: an older snapshot with its own older position is still a consistent place
+    /// to continue from).
     async fn snapshot(&self) -> Option<Vec<u8>> {
         None
     }
@@ -93,6 +94,12 @@ pub enum SnapshotError {
     #[error("snapshot record belongs to another source")]
     OtherSource,
 }
+
+/// How often a source hands over a changed snapshot to be stored, at most (the first one of a
+/// process goes at once). Storing one is O(directory); an older stored pair is still a
+/// consistent place to resume from (its position returns every change since), so waiting
+/// only means more changes to read after a restart.
+pub(crate) const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A source read that produced nothing usable: the cycle fails before any write.
 #[derive(Debug, thiserror::Error)]

@@ -78,14 +78,25 @@ async fn a_restart_resumes_from_the_persisted_delta_link_and_a_soft_delete_still
     assert_eq!(s.users.deleted, 0, "{s:#?}");
     assert_eq!(user(&h, "alice@contoso.com")["title"], "Principal Engineer");
     assert_eq!(user(&h, "bob@contoso.com")["active"], json!(false));
+
+    // A daemon stores a changed snapshot at most every few minutes: the next cycle's is not
+    // stored, and the older pair stays a consistent place to resume from.
+    let kept = store.source_snapshot("test").unwrap().unwrap();
+    g.update_user("u-grace", json!({"jobTitle": "Staff Engineer"}));
+    let s = run_ok(&job, &store, &client).await;
+    assert_eq!(s.users.updated, 1, "{s:#?}");
+    assert_eq!(store.source_snapshot("test").unwrap().unwrap(), kept);
     drop((job, store));
 
     // Two one-shot syncs in a row keep it disabled, never deleted.
     for _ in 0..2 {
         let store = reopen(dir.path());
+        g.clear_requests();
         let s = run_ok(&self::job(settings(&g)), &store, &client).await;
+        assert_eq!(user_delta_reads(&g).0, 0, "{:?}", g.requests());
         assert_eq!(s.users.deleted, 0, "{s:#?}");
         assert!(try_user(&h, "bob@contoso.com").is_some());
+        assert_eq!(user(&h, "grace@contoso.com")["title"], "Staff Engineer");
     }
 }
 

@@ -168,6 +168,8 @@ struct Snapshot {
     full_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Changed since it was last handed to the state store ([`Source::snapshot`]).
     dirty: bool,
+    /// When [`Source::snapshot`] last handed it over.
+    taken_at: Option<Instant>,
     /// The last read of users was from scratch: a user it did not find may be soft-deleted
     /// (in Entra's recycle bin) rather than gone, which only deleted items can tell.
     users_read_whole: bool,
@@ -940,10 +942,14 @@ impl Source for GraphSource {
 
     async fn snapshot(&self) -> Option<Vec<u8>> {
         let mut s = self.snapshot.lock().await;
-        if !s.dirty || s.users.is_none() || s.groups.is_none() {
+        let recent = s
+            .taken_at
+            .is_some_and(|t| t.elapsed() < super::SNAPSHOT_EVERY);
+        if !s.dirty || recent || s.users.is_none() || s.groups.is_none() {
             return None;
         }
         s.dirty = false;
+        s.taken_at = Some(Instant::now());
         Some(persist::encode(&s, &self.snapshot_context()))
     }
 

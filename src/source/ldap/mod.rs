@@ -288,6 +288,8 @@ struct State {
     last_duration: Duration,
     /// The snapshot changed since it was last handed to the state store.
     dirty: bool,
+    /// When [`Source::snapshot`] last handed it over.
+    taken_at: Option<Instant>,
 }
 
 /// An LDAP or Active Directory source.
@@ -318,6 +320,7 @@ impl LdapSource {
                 full_at: None,
                 last_duration: Duration::ZERO,
                 dirty: false,
+                taken_at: None,
             }),
             force_full: AtomicBool::new(false),
             last: std::sync::Mutex::new(None),
@@ -495,7 +498,10 @@ impl Source for LdapSource {
 
     async fn snapshot(&self) -> Option<Vec<u8>> {
         let mut state = self.state.lock().await;
-        if !state.dirty {
+        let recent = state
+            .taken_at
+            .is_some_and(|t| t.elapsed() < super::SNAPSHOT_EVERY);
+        if !state.dirty || recent {
             return None;
         }
         let snapshot = state.snapshot.take()?;
@@ -511,6 +517,7 @@ impl Source for LdapSource {
         let bytes = persist::encode(&p, &self.snapshot_context());
         state.snapshot = Some(p.snapshot);
         state.dirty = false;
+        state.taken_at = Some(Instant::now());
         Some(bytes)
     }
 
