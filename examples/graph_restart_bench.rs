@@ -117,7 +117,7 @@ fn sync(bin: &Path, config: &Path, secret: &str, log: &Path) -> Result<(Value, f
         .arg(config)
         .args(["sync", "--json"])
         .env("BENCH_GRAPH_SECRET", secret)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,provisiond::cycle=debug")
         .stdin(Stdio::null())
         .stderr(stderr)
         .output()
