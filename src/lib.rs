@@ -65,7 +65,7 @@ pub use source::graph::{
     ClientCertificate, GraphCredential, GraphSettings, GraphSource, Selection,
 };
 pub use source::ldap::{Flavour, LdapError, LdapSettings, LdapSource, Nested};
-pub use source::{OneQuery, OneRead, Source, SourceError, SourceRead};
+pub use source::{OneQuery, OneRead, SnapshotError, Source, SourceError, SourceRead};
 
 // The state store.
 pub use state::{

@@ -63,6 +63,7 @@ fn a_graph_source_with_defaults() {
     assert_eq!(secret(g), "gr4ph-s3cret");
     assert_eq!(g.authority.as_str(), "https://login.microsoftonline.com/");
     assert_eq!(g.graph_url.as_str(), "https://graph.microsoft.com/v1.0");
+    assert_eq!(g.full_read_interval, Duration::from_secs(7 * 86_400));
     // The default mappings' attributes are selected under their Graph names.
     for p in [
         "userPrincipalName",
@@ -94,7 +95,7 @@ fn sovereign_cloud_env_secret_and_extras() {
             &GOOD
                 .replace(
                     "client_secret_file = \"graph-secret\"",
-                    "client_secret_env = \"GRAPH_SECRET\"\nauthority = \"https://login.microsoftonline.us\"\ngraph_url = \"https://graph.microsoft.us/v1.0\"\nuser_attributes = [\"extension_0a1b2c_costCenter\"]\nread_timeout = \"10m\"\nmax_retries = 2",
+                    "client_secret_env = \"GRAPH_SECRET\"\nauthority = \"https://login.microsoftonline.us\"\ngraph_url = \"https://graph.microsoft.us/v1.0\"\nuser_attributes = [\"extension_0a1b2c_costCenter\"]\nread_timeout = \"10m\"\nfull_read_interval = \"2d\"\nmax_retries = 2",
                 )
                 .replace(
                     "[jobs.target]",
@@ -106,6 +107,7 @@ fn sovereign_cloud_env_secret_and_extras() {
     assert_eq!(secret(g), "from-env-secret");
     assert_eq!(g.graph_url.host_str(), Some("graph.microsoft.us"));
     assert_eq!(g.read_timeout, Duration::from_secs(600));
+    assert_eq!(g.full_read_interval, Duration::from_secs(2 * 86_400));
     assert_eq!(g.max_retries, 2);
     assert!(g
         .select

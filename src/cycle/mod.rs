@@ -360,7 +360,10 @@ async fn cycle_in_span(
         meta.steady_state_first.get_or_insert(now);
         meta.steady_state_last = Some(now);
     }
-    if let Err(e) = cycle.commit(&summary, &mut meta, fingerprint, watermark, &held) {
+    if let Err(e) = cycle
+        .commit(&summary, &mut meta, fingerprint, watermark, &held)
+        .await
+    {
         return CycleReport {
             summary: cycle.fail(summary, e.to_string()),
             actions,
@@ -691,6 +694,10 @@ impl<'c> Cycle<'c> {
         // reads the source and decides the scope.
         let loading = tokio::task::spawn_blocking(self.store.links_loader(&self.job.name));
         let reading = Instant::now();
+        // An initial cycle (new mappings or scope) reads everything, as before.
+        if watermark.is_some() && summary.kind == CycleKind::Incremental {
+            self.restore_source_snapshot().await;
+        }
         let read = self.job.source.read(watermark).await;
         let micros = u64::try_from(reading.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
         self.source_read.store(micros, Ordering::Relaxed);
@@ -704,17 +711,83 @@ impl<'c> Cycle<'c> {
                 return Err(ImportError::Source(e));
             }
         };
-        let dir = read.directory;
+        let mut dir = read.directory;
+        let (scoped, links) = if dir.complete && self.job.source.checks_deleted_items().await {
+            // The links say which users the read should have found; deciding the scope
+            // waits for them.
+            let links = LinkIndex::new(loading.await.map_err(ImportError::Loading)??);
+            self.find_soft_deleted(&mut dir, &links).await;
+            (scope::evaluate(&dir, &self.job.scope), links)
+        } else {
+            let scoped = scope::evaluate(&dir, &self.job.scope);
+            let links = loading.await.map_err(ImportError::Loading)??;
+            (scoped, LinkIndex::new(links))
+        };
         summary.source_complete = dir.complete;
-        let scoped = scope::evaluate(&dir, &self.job.scope);
         self.phase("source read and scope decided");
-        let links = loading.await.map_err(ImportError::Loading)??;
         Ok(Imported {
             dir,
             scoped,
-            links: LinkIndex::new(links),
+            links,
             watermark: read.watermark,
         })
+    }
+
+    /// After a restart (or in a one-shot `sync`) the source has no snapshot in memory: hand it
+    /// the one the store kept, so that it reads only changes. Anything wrong with the record
+    /// only means a full read, which is complete and therefore safe.
+    async fn restore_source_snapshot(&self) {
+        let source = &self.job.source;
+        if !source.wants_snapshot().await {
+            return;
+        }
+        match self.store.source_snapshot(&self.job.name) {
+            Ok(Some(bytes)) => match source.restore(&bytes).await {
+                Ok(()) => {
+                    tracing::info!(job = %self.job.name, bytes = bytes.len(), "source snapshot restored from the state store")
+                }
+                Err(e) => {
+                    tracing::warn!(job = %self.job.name, error = %e, "stored source snapshot not used: reading the whole directory")
+                }
+            },
+            Ok(None) => {
+                tracing::info!(job = %self.job.name, "no stored source snapshot: reading the whole directory")
+            }
+            Err(e) => {
+                tracing::warn!(job = %self.job.name, error = %e, "stored source snapshot unreadable: reading the whole directory")
+            }
+        }
+    }
+
+    /// A full read cannot tell a user soft-deleted in the source (restorable, to be disabled)
+    /// from one gone for good (to be deleted): ask the source about the linked users it did
+    /// not return. If it cannot answer, the read counts as incomplete: nothing is deleted.
+    async fn find_soft_deleted(&self, dir: &mut Directory, links: &LinkIndex) {
+        let rejected: std::collections::HashSet<&str> = dir
+            .rejected
+            .iter()
+            .filter_map(|r| r.id.as_deref())
+            .collect();
+        let missing: Vec<String> = links
+            .of(ObjectType::User)
+            .keys()
+            .filter(|id| !dir.users.contains_key(id.as_str()) && !rejected.contains(id.as_str()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        match self.job.source.soft_deleted(&missing).await {
+            Ok(found) => {
+                for o in found {
+                    dir.users.insert(o.id.clone(), o);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job = %self.job.name, error = %e, missing = missing.len(), "cannot tell soft-deleted users from deleted ones: nothing is disabled or deleted this cycle");
+                dir.complete = false;
+            }
+        }
     }
 
     /// Phase one of the plan: users and groups.
@@ -1001,7 +1074,7 @@ impl<'c> Cycle<'c> {
 
     /// Record a completed cycle: the links are durable before the watermark moves past them.
     /// A dry run records nothing.
-    fn commit(
+    async fn commit(
         &self,
         summary: &CycleSummary,
         meta: &mut JobMeta,
@@ -1029,7 +1102,27 @@ impl<'c> Cycle<'c> {
             store.flush()
         });
         self.phase("state flushed");
+        if done.is_ok() {
+            self.persist_source_snapshot().await;
+        }
         done
+    }
+
+    /// The source's snapshot and its delta link or watermark, once the cycle that read them
+    /// is committed. A failure keeps the previous pair, which is still a consistent place to
+    /// continue from (an older snapshot with its own older position).
+    async fn persist_source_snapshot(&self) {
+        let Some(bytes) = self.job.source.snapshot().await else {
+            return;
+        };
+        match self.store.put_source_snapshot(&self.job.name, &bytes) {
+            Ok(()) => {
+                tracing::debug!(job = %self.job.name, bytes = bytes.len(), "source snapshot stored")
+            }
+            Err(e) => {
+                tracing::warn!(job = %self.job.name, error = %e, "source snapshot not stored: after a restart the next read is a full one")
+            }
+        }
     }
 
     fn log_finished(&self, summary: &CycleSummary) {

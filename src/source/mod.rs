@@ -10,7 +10,7 @@ pub(crate) mod graph;
 pub(crate) mod ldap;
 pub(crate) mod one;
 
-use crate::model::Directory;
+use crate::model::{Directory, SourceObject};
 use async_trait::async_trait;
 pub use one::{OneQuery, OneRead};
 use std::path::PathBuf;
@@ -47,10 +47,70 @@ pub trait Source: Send + Sync {
         Ok(one::pick_one(read.directory, query))
     }
 
+    /// Whether the source reads incrementally from a snapshot it keeps and has none in
+    /// memory: the cycle then hands it the one the state store kept ([`Source::restore`]),
+    /// so a restarted daemon or a one-shot `sync` reads only changes.
+    async fn wants_snapshot(&self) -> bool {
+        false
+    }
+
+    /// Continue from a snapshot the store kept (what [`Source::snapshot`] returned after an
+    /// earlier cycle). A record this source cannot read (damaged, another format version,
+    /// another source) is refused and the next read is a full one, which is complete and
+    /// therefore safe.
+    async fn restore(&self, _bytes: &[u8]) -> Result<(), SnapshotError> {
+        Err(SnapshotError::Unsupported)
+    }
+
+    /// The snapshot to persist after a committed cycle, with its delta link or watermark,
+    /// encoded compactly; `None` when there is none or nothing changed since the last one
+    /// taken, or the last one was taken less than [`SNAPSHOT_EVERY`] ago (the stored pair
+    /// then stays: an older snapshot with its own older position is still a consistent place
+    /// to continue from).
+    async fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Whether the last read could have missed soft-deleted users that only
+    /// [`Source::soft_deleted`] can find (a full read of a source with a recycle bin): the
+    /// cycle then asks about the linked users the read did not return.
+    async fn checks_deleted_items(&self) -> bool {
+        false
+    }
+
+    /// Users the cycle still has links for but the last read did not return. A source that
+    /// can tell a soft delete from a hard one after a full read (Graph's deleted items)
+    /// returns those still restorable, marked soft-deleted, so that they are disabled rather
+    /// than deleted; the rest are gone. The default knows nothing: none.
+    async fn soft_deleted(&self, _missing: &[String]) -> Result<Vec<SourceObject>, SourceError> {
+        Ok(Vec::new())
+    }
+
     /// A cheap probe for `provisiond test-connection` (a bind and a one-entry search, a token
     /// and one API call, a file read): what was checked, or precisely what failed.
     async fn test_connection(&self) -> Result<String, SourceError>;
 }
+
+/// Why a persisted source snapshot was not used (the next read is then a full one).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("this source keeps no snapshot")]
+    Unsupported,
+    #[error(
+        "snapshot record format {found} is not one this provisiond reads (it reads {expected})"
+    )]
+    Version { found: u8, expected: u8 },
+    #[error("snapshot record is damaged: {0}")]
+    Damaged(String),
+    #[error("snapshot record belongs to another source")]
+    OtherSource,
+}
+
+/// How often a source hands over a changed snapshot to be stored, at most (the first one of a
+/// process goes at once). Storing one is O(directory); an older stored pair is still a
+/// consistent place to resume from (its position returns every change since), so waiting
+/// only means more changes to read after a restart.
+pub(crate) const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A source read that produced nothing usable: the cycle fails before any write.
 #[derive(Debug, thiserror::Error)]

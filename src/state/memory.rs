@@ -22,6 +22,7 @@ struct Inner {
     outbox: BTreeMap<u64, OutboxMessage>,
     next_outbox_id: u64,
     reported: BTreeMap<String, ReportedFailures>,
+    snapshots: BTreeMap<String, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -46,11 +47,25 @@ impl MemoryStore {
             m.put_escrow(job, &e)?;
         }
         m.set_staged_deletes(job, &store.staged_deletes(job)?)?;
+        // A dry run may continue from the kept source snapshot; an unreadable one only
+        // means a full read, as in a real cycle.
+        if let Ok(Some(b)) = store.source_snapshot(job) {
+            m.put_source_snapshot(job, &b)?;
+        }
         Ok(m)
     }
 }
 
 impl StateStore for MemoryStore {
+    fn source_snapshot(&self, job: &str) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.lock().snapshots.get(job).cloned())
+    }
+    fn put_source_snapshot(&self, job: &str, bytes: &[u8]) -> Result<(), StateError> {
+        self.lock()
+            .snapshots
+            .insert(job.to_string(), bytes.to_vec());
+        Ok(())
+    }
     fn links(&self, job: &str) -> Result<Vec<Link>, StateError> {
         Ok(self
             .lock()

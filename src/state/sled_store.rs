@@ -35,6 +35,15 @@ const LINK_FORMAT: u8 = 2;
 const MAX_DICT: usize = 1 << 20;
 const DICT_PREFIX: &[u8] = b"n:";
 
+/// Source snapshot trees (`snapshot/<job>`): the pointer record's key and format, and the
+/// prefix of the chunks, `c` + generation (u64 BE) + chunk number (u32 BE).
+const SNAPSHOT_POINTER: &[u8] = b"p";
+const SNAPSHOT_FORMAT: u8 = 1;
+const SNAPSHOT_CHUNK_PREFIX: u8 = b'c';
+/// Chunk size: sled keeps whole values in its cache, so a snapshot of a large tenant is
+/// written as many moderate values rather than one huge one.
+const SNAPSHOT_CHUNK: usize = 4 * 1024 * 1024;
+
 /// Cap sled's page cache: its default is 1 GiB, far more than links need.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -283,6 +292,12 @@ impl SledStore {
             .map_err(|e| self.err(e))
     }
 
+    fn snapshot_tree(&self, job: &str) -> Result<sled::Tree, StateError> {
+        self.db
+            .open_tree(format!("snapshot/{job}"))
+            .map_err(|e| self.err(e))
+    }
+
     /// Every record of a tree of JSON envelopes.
     fn records<T: DeserializeOwned>(&self, tree: &sled::Tree) -> Result<Vec<T>, StateError> {
         tree.iter()
@@ -447,6 +462,68 @@ fn read_link(r: &mut Reader<'_>, name: &mut dyn FnMut(u32) -> Option<LocalName>)
 }
 
 /// `u:o:<id>` for a user's object escrow, `g:r:<id>` for a group's reference escrow.
+/// Which generation of a source snapshot is current, and how to check it whole.
+struct SnapshotPointer {
+    generation: u64,
+    chunks: u32,
+    len: u64,
+    digest: [u8; 32],
+}
+
+impl SnapshotPointer {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(53);
+        out.push(SNAPSHOT_FORMAT);
+        out.extend_from_slice(&self.generation.to_be_bytes());
+        out.extend_from_slice(&self.chunks.to_be_bytes());
+        out.extend_from_slice(&self.len.to_be_bytes());
+        out.extend_from_slice(&self.digest);
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<SnapshotPointer, String> {
+        match b.first() {
+            Some(&SNAPSHOT_FORMAT) => {}
+            Some(f) => {
+                return Err(format!(
+                    "snapshot pointer format {f} is not {SNAPSHOT_FORMAT}"
+                ))
+            }
+            None => return Err("empty snapshot pointer".into()),
+        }
+        let field =
+            |range: std::ops::Range<usize>| b.get(range).ok_or("truncated snapshot pointer");
+        let u64_at = |at: usize| -> Result<u64, String> {
+            let f = field(at..at + 8)?;
+            Ok(u64::from_be_bytes(f.try_into().map_err(|_| "truncated")?))
+        };
+        let chunks = field(9..13)?;
+        let digest = field(21..53)?;
+        if b.len() != 53 {
+            return Err("snapshot pointer of the wrong length".into());
+        }
+        Ok(SnapshotPointer {
+            generation: u64_at(1)?,
+            chunks: u32::from_be_bytes(chunks.try_into().map_err(|_| "truncated")?),
+            len: u64_at(13)?,
+            digest: digest.try_into().map_err(|_| "truncated")?,
+        })
+    }
+}
+
+fn snapshot_chunk_key(generation: u64, chunk: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(13);
+    k.push(SNAPSHOT_CHUNK_PREFIX);
+    k.extend_from_slice(&generation.to_be_bytes());
+    k.extend_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
 fn escrow_key(ty: ObjectType, source_id: &str, reference: bool) -> String {
     let kind = if reference { "r" } else { "o" };
     match ty {
@@ -569,6 +646,87 @@ impl StateStore for SledStore {
 
     fn flush(&self) -> Result<(), StateError> {
         self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn source_snapshot(&self, job: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let tree = self.snapshot_tree(job)?;
+        let Some(p) = tree.get(SNAPSHOT_POINTER).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        let corrupt = |message: String| StateError::Corrupt {
+            path: self.path.clone(),
+            key: format!("snapshot/{job}/p"),
+            message,
+        };
+        let pointer = SnapshotPointer::decode(&p).map_err(corrupt)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(pointer.len).unwrap_or(0));
+        for i in 0..pointer.chunks {
+            let chunk = tree
+                .get(snapshot_chunk_key(pointer.generation, i))
+                .map_err(|e| self.err(e))?
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "chunk {i} of generation {} is missing",
+                        pointer.generation
+                    ))
+                })?;
+            bytes.extend_from_slice(&chunk);
+        }
+        if bytes.len() as u64 != pointer.len || sha256(&bytes) != pointer.digest {
+            return Err(corrupt(format!(
+                "generation {} does not match its digest",
+                pointer.generation
+            )));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// The new generation's chunks first, made durable, then the pointer (one key, so sled
+    /// switches it atomically), durable too, and only then the old generation goes: a crash
+    /// anywhere leaves a pointer to a complete generation.
+    fn put_source_snapshot(&self, job: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let tree = self.snapshot_tree(job)?;
+        let old = tree
+            .get(SNAPSHOT_POINTER)
+            .map_err(|e| self.err(e))?
+            .and_then(|p| SnapshotPointer::decode(&p).ok())
+            .map_or(0, |p| p.generation);
+        // Past every generation any chunk was written under, even one a crash left behind.
+        let highest = tree
+            .scan_prefix([SNAPSHOT_CHUNK_PREFIX])
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter_map(|k| {
+                k.get(1..9)
+                    .and_then(|g| g.try_into().ok())
+                    .map(u64::from_be_bytes)
+            })
+            .max()
+            .unwrap_or(0);
+        let generation = old.max(highest) + 1;
+        let mut chunks = 0u32;
+        for chunk in bytes.chunks(SNAPSHOT_CHUNK) {
+            tree.insert(snapshot_chunk_key(generation, chunks), chunk)
+                .map_err(|e| self.err(e))?;
+            chunks += 1;
+        }
+        tree.flush().map_err(|e| self.err(e))?;
+        let pointer = SnapshotPointer {
+            generation,
+            chunks,
+            len: bytes.len() as u64,
+            digest: sha256(bytes),
+        };
+        tree.insert(SNAPSHOT_POINTER, pointer.encode())
+            .map_err(|e| self.err(e))?;
+        tree.flush().map_err(|e| self.err(e))?;
+        for key in tree.scan_prefix([SNAPSHOT_CHUNK_PREFIX]).keys() {
+            let key = key.map_err(|e| self.err(e))?;
+            if key.get(1..9) != Some(&generation.to_be_bytes()[..]) {
+                tree.remove(key).map_err(|e| self.err(e))?;
+            }
+        }
         Ok(())
     }
 
@@ -953,6 +1111,81 @@ mod tests {
             version.as_deref(),
             Some(SCHEMA_VERSION.to_string().as_bytes())
         );
+    }
+
+    #[test]
+    fn a_source_snapshot_survives_reopen_and_replaces_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // Larger than a chunk, so that it spans several.
+        let big: Vec<u8> = (0..SNAPSHOT_CHUNK * 2 + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            assert_eq!(s.source_snapshot("j").unwrap(), None);
+            s.put_source_snapshot("j", b"first").unwrap();
+            s.put_source_snapshot("j", &big).unwrap();
+            s.put_source_snapshot("other", b"o").unwrap();
+            s.flush().unwrap();
+        }
+        let s = reopen(dir.path()).unwrap();
+        assert_eq!(s.source_snapshot("j").unwrap().as_deref(), Some(&big[..]));
+        assert_eq!(
+            s.source_snapshot("other").unwrap().as_deref(),
+            Some(&b"o"[..])
+        );
+        // Only the current generation's chunks are left.
+        let tree = s.snapshot_tree("j").unwrap();
+        assert_eq!(tree.scan_prefix([SNAPSHOT_CHUNK_PREFIX]).count(), 3);
+        s.put_source_snapshot("j", b"").unwrap();
+        assert_eq!(s.source_snapshot("j").unwrap().as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn a_snapshot_write_cut_short_leaves_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.put_source_snapshot("j", b"old pair").unwrap();
+        // What a kill -9 after some chunks of the next generation but before the pointer
+        // switch leaves behind.
+        let tree = s.snapshot_tree("j").unwrap();
+        tree.insert(snapshot_chunk_key(2, 0), &b"new pa"[..])
+            .unwrap();
+        assert_eq!(
+            s.source_snapshot("j").unwrap().as_deref(),
+            Some(&b"old pair"[..])
+        );
+        // The next write goes past the orphan's generation and clears it.
+        s.put_source_snapshot("j", b"newer").unwrap();
+        assert_eq!(
+            s.source_snapshot("j").unwrap().as_deref(),
+            Some(&b"newer"[..])
+        );
+        assert_eq!(tree.scan_prefix([SNAPSHOT_CHUNK_PREFIX]).count(), 1);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.put_source_snapshot("j", b"some snapshot").unwrap();
+        let tree = s.snapshot_tree("j").unwrap();
+        let pointer = tree.get(SNAPSHOT_POINTER).unwrap().unwrap();
+        let generation = u64::from_be_bytes(pointer[1..9].try_into().unwrap());
+        tree.insert(snapshot_chunk_key(generation, 0), &b"some snapsh0t"[..])
+            .unwrap();
+        let err = s.source_snapshot("j").unwrap_err();
+        assert!(
+            matches!(&err, StateError::Corrupt { key, .. } if key == "snapshot/j/p"),
+            "{err}"
+        );
+        for bad in [&pointer[..20], &[9u8][..], &[][..]] {
+            tree.insert(SNAPSHOT_POINTER, bad).unwrap();
+            assert!(matches!(
+                s.source_snapshot("j"),
+                Err(StateError::Corrupt { .. })
+            ));
+        }
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn graph_user(id: &str, first: &str, last: &str, extra: Value) -> Value {
 /// bob and grace (via the assigned group Engineering), henry (assigned), carol (disabled,
 /// assigned), erin (Default Access only), frank (in the unassigned Platform group, nested in
 /// Engineering). Operations is assigned with the Admin role.
-async fn tenant(config: GraphEmulatorConfig) -> GraphHandle {
+pub(crate) async fn tenant(config: GraphEmulatorConfig) -> GraphHandle {
     let h = emulator::spawn("127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap();
@@ -116,7 +116,7 @@ async fn tenant(config: GraphEmulatorConfig) -> GraphHandle {
 
 /// Settings for the emulator with the generic SCIM mappings' `$select`, tiny backoffs and
 /// `Retry-After` honoured up to 3 s.
-fn settings(h: &GraphHandle) -> GraphSettings {
+pub(crate) fn settings(h: &GraphHandle) -> GraphSettings {
     let c = h.config();
     let mut s = GraphSettings::new(
         &c.tenant_id,
@@ -161,7 +161,7 @@ fn roles_of(d: &Directory, principal: &str) -> Vec<String> {
 }
 
 /// Requests the emulator saw that start with `prefix`.
-fn seen(h: &GraphHandle, prefix: &str) -> Vec<String> {
+pub(crate) fn seen(h: &GraphHandle, prefix: &str) -> Vec<String> {
     h.requests()
         .into_iter()
         .filter(|r| r.starts_with(prefix))

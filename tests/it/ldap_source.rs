@@ -970,3 +970,68 @@ async fn on_demand_reads_one_user_or_group() {
     let alice = by_mail(&g.directory, "alice@example.org").id.clone();
     assert_eq!(g.directory.groups[&g.id].members, [alice]);
 }
+
+/// A restarted process continues from the snapshot and watermark the state store kept
+/// (`Source::snapshot` / `Source::restore`, which the cycle calls): it reads only entries
+/// changed since, and has the whole directory. A record from other settings is refused.
+#[tokio::test]
+async fn a_restored_snapshot_reads_only_changes_after_a_restart() {
+    if !available() {
+        return;
+    }
+    let server = Slapd::start(&directory_ldif(), &Options::default());
+    let first = LdapSource::new(settings(&server));
+    let (before, w1) = read(&first, None).await;
+    let bytes = first
+        .snapshot()
+        .await
+        .expect("a full read leaves a snapshot to keep");
+    assert!(
+        first.snapshot().await.is_none(),
+        "unchanged since it was taken"
+    );
+    drop(first);
+
+    let mut admin = server.admin().await;
+    admin
+        .modify(
+            &user_dn("alice"),
+            vec![Mod::Replace("title", HashSet::from(["Principal Engineer"]))],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+
+    // Another process: a new source, given what the store kept.
+    let restarted = LdapSource::new(settings(&server));
+    assert!(restarted.wants_snapshot().await);
+    restarted.restore(&bytes).await.unwrap();
+    assert!(!restarted.wants_snapshot().await);
+    let (after, _) = read(&restarted, w1.as_deref()).await;
+    let stats = restarted.last_read().unwrap();
+    assert!(!stats.full && stats.complete, "{stats:?}");
+    assert!(stats.entries_read <= 3, "{stats:?}");
+    assert_eq!(ids_of_users(&after), ids_of_users(&before));
+    assert_eq!(
+        by_mail(&after, "alice@example.org")
+            .attributes
+            .get("jobTitle")
+            .unwrap_or_default(),
+        json!("Principal Engineer")
+    );
+
+    // Other settings (another filter): the record is of no use; the read is full.
+    let mut other = settings(&server);
+    other.user_filter = "(&(objectClass=inetOrgPerson)(mail=*))".into();
+    let changed = LdapSource::new(other);
+    assert!(changed.restore(&bytes).await.is_err());
+    let damaged = LdapSource::new(settings(&server));
+    assert!(damaged.restore(&bytes[..bytes.len() / 2]).await.is_err());
+    read(&damaged, w1.as_deref()).await;
+    assert!(damaged.last_read().unwrap().full);
+}
+
+fn ids_of_users(d: &Directory) -> BTreeSet<String> {
+    d.users.keys().cloned().collect()
+}

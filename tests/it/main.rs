@@ -31,3 +31,4 @@ mod notify;
 mod ondemand;
 mod safety;
 mod scim2_server;
+mod source_snapshots;

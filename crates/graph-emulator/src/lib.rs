@@ -16,6 +16,7 @@
 //! | `GET /v1.0/servicePrincipals/{id}` | `api/serviceprincipal-get.md` (`$select` honoured) |
 //! | `GET /v1.0/servicePrincipals/{id}/appRoleAssignedTo` | `api/serviceprincipal-list-approleassignedto.md` |
 //! | `GET /v1.0/groups/{id}/members` | `api/group-list-members.md` |
+//! | `GET /v1.0/directory/deletedItems/microsoft.graph.user/{id}` | `api/directory-deleteditems-get.md`: a soft-deleted user with its `deletedDateTime`; `404 Request_ResourceNotFound` for one deleted permanently or never there |
 //!
 //! Delta tokens encode the tenant's version: a round started from a `deltaLink` returns only
 //! objects changed since that version, `@removed` entries for deleted ones (reason `changed`
@@ -165,6 +166,8 @@ struct Tenant {
     app_roles: Vec<Value>,
     /// appRoleAssignment objects, in creation order.
     assignments: Vec<Value>,
+    /// Soft-deleted users (Entra's recycle bin), by id, with their `deletedDateTime`.
+    deleted_users: BTreeMap<String, Entity>,
 }
 
 impl Tenant {
@@ -210,6 +213,8 @@ impl Tenant {
         };
         let members = data.remove("members");
         let manager = data.remove("manager");
+        // Put back (restored, or created again with the same id): no longer in the bin.
+        self.deleted_users.remove(&id);
         let e = self.objects_mut(kind).entry(id.clone()).or_default();
         e.data = data;
         e.changed = v;
@@ -245,8 +250,15 @@ impl Tenant {
 
     fn remove(&mut self, kind: Kind, id: &str, permanently: bool) -> bool {
         let v = self.bump();
-        if self.objects_mut(kind).remove(id).is_none() {
+        let Some(mut gone) = self.objects_mut(kind).remove(id) else {
             return false;
+        };
+        if kind == Kind::User && !permanently {
+            // directory-deleteditems-get.md: a soft-deleted object keeps its properties and
+            // gains deletedDateTime; it stays readable under /directory/deletedItems.
+            gone.data
+                .insert("deletedDateTime".into(), json!("2026-01-01T00:00:00Z"));
+            self.deleted_users.insert(id.to_string(), gone);
         }
         self.removed.push(Removal {
             kind,
@@ -918,6 +930,7 @@ fn route(
         ["groups", id, "appRoleAssignments"] => {
             principal_assignments(shared, Kind::Group, id, &param)
         }
+        ["directory", "deletedItems", "microsoft.graph.user", id] => deleted_user(shared, id),
         _ => Reply::error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
@@ -1232,6 +1245,28 @@ fn parse_select(kind: Kind, raw: Option<&str>) -> Result<Vec<String>, Reply> {
         out.push(name.to_string());
     }
     Ok(out)
+}
+
+/// `GET /directory/deletedItems/microsoft.graph.user/{id}` (`api/directory-deleteditems-get.md`).
+fn deleted_user(shared: &Shared, id: &str) -> Reply {
+    let t = lock(&shared.tenant);
+    match t.deleted_users.get(id) {
+        Some(e) => {
+            let mut body = e.data.clone();
+            body.insert("id".into(), json!(id));
+            body.insert(
+                "@odata.context".into(),
+                json!(format!("{}/$metadata#directoryObjects/$entity", shared.graph_url())),
+            );
+            body.insert("@odata.type".into(), json!("#microsoft.graph.user"));
+            Reply::json(StatusCode::OK, &Value::Object(body))
+        }
+        None => Reply::error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."),
+        ),
+    }
 }
 
 fn delta(shared: &Shared, kind: Kind, param: &Query<'_>) -> Reply {

@@ -53,6 +53,8 @@ pub(crate) struct RawGraph {
     connect_timeout: Option<String>,
     request_timeout: Option<String>,
     read_timeout: Option<String>,
+    /// A snapshot older than this (since its last full read) is read again whole (default 7d).
+    full_read_interval: Option<String>,
     max_retries: Option<u32>,
     /// Allow plain `http://` to hosts other than loopback (default false).
     #[serde(default)]
@@ -132,6 +134,11 @@ pub(crate) fn check(
     s.connect_timeout = duration("connect_timeout", &g.connect_timeout, s.connect_timeout)?;
     s.request_timeout = duration("request_timeout", &g.request_timeout, s.request_timeout)?;
     s.read_timeout = duration("read_timeout", &g.read_timeout, s.read_timeout)?;
+    s.full_read_interval = duration(
+        "full_read_interval",
+        &g.full_read_interval,
+        s.full_read_interval,
+    )?;
     if let Some(r) = g.max_retries {
         s.max_retries = r;
     }

@@ -28,6 +28,7 @@ pub(crate) mod attributes;
 pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod credential;
+mod persist;
 
 pub use attributes::Selection;
 pub(crate) use client::GraphError;
@@ -35,7 +36,7 @@ pub(crate) use credential::CertificateError;
 pub use credential::ClientCertificate;
 pub use credential::GraphCredential;
 
-use super::{OneQuery, OneRead, Source, SourceError, SourceRead};
+use super::{OneQuery, OneRead, SnapshotError, Source, SourceError, SourceRead};
 use crate::model::{Assignment, Directory, ObjectType, Rejected, SourceObject};
 use async_trait::async_trait;
 use client::{Deadline, GraphClient};
@@ -83,6 +84,10 @@ pub struct GraphSettings {
     pub request_timeout: Duration,
     /// A whole read; past it the read stops, incomplete.
     pub read_timeout: Duration,
+    /// A snapshot whose last full read is older than this is read again whole (so that
+    /// anything a delta could have missed is corrected, and a persisted snapshot does not
+    /// live for ever).
+    pub full_read_interval: Duration,
     /// Retries of one request after the first attempt.
     pub max_retries: u32,
     pub backoff_base: Duration,
@@ -112,6 +117,7 @@ impl GraphSettings {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(30 * 60),
+            full_read_interval: Duration::from_secs(7 * 24 * 3600),
             max_retries: 5,
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
@@ -132,6 +138,7 @@ impl PartialEq for GraphSettings {
             && self.connect_timeout == o.connect_timeout
             && self.request_timeout == o.request_timeout
             && self.read_timeout == o.read_timeout
+            && self.full_read_interval == o.full_read_interval
             && self.max_retries == o.max_retries
             && self.backoff_base == o.backoff_base
             && self.backoff_max == o.backoff_max
@@ -156,6 +163,16 @@ struct Collection {
 struct Snapshot {
     users: Option<Collection>,
     groups: Option<Collection>,
+    /// When the last read of both collections from scratch finished (wall clock: it is
+    /// persisted with the snapshot and compared with `full_read_interval` after a restart).
+    full_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Changed since it was last handed to the state store ([`Source::snapshot`]).
+    dirty: bool,
+    /// When [`Source::snapshot`] last handed it over.
+    taken_at: Option<Instant>,
+    /// The last read of users was from scratch: a user it did not find may be soft-deleted
+    /// (in Entra's recycle bin) rather than gone, which only deleted items can tell.
+    users_read_whole: bool,
 }
 
 /// What one delta round produced.
@@ -218,6 +235,17 @@ impl GraphSource {
             context: None,
             source: e.clone(),
         })
+    }
+
+    /// What a persisted snapshot must have been read with to be continued from: the tenant,
+    /// app and service principal, and the `$select` (a snapshot read without an attribute the
+    /// mappings now need would never get it from a delta).
+    fn snapshot_context(&self) -> String {
+        format!(
+            "{}\n{:?}",
+            self.identity().unwrap_or_default(),
+            self.settings.select
+        )
     }
 
     /// Token and Graph requests sent so far (token requests, GETs, retries), for tests and
@@ -931,6 +959,21 @@ impl Source for GraphSource {
             tracing::info!("no watermark stored: reading the whole directory, not only changes");
             *snapshot = Snapshot::default();
         }
+        let now = chrono::Utc::now();
+        if snapshot.users.is_some() || snapshot.groups.is_some() {
+            let age = snapshot
+                .full_at
+                .and_then(|t| (now - t).to_std().ok())
+                .unwrap_or(Duration::MAX);
+            if age >= self.settings.full_read_interval {
+                tracing::info!(
+                    full_read_interval_s = self.settings.full_read_interval.as_secs(),
+                    snapshot_age_s = age.as_secs(),
+                    "snapshot older than full_read_interval: reading the whole directory"
+                );
+                *snapshot = Snapshot::default();
+            }
+        }
 
         // The roles decide which assignments count; without them nothing can be decided, and
         // a failure here (token, permission, wrong id) comes before anything was read.
@@ -1002,6 +1045,8 @@ impl Source for GraphSource {
         };
         let users_mode = summary(&users);
         let groups_mode = summary(&groups);
+        let both_whole = users.full && groups.full;
+        snapshot.users_read_whole = false;
         // A collection's snapshot moves only with a round that reached its delta link.
         for (ty, round) in [(ObjectType::User, users), (ObjectType::Group, groups)] {
             let Round {
@@ -1009,14 +1054,23 @@ impl Source for GraphSource {
                 delta_link,
                 error,
                 invalid,
+                full,
+                entries,
                 ..
             } = round;
+            let snapshot = &mut *snapshot;
             let (out, kept) = match ty {
                 ObjectType::User => (&mut dir.users, &mut snapshot.users),
                 ObjectType::Group => (&mut dir.groups, &mut snapshot.groups),
             };
             match (delta_link, error) {
                 (Some(link), None) => {
+                    if full || entries > 0 {
+                        snapshot.dirty = true;
+                    }
+                    if ty == ObjectType::User {
+                        snapshot.users_read_whole = full;
+                    }
                     *out = objects.clone();
                     *kept = Some(Collection {
                         objects,
@@ -1037,6 +1091,9 @@ impl Source for GraphSource {
         }
         dir.assignments = assignments;
         dir.complete = errors.is_empty();
+        if dir.complete && both_whole {
+            snapshot.full_at = Some(now);
+        }
         for (what, e) in &errors {
             tracing::warn!(what = %what, error = %e, "Graph read incomplete");
         }
@@ -1069,6 +1126,97 @@ impl Source for GraphSource {
         let deadline = Deadline::after(self.settings.read_timeout);
         let dir = self.read_one_dir(client, query, deadline).await?;
         Ok(dir.and_then(|d| super::one::pick_one(d, query)))
+    }
+
+    async fn wants_snapshot(&self) -> bool {
+        let s = self.snapshot.lock().await;
+        s.users.is_none() && s.groups.is_none()
+    }
+
+    async fn restore(&self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let restored = persist::decode(bytes, &self.snapshot_context())?;
+        let mut s = self.snapshot.lock().await;
+        // A snapshot the source built itself meanwhile is newer: keep it.
+        if s.users.is_none() && s.groups.is_none() {
+            tracing::info!(
+                users = restored.users.as_ref().map(|c| c.objects.len()),
+                groups = restored.groups.as_ref().map(|c| c.objects.len()),
+                full_read_at = ?restored.full_at,
+                "Graph snapshot restored from the state store: reading only changes"
+            );
+            *s = restored;
+        }
+        Ok(())
+    }
+
+    async fn snapshot(&self) -> Option<Vec<u8>> {
+        let mut s = self.snapshot.lock().await;
+        let recent = s
+            .taken_at
+            .is_some_and(|t| t.elapsed() < super::SNAPSHOT_EVERY);
+        if !s.dirty || recent || s.users.is_none() || s.groups.is_none() {
+            return None;
+        }
+        s.dirty = false;
+        s.taken_at = Some(Instant::now());
+        Some(persist::encode(&s, &self.snapshot_context()))
+    }
+
+    async fn checks_deleted_items(&self) -> bool {
+        self.snapshot.lock().await.users_read_whole
+    }
+
+    /// `GET /directory/deletedItems/microsoft.graph.user/{id}` for each (`api/
+    /// directory-deleteditems-get.md`): found ⇒ soft-deleted, restorable, returned with its
+    /// `deletedDateTime` so that it is disabled as Entra does; `404` ⇒ gone. Any other failure
+    /// fails the lot: the cycle then deletes nothing rather than guess.
+    async fn soft_deleted(&self, missing: &[String]) -> Result<Vec<SourceObject>, SourceError> {
+        let client = self.client()?;
+        let deadline = Deadline::after(self.settings.read_timeout);
+        let mut results = futures::stream::iter(missing.iter().cloned())
+            .map(|id| async move {
+                let url = client.url(
+                    &["directory", "deletedItems", "microsoft.graph.user", &id],
+                    &[],
+                )?;
+                match client.get(&url, deadline).await {
+                    Ok(entry) => Ok(Some((id, entry))),
+                    Err(GraphError::Status { status: 404, .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(MEMBER_READS_IN_FLIGHT);
+        let mut out = Vec::new();
+        let mut gone = 0usize;
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(Some((id, entry))) => {
+                    let mut obj = attributes::to_source_object(ObjectType::User, &id, &entry);
+                    if !obj.soft_deleted() {
+                        // In the recycle bin whatever the answer says: soft-deleted.
+                        obj.attributes.insert(
+                            "deletedDateTime",
+                            Value::String(chrono::Utc::now().to_rfc3339()),
+                        );
+                    }
+                    out.push(obj);
+                }
+                Ok(None) => gone += 1,
+                Err(e) => {
+                    return Err(SourceError::Graph {
+                        context: Some("deleted items".into()),
+                        source: e,
+                    })
+                }
+            }
+        }
+        tracing::info!(
+            asked = missing.len(),
+            soft_deleted = out.len(),
+            gone,
+            "Graph deleted items consulted for users a full read did not find"
+        );
+        Ok(out)
     }
 
     async fn test_connection(&self) -> Result<String, SourceError> {

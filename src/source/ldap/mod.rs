@@ -24,12 +24,14 @@ pub(crate) mod config;
 pub(crate) mod conn;
 pub(crate) mod dn;
 mod error;
+mod persist;
 mod snapshot;
 pub(crate) mod values;
 
-use super::{OneQuery, OneRead, Source, SourceError, SourceRead};
+use super::{OneQuery, OneRead, SnapshotError, Source, SourceError, SourceRead};
 use crate::model::ObjectType;
 use async_trait::async_trait;
+use chrono::Utc;
 use conn::{Conn, RawEntry};
 pub use error::LdapError;
 pub(crate) use error::TlsConfigError;
@@ -284,6 +286,10 @@ struct State {
     full_at: Option<Instant>,
     /// How long the read that produced the newest timestamp took (see the module docs).
     last_duration: Duration,
+    /// The snapshot changed since it was last handed to the state store.
+    dirty: bool,
+    /// When [`Source::snapshot`] last handed it over.
+    taken_at: Option<Instant>,
 }
 
 /// An LDAP or Active Directory source.
@@ -313,6 +319,8 @@ impl LdapSource {
                 snapshot: None,
                 full_at: None,
                 last_duration: Duration::ZERO,
+                dirty: false,
+                taken_at: None,
             }),
             force_full: AtomicBool::new(false),
             last: std::sync::Mutex::new(None),
@@ -322,6 +330,12 @@ impl LdapSource {
 
     pub fn settings(&self) -> &LdapSettings {
         &self.settings
+    }
+
+    /// What a persisted snapshot must have been read with to be continued from: the
+    /// directory and every setting that shapes an entry (filters, attributes, anchor).
+    fn snapshot_context(&self) -> String {
+        format!("{:?}", self.settings)
     }
 
     /// Make the next read a full one (which notices deletions).
@@ -595,6 +609,60 @@ impl Source for LdapSource {
         ))
     }
 
+    async fn wants_snapshot(&self) -> bool {
+        self.state.lock().await.snapshot.is_none()
+    }
+
+    async fn restore(&self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let p = persist::decode(bytes, &self.snapshot_context())?;
+        let mut state = self.state.lock().await;
+        if state.snapshot.is_some() {
+            return Ok(());
+        }
+        // The full read's time is kept on the wall clock; in memory it is an `Instant`. A
+        // time in the future or too far back to express means: read everything next.
+        let full_at = p.full_at.and_then(|t| {
+            let age = (Utc::now() - t).to_std().ok()?;
+            Instant::now().checked_sub(age)
+        });
+        tracing::info!(
+            users = p.snapshot.users.len(),
+            groups = p.snapshot.groups.len(),
+            full_read_at = ?p.full_at,
+            "LDAP snapshot restored from the state store: reading only changes"
+        );
+        state.snapshot = Some(p.snapshot);
+        state.full_at = full_at;
+        state.last_duration = p.last_duration;
+        state.dirty = false;
+        Ok(())
+    }
+
+    async fn snapshot(&self) -> Option<Vec<u8>> {
+        let mut state = self.state.lock().await;
+        let recent = state
+            .taken_at
+            .is_some_and(|t| t.elapsed() < super::SNAPSHOT_EVERY);
+        if !state.dirty || recent {
+            return None;
+        }
+        let snapshot = state.snapshot.take()?;
+        let full_at = state
+            .full_at
+            .and_then(|at| chrono::Duration::from_std(at.elapsed()).ok())
+            .map(|age| Utc::now() - age);
+        let p = persist::Persisted {
+            snapshot,
+            full_at,
+            last_duration: state.last_duration,
+        };
+        let bytes = persist::encode(&p, &self.snapshot_context());
+        state.snapshot = Some(p.snapshot);
+        state.dirty = false;
+        state.taken_at = Some(Instant::now());
+        Some(bytes)
+    }
+
     async fn read(&self, watermark: Option<&str>) -> Result<SourceRead, SourceError> {
         let s = &self.settings;
         let mut state = self.state.lock().await;
@@ -656,6 +724,9 @@ impl Source for LdapSource {
                     }
                 };
                 state.last_duration = elapsed;
+                if full || entries_read > 0 {
+                    state.dirty = true;
+                }
                 let dir = snapshot::build_directory(&snap, s, true);
                 if snap.newest.is_none() && !snap.is_empty() {
                     tracing::info!(attribute = %s.timestamp_attribute, "no change timestamps could be read: every read is a full read");
