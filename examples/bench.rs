@@ -578,6 +578,12 @@ fn soak(a: &Args) -> Result<Value> {
         .collect::<Result<Vec<_>>>()?;
     let token = dir.join("token");
     std::fs::write(&token, TOKEN).map_err(|e| e.to_string())?;
+    // Owner-only, as provisiond asks of a secret file (else it warns, and warnings are counted).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", token.display()))?;
+    }
     let mut text = format!(
         "state_dir = {:?}\ncontrol_socket = {:?}\nlog_format = \"json\"\n",
         dir.join("state"),
