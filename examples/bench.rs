@@ -10,7 +10,15 @@
 //!              [--only initial|incremental] [--concurrency 8] [--log info|warn]
 //!              [--repeat 5]
 //!              [--bin PATH] [--work DIR]
+//! bench/run.sh --only soak [--soak-jobs 3] [--soak-users 10000] [--soak-minutes 8]
+//!              [--soak-interval-s 5] [--soak-change-every-s 60]
 //! ```
+//!
+//! The soak (`--only soak`) runs `provisiond run` with `--soak-jobs` file-source jobs of
+//! `--soak-users` users each against one sandbox, rewrites one job's directory with a changed
+//! user every `--soak-change-every-s` seconds, samples the daemon's RSS every second and
+//! reports its minimum, median and maximum after the first cycles (warm-up) and the trend
+//! (MB per minute, least squares), with the cycles and warnings its log counted.
 //!
 //! For each scenario it writes a deterministic Entra-style directory export, starts
 //! `provisiond sandbox --listen 127.0.0.1:0 --token …` as a child, writes a config, runs
@@ -42,12 +50,18 @@ struct Args {
     log: String,
     bin: PathBuf,
     work: PathBuf,
+    soak_jobs: usize,
+    soak_users: usize,
+    soak_minutes: f64,
+    soak_interval_s: u64,
+    soak_change_every_s: u64,
 }
 
 fn usage() -> String {
     "usage: bench [--users N] [--groups N] [--members-per-group N] [--incremental-users N] \
      [--incremental-groups N] [--only initial|incremental] [--concurrency N] [--log info|warn] \
-     [--repeat N] [--bin PATH] [--work DIR]"
+     [--repeat N] [--bin PATH] [--work DIR]\n       bench --only soak [--soak-jobs N] \
+     [--soak-users N] [--soak-minutes M] [--soak-interval-s S] [--soak-change-every-s S]"
         .to_string()
 }
 
@@ -70,6 +84,11 @@ fn parse_args() -> Result<Args> {
         log: "info".into(),
         bin: default_bin,
         work: repo.join("target/bench"),
+        soak_jobs: 3,
+        soak_users: 10_000,
+        soak_minutes: 8.0,
+        soak_interval_s: 5,
+        soak_change_every_s: 60,
     };
     let mut incremental_groups = None;
     let mut it = std::env::args().skip(1);
@@ -94,8 +113,22 @@ fn parse_args() -> Result<Args> {
             "--incremental-groups" => incremental_groups = Some(num()?),
             "--repeat" => a.repeat = num()?.max(1),
             "--concurrency" => a.concurrency = num()?.max(1),
-            "--only" if value == "initial" || value == "incremental" => a.only = Some(value),
-            "--log" if value == "info" || value == "warn" => a.log = value,
+            "--only" if ["initial", "incremental", "soak"].contains(&value.as_str()) => {
+                a.only = Some(value)
+            }
+            "--soak-jobs" => a.soak_jobs = num()?.max(1),
+            "--soak-users" => a.soak_users = num()?.max(1),
+            "--soak-minutes" => {
+                a.soak_minutes = value
+                    .parse::<f64>()
+                    .map_err(|e| format!("{flag}: {e}"))?
+                    .max(0.1)
+            }
+            "--soak-interval-s" => a.soak_interval_s = num()?.max(1) as u64,
+            "--soak-change-every-s" => a.soak_change_every_s = num()?.max(1) as u64,
+            // `info`, `warn`, or any filter (`info,provisiond::cycle=debug` logs each phase
+            // with its peak RSS).
+            "--log" => a.log = value,
             "--bin" => a.bin = PathBuf::from(value),
             "--work" => a.work = PathBuf::from(value),
             _ => return Err(format!("unknown option {flag} {value}\n{}", usage())),
@@ -186,7 +219,16 @@ fn coprime_step(n: usize) -> usize {
 /// Writes a deterministic Entra-style export: every group assigned to the app (users are in
 /// scope as direct members of assigned groups), users in no group assigned directly, and a
 /// manager for three users out of four (the one above them in a tree of span 8).
-fn write_directory(path: &Path, users: usize, groups: usize, per_group: usize) -> Result<Shape> {
+///
+/// `generation` > 0 changes one user's job title (user `generation % users`), for the soak's
+/// directory changes.
+fn write_directory(
+    path: &Path,
+    users: usize,
+    groups: usize,
+    per_group: usize,
+    generation: usize,
+) -> Result<Shape> {
     let per_group = per_group.min(users);
     let mut covered = vec![false; users];
     let step = coprime_step(users);
@@ -212,7 +254,11 @@ fn write_directory(path: &Path, users: usize, groups: usize, per_group: usize) -
             json_str(given),
             json_str(surname),
             json_str(&format!("{given} {surname} {i}")),
-            TITLES[(i / 3) % TITLES.len()],
+            if generation > 0 && i == generation % users {
+                format!("Title {generation}")
+            } else {
+                TITLES[(i / 3) % TITLES.len()].to_string()
+            },
             DEPARTMENTS[(i / 5) % DEPARTMENTS.len()],
             100_000 + i,
         );
@@ -520,6 +566,189 @@ fn scenario_dir(work: &Path, name: &str) -> Result<PathBuf> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The soak: a daemon between cycles
+
+/// `provisiond run` with several jobs on a short interval, its RSS sampled every second.
+fn soak(a: &Args) -> Result<Value> {
+    let dir = scenario_dir(&a.work, "soak")?;
+    // A sandbox per job: the jobs' directories are alike, and jobs sharing a target would
+    // match each other's users and groups.
+    let sandboxes = (0..a.soak_jobs)
+        .map(|j| Sandbox::start(&a.bin, &dir.join(format!("sandbox-{j}.log"))))
+        .collect::<Result<Vec<_>>>()?;
+    let token = dir.join("token");
+    std::fs::write(&token, TOKEN).map_err(|e| e.to_string())?;
+    // Owner-only, as provisiond asks of a secret file (else it warns, and warnings are counted).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", token.display()))?;
+    }
+    let mut text = format!(
+        "state_dir = {:?}\ncontrol_socket = {:?}\nlog_format = \"json\"\n",
+        dir.join("state"),
+        dir.join("control.sock")
+    );
+    let mut directories = Vec::new();
+    for (j, sandbox) in sandboxes.iter().enumerate() {
+        let directory = dir.join(format!("directory-{j}.json"));
+        write_directory(
+            &directory,
+            a.soak_users,
+            a.soak_users / 100,
+            a.members_per_group,
+            0,
+        )?;
+        let _ = write!(
+            text,
+            "\n[[jobs]]\nname = \"soak{j}\"\ninterval = \"{}s\"\nscope = \"assigned\"\n\n\
+             [jobs.source]\nkind = \"file\"\npath = {directory:?}\n\n\
+             [jobs.target]\nurl = {:?}\ntoken_file = {token:?}\nconcurrency = {}\n",
+            a.soak_interval_s, sandbox.url, a.concurrency
+        );
+        directories.push(directory);
+    }
+    let config = dir.join("provisiond.toml");
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    let log = dir.join("daemon.log");
+    let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut daemon = Command::new(&a.bin)
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-format", "json", "run"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot start {} run: {e}", a.bin.display()))?;
+    let pid = daemon.id();
+    eprintln!(
+        "soak: provisiond run (pid {pid}), {} jobs × {} users, interval {} s, {} min…",
+        a.soak_jobs, a.soak_users, a.soak_interval_s, a.soak_minutes
+    );
+    let started = Instant::now();
+    let total = Duration::from_secs_f64(a.soak_minutes * 60.0);
+    let mut samples: Vec<(f64, f64)> = Vec::new();
+    let mut generation = 0;
+    let mut next_change = Duration::from_secs(a.soak_change_every_s);
+    let mut failure = None;
+    while started.elapsed() < total {
+        std::thread::sleep(Duration::from_secs(1));
+        if let Ok(Some(status)) = daemon.try_wait() {
+            failure = Some(format!(
+                "provisiond run exited early with {status}; see {}",
+                log.display()
+            ));
+            break;
+        }
+        let t = started.elapsed();
+        if let Some(kb) = proc_status_kb(pid, "VmRSS:") {
+            samples.push((t.as_secs_f64(), kb as f64 / 1024.0));
+        }
+        if t >= next_change {
+            generation += 1;
+            let d = &directories[generation % directories.len()];
+            write_directory(
+                d,
+                a.soak_users,
+                a.soak_users / 100,
+                a.members_per_group,
+                generation,
+            )?;
+            next_change += Duration::from_secs(a.soak_change_every_s);
+        }
+    }
+    let peak = proc_status_kb(pid, "VmHWM:");
+    let cpu = cpu_seconds(pid);
+    // `Child::kill` signals exactly this pid.
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    for sandbox in sandboxes {
+        sandbox.stop()?;
+    }
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let cycles = text
+        .lines()
+        .filter(|l| l.contains("\"cycle finished\""))
+        .count();
+    let warnings = text
+        .lines()
+        .filter(|l| l.contains("\"level\":\"WARN\""))
+        .count();
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\""))
+        .count();
+    // The first cycles provision everything: the figures are taken after them.
+    let warm_up = (a.soak_minutes * 60.0 / 8.0).clamp(10.0, 60.0);
+    let steady: Vec<(f64, f64)> = samples
+        .iter()
+        .copied()
+        .filter(|(t, _)| *t >= warm_up)
+        .collect();
+    let mut rss: Vec<f64> = steady.iter().map(|s| s.1).collect();
+    rss.sort_by(f64::total_cmp);
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    let at = |q: f64| {
+        rss.get(((rss.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+    };
+    Ok(json!({
+        "jobs": a.soak_jobs,
+        "users_per_job": a.soak_users,
+        "interval_s": a.soak_interval_s,
+        "change_every_s": a.soak_change_every_s,
+        "minutes": a.soak_minutes,
+        "warm_up_s": warm_up,
+        "cycles": cycles,
+        "directory_changes": generation,
+        "warnings": warnings,
+        "errors": errors,
+        "samples": steady.len(),
+        "rss_mb_min": rss.first().copied().map(round),
+        "rss_mb_median": at(0.5).map(round),
+        "rss_mb_p90": at(0.9).map(round),
+        "rss_mb_max": rss.last().copied().map(round),
+        "rss_trend_mb_per_min": slope(&steady).map(|s| (s * 60.0 * 100.0).round() / 100.0),
+        "peak_rss_mb": peak.map(|k| round(k as f64 / 1024.0)),
+        "provisiond_cpu_s": cpu.map(|c| (c * 100.0).round() / 100.0),
+    }))
+}
+
+/// Least-squares slope of `(t, y)`, in y per unit of t.
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (mt, my) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (t, y)| (a + t / n, b + y / n));
+    let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (t, y)| {
+        (num + (t - mt) * (y - my), den + (t - mt) * (t - mt))
+    });
+    (den > 0.0).then(|| num / den)
+}
+
+fn print_soak(r: &Value) {
+    println!();
+    println!(
+        "soak: {} jobs x {} users, interval {} s, a change every {} s, {} min: {} cycles, {} warnings, {} errors",
+        r["jobs"], r["users_per_job"], r["interval_s"], r["change_every_s"], r["minutes"],
+        r["cycles"], r["warnings"], r["errors"]
+    );
+    println!(
+        "    RSS after {} s warm-up ({} samples): min {} MB, median {} MB, p90 {} MB, max {} MB; trend {} MB/min; peak {} MB",
+        r["warm_up_s"], r["samples"], r["rss_mb_min"], r["rss_mb_median"], r["rss_mb_p90"],
+        r["rss_mb_max"], r["rss_trend_mb_per_min"], r["peak_rss_mb"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reporting
 
 fn n(v: &Value, path: &str) -> u64 {
@@ -597,7 +826,7 @@ fn measured_sync(
 fn initial(a: &Args) -> Result<Value> {
     let dir = scenario_dir(&a.work, "initial")?;
     let directory = dir.join("directory.json");
-    let shape = write_directory(&directory, a.users, a.groups, a.members_per_group)?;
+    let shape = write_directory(&directory, a.users, a.groups, a.members_per_group, 0)?;
     let sandbox = Sandbox::start(&a.bin, &dir.join("sandbox.log"))?;
     let config = write_config(&dir, &sandbox.url, &directory, a.concurrency)?;
     let mut r = measured_sync(a, &sandbox, &config, &dir, "initial")?;
@@ -627,6 +856,7 @@ fn incremental(a: &Args) -> Result<Value> {
         a.incremental_users,
         a.incremental_groups,
         a.members_per_group,
+        0,
     )?;
     let sandbox = Sandbox::start(&a.bin, &dir.join("sandbox.log"))?;
     let config = write_config(&dir, &sandbox.url, &directory, a.concurrency)?;
@@ -832,6 +1062,11 @@ fn real_main() -> Result<()> {
         "log_level": a.log,
         "concurrency": a.concurrency,
     });
+    if a.only.as_deref() == Some("soak") {
+        results["soak"] = soak(&a)?;
+        print_soak(&results["soak"]);
+        return write_results(&results);
+    }
     if a.only.as_deref() != Some("incremental") {
         eprintln!(
             "(a) initial cycle of {} users, {} groups × {} members…",
@@ -843,11 +1078,16 @@ fn real_main() -> Result<()> {
         results["incremental"] = incremental(&a)?;
     }
     print_table(&results);
+    write_results(&results)
+}
+
+/// `target/bench-results.json`.
+fn write_results(results: &Value) -> Result<()> {
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-results.json");
     if let Some(parent) = out.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(results).map_err(|e| e.to_string())?;
     std::fs::write(&out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
     println!("\nresults: {}", out.display());
     Ok(())

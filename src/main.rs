@@ -8,6 +8,14 @@ use std::future::Future;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: glibc keeps what a cycle freed in per-thread arenas,
+/// so a daemon between cycles held about as much as its last cycle's peak (3 jobs of 10k
+/// users: a median of 278 MB in the benchmark's soak); mimalloc returns freed pages to the
+/// system (a median of 112 MB) and costs less CPU. A one-shot cycle's peak is within a few
+/// percent either way.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// SIGTERM or SIGINT. The handlers are installed when this is called, not when the future is
 /// first polled: a signal arriving in between (the daemon opening its store, say) is caught
 /// and completes the future, rather than killing the process by the default action.

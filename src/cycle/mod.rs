@@ -939,10 +939,8 @@ impl<'c> Cycle<'c> {
         let (users, groups): (Vec<Action>, Vec<Action>) = std::mem::take(&mut plan.actions)
             .into_iter()
             .partition(|a| a.object_type() == crate::model::ObjectType::User);
-        exporter.run(&users).await;
-        drop(users);
-        exporter.run(&groups).await;
-        drop(groups);
+        run_in_chunks(exporter, users).await;
+        run_in_chunks(exporter, groups).await;
         exporter.settle().await;
         self.phase("users and groups exported");
     }
@@ -1145,6 +1143,28 @@ impl<'c> Cycle<'c> {
 }
 
 use export::Abort;
+
+/// Actions exported per chunk by [`run_in_chunks`].
+const EXPORT_CHUNK: usize = 4096;
+
+/// `exporter.run` over `actions` in order, a chunk at a time, each chunk dropped once sent:
+/// an initial cycle's actions carry every object's mapped values (a million users:
+/// gigabytes), which are freed as the export goes instead of living beside the links it
+/// builds until the end. The pipe drains only at a chunk's end: a few requests' latency per
+/// 4096 actions.
+async fn run_in_chunks(exporter: &Exporter<'_>, mut actions: Vec<Action>) {
+    // Reversed once, so that each chunk comes off the end (no shifting of the rest), and the
+    // vector's own buffer shrinks with it.
+    actions.reverse();
+    while !actions.is_empty() {
+        let mut chunk = actions.split_off(actions.len().saturating_sub(EXPORT_CHUNK));
+        chunk.reverse();
+        if actions.capacity() > 2 * actions.len() + EXPORT_CHUNK {
+            actions.shrink_to_fit();
+        }
+        exporter.run(&chunk).await;
+    }
+}
 
 /// The process's peak resident memory so far (Linux; `None` elsewhere), for the phase log.
 fn peak_rss_kb() -> Option<u64> {

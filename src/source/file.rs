@@ -12,7 +12,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Reads a directory export file on every cycle.
@@ -341,37 +341,49 @@ fn collect_objects(
         ObjectType::User => "users",
         ObjectType::Group => "groups",
     };
-    let mut out = BTreeMap::new();
-    let mut duplicates = BTreeSet::new();
+    let mut problems: Vec<(usize, Rejected)> = Vec::new();
+    let mut parsed: Vec<(usize, SourceObject)> = Vec::with_capacity(raw.len());
     for (i, value) in raw.into_iter().enumerate() {
-        let position = format!("{list}[{i}]");
         match parse_object(value, ty) {
-            Ok(obj) => {
-                if out.contains_key(&obj.id) || duplicates.contains(&obj.id) {
-                    duplicates.insert(obj.id.clone());
-                    rejected.push(Rejected {
-                        object_type: Some(ty),
-                        id: Some(obj.id),
-                        position,
-                        reason: "duplicate id: every object with this id is skipped".into(),
-                    });
-                } else {
-                    out.insert(obj.id.clone(), obj);
-                }
-            }
-            Err(e) => rejected.push(Rejected {
-                object_type: Some(ty),
-                reason: e.to_string(),
-                id: e.into_id(),
-                position,
-            }),
+            Ok(obj) => parsed.push((i, obj)),
+            Err(e) => problems.push((
+                i,
+                Rejected {
+                    object_type: Some(ty),
+                    reason: e.to_string(),
+                    id: e.into_id(),
+                    position: format!("{list}[{i}]"),
+                },
+            )),
         }
     }
-    // Which copy is right is unknown, so none is used; the first copy goes too.
-    for id in duplicates {
-        out.remove(&id);
+    // Sorted (stable: copies keep their order), then built in bulk: a B-tree filled in key
+    // order one insert at a time leaves its nodes half empty, a third more memory.
+    parsed.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+    let mut out = Vec::with_capacity(parsed.len());
+    let mut parsed = parsed.into_iter().peekable();
+    while let Some((_, obj)) = parsed.next() {
+        let mut duplicated = false;
+        while let Some((i, copy)) = parsed.next_if(|(_, next)| next.id == obj.id) {
+            duplicated = true;
+            problems.push((
+                i,
+                Rejected {
+                    object_type: Some(ty),
+                    id: Some(copy.id),
+                    position: format!("{list}[{i}]"),
+                    reason: "duplicate id: every object with this id is skipped".into(),
+                },
+            ));
+        }
+        // Which copy is right is unknown, so none is used; the first copy goes too.
+        if !duplicated {
+            out.push((obj.id.clone(), obj));
+        }
     }
-    out
+    problems.sort_by_key(|(i, _)| *i);
+    rejected.extend(problems.into_iter().map(|(_, r)| r));
+    out.into_iter().collect()
 }
 
 fn parse_object(item: ObjectItem, ty: ObjectType) -> Result<SourceObject, ObjectError> {
@@ -524,6 +536,29 @@ mod tests {
         assert_eq!(d.assignments[0].role, "User");
         assert_eq!(d.assignments[1].role, "Admin");
         assert!(d.rejected.is_empty());
+    }
+
+    #[test]
+    fn duplicates_are_all_skipped_and_rejections_keep_document_order() {
+        let d = parse(
+            r#"{"users":[{"id":"b"},{"id":"a"},{"id":"b"},7,{"id":"c"},{"id":"b"},{"id":"a"}],
+                "groups":[], "assignments":[]}"#,
+        );
+        assert_eq!(d.users.keys().collect::<Vec<_>>(), ["c"]);
+        let rejected: Vec<(&str, Option<&str>)> = d
+            .rejected
+            .iter()
+            .map(|r| (r.position.as_str(), r.id.as_deref()))
+            .collect();
+        assert_eq!(
+            rejected,
+            [
+                ("users[2]", Some("b")),
+                ("users[3]", None),
+                ("users[5]", Some("b")),
+                ("users[6]", Some("a")),
+            ]
+        );
     }
 
     #[test]
