@@ -104,7 +104,22 @@ fn queue_notices(
     let mut events = notice::quarantine_events(before, &after);
     let reported = store.reported_failures(job.name)?;
     let escrows = store.escrows(job.name)?;
-    let failures = notice::cycle_failures(&summary.problems, &escrows, summary.started_at);
+    let mut problems = summary.problems.clone();
+    // A cycle that failed as a whole (the source unreadable, the store, a stop of the export)
+    // is a failure too, even with no object to name: reported once while it lasts.
+    if summary.status == crate::summary::CycleStatus::Failed {
+        if let Some(error) = &summary.error {
+            problems.push(crate::summary::Problem {
+                object_type: None,
+                id: None,
+                name: None,
+                code: CYCLE_FAILED.into(),
+                reason: error.clone(),
+                count: 1,
+            });
+        }
+    }
+    let failures = notice::cycle_failures(&problems, &escrows, summary.started_at);
     let (digest, next) = notice::failure_digest(
         &failures,
         &reported,
@@ -130,6 +145,9 @@ fn queue_notices(
     }
     Ok(())
 }
+
+/// The error code of a cycle that failed as a whole, in the failure digest.
+pub(crate) const CYCLE_FAILED: &str = "CycleFailed";
 
 /// The test message of `provisiond test-email`, not queued: sent at once by the command.
 pub(crate) fn test_message(job: &JobRef<'_>, now: DateTime<Utc>) -> OutboxMessage {

@@ -327,3 +327,44 @@ fn check_config_reads_the_smtp_password_and_read_only_commands_need_none() {
     out.assert_code(5);
     assert!(out.all().contains("smtp.starttls"), "{}", out.all());
 }
+
+/// A cycle that fails as a whole (here the export file is misshaped) names no object, and is
+/// still a failure the admin hears of: once while it lasts, again after it came back.
+#[test]
+fn a_failed_cycle_is_mailed_once_while_it_lasts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(sink) = SmtpSink::start("email failed cycle", tmp.path()) else {
+        return;
+    };
+    let sandbox = Sandbox::start();
+    let fixture = Fixture::new(&sandbox.url());
+    configure(&fixture, &sandbox, &sink, "digest_interval = \"1s\"");
+    fixture.write_raw_directory("{\"Users\": []}");
+    fixture.run(&["sync"]).assert_code(4);
+    let m = sink.wait_for(1, WAIT);
+    assert_eq!(
+        subject(&m[0]),
+        "[provisiond] robin: 1 new provisioning failure"
+    );
+    let text = text_part(&m[0]);
+    assert!(text.contains("CycleFailed"), "{text}");
+    assert!(
+        text.contains("users"),
+        "the reason names the missing key: {text}"
+    );
+
+    // Failing the same way again: nothing new.
+    std::thread::sleep(Duration::from_millis(1100));
+    fixture.run(&["sync"]).assert_code(4);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.messages().len(), 1);
+
+    // A good cycle ends it; the same failure later is news again.
+    fixture.write_directory(&directory(3));
+    fixture.run(&["sync"]).assert_code(0);
+    std::thread::sleep(Duration::from_millis(1100));
+    fixture.write_raw_directory("{\"Users\": []}");
+    fixture.run(&["sync"]).assert_code(4);
+    sink.wait_for(2, WAIT);
+    assert_no_secret(&sink.messages());
+}
