@@ -64,6 +64,8 @@ pub use provlog::{
     Pruned as ProvisioningLogsPruned, Query as ProvisioningLogQuery,
     Writer as ProvisioningLogWriter,
 };
+/// A cycle's provisioning-log sink (`CycleOptions::log`).
+pub use cycle::provlog::LogSink as ProvisioningLogSink;
 
 // Sources.
 pub use source::file::{parse_export, FileSource};

@@ -5,6 +5,7 @@ mod admin;
 mod check_config;
 mod demo;
 mod expr;
+mod logs;
 mod mappings;
 pub(crate) mod out;
 pub(crate) mod render;
@@ -18,6 +19,7 @@ pub(crate) use admin::admin;
 pub(crate) use check_config::check_config;
 pub(crate) use demo::demo;
 pub(crate) use expr::expr;
+pub(crate) use logs::logs;
 pub(crate) use mappings::mappings;
 pub(crate) use sandbox::sandbox;
 pub(crate) use status::status;
@@ -155,6 +157,9 @@ pub enum Command {
         #[arg(long)]
         job: String,
     },
+    /// Show the provisioning logs: one entry per object action of the cycles (Entra's
+    /// provisioning logs). Read-only; works while the daemon runs.
+    Logs(Box<logs::LogsArgs>),
     /// Check the configuration and exit.
     CheckConfig,
     /// Print a job's effective attribute mappings and scoping filters.
@@ -231,6 +236,7 @@ impl Command {
         !matches!(
             self,
             Command::Status { .. }
+                | Command::Logs(_)
                 | Command::Mappings { .. }
                 | Command::Restart { .. }
                 | Command::AllowDeletes { .. }
@@ -402,6 +408,7 @@ where
         Command::Pause { job } => admin(&config, &job, AdminCommand::Pause, "pause").await,
         Command::Resume { job } => admin(&config, &job, AdminCommand::Resume, "resume").await,
         Command::CheckConfig => Ok(check_config(&config)),
+        Command::Logs(args) => logs(&config, &args),
         Command::Mappings { job, json } => mappings(&config, job.as_deref(), json),
         Command::Sandbox { .. }
         | Command::Demo

@@ -77,6 +77,9 @@ pub struct JobConfig {
     /// False when loaded by `Config::load_without_secrets`: the secrets hold a placeholder,
     /// and [`JobConfig::require_secrets`] keeps such a job from reaching a target or source.
     pub secrets_read: bool,
+    /// Where its provisioning logs go (`state_dir`, `log_retention`, `log_max_size`): set
+    /// by [`super::Config`] from the top-level keys.
+    pub(crate) logs: Option<crate::provlog::LogTarget>,
 }
 
 impl JobConfig {
@@ -249,6 +252,7 @@ pub(super) fn check(
         member_batch,
         safety,
         secrets_read: !defer_secrets,
+        logs: None,
     })
 }
 

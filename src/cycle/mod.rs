@@ -6,6 +6,7 @@
 pub(crate) mod deletions;
 pub(crate) mod escrow;
 pub(crate) mod export;
+pub(crate) mod provlog;
 pub(crate) mod quarantine;
 
 use crate::mapping::expr::EvalEnv;
@@ -157,6 +158,8 @@ pub struct CycleOptions<'a> {
     pub dry_run: bool,
     /// Keep a record per action (for `--dry-run` output and provisioning logs).
     pub record_actions: bool,
+    /// Where a real cycle writes its provisioning-log entries (none for dry runs).
+    pub log: Option<&'a provlog::LogSink>,
     pub progress: Option<&'a indicatif::ProgressBar>,
     /// The wall clock for the safety rules (escrow retries, quarantine); none: the system's.
     pub clock: Option<&'a dyn crate::util::Clock>,
@@ -277,6 +280,20 @@ async fn cycle_in_span(
         Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
     };
     cycle.defer_escrowed(&mut plan, &book);
+    if let Some(log) = opts.log.filter(|_| !opts.dry_run) {
+        let initial = summary.kind == CycleKind::Initial;
+        let threshold = job.safety.deletions.describe();
+        log.before_export(
+            &cycle_id,
+            initial,
+            &plan.problems,
+            &held.staged,
+            &threshold,
+            &dir,
+            &scoped,
+            &links,
+        );
+    }
     let exporter = cycle.exporter(links, &book);
     cycle.export_objects(&exporter, &mut plan).await;
     cycle
@@ -803,6 +820,7 @@ impl<'c> Cycle<'c> {
             book,
         );
         exporter.record_actions = self.opts.record_actions;
+        exporter.log = self.opts.log.filter(|_| !self.opts.dry_run);
         exporter.progress = self.opts.progress;
         exporter
     }

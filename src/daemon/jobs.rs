@@ -54,6 +54,38 @@ pub(crate) struct JobRuntime {
 }
 
 impl JobRuntime {
+    /// Where this job's provisioning-log entries go, for a cycle or an on-demand run
+    /// (`initiated_by`); `None` when the config names no state directory for them or the
+    /// log directory cannot be made (the run then goes on without logs).
+    pub(crate) fn log_sink(
+        &self,
+        initiated_by: crate::provlog::InitiatedBy,
+    ) -> Option<crate::cycle::provlog::LogSink> {
+        let logs = self.config.logs.as_ref()?;
+        let source = match &self.config.source {
+            crate::config::SourceConfig::File { .. } => "file",
+            crate::config::SourceConfig::Graph(_) => "Microsoft Entra ID",
+            crate::config::SourceConfig::Ldap(_) => "LDAP",
+        };
+        crate::cycle::provlog::LogSink::open(
+            &logs.state_dir,
+            &self.config.name,
+            source.to_string(),
+            self.client.base_url().to_string(),
+            initiated_by,
+        )
+    }
+
+    /// Provisioning-log retention (`log_retention`, `log_max_size`), after a run: a failure
+    /// is logged, never the run's.
+    pub(crate) fn prune_logs(&self) {
+        if let Some(logs) = &self.config.logs {
+            if let Err(e) = crate::provlog::prune(&logs.state_dir, &logs.settings, Utc::now()) {
+                tracing::warn!(job = %self.config.name, error = %e, "provisioning log retention failed");
+            }
+        }
+    }
+
     /// The runtime of a job: fails when its target settings do not make a client.
     pub(crate) fn new(config: JobConfig) -> Result<Self, TargetError> {
         Self::with_lock(config, Arc::new(tokio::sync::Mutex::new(())))
@@ -317,9 +349,14 @@ async fn cycle_locked(
     // A cycle with no bar of the caller's counts on the job's hidden one.
     job.progress.reset();
     job.progress.set_length(0);
+    // Dry runs write no provisioning-log entries.
+    let sink = (!dry_run)
+        .then(|| job.log_sink(crate::provlog::InitiatedBy::system()))
+        .flatten();
     let opts = CycleOptions {
         dry_run,
         record_actions: dry_run,
+        log: sink.as_ref(),
         progress: progress.or(Some(&job.progress)),
         ..CycleOptions::default()
     };
@@ -335,6 +372,10 @@ async fn cycle_locked(
     } else {
         run_cycle(&job.spec, store, &job.client, &opts, stop).await
     };
+    if let Some(s) = &sink {
+        s.sync();
+        job.prune_logs();
+    }
     job.busy.store(false, Ordering::SeqCst);
     job.set_kind(None);
     report

@@ -26,7 +26,7 @@ pub struct Query {
     pub identity: Option<String>,
     pub cycle_id: Option<String>,
     pub change_id: Option<String>,
-    /// The entry's own id (`logs show ID`).
+    /// A prefix of the entry's own id (`logs show ID`).
     pub id: Option<String>,
     /// At most this many entries, the newest; `None`: all.
     pub limit: Option<usize>,
@@ -76,7 +76,8 @@ impl Needles {
             add(format!("\"changeId\":\"{}\"", json_inner(c)));
         }
         if let Some(id) = &q.id {
-            add(format!("\"id\":\"{}\"", json_inner(id)));
+            // A prefix: no closing quote.
+            add(format!("\"id\":\"{}", json_inner(id)));
         }
         Needles {
             exact,
@@ -126,7 +127,7 @@ pub(crate) fn matches(q: &Query, e: &Entry) -> bool {
         && eq(&q.job, &e.job_id)
         && eq(&q.cycle_id, &e.cycle_id)
         && eq(&q.change_id, &e.change_id)
-        && eq(&q.id, &e.id)
+        && q.id.as_deref().is_none_or(|p| e.id.starts_with(p))
         && q.identity.as_deref().is_none_or(|t| {
             let t = t.to_ascii_lowercase();
             [

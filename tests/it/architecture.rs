@@ -180,6 +180,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "config",
         &[
+            "provlog",
             "cycle",
             "mapping",
             "plan",
