@@ -57,6 +57,8 @@ pub use provlog::{
     StepType as ProvisioningStepType, SystemInfo as ProvisioningSystem,
 };
 // Their store: the writer (cycles, on-demand runs, the benchmark), queries, retention, CSV.
+/// A cycle's provisioning-log sink (`CycleOptions::log`).
+pub use cycle::provlog::LogSink as ProvisioningLogSink;
 pub use provlog::{
     prune as prune_provisioning_logs, query as query_provisioning_logs,
     write_csv as write_provisioning_log_csv, Found as ProvisioningLogFound,
@@ -64,8 +66,6 @@ pub use provlog::{
     Pruned as ProvisioningLogsPruned, Query as ProvisioningLogQuery,
     Writer as ProvisioningLogWriter,
 };
-/// A cycle's provisioning-log sink (`CycleOptions::log`).
-pub use cycle::provlog::LogSink as ProvisioningLogSink;
 
 // Sources.
 pub use source::file::{parse_export, FileSource};

@@ -26,5 +26,6 @@ mod ldap_ad;
 mod ldap_source;
 mod mappings_config;
 mod notify;
+mod provlog;
 mod safety;
 mod scim2_server;
