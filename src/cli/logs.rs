@@ -246,7 +246,7 @@ fn cell(s: &str, w: usize) -> String {
 
 /// The table: fits 100 columns (with the JOB column when several jobs are shown).
 pub(crate) fn table(entries: &[Entry], with_job: bool) -> String {
-    let ident = if with_job { 24 } else { 35 };
+    let ident = if with_job { 20 } else { 31 };
     let mut out = String::new();
     let mut line = |cols: [&str; 7]| {
         let mut l = String::new();
@@ -262,7 +262,7 @@ pub(crate) fn table(entries: &[Entry], with_job: bool) -> String {
         l.push(' ');
         l.push_str(&cell(cols[4], ident));
         l.push(' ');
-        l.push_str(&cell(cols[5], 14));
+        l.push_str(&cell(cols[5], 18));
         l.push(' ');
         l.push_str(&cell(cols[6], 8));
         out.push_str(l.trim_end());
@@ -295,7 +295,8 @@ pub(crate) fn table(entries: &[Entry], with_job: bool) -> String {
             e.provisioning_status_info.status.as_str(),
             &who,
             code,
-            &e.id,
+            // The first 8 characters: enough for `logs show`.
+            &e.id.chars().take(8).collect::<String>(),
         ]);
     }
     out
