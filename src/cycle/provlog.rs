@@ -18,7 +18,7 @@ use crate::summary::Problem;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::mpsc::{sync_channel, SyncSender};
 
 /// What became of one exported action, as the export saw it.
 pub(crate) enum Done<'a> {
@@ -35,10 +35,24 @@ pub(crate) enum Done<'a> {
     },
 }
 
+/// Entries queued for the writer thread before a sender waits: bounds the memory while the
+/// disk is slower than the cycle.
+const QUEUE: usize = 8192;
+
+/// What the writer thread is asked to do.
+enum Msg {
+    Entry(Box<Entry>),
+    /// Make everything so far durable, then answer.
+    Sync(SyncSender<()>),
+}
+
 /// Where a real (not dry) cycle's entries go: one job's log writer and what every entry
-/// names (systems, initiator).
+/// names (systems, initiator). Encoding and writing happen on a thread of their own, so the
+/// cycle's tasks only build the entry and queue it.
 pub struct LogSink {
-    writer: Mutex<Option<Writer>>,
+    /// `None` once dropped (which ends the thread).
+    tx: Option<SyncSender<Msg>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     job: String,
     source_system: String,
     target_system: String,
@@ -83,6 +97,41 @@ fn recommended(code: &str) -> Option<&'static str> {
     })
 }
 
+impl Drop for LogSink {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread, which writes out what is left.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer thread: appends what it is sent; the first write error stops the writing (one
+/// warning, not one per entry), never the cycle.
+fn write_loop(mut writer: Writer, job: &str, rx: std::sync::mpsc::Receiver<Msg>) {
+    let mut failed = false;
+    for msg in rx {
+        match msg {
+            Msg::Entry(e) if !failed => {
+                if let Err(err) = writer.append(&e) {
+                    tracing::warn!(job, error = %err, "provisioning log write failed; no further entries this run");
+                    failed = true;
+                }
+            }
+            Msg::Entry(_) => {}
+            Msg::Sync(ack) => {
+                if !failed {
+                    if let Err(err) = writer.sync() {
+                        tracing::warn!(job, error = %err, "provisioning log sync failed");
+                    }
+                }
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
 impl LogSink {
     /// The sink of `job`'s logs under `state_dir`; `None` (with a warning) when the log
     /// directory cannot be made: the cycle then runs without logs.
@@ -93,38 +142,48 @@ impl LogSink {
         target_system: String,
         initiated_by: InitiatedBy,
     ) -> Option<LogSink> {
-        match Writer::open(state_dir, job) {
-            Ok(w) => Some(LogSink {
-                writer: Mutex::new(Some(w)),
+        let writer = match Writer::open(state_dir, job) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(job, error = %e, "provisioning logs cannot be written; the cycle runs without them");
+                return None;
+            }
+        };
+        let (tx, rx) = sync_channel::<Msg>(QUEUE);
+        let name = job.to_string();
+        let thread = std::thread::Builder::new()
+            .name("provisiond-provlog".into())
+            .spawn(move || write_loop(writer, &name, rx));
+        match thread {
+            Ok(thread) => Some(LogSink {
+                tx: Some(tx),
+                thread: Some(thread),
                 job: job.to_string(),
                 source_system,
                 target_system,
                 initiated_by,
             }),
             Err(e) => {
-                tracing::warn!(job, error = %e, "provisioning logs cannot be written; the cycle runs without them");
+                tracing::warn!(job, error = %e, "no thread for the provisioning logs; the cycle runs without them");
                 None
             }
         }
     }
 
     fn append(&self, entry: Entry) {
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(writer) = w.as_mut() {
-            if let Err(e) = writer.append(&entry) {
-                tracing::warn!(job = %self.job, error = %e, "provisioning log write failed; no further entries this cycle");
-                *w = None;
-            }
+        if let Some(tx) = &self.tx {
+            // The thread ends only when this sink is dropped: a send cannot fail before.
+            let _ = tx.send(Msg::Entry(Box::new(entry)));
         }
     }
 
-    /// Make the cycle's entries durable (once per cycle, not per entry).
+    /// Make the cycle's entries durable (once per cycle, not per entry). Blocks until the
+    /// writer thread has written and fsynced everything queued.
     pub fn sync(&self) {
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(writer) = w.as_mut() {
-            if let Err(e) = writer.sync() {
-                tracing::warn!(job = %self.job, error = %e, "provisioning log sync failed");
-            }
+        let Some(tx) = &self.tx else { return };
+        let (ack, done) = sync_channel(1);
+        if tx.send(Msg::Sync(ack)).is_ok() {
+            let _ = done.recv();
         }
     }
 
