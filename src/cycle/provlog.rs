@@ -683,9 +683,12 @@ impl LogSink {
     /// The planner's per-object problems (duplicate, invalid objects) as skipped entries.
     fn problems(&self, cycle_id: &str, problems: &[Problem]) {
         for p in problems {
-            let (Some(id), Some(ty)) = (p.id.as_deref(), p.object_type.as_deref()) else {
+            // An invalid source object may have no id (its position is in the reason); one
+            // of no known type, or a problem about no object, is no entry.
+            let Some(ty) = p.object_type.as_deref() else {
                 continue;
             };
+            let id = p.id.as_deref().unwrap_or("");
             let ty = if ty == "group" {
                 ObjectType::Group
             } else {

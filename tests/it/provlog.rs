@@ -266,3 +266,25 @@ fn retention_drops_old_segments_after_a_cycle() {
     out.assert_code(3);
     assert!(out.all().contains("log_max_size"), "{out}");
 }
+
+#[test]
+fn duplicate_and_invalid_source_objects_are_logged_as_skipped() {
+    let sandbox = Sandbox::start();
+    let f = Fixture::new(&sandbox.url());
+    let mut d = directory(3);
+    // User 2 takes user 1's userPrincipalName (a duplicate matching value); one user has no id.
+    d["users"][2]["userPrincipalName"] = d["users"][1]["userPrincipalName"].clone();
+    d["users"][2]["mail"] = d["users"][1]["mail"].clone();
+    d["users"].as_array_mut().unwrap().push(json!({
+        "userPrincipalName": "noid@contoso.test", "displayName": "No Id", "accountEnabled": true
+    }));
+    f.write_directory(&d);
+    f.run(&["sync", "--json"]);
+    let es = entries(&f, &["--status", "skipped"]);
+    let codes: Vec<&str> = es
+        .iter()
+        .filter_map(|e| e["provisioningStatusInfo"]["errorInformation"]["errorCode"].as_str())
+        .collect();
+    assert!(codes.contains(&"DuplicateSourceEntries"), "{es:#?}");
+    assert!(codes.contains(&"InvalidSourceObject"), "{es:#?}");
+}
