@@ -370,6 +370,9 @@ async fn cycle_in_span(
         meta.steady_state_first.get_or_insert(now);
         meta.steady_state_last = Some(now);
     }
+    if let Some(log) = opts.log.filter(|_| !opts.dry_run) {
+        log.flush().await;
+    }
     if let Err(e) = cycle.commit(&summary, &mut meta, fingerprint, watermark, &held) {
         return CycleReport {
             summary: cycle.fail(summary, e.to_string()),

@@ -44,6 +44,8 @@ enum Msg {
     Entry(Box<Entry>),
     /// Make everything so far durable, then answer.
     Sync(SyncSender<()>),
+    /// The same, answered to an async waiter.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Where a real (not dry) cycle's entries go: one job's log writer and what every entry
@@ -121,13 +123,23 @@ fn write_loop(mut writer: Writer, job: &str, rx: std::sync::mpsc::Receiver<Msg>)
             }
             Msg::Entry(_) => {}
             Msg::Sync(ack) => {
-                if !failed {
-                    if let Err(err) = writer.sync() {
-                        tracing::warn!(job, error = %err, "provisioning log sync failed");
-                    }
-                }
+                sync(&mut writer, job, failed);
                 let _ = ack.send(());
             }
+            Msg::Flush(ack) => {
+                sync(&mut writer, job, failed);
+                let _ = ack.send(());
+            }
+        }
+    }
+    // The sink is gone: whatever came after the last sync is made durable too.
+    sync(&mut writer, job, failed);
+}
+
+fn sync(writer: &mut Writer, job: &str, failed: bool) {
+    if !failed {
+        if let Err(err) = writer.sync() {
+            tracing::warn!(job, error = %err, "provisioning log sync failed");
         }
     }
 }
@@ -174,6 +186,16 @@ impl LogSink {
         if let Some(tx) = &self.tx {
             // The thread ends only when this sink is dropped: a send cannot fail before.
             let _ = tx.send(Msg::Entry(Box::new(entry)));
+        }
+    }
+
+    /// [`LogSink::sync`] for async code: the cycle calls it before it commits, so its entries
+    /// are durable before its watermark moves.
+    pub(crate) async fn flush(&self) {
+        let Some(tx) = &self.tx else { return };
+        let (ack, done) = tokio::sync::oneshot::channel();
+        if tx.send(Msg::Flush(ack)).is_ok() {
+            let _ = done.await;
         }
     }
 

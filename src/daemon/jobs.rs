@@ -51,6 +51,8 @@ pub(crate) struct JobRuntime {
     /// allow-deletes): the worker looks again instead of sleeping on. A signal sent while the
     /// worker runs a cycle is kept for its next wait.
     pub(super) wake: tokio::sync::Notify,
+    /// The previous run's provisioning-log closing and pruning, awaited before the next run.
+    log_done: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl JobRuntime {
@@ -76,13 +78,16 @@ impl JobRuntime {
         )
     }
 
-    /// Provisioning-log retention (`log_retention`, `log_max_size`), after a run: a failure
-    /// is logged, never the run's.
-    pub(crate) fn prune_logs(&self) {
-        if let Some(logs) = &self.config.logs {
-            if let Err(e) = crate::provlog::prune(&logs.state_dir, &logs.settings, Utc::now()) {
-                tracing::warn!(job = %self.config.name, error = %e, "provisioning log retention failed");
-            }
+    /// Wait for the last run's provisioning-log closing and pruning (see `cycle_locked`):
+    /// before the next run, and before a one-shot command exits.
+    pub(crate) async fn settle_logs(&self) {
+        let previous = self
+            .log_done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(p) = previous {
+            let _ = p.await;
         }
     }
 
@@ -113,6 +118,7 @@ impl JobRuntime {
             progress: indicatif::ProgressBar::hidden(),
             next_run: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
+            log_done: Mutex::new(None),
         })
     }
 
@@ -339,6 +345,7 @@ async fn cycle_locked(
     progress: Option<&indicatif::ProgressBar>,
     stop: &CancellationToken,
 ) -> CycleReport {
+    job.settle_logs().await;
     job.busy.store(true, Ordering::SeqCst);
     // The kind as the cycle will decide it (`Cycle::begin`), for the notify status line.
     let kind = match store.meta(&job.config.name) {
@@ -372,13 +379,32 @@ async fn cycle_locked(
     } else {
         run_cycle(&job.spec, store, &job.client, &opts, stop).await
     };
-    if let Some(s) = &sink {
-        s.sync();
-        job.prune_logs();
-    }
     job.busy.store(false, Ordering::SeqCst);
     job.set_kind(None);
+    // A succeeded cycle made its entries durable before it committed. Closing the sink
+    // (which syncs whatever a failed cycle left) and pruning old entries happen on the
+    // blocking pool, so the cycle's end is not delayed by them; the job's next run waits
+    // for them (`log_done`), so two writers never append to one segment.
+    if let Some(s) = sink {
+        let logs = job.config.logs.clone();
+        let name = job.config.name.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            drop(s);
+            prune_logs(&name, logs.as_ref());
+        });
+        *job.log_done.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
+    }
     report
+}
+
+/// Provisioning-log retention (`log_retention`, `log_max_size`) after a run: a failure is
+/// logged, never the run's.
+fn prune_logs(job: &str, logs: Option<&crate::provlog::LogTarget>) {
+    if let Some(logs) = logs {
+        if let Err(e) = crate::provlog::prune(&logs.state_dir, &logs.settings, Utc::now()) {
+            tracing::warn!(job, error = %e, "provisioning log retention failed");
+        }
+    }
 }
 
 fn failed_report(job: &str, dry_run: bool, error: String) -> CycleReport {
