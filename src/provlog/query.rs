@@ -44,6 +44,9 @@ pub struct Found {
 /// necessary condition only; the parsed entry is checked in full.
 struct Needles {
     exact: Vec<memmem::Finder<'static>>,
+    /// The first exact needle, searched backwards over a whole segment to find candidate
+    /// lines (the filters are rare among the entries, or `limit` stops the search early).
+    rare: Option<memmem::FinderRev<'static>>,
     /// The identity text, lowercased (ASCII), matched case-insensitively.
     identity: Option<Vec<u8>>,
 }
@@ -61,8 +64,8 @@ fn json_inner(s: &str) -> String {
 
 impl Needles {
     fn of(q: &Query) -> Needles {
-        let mut exact = Vec::new();
-        let mut add = |s: String| exact.push(memmem::Finder::new(s.as_bytes()).into_owned());
+        let mut texts: Vec<String> = Vec::new();
+        let mut add = |s: String| texts.push(s);
         if let Some(a) = q.action {
             add(format!("\"provisioningAction\":\"{}\"", a.as_str()));
         }
@@ -79,8 +82,17 @@ impl Needles {
             // A prefix: no closing quote.
             add(format!("\"id\":\"{}", json_inner(id)));
         }
+        // The most selective first: ids, then the action, then the status (which steps
+        // carry too).
+        texts.reverse();
         Needles {
-            exact,
+            rare: texts
+                .first()
+                .map(|t| memmem::FinderRev::new(t.as_bytes()).into_owned()),
+            exact: texts
+                .iter()
+                .map(|t| memmem::Finder::new(t.as_bytes()).into_owned())
+                .collect(),
             identity: q
                 .identity
                 .as_ref()
@@ -208,7 +220,10 @@ fn read_batch(
     })
 }
 
-/// The matching entries of one segment, and the count of lines that did not parse.
+/// The matching entries of one segment, newest first (lines are appended in time order),
+/// and the count of lines that did not parse. With a raw needle, only the lines it occurs in
+/// are looked at (a vectorised search over the whole file, backwards); without one, every
+/// line from the end. Either way it stops once `limit` entries are found.
 fn read_segment(s: &Segment, q: &Query, needles: &Needles) -> Result<SegmentResult, LogError> {
     let bytes = match std::fs::read(&s.path) {
         Ok(b) => b,
@@ -223,15 +238,51 @@ fn read_segment(s: &Segment, q: &Query, needles: &Needles) -> Result<SegmentResu
     };
     let mut out = Vec::new();
     let mut skipped = 0;
-    for line in bytes.split(|&b| b == b'\n') {
+    let limit = q.limit.unwrap_or(usize::MAX);
+    // Whether to go on: false once `limit` entries are in hand.
+    let mut take = |line: &[u8]| -> bool {
         if line.is_empty() || !needles.pass(line) {
-            continue;
+            return true;
         }
         match serde_json::from_slice::<Entry>(line) {
             Ok(e) if matches(q, &e) => out.push(e),
             Ok(_) => {}
             // A torn line (a crash mid-write) or damage: skipped, the rest is read.
             Err(_) => skipped += 1,
+        }
+        out.len() < limit
+    };
+    match &needles.rare {
+        Some(finder) => {
+            // Each hit's line, once, from the end of the file.
+            let mut seen_start = usize::MAX;
+            for pos in finder.rfind_iter(&bytes) {
+                let start = memchr::memrchr(b'\n', bytes.get(..pos).unwrap_or_default())
+                    .map_or(0, |i| i + 1);
+                if start == seen_start {
+                    continue;
+                }
+                seen_start = start;
+                let rest = bytes.get(pos..).unwrap_or_default();
+                let end = memchr::memchr(b'\n', rest).map_or(bytes.len(), |i| pos + i);
+                if !take(bytes.get(start..end).unwrap_or_default()) {
+                    break;
+                }
+            }
+        }
+        None => {
+            let mut end = bytes.len();
+            let mut go_on = true;
+            for nl in memchr::memrchr_iter(b'\n', &bytes) {
+                go_on = take(bytes.get(nl + 1..end).unwrap_or_default());
+                end = nl;
+                if !go_on {
+                    break;
+                }
+            }
+            if go_on {
+                take(bytes.get(..end).unwrap_or_default());
+            }
         }
     }
     Ok((out, skipped))

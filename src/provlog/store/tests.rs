@@ -273,3 +273,67 @@ fn sizes_and_names() {
     assert_eq!(segment_hour("2026-12-05T10.jsonl"), Some(at(10, 0)));
     assert_eq!(segment_hour("notes.txt"), None);
 }
+
+#[test]
+fn a_limit_takes_the_newest_of_a_segment_and_needles_hit_steps_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Writer::open(dir.path(), "robin").unwrap();
+    for (i, m) in [1, 2, 3].iter().enumerate() {
+        let mut e = entry(
+            &format!("e{i}"),
+            at(10, *m),
+            ProvisioningAction::Create,
+            Status::Success,
+        );
+        // Steps carry a status too: the raw needle hits several times in one line.
+        e.provisioning_steps = vec![
+            Step {
+                name: "EntryImport".into(),
+                provisioning_step_type: StepType::Import,
+                status: Status::Success,
+                description: "d".into(),
+                details: Default::default(),
+            };
+            3
+        ];
+        w.append(&e).unwrap();
+    }
+    w.sync().unwrap();
+    let ids = |q: Query| -> Vec<String> {
+        query(dir.path(), &q)
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
+    };
+    assert_eq!(
+        ids(Query {
+            limit: Some(1),
+            ..Default::default()
+        }),
+        ["e2"]
+    );
+    assert_eq!(
+        ids(Query {
+            status: Some(Status::Success),
+            limit: Some(2),
+            ..Default::default()
+        }),
+        ["e2", "e1"]
+    );
+    assert_eq!(
+        ids(Query {
+            status: Some(Status::Success),
+            ..Default::default()
+        }),
+        ["e2", "e1", "e0"]
+    );
+    assert_eq!(
+        ids(Query {
+            id: Some("e1".into()),
+            ..Default::default()
+        }),
+        ["e1"]
+    );
+}
