@@ -58,6 +58,16 @@ pub use provlog::{
     Status as ProvisioningStatus, StatusInfo as ProvisioningStatusInfo, Step as ProvisioningStep,
     StepType as ProvisioningStepType, SystemInfo as ProvisioningSystem,
 };
+// Their store: the writer (cycles, on-demand runs, the benchmark), queries, retention, CSV.
+/// A cycle's provisioning-log sink (`CycleOptions::log`).
+pub use cycle::provlog::LogSink as ProvisioningLogSink;
+pub use provlog::{
+    prune as prune_provisioning_logs, query as query_provisioning_logs,
+    write_csv as write_provisioning_log_csv, Found as ProvisioningLogFound,
+    LogError as ProvisioningLogError, LogSettings as ProvisioningLogSettings,
+    Pruned as ProvisioningLogsPruned, Query as ProvisioningLogQuery,
+    Writer as ProvisioningLogWriter,
+};
 
 // Sources.
 pub use source::file::{parse_export, FileSource};

@@ -5,6 +5,7 @@ mod admin;
 mod check_config;
 mod demo;
 mod expr;
+mod logs;
 mod mappings;
 pub(crate) mod out;
 mod provision;
@@ -20,6 +21,7 @@ pub(crate) use admin::admin;
 pub(crate) use check_config::check_config;
 pub(crate) use demo::demo;
 pub(crate) use expr::expr;
+pub(crate) use logs::logs;
 pub(crate) use mappings::mappings;
 pub(crate) use provision::provision;
 pub(crate) use sandbox::sandbox;
@@ -196,6 +198,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the provisioning logs: one entry per object action of the cycles (Entra's
+    /// provisioning logs). Read-only; works while the daemon runs.
+    Logs(Box<logs::LogsArgs>),
     /// Check the configuration and exit.
     CheckConfig,
     /// Print a job's effective attribute mappings and scoping filters.
@@ -272,6 +277,7 @@ impl Command {
         !matches!(
             self,
             Command::Status { .. }
+                | Command::Logs(_)
                 | Command::Mappings { .. }
                 | Command::Restart { .. }
                 | Command::AllowDeletes { .. }
@@ -461,6 +467,7 @@ where
             json,
         } => provision(&config, &job, user, group, member, json).await,
         Command::CheckConfig => Ok(check_config(&config)),
+        Command::Logs(args) => logs(&config, &args),
         Command::Mappings { job, json } => mappings(&config, job.as_deref(), json),
         Command::Sandbox { .. }
         | Command::Demo

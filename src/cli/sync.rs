@@ -69,7 +69,12 @@ where
                 // threads cost a wake-up (a tenth of the initial cycle's CPU time).
                 let cycle = tokio::spawn({
                     let (store, stop, bar) = (store.clone(), stop.clone(), bar.clone());
-                    async move { run_job_cycle(&rt, &*store, dry_run, bar.as_ref(), &stop).await }
+                    async move {
+                        let report =
+                            run_job_cycle(&rt, &*store, dry_run, bar.as_ref(), &stop).await;
+                        rt.settle_logs().await;
+                        report
+                    }
                 });
                 let report = cycle.await.map_err(|e| {
                     Failure::failed(format!("the cycle of job {} failed: {e}", j.name))

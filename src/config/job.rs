@@ -79,6 +79,9 @@ pub struct JobConfig {
     pub secrets_read: bool,
     /// `notification_email` and its keys; `None` when the job has no address.
     pub notify: Option<crate::notify::JobNotify>,
+    /// Where its provisioning logs go (`state_dir`, `log_retention`, `log_max_size`): set
+    /// by [`super::Config`] from the top-level keys.
+    pub(crate) logs: Option<crate::provlog::LogTarget>,
 }
 
 impl JobConfig {
@@ -258,6 +261,7 @@ pub(super) fn check(
         safety,
         secrets_read: !defer_secrets,
         notify,
+        logs: None,
     })
 }
 

@@ -11,7 +11,7 @@ mod raw;
 
 pub(crate) use crate::util::ConfigError;
 pub use admin::AdminSettings;
-pub(crate) use job::{JobConfig, Schedule};
+pub(crate) use job::{JobConfig, Schedule, SourceConfig};
 
 use crate::util::line_col;
 use raw::RawConfig;
@@ -41,6 +41,8 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// The mail server of notification emails (`[smtp]`), when set.
     pub smtp: Option<crate::notify::SmtpSettings>,
+    /// Retention of the provisioning logs (`log_retention`, `log_max_size`).
+    pub logs: crate::provlog::LogSettings,
     pub jobs: Vec<JobConfig>,
 }
 
@@ -151,6 +153,11 @@ impl Config {
                 Some(crate::notify::config::check_smtp(raw_smtp, &ctx)?)
             }
         };
+        let logs = check_logs(
+            raw.log_retention.as_deref(),
+            raw.log_max_size.as_deref(),
+            path,
+        )?;
         if raw.jobs.is_empty() {
             return Err(ConfigError {
                 file: path.to_path_buf(),
@@ -160,7 +167,7 @@ impl Config {
         }
         let mut jobs = Vec::new();
         for (i, rj) in raw.jobs.into_iter().enumerate() {
-            let checked = job::check(i, rj, &jobs, path, env, defer_secrets)?;
+            let mut checked = job::check(i, rj, &jobs, path, env, defer_secrets)?;
             // Addresses without a mail server would be a notice silently never sent.
             if checked.notify.is_some() && smtp.is_none() {
                 return Err(ConfigError {
@@ -171,6 +178,10 @@ impl Config {
                         .into(),
                 });
             }
+            checked.logs = Some(crate::provlog::LogTarget {
+                state_dir: state_dir.clone(),
+                settings: logs,
+            });
             jobs.push(checked);
         }
         Ok(Config {
@@ -180,9 +191,37 @@ impl Config {
             log_format: raw.log_format.unwrap_or_default(),
             admin,
             smtp,
+            logs,
             jobs,
         })
     }
+}
+
+/// The top-level `log_retention` and `log_max_size`.
+fn check_logs(
+    retention: Option<&str>,
+    max_size: Option<&str>,
+    path: &Path,
+) -> Result<crate::provlog::LogSettings, ConfigError> {
+    let mut s = crate::provlog::LogSettings::default();
+    let err = |key: &str, message: String| ConfigError {
+        file: path.to_path_buf(),
+        key: key.into(),
+        message,
+    };
+    if let Some(r) = retention {
+        s.retention = crate::util::duration::parse_duration(r)
+            .map_err(|e| err("log_retention", e.to_string()))?;
+    }
+    if let Some(m) = max_size {
+        s.max_size = crate::provlog::parse_size(m).ok_or_else(|| {
+            err(
+                "log_max_size",
+                format!("{m:?} is not a size (examples: 2GiB, 500MB, 64MiB)"),
+            )
+        })?;
+    }
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ pub(super) struct RawConfig {
     pub(super) state_dir: Option<PathBuf>,
     pub(super) log_format: Option<LogFormat>,
     pub(super) control_socket: Option<PathBuf>,
+    /// How long provisioning-log entries are kept (`30d`).
+    pub(super) log_retention: Option<String>,
+    /// The provisioning logs' size cap (`2GiB`).
+    pub(super) log_max_size: Option<String>,
     /// `[admin]`: the admin HTTP endpoint.
     #[serde(default)]
     pub(super) admin: super::admin::RawAdmin,

@@ -118,6 +118,8 @@ pub(crate) struct Exporter<'a> {
     pub concurrency: usize,
     pub member_batch: usize,
     pub record_actions: bool,
+    /// Where a real cycle's provisioning-log entries go.
+    pub log: Option<&'a super::provlog::LogSink>,
     pub stop: &'a CancellationToken,
     pub progress: Option<&'a indicatif::ProgressBar>,
     /// Where failed actions are escrowed and succeeded ones leave escrow.
@@ -283,6 +285,7 @@ impl<'a> Exporter<'a> {
             concurrency: concurrency.max(1),
             member_batch: member_batch.max(1),
             record_actions: false,
+            log: None,
             stop,
             progress: None,
             escrow,
@@ -458,13 +461,14 @@ impl<'a> Exporter<'a> {
             Action::Disable(d) => (ObjectType::User, &d.source_id, &d.display_name),
             Action::Delete(d) => (d.object_type, &d.source_id, &d.display_name),
         };
+        let started = std::time::Instant::now();
         let result = match action {
             Action::Provision(p) => self.provision(p).await,
             Action::Update(u) => self.update(u).await,
             Action::Disable(d) => self.disable(d).await,
             Action::Delete(d) => self.delete(d).await,
         };
-        self.finish(ty, source_id, name, action, result);
+        self.finish(ty, source_id, name, action, result, started);
     }
 
     fn finish(
@@ -474,6 +478,7 @@ impl<'a> Exporter<'a> {
         name: &str,
         action: &Action,
         result: Result<Outcome, Failure>,
+        started: std::time::Instant,
     ) {
         let persist = |link: &Link| -> Result<(), Failure> {
             self.store.put_link(self.job, link).map_err(store_failure)
@@ -500,6 +505,18 @@ impl<'a> Exporter<'a> {
             }
             _ => Vec::new(),
         };
+        if let Some(log) = self.log {
+            log_outcome(
+                log,
+                self.cycle_id,
+                ty,
+                source_id,
+                name,
+                action,
+                &result,
+                started,
+            );
+        }
         let mut t = lock(&self.tally);
         match result {
             Ok(outcome) => {
@@ -1052,6 +1069,9 @@ impl<'a> Exporter<'a> {
                     };
                     tracing::info!(job = self.job, cycle_id = self.cycle_id, action = verb,
                         group_id = %m.group_source_id, target_id = %m.group_target_id, count = n, "exported");
+                    if let Some(log) = self.log {
+                        log.membership(self.cycle_id, m, adding, &ids, None);
+                    }
                     if self.record_actions {
                         let mut r = ActionRecord::new(
                             verb,
@@ -1077,6 +1097,9 @@ impl<'a> Exporter<'a> {
                     // Debug: the cycle's `problem` event reports it (see `finish`).
                     tracing::debug!(job = self.job, cycle_id = self.cycle_id, group_id = %m.group_source_id,
                         code = %f.code, reason = %f.reason, "membership export failed");
+                    if let Some(log) = self.log {
+                        log.membership(self.cycle_id, m, adding, &ids, Some((&f.code, &f.reason)));
+                    }
                     self.escrow.failed(
                         (ObjectType::Group, m.group_source_id.clone(), true),
                         &m.display_name,
@@ -1100,6 +1123,54 @@ impl<'a> Exporter<'a> {
         self.escrow
             .succeeded((ObjectType::Group, m.group_source_id.clone(), true));
     }
+}
+
+/// One action's outcome into the provisioning log.
+#[allow(clippy::too_many_arguments)]
+fn log_outcome(
+    log: &super::provlog::LogSink,
+    cycle_id: &str,
+    ty: ObjectType,
+    source_id: &str,
+    name: &str,
+    action: &Action,
+    result: &Result<Outcome, Failure>,
+    started: std::time::Instant,
+) {
+    use super::provlog::Done;
+    let done = match result {
+        Ok(Outcome::Created(l)) => Done::Ok {
+            verb: "create",
+            target_id: Some(&l.target_id),
+        },
+        Ok(Outcome::Adopted(l)) => Done::Ok {
+            verb: "adopt",
+            target_id: Some(&l.target_id),
+        },
+        Ok(Outcome::Updated(l)) => Done::Ok {
+            verb: "update",
+            target_id: Some(&l.target_id),
+        },
+        Ok(Outcome::Disabled(l)) => Done::Ok {
+            verb: "disable",
+            target_id: Some(&l.target_id),
+        },
+        Ok(Outcome::Deleted) => Done::Ok {
+            verb: "delete",
+            target_id: None,
+        },
+        Ok(Outcome::Gone) => Done::Ok {
+            verb: "gone",
+            target_id: None,
+        },
+        Err(f) => Done::Failed {
+            code: &f.code,
+            reason: &f.reason,
+            transient: f.reach == Reach::Target,
+        },
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    log.exported(cycle_id, ty, source_id, name, action, done, ms);
 }
 
 /// The store failing is fatal for the cycle: nothing done after it could be remembered.

@@ -7,6 +7,7 @@ pub(crate) mod deletions;
 pub(crate) mod escrow;
 pub(crate) mod export;
 pub(crate) mod ondemand;
+pub(crate) mod provlog;
 pub(crate) mod quarantine;
 
 use crate::mapping::expr::EvalEnv;
@@ -158,6 +159,8 @@ pub struct CycleOptions<'a> {
     pub dry_run: bool,
     /// Keep a record per action (for `--dry-run` output and provisioning logs).
     pub record_actions: bool,
+    /// Where a real cycle writes its provisioning-log entries (none for dry runs).
+    pub log: Option<&'a provlog::LogSink>,
     pub progress: Option<&'a indicatif::ProgressBar>,
     /// The wall clock for the safety rules (escrow retries, quarantine); none: the system's.
     pub clock: Option<&'a dyn crate::util::Clock>,
@@ -283,6 +286,20 @@ async fn cycle_in_span(
         Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
     };
     cycle.defer_escrowed(&mut plan, &book);
+    if let Some(log) = opts.log.filter(|_| !opts.dry_run) {
+        let initial = summary.kind == CycleKind::Initial;
+        let threshold = job.safety.deletions.describe();
+        log.before_export(
+            &cycle_id,
+            initial,
+            &plan.problems,
+            &held.staged,
+            &threshold,
+            &dir,
+            &scoped,
+            &links,
+        );
+    }
     let exporter = cycle.exporter(links, &book);
     cycle.export_objects(&exporter, &mut plan).await;
     cycle
@@ -359,6 +376,9 @@ async fn cycle_in_span(
     if summary.status == CycleStatus::Succeeded && summary.requests.writes() == 0 {
         meta.steady_state_first.get_or_insert(now);
         meta.steady_state_last = Some(now);
+    }
+    if let Some(log) = opts.log.filter(|_| !opts.dry_run) {
+        log.flush().await;
     }
     if let Err(e) = cycle
         .commit(&summary, &mut meta, fingerprint, watermark, &held)
@@ -929,6 +949,7 @@ impl<'c> Cycle<'c> {
             book,
         );
         exporter.record_actions = self.opts.record_actions;
+        exporter.log = self.opts.log.filter(|_| !self.opts.dry_run);
         exporter.progress = self.opts.progress;
         exporter
     }

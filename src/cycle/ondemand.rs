@@ -68,36 +68,16 @@ pub struct OnDemandResult {
     pub log_error: Option<String>,
 }
 
-/// The log entry could not be appended.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot append the provisioning log entry to {path}: {source}")]
-pub(crate) struct LogWriteError {
-    path: std::path::PathBuf,
-    #[source]
-    source: std::io::Error,
-}
-
-/// Append `entry` to the job's on-demand log: one JSON line in
-/// `<state_dir>/logs/<job>/ondemand.jsonl`, written with one `write` call on a file opened
-/// for appending, so an interrupted run leaves earlier lines whole.
-pub(crate) fn write_log_entry(state_dir: &Path, entry: &Entry) -> Result<(), LogWriteError> {
-    use std::io::Write as _;
-    let dir = state_dir.join("logs").join(&entry.job_id);
-    let path = dir.join("ondemand.jsonl");
-    let fail = |source| LogWriteError {
-        path: path.clone(),
-        source,
-    };
-    crate::state::sled_store::create_private_dir_all(&dir).map_err(fail)?;
-    let mut line = serde_json::to_vec(entry).map_err(|e| fail(std::io::Error::other(e)))?;
-    line.push(b'\n');
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(fail)?;
-    file.write_all(&line).map_err(fail)?;
-    file.sync_data().map_err(fail)
+/// Append `entry` to the job's provisioning log (`<state_dir>/logs/<job>/`, the hourly
+/// segment of its time, like a cycle's entries), durably: `provisiond logs` finds it with the
+/// cycles' entries, and it is also a tracing event.
+pub(crate) fn write_log_entry(
+    state_dir: &Path,
+    entry: &Entry,
+) -> Result<(), crate::provlog::LogError> {
+    let mut writer = crate::provlog::Writer::open(state_dir, &entry.job_id)?;
+    writer.append(entry)?;
+    writer.sync()
 }
 
 /// Run `req` for `job` and write its log entry under `state_dir` (none: not written).
@@ -1203,7 +1183,17 @@ mod tests {
         .unwrap();
         write_log_entry(tmp.path(), &e).unwrap();
         write_log_entry(tmp.path(), &e).unwrap();
-        let text = std::fs::read_to_string(tmp.path().join("logs/robin/ondemand.jsonl")).unwrap();
+        let dir = tmp.path().join("logs/robin");
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(
+            files[0].to_string_lossy().ends_with("2026-01-01T00.jsonl"),
+            "{files:?}"
+        );
+        let text = std::fs::read_to_string(&files[0]).unwrap();
         let lines: Vec<Entry> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())

@@ -52,9 +52,46 @@ pub(crate) struct JobRuntime {
     /// allow-deletes): the worker looks again instead of sleeping on. A signal sent while the
     /// worker runs a cycle is kept for its next wait.
     pub(super) wake: tokio::sync::Notify,
+    /// The previous run's provisioning-log closing and pruning, awaited before the next run.
+    log_done: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl JobRuntime {
+    /// Where this job's provisioning-log entries go, for a cycle or an on-demand run
+    /// (`initiated_by`); `None` when the config names no state directory for them or the
+    /// log directory cannot be made (the run then goes on without logs).
+    pub(crate) fn log_sink(
+        &self,
+        initiated_by: crate::provlog::InitiatedBy,
+    ) -> Option<crate::cycle::provlog::LogSink> {
+        let logs = self.config.logs.as_ref()?;
+        let source = match &self.config.source {
+            crate::config::SourceConfig::File { .. } => "file",
+            crate::config::SourceConfig::Graph(_) => "Microsoft Entra ID",
+            crate::config::SourceConfig::Ldap(_) => "LDAP",
+        };
+        crate::cycle::provlog::LogSink::open(
+            &logs.state_dir,
+            &self.config.name,
+            source.to_string(),
+            self.client.base_url().to_string(),
+            initiated_by,
+        )
+    }
+
+    /// Wait for the last run's provisioning-log closing and pruning (see `cycle_locked`):
+    /// before the next run, and before a one-shot command exits.
+    pub(crate) async fn settle_logs(&self) {
+        let previous = self
+            .log_done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(p) = previous {
+            let _ = p.await;
+        }
+    }
+
     /// The runtime of a job: fails when its target settings do not make a client.
     pub(crate) fn new(config: JobConfig) -> Result<Self, TargetError> {
         Self::with_lock(config, Arc::new(tokio::sync::Mutex::new(())))
@@ -82,6 +119,7 @@ impl JobRuntime {
             progress: indicatif::ProgressBar::hidden(),
             next_run: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
+            log_done: Mutex::new(None),
         })
     }
 
@@ -343,6 +381,7 @@ async fn cycle_locked(
     progress: Option<&indicatif::ProgressBar>,
     stop: &CancellationToken,
 ) -> CycleReport {
+    job.settle_logs().await;
     job.busy.store(true, Ordering::SeqCst);
     // The kind as the cycle will decide it (`Cycle::begin`), for the notify status line.
     let before = store.meta(&job.config.name);
@@ -354,9 +393,14 @@ async fn cycle_locked(
     // A cycle with no bar of the caller's counts on the job's hidden one.
     job.progress.reset();
     job.progress.set_length(0);
+    // Dry runs write no provisioning-log entries.
+    let sink = (!dry_run)
+        .then(|| job.log_sink(crate::provlog::InitiatedBy::system()))
+        .flatten();
     let opts = CycleOptions {
         dry_run,
         record_actions: dry_run,
+        log: sink.as_ref(),
         progress: progress.or(Some(&job.progress)),
         ..CycleOptions::default()
     };
@@ -383,7 +427,30 @@ async fn cycle_locked(
     }
     job.busy.store(false, Ordering::SeqCst);
     job.set_kind(None);
+    // A succeeded cycle made its entries durable before it committed. Closing the sink
+    // (which syncs whatever a failed cycle left) and pruning old entries happen on the
+    // blocking pool, so the cycle's end is not delayed by them; the job's next run waits
+    // for them (`log_done`), so two writers never append to one segment.
+    if let Some(s) = sink {
+        let logs = job.config.logs.clone();
+        let name = job.config.name.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            drop(s);
+            prune_logs(&name, logs.as_ref());
+        });
+        *job.log_done.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
+    }
     report
+}
+
+/// Provisioning-log retention (`log_retention`, `log_max_size`) after a run: a failure is
+/// logged, never the run's.
+fn prune_logs(job: &str, logs: Option<&crate::provlog::LogTarget>) {
+    if let Some(logs) = logs {
+        if let Err(e) = crate::provlog::prune(&logs.state_dir, &logs.settings, Utc::now()) {
+            tracing::warn!(job, error = %e, "provisioning log retention failed");
+        }
+    }
 }
 
 fn failed_report(job: &str, dry_run: bool, error: String) -> CycleReport {

@@ -182,6 +182,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "config",
         &[
             "notify",
+            "provlog",
             "cycle",
             "mapping",
             "plan",

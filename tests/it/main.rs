@@ -29,6 +29,7 @@ mod ldap_source;
 mod mappings_config;
 mod notify;
 mod ondemand;
+mod provlog;
 mod safety;
 mod scim2_server;
 mod source_snapshots;

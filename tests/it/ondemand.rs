@@ -36,14 +36,19 @@ fn step<'a>(outcome: &'a Value, ty: &str, about: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {ty} step about {about}: {outcome:#}"))
 }
 
-/// The on-demand log entries written so far.
+/// The on-demand entries of the job's provisioning log so far, oldest first, as
+/// `provisiond logs --json` shows them (with the cycles' entries beside them).
 fn log_entries(fixture: &Fixture) -> Vec<Value> {
-    let path = fixture.state_dir().join("logs/robin/ondemand.jsonl");
-    std::fs::read_to_string(&path)
-        .unwrap_or_default()
+    let out = fixture.run(&["logs", "--job", "robin", "--json"]);
+    out.assert_code(0);
+    let mut entries: Vec<Value> = out
+        .stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("a log line is JSON"))
-        .collect()
+        .filter(|e: &Value| e["initiatedBy"]["initiatorType"] == "onDemand")
+        .collect();
+    entries.reverse();
+    entries
 }
 
 /// One request on the daemon's control socket, and its answer.
