@@ -22,6 +22,7 @@ mod daemon;
 mod graph_source;
 mod hostile_input;
 mod hostile_target;
+mod initial_export;
 mod ldap_ad;
 mod ldap_source;
 mod mappings_config;
