@@ -377,8 +377,16 @@ impl<'a> Exporter<'a> {
             if provisions.len() < PROBE_MIN_PROVISIONS || self.halted() {
                 continue;
             }
-            if !self.target.collection_empty(ty).await {
-                continue;
+            match self.target.collection_empty(ty).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                // A refused token (or a store failure) stops the export here, before the
+                // searches would each be refused; anything else leaves them to find it.
+                Err(e) if e.reach() == Reach::Cycle => {
+                    self.classify(Some(&Failure::from(e)));
+                    return skip;
+                }
+                Err(_) => continue,
             }
             let key = |path: &str, value: &Value| {
                 let value = match value {
@@ -938,9 +946,24 @@ impl<'a> Exporter<'a> {
     ) {
         self.in_references.store(true, Ordering::SeqCst);
         let actions: Vec<Action> = updates.iter().cloned().map(Action::Update).collect();
-        self.run(&actions).await;
+        // Reference updates of users (managers) and memberships (of groups) touch different
+        // objects and links, so they run side by side. A reference update of a group would
+        // write back that group's link while its members are being recorded: then one
+        // after the other, as before.
+        if updates.iter().all(|u| u.object_type == ObjectType::User) {
+            futures::join!(self.run(&actions), self.run_memberships(memberships));
+        } else {
+            self.run(&actions).await;
+            self.run_memberships(memberships).await;
+        }
+    }
+
+    /// Membership deltas, with twice the client's concurrency in flight like [`Exporter::run`],
+    /// so that a permit freed while a group's link is being recorded finds the next request
+    /// waiting.
+    async fn run_memberships(&self, memberships: &[MembershipChange]) {
         futures::stream::iter(memberships)
-            .for_each_concurrent(self.concurrency, |m| async move {
+            .for_each_concurrent(self.concurrency * 2, |m| async move {
                 if self.halted() {
                     return;
                 }

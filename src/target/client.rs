@@ -406,31 +406,28 @@ impl ScimClient {
     }
 
     /// `GET /{Users|Groups}?attributes=id&count=1` (no filter): whether the collection holds
-    /// nothing. Only an explicit `totalResults` of 0 with no resource counts as empty; an
-    /// error, a non-list answer or any resource means "not known to be empty", so a target
-    /// that refuses or mis-answers unfiltered lists is searched before each create as usual.
-    pub async fn collection_empty(&self, ty: ObjectType) -> bool {
-        let Ok(url) = self.url(&Method::GET, &[ty.endpoint()]) else {
-            return false;
-        };
+    /// nothing. Only an explicit `totalResults` of 0 with no resource counts as empty; a
+    /// non-list answer or any resource means "not known to be empty" (`Ok(false)`), so a
+    /// target that mis-answers unfiltered lists is searched before each create as usual. An
+    /// error status or a transport failure is returned as the error it is.
+    pub async fn collection_empty(&self, ty: ObjectType) -> Result<bool, TargetError> {
         let mut query = vec![("attributes", "id".to_owned()), ("count", "1".to_owned())];
         if ty == ObjectType::Group {
             query.push(("excludedAttributes", "members".to_owned()));
         }
         let req = Req {
             method: Method::GET,
-            url,
+            url: self.url(&Method::GET, &[ty.endpoint()])?,
             query,
             body: None,
         };
-        let Ok(raw) = self.execute(&req, self.inner.max_retries).await else {
-            return false;
-        };
-        if !raw.status.is_success() || raw.body_error != BodyError::None {
-            return false;
+        let raw = self.execute(&req, self.inner.max_retries).await?;
+        let raw = self.success(&req, raw)?;
+        if raw.body_error != BodyError::None {
+            return Ok(false);
         }
         let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&raw.body) else {
-            return false;
+            return Ok(false);
         };
         let total_zero = match body.get("totalResults") {
             Some(Value::Number(n)) => n.as_u64() == Some(0),
@@ -443,7 +440,7 @@ impl ScimClient {
         };
         let empty = total_zero && no_resources;
         tracing::debug!(object_type = %ty, empty, "collection probe");
-        empty
+        Ok(empty)
     }
 
     /// `GET /{Users|Groups}/{id}`: the resource.

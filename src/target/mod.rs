@@ -52,9 +52,10 @@ pub trait Target: Send + Sync {
     /// Whether the collection of `ty` provably holds no resource at all right now. `false`
     /// means "not known to be empty" (the default, and whatever a target cannot answer
     /// plainly): the export then searches before every create, as Entra does. `true` lets
-    /// an initial export skip searches that could only come back empty.
-    async fn collection_empty(&self, _ty: ObjectType) -> bool {
-        false
+    /// an initial export skip searches that could only come back empty. An error is the
+    /// request's failure (the caller stops on one that reaches the whole cycle, a 401).
+    async fn collection_empty(&self, _ty: ObjectType) -> Result<bool, TargetError> {
+        Ok(false)
     }
     /// HTTP requests sent so far, retries included.
     fn request_counts(&self) -> RequestCounts;
@@ -89,7 +90,7 @@ impl Target for ScimClient {
     async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError> {
         ScimClient::delete(self, ty, id).await
     }
-    async fn collection_empty(&self, ty: ObjectType) -> bool {
+    async fn collection_empty(&self, ty: ObjectType) -> Result<bool, TargetError> {
         ScimClient::collection_empty(self, ty).await
     }
     fn request_counts(&self) -> RequestCounts {

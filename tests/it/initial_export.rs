@@ -89,8 +89,8 @@ impl Target for ProbeSaysEmpty {
     async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError> {
         self.0.delete(ty, id).await
     }
-    async fn collection_empty(&self, _ty: ObjectType) -> bool {
-        true
+    async fn collection_empty(&self, _ty: ObjectType) -> Result<bool, TargetError> {
+        Ok(true)
     }
     fn request_counts(&self) -> RequestCounts {
         self.0.request_counts()
