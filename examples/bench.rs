@@ -7,7 +7,7 @@
 //! ```text
 //! bench/run.sh [--users 10000] [--groups 500] [--members-per-group 100]
 //!              [--incremental-users 100000] [--incremental-groups 1000]
-//!              [--only initial|incremental] [--concurrency 8] [--log info|warn]
+//!              [--only initial|floor|incremental] [--concurrency 8] [--log info|warn]
 //!              [--repeat 5]
 //!              [--bin PATH] [--work DIR]
 //! bench/run.sh --only soak [--soak-jobs 3] [--soak-users 10000] [--soak-minutes 8]
@@ -24,6 +24,13 @@
 //! `provisiond sandbox --listen 127.0.0.1:0 --token …` as a child, writes a config, runs
 //! `provisiond sync --json` under `/usr/bin/time` (peak RSS, CPU) and reads the cycle
 //! summary. Results go to stdout as a table and to `target/bench-results.json`.
+//!
+//! The floor (part of (a), and alone with `--only floor`, which repeats (a) `--repeat` times
+//! and reports the median ratio): `wrk` with `bench/floor.lua`, as many connections as the
+//! daemon's concurrency, replays the request mix the daemon's initial cycle just sent (its
+//! searches, then its creates with unique bodies, then its membership and manager patches)
+//! against a fresh sandbox. Floor seconds are the three phases' sum; the ratio is the
+//! daemon's wall time (process start to exit) over the floor.
 
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -59,8 +66,8 @@ struct Args {
 
 fn usage() -> String {
     "usage: bench [--users N] [--groups N] [--members-per-group N] [--incremental-users N] \
-     [--incremental-groups N] [--only initial|incremental] [--concurrency N] [--log info|warn] \
-     [--repeat N] [--bin PATH] [--work DIR]\n       bench --only soak [--soak-jobs N] \
+     [--incremental-groups N] [--only initial|floor|incremental] [--concurrency N] \
+     [--log info|warn|FILTER] [--repeat N] [--bin PATH] [--work DIR]\n       bench --only soak [--soak-jobs N] \
      [--soak-users N] [--soak-minutes M] [--soak-interval-s S] [--soak-change-every-s S]"
         .to_string()
 }
@@ -113,7 +120,7 @@ fn parse_args() -> Result<Args> {
             "--incremental-groups" => incremental_groups = Some(num()?),
             "--repeat" => a.repeat = num()?.max(1),
             "--concurrency" => a.concurrency = num()?.max(1),
-            "--only" if ["initial", "incremental", "soak"].contains(&value.as_str()) => {
+            "--only" if ["initial", "floor", "incremental", "soak"].contains(&value.as_str()) => {
                 a.only = Some(value)
             }
             "--soak-jobs" => a.soak_jobs = num()?.max(1),
@@ -799,6 +806,7 @@ fn requests_line(r: &Value) -> String {
 /// Runs one measured sync and the sandbox bookkeeping around it.
 fn measured_sync(
     a: &Args,
+    log: &str,
     sandbox: &Sandbox,
     config: &Path,
     dir: &Path,
@@ -806,7 +814,7 @@ fn measured_sync(
 ) -> Result<Value> {
     let before = sandbox.stats()?;
     let cpu_before = cpu_seconds(sandbox.pid());
-    let run = sync(&a.bin, config, &a.log, &dir.join(format!("{name}.log")))?;
+    let run = sync(&a.bin, config, log, &dir.join(format!("{name}.log")))?;
     let cpu_after = cpu_seconds(sandbox.pid());
     let received = delta(&sandbox.stats()?, &before);
     let sandbox_cpu = cpu_before
@@ -823,13 +831,42 @@ fn measured_sync(
     Ok(run_json(&run, sandbox_cpu, received))
 }
 
+/// The cycle's phases from a JSON log: `{phase: ms since the cycle began}`, and the export's
+/// own time (`export_ms`: exporting objects and exporting references), the part of the cycle
+/// that is requests.
+fn phase_timings(log: &Path) -> Value {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut phases = serde_json::Map::new();
+    let mut last = 0;
+    let mut export = 0;
+    for line in text.lines().filter(|l| l.contains("cycle phase done")) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let f = v.get("fields").unwrap_or(&v);
+        let (Some(phase), Some(ms)) = (f["phase"].as_str(), f["elapsed_ms"].as_u64()) else {
+            continue;
+        };
+        if phase.contains("exported") {
+            export += ms.saturating_sub(last);
+        }
+        last = ms;
+        phases.insert(phase.to_string(), json!(ms));
+    }
+    phases.insert("export_ms".into(), json!(export));
+    Value::Object(phases)
+}
+
 fn initial(a: &Args) -> Result<Value> {
     let dir = scenario_dir(&a.work, "initial")?;
     let directory = dir.join("directory.json");
     let shape = write_directory(&directory, a.users, a.groups, a.members_per_group, 0)?;
     let sandbox = Sandbox::start(&a.bin, &dir.join("sandbox.log"))?;
     let config = write_config(&dir, &sandbox.url, &directory, a.concurrency)?;
-    let mut r = measured_sync(a, &sandbox, &config, &dir, "initial")?;
+    // The cycle's phase timings (debug events of provisiond::cycle) tell the export's share.
+    let log = format!("{},provisiond::cycle=debug", a.log);
+    let mut r = measured_sync(a, &log, &sandbox, &config, &dir, "initial")?;
+    r["phases_ms"] = phase_timings(&dir.join("initial.log"));
     let sandbox_rss = proc_status_kb(sandbox.pid(), "VmHWM:");
     sandbox.stop()?;
     let users = n(&r, "/users/created");
@@ -845,6 +882,242 @@ fn initial(a: &Args) -> Result<Value> {
     r["objects_per_s"] = json!(((users + groups + members) as f64 / wall).round());
     r["users_groups_per_s"] = json!(((users + groups) as f64 / wall).round());
     r["sandbox_peak_rss_mb"] = json!(sandbox_rss.map(|k| (k as f64 / 102.4).round() / 10.0));
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The floor: a plain load generator sending the same requests to a fresh sandbox
+
+/// Members per group `PATCH`: the target's default `member_batch`, which the config leaves.
+const MEMBER_BATCH: u64 = 100;
+/// wrk threads: one per core of the machines this runs on; connections are `--concurrency`.
+const WRK_THREADS: usize = 2;
+
+fn wrk_missing() -> String {
+    "wrk not found: the floor needs it. Install it with `sudo apt-get install -y wrk` (Debian, \
+     Ubuntu), `brew install wrk` (macOS) or from https://github.com/wg/wrk, or run \
+     `--only initial` without the floor"
+        .to_string()
+}
+
+fn wrk_available() -> bool {
+    Command::new("wrk")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// One `GET` of the sandbox's admin or SCIM API, over a fresh connection: the JSON body.
+fn sandbox_get(sandbox: &Sandbox, path_and_query: &str) -> Result<Value> {
+    let addr = sandbox.url.trim_start_matches("http://");
+    let (host, _) = addr.split_once('/').unwrap_or((addr, ""));
+    let mut s = std::net::TcpStream::connect(host).map_err(|e| format!("sandbox: {e}"))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    write!(
+        s,
+        "GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("sandbox: {e}"))?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)
+        .map_err(|e| format!("sandbox: {e}"))?;
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).map_err(|e| format!("sandbox {path_and_query}: {e}"))
+}
+
+/// The first `limit` ids of a sandbox collection, as `<Kind> <id>` lines (the floor's patch
+/// targets).
+fn list_ids(
+    sandbox: &Sandbox,
+    collection: &str,
+    kind: &str,
+    limit: usize,
+    out: &mut String,
+) -> Result<usize> {
+    let path = sandbox
+        .url
+        .trim_start_matches("http://")
+        .split_once('/')
+        .map_or(String::new(), |(_, p)| format!("/{p}"));
+    let mut start = 1;
+    let mut found = 0;
+    loop {
+        let page = sandbox_get(
+            sandbox,
+            &format!("{path}/{collection}?attributes=id&startIndex={start}&count=1000"),
+        )?;
+        let items = page["Resources"].as_array().cloned().unwrap_or_default();
+        for r in &items {
+            if let Some(id) = r["id"].as_str() {
+                let _ = writeln!(out, "{kind} {id}");
+                found += 1;
+            }
+        }
+        if items.is_empty()
+            || found >= limit
+            || start + items.len() > n(&page, "/totalResults") as usize
+        {
+            return Ok(found);
+        }
+        start += items.len();
+    }
+}
+
+/// How long wrk runs each phase: it measures a rate (see bench/floor.lua).
+const WRK_PHASE: &str = "2s";
+
+/// One wrk phase: requests about users and about groups in the proportion `users : groups`,
+/// for [`WRK_PHASE`]; the seconds that `users + groups` such requests take at the rate seen.
+fn wrk_phase(
+    a: &Args,
+    sandbox: &Sandbox,
+    dir: &Path,
+    mode: &str,
+    users: u64,
+    groups: u64,
+    ids: Option<&Path>,
+) -> Result<Value> {
+    if users + groups == 0 {
+        return Ok(json!({"requests": 0, "seconds": 0.0, "per_s": null, "errors": 0}));
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/floor.lua");
+    let mut cmd = Command::new("wrk");
+    cmd.arg(format!("-t{WRK_THREADS}"))
+        .arg(format!("-c{}", a.concurrency.max(WRK_THREADS)))
+        .arg(format!("-d{WRK_PHASE}"))
+        .args(["--timeout", "30s", "-s"])
+        .arg(&script)
+        .arg(&sandbox.url)
+        .arg("--")
+        .arg(mode)
+        .arg(TOKEN)
+        .arg(WRK_THREADS.to_string())
+        .arg(users.to_string())
+        .arg(groups.to_string());
+    if let Some(ids) = ids {
+        cmd.arg(ids).arg(MEMBER_BATCH.to_string());
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", wrk_missing()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::write(dir.join(format!("wrk-{mode}.log")), stdout.as_bytes());
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("FLOOR "))
+        .ok_or_else(|| {
+            format!(
+                "wrk {mode} printed no FLOOR line: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let rate = field("requests") as f64 / (field("duration_us") as f64 / 1e6);
+    let errors = field("http_errors") + field("socket_errors");
+    if errors > 0 {
+        eprintln!(
+            "warning: floor {mode}: {errors} HTTP or socket errors (see {})",
+            dir.join(format!("wrk-{mode}.log")).display()
+        );
+    }
+    let requests = users + groups;
+    Ok(json!({
+        "requests": requests,
+        "seconds": (requests as f64 / rate * 10000.0).round() / 10000.0,
+        "per_s": rate.round(),
+        "wrk_requests": field("requests"),
+        "errors": errors,
+    }))
+}
+
+/// The floor of `daemon` (scenario (a)'s result): the same requests from wrk, phase by phase.
+fn floor(a: &Args, daemon: &Value, per_group: usize) -> Result<Value> {
+    let dir = scenario_dir(&a.work, "floor")?;
+    let sent = &daemon["requests_received_by_sandbox"];
+    let groups = n(daemon, "/groups/created");
+    // Each group is searched for (unless the daemon knew the target empty: then its GETs
+    // are a probe or two) and created once; the rest are users.
+    let get_groups = groups.min(n(sent, "/GET"));
+    let get_users = n(sent, "/GET") - get_groups;
+    let post_users = n(sent, "/POST").saturating_sub(groups);
+    let group_patches = groups * (per_group as u64).div_ceil(MEMBER_BATCH);
+    let manager_patches = n(sent, "/PATCH").saturating_sub(group_patches);
+    let sandbox = Sandbox::start(&a.bin, &dir.join("sandbox.log"))?;
+    let get = wrk_phase(a, &sandbox, &dir, "get", get_users, get_groups, None)?;
+    let post = wrk_phase(a, &sandbox, &dir, "post", post_users, groups, None)?;
+    let mut ids = String::new();
+    list_ids(&sandbox, "Users", "User", post_users as usize, &mut ids)?;
+    list_ids(&sandbox, "Groups", "Group", groups as usize, &mut ids)?;
+    let ids_file = dir.join("ids.txt");
+    std::fs::write(&ids_file, ids).map_err(|e| format!("{}: {e}", ids_file.display()))?;
+    // Manager patches are about users, membership patches about groups.
+    let patch = wrk_phase(
+        a,
+        &sandbox,
+        &dir,
+        "patch",
+        manager_patches,
+        group_patches,
+        Some(&ids_file),
+    )?;
+    sandbox.stop()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let secs = |v: &Value| v["seconds"].as_f64().unwrap_or(f64::NAN);
+    let floor_s = secs(&get) + secs(&post) + secs(&patch);
+    let daemon_s = daemon["wall_s"].as_f64().unwrap_or(f64::NAN);
+    let cycle_s = n(daemon, "/cycle_duration_ms") as f64 / 1000.0;
+    let export_s = n(daemon, "/phases_ms/export_ms") as f64 / 1000.0;
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    Ok(json!({
+        "generator": format!("wrk -t{WRK_THREADS} -c{} -s bench/floor.lua", a.concurrency.max(WRK_THREADS)),
+        "get": get,
+        "post": post,
+        "patch": patch,
+        "floor_s": round(floor_s),
+        "daemon_s": round(daemon_s),
+        "ratio": (daemon_s / floor_s * 100.0).round() / 100.0,
+        "daemon_cycle_s": round(cycle_s),
+        "ratio_cycle": (cycle_s / floor_s * 100.0).round() / 100.0,
+        "daemon_export_s": round(export_s),
+        "ratio_export": (export_s / floor_s * 100.0).round() / 100.0,
+    }))
+}
+
+/// `--only floor`: scenario (a) and its floor, `--repeat` times; the run with the median
+/// ratio is reported, with every ratio.
+fn floor_runs(a: &Args) -> Result<Value> {
+    let mut runs = Vec::new();
+    for i in 0..a.repeat {
+        eprintln!(
+            "(a) initial cycle and its floor, run {} of {}…",
+            i + 1,
+            a.repeat
+        );
+        let mut r = initial(a)?;
+        r["floor"] = floor(a, &r, a.members_per_group.min(a.users))?;
+        runs.push(r);
+    }
+    let ratio = |r: &Value| r["floor"]["ratio"].as_f64().unwrap_or(f64::NAN);
+    runs.sort_by(|x, y| ratio(x).total_cmp(&ratio(y)));
+    let all: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            json!({"ratio": r["floor"]["ratio"], "floor_s": r["floor"]["floor_s"],
+                   "daemon_s": r["floor"]["daemon_s"],
+                   "ratio_export": r["floor"]["ratio_export"]})
+        })
+        .collect();
+    let mut r = runs.swap_remove(runs.len() / 2);
+    r["floor"]["runs"] = json!(all);
     Ok(r)
 }
 
@@ -864,12 +1137,13 @@ fn incremental(a: &Args) -> Result<Value> {
         "(b) initial cycle of {} users, {} groups, {} memberships (setup; measured too)…",
         shape.users, shape.groups, shape.memberships
     );
-    let setup = measured_sync(a, &sandbox, &config, &dir, "setup")?;
+    let setup = measured_sync(a, &a.log, &sandbox, &config, &dir, "setup")?;
     eprintln!("(b) no-change incremental cycle, {} runs…", a.repeat);
     let mut runs = Vec::new();
     for i in 0..a.repeat {
         runs.push(measured_sync(
             a,
+            &a.log,
             &sandbox,
             &config,
             &dir,
@@ -973,6 +1247,38 @@ fn print_table(results: &Value) {
             ),
         ));
         rows.push(("    status".into(), format!("{}", r["status"])));
+        if let Some(f) = r.get("floor") {
+            let phase = |p: &str| {
+                format!(
+                    "{} {} in {:.3} s ({}/s)",
+                    p.to_uppercase(),
+                    f[p]["requests"],
+                    f[p]["seconds"].as_f64().unwrap_or(0.0),
+                    f[p]["per_s"]
+                )
+            };
+            rows.push((
+                "    floor (wrk)".into(),
+                format!("{}; {}; {}", phase("get"), phase("post"), phase("patch")),
+            ));
+            rows.push((
+                "    daemon / floor".into(),
+                format!(
+                    "{:.3} s / {:.3} s = {}× (cycle alone {:.3} s = {}×; its export phases \
+                     {:.3} s = {}×){}",
+                    f["daemon_s"].as_f64().unwrap_or(0.0),
+                    f["floor_s"].as_f64().unwrap_or(0.0),
+                    f["ratio"],
+                    f["daemon_cycle_s"].as_f64().unwrap_or(0.0),
+                    f["ratio_cycle"],
+                    f["daemon_export_s"].as_f64().unwrap_or(0.0),
+                    f["ratio_export"],
+                    f.get("runs")
+                        .map(|r| format!("; median of {}: {}", r.as_array().map_or(0, Vec::len), r))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
     }
     if let Some(r) = results.get("incremental") {
         let s = &r["setup_initial_cycle"];
@@ -1067,14 +1373,27 @@ fn real_main() -> Result<()> {
         print_soak(&results["soak"]);
         return write_results(&results);
     }
-    if a.only.as_deref() != Some("incremental") {
+    let with_floor = wrk_available();
+    if a.only.as_deref() == Some("floor") {
+        if !with_floor {
+            return Err(wrk_missing());
+        }
+        results["initial"] = floor_runs(&a)?;
+    } else if a.only.as_deref() != Some("incremental") {
         eprintln!(
             "(a) initial cycle of {} users, {} groups × {} members…",
             a.users, a.groups, a.members_per_group
         );
         results["initial"] = initial(&a)?;
+        if with_floor {
+            eprintln!("(a) its floor: the same requests from wrk…");
+            let floor = floor(&a, &results["initial"], a.members_per_group.min(a.users))?;
+            results["initial"]["floor"] = floor;
+        } else {
+            eprintln!("note: no floor measured. {}", wrk_missing());
+        }
     }
-    if a.only.as_deref() != Some("initial") {
+    if a.only.is_none() || a.only.as_deref() == Some("incremental") {
         results["incremental"] = incremental(&a)?;
     }
     print_table(&results);

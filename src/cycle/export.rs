@@ -256,6 +256,11 @@ struct Claimed {
     owner: String,
 }
 
+/// Fewest provisions of one type for which the export asks whether the target's collection is
+/// empty (one request) to skip their matching searches: below it the probe saves little, and
+/// small cycles keep Entra's search-before-create request for request.
+const PROBE_MIN_PROVISIONS: usize = 32;
+
 /// The code of an action stopped before its write was sent.
 pub(crate) const INTERRUPTED: &str = "Interrupted";
 
@@ -435,26 +440,100 @@ impl<'a> Exporter<'a> {
     /// Run actions concurrently. Returns when all are done or the export was halted; actions
     /// not started are left for the next cycle.
     pub(crate) async fn run(&self, actions: &[Action]) {
+        let unsearched = self.unsearched(actions).await;
         // Twice the client's concurrency keeps its pipe full while results are being recorded.
-        futures::stream::iter(actions)
-            .for_each_concurrent(self.concurrency * 2, |a| async move {
-                self.run_counted(a).await;
+        futures::stream::iter(actions.iter().enumerate())
+            .for_each_concurrent(self.concurrency * 2, |(i, a)| {
+                let search = !unsearched.contains(&i);
+                async move {
+                    self.run_counted(a, search).await;
+                }
             })
             .await;
     }
 
-    /// One action, unless the export was halted; counted in the progress bar.
-    async fn run_counted(&self, action: &Action) {
+    /// The provisions (by index in `actions`) whose matching search can only come back empty,
+    /// so their create is sent without it: the target's collection of their type was empty
+    /// when this export began (one unfiltered list says so, see [`Target::collection_empty`])
+    /// and no other provision of this batch shares one of their matching values (compared
+    /// case-insensitively, as SCIM compares `userName`). Adoption is kept: an object that
+    /// appears meanwhile (another writer) answers the create with a 409, which matches and
+    /// adopts as before, the same race a search-then-create always had. Only the export of
+    /// objects does this; a cycle with fewer than [`PROBE_MIN_PROVISIONS`] provisions of a
+    /// type searches as usual, since the probe would save too little.
+    async fn unsearched(&self, actions: &[Action]) -> HashSet<usize> {
+        let mut skip = HashSet::new();
+        if self.in_references.load(Ordering::SeqCst) {
+            return skip;
+        }
+        for ty in [ObjectType::User, ObjectType::Group] {
+            let provisions: Vec<(usize, &Provision)> = actions
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| match a {
+                    Action::Provision(p) if p.object_type == ty => Some((i, p)),
+                    _ => None,
+                })
+                .collect();
+            if provisions.len() < PROBE_MIN_PROVISIONS || self.halted() {
+                continue;
+            }
+            match self.target.collection_empty(ty).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                // A refused token (or a store failure) stops the export here, before the
+                // searches would each be refused; anything else leaves them to find it.
+                Err(e) if e.reach() == Reach::Cycle => {
+                    self.classify(Some(&Failure::from(e)));
+                    return skip;
+                }
+                Err(_) => continue,
+            }
+            let key = |path: &str, value: &Value| {
+                let value = match value {
+                    Value::String(s) => s.to_lowercase(),
+                    other => other.to_string(),
+                };
+                (path.to_ascii_lowercase(), value)
+            };
+            let mut seen: HashMap<(String, String), u32> = HashMap::new();
+            for (_, p) in &provisions {
+                for (path, value) in &p.mapped.matching {
+                    *seen.entry(key(path, value)).or_insert(0) += 1;
+                }
+            }
+            skip.extend(
+                provisions
+                    .iter()
+                    .filter(|(_, p)| {
+                        p.mapped
+                            .matching
+                            .iter()
+                            .all(|(path, value)| seen.get(&key(path, value)) == Some(&1))
+                    })
+                    .map(|(i, _)| *i),
+            );
+            tracing::debug!(job = self.job, cycle_id = self.cycle_id, object_type = %ty,
+                provisions = provisions.len(), unsearched = skip.len(),
+                "empty target collection: creates without a matching search");
+        }
+        skip
+    }
+
+    /// One action, unless the export was halted; counted in the progress bar. `search`: false
+    /// when a provision's matching search is known to come back empty (see
+    /// [`Exporter::unsearched`]).
+    async fn run_counted(&self, action: &Action, search: bool) {
         if self.halted() {
             return;
         }
-        self.run_one(action).await;
+        self.run_one(action, search).await;
         if let Some(p) = self.progress {
             p.inc(1);
         }
     }
 
-    async fn run_one(&self, action: &Action) {
+    async fn run_one(&self, action: &Action, search: bool) {
         let (ty, source_id, name) = match action {
             Action::Provision(p) => (p.object_type, &p.source_id, &p.display_name),
             Action::Update(u) => (u.object_type, &u.source_id, &u.display_name),
@@ -463,6 +542,7 @@ impl<'a> Exporter<'a> {
         };
         let started = std::time::Instant::now();
         let result = match action {
+            Action::Provision(p) if !search => self.create(p).await,
             Action::Provision(p) => self.provision(p).await,
             Action::Update(u) => self.update(u).await,
             Action::Disable(d) => self.disable(d).await,
@@ -764,6 +844,12 @@ impl<'a> Exporter<'a> {
         if let Some(found) = self.find_match(p.object_type, &p.mapped.matching).await? {
             return self.adopt(p, found).await;
         }
+        self.create(p).await
+    }
+
+    /// Create `p`'s object (matching found nothing, or could find nothing); a conflict or an
+    /// ambiguous failure matches again and adopts what it finds.
+    async fn create(&self, p: &Provision) -> Result<Outcome, Failure> {
         let mut create_only = p.mapped.create_only.clone();
         for (path, candidates) in &p.mapped.unique {
             create_only.insert(
@@ -772,11 +858,14 @@ impl<'a> Exporter<'a> {
             );
         }
         self.before_write()?;
-        let body = render_resource(
-            p.object_type,
-            p.mapped.values.iter().chain(create_only.iter()),
-        );
-        match self.target.create(p.object_type, body.clone()).await {
+        // Rendered again for the rare second create rather than cloned for every first one.
+        let body = || {
+            render_resource(
+                p.object_type,
+                p.mapped.values.iter().chain(create_only.iter()),
+            )
+        };
+        match self.target.create(p.object_type, body()).await {
             Ok(resource) => Ok(Outcome::Created(self.new_link(p, &resource, true)?)),
             // Someone (or a lost response of ours) created it meanwhile: match and adopt.
             Err(e) if e.is_conflict() || e.is_ambiguous() => {
@@ -794,7 +883,7 @@ impl<'a> Exporter<'a> {
                     Some(found) => self.adopt(p, found).await,
                     None if ambiguous => {
                         self.before_write()?;
-                        let resource = self.target.create(p.object_type, body).await?;
+                        let resource = self.target.create(p.object_type, body()).await?;
                         Ok(Outcome::Created(self.new_link(p, &resource, true)?))
                     }
                     None => Err(e.into()),
@@ -980,9 +1069,24 @@ impl<'a> Exporter<'a> {
     ) {
         self.in_references.store(true, Ordering::SeqCst);
         let actions: Vec<Action> = updates.iter().cloned().map(Action::Update).collect();
-        self.run(&actions).await;
+        // Reference updates of users (managers) and memberships (of groups) touch different
+        // objects and links, so they run side by side. A reference update of a group would
+        // write back that group's link while its members are being recorded: then one
+        // after the other, as before.
+        if updates.iter().all(|u| u.object_type == ObjectType::User) {
+            futures::join!(self.run(&actions), self.run_memberships(memberships));
+        } else {
+            self.run(&actions).await;
+            self.run_memberships(memberships).await;
+        }
+    }
+
+    /// Membership deltas, with twice the client's concurrency in flight like [`Exporter::run`],
+    /// so that a permit freed while a group's link is being recorded finds the next request
+    /// waiting.
+    async fn run_memberships(&self, memberships: &[MembershipChange]) {
         futures::stream::iter(memberships)
-            .for_each_concurrent(self.concurrency, |m| async move {
+            .for_each_concurrent(self.concurrency * 2, |m| async move {
                 if self.halted() {
                     return;
                 }

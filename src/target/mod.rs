@@ -49,6 +49,14 @@ pub trait Target: Send + Sync {
     async fn patch(&self, ty: ObjectType, id: &str, ops: &[PatchOp]) -> Result<(), TargetError>;
     /// Deletes the resource `id`.
     async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError>;
+    /// Whether the collection of `ty` provably holds no resource at all right now. `false`
+    /// means "not known to be empty" (the default, and whatever a target cannot answer
+    /// plainly): the export then searches before every create, as Entra does. `true` lets
+    /// an initial export skip searches that could only come back empty. An error is the
+    /// request's failure (the caller stops on one that reaches the whole cycle, a 401).
+    async fn collection_empty(&self, _ty: ObjectType) -> Result<bool, TargetError> {
+        Ok(false)
+    }
     /// HTTP requests sent so far, retries included.
     fn request_counts(&self) -> RequestCounts;
     /// The base URL (never with credentials), for the job's binding: links made against one
@@ -81,6 +89,9 @@ impl Target for ScimClient {
     }
     async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError> {
         ScimClient::delete(self, ty, id).await
+    }
+    async fn collection_empty(&self, ty: ObjectType) -> Result<bool, TargetError> {
+        ScimClient::collection_empty(self, ty).await
     }
     fn request_counts(&self) -> RequestCounts {
         ScimClient::request_counts(self)

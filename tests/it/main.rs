@@ -24,6 +24,7 @@ mod email;
 mod graph_source;
 mod hostile_input;
 mod hostile_target;
+mod initial_export;
 mod ldap_ad;
 mod ldap_source;
 mod mappings_config;
