@@ -263,7 +263,7 @@ fn retention_drops_old_segments_after_a_cycle() {
         job_config(&JobOptions::new(&sandbox.url()))
     ));
     let out = f.run(&["logs"]);
-    out.assert_code(3);
+    out.assert_code(5);
     assert!(out.all().contains("log_max_size"), "{out}");
 }
 
