@@ -31,4 +31,5 @@ mod notify;
 mod ondemand;
 mod safety;
 mod scim2_server;
+mod skip_unchanged;
 mod source_snapshots;
