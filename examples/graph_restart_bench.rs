@@ -9,7 +9,8 @@
 //!
 //! In this process: the Graph emulator (`crates/graph-emulator`, pages of 999) with N users and
 //! the SCIM sandbox, both on 127.0.0.1. As child processes, each a fresh provisiond (a
-//! restart): (1) the initial `sync` (full read, everything created); (2) after `--changes`
+//! restart): (1) the initial `sync` (full read, everything created); (1b) `sync` with no
+//! change (it records the users' input digests); (2) after `--changes`
 //! users changed, `sync` again: it continues from the stored delta links; (3) after as many
 //! changes again, `sync` with `full_read_interval = "1s"`, so the stored snapshot is too old
 //! and the tenant is read whole, which is what every restart cost before. For each: wall time,
@@ -204,6 +205,9 @@ async fn run() -> Result<()> {
     };
     println!("{} users, {} changes per restart", a.users, a.changes);
     step("initial (full read)", &resume, &g)?;
+    // A no-change restart: it maps every user once more and stores each one's input digest,
+    // as any daemon's second cycle does; from then on an unchanged user is not mapped.
+    step("restart, no change", &resume, &g)?;
     let change = |g: &GraphHandle, round: usize| {
         for i in 0..a.changes {
             let id = format!(

@@ -1,8 +1,9 @@
 //! [`Exported`]: a link's memory of the values last exported, as a [`CompactMap`] (a third
 //! of an [`AttrMap`]'s memory; a cycle holds one per link), plus whether the account was left
-//! disabled, which the planner asks of every linked user several times a cycle.
+//! disabled, which the planner asks of every linked user several times a cycle, plus the
+//! planner's [`InputDigest`] of the source data these values were last found to match.
 
-use crate::attrs::codec::Reader;
+use crate::attrs::codec::{put_varint, Reader};
 use crate::attrs::compact::CompactMap;
 use crate::attrs::map::{AttrMap, Key};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -10,17 +11,60 @@ use serde_json::Value;
 use std::fmt;
 
 /// The last exported values of a link, by target path, in path order.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Exported {
     map: CompactMap,
     /// `active` was last exported as `false`.
     disabled: bool,
+    /// What the source data looked like when mapping it last gave exactly these values (no
+    /// change to send). Held here, not on the link, so that whatever changes the values drops
+    /// it: a digest never vouches for values it was not computed against.
+    digest: Option<Box<InputDigest>>,
 }
+
+/// A digest of everything an object's mapping read (its attributes, roles, the mappings and
+/// the null policy), taken when the mapped values matched the exported ones: an object whose
+/// digest is the same again maps to the same values, so the planner need not map it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InputDigest {
+    /// The first 16 bytes of a SHA-256 of the inputs.
+    pub(crate) inputs: [u8; 16],
+    /// The matching values' duplicate-detection hashes, as the mapping produced them: the
+    /// planner needs them for an object it does not map.
+    pub(crate) matching: Box<[u64]>,
+}
+
+/// The tag of a digest section after the values in a portable record (records before digests
+/// end after the values).
+const DIGEST_V1: u8 = 1;
+
+// Equality is about the values: the digest is the planner's cache, not what was exported.
+impl PartialEq for Exported {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map && self.disabled == other.disabled
+    }
+}
+
+impl Eq for Exported {}
 
 impl Exported {
     fn of(map: CompactMap) -> Self {
         let disabled = map.get_bool("active") == Some(false);
-        Exported { map, disabled }
+        Exported {
+            map,
+            disabled,
+            digest: None,
+        }
+    }
+
+    /// The digest of the inputs these values were last found to match, if any.
+    pub(crate) fn digest(&self) -> Option<&InputDigest> {
+        self.digest.as_deref()
+    }
+
+    /// Record that the inputs with this digest map to exactly these values.
+    pub(crate) fn set_digest(&mut self, digest: InputDigest) {
+        self.digest = Some(Box::new(digest));
     }
 
     pub fn from_map(map: &AttrMap) -> Self {
@@ -62,19 +106,58 @@ impl Exported {
     pub fn insert(&mut self, path: &str, value: Value) {
         self.map.insert(path, value);
         self.disabled = self.map.get_bool("active") == Some(false);
+        // New values: the old digest vouches for the old ones only.
+        self.digest = None;
     }
 
-    /// See [`CompactMap::write_portable`].
+    /// See [`CompactMap::write_portable`]; then the digest, if any, as a tagged section. It
+    /// must be the last field of its record: [`Exported::read_portable`] reads a digest from
+    /// whatever follows the values.
     pub fn write_portable(&self, out: &mut Vec<u8>, number: &mut dyn FnMut(&str) -> Option<u32>) {
-        self.map.write_portable(out, number)
+        self.map.write_portable(out, number);
+        if let Some(d) = &self.digest {
+            out.push(DIGEST_V1);
+            out.extend_from_slice(&d.inputs);
+            put_varint(out, d.matching.len() as u64);
+            for h in &d.matching {
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        }
     }
 
-    /// See [`CompactMap::read_portable`].
+    /// See [`CompactMap::read_portable`]. A record without a digest section (written before
+    /// digests existed) reads with none, as does one with a section of a later version: the
+    /// planner then simply maps the object.
     pub fn read_portable(
         r: &mut Reader<'_>,
         name: &mut dyn FnMut(u32) -> Option<crate::attrs::compact::LocalName>,
     ) -> Option<Self> {
-        CompactMap::read_portable(r, name).map(Exported::of)
+        let mut out = CompactMap::read_portable(r, name).map(Exported::of)?;
+        match r.byte() {
+            None => {}
+            Some(DIGEST_V1) => {
+                let mut inputs = [0u8; 16];
+                for b in &mut inputs {
+                    *b = r.byte()?;
+                }
+                let n = r.varint()?;
+                let mut matching = Vec::new();
+                for _ in 0..n {
+                    let mut h = [0u8; 8];
+                    for b in &mut h {
+                        *b = r.byte()?;
+                    }
+                    matching.push(u64::from_le_bytes(h));
+                }
+                out.digest = Some(Box::new(InputDigest {
+                    inputs,
+                    matching: matching.into_boxed_slice(),
+                }));
+            }
+            // A later version's section: ignored (the object is mapped), not damage.
+            Some(_) => r.rest = &[],
+        }
+        Some(out)
     }
 }
 
@@ -132,5 +215,43 @@ mod tests {
         e.insert("active", json!(true));
         assert!(!e.disabled());
         assert!(e.get_str_is("title", "A") && !e.get_str_is("title", "B"));
+    }
+
+    fn portable(e: &Exported) -> Vec<u8> {
+        let mut out = Vec::new();
+        e.write_portable(&mut out, &mut |_| None);
+        out
+    }
+
+    fn read(bytes: &[u8]) -> Option<Exported> {
+        let mut r = Reader::new(bytes);
+        let e = Exported::read_portable(&mut r, &mut |_| None)?;
+        r.is_empty().then_some(e)
+    }
+
+    #[test]
+    fn the_digest_round_trips_and_goes_with_new_values() {
+        let mut e: Exported = [("title", json!("A"))].into_iter().collect();
+        let old = portable(&e);
+        let digest = InputDigest {
+            inputs: [7; 16],
+            matching: vec![1, u64::MAX].into_boxed_slice(),
+        };
+        e.set_digest(digest.clone());
+        let bytes = portable(&e);
+        assert!(bytes.starts_with(&old) && bytes.len() > old.len());
+        let back = read(&bytes).unwrap();
+        assert_eq!(back.digest(), Some(&digest));
+        // A record written before digests: no digest, same values.
+        let back = read(&old).unwrap();
+        assert!(back.digest().is_none() && back == e);
+        // A later version's section is skipped, not damage.
+        let mut later = old.clone();
+        later.extend_from_slice(&[9, 1, 2, 3]);
+        assert!(read(&later).unwrap().digest().is_none());
+        // A cut-off section is damage.
+        assert!(read(&bytes[..bytes.len() - 1]).is_none());
+        e.insert("title", json!("B"));
+        assert!(e.digest().is_none(), "new values drop the digest");
     }
 }

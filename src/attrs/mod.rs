@@ -9,4 +9,4 @@ pub(crate) mod compact;
 pub(crate) mod exported;
 pub(crate) mod map;
 
-pub(crate) use exported::Exported;
+pub(crate) use exported::{Exported, InputDigest};

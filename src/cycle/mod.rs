@@ -269,7 +269,10 @@ async fn cycle_in_span(
         null_values: job.null_values,
         env: &env,
     };
-    let mut plan = cycle.plan_objects(&dir, &scoped, &links, &settings);
+    let skipping = cycle.skipping(summary.kind);
+    let mut plan = cycle.plan_objects(&dir, &scoped, &links, &settings, &skipping);
+    let mut links = links;
+    cycle.record_digests(&mut links, &mut plan);
     let skips = if opts.record_actions {
         skip_records(&dir, &scoped, &links, &plan)
     } else {
@@ -817,9 +820,11 @@ impl<'c> Cycle<'c> {
         scoped: &Scoped,
         links: &LinkIndex,
         settings: &PlanSettings<'_>,
+        skipping: &plan::Skipping,
     ) -> Plan {
         let job = self.job;
-        let plan = plan::plan_objects(dir, scoped, &job.mappings, links, settings);
+        let plan =
+            plan::plan_objects_skipping(dir, scoped, &job.mappings, links, settings, skipping);
         self.phase("planned");
         if !dir.complete {
             tracing::warn!(job = %job.name, withheld = plan.withheld_deprovisions, "source read incomplete: no disable and no delete this cycle");
@@ -829,6 +834,7 @@ impl<'c> Cycle<'c> {
             actions = plan.actions.len(),
             unchanged_users = plan.unchanged_users,
             unchanged_groups = plan.unchanged_groups,
+            unmapped = plan.unmapped,
             problems = plan.problems.len(),
             "planned"
         );
@@ -836,6 +842,58 @@ impl<'c> Cycle<'c> {
             p.set_length(plan.actions.len() as u64);
         }
         plan
+    }
+
+    /// Which objects the planner may find unchanged by their input digest, without mapping
+    /// them: in an incremental cycle only (an initial one re-evaluates everything), and never
+    /// an object with an escrowed action or a staged deletion. Unreadable records only mean
+    /// more mapping.
+    fn skipping(&self, kind: CycleKind) -> plan::Skipping {
+        if kind != CycleKind::Incremental {
+            return plan::Skipping::off();
+        }
+        let job = &self.job.name;
+        let escrowed = self.store.escrows(job).unwrap_or_else(|e| {
+            tracing::warn!(job = %job, error = %e, "escrow unreadable: no object skipped");
+            Vec::new()
+        });
+        let staged = self.store.staged_deletes(job).unwrap_or_default();
+        let never = escrowed
+            .into_iter()
+            .map(|e| (e.object_type, e.source_id))
+            .chain(staged.into_iter().map(|s| (s.object_type, s.source_id)));
+        let skipping = plan::Skipping::new(&self.job.mappings, self.job.null_values, never);
+        for ty in [ObjectType::User, ObjectType::Group] {
+            if !skipping.is_on(ty) {
+                tracing::debug!(job = %job, object_type = %ty, "a mapping reads the clock or randomness: every object of this type is mapped");
+            }
+        }
+        skipping
+    }
+
+    /// Keep the digests of the objects the plan found unchanged in their links, in memory and
+    /// in the store, so the next cycle need not map them. A digest that is not stored only
+    /// means mapping the object again.
+    fn record_digests(&self, links: &mut LinkIndex, plan: &mut Plan) {
+        let digests = std::mem::take(&mut plan.digests);
+        if self.opts.dry_run || digests.is_empty() {
+            return;
+        }
+        let job = &self.job.name;
+        let mut failed = 0u64;
+        for (ty, id, digest) in digests {
+            let Some(link) = links.of_mut(ty).get_mut(&id) else {
+                continue;
+            };
+            link.exported.set_digest(digest);
+            if self.store.put_link(job, link).is_err() {
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            tracing::warn!(job = %job, failed, "input digests not stored: those objects are mapped again next cycle");
+        }
+        self.phase("input digests recorded");
     }
 
     /// The accidental-deletion threshold: holds the plan's disables and deletes when they

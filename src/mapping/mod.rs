@@ -130,6 +130,14 @@ impl Mapping {
     pub fn is_reference(&self) -> bool {
         matches!(&self.source, MappingSource::Attribute(a) if REFERENCE_ATTRIBUTES.contains(&a.as_str()))
     }
+    /// Whether the mapped value is a function of the object alone (see
+    /// [`Expression::is_pure`]).
+    pub fn is_pure(&self) -> bool {
+        match &self.source {
+            MappingSource::Attribute(_) | MappingSource::Constant(_) => true,
+            MappingSource::Expression(e) => e.is_pure(),
+        }
+    }
     /// The group `members` mapping turns membership sync on.
     pub fn is_members(&self) -> bool {
         self.target.eq_ignore_ascii_case("members")

@@ -9,13 +9,15 @@
 mod diff;
 mod objects;
 mod references;
+mod skip;
 #[cfg(test)]
 mod tests;
 
 pub use diff::NullPolicy;
 pub(crate) use diff::{describe_changes, diff, record_changes, Change};
-pub(crate) use objects::plan_objects;
+pub(crate) use objects::{plan_objects, plan_objects_skipping};
 pub(crate) use references::plan_references;
+pub(crate) use skip::Skipping;
 
 use crate::mapping::expr::EvalEnv;
 use crate::mapping::Mapped;
@@ -102,6 +104,11 @@ pub(crate) struct Plan {
     pub problems: Vec<Problem>,
     /// Disables and deletes not planned because the source read was incomplete.
     pub withheld_deprovisions: u64,
+    /// Of the unchanged objects, those found so by their input digest, without mapping.
+    pub unmapped: u64,
+    /// Unchanged objects whose link has no digest of their current inputs yet: recorded in
+    /// the link, so the next cycle need not map them.
+    pub digests: Vec<(ObjectType, String, crate::attrs::InputDigest)>,
 }
 
 impl Plan {

@@ -2,7 +2,8 @@
 //! disabled or deleted.
 
 use super::{diff, map_all, problem, Action, Change, Delete, Disable, Plan, PlanSettings};
-use super::{Provision, Update};
+use super::{Provision, Skipping, Update};
+use crate::attrs::InputDigest;
 use crate::mapping::{map_object, MapContext, Mapped, Mappings};
 use crate::model::{Directory, ObjectType, SourceObject};
 use crate::model::{Link, LinkIndex};
@@ -13,35 +14,57 @@ use std::collections::{HashMap, HashSet};
 
 /// The duplicate-detection key of a matching value, hashed without building lowercase copies.
 /// Case-insensitive: SCIM `userName` and `displayName` are not case-exact (RFC 7643), so
-/// "Alice@x" and "alice@x" would match the same target object.
+/// "Alice@x" and "alice@x" would match the same target object. FNV-1a over the lowercased
+/// UTF-8, a function of the value alone: links keep these keys beside their input digests,
+/// so they must mean the same in the next process.
 fn match_hash(path: &str, v: &Value) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for c in path.chars().flat_map(char::to_lowercase) {
-        c.hash(&mut h);
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    fn feed(h: &mut u64, bytes: &[u8]) {
+        for b in bytes {
+            *h = (*h ^ u64::from(*b)).wrapping_mul(PRIME);
+        }
     }
-    0xffu8.hash(&mut h);
+    fn feed_lower(h: &mut u64, s: &str) {
+        let mut buf = [0u8; 4];
+        for c in s.chars().flat_map(char::to_lowercase) {
+            feed(h, c.encode_utf8(&mut buf).as_bytes());
+        }
+    }
+    let mut h = OFFSET;
+    feed_lower(&mut h, path);
+    // 0xff never occurs in UTF-8: the path ends here.
+    feed(&mut h, &[0xff]);
     match v {
-        Value::String(s) => {
-            for c in s.chars().flat_map(char::to_lowercase) {
-                c.hash(&mut h);
-            }
-        }
+        Value::String(s) => feed_lower(&mut h, s),
         other => {
-            0u8.hash(&mut h);
-            other.to_string().hash(&mut h);
+            feed(&mut h, &[0]);
+            feed(&mut h, other.to_string().as_bytes());
         }
     }
-    h.finish()
+    h
 }
 
-/// Phase one: users and groups.
+/// Phase one: users and groups, every in-scope object mapped.
 pub(crate) fn plan_objects(
     dir: &Directory,
     scoped: &Scoped,
     mappings: &Mappings,
     links: &LinkIndex,
     settings: &PlanSettings<'_>,
+) -> Plan {
+    plan_objects_skipping(dir, scoped, mappings, links, settings, &Skipping::off())
+}
+
+/// Phase one, not mapping the objects `skip` finds unchanged: the same plan as
+/// [`plan_objects`], plus the digests to record (`Plan::digests`).
+pub(crate) fn plan_objects_skipping(
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &LinkIndex,
+    settings: &PlanSettings<'_>,
+    skip: &Skipping,
 ) -> Plan {
     let mut plan = Plan::default();
     let rejected: HashSet<&str> = dir
@@ -61,7 +84,7 @@ pub(crate) fn plan_objects(
     }
     for ty in [ObjectType::User, ObjectType::Group] {
         plan_type(
-            ty, dir, scoped, mappings, links, settings, &rejected, &mut plan,
+            ty, dir, scoped, mappings, links, settings, skip, &rejected, &mut plan,
         );
     }
     plan
@@ -75,6 +98,7 @@ fn plan_type(
     mappings: &Mappings,
     links: &LinkIndex,
     settings: &PlanSettings<'_>,
+    skip: &Skipping,
     rejected: &HashSet<&str>,
     plan: &mut Plan,
 ) {
@@ -106,20 +130,56 @@ fn plan_type(
         if !scoped.in_scope(ty, id) {
             return None;
         }
+        let roles = scoped.roles.get(id).map(|r| &**r);
+        let link = link_of.get(id.as_str()).copied();
+        // Only a linked object can be unchanged; its digest says whether mapping can be
+        // skipped, or else is taken for the next cycle if the mapping finds no change.
+        let inputs = link.and_then(|_| skip.inputs(ty, obj, roles));
+        if let (Some(l), Some(inputs)) = (link, &inputs) {
+            if let Some(d) = l.exported.digest().filter(|d| &d.inputs == inputs) {
+                let w = Wanted::Unchanged {
+                    matching: d.matching.clone(),
+                };
+                return Some(Ok(Examined {
+                    wanted: w,
+                    digest: None,
+                    unmapped: true,
+                }));
+            }
+        }
         let ctx = MapContext {
             soft_deleted: false,
-            roles: scoped.roles.get(id).map(|r| &**r),
+            roles,
             env: settings.env,
         };
-        let link = link_of.get(id.as_str()).copied();
-        Some(map_object(obj, maps, &ctx).map(|m| Wanted::new(link, m, settings)))
+        Some(map_object(obj, maps, &ctx).map(|m| {
+            let wanted = Wanted::new(link, m, settings);
+            let digest = match (&wanted, inputs) {
+                (Wanted::Unchanged { matching }, Some(inputs)) => Some(InputDigest {
+                    inputs,
+                    matching: matching.clone(),
+                }),
+                _ => None,
+            };
+            Examined {
+                wanted,
+                digest,
+                unmapped: false,
+            }
+        }))
     });
     let mut wanted: Vec<(&SourceObject, Wanted<'_>)> = Vec::new();
     for ((id, obj), mapped) in objects.iter().zip(mapped) {
         let decision = scoped.decision(ty, id);
         match decision {
             Some(Ok(())) => match mapped {
-                Some(Ok(w)) => wanted.push((obj, w)),
+                Some(Ok(m)) => {
+                    plan.unmapped += u64::from(m.unmapped);
+                    if let Some(d) = m.digest {
+                        plan.digests.push((ty, id.clone(), d));
+                    }
+                    wanted.push((obj, m.wanted))
+                }
                 failed => plan.problems.push(problem(
                     Some(ty),
                     id,
@@ -263,6 +323,15 @@ fn plan_type(
             reason: "deleted in the source".into(),
         }));
     }
+}
+
+/// What the mapping of one in-scope object gave.
+struct Examined<'l> {
+    wanted: Wanted<'l>,
+    /// Unchanged, with a digest the link lacks: to record.
+    digest: Option<InputDigest>,
+    /// Found unchanged by its digest, not mapped.
+    unmapped: bool,
 }
 
 /// An in-scope object, mapped, and what it needs.

@@ -573,3 +573,105 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Skipping the objects whose inputs did not change gives the plan that mapping every
+    /// object gives, whatever the directories, their changes and the null policy: the links
+    /// carry the digests the skipping plans recorded from one cycle to the next, and each
+    /// directory is planned twice (the second time, a no-change cycle).
+    #[test]
+    fn skipping_unchanged_objects_keeps_the_plan(
+        seq in proptest::collection::vec((arb_directory(), any::<bool>()), 1..5),
+    ) {
+        let mappings = Mappings::generic_scim().unwrap();
+        let mut links = LinkIndex::default();
+        let env = env();
+        for (raw, remove_nulls) in seq {
+            let settings = ScopeSettings {
+                mode: if raw["_all"] == json!(true) { ScopeMode::All } else { ScopeMode::Assigned },
+                ..ScopeSettings::default()
+            };
+            let partial = raw["_partial"] == json!(true);
+            let mut dir = parse(raw);
+            dir.complete = !partial;
+            let nulls = if remove_nulls { NullPolicy::Remove } else { NullPolicy::Leave };
+            let ps = PlanSettings { null_values: nulls, env: &env };
+            for _ in 0..2 {
+                let scoped = scope::evaluate(&dir, &settings);
+                let plain = plan_objects(&dir, &scoped, &mappings, &links, &ps);
+                let skip = Skipping::new(&mappings, nulls, []);
+                let mut skipping = plan_objects_skipping(&dir, &scoped, &mappings, &links, &ps, &skip);
+                let digests = std::mem::take(&mut skipping.digests);
+                prop_assert!(skipping.unmapped <= skipping.unchanged_users + skipping.unchanged_groups);
+                skipping.unmapped = 0;
+                prop_assert_eq!(&plain, &skipping);
+                for (ty, id, d) in digests {
+                    prop_assert!(links.get(ty, &id).is_some(), "a digest for an unlinked object");
+                    if let Some(l) = links.of_mut(ty).get_mut(&id) {
+                        l.exported.set_digest(d);
+                    }
+                }
+                simulate(&plain, &mut links);
+                let refs = plan_references(&dir, &scoped, &mappings, &links, &ps);
+                simulate_refs(&refs, &mut links);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_no_change_cycle_maps_nothing_and_a_change_is_still_seen() {
+    let mappings = Mappings::generic_scim().unwrap();
+    let env = env();
+    let ps = PlanSettings {
+        null_values: NullPolicy::Leave,
+        env: &env,
+    };
+    let skip = Skipping::new(&mappings, NullPolicy::Leave, []);
+    let users = |title: &str| {
+        parse(json!({"users":[
+            {"id":"a","userPrincipalName":"a@x","jobTitle":title,"manager":"b"},
+            {"id":"b","userPrincipalName":"b@x"}],
+            "assignments":[{"principalId":"a"},{"principalId":"b"}]}))
+    };
+    let mut links = LinkIndex::default();
+    let plan_with = |dir: &Directory, links: &mut LinkIndex| {
+        let scoped = scope::evaluate(dir, &ScopeSettings::default());
+        let mut p = plan_objects_skipping(dir, &scoped, &mappings, links, &ps, &skip);
+        for (ty, id, d) in std::mem::take(&mut p.digests) {
+            links
+                .of_mut(ty)
+                .get_mut(&id)
+                .unwrap()
+                .exported
+                .set_digest(d);
+        }
+        simulate(&p, links);
+        let refs = plan_references(dir, &scoped, &mappings, links, &ps);
+        simulate_refs(&refs, links);
+        p
+    };
+    let t = users("T");
+    let first = plan_with(&t, &mut links);
+    assert_eq!((first.actions.len(), first.unmapped), (2, 0));
+    // Linked now but without digests: mapped once more (recording them), then not at all.
+    let second = plan_with(&t, &mut links);
+    assert_eq!((second.actions.len(), second.unmapped), (0, 0));
+    let third = plan_with(&t, &mut links);
+    assert_eq!((third.actions.len(), third.unmapped), (0, 2));
+    let u = users("U");
+    let changed = plan_with(&u, &mut links);
+    assert_eq!(changed.unmapped, 1, "only b is skipped");
+    match &changed.actions[..] {
+        [Action::Update(up)] => assert_eq!(up.changes[0].new, Some(json!("U"))),
+        other => panic!("{other:#?}"),
+    }
+    // Back to the old title: a's link now holds U, so the old digest must not vouch for it.
+    let back = plan_with(&t, &mut links);
+    assert!(
+        matches!(&back.actions[..], [Action::Update(_)]),
+        "{back:#?}"
+    );
+}

@@ -30,7 +30,11 @@ pub use sled_store::SledStore;
 ///
 /// 3 added quarantine, escrow and staged deletions: a provisiond that predates them would
 /// send deletions an admin has not allowed, so it must refuse such a store.
-pub(crate) const SCHEMA_VERSION: u32 = 3;
+/// 4 appended the input digest to a link's exported values (`attrs::exported`): a provisiond
+/// that predates it would take such a link for a damaged record, so it refuses the store by
+/// its version instead, naming it. Stores of 3 are read as they are (no digest: the object is
+/// mapped) and marked 4 when opened.
+pub(crate) const SCHEMA_VERSION: u32 = 4;
 
 /// Per-job memory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -583,6 +583,18 @@ async fn changes_are_exported_as_minimal_requests() {
     }
 }
 
+/// The same changes after two more cycles of the history's last directory: the first records
+/// each unchanged object's input digest, the second maps none of them (issue 12). Each change
+/// must be seen all the same.
+#[tokio::test]
+async fn changes_are_seen_after_cycles_that_skipped_mapping() {
+    for mut case in cases() {
+        let last = case.history[case.history.len() - 1].clone();
+        case.history.extend([last.clone(), last]);
+        run_case(case).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4: matching and adoption.
 

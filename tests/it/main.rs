@@ -33,4 +33,5 @@ mod ondemand;
 mod provlog;
 mod safety;
 mod scim2_server;
+mod skip_unchanged;
 mod source_snapshots;

@@ -73,6 +73,27 @@ impl Expression {
         self.attributes.clone()
     }
 
+    /// True when the value depends on nothing but the object: no clock (`Now()`, and the date
+    /// functions, which read a date without a year or day against today), no randomness
+    /// (`Guid()`, `RandomString()`). Only then may a planner skip mapping an object whose
+    /// inputs did not change.
+    pub fn is_pure(&self) -> bool {
+        use parser::Func;
+        ![
+            Func::Now,
+            Func::Guid,
+            Func::RandomString,
+            Func::CDate,
+            Func::DateAdd,
+            Func::DateDiff,
+            Func::DateFromNum,
+            Func::FormatDateTime,
+            Func::NumFromDate,
+        ]
+        .into_iter()
+        .any(|f| self.root.uses(f))
+    }
+
     /// True when the expression uses `Redact`, so its value must be logged as `[Redact]`.
     pub fn redacts(&self) -> bool {
         self.root.uses(parser::Func::Redact)
