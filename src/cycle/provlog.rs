@@ -19,6 +19,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
 
 /// What became of one exported action, as the export saw it.
 pub(crate) enum Done<'a> {
@@ -35,26 +36,127 @@ pub(crate) enum Done<'a> {
     },
 }
 
-/// Entries queued for the writer thread before a sender waits: bounds the memory while the
-/// disk is slower than the cycle.
-const QUEUE: usize = 8192;
+/// Records handed to the writer thread at a time: one channel message (and at most one
+/// wake-up of the thread) per batch, not per entry.
+const BATCH: usize = 256;
+
+/// Batches queued for the writer thread before a sender waits (8,192 records): bounds the
+/// memory while the disk is slower than the cycle.
+const QUEUE: usize = 32;
 
 /// What the writer thread is asked to do.
 enum Msg {
-    Entry(Box<Entry>),
+    Records(Vec<Record>),
     /// Make everything so far durable, then answer.
     Sync(SyncSender<()>),
     /// The same, answered to an async waiter.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
+/// One entry as the cycle's tasks hand it over: the ids, names and values they already
+/// hold, moved or cheaply cloned (interned keys, JSON values), nothing formatted. The writer
+/// thread turns it into an [`Entry`] (texts, ids) and encodes it, so a cycle's tasks pay
+/// for a few clones per entry, not for building and stringifying 2 KB of JSON.
+struct Record {
+    at: chrono::DateTime<chrono::Utc>,
+    cycle_id: Arc<str>,
+    ty: ObjectType,
+    source_id: String,
+    name: String,
+    target_id: Option<String>,
+    duration_ms: u64,
+    what: What,
+}
+
+/// The kind of entry a [`Record`] becomes, with what only that kind needs.
+enum What {
+    Exported {
+        /// The action as logged (an adopted create is an update).
+        kind: ProvisioningAction,
+        /// The planned action was a create (matched or not).
+        provision: bool,
+        /// A disable's or delete's reason (the scoping step's text).
+        reason: Option<String>,
+        /// A create's matching attributes (the matching step names them).
+        matching: Vec<(String, Value)>,
+        modified: Vec<Prop>,
+        outcome: Outcome,
+    },
+    Membership {
+        adding: bool,
+        /// The member ids as `bounded_list` shows them, and how many there are.
+        listed: String,
+        count: usize,
+        failure: Option<(String, String)>,
+    },
+    Staged {
+        action: StagedAction,
+        threshold: String,
+    },
+    Skipped {
+        code: Option<String>,
+        reason: String,
+    },
+}
+
+/// A modified property before it is shown: the attribute's name and its values as the plan
+/// holds them.
+struct Prop {
+    name: PropName,
+    old: Option<Value>,
+    new: Option<Value>,
+}
+
+/// An attribute's name: owned (a mapping's target path, a diff's path) or fixed.
+enum PropName {
+    Owned(String),
+    Static(&'static str),
+}
+
+impl PropName {
+    fn into_string(self) -> String {
+        match self {
+            PropName::Owned(s) => s,
+            PropName::Static(s) => s.to_string(),
+        }
+    }
+}
+
+/// [`Done`], owned.
+enum Outcome {
+    Ok {
+        gone: bool,
+        adopted: bool,
+    },
+    Failed {
+        code: String,
+        reason: String,
+        transient: bool,
+    },
+}
+
 /// Where a real (not dry) cycle's entries go: one job's log writer and what every entry
-/// names (systems, initiator). Encoding and writing happen on a thread of their own, so the
-/// cycle's tasks only build the entry and queue it.
+/// names (systems, initiator). Building, encoding and writing the entries happen on a
+/// thread of their own, so the cycle's tasks only queue a compact [`Record`].
 pub struct LogSink {
     /// `None` once dropped (which ends the thread).
     tx: Option<SyncSender<Msg>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The records not yet handed over, and the cycle's shared id.
+    pending: std::sync::Mutex<Pending>,
+}
+
+/// What the cycle's tasks add to before a batch goes to the writer thread.
+#[derive(Default)]
+struct Pending {
+    records: Vec<Record>,
+    /// The cycle id of the last record, shared by the records of a cycle (one allocation
+    /// per cycle, not per entry).
+    cycle: Option<Arc<str>>,
+}
+
+/// What every entry of a sink names: built into each entry on the writer thread.
+struct Context {
     job: String,
     source_system: String,
     target_system: String,
@@ -62,10 +164,18 @@ pub struct LogSink {
 }
 
 /// A value as a log shows it: strings bare, everything else as JSON.
-fn show(v: &Value) -> String {
+fn show(v: Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => s,
         other => other.to_string(),
+    }
+}
+
+/// A value as a log shows it, borrowed.
+fn show_ref(v: &Value) -> std::borrow::Cow<'_, str> {
+    match v {
+        Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        other => std::borrow::Cow::Owned(other.to_string()),
     }
 }
 
@@ -86,6 +196,14 @@ fn step(name: &str, ty: StepType, status: Status, description: String) -> Step {
     }
 }
 
+/// A random UUID (v4) from the thread's fast generator: `Uuid::new_v4` asks the kernel for
+/// every id, two system calls per entry.
+fn fast_uuid() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
+}
+
 /// What Entra's error table recommends for a code, where it says something.
 fn recommended(code: &str) -> Option<&'static str> {
     Some(match code {
@@ -101,6 +219,7 @@ fn recommended(code: &str) -> Option<&'static str> {
 
 impl Drop for LogSink {
     fn drop(&mut self) {
+        self.hand_over();
         // Closing the queue ends the thread, which writes out what is left.
         self.tx = None;
         if let Some(t) = self.thread.take() {
@@ -109,19 +228,24 @@ impl Drop for LogSink {
     }
 }
 
-/// The writer thread: appends what it is sent; the first write error stops the writing (one
-/// warning, not one per entry), never the cycle.
-fn write_loop(mut writer: Writer, job: &str, rx: std::sync::mpsc::Receiver<Msg>) {
+/// The writer thread: builds and appends the entries it is sent; the first write error stops
+/// the writing (one warning, not one per entry), never the cycle.
+fn write_loop(mut writer: Writer, ctx: &Context, rx: std::sync::mpsc::Receiver<Msg>) {
+    let job = ctx.job.as_str();
     let mut failed = false;
     for msg in rx {
         match msg {
-            Msg::Entry(e) if !failed => {
-                if let Err(err) = writer.append(&e) {
-                    tracing::warn!(job, error = %err, "provisioning log write failed; no further entries this run");
-                    failed = true;
+            Msg::Records(batch) if !failed => {
+                for r in batch {
+                    let e = ctx.build(r);
+                    if let Err(err) = writer.append(&e) {
+                        tracing::warn!(job, error = %err, "provisioning log write failed; no further entries this run");
+                        failed = true;
+                        break;
+                    }
                 }
             }
-            Msg::Entry(_) => {}
+            Msg::Records(_) => {}
             Msg::Sync(ack) => {
                 sync(&mut writer, job, failed);
                 let _ = ack.send(());
@@ -162,18 +286,20 @@ impl LogSink {
             }
         };
         let (tx, rx) = sync_channel::<Msg>(QUEUE);
-        let name = job.to_string();
+        let ctx = Context {
+            job: job.to_string(),
+            source_system,
+            target_system,
+            initiated_by,
+        };
         let thread = std::thread::Builder::new()
             .name("provisiond-provlog".into())
-            .spawn(move || write_loop(writer, &name, rx));
+            .spawn(move || write_loop(writer, &ctx, rx));
         match thread {
             Ok(thread) => Some(LogSink {
                 tx: Some(tx),
                 thread: Some(thread),
-                job: job.to_string(),
-                source_system,
-                target_system,
-                initiated_by,
+                pending: std::sync::Mutex::new(Pending::default()),
             }),
             Err(e) => {
                 tracing::warn!(job, error = %e, "no thread for the provisioning logs; the cycle runs without them");
@@ -182,16 +308,70 @@ impl LogSink {
         }
     }
 
-    fn append(&self, entry: Entry) {
-        if let Some(tx) = &self.tx {
-            // The thread ends only when this sink is dropped: a send cannot fail before.
-            let _ = tx.send(Msg::Entry(Box::new(entry)));
+    /// Queue one record, stamped now.
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &self,
+        cycle_id: &str,
+        ty: ObjectType,
+        source_id: &str,
+        name: &str,
+        target_id: Option<&str>,
+        duration_ms: u64,
+        what: What,
+    ) {
+        let Some(tx) = &self.tx else { return };
+        // A poisoned lock (a task panicked while holding it) still holds sound records.
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cycle_id = match &pending.cycle {
+            Some(c) if &**c == cycle_id => c.clone(),
+            _ => {
+                let c: Arc<str> = Arc::from(cycle_id);
+                pending.cycle = Some(c.clone());
+                c
+            }
+        };
+        // Stamped under the lock, so records reach the file in time order (a query relies
+        // on it to stop early).
+        let r = Record {
+            at: chrono::Utc::now(),
+            cycle_id,
+            ty,
+            source_id: source_id.to_string(),
+            name: name.to_string(),
+            target_id: target_id.map(str::to_string),
+            duration_ms,
+            what,
+        };
+        pending.records.push(r);
+        if pending.records.len() >= BATCH {
+            let batch = std::mem::replace(&mut pending.records, Vec::with_capacity(BATCH));
+            // Sent under the lock, for the order. The thread ends only when this sink is
+            // dropped: a send cannot fail before.
+            let _ = tx.send(Msg::Records(batch));
+        }
+    }
+
+    /// Hand the records not yet sent to the writer thread (before a sync, and at the end).
+    fn hand_over(&self) {
+        let Some(tx) = &self.tx else { return };
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !pending.records.is_empty() {
+            let batch = std::mem::take(&mut pending.records);
+            let _ = tx.send(Msg::Records(batch));
         }
     }
 
     /// [`LogSink::sync`] for async code: the cycle calls it before it commits, so its entries
     /// are durable before its watermark moves.
     pub(crate) async fn flush(&self) {
+        self.hand_over();
         let Some(tx) = &self.tx else { return };
         let (ack, done) = tokio::sync::oneshot::channel();
         if tx.send(Msg::Flush(ack)).is_ok() {
@@ -202,71 +382,12 @@ impl LogSink {
     /// Make the cycle's entries durable (once per cycle, not per entry). Blocks until the
     /// writer thread has written and fsynced everything queued.
     pub fn sync(&self) {
+        self.hand_over();
         let Some(tx) = &self.tx else { return };
         let (ack, done) = sync_channel(1);
         if tx.send(Msg::Sync(ack)).is_ok() {
             let _ = done.recv();
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn entry(
-        &self,
-        cycle_id: &str,
-        action: ProvisioningAction,
-        status: StatusInfo,
-        ty: ObjectType,
-        source_id: &str,
-        name: &str,
-        target_id: Option<&str>,
-        steps: Vec<Step>,
-        modified: Vec<ModifiedProperty>,
-        duration_ms: u64,
-    ) -> Entry {
-        Entry {
-            id: uuid::Uuid::new_v4().to_string(),
-            activity_date_time: chrono::Utc::now(),
-            change_id: uuid::Uuid::new_v4().to_string(),
-            cycle_id: cycle_id.to_string(),
-            job_id: self.job.clone(),
-            duration_in_milliseconds: duration_ms,
-            initiated_by: self.initiated_by.clone(),
-            provisioning_action: action,
-            provisioning_status_info: status,
-            provisioning_steps: steps,
-            modified_properties: modified,
-            source_identity: Identity {
-                id: source_id.to_string(),
-                display_name: name.to_string(),
-                identity_type: type_name(ty).into(),
-            },
-            target_identity: Identity {
-                id: target_id.unwrap_or_default().to_string(),
-                display_name: name.to_string(),
-                identity_type: type_name(ty).into(),
-            },
-            source_system: SystemInfo {
-                display_name: self.source_system.clone(),
-            },
-            target_system: SystemInfo {
-                display_name: self.target_system.clone(),
-            },
-        }
-    }
-
-    fn import_step(&self, ty: ObjectType, source_id: &str, name: &str) -> Step {
-        let mut s = step(
-            "EntryImport",
-            StepType::Import,
-            Status::Success,
-            format!(
-                "Received {} '{name}' from {}",
-                type_name(ty),
-                self.source_system
-            ),
-        );
-        s.details.insert("SourceAnchor".into(), source_id.into());
-        s
     }
 
     /// One exported action (phase one, or a reference update of phase two).
@@ -285,57 +406,58 @@ impl LogSink {
             // Never sent: the next cycle does it, and logs it then.
             return;
         }
-        let tn = type_name(ty);
-        let (kind, scoping, modified) = match action {
-            Action::Provision(p) => {
-                let modified = p
-                    .mapped
+        let (kind, reason, matching, modified) = match action {
+            Action::Provision(p) => (
+                ProvisioningAction::Create,
+                None,
+                p.mapped.matching.clone(),
+                p.mapped
                     .values
                     .iter()
                     .chain(p.mapped.create_only.iter())
-                    .map(|(k, v)| ModifiedProperty {
-                        display_name: k.to_string(),
-                        old_value: None,
-                        new_value: Some(show(v)),
+                    .map(|(k, v)| Prop {
+                        name: PropName::Owned(k.to_string()),
+                        old: None,
+                        new: Some(v.clone()),
                     })
-                    .collect();
-                (
-                    ProvisioningAction::Create,
-                    format!("{tn} '{name}' is in scope"),
-                    modified,
-                )
-            }
-            Action::Update(u) => {
-                let modified = u
-                    .changes
+                    .collect(),
+            ),
+            Action::Update(u) => (
+                ProvisioningAction::Update,
+                None,
+                vec![],
+                u.changes
                     .iter()
-                    .map(|c| ModifiedProperty {
-                        display_name: c.path.clone(),
-                        old_value: c.old.as_ref().map(show),
-                        new_value: c.new.as_ref().map(show),
+                    .map(|c| Prop {
+                        name: PropName::Owned(c.path.clone()),
+                        old: c.old.clone(),
+                        new: c.new.clone(),
                     })
-                    .collect();
-                (
-                    ProvisioningAction::Update,
-                    format!("{tn} '{name}' is in scope"),
-                    modified,
-                )
-            }
+                    .collect(),
+            ),
             Action::Disable(d) => (
                 ProvisioningAction::Disable,
-                d.reason.clone(),
-                vec![ModifiedProperty {
-                    display_name: "active".into(),
-                    old_value: Some("true".into()),
-                    new_value: Some("false".into()),
+                Some(d.reason.clone()),
+                vec![],
+                vec![Prop {
+                    name: PropName::Static("active"),
+                    old: Some(Value::Bool(true)),
+                    new: Some(Value::Bool(false)),
                 }],
             ),
-            Action::Delete(d) => (ProvisioningAction::Delete, d.reason.clone(), vec![]),
+            Action::Delete(d) => (
+                ProvisioningAction::Delete,
+                Some(d.reason.clone()),
+                vec![],
+                vec![],
+            ),
         };
+        let adopted = matches!(done, Done::Ok { verb: "adopt", .. });
         // A create that matched an existing object is an update of it, as Entra logs it.
-        let kind = match done {
-            Done::Ok { verb: "adopt", .. } => ProvisioningAction::Update,
-            _ => kind,
+        let kind = if adopted {
+            ProvisioningAction::Update
+        } else {
+            kind
         };
         let target_id = match (&done, action) {
             (Done::Ok { target_id, .. }, _) => *target_id,
@@ -344,138 +466,37 @@ impl LogSink {
             (_, Action::Delete(d)) => Some(d.target_id.as_str()),
             (_, Action::Provision(_)) => None,
         };
-        let mut steps = vec![
-            self.import_step(ty, source_id, name),
-            step(
-                "EntrySynchronizationScoping",
-                StepType::Scoping,
-                Status::Success,
-                scoping,
-            ),
-        ];
-        let matching = match (action, &done) {
-            (Action::Provision(_), Done::Ok { verb: "adopt", .. }) => {
-                format!(
-                    "Matched an existing {tn} in the target ({})",
-                    target_id.unwrap_or("")
-                )
-            }
-            (Action::Provision(p), _) => {
-                let on = p
-                    .mapped
-                    .matching
-                    .iter()
-                    .map(|(k, v)| format!("{k} = {}", show(v)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!("No matching {tn} was found in the target (matched on {on}); it will be created")
-            }
-            _ => format!(
-                "Linked to the target {tn} {} by an earlier cycle",
-                target_id.unwrap_or("")
-            ),
-        };
-        steps.push(step(
-            "EntrySynchronizationMatching",
-            StepType::Matching,
-            Status::Success,
-            matching,
-        ));
-        steps.push(step(
-            "EntrySynchronizationProcessing",
-            StepType::Processing,
-            Status::Success,
-            format!("Determined the action: {}", kind.as_str()),
-        ));
-        let export_name = match kind {
-            ProvisioningAction::Create => "EntryExportAdd",
-            ProvisioningAction::Delete => "EntryExportDelete",
-            _ => "EntryExportUpdate",
-        };
-        let (status, export) = match done {
-            Done::Ok { verb: "gone", .. } => (
-                StatusInfo {
-                    status: Status::Warning,
-                    error_information: None,
-                },
-                step(
-                    export_name,
-                    StepType::Export,
-                    Status::Warning,
-                    format!("The {tn} was already absent from the target; its link was forgotten"),
-                ),
-            ),
-            Done::Ok { .. } => (
-                StatusInfo {
-                    status: Status::Success,
-                    error_information: None,
-                },
-                step(
-                    export_name,
-                    StepType::Export,
-                    Status::Success,
-                    format!(
-                        "{} {tn} '{name}' in the target ({})",
-                        match kind {
-                            ProvisioningAction::Create => "Created",
-                            ProvisioningAction::Delete => "Deleted",
-                            ProvisioningAction::Disable => "Disabled",
-                            _ => "Updated",
-                        },
-                        target_id.unwrap_or("")
-                    ),
-                ),
-            ),
+        let outcome = match done {
+            Done::Ok { verb, .. } => Outcome::Ok {
+                gone: verb == "gone",
+                adopted,
+            },
             Done::Failed {
                 code,
                 reason,
                 transient,
-            } => (
-                StatusInfo {
-                    status: Status::Failure,
-                    error_information: Some(ErrorInfo {
-                        error_code: code.to_string(),
-                        reason: reason.to_string(),
-                        additional_details: Some(
-                            "The action is kept in escrow and retried by later cycles.".into(),
-                        ),
-                        error_category: Some(
-                            if transient {
-                                "failure"
-                            } else {
-                                "nonServiceFailure"
-                            }
-                            .into(),
-                        ),
-                        recommended_action: recommended(code).map(str::to_string),
-                    }),
-                },
-                step(
-                    export_name,
-                    StepType::Export,
-                    Status::Failure,
-                    format!("{code}: {reason}"),
-                ),
-            ),
+            } => Outcome::Failed {
+                code: code.to_string(),
+                reason: reason.to_string(),
+                transient,
+            },
         };
-        let mut export = export;
-        export
-            .details
-            .insert("ReportableIdentifier".into(), name.to_string());
-        steps.push(export);
-        let e = self.entry(
+        self.send(
             cycle_id,
-            kind,
-            status,
             ty,
             source_id,
             name,
             target_id,
-            steps,
-            modified,
             duration_ms,
+            What::Exported {
+                kind,
+                provision: matches!(action, Action::Provision(_)),
+                reason,
+                matching,
+                modified,
+                outcome,
+            },
         );
-        self.append(e);
     }
 
     /// A group's membership change: an `update` of the group, modified property `members`.
@@ -487,115 +508,36 @@ impl LogSink {
         ids: &[String],
         failure: Option<(&str, &str)>,
     ) {
-        let listed = crate::util::text::bounded_list(ids);
-        let modified = vec![ModifiedProperty {
-            display_name: "members".into(),
-            old_value: (!adding).then(|| listed.clone()),
-            new_value: adding.then(|| listed.clone()),
-        }];
-        let verb = if adding { "Added" } else { "Removed" };
-        let (status, export) = match failure {
-            None => (
-                StatusInfo {
-                    status: Status::Success,
-                    error_information: None,
-                },
-                step(
-                    "EntryExportUpdate",
-                    StepType::Export,
-                    Status::Success,
-                    format!("{verb} {} member(s)", ids.len()),
-                ),
-            ),
-            Some((code, reason)) => (
-                StatusInfo {
-                    status: Status::Failure,
-                    error_information: Some(ErrorInfo {
-                        error_code: code.into(),
-                        reason: reason.into(),
-                        additional_details: None,
-                        error_category: Some("nonServiceFailure".into()),
-                        recommended_action: recommended(code).map(str::to_string),
-                    }),
-                },
-                step(
-                    "EntryExportUpdate",
-                    StepType::Export,
-                    Status::Failure,
-                    format!("{code}: {reason}"),
-                ),
-            ),
-        };
-        let steps = vec![
-            self.import_step(ObjectType::Group, &m.group_source_id, &m.display_name),
-            step(
-                "EntryReferenceResolution",
-                StepType::ReferenceResolution,
-                Status::Success,
-                format!("Resolved {} member reference(s) to target ids", ids.len()),
-            ),
-            export,
-        ];
-        let e = self.entry(
+        self.send(
             cycle_id,
-            ProvisioningAction::Update,
-            status,
             ObjectType::Group,
             &m.group_source_id,
             &m.display_name,
             Some(&m.group_target_id),
-            steps,
-            modified,
             0,
+            What::Membership {
+                adding,
+                listed: crate::util::text::bounded_list(ids),
+                count: ids.len(),
+                failure: failure.map(|(c, r)| (c.to_string(), r.to_string())),
+            },
         );
-        self.append(e);
     }
 
     /// A disable or delete the deletion threshold held back.
     pub(crate) fn staged(&self, cycle_id: &str, s: &StagedDelete, threshold: &str) {
-        let what = match s.action {
-            StagedAction::Disable => "disable",
-            StagedAction::Delete => "delete",
-        };
-        let reason = format!(
-            "The {what} was held back: this cycle's disables and deletes reached the deletion threshold ({threshold}). Review with `provisiond logs --job {job} --action stagedDelete`, then `provisiond allow-deletes --job {job}`.",
-            job = self.job
-        );
-        let steps = vec![
-            self.import_step(s.object_type, &s.source_id, &s.display_name),
-            step(
-                "EntrySynchronizationProcessing",
-                StepType::Processing,
-                Status::Skipped,
-                reason.clone(),
-            ),
-        ];
-        let status = StatusInfo {
-            status: Status::Skipped,
-            error_information: Some(ErrorInfo {
-                error_code: "TooManyDeletes".into(),
-                reason,
-                additional_details: None,
-                error_category: Some("nonServiceFailure".into()),
-                recommended_action: Some(format!(
-                    "Allow the deletions with `provisiond allow-deletes --job {}` if they are intended.",
-                    self.job
-                )),
-            }),
-        };
-        let e = self.entry(
+        self.send(
             cycle_id,
-            ProvisioningAction::StagedDelete,
-            status,
             s.object_type,
             &s.source_id,
             &s.display_name,
             Some(&s.target_id),
-            steps,
-            vec![],
             0,
+            What::Staged {
+                action: s.action,
+                threshold: threshold.to_string(),
+            },
         );
-        self.append(e);
     }
 
     /// An object skipped: out of scope (step `scoping`), or a problem of the planner
@@ -609,53 +551,18 @@ impl LogSink {
         code: Option<&str>,
         reason: &str,
     ) {
-        let scoping = code.is_none();
-        let mut steps = vec![self.import_step(ty, source_id, name)];
-        steps.push(step(
-            "EntrySynchronizationScoping",
-            StepType::Scoping,
-            if scoping {
-                Status::Skipped
-            } else {
-                Status::Success
-            },
-            if scoping {
-                format!("{} '{name}' is out of scope: {reason}", type_name(ty))
-            } else {
-                format!("{} '{name}' is in scope", type_name(ty))
-            },
-        ));
-        if !scoping {
-            steps.push(step(
-                "EntrySynchronizationSkip",
-                StepType::Processing,
-                Status::Skipped,
-                reason.to_string(),
-            ));
-        }
-        let status = StatusInfo {
-            status: Status::Skipped,
-            error_information: code.map(|c| ErrorInfo {
-                error_code: c.into(),
-                reason: reason.into(),
-                additional_details: None,
-                error_category: Some("nonServiceFailure".into()),
-                recommended_action: recommended(c).map(str::to_string),
-            }),
-        };
-        let e = self.entry(
+        self.send(
             cycle_id,
-            ProvisioningAction::Other,
-            status,
             ty,
             source_id,
             name,
             None,
-            steps,
-            vec![],
             0,
+            What::Skipped {
+                code: code.map(str::to_string),
+                reason: reason.to_string(),
+            },
         );
-        self.append(e);
     }
 
     /// Everything decided before the export: the planner's per-object problems, the held
@@ -725,5 +632,321 @@ impl LogSink {
                 &p.reason,
             );
         }
+    }
+}
+
+impl Context {
+    /// The entry of a record, with Entra's steps: the texts are written here, on the writer
+    /// thread, from what the cycle handed over.
+    fn build(&self, r: Record) -> Entry {
+        let Record {
+            at,
+            cycle_id,
+            ty,
+            source_id,
+            name,
+            target_id,
+            duration_ms,
+            what,
+        } = r;
+        let tn = type_name(ty);
+        let mut steps = vec![self.import_step(ty, &source_id, &name)];
+        let (kind, status, modified) = match what {
+            What::Exported {
+                kind,
+                provision,
+                reason,
+                matching,
+                modified,
+                outcome,
+            } => {
+                let tid = target_id.as_deref().unwrap_or("");
+                steps.push(step(
+                    "EntrySynchronizationScoping",
+                    StepType::Scoping,
+                    Status::Success,
+                    // The identities name the object: each step says only what it adds (entries
+                    // stay small, and a cycle writes hundreds of thousands).
+                    reason.unwrap_or_else(|| "In scope".to_string()),
+                ));
+                let adopted = matches!(outcome, Outcome::Ok { adopted: true, .. });
+                let matched = if provision && adopted {
+                    format!("Matched an existing {tn} in the target ({tid})")
+                } else if provision {
+                    let on = matching
+                        .iter()
+                        .map(|(k, v)| format!("{k} = {}", show_ref(v)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!("No matching {tn} in the target (matched on {on})")
+                } else {
+                    format!("Linked to the target {tn} {tid} by an earlier cycle")
+                };
+                steps.push(step(
+                    "EntrySynchronizationMatching",
+                    StepType::Matching,
+                    Status::Success,
+                    matched,
+                ));
+                steps.push(step(
+                    "EntrySynchronizationProcessing",
+                    StepType::Processing,
+                    Status::Success,
+                    format!("Determined the action: {}", kind.as_str()),
+                ));
+                let export_name = match kind {
+                    ProvisioningAction::Create => "EntryExportAdd",
+                    ProvisioningAction::Delete => "EntryExportDelete",
+                    _ => "EntryExportUpdate",
+                };
+                let (status, mut export) = match outcome {
+                    Outcome::Ok { gone: true, .. } => (
+                        ok(Status::Warning),
+                        step(
+                            export_name,
+                            StepType::Export,
+                            Status::Warning,
+                            format!("The {tn} was already absent from the target; its link was forgotten"),
+                        ),
+                    ),
+                    Outcome::Ok { .. } => (
+                        ok(Status::Success),
+                        step(
+                            export_name,
+                            StepType::Export,
+                            Status::Success,
+                            format!(
+                                "{} in the target ({tid})",
+                                match kind {
+                                    ProvisioningAction::Create => "Created",
+                                    ProvisioningAction::Delete => "Deleted",
+                                    ProvisioningAction::Disable => "Disabled",
+                                    _ => "Updated",
+                                },
+                            ),
+                        ),
+                    ),
+                    Outcome::Failed {
+                        code,
+                        reason,
+                        transient,
+                    } => {
+                        let description = format!("{code}: {reason}");
+                        (
+                            StatusInfo {
+                                status: Status::Failure,
+                                error_information: Some(ErrorInfo {
+                                    recommended_action: recommended(&code).map(str::to_string),
+                                    error_code: code,
+                                    reason,
+                                    additional_details: Some(
+                                        "The action is kept in escrow and retried by later cycles."
+                                            .into(),
+                                    ),
+                                    error_category: Some(
+                                        if transient {
+                                            "failure"
+                                        } else {
+                                            "nonServiceFailure"
+                                        }
+                                        .into(),
+                                    ),
+                                }),
+                            },
+                            step(export_name, StepType::Export, Status::Failure, description),
+                        )
+                    }
+                };
+                export
+                    .details
+                    .insert("ReportableIdentifier".into(), name.clone());
+                steps.push(export);
+                let modified = modified
+                    .into_iter()
+                    .map(|p| ModifiedProperty {
+                        display_name: p.name.into_string(),
+                        old_value: p.old.map(show),
+                        new_value: p.new.map(show),
+                    })
+                    .collect();
+                (kind, status, modified)
+            }
+            What::Membership {
+                adding,
+                listed,
+                count,
+                failure,
+            } => {
+                let verb = if adding { "Added" } else { "Removed" };
+                let (status, export) = match failure {
+                    None => (
+                        ok(Status::Success),
+                        step(
+                            "EntryExportUpdate",
+                            StepType::Export,
+                            Status::Success,
+                            format!("{verb} {count} member(s)"),
+                        ),
+                    ),
+                    Some((code, reason)) => {
+                        let description = format!("{code}: {reason}");
+                        (
+                            StatusInfo {
+                                status: Status::Failure,
+                                error_information: Some(ErrorInfo {
+                                    recommended_action: recommended(&code).map(str::to_string),
+                                    error_code: code,
+                                    reason,
+                                    additional_details: None,
+                                    error_category: Some("nonServiceFailure".into()),
+                                }),
+                            },
+                            step(
+                                "EntryExportUpdate",
+                                StepType::Export,
+                                Status::Failure,
+                                description,
+                            ),
+                        )
+                    }
+                };
+                steps.push(step(
+                    "EntryReferenceResolution",
+                    StepType::ReferenceResolution,
+                    Status::Success,
+                    format!("Resolved {count} member reference(s) to target ids"),
+                ));
+                steps.push(export);
+                let (old_value, new_value) = if adding {
+                    (None, Some(listed))
+                } else {
+                    (Some(listed), None)
+                };
+                let modified = vec![ModifiedProperty {
+                    display_name: "members".into(),
+                    old_value,
+                    new_value,
+                }];
+                (ProvisioningAction::Update, status, modified)
+            }
+            What::Staged { action, threshold } => {
+                let what = match action {
+                    StagedAction::Disable => "disable",
+                    StagedAction::Delete => "delete",
+                };
+                let reason = format!(
+                    "The {what} was held back: this cycle's disables and deletes reached the deletion threshold ({threshold}). Review with `provisiond logs --job {job} --action stagedDelete`, then `provisiond allow-deletes --job {job}`.",
+                    job = self.job
+                );
+                steps.push(step(
+                    "EntrySynchronizationProcessing",
+                    StepType::Processing,
+                    Status::Skipped,
+                    reason.clone(),
+                ));
+                let status = StatusInfo {
+                    status: Status::Skipped,
+                    error_information: Some(ErrorInfo {
+                        error_code: "TooManyDeletes".into(),
+                        reason,
+                        additional_details: None,
+                        error_category: Some("nonServiceFailure".into()),
+                        recommended_action: Some(format!(
+                            "Allow the deletions with `provisiond allow-deletes --job {}` if they are intended.",
+                            self.job
+                        )),
+                    }),
+                };
+                (ProvisioningAction::StagedDelete, status, vec![])
+            }
+            What::Skipped { code, reason } => {
+                let scoping = code.is_none();
+                steps.push(step(
+                    "EntrySynchronizationScoping",
+                    StepType::Scoping,
+                    if scoping {
+                        Status::Skipped
+                    } else {
+                        Status::Success
+                    },
+                    if scoping {
+                        format!("{tn} '{name}' is out of scope: {reason}")
+                    } else {
+                        format!("{tn} '{name}' is in scope")
+                    },
+                ));
+                if !scoping {
+                    steps.push(step(
+                        "EntrySynchronizationSkip",
+                        StepType::Processing,
+                        Status::Skipped,
+                        reason.clone(),
+                    ));
+                }
+                let status = StatusInfo {
+                    status: Status::Skipped,
+                    error_information: code.map(|c| ErrorInfo {
+                        recommended_action: recommended(&c).map(str::to_string),
+                        error_code: c,
+                        reason,
+                        additional_details: None,
+                        error_category: Some("nonServiceFailure".into()),
+                    }),
+                };
+                (ProvisioningAction::Other, status, vec![])
+            }
+        };
+        Entry {
+            id: fast_uuid(),
+            activity_date_time: at,
+            change_id: fast_uuid(),
+            cycle_id: cycle_id.to_string(),
+            job_id: self.job.clone(),
+            duration_in_milliseconds: duration_ms,
+            initiated_by: self.initiated_by.clone(),
+            provisioning_action: kind,
+            provisioning_status_info: status,
+            provisioning_steps: steps,
+            modified_properties: modified,
+            target_identity: Identity {
+                id: target_id.unwrap_or_default(),
+                display_name: name.clone(),
+                identity_type: tn.into(),
+            },
+            source_identity: Identity {
+                id: source_id,
+                display_name: name,
+                identity_type: tn.into(),
+            },
+            source_system: SystemInfo {
+                display_name: self.source_system.clone(),
+            },
+            target_system: SystemInfo {
+                display_name: self.target_system.clone(),
+            },
+        }
+    }
+
+    fn import_step(&self, ty: ObjectType, source_id: &str, name: &str) -> Step {
+        let mut s = step(
+            "EntryImport",
+            StepType::Import,
+            Status::Success,
+            format!(
+                "Received {} '{name}' from {}",
+                type_name(ty),
+                self.source_system
+            ),
+        );
+        s.details.insert("SourceAnchor".into(), source_id.into());
+        s
+    }
+}
+
+/// A status with no error.
+fn ok(status: Status) -> StatusInfo {
+    StatusInfo {
+        status,
+        error_information: None,
     }
 }

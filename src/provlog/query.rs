@@ -1,16 +1,23 @@
 //! Reading the provisioning logs back: `provisiond logs`.
 //!
-//! A day of a busy job is a million entries (about a gigabyte), so a query is designed not to
-//! parse what it does not return: segments are chosen by the hour in their names, each line
-//! is tested first on its raw bytes (a needle that every matching entry's JSON must contain),
-//! only the lines that pass are parsed, and segments are read on several threads, newest
-//! first, stopping once `limit` entries are certain.
+//! A day of a busy job is a million entries (about two gigabytes), so a query is designed
+//! not to parse what it does not return: segments are chosen by the hour in their names and
+//! scanned in parallel (one worker per core, newest first), each in chunks from its end into
+//! reused buffers; within a chunk, lines are picked by a raw needle (JSON text every matching
+//! entry's line must contain, or the identity text in a lowercased copy), a picked line is
+//! parsed only into the few fields the filters need (borrowed), and only the newest `limit`
+//! matches are read again and parsed in full. Workers stop taking segments once `limit`
+//! matches are certain.
 
 use super::entry::{Entry, ProvisioningAction, Status};
 use super::store::{segments, LogError, Segment};
 use chrono::{DateTime, Utc};
 use memchr::memmem;
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What `provisiond logs` asks for. Every filter that is set must hold.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +56,8 @@ struct Needles {
     rare: Option<memmem::FinderRev<'static>>,
     /// The identity text, lowercased (ASCII), matched case-insensitively.
     identity: Option<Vec<u8>>,
+    /// The same, searched over a lowercased copy of a chunk when no exact needle is set.
+    identity_finder: Option<memmem::FinderRev<'static>>,
 }
 
 /// A string as it appears inside a JSON string literal (quotes, backslashes, control
@@ -93,6 +102,9 @@ impl Needles {
                 .iter()
                 .map(|t| memmem::Finder::new(t.as_bytes()).into_owned())
                 .collect(),
+            identity_finder: q.identity.as_ref().filter(|t| !t.is_empty()).map(|t| {
+                memmem::FinderRev::new(json_inner(t).to_ascii_lowercase().as_bytes()).into_owned()
+            }),
             identity: q
                 .identity
                 .as_ref()
@@ -153,7 +165,84 @@ pub(crate) fn matches(q: &Query, e: &Entry) -> bool {
         })
 }
 
+/// The fields a filter looks at, borrowed from the line: what each candidate line is parsed
+/// into. Steps and modified properties (most of an entry's bytes) are skipped unparsed into
+/// values; the full [`Entry`] is parsed only for the entries returned.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Probe<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    activity_date_time: DateTime<Utc>,
+    #[serde(borrow)]
+    change_id: Cow<'a, str>,
+    #[serde(borrow)]
+    cycle_id: Cow<'a, str>,
+    #[serde(borrow)]
+    job_id: Cow<'a, str>,
+    provisioning_action: ProvisioningAction,
+    provisioning_status_info: ProbeStatus,
+    #[serde(borrow)]
+    source_identity: ProbeIdentity<'a>,
+    #[serde(borrow)]
+    target_identity: ProbeIdentity<'a>,
+}
+
+#[derive(Deserialize)]
+struct ProbeStatus {
+    status: Status,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProbeIdentity<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    display_name: Cow<'a, str>,
+}
+
+/// Whether the probed line satisfies every filter of `q`: the same test as [`matches`].
+fn probe_matches(q: &Query, p: &Probe<'_>) -> bool {
+    let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+    q.from.is_none_or(|f| p.activity_date_time >= f)
+        && q.to.is_none_or(|t| p.activity_date_time <= t)
+        && q.status
+            .is_none_or(|s| p.provisioning_status_info.status == s)
+        && q.action.is_none_or(|a| p.provisioning_action == a)
+        && eq(&q.job, &p.job_id)
+        && eq(&q.cycle_id, &p.cycle_id)
+        && eq(&q.change_id, &p.change_id)
+        && q.id.as_deref().is_none_or(|pre| p.id.starts_with(pre))
+        && q.identity.as_deref().is_none_or(|t| {
+            let t = t.to_ascii_lowercase();
+            [
+                &p.source_identity.id,
+                &p.source_identity.display_name,
+                &p.target_identity.id,
+                &p.target_identity.display_name,
+            ]
+            .iter()
+            .any(|v| contains_ignore_ascii_case(v.as_bytes(), t.as_bytes()))
+        })
+}
+
+/// A matching line, located: enough to sort and cut to `limit` before parsing it in full.
+struct Hit {
+    at: DateTime<Utc>,
+    id: String,
+    /// Index of its segment in the query's list.
+    segment: usize,
+    offset: u64,
+    len: usize,
+}
+
 /// Run `q` over the logs under `state_dir`: the matching entries, newest first.
+///
+/// Segments are scanned in parallel (one worker per available core), newest first; each
+/// worker takes the next segment until `limit` matches are in hand (a segment not taken is
+/// older than every segment taken, so it cannot hold a newer match). Matching lines are only
+/// located; the newest `limit` are then read again and parsed in full.
 pub fn query(state_dir: &Path, q: &Query) -> Result<Found, LogError> {
     let mut segs = segments(state_dir, q.job.as_deref())?;
     // Only segments whose hour overlaps [from, to].
@@ -163,129 +252,332 @@ pub fn query(state_dir: &Path, q: &Query) -> Result<Found, LogError> {
     });
     segs.reverse();
     let needles = Needles::of(q);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8));
+    let threads_max = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads_max.clamp(1, segs.len().max(1));
+    let next = AtomicUsize::new(0);
+    let total = AtomicUsize::new(0);
+    let limit = q.limit.unwrap_or(usize::MAX);
+    let work = || -> Result<(Vec<Hit>, usize), LogError> {
+        let mut hits = Vec::new();
+        let mut skipped = 0;
+        let mut buf = Scratch::new(CHUNK);
+        while total.load(Ordering::Relaxed) < limit {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(s) = segs.get(i) else { break };
+            let before = hits.len();
+            skipped += scan_segment(s, i, q, &needles, &mut buf, &mut hits)?;
+            total.fetch_add(hits.len() - before, Ordering::Relaxed);
+        }
+        Ok((hits, skipped))
+    };
+    let results: Vec<Result<(Vec<Hit>, usize), LogError>> = if threads <= 1 {
+        vec![work()]
+    } else {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .filter_map(|_| {
+                    std::thread::Builder::new()
+                        .name("provisiond-logs".into())
+                        .spawn_scoped(scope, work)
+                        .ok()
+                })
+                .collect();
+            let mut out: Vec<_> = workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(LogError::Io {
+                            path: state_dir.to_path_buf(),
+                            source: std::io::Error::other("a log reader thread failed"),
+                        })
+                    })
+                })
+                .collect();
+            // No thread could be started: read here.
+            if out.is_empty() {
+                out.push(work());
+            }
+            out
+        })
+    };
+    let mut hits = Vec::new();
     let mut found = Found::default();
-    // Newest segments first, `threads` at a time: once `limit` entries are in hand, older
-    // segments (whose hours all end before the hour of any entry found) cannot displace them.
-    for batch in segs.chunks(threads) {
-        let results = read_batch(batch, q, &needles)?;
-        for (entries, skipped) in results {
-            found.entries.extend(entries);
-            found.skipped_lines += skipped;
-        }
-        if q.limit.is_some_and(|l| found.entries.len() >= l) {
-            break;
-        }
+    for r in results {
+        let (h, skipped) = r?;
+        hits.extend(h);
+        found.skipped_lines += skipped;
     }
-    found.entries.sort_by(|a, b| {
-        b.activity_date_time
-            .cmp(&a.activity_date_time)
-            .then_with(|| b.id.cmp(&a.id))
-    });
-    if let Some(l) = q.limit {
-        found.entries.truncate(l);
-    }
+    hits.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.id.cmp(&a.id)));
+    hits.truncate(limit);
+    found.entries = read_hits(
+        &segs,
+        &hits,
+        q,
+        threads_max,
+        PARSE_PER_THREAD,
+        &mut found.skipped_lines,
+    )?;
     Ok(found)
 }
 
-type SegmentResult = (Vec<Entry>, usize);
+/// Parsing entries in full is the costly part of a large answer: below this many per thread,
+/// one thread does it.
+const PARSE_PER_THREAD: usize = 2048;
 
-/// Read and filter several segments at once, one thread each.
-fn read_batch(
-    batch: &[Segment],
+/// Parse the chosen lines in full, reading each again from its segment (in file order, so
+/// the reads are sequential; in parallel when there are many), and return them in the order
+/// of `hits`.
+fn read_hits(
+    segs: &[Segment],
+    hits: &[Hit],
     q: &Query,
-    needles: &Needles,
-) -> Result<Vec<SegmentResult>, LogError> {
-    if batch.len() == 1 {
-        return batch.iter().map(|s| read_segment(s, q, needles)).collect();
+    threads: usize,
+    per_thread: usize,
+    skipped: &mut usize,
+) -> Result<Vec<Entry>, LogError> {
+    let mut order: Vec<usize> = (0..hits.len()).collect();
+    order.sort_by_key(|&i| hits.get(i).map(|h| (h.segment, h.offset)));
+    let parts = threads.min(order.len() / per_thread.max(1)).max(1);
+    let per = order.len().div_ceil(parts).max(1);
+    let results: Vec<Result<Parsed, LogError>> = if parts == 1 {
+        vec![parse_lines(segs, hits, &order, q)]
+    } else {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = order
+                .chunks(per)
+                .map(|part| {
+                    let w = std::thread::Builder::new()
+                        .name("provisiond-logs".into())
+                        .spawn_scoped(scope, move || parse_lines(segs, hits, part, q));
+                    (part, w)
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|(part, w)| match w.map(|h| h.join()) {
+                    Ok(Ok(r)) => r,
+                    // No thread could be started (or one failed): parse that part here.
+                    _ => parse_lines(segs, hits, part, q),
+                })
+                .collect()
+        })
+    };
+    let mut parsed: Vec<Option<Entry>> = (0..hits.len()).map(|_| None).collect();
+    for r in results {
+        let (entries, bad) = r?;
+        *skipped += bad;
+        for (i, e) in entries {
+            if let Some(slot) = parsed.get_mut(i) {
+                *slot = Some(e);
+            }
+        }
     }
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = batch
-            .iter()
-            .map(|s| {
-                let w = std::thread::Builder::new()
-                    .name("provisiond-logs".into())
-                    .spawn_scoped(scope, move || read_segment(s, q, needles));
-                (s, w)
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|(s, w)| match w.map(|h| h.join()) {
-                Ok(Ok(r)) => r,
-                // No thread could be started (or one failed): read that segment here.
-                _ => read_segment(s, q, needles),
-            })
-            .collect()
-    })
+    Ok(parsed.into_iter().flatten().collect())
 }
 
-/// The matching entries of one segment, newest first (lines are appended in time order),
-/// and the count of lines that did not parse. With a raw needle, only the lines it occurs in
-/// are looked at (a vectorised search over the whole file, backwards); without one, every
-/// line from the end. Either way it stops once `limit` entries are found.
-fn read_segment(s: &Segment, q: &Query, needles: &Needles) -> Result<SegmentResult, LogError> {
-    let bytes = match std::fs::read(&s.path) {
-        Ok(b) => b,
-        // Deleted by retention between listing and reading.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], 0)),
-        Err(source) => {
-            return Err(LogError::Io {
-                path: s.path.clone(),
-                source,
-            })
-        }
-    };
-    let mut out = Vec::new();
+/// Entries parsed in full, each with its index in the hits, and the count of lines that did
+/// not parse.
+type Parsed = (Vec<(usize, Entry)>, usize);
+
+/// The entries of `hits[i]` for each `i` of `which` (in file order), with their index, and
+/// the count of lines that did not parse.
+fn parse_lines(
+    segs: &[Segment],
+    hits: &[Hit],
+    which: &[usize],
+    q: &Query,
+) -> Result<Parsed, LogError> {
+    let mut out = Vec::with_capacity(which.len());
     let mut skipped = 0;
-    let limit = q.limit.unwrap_or(usize::MAX);
-    // Whether to go on: false once `limit` entries are in hand.
-    let mut take = |line: &[u8]| -> bool {
-        if line.is_empty() || !needles.pass(line) {
-            return true;
+    let mut open: Option<(usize, std::fs::File)> = None;
+    let mut line = Vec::new();
+    for &i in which {
+        let Some(h) = hits.get(i) else { continue };
+        if open.as_ref().map(|o| o.0) != Some(h.segment) {
+            let Some(s) = segs.get(h.segment) else {
+                continue;
+            };
+            match std::fs::File::open(&s.path) {
+                Ok(f) => open = Some((h.segment, f)),
+                // Deleted by retention since it was scanned.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(LogError::Io {
+                        path: s.path.clone(),
+                        source,
+                    })
+                }
+            }
         }
-        match serde_json::from_slice::<Entry>(line) {
-            Ok(e) if matches(q, &e) => out.push(e),
+        let Some((_, f)) = open.as_ref() else {
+            continue;
+        };
+        line.clear();
+        line.resize(h.len, 0);
+        if f.read_exact_at(&mut line, h.offset).is_err() {
+            skipped += 1;
+            continue;
+        }
+        match serde_json::from_slice::<Entry>(&line) {
+            Ok(e) if matches(q, &e) => out.push((i, e)),
             Ok(_) => {}
-            // A torn line (a crash mid-write) or damage: skipped, the rest is read.
             Err(_) => skipped += 1,
-        }
-        out.len() < limit
-    };
-    match &needles.rare {
-        Some(finder) => {
-            // Each hit's line, once, from the end of the file.
-            let mut seen_start = usize::MAX;
-            for pos in finder.rfind_iter(&bytes) {
-                let start = memchr::memrchr(b'\n', bytes.get(..pos).unwrap_or_default())
-                    .map_or(0, |i| i + 1);
-                if start == seen_start {
-                    continue;
-                }
-                seen_start = start;
-                let rest = bytes.get(pos..).unwrap_or_default();
-                let end = memchr::memchr(b'\n', rest).map_or(bytes.len(), |i| pos + i);
-                if !take(bytes.get(start..end).unwrap_or_default()) {
-                    break;
-                }
-            }
-        }
-        None => {
-            let mut end = bytes.len();
-            let mut go_on = true;
-            for nl in memchr::memrchr_iter(b'\n', &bytes) {
-                go_on = take(bytes.get(nl + 1..end).unwrap_or_default());
-                end = nl;
-                if !go_on {
-                    break;
-                }
-            }
-            if go_on {
-                take(bytes.get(..end).unwrap_or_default());
-            }
         }
     }
     Ok((out, skipped))
+}
+
+/// How much of a segment is read at a time (from its end backwards): the buffers are reused
+/// across chunks and segments, so a scan costs no page faults per gigabyte.
+const CHUNK: u64 = 4 << 20;
+
+/// A worker's reusable buffers.
+struct Scratch {
+    /// Bytes read at a time: [`CHUNK`] (tests use tiny chunks to cross every boundary).
+    chunk: u64,
+    buf: Vec<u8>,
+    /// The ASCII-lowercased copy of `buf`, for the identity search.
+    lower: Vec<u8>,
+    /// The start of the line the previous (later) chunk began inside of.
+    pending: Vec<u8>,
+}
+
+impl Scratch {
+    fn new(chunk: u64) -> Scratch {
+        Scratch {
+            chunk: chunk.max(1),
+            buf: Vec::new(),
+            lower: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// Locate the matching lines of segment `index`, newest first (lines are appended in time
+/// order), reading it in chunks from the end; stops once `limit` are found. Returns the count
+/// of candidate lines that did not parse (a line torn by a crash, damage).
+fn scan_segment(
+    s: &Segment,
+    index: usize,
+    q: &Query,
+    needles: &Needles,
+    scratch: &mut Scratch,
+    hits: &mut Vec<Hit>,
+) -> Result<usize, LogError> {
+    let io = |source| LogError::Io {
+        path: s.path.clone(),
+        source,
+    };
+    let file = match std::fs::File::open(&s.path) {
+        Ok(f) => f,
+        // Deleted by retention between listing and reading.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(e)),
+    };
+    let len = file.metadata().map_err(io)?.len();
+    let limit = q.limit.unwrap_or(usize::MAX);
+    let mut found = 0usize;
+    let mut skipped = 0usize;
+    let Scratch {
+        chunk,
+        buf,
+        lower,
+        pending,
+    } = scratch;
+    pending.clear();
+    let mut hi = len;
+    loop {
+        let lo = hi.saturating_sub(*chunk);
+        let n = usize::try_from(hi - lo).unwrap_or(0);
+        buf.clear();
+        buf.resize(n, 0);
+        file.read_exact_at(buf, lo).map_err(io)?;
+        buf.extend_from_slice(pending);
+        // The first line of the chunk may begin in an earlier chunk: it waits for it.
+        let from = if lo == 0 {
+            0
+        } else {
+            match memchr::memchr(b'\n', buf) {
+                Some(i) => i + 1,
+                None => buf.len(),
+            }
+        };
+        let region = buf.get(from..).unwrap_or_default();
+        let base = lo + from as u64;
+        let mut take = |start: usize, line: &[u8]| -> bool {
+            if line.is_empty() || !needles.pass(line) {
+                return true;
+            }
+            match serde_json::from_slice::<Probe<'_>>(line) {
+                Ok(p) if probe_matches(q, &p) => {
+                    hits.push(Hit {
+                        at: p.activity_date_time,
+                        id: p.id.into_owned(),
+                        segment: index,
+                        offset: base + start as u64,
+                        len: line.len(),
+                    });
+                    found += 1;
+                }
+                Ok(_) => {}
+                Err(_) => skipped += 1,
+            }
+            found < limit
+        };
+        let go_on = if let Some(finder) = &needles.rare {
+            each_hit_line(region, finder.rfind_iter(region), &mut take)
+        } else if let Some(ident) = &needles.identity_finder {
+            lower.clear();
+            lower.extend_from_slice(region);
+            lower.make_ascii_lowercase();
+            each_hit_line(region, ident.rfind_iter(lower), &mut take)
+        } else {
+            each_line(region, &mut take)
+        };
+        if !go_on || lo == 0 {
+            break;
+        }
+        let head = buf.get(..from).unwrap_or_default();
+        pending.clear();
+        pending.extend_from_slice(head);
+        hi = lo;
+    }
+    Ok(skipped)
+}
+
+/// Call `take` on each line of `bytes` (whole lines) from the last; false once it says stop.
+fn each_line(bytes: &[u8], take: &mut impl FnMut(usize, &[u8]) -> bool) -> bool {
+    let mut end = bytes.len();
+    for nl in memchr::memrchr_iter(b'\n', bytes) {
+        if !take(nl + 1, bytes.get(nl + 1..end).unwrap_or_default()) {
+            return false;
+        }
+        end = nl;
+    }
+    take(0, bytes.get(..end).unwrap_or_default())
+}
+
+/// Call `take` once on each line of `bytes` holding one of `positions` (descending).
+fn each_hit_line(
+    bytes: &[u8],
+    positions: impl Iterator<Item = usize>,
+    take: &mut impl FnMut(usize, &[u8]) -> bool,
+) -> bool {
+    let mut seen_start = usize::MAX;
+    for pos in positions {
+        let start =
+            memchr::memrchr(b'\n', bytes.get(..pos).unwrap_or_default()).map_or(0, |i| i + 1);
+        if start == seen_start {
+            continue;
+        }
+        seen_start = start;
+        let rest = bytes.get(pos..).unwrap_or_default();
+        let end = memchr::memchr(b'\n', rest).map_or(bytes.len(), |i| pos + i);
+        if !take(start, bytes.get(start..end).unwrap_or_default()) {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -298,6 +590,111 @@ mod tests {
         assert!(contains_ignore_ascii_case(b"ALICE", b"alice"));
         assert!(!contains_ignore_ascii_case(b"alic", b"alice"));
         assert!(contains_ignore_ascii_case(b"anything", b""));
+    }
+
+    /// Every chunk size finds the same lines at the same offsets as one chunk for the whole
+    /// segment: lines cut by a chunk boundary are joined, none is lost or seen twice.
+    #[test]
+    fn chunked_scan_is_independent_of_the_chunk_size() {
+        use crate::provlog::store::{segments, Writer};
+        use chrono::TimeZone;
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(dir.path(), "robin").unwrap();
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 12, 5, 10, 0, 0)
+            .single()
+            .unwrap();
+        for i in 0..60 {
+            let status = if i % 7 == 0 {
+                Status::Failure
+            } else {
+                Status::Success
+            };
+            let mut e = crate::provlog::store::tests::entry(
+                &format!("e{i:03}"),
+                t0 + chrono::Duration::seconds(i),
+                ProvisioningAction::Create,
+                status,
+            );
+            e.source_identity.display_name = format!("Alice Liddell {i}");
+            w.append(&e).unwrap();
+        }
+        w.sync().unwrap();
+        drop(w);
+        // A torn line in the middle (a crash while writing), then more entries.
+        let seg = segments(dir.path(), Some("robin")).unwrap().remove(0);
+        let mut bytes = std::fs::read(&seg.path).unwrap();
+        bytes.extend_from_slice(b"{\"id\":\"torn\",\"activity\n");
+        std::fs::write(&seg.path, &bytes).unwrap();
+        let queries = [
+            Query::default(),
+            Query {
+                status: Some(Status::Failure),
+                ..Query::default()
+            },
+            Query {
+                identity: Some("LIDDELL 4".into()),
+                ..Query::default()
+            },
+            Query {
+                limit: Some(5),
+                ..Query::default()
+            },
+        ];
+        for q in &queries {
+            let needles = Needles::of(q);
+            let scan = |chunk: u64| {
+                let mut hits = Vec::new();
+                let skipped =
+                    scan_segment(&seg, 0, q, &needles, &mut Scratch::new(chunk), &mut hits)
+                        .unwrap();
+                let ids: Vec<(String, u64, usize)> =
+                    hits.into_iter().map(|h| (h.id, h.offset, h.len)).collect();
+                (ids, skipped)
+            };
+            let whole = scan(1 << 30);
+            assert!(!whole.0.is_empty(), "{q:?}");
+            for chunk in [1, 2, 7, 64, 300, 1000] {
+                assert_eq!(scan(chunk), whole, "chunk {chunk}, {q:?}");
+            }
+            // The located bytes are the entry's line.
+            for (id, offset, len) in &whole.0 {
+                let line = bytes.get(*offset as usize..*offset as usize + len).unwrap();
+                let e: Entry = serde_json::from_slice(line).unwrap();
+                assert_eq!(&e.id, id);
+            }
+        }
+        // Parsed in full on several threads or one: the same entries in the same order.
+        let q = Query::default();
+        let segs = vec![seg.clone()];
+        let mut hits = Vec::new();
+        scan_segment(
+            &seg,
+            0,
+            &q,
+            &Needles::of(&q),
+            &mut Scratch::new(CHUNK),
+            &mut hits,
+        )
+        .unwrap();
+        let one = read_hits(&segs, &hits, &q, 1, 1, &mut 0).unwrap();
+        let three = read_hits(&segs, &hits, &q, 3, 1, &mut 0).unwrap();
+        assert_eq!(one.len(), 60);
+        assert_eq!(one, three);
+        assert_eq!(one.first().map(|e| e.id.as_str()), Some("e059"));
+        let found = query(
+            dir.path(),
+            &Query {
+                identity: Some("liddell 4".into()),
+                ..Query::default()
+            },
+        )
+        .unwrap();
+        let ids: Vec<_> = found.entries.iter().map(|e| e.id.as_str()).collect();
+        // "Liddell 4" and "Liddell 40".."Liddell 49", newest first.
+        assert_eq!(ids.len(), 11, "{ids:?}");
+        assert_eq!(ids.first(), Some(&"e049"));
+        assert_eq!(ids.last(), Some(&"e004"));
     }
 
     #[test]

@@ -196,8 +196,16 @@ fn make_dir(path: &Path) -> Result<(), LogError> {
 pub struct Writer {
     dir: PathBuf,
     job: String,
-    /// The open segment and the hour it holds.
-    current: Option<(String, PathBuf, BufWriter<File>)>,
+    /// The open segment and the hour it holds (hours since the epoch: compared per entry
+    /// without formatting a file name).
+    current: Option<(i64, PathBuf, BufWriter<File>)>,
+    /// The line being encoded, reused: one allocation per writer, not per entry.
+    line: Vec<u8>,
+}
+
+/// The hour (since the epoch) a segment of `t` holds.
+fn hour_of(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(3600)
 }
 
 impl Writer {
@@ -209,6 +217,7 @@ impl Writer {
             dir,
             job: job.to_string(),
             current: None,
+            line: Vec::new(),
         })
     }
 
@@ -216,22 +225,24 @@ impl Writer {
     /// `provisiond::provlog`) for journald and log shippers.
     pub fn append(&mut self, entry: &Entry) -> Result<(), LogError> {
         trace_entry(entry);
-        let name = segment_name(entry.activity_date_time);
-        if self.current.as_ref().map(|c| &c.0) != Some(&name) {
+        let hour = hour_of(entry.activity_date_time);
+        if self.current.as_ref().map(|c| c.0) != Some(hour) {
             self.flush()?;
-            let path = self.dir.join(&name);
+            let path = self.dir.join(segment_name(entry.activity_date_time));
             let file = open_segment(&path)?;
-            self.current = Some((name, path, BufWriter::with_capacity(1 << 16, file)));
+            self.current = Some((hour, path, BufWriter::with_capacity(1 << 16, file)));
         }
         let Some((_, path, w)) = self.current.as_mut() else {
             return Ok(());
         };
-        let mut line = serde_json::to_vec(entry).map_err(|source| LogError::Encode {
+        // Encoded whole before any byte is written: a failed encoding leaves no partial line.
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, entry).map_err(|source| LogError::Encode {
             path: path.clone(),
             source,
         })?;
-        line.push(b'\n');
-        w.write_all(&line).map_err(io(path))
+        self.line.push(b'\n');
+        w.write_all(&self.line).map_err(io(path))
     }
 
     fn flush(&mut self) -> Result<(), LogError> {
@@ -373,4 +384,4 @@ pub fn prune(
 
 #[cfg(test)]
 #[path = "store/tests.rs"]
-mod tests;
+pub(crate) mod tests;
