@@ -339,7 +339,11 @@ pub(crate) fn render(e: &Entry) -> String {
     let mut s = String::new();
     let info = &e.provisioning_status_info;
     let _ = writeln!(s, "Entry        {}", e.id);
-    let _ = writeln!(s, "Date (UTC)   {}", e.activity_date_time.to_rfc3339());
+    let _ = writeln!(
+        s,
+        "Date (UTC)   {}",
+        e.activity_date_time.format("%Y-%m-%d %H:%M:%S")
+    );
     let _ = writeln!(s, "Job          {}", e.job_id);
     let _ = writeln!(s, "Cycle        {}", e.cycle_id);
     let _ = writeln!(s, "Change       {}", e.change_id);
