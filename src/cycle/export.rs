@@ -137,6 +137,16 @@ pub(crate) struct Exporter<'a> {
     refused: Mutex<Option<Failure>>,
     /// Set while phase two (references, memberships) runs.
     in_references: AtomicBool,
+    /// Per type, whether the target's collection was empty when this cycle's export began
+    /// (probed once, by the first chunk with enough provisions): the later chunks of an
+    /// initial cycle find it holding only what this export created, and their creates need
+    /// no search either.
+    empty_at_start: Mutex<HashMap<ObjectType, bool>>,
+    /// The matching values (lowercased, with their paths) of every provision this export has
+    /// seen, across chunks: a value shared with an earlier chunk's object is searched for.
+    /// Hashed: a million users' values would weigh ~100 MB as strings; a collision only costs
+    /// one search.
+    matching_seen: Mutex<HashMap<u64, u32>>,
 }
 
 type Owners = HashMap<(ObjectType, String), String>;
@@ -301,6 +311,8 @@ impl<'a> Exporter<'a> {
             breaker: CircuitBreaker::default(),
             refused: Mutex::new(None),
             in_references: AtomicBool::new(false),
+            empty_at_start: Mutex::new(HashMap::new()),
+            matching_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -478,25 +490,37 @@ impl<'a> Exporter<'a> {
             if provisions.len() < PROBE_MIN_PROVISIONS || self.halted() {
                 continue;
             }
-            match self.target.collection_empty(ty).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                // A refused token (or a store failure) stops the export here, before the
-                // searches would each be refused; anything else leaves them to find it.
-                Err(e) if e.reach() == Reach::Cycle => {
-                    self.classify(Some(&Failure::from(e)));
-                    return skip;
-                }
-                Err(_) => continue,
+            let known = lock(&self.empty_at_start).get(&ty).copied();
+            let empty = match known {
+                Some(empty) => empty,
+                None => match self.target.collection_empty(ty).await {
+                    Ok(empty) => {
+                        lock(&self.empty_at_start).insert(ty, empty);
+                        empty
+                    }
+                    // A refused token (or a store failure) stops the export here, before the
+                    // searches would each be refused; anything else leaves them to find it.
+                    Err(e) if e.reach() == Reach::Cycle => {
+                        self.classify(Some(&Failure::from(e)));
+                        return skip;
+                    }
+                    Err(_) => false,
+                },
+            };
+            if !empty {
+                continue;
             }
             let key = |path: &str, value: &Value| {
+                use std::hash::{Hash, Hasher};
                 let value = match value {
                     Value::String(s) => s.to_lowercase(),
                     other => other.to_string(),
                 };
-                (path.to_ascii_lowercase(), value)
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (path.to_ascii_lowercase(), value).hash(&mut h);
+                h.finish()
             };
-            let mut seen: HashMap<(String, String), u32> = HashMap::new();
+            let mut seen = lock(&self.matching_seen);
             for (_, p) in &provisions {
                 for (path, value) in &p.mapped.matching {
                     *seen.entry(key(path, value)).or_insert(0) += 1;

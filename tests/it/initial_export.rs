@@ -14,11 +14,19 @@ use serde_json::{json, Value};
 const USERS: usize = 40;
 
 fn names() -> Vec<String> {
-    (0..USERS).map(|i| format!("user{i}@contoso.com")).collect()
+    names_of(USERS)
+}
+
+fn names_of(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("user{i}@contoso.com")).collect()
 }
 
 fn directory() -> Value {
-    let names = names();
+    directory_of(USERS)
+}
+
+fn directory_of(n: usize) -> Value {
+    let names = names_of(n);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     directory_of_upns(&refs)
 }
@@ -43,6 +51,27 @@ async fn an_empty_target_gets_creates_without_searches() {
         assert_eq!(users_named(&h, &name).len(), 1, "{name} exactly once");
     }
     assert_converged(&job, &store, &client).await;
+}
+
+/// The export goes a chunk of 4096 actions at a time: the collection is proven empty once, at
+/// the start, and the later chunks (which find it holding only what this export created)
+/// create without searches too.
+#[tokio::test]
+async fn the_probe_holds_for_every_chunk_of_the_export() {
+    const MANY: usize = 4096 + 300;
+    let h = sandbox(vec![]).await;
+    let file = DirFile::new(&directory_of(MANY));
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let client = client(&h.base_url());
+    let s = run_ok(&job, &store, &client).await;
+    assert_eq!(s.users.created, MANY as u64, "{s:#?}");
+    assert_eq!(
+        s.requests,
+        requests(1, MANY as u64, 0, 0),
+        "one probe of /Users for the whole export: {s:#?}"
+    );
+    assert_eq!(h.users().len(), MANY);
 }
 
 #[tokio::test]
