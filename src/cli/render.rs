@@ -79,11 +79,20 @@ pub(crate) fn render_summary(s: &CycleSummary) -> String {
         );
     }
     if let Some(reason) = &s.quarantine {
-        let _ = writeln!(
-            out,
-            "  quarantine:  {reason}: scheduled cycles back off (+6 h, +12 h, +24 h, then daily); \
-             `provisiond status` says why"
-        );
+        if s.dry_run {
+            // A dry run records nothing: the job's real state is unchanged.
+            let _ = writeln!(
+                out,
+                "  quarantine:  {reason}: a real cycle would quarantine the job (nothing was \
+                 recorded: dry run)"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  quarantine:  {reason}: scheduled cycles back off (+6 h, +12 h, +24 h, then \
+                 daily); `provisiond status` says why"
+            );
+        }
     }
     if s.problem_count > 0 {
         let _ = writeln!(out, "  problems ({}):", s.problem_count);
@@ -366,6 +375,29 @@ mod tests {
         assert_eq!(wrap(&items, 5), ["x, y,", "z"]);
         assert_eq!(clip("abcdef", 4), "abc…");
         assert_eq!(clip("abc", 4), "abc");
+    }
+
+    #[test]
+    fn a_dry_runs_quarantine_says_nothing_was_recorded() {
+        let mut s: CycleSummary = serde_json::from_value(json!({
+            "job": "robin", "cycle_id": "c", "kind": "initial", "status": "failed",
+            "dry_run": true, "started_at": "2026-12-05T00:00:00Z", "duration_ms": 1,
+            "users": {"created": 0, "updated": 0, "disabled": 0, "deleted": 0, "unchanged": 0,
+                      "skipped": 0, "failed": 0},
+            "groups": {"created": 0, "updated": 0, "deleted": 0, "unchanged": 0, "skipped": 0,
+                       "failed": 0},
+            "memberships": {"added": 0, "removed": 0},
+            "requests": {"GET": 1, "POST": 0, "PUT": 0, "PATCH": 0, "DELETE": 0},
+            "source_complete": true,
+            "quarantine": "EncounteredQuarantineException"
+        }))
+        .unwrap();
+        let text = render_summary(&s);
+        assert!(text.contains("nothing was recorded: dry run"), "{text}");
+        assert!(!text.contains("back off"), "{text}");
+        s.dry_run = false;
+        let text = render_summary(&s);
+        assert!(text.contains("scheduled cycles back off"), "{text}");
     }
 
     #[test]
