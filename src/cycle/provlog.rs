@@ -459,8 +459,16 @@ impl LogSink {
         } else {
             kind
         };
+        // The export names the target id of what it created or changed; a delete names none
+        // (the object is gone), so its id comes from the action, as for a failure.
         let target_id = match (&done, action) {
-            (Done::Ok { target_id, .. }, _) => *target_id,
+            (
+                Done::Ok {
+                    target_id: Some(id),
+                    ..
+                },
+                _,
+            ) => Some(*id),
             (_, Action::Update(u)) => Some(u.target_id.as_str()),
             (_, Action::Disable(d)) => Some(d.target_id.as_str()),
             (_, Action::Delete(d)) => Some(d.target_id.as_str()),

@@ -147,7 +147,16 @@ fn cycles_log_each_action_and_failure_and_logs_filters_them() {
     assert_eq!(prop["oldValue"], "Engineer");
     assert_eq!(prop["newValue"], "Manager");
     assert_eq!(by(&es2, "disable", "success").len(), 1, "{es2:#?}");
-    assert_eq!(by(&es2, "delete", "success").len(), 1, "{es2:#?}");
+    let deleted = by(&es2, "delete", "success");
+    assert_eq!(deleted.len(), 1, "{es2:#?}");
+    // A delete names the target object it removed.
+    assert!(
+        deleted[0]["targetIdentity"]["id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{:#}",
+        deleted[0]
+    );
     assert_eq!(
         by(&es2, "create", "success").len(),
         1,
