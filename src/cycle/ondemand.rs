@@ -229,8 +229,8 @@ impl Run {
             key: req.key.clone(),
             members: req.members.clone(),
         };
-        let one = match job.source.read_one(&query).await {
-            Ok(Some(one)) => one,
+        let read = match job.source.read_one(&query).await {
+            Ok(Some(one)) => Ok(one),
             Ok(None) => {
                 let how = match req.object_type {
                     ObjectType::User => "id, userPrincipalName or mail",
@@ -240,6 +240,13 @@ impl Run {
                     "no {} answers to {:?} in the source ({how})",
                     req.object_type, req.key
                 );
+                Err(("EntryNotFound", reason))
+            }
+            Err(e) => Err(("SourceReadFailed", e.to_string())),
+        };
+        let one = match read {
+            Ok(one) => one,
+            Err((code, reason)) => {
                 self.steps.push(step(
                     "EntryImport",
                     StepType::Import,
@@ -251,21 +258,7 @@ impl Run {
                     ),
                     BTreeMap::from([("Error".into(), reason.clone())]),
                 ));
-                return self.fail("EntryNotFound", reason);
-            }
-            Err(e) => {
-                self.steps.push(step(
-                    "EntryImport",
-                    StepType::Import,
-                    Status::Failure,
-                    format!(
-                        "Retrieve {} {} from the source",
-                        kind(req.object_type),
-                        req.key
-                    ),
-                    BTreeMap::from([("Error".into(), e.to_string())]),
-                ));
-                return self.fail("SourceReadFailed", e.to_string());
+                return self.fail(code, reason);
             }
         };
         let dir = &one.directory;
