@@ -348,6 +348,8 @@ async fn provision_locked(
     state_dir: &std::path::Path,
     stop: &CancellationToken,
 ) -> OnDemandResult {
+    // The previous cycle's log closing and pruning end first: one writer per segment.
+    job.settle_logs().await;
     job.busy.store(true, Ordering::SeqCst);
     let result = crate::cycle::ondemand::provision_on_demand(
         &job.spec,

@@ -417,23 +417,27 @@ impl LdapSource {
         }
 
         let filter = and_filters(&[&s.group_filter, changed]);
-        self.search_groups(conn, into, &filter, count).await
+        self.search_groups(conn, into, &filter, count).await?;
+        Ok(())
     }
 
     /// The groups matching `filter` (under `group_base`) into `into`, with every `member`
-    /// value: AD sends large ones in ranges, fetched here.
+    /// value: AD sends large ones in ranges, fetched here. Returns the normalised DNs of the
+    /// groups this search found.
     async fn search_groups(
         &self,
         conn: &mut Conn,
         into: &mut Snapshot,
         filter: &str,
         count: &mut u64,
-    ) -> Result<(), LdapError> {
+    ) -> Result<HashSet<String>, LdapError> {
         let s = &self.settings;
         let attrs = s.group_attribute_list();
         let mut more: Vec<(RawEntry, u64)> = Vec::new();
+        let mut found = HashSet::new();
         *count += conn
             .search_paged(&s.group_base, filter, &attrs, |mut e| {
+                found.insert(dn::normalize(&e.dn));
                 let mut next = None;
                 for (name, _) in e.attrs.iter_mut() {
                     if let Some((_, end)) = conn::range_of(name, "member") {
@@ -455,7 +459,7 @@ impl LdapSource {
             }
             into.add(ObjectType::Group, &entry, s);
         }
-        Ok(())
+        Ok(found)
     }
 
     /// A filter matching the objects of `ty` that answer to `key` as [`one::answers_to`]
@@ -539,10 +543,15 @@ impl LdapSource {
                         member.push_str(&format!("(memberUid={})", filter_escape(uid.as_bytes())));
                     }
                     let filter = and_filters(&[&s.group_filter, &format!("(|{member})")]);
-                    self.search_groups(conn, into, &filter, count).await?;
-                    // The search proved the membership, whatever form the group lists it in.
+                    let found = self.search_groups(conn, into, &filter, count).await?;
+                    // The search proved the membership of the groups it found (not of those
+                    // another matching user's search found), whatever form they list it in.
                     let normalized = dn::normalize(&user_dn);
-                    for g in into.groups.values_mut() {
+                    for g in into
+                        .groups
+                        .values_mut()
+                        .filter(|g| found.contains(&dn::normalize(&g.dn)))
+                    {
                         if !g.member_dns.contains(&normalized) {
                             g.member_dns.push(normalized.clone());
                         }
