@@ -144,8 +144,8 @@ pub(crate) struct Exporter<'a> {
     empty_at_start: Mutex<HashMap<ObjectType, bool>>,
     /// The matching values (lowercased, with their paths) of every provision this export has
     /// seen, across chunks: a value shared with an earlier chunk's object is searched for.
-    /// Hashed: a million users' values would weigh ~100 MB as strings; a collision only costs
-    /// one search.
+    /// Hashed with the planner's duplicate key: a million users' values would weigh ~100 MB
+    /// as strings; a collision only costs one search.
     matching_seen: Mutex<HashMap<u64, u32>>,
 }
 
@@ -510,16 +510,8 @@ impl<'a> Exporter<'a> {
             if !empty {
                 continue;
             }
-            let key = |path: &str, value: &Value| {
-                use std::hash::{Hash, Hasher};
-                let value = match value {
-                    Value::String(s) => s.to_lowercase(),
-                    other => other.to_string(),
-                };
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                (path.to_ascii_lowercase(), value).hash(&mut h);
-                h.finish()
-            };
+            // The planner's duplicate key: case-insensitive, no lowercase copies.
+            let key = crate::plan::match_hash;
             let mut seen = lock(&self.matching_seen);
             for (_, p) in &provisions {
                 for (path, value) in &p.mapped.matching {

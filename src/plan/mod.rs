@@ -15,7 +15,7 @@ mod tests;
 
 pub use diff::NullPolicy;
 pub(crate) use diff::{describe_changes, diff, record_changes, Change};
-pub(crate) use objects::{plan_objects, plan_objects_skipping};
+pub(crate) use objects::{match_hash, plan_objects, plan_objects_skipping};
 pub(crate) use references::plan_references;
 pub(crate) use skip::Skipping;
 

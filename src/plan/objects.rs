@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 /// "Alice@x" and "alice@x" would match the same target object. FNV-1a over the lowercased
 /// UTF-8, a function of the value alone: links keep these keys beside their input digests,
 /// so they must mean the same in the next process.
-fn match_hash(path: &str, v: &Value) -> u64 {
+pub(crate) fn match_hash(path: &str, v: &Value) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     fn feed(h: &mut u64, bytes: &[u8]) {
