@@ -48,8 +48,6 @@ const QUEUE: usize = 32;
 enum Msg {
     Records(Vec<Record>),
     /// Make everything so far durable, then answer.
-    Sync(SyncSender<()>),
-    /// The same, answered to an async waiter.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -246,10 +244,6 @@ fn write_loop(mut writer: Writer, ctx: &Context, rx: std::sync::mpsc::Receiver<M
                 }
             }
             Msg::Records(_) => {}
-            Msg::Sync(ack) => {
-                sync(&mut writer, job, failed);
-                let _ = ack.send(());
-            }
             Msg::Flush(ack) => {
                 sync(&mut writer, job, failed);
                 let _ = ack.send(());
@@ -376,17 +370,6 @@ impl LogSink {
         let (ack, done) = tokio::sync::oneshot::channel();
         if tx.send(Msg::Flush(ack)).is_ok() {
             let _ = done.await;
-        }
-    }
-
-    /// Make the cycle's entries durable (once per cycle, not per entry). Blocks until the
-    /// writer thread has written and fsynced everything queued.
-    pub fn sync(&self) {
-        self.hand_over();
-        let Some(tx) = &self.tx else { return };
-        let (ack, done) = sync_channel(1);
-        if tx.send(Msg::Sync(ack)).is_ok() {
-            let _ = done.recv();
         }
     }
 

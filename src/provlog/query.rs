@@ -140,31 +140,6 @@ fn contains_ignore_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
         })
 }
 
-/// Whether `e` satisfies every filter of `q` (the exact test after the raw pre-filter).
-pub(crate) fn matches(q: &Query, e: &Entry) -> bool {
-    let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-    q.from.is_none_or(|f| e.activity_date_time >= f)
-        && q.to.is_none_or(|t| e.activity_date_time <= t)
-        && q.status
-            .is_none_or(|s| e.provisioning_status_info.status == s)
-        && q.action.is_none_or(|a| e.provisioning_action == a)
-        && eq(&q.job, &e.job_id)
-        && eq(&q.cycle_id, &e.cycle_id)
-        && eq(&q.change_id, &e.change_id)
-        && q.id.as_deref().is_none_or(|p| e.id.starts_with(p))
-        && q.identity.as_deref().is_none_or(|t| {
-            let t = t.to_ascii_lowercase();
-            [
-                &e.source_identity.id,
-                &e.source_identity.display_name,
-                &e.target_identity.id,
-                &e.target_identity.display_name,
-            ]
-            .iter()
-            .any(|v| contains_ignore_ascii_case(v.as_bytes(), t.as_bytes()))
-        })
-}
-
 /// The fields a filter looks at, borrowed from the line: what each candidate line is parsed
 /// into. Steps and modified properties (most of an entry's bytes) are skipped unparsed into
 /// values; the full [`Entry`] is parsed only for the entries returned.
@@ -202,7 +177,8 @@ struct ProbeIdentity<'a> {
     display_name: Cow<'a, str>,
 }
 
-/// Whether the probed line satisfies every filter of `q`: the same test as [`matches`].
+/// Whether the probed line satisfies every filter of `q` (the exact test after the raw
+/// pre-filter).
 fn probe_matches(q: &Query, p: &Probe<'_>) -> bool {
     let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
     q.from.is_none_or(|f| p.activity_date_time >= f)
@@ -312,7 +288,6 @@ pub fn query(state_dir: &Path, q: &Query) -> Result<Found, LogError> {
     found.entries = read_hits(
         &segs,
         &hits,
-        q,
         threads_max,
         PARSE_PER_THREAD,
         &mut found.skipped_lines,
@@ -330,7 +305,6 @@ const PARSE_PER_THREAD: usize = 2048;
 fn read_hits(
     segs: &[Segment],
     hits: &[Hit],
-    q: &Query,
     threads: usize,
     per_thread: usize,
     skipped: &mut usize,
@@ -340,7 +314,7 @@ fn read_hits(
     let parts = threads.min(order.len() / per_thread.max(1)).max(1);
     let per = order.len().div_ceil(parts).max(1);
     let results: Vec<Result<Parsed, LogError>> = if parts == 1 {
-        vec![parse_lines(segs, hits, &order, q)]
+        vec![parse_lines(segs, hits, &order)]
     } else {
         std::thread::scope(|scope| {
             let workers: Vec<_> = order
@@ -348,7 +322,7 @@ fn read_hits(
                 .map(|part| {
                     let w = std::thread::Builder::new()
                         .name("provisiond-logs".into())
-                        .spawn_scoped(scope, move || parse_lines(segs, hits, part, q));
+                        .spawn_scoped(scope, move || parse_lines(segs, hits, part));
                     (part, w)
                 })
                 .collect();
@@ -357,7 +331,7 @@ fn read_hits(
                 .map(|(part, w)| match w.map(|h| h.join()) {
                     Ok(Ok(r)) => r,
                     // No thread could be started (or one failed): parse that part here.
-                    _ => parse_lines(segs, hits, part, q),
+                    _ => parse_lines(segs, hits, part),
                 })
                 .collect()
         })
@@ -381,12 +355,7 @@ type Parsed = (Vec<(usize, Entry)>, usize);
 
 /// The entries of `hits[i]` for each `i` of `which` (in file order), with their index, and
 /// the count of lines that did not parse.
-fn parse_lines(
-    segs: &[Segment],
-    hits: &[Hit],
-    which: &[usize],
-    q: &Query,
-) -> Result<Parsed, LogError> {
+fn parse_lines(segs: &[Segment], hits: &[Hit], which: &[usize]) -> Result<Parsed, LogError> {
     let mut out = Vec::with_capacity(which.len());
     let mut skipped = 0;
     let mut open: Option<(usize, std::fs::File)> = None;
@@ -418,9 +387,9 @@ fn parse_lines(
             skipped += 1;
             continue;
         }
+        // The line passed `probe_matches` when it was found, and segments are append-only.
         match serde_json::from_slice::<Entry>(&line) {
-            Ok(e) if matches(q, &e) => out.push((i, e)),
-            Ok(_) => {}
+            Ok(e) => out.push((i, e)),
             Err(_) => skipped += 1,
         }
     }
@@ -677,8 +646,8 @@ mod tests {
             &mut hits,
         )
         .unwrap();
-        let one = read_hits(&segs, &hits, &q, 1, 1, &mut 0).unwrap();
-        let three = read_hits(&segs, &hits, &q, 3, 1, &mut 0).unwrap();
+        let one = read_hits(&segs, &hits, 1, 1, &mut 0).unwrap();
+        let three = read_hits(&segs, &hits, 3, 1, &mut 0).unwrap();
         assert_eq!(one.len(), 60);
         assert_eq!(one, three);
         assert_eq!(one.first().map(|e| e.id.as_str()), Some("e059"));

@@ -195,7 +195,6 @@ fn make_dir(path: &Path) -> Result<(), LogError> {
 #[derive(Debug)]
 pub struct Writer {
     dir: PathBuf,
-    job: String,
     /// The open segment and the hour it holds (hours since the epoch: compared per entry
     /// without formatting a file name).
     current: Option<(i64, PathBuf, BufWriter<File>)>,
@@ -215,7 +214,6 @@ impl Writer {
         make_dir(&dir)?;
         Ok(Writer {
             dir,
-            job: job.to_string(),
             current: None,
             line: Vec::new(),
         })
@@ -264,11 +262,6 @@ impl Writer {
             let _ = d.sync_all();
         }
         Ok(())
-    }
-
-    /// The job this writer appends to.
-    pub fn job(&self) -> &str {
-        &self.job
     }
 }
 
