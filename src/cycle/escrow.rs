@@ -218,6 +218,15 @@ impl<'s> Book<'s> {
         })
     }
 
+    /// The objects with an escrow entry (expired ones too), as loaded.
+    pub(crate) fn objects(&self) -> Vec<(ObjectType, String)> {
+        lock(&self.inner)
+            .entries
+            .keys()
+            .map(|(ty, id, _)| (*ty, id.clone()))
+            .collect()
+    }
+
     /// Decides whether a planned action is sent; `fingerprint` runs only for escrowed keys.
     pub(crate) fn verdict(&self, key: Key, fingerprint: impl FnOnce() -> String) -> Verdict {
         let mut inner = lock(&self.inner);

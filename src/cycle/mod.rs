@@ -269,7 +269,12 @@ async fn cycle_in_span(
         null_values: job.null_values,
         env: &env,
     };
-    let skipping = cycle.skipping(summary.kind);
+    // Read once: the objects it holds are never skipped, and the threshold starts from it.
+    let staged_before = match store.staged_deletes(&job.name) {
+        Ok(s) => s,
+        Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
+    };
+    let skipping = cycle.skipping(summary.kind, &book, &staged_before);
     let mut plan = cycle.plan_objects(&dir, &scoped, &links, &settings, &skipping);
     let mut links = links;
     cycle.record_digests(&mut links, &mut plan);
@@ -284,7 +289,14 @@ async fn cycle_in_span(
         .map(|t| links.of(*t).len() as u64)
         .sum();
     let quarantine_before = meta.quarantine.clone();
-    let held = match cycle.hold_deletions(&mut plan, &mut meta, linked, &book, &mut problems) {
+    let held = match cycle.hold_deletions(
+        &mut plan,
+        &mut meta,
+        linked,
+        &book,
+        staged_before,
+        &mut problems,
+    ) {
         Ok(h) => h,
         Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
     };
@@ -848,20 +860,20 @@ impl<'c> Cycle<'c> {
     /// them: in an incremental cycle only (an initial one re-evaluates everything), and never
     /// an object with an escrowed action or a staged deletion. Unreadable records only mean
     /// more mapping.
-    fn skipping(&self, kind: CycleKind) -> plan::Skipping {
+    fn skipping(
+        &self,
+        kind: CycleKind,
+        book: &Book<'_>,
+        staged: &[crate::state::StagedDelete],
+    ) -> plan::Skipping {
         if kind != CycleKind::Incremental {
             return plan::Skipping::off();
         }
         let job = &self.job.name;
-        let escrowed = self.store.escrows(job).unwrap_or_else(|e| {
-            tracing::warn!(job = %job, error = %e, "escrow unreadable: no object skipped");
-            Vec::new()
-        });
-        let staged = self.store.staged_deletes(job).unwrap_or_default();
-        let never = escrowed
+        let never = book
+            .objects()
             .into_iter()
-            .map(|e| (e.object_type, e.source_id))
-            .chain(staged.into_iter().map(|s| (s.object_type, s.source_id)));
+            .chain(staged.iter().map(|s| (s.object_type, s.source_id.clone())));
         let skipping = plan::Skipping::new(&self.job.mappings, self.job.null_values, never);
         for ty in [ObjectType::User, ObjectType::Group] {
             if !skipping.is_on(ty) {
@@ -905,10 +917,10 @@ impl<'c> Cycle<'c> {
         meta: &mut JobMeta,
         linked: u64,
         book: &Book<'_>,
+        staged_before: Vec<crate::state::StagedDelete>,
         problems: &mut Vec<Problem>,
     ) -> Result<deletions::Held, StateError> {
         let job = &self.job.name;
-        let staged_before = self.store.staged_deletes(job)?;
         let allow = meta.allow_deletes;
         let threshold = &self.job.safety.deletions;
         let held = deletions::hold(
