@@ -164,7 +164,6 @@ pub(crate) fn backoff(attempts: u32) -> Duration {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Round {
     pub sent: usize,
-    pub failed: usize,
     /// Left in the outbox (failed ones included).
     pub waiting: usize,
 }
@@ -179,7 +178,17 @@ pub(crate) async fn deliver(
     now: DateTime<Utc>,
     all: bool,
 ) -> Result<Round, StateError> {
-    let queued = store.outbox()?;
+    deliver_queued(mailer, store, store.outbox()?, now, all).await
+}
+
+/// [`deliver`] of the messages already read from the outbox.
+async fn deliver_queued(
+    mailer: &Mailer,
+    store: &dyn StateStore,
+    queued: Vec<OutboxMessage>,
+    now: DateTime<Utc>,
+    all: bool,
+) -> Result<Round, StateError> {
     let mut round = Round {
         waiting: queued.len(),
         ..Round::default()
@@ -196,7 +205,6 @@ pub(crate) async fn deliver(
                 tracing::info!(job = %msg.job, id = msg.id, subject = %msg.subject, attempts = msg.attempts + 1, reply = %accepted.reply, "notification email delivered");
             }
             Err(e) => {
-                round.failed += 1;
                 msg.attempts += 1;
                 msg.last_error = Some(e.to_string());
                 let permanent = e.is_permanent();
@@ -229,17 +237,26 @@ pub(crate) async fn run_sender(
 ) {
     loop {
         if let Some(s) = settings() {
-            match Mailer::new(&s) {
-                Ok(mailer) => {
-                    let round = tokio::select! {
-                        () = stop.cancelled() => return,
-                        r = deliver(&mailer, store.as_ref(), Utc::now(), false) => r,
-                    };
-                    if let Err(e) = round {
-                        tracing::warn!(error = %e, "cannot read or update the notification outbox");
+            // The transport is set up (certificates read, TLS configured) only when a message
+            // is due: an idle poll reads the outbox and nothing else.
+            let now = Utc::now();
+            match store.outbox() {
+                Ok(queued) if queued.iter().any(|m| m.next_attempt <= now) => {
+                    match Mailer::new(&s) {
+                        Ok(mailer) => {
+                            let round = tokio::select! {
+                                () = stop.cancelled() => return,
+                                r = deliver_queued(&mailer, store.as_ref(), queued, now, false) => r,
+                            };
+                            if let Err(e) = round {
+                                tracing::warn!(error = %e, "cannot read or update the notification outbox");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot set up the SMTP transport"),
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot set up the SMTP transport"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the notification outbox"),
             }
         }
         tokio::select! {
