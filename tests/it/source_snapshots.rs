@@ -16,21 +16,6 @@ fn job(s: GraphSettings) -> JobSpec {
     job_with_source(Box::new(GraphSource::new(s)))
 }
 
-/// The store reopened as a restarted process opens it (sled's lock may linger a moment).
-fn reopen(path: &Path) -> SledStore {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match SledStore::open(path) {
-            Ok(s) => return s,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
-
 /// Delta reads of users since `clear_requests`: (from scratch, from a delta link).
 fn user_delta_reads(g: &GraphHandle) -> (usize, usize) {
     let all = seen(g, "GET /v1.0/users/delta");
@@ -61,7 +46,7 @@ async fn a_restart_resumes_from_the_persisted_delta_link_and_a_soft_delete_still
     g.update_user("u-alice", json!({"jobTitle": "Principal Engineer"}));
     g.delete_user("u-bob", false);
     g.clear_requests();
-    let store = reopen(dir.path());
+    let store = reopen_store(dir.path()).await;
     let client = client(&h.base_url());
     let job = job(settings(&g));
     let s = run_ok(&job, &store, &client).await;
@@ -90,7 +75,7 @@ async fn a_restart_resumes_from_the_persisted_delta_link_and_a_soft_delete_still
 
     // Two one-shot syncs in a row keep it disabled, never deleted.
     for _ in 0..2 {
-        let store = reopen(dir.path());
+        let store = reopen_store(dir.path()).await;
         g.clear_requests();
         let s = run_ok(&self::job(settings(&g)), &store, &client).await;
         assert_eq!(user_delta_reads(&g).0, 0, "{:?}", g.requests());
@@ -113,7 +98,7 @@ async fn a_stale_delta_link_falls_back_to_a_full_read_that_asks_deleted_items() 
     g.delete_user("u-henry", true);
     g.expire_delta_tokens();
     g.clear_requests();
-    let store = reopen(dir.path());
+    let store = reopen_store(dir.path()).await;
     let s = run_ok(&job(settings(&g)), &store, &client(&h.base_url())).await;
     let (full, _) = user_delta_reads(&g);
     assert_eq!(full, 1, "a full read after 410: {:?}", g.requests());
@@ -131,7 +116,7 @@ async fn a_snapshot_older_than_full_read_interval_is_read_again_whole() {
     let h = sandbox(vec![]).await;
     let dir = tempfile::tempdir().unwrap();
     initial(&g, &h, dir.path()).await;
-    let store = reopen(dir.path());
+    let store = reopen_store(dir.path()).await;
     let client = client(&h.base_url());
 
     // Within the interval: changes only.
@@ -157,7 +142,11 @@ async fn an_unreadable_snapshot_record_means_a_full_read_never_deletions() {
     initial(&g, &h, dir.path()).await;
     let client = client(&h.base_url());
 
-    let good = reopen(dir.path()).source_snapshot("test").unwrap().unwrap();
+    let good = reopen_store(dir.path())
+        .await
+        .source_snapshot("test")
+        .unwrap()
+        .unwrap();
     let mut other_format = good.clone();
     other_format[6] = 99; // the format byte after the magic
     for bad in [
@@ -165,7 +154,7 @@ async fn an_unreadable_snapshot_record_means_a_full_read_never_deletions() {
         other_format,
         good[..good.len() / 2].to_vec(),
     ] {
-        let store = reopen(dir.path());
+        let store = reopen_store(dir.path()).await;
         store.put_source_snapshot("test", &bad).unwrap();
         g.clear_requests();
         let s = run_ok(&job(settings(&g)), &store, &client).await;
