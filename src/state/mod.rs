@@ -155,14 +155,10 @@ pub trait StateStore: Send + Sync {
     fn put_reported_failures(&self, job: &str, rec: &ReportedFailures) -> Result<(), StateError>;
     /// The source snapshot kept for the job (see [`crate::source::Source::snapshot`]): the
     /// bytes of the last complete record, or none. A damaged record is an error naming it.
-    fn source_snapshot(&self, _job: &str) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(None)
-    }
+    fn source_snapshot(&self, job: &str) -> Result<Option<Vec<u8>>, StateError>;
     /// Replaces the job's source snapshot, durably and atomically: a crash at any point
     /// leaves the previous record or this one, never a mix.
-    fn put_source_snapshot(&self, _job: &str, _bytes: &[u8]) -> Result<(), StateError> {
-        Ok(())
-    }
+    fn put_source_snapshot(&self, job: &str, bytes: &[u8]) -> Result<(), StateError>;
     /// Number of links per type, for `status`.
     fn link_counts(&self, job: &str) -> Result<(usize, usize), StateError> {
         let links = self.links(job)?;

@@ -461,7 +461,6 @@ fn read_link(r: &mut Reader<'_>, name: &mut dyn FnMut(u32) -> Option<LocalName>)
     })
 }
 
-/// `u:o:<id>` for a user's object escrow, `g:r:<id>` for a group's reference escrow.
 /// Which generation of a source snapshot is current, and how to check it whole.
 struct SnapshotPointer {
     generation: u64,
@@ -524,6 +523,7 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(b).into()
 }
 
+/// `u:o:<id>` for a user's object escrow, `g:r:<id>` for a group's reference escrow.
 fn escrow_key(ty: ObjectType, source_id: &str, reference: bool) -> String {
     let kind = if reference { "r" } else { "o" };
     match ty {
@@ -1226,7 +1226,6 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
-    /// Open again after a drop: sled's background flusher may hold the lock a moment longer.
     #[test]
     fn the_store_is_private_whatever_the_umask() {
         use std::os::unix::fs::PermissionsExt;
@@ -1267,6 +1266,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "42");
     }
 
+    /// Open again after a drop: sled's background flusher may hold the lock a moment longer.
     fn reopen(path: &Path) -> Result<SledStore, StateError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
@@ -1340,7 +1340,7 @@ mod tests {
             s.put_reported_failures("j", &rec).unwrap();
             s.flush().unwrap();
         }
-        let s = SledStore::open(dir.path()).unwrap();
+        let s = reopen(dir.path()).unwrap();
         let q = s.outbox().unwrap();
         assert_eq!(q.len(), 2);
         assert_eq!((q[0].subject.as_str(), q[0].attempts), ("m2", 2));
