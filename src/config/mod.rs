@@ -11,7 +11,7 @@ mod raw;
 
 pub(crate) use crate::util::ConfigError;
 pub use admin::AdminSettings;
-pub(crate) use job::{JobConfig, Schedule, SourceConfig};
+pub(crate) use job::{JobConfig, Schedule};
 
 use crate::util::line_col;
 use raw::RawConfig;

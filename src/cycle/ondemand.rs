@@ -518,7 +518,7 @@ impl Run {
             source_identity: self.source.clone(),
             target_identity: self.target.clone(),
             source_system: SystemInfo {
-                display_name: job.source.describe(),
+                display_name: job.source.system_name().to_string(),
             },
             target_system: SystemInfo {
                 display_name: target.base_url().unwrap_or_default(),

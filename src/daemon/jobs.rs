@@ -57,25 +57,18 @@ pub(crate) struct JobRuntime {
 }
 
 impl JobRuntime {
-    /// Where this job's provisioning-log entries go, for a cycle or an on-demand run
-    /// (`initiated_by`); `None` when the config names no state directory for them or the
-    /// log directory cannot be made (the run then goes on without logs).
-    pub(crate) fn log_sink(
-        &self,
-        initiated_by: crate::provlog::InitiatedBy,
-    ) -> Option<crate::cycle::provlog::LogSink> {
+    /// Where this job's cycles' provisioning-log entries go (an on-demand run appends its one
+    /// entry through `provlog::Writer`); `None` when the config names no state directory for
+    /// them or the log directory cannot be made (the cycle then goes on without logs).
+    pub(crate) fn log_sink(&self) -> Option<crate::cycle::provlog::LogSink> {
         let logs = self.config.logs.as_ref()?;
-        let source = match &self.config.source {
-            crate::config::SourceConfig::File { .. } => "file",
-            crate::config::SourceConfig::Graph(_) => "Microsoft Entra ID",
-            crate::config::SourceConfig::Ldap(_) => "LDAP",
-        };
+        let source = self.spec.source.system_name();
         crate::cycle::provlog::LogSink::open(
             &logs.state_dir,
             &self.config.name,
             source.to_string(),
             self.client.base_url().to_string(),
-            initiated_by,
+            crate::provlog::InitiatedBy::system(),
         )
     }
 
@@ -396,9 +389,7 @@ async fn cycle_locked(
     job.progress.reset();
     job.progress.set_length(0);
     // Dry runs write no provisioning-log entries.
-    let sink = (!dry_run)
-        .then(|| job.log_sink(crate::provlog::InitiatedBy::system()))
-        .flatten();
+    let sink = (!dry_run).then(|| job.log_sink()).flatten();
     let opts = CycleOptions {
         dry_run,
         record_actions: dry_run,

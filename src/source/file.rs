@@ -231,6 +231,10 @@ impl<'de> Visitor<'de> for ItemVisitor {
 
 #[async_trait]
 impl Source for FileSource {
+    fn system_name(&self) -> &'static str {
+        "file"
+    }
+
     fn describe(&self) -> String {
         format!("file {}", self.path.display())
     }

@@ -30,6 +30,12 @@ pub trait Source: Send + Sync {
     /// A short description for logs and `status` (never contains secrets).
     fn describe(&self) -> String;
 
+    /// The kind of system this is, as provisioning logs name it (`sourceSystem`):
+    /// "file", "LDAP", "Microsoft Entra ID" (the default serves sources of tests).
+    fn system_name(&self) -> &'static str {
+        "source"
+    }
+
     /// Which directory this is, for the job's binding (`state::Binding`): links made from one
     /// directory mean nothing for another. `None` when it cannot be told (then no check).
     fn identity(&self) -> Option<String> {

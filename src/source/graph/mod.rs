@@ -931,6 +931,10 @@ fn watermark(s: &Snapshot) -> Option<String> {
 
 #[async_trait]
 impl Source for GraphSource {
+    fn system_name(&self) -> &'static str {
+        "Microsoft Entra ID"
+    }
+
     fn describe(&self) -> String {
         format!(
             "Microsoft Graph {} (tenant {}, service principal {})",

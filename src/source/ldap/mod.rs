@@ -600,6 +600,10 @@ fn anchor_filter_value(attribute: &str, key: &str) -> Option<String> {
 
 #[async_trait]
 impl Source for LdapSource {
+    fn system_name(&self) -> &'static str {
+        "LDAP"
+    }
+
     fn describe(&self) -> String {
         format!(
             "ldap {} ({}; users under {})",
