@@ -389,10 +389,7 @@ pub(crate) fn render(e: &Entry) -> String {
     let _ = writeln!(s, "Duration     {} ms", e.duration_in_milliseconds);
     let _ = writeln!(s, "\nSteps");
     for (n, st) in e.provisioning_steps.iter().enumerate() {
-        let ty = serde_json::to_value(st.provisioning_step_type)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let ty = st.provisioning_step_type.as_str();
         let _ = writeln!(
             s,
             "  {}. {:<19} {:<8} {}",

@@ -104,10 +104,7 @@ pub(crate) fn render(entries: &[Entry]) -> [String; 3] {
         for (i, s) in e.provisioning_steps.iter().enumerate() {
             let details = serde_json::to_string(&s.details).unwrap_or_default();
             let n = (i + 1).to_string();
-            let ty = serde_json::to_value(s.provisioning_step_type)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let ty = s.provisioning_step_type.as_str();
             steps.push_str(&row(&[
                 &e.change_id,
                 &n,

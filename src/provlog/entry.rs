@@ -161,6 +161,19 @@ pub enum StepType {
     Export,
 }
 
+impl StepType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepType::Import => "import",
+            StepType::Scoping => "scoping",
+            StepType::Matching => "matching",
+            StepType::Processing => "processing",
+            StepType::ReferenceResolution => "referenceResolution",
+            StepType::Export => "export",
+        }
+    }
+}
+
 /// Graph's `modifiedProperty`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -193,6 +206,20 @@ pub struct SystemInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_type_names_are_the_serialised_ones() {
+        for t in [
+            StepType::Import,
+            StepType::Scoping,
+            StepType::Matching,
+            StepType::Processing,
+            StepType::ReferenceResolution,
+            StepType::Export,
+        ] {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+    }
 
     #[test]
     fn serialises_with_graphs_names() {
