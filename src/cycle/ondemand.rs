@@ -388,7 +388,6 @@ impl Run {
         exporter.settle().await;
 
         // Group members: only the asked ones are added or removed.
-        let mut member_names: BTreeMap<String, String> = BTreeMap::new();
         if req.object_type == ObjectType::Group && exporter.aborted().is_none() {
             let memberships = {
                 let links = exporter.links();
@@ -396,11 +395,7 @@ impl Run {
                 let member_targets: HashSet<String> = one
                     .member_ids
                     .iter()
-                    .filter_map(|m| {
-                        let l = links.get(ObjectType::User, m)?;
-                        member_names.insert(l.target_id.clone(), l.display_name.clone());
-                        Some(l.target_id.clone())
-                    })
+                    .filter_map(|m| Some(links.get(ObjectType::User, m)?.target_id.clone()))
                     .collect();
                 refs.memberships
                     .into_iter()
@@ -444,7 +439,7 @@ impl Run {
             }
             self.steps.push(outcome.step);
         }
-        if let Some(s) = membership_step(&records, &one, &member_names, &export_problems) {
+        if let Some(s) = membership_step(&records, &one, &export_problems) {
             if s.status == Status::Failure && self.status == Status::Success {
                 self.status = Status::Warning;
             }
@@ -1011,35 +1006,18 @@ fn modified_properties(action: Option<&Action>) -> Vec<ModifiedProperty> {
 }
 
 /// The group's member changes, by name.
-fn membership_step(
-    records: &[ActionRecord],
-    one: &OneRead,
-    names: &BTreeMap<String, String>,
-    problems: &[Problem],
-) -> Option<Step> {
+fn membership_step(records: &[ActionRecord], one: &OneRead, problems: &[Problem]) -> Option<Step> {
     if one.member_ids.is_empty() {
         return None;
     }
-    let name_of = |detail: &str| -> String {
-        // The record's detail is "N member(s): id, id".
-        detail
-            .split_once(": ")
-            .map(|(_, ids)| {
-                ids.split(", ")
-                    .map(|t| names.get(t).cloned().unwrap_or_else(|| t.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
-    };
     let mut details = BTreeMap::new();
     for r in records.iter().filter(|r| r.source_id == one.id) {
         match r.action.as_str() {
             "add_members" => {
-                details.insert("Members added".to_string(), name_of(&r.detail));
+                details.insert("Members added".to_string(), r.members.join(", "));
             }
             "remove_members" => {
-                details.insert("Members removed".to_string(), name_of(&r.detail));
+                details.insert("Members removed".to_string(), r.members.join(", "));
             }
             _ => {}
         }
