@@ -109,7 +109,7 @@ pub(crate) fn render(entries: &[Entry]) -> [String; 3] {
                 &e.change_id,
                 &n,
                 &s.name,
-                &ty,
+                ty,
                 s.status.as_str(),
                 &s.description,
                 &details,
