@@ -79,7 +79,7 @@ pub(crate) async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
         std::fs::remove_file(path).map_err(io)?;
     }
     if let Some(dir) = path.parent() {
-        crate::state::sled_store::create_private_dir_all(dir).map_err(io)?;
+        crate::util::create_private_dir_all(dir).map_err(io)?;
     }
     // Bind under a temporary name, restrict it, then rename it into place: the socket is never
     // reachable at its public path with looser permissions than 0600.

@@ -4,8 +4,8 @@
 
 use super::control::{self, ControlError, Request, Response};
 use crate::config::Config;
-use crate::state::sled_store::write_private_file;
 use crate::state::{SledStore, StateError};
+use crate::util::write_private_file;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

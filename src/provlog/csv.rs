@@ -7,8 +7,6 @@
 
 use super::entry::Entry;
 use super::store::LogError;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The three file names, as Entra's download names them.
@@ -141,14 +139,7 @@ pub fn write(dir: &Path, entries: &[Entry]) -> Result<Vec<PathBuf>, LogError> {
             path: path.clone(),
             source,
         };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(err)?;
-        f.write_all(text.as_bytes()).map_err(err)?;
+        crate::util::write_private_file(&path, text.as_bytes()).map_err(err)?;
         paths.push(path);
     }
     Ok(paths)

@@ -11,7 +11,7 @@ use super::entry::Entry;
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The directory under `state_dir` that holds every job's logs.
@@ -183,11 +183,7 @@ pub(crate) fn segments(state_dir: &Path, job: Option<&str>) -> Result<Vec<Segmen
 
 fn make_dir(path: &Path) -> Result<(), LogError> {
     // 0700 like the rest of state_dir: identities and attribute values are personal data.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(io(path))
+    crate::util::create_private_dir_all(path).map_err(io(path))
 }
 
 /// Appends one job's entries. Buffered: [`Writer::sync`] makes them durable (once per

@@ -132,31 +132,6 @@ struct Envelope<T> {
     d: T,
 }
 
-/// Create `dir` and any missing parent with mode 0700, whatever the umask. Directories that
-/// already existed are left alone: they may be shared (`/var/lib`, `/run`).
-pub(crate) fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Write `bytes` to `path` with mode 0600, whatever the umask (an existing file is
-/// restricted too).
-pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(bytes)
-}
-
 /// The store's own directory 0700 (also when an earlier version created it 0755), and
 /// everything in it restricted (see [`restrict_tree`]).
 fn restrict_dir(dir: &Path) -> std::io::Result<()> {
@@ -190,7 +165,7 @@ impl SledStore {
     /// holds it.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         let path = dir.to_path_buf();
-        create_private_dir_all(dir).map_err(|e| StateError::Storage {
+        crate::util::create_private_dir_all(dir).map_err(|e| StateError::Storage {
             path: path.clone(),
             message: format!("cannot create directory: {e}"),
         })?;
@@ -1261,7 +1236,7 @@ mod tests {
         let f = dir.path().join("pid");
         std::fs::write(&f, "1").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_private_file(&f, b"42").unwrap();
+        crate::util::write_private_file(&f, b"42").unwrap();
         assert_eq!(mode(&f), 0o600);
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "42");
     }
