@@ -108,20 +108,6 @@ pub(crate) enum RawAddresses {
     Many(Vec<String>),
 }
 
-/// Whether `host` is the loopback interface.
-fn is_loopback(host: &url::Host<&str>) -> bool {
-    match host {
-        // `smtp://` is not a special scheme to the URL parser: an IP address stays a domain.
-        url::Host::Domain(d) => {
-            d.eq_ignore_ascii_case("localhost")
-                || d.parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-    }
-}
-
 /// Check an address (`name@example.com` or `Name <name@example.com>`).
 fn check_mailbox(text: &str) -> Result<String, String> {
     text.parse::<lettre::message::Mailbox>()
@@ -150,7 +136,7 @@ pub(crate) fn check_smtp(
     let host = url
         .host()
         .ok_or_else(|| ctx.error("url", "the URL names no host"))?;
-    let loopback = is_loopback(&host);
+    let loopback = crate::util::net::is_loopback_host(&host);
     let host = url
         .host_str()
         .unwrap_or_default()

@@ -3,11 +3,20 @@
 /// Whether the URL's host is the loopback interface (`localhost`, `127.0.0.0/8`, `::1`):
 /// plain `http://` is allowed there without `allow_insecure_http`.
 fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
+    url.host().is_some_and(|h| is_loopback_host(&h))
+}
+
+/// Whether `host` is the loopback interface. For a scheme the URL parser does not know
+/// (`smtp://`) an IP address stays a domain, so a domain that is a loopback IP counts too.
+pub(crate) fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
     }
 }
 
