@@ -209,12 +209,18 @@ pub(crate) fn check_smtp(
             let pem = std::fs::read(&path).map_err(|e| {
                 ctx.error("ca_file", format!("cannot read {}: {e}", path.display()))
             })?;
-            lettre::transport::smtp::client::Certificate::from_pem(&pem).map_err(|e| {
-                ctx.error(
+            // lettre's parser takes a file without a single certificate; count them as the LDAP
+            // source's `ca_file` does, so a wrong file is named here, not as a TLS failure later.
+            use rustls::pki_types::{pem::PemObject, CertificateDer};
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ctx.error("ca_file", format!("{} is not PEM: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(ctx.error(
                     "ca_file",
-                    format!("{} holds no PEM certificate: {e}", path.display()),
-                )
-            })?;
+                    format!("{} holds no PEM certificate", path.display()),
+                ));
+            }
             Some(pem)
         }
     };
@@ -301,6 +307,20 @@ mod tests {
             defer_secrets: false,
         };
         check_smtp(raw, &ctx)
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.pem");
+        std::fs::write(&f, "not a certificate\n").unwrap();
+        let e = smtp(&format!(
+            "url = \"smtp://mail.example.com\"\nfrom = \"p@example.com\"\nca_file = {:?}",
+            f.display().to_string()
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "smtp.ca_file");
+        assert!(e.message.contains("no PEM certificate"), "{}", e.message);
     }
 
     #[test]
