@@ -10,6 +10,9 @@ use crate::state::QuarantineReason;
 use crate::summary::CycleStatus;
 use std::time::Duration;
 
+/// Times in text output are to the second.
+const SECS: chrono::SecondsFormat = chrono::SecondsFormat::Secs;
+
 /// Print each selected job's status, from the daemon or (none running) from the store.
 pub(crate) async fn status(config: &Config, job: Option<&str>, json: bool) -> Result<i32, Failure> {
     let selected = super::select(config, job)?;
@@ -75,8 +78,7 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
                         CycleStatus::Failed => "failed",
                         CycleStatus::Interrupted => "interrupted",
                     },
-                    c.started_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    c.started_at.to_rfc3339_opts(SECS, true),
                     c.duration_ms
                 );
                 if let Some(e) = &c.error {
@@ -89,10 +91,7 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
             None => outln!("  last cycle: none yet"),
         }
         if let Some(t) = s.last_success {
-            outln!(
-                "  last success: {}",
-                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            );
+            outln!("  last success: {}", t.to_rfc3339_opts(SECS, true));
         }
         if s.running {
             outln!("  a cycle is running now");
@@ -104,27 +103,21 @@ fn print_status(jobs: &[JobStatus], json: bool) -> i32 {
                 s.escrows.reference,
                 s.escrows
                     .oldest
-                    .map(|t| format!(", the oldest failing since {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+                    .map(|t| format!(", the oldest failing since {}", t.to_rfc3339_opts(SECS, true)))
                     .unwrap_or_default()
             );
         }
         if let Some(first) = s.steady_state_first {
             outln!(
                 "  steady state: nothing to do since {}{}",
-                first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                first.to_rfc3339_opts(SECS, true),
                 s.steady_state_last
-                    .map(|t| format!(
-                        " (last checked {})",
-                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    ))
+                    .map(|t| format!(" (last checked {})", t.to_rfc3339_opts(SECS, true)))
                     .unwrap_or_default()
             );
         }
         match (&s.next_run, &s.note) {
-            (Some(t), _) => outln!(
-                "  next run: {}",
-                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            ),
+            (Some(t), _) => outln!("  next run: {}", t.to_rfc3339_opts(SECS, true)),
             (None, Some(n)) => outln!("  next run: none ({n})"),
             (None, None) if s.running => {}
             (None, None) => outln!("  next run: not scheduled"),
@@ -187,8 +180,7 @@ fn state_lines(s: &JobStatus) -> Vec<String> {
         format!(
             "{} since {} (attempt {}): {}",
             q.reason,
-            q.series_began
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            q.series_began.to_rfc3339_opts(SECS, true),
             q.series_count,
             q.error.message
         )
@@ -218,8 +210,7 @@ fn state_lines(s: &JobStatus) -> Vec<String> {
                 } else {
                     format!(
                         "next attempt at {}",
-                        q.next_attempt
-                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        q.next_attempt.to_rfc3339_opts(SECS, true)
                     )
                 };
                 out.push(format!("  {next}"));
