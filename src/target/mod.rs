@@ -43,7 +43,8 @@ pub trait Target: Send + Sync {
         attr: &str,
         value: &Value,
     ) -> Result<Vec<Value>, TargetError>;
-    /// Creates the resource; returns it as the target stored it (with its `id`).
+    /// Creates the resource; returns it as the target stored it, or at least its `id` (the
+    /// SCIM client returns only that: the export keeps nothing else of it).
     async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError>;
     /// Applies PATCH operations to the resource `id`.
     async fn patch(&self, ty: ObjectType, id: &str, ops: &[PatchOp]) -> Result<(), TargetError>;
@@ -82,7 +83,11 @@ impl Target for ScimClient {
         ScimClient::find(self, ty, attr, value).await
     }
     async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError> {
-        ScimClient::create(self, ty, body).await
+        let id = ScimClient::create_id(self, ty, body).await?;
+        Ok(Value::Object(serde_json::Map::from_iter([(
+            "id".to_owned(),
+            Value::String(id),
+        )])))
     }
     async fn patch(&self, ty: ObjectType, id: &str, ops: &[PatchOp]) -> Result<(), TargetError> {
         ScimClient::patch(self, ty, id, ops).await

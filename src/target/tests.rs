@@ -222,6 +222,43 @@ async fn create_returns_resource_with_id_from_body() {
     assert_eq!(c.request_counts().post, 1);
 }
 
+/// The export's `create_id` parses only the id, yet answers every body as `create` does: the
+/// same id, or an error with the same code and text.
+#[tokio::test]
+async fn create_id_answers_every_body_as_create_does() {
+    let bodies: [&str; 11] = [
+        r#"{"id": "u1", "userName": "alice", "emails": [{"value": "a@x"}], "meta": {}}"#,
+        r#"  {"userName": "alice", "id": "u2"}"#,
+        r#"{"userName": "alice"}"#,
+        r#"{"id": ""}"#,
+        r#"{"id": 7}"#,
+        r#"{"id": null}"#,
+        r#"{"id": "a/b"}"#,
+        r#"{"id": "first", "id": "second"}"#,
+        r#"["u1"]"#,
+        r#"{"id": "u1", "userName": "#,
+        "",
+    ];
+    for body in bodies {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(201).set_body_raw(body, "application/scim+json"))
+            .mount(&server)
+            .await;
+        let c = client(&server);
+        let full = c.create(ObjectType::User, json!({})).await;
+        let light = c.create_id(ObjectType::User, json!({})).await;
+        match (full, light) {
+            (Ok(full), Ok(id)) => assert_eq!(full["id"], json!(id), "{body}"),
+            (Err(a), Err(b)) => {
+                assert_eq!(a.code(), b.code(), "{body}");
+                assert_eq!(a.to_string(), b.to_string(), "{body}");
+            }
+            (full, light) => panic!("{body}: create {full:?}, create_id {light:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn create_without_id_is_service_incompatible() {
     let server = MockServer::start().await;
