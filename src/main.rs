@@ -163,9 +163,50 @@ fn span_fields_not_in(span_fields: &str, event_fields: &str) -> String {
         .join(" ")
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// mimalloc's environment variable for how long freed memory stays committed before it is
+/// returned to the system (milliseconds; mimalloc's default is 1000).
+const PURGE_DELAY_VAR: &str = "MIMALLOC_PURGE_DELAY";
+
+/// The daemon's purge delay: none. mimalloc returns freed pages only when the thread that
+/// freed them allocates again after the delay; a daemon's worker threads go quiet at the end
+/// of a cycle, so what the cycle freed within the last second stayed resident until the next
+/// cycle (3 jobs of 10,000 users: 84 MB idle instead of 70, and a higher median).
+const DAEMON_PURGE_DELAY: &str = "0";
+
+/// For `run` only, when the environment does not choose a purge delay: the same program
+/// again (same pid, arguments and `argv[0]`) with [`DAEMON_PURGE_DELAY`]. mimalloc reads its
+/// options once, before `main`, and setting them in-process needs `unsafe`, hence the
+/// `exec`. One-shot commands keep the default: purging at once costs them CPU for nothing, as
+/// they exit. Any failure (no `/proc/self/exe`, a binary replaced on disk) just runs on with
+/// the default.
+fn reexec_daemon_with_purge_delay(cli: &Cli) {
+    use std::os::unix::process::CommandExt;
+    if !cli.runs_daemon() || std::env::var_os(PURGE_DELAY_VAR).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    // Only returns on failure.
+    let _ = command
+        .args(args)
+        .env(PURGE_DELAY_VAR, DAEMON_PURGE_DELAY)
+        .exec();
+}
+
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    reexec_daemon_with_purge_delay(&cli);
+    run(cli)
+}
+
+#[tokio::main]
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let code = provisiond::dispatch(cli, init_logging, shutdown_signal, reload_signal).await;
     std::process::exit(code);
 }

@@ -105,6 +105,13 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether the command is `run` (the daemon), for what `main` sets up before the runtime.
+    pub fn runs_daemon(&self) -> bool {
+        matches!(self.command, Command::Run)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run as a daemon: a cycle per job at start-up, then on each job's schedule.
