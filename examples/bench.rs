@@ -864,7 +864,16 @@ fn initial(a: &Args) -> Result<Value> {
     let sandbox = Sandbox::start(&a.bin, &dir.join("sandbox.log"))?;
     let config = write_config(&dir, &sandbox.url, &directory, a.concurrency)?;
     // The cycle's phase timings (debug events of provisiond::cycle) tell the export's share.
-    let log = format!("{},provisiond::cycle=debug", a.log);
+    // The export's own debug lines (one per object) stay at the level asked for: the cycle is
+    // measured as it runs at that level, not with a debug line per request.
+    let log = if a.log.contains([',', '=']) {
+        format!("{},provisiond::cycle=debug", a.log)
+    } else {
+        format!(
+            "{0},provisiond::cycle=debug,provisiond::cycle::export={0}",
+            a.log
+        )
+    };
     let mut r = measured_sync(a, &log, &sandbox, &config, &dir, "initial")?;
     r["phases_ms"] = phase_timings(&dir.join("initial.log"));
     let sandbox_rss = proc_status_kb(sandbox.pid(), "VmHWM:");

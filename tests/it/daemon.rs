@@ -482,3 +482,35 @@ fn daemon_in_process_stops_when_its_shutdown_future_completes() {
     // The store is let go of: this process can open it again.
     provisiond::SledStore::open(&fixture.state_dir().join("state")).unwrap();
 }
+
+/// `run` re-executes itself (same pid) with mimalloc's purge delay at 0, so a quiet daemon
+/// returns what its last cycle freed; a delay the environment sets is kept; the daemon still
+/// stops on SIGTERM as the process its pid file names.
+#[test]
+fn daemon_runs_with_no_purge_delay_unless_the_environment_sets_one() {
+    for (set, want) in [
+        (None, "MIMALLOC_PURGE_DELAY=0"),
+        (Some("250"), "MIMALLOC_PURGE_DELAY=250"),
+    ] {
+        let sandbox = Sandbox::start();
+        let fixture = Fixture::new(&sandbox.url());
+        fixture.write_job(&JobOptions::new(&sandbox.url()));
+        let mut cmd = fixture.command(&["run"]);
+        cmd.env_remove("MIMALLOC_PURGE_DELAY");
+        if let Some(v) = set {
+            cmd.env("MIMALLOC_PURGE_DELAY", v);
+        }
+        let mut daemon = Proc::spawn(cmd, fixture.dir.path());
+        wait_daemon_ready(&fixture, &mut daemon);
+        let environ = std::fs::read(format!("/proc/{}/environ", daemon.pid())).unwrap();
+        let vars: Vec<String> = environ
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .filter(|v| v.starts_with("MIMALLOC_PURGE_DELAY="))
+            .collect();
+        assert_eq!(vars, [want], "{}", daemon.output());
+        let pid_file = std::fs::read_to_string(fixture.pid_path()).unwrap();
+        assert_eq!(pid_file.trim(), daemon.pid().to_string());
+        terminate(&fixture, daemon, "TERM");
+    }
+}
