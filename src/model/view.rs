@@ -145,3 +145,33 @@ pub(crate) fn link_ids<'a>(
         .collect();
     (users, groups)
 }
+
+/// Add to `changes` what moved between two reads' app role assignments (each sorted by
+/// principal and role): a user whose assignment or role changed is a changed user; a group's
+/// is a changed group, and its direct members before and after are changed users (their
+/// scope and roles come from it). `groups_before` and `groups_after` are the two reads'
+/// groups.
+pub(crate) fn assignment_changes(
+    before: &[Assignment],
+    after: &[Assignment],
+    groups_before: &BTreeMap<String, SourceObject>,
+    groups_after: &BTreeMap<String, SourceObject>,
+    changes: &mut Changes,
+) {
+    let key = |a: &Assignment| (a.principal_id.clone(), a.role.clone());
+    let b: BTreeSet<(String, String)> = before.iter().map(key).collect();
+    let a: BTreeSet<(String, String)> = after.iter().map(key).collect();
+    let moved: BTreeSet<&String> = b.symmetric_difference(&a).map(|(p, _)| p).collect();
+    for principal in moved {
+        let group_before = groups_before.get(principal);
+        let group_after = groups_after.get(principal);
+        if group_before.is_none() && group_after.is_none() {
+            changes.users.insert(principal.clone());
+            continue;
+        }
+        changes.groups.insert(principal.clone());
+        for g in group_before.into_iter().chain(group_after) {
+            changes.users.extend(g.members.iter().cloned());
+        }
+    }
+}

@@ -18,6 +18,7 @@ mod cli;
 mod cli_conventions;
 mod cycle_faults;
 mod cycle_sandbox;
+mod delta_cycles;
 mod daemon;
 mod dry_run;
 mod email;

@@ -652,9 +652,9 @@ impl GraphSource {
         snapshot.users_read_whole = false;
         let mut assignments = assignments;
         assignments.sort_by(|a, b| (&a.principal_id, &a.role).cmp(&(&b.principal_id, &b.role)));
-        // Changes can be told when both rounds continued from the snapshot and nothing that
-        // decides the scope of many objects moved: the assignments (and their roles) are
-        // the last complete read's.
+        // Changes can be told when both rounds continued from a snapshot whose last read was
+        // complete. Assignments are read whole every time: what moved there is a change of
+        // its principal (and, for a group, of its members).
         let mut changes = (want_changes
             && !users.full
             && !groups.full
@@ -663,20 +663,36 @@ impl GraphSource {
             && groups.error.is_none()
             && users.delta_link.is_some()
             && groups.delta_link.is_some()
-            && snapshot
-                .last
-                .as_ref()
-                .is_some_and(|l| l.complete && l.assignments == assignments))
+            && snapshot.last.as_ref().is_some_and(|l| l.complete))
         .then(Changes::default);
-        if let Some(c) = changes.as_mut() {
-            for (ty, round) in [(ObjectType::User, &users), (ObjectType::Group, &groups)] {
-                let kept = match ty {
-                    ObjectType::User => snapshot.users.as_ref(),
-                    ObjectType::Group => snapshot.groups.as_ref(),
-                };
-                if let Some(kept) = kept {
-                    round_changes(&kept.objects, &round.overlay, ty, c);
+        if let (Some(c), Some(kept_users), Some(kept_groups), Some(last)) = (
+            changes.as_mut(),
+            snapshot.users.as_ref(),
+            snapshot.groups.as_ref(),
+            snapshot.last.as_ref(),
+        ) {
+            round_changes(&kept_users.objects, &users.overlay, ObjectType::User, c);
+            round_changes(&kept_groups.objects, &groups.overlay, ObjectType::Group, c);
+            if last.assignments != assignments {
+                // The groups after this read: the snapshot's with this round's changes.
+                let mut groups_after: BTreeMap<String, SourceObject> = BTreeMap::new();
+                for a in last.assignments.iter().chain(&assignments) {
+                    let id = &a.principal_id;
+                    let now = match groups.overlay.get(id) {
+                        Some(o) => o.clone(),
+                        None => kept_groups.objects.get(id).cloned(),
+                    };
+                    if let Some(g) = now {
+                        groups_after.insert(id.clone(), g);
+                    }
                 }
+                crate::model::view::assignment_changes(
+                    &last.assignments,
+                    &assignments,
+                    &kept_groups.objects,
+                    &groups_after,
+                    c,
+                );
             }
         }
         // A collection's snapshot moves only with a round that reached its delta link.
