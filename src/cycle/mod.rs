@@ -272,7 +272,12 @@ async fn cycle_in_span(
         .then_some(meta.linked)
         .flatten();
     let imported = match cycle
-        .import(&mut summary, meta.watermark.as_deref(), delta_linked, &always)
+        .import(
+            &mut summary,
+            meta.watermark.as_deref(),
+            delta_linked,
+            &always,
+        )
         .await
     {
         Ok(i) => i,
@@ -852,7 +857,12 @@ impl<'c> Cycle<'c> {
         }
         if read.changes.is_some() {
             // The read handed over no objects: the whole directory as of it.
-            dir = self.job.source.view(None).await.ok_or(ImportError::NoView)?;
+            dir = self
+                .job
+                .source
+                .view(None)
+                .await
+                .ok_or(ImportError::NoView)?;
         }
         let loading = match loading {
             Some(l) => l,

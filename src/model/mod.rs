@@ -7,10 +7,10 @@ pub(crate) mod view;
 
 pub(crate) use crate::attrs::map::AttrMap;
 pub(crate) use link::{Link, LinkIndex};
-pub use view::Changes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+pub use view::Changes;
 
 pub(crate) use crate::attrs::compact::CompactMap;
 

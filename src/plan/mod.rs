@@ -117,7 +117,9 @@ impl Plan {
     /// against every object in scope, so a delta cycle (`crate::model::view`) plans the
     /// whole directory instead.
     pub(crate) fn provisions(&self) -> bool {
-        self.actions.iter().any(|a| matches!(a, Action::Provision(_)))
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Provision(_)))
             || self.problems.iter().any(|p| p.code == DUPLICATE)
     }
 

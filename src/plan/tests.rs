@@ -691,7 +691,8 @@ fn changes_between(a: &Directory, b: &Directory) -> crate::model::Changes {
             c.groups.insert(id.clone());
             let ma: BTreeSet<&String> = ga.map(|g| g.members.iter().collect()).unwrap_or_default();
             let mb: BTreeSet<&String> = gb.map(|g| g.members.iter().collect()).unwrap_or_default();
-            c.users.extend(ma.symmetric_difference(&mb).map(|m| (*m).clone()));
+            c.users
+                .extend(ma.symmetric_difference(&mb).map(|m| (*m).clone()));
         }
     }
     c

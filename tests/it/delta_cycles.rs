@@ -54,13 +54,21 @@ fn looked_at(s: &CycleSummary) -> u64 {
 
 /// The initial cycle and a no-change one (a daemon's first two), with the one source object
 /// kept across cycles as the daemon keeps it.
-async fn started(g: &GraphHandle, h: &provisiond::SandboxHandle, clock: &ManualClock) -> (JobSpec, SledStore, tempfile::TempDir) {
+async fn started(
+    g: &GraphHandle,
+    h: &provisiond::SandboxHandle,
+    clock: &ManualClock,
+) -> (JobSpec, SledStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
     let job = job_with_source(Box::new(GraphSource::new(settings(g))));
     let client = client(&h.base_url());
     let s = cycle(&job, &store, &client, clock).await;
-    assert_eq!((s.kind, s.status), (CycleKind::Initial, CycleStatus::Succeeded), "{s:#?}");
+    assert_eq!(
+        (s.kind, s.status),
+        (CycleKind::Initial, CycleStatus::Succeeded),
+        "{s:#?}"
+    );
     assert!(looked_at(&s) > FILLERS as u64, "{s:#?}");
     let s = cycle(&job, &store, &client, clock).await;
     assert_eq!(s.requests.writes(), 0, "{s:#?}");
@@ -88,13 +96,24 @@ async fn a_delta_cycle_sends_only_the_changes_and_still_disables_deletes_and_rem
     assert_eq!(s.status, CycleStatus::Succeeded, "{s:#?}");
     assert_eq!(s.kind, CycleKind::Incremental);
     assert_eq!(s.users.updated, 1, "{s:#?}");
-    assert_eq!(s.users.disabled, 2, "bob (soft-deleted) and grace (unassigned): {s:#?}");
+    assert_eq!(
+        s.users.disabled, 2,
+        "bob (soft-deleted) and grace (unassigned): {s:#?}"
+    );
     assert_eq!(s.users.deleted, 1, "henry: {s:#?}");
-    assert!(looked_at(&s) < 20, "only the view is planned, not {FILLERS}+ users: {s:#?}");
+    assert!(
+        looked_at(&s) < 20,
+        "only the view is planned, not {FILLERS}+ users: {s:#?}"
+    );
     // 1 PATCH for the update, 2 for the disables, 2 for the members of Engineering (bob,
     // grace) and Operations (henry); 1 DELETE. No search, no read of anyone else.
     assert_eq!(
-        (s.requests.get, s.requests.post, s.requests.patch, s.requests.delete),
+        (
+            s.requests.get,
+            s.requests.post,
+            s.requests.patch,
+            s.requests.delete
+        ),
         (0, 0, 5, 1),
         "{s:#?}"
     );

@@ -1213,10 +1213,8 @@ fn apply_over(
         Some(o) => o.take(),
         None => base.get(id).cloned(),
     };
-    let mut one: BTreeMap<String, SourceObject> = current
-        .map(|o| (id.to_string(), o))
-        .into_iter()
-        .collect();
+    let mut one: BTreeMap<String, SourceObject> =
+        current.map(|o| (id.to_string(), o)).into_iter().collect();
     let result = apply_entry(&mut one, ty, entry);
     // Also on an error: the object as it was stays in the overlay (nothing applied).
     overlay.insert(id.to_string(), one.remove(id));
