@@ -746,18 +746,18 @@ proptest! {
         d1.rejected.clear();
         d2.rejected.clear();
         // Few changes, as a delta brings: most objects stay as they were.
-        for i in 0..8 {
+        for (i, kept) in keep.iter().enumerate().take(8) {
             let id = format!("u{i}");
-            if keep[i] {
+            if *kept {
                 match d1.users.get(&id) {
                     Some(u) => d2.users.insert(id, u.clone()),
                     None => d2.users.remove(&id),
                 };
             }
         }
-        for i in 0..4 {
+        for (i, kept) in keep[8..12].iter().enumerate() {
             let id = format!("g{i}");
-            if keep[8 + i] {
+            if *kept {
                 match d1.groups.get(&id) {
                     Some(g) => d2.groups.insert(id, g.clone()),
                     None => d2.groups.remove(&id),

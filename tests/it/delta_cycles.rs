@@ -195,3 +195,31 @@ async fn a_due_escrow_is_retried_by_a_delta_cycle_that_did_not_read_its_object()
     assert!(store.escrows("test").unwrap().is_empty());
     assert_eq!(user(&h, "fill003@contoso.com")["title"], "Lead");
 }
+
+#[tokio::test]
+async fn after_a_failed_cycle_the_changes_it_read_are_still_sent() {
+    let g = big_tenant().await;
+    let h = sandbox(vec![]).await;
+    let clock = ManualClock::new(t0());
+    let (job, store, _dir) = started(&g, &h, &clock).await;
+    let client = client(&h.base_url());
+
+    // The read brings the change, then the target refuses the token: the cycle fails and
+    // its watermark stays where it was.
+    g.update_user("u-fill005", json!({"jobTitle": "Lead"}));
+    h.set_faults(vec![FaultRule::new(FaultAction::Status {
+        status: 401,
+        retry_after: None,
+        body: None,
+    })]);
+    let s = cycle(&job, &store, &client, &clock).await;
+    assert_eq!(s.status, CycleStatus::Failed, "{s:#?}");
+
+    // Nothing new in the source: the next read has no change of its own, but the failed
+    // cycle's change is sent (the whole directory is planned once).
+    h.set_faults(vec![]);
+    let s = cycle(&job, &store, &client, &clock).await;
+    assert_eq!(s.status, CycleStatus::Succeeded, "{s:#?}");
+    assert_eq!(s.users.updated, 1, "{s:#?}");
+    assert_eq!(user(&h, "fill005@contoso.com")["title"], "Lead");
+}

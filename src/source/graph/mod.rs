@@ -578,6 +578,10 @@ impl GraphSource {
             }
         }
 
+        // Changes can be told only from the position the last committed cycle stored: when
+        // a cycle failed or was stopped after its read, what that read brought was never
+        // planned to the end, and only the whole directory has it.
+        let in_step = watermark(&snapshot).as_deref() == watermark_in;
         // The roles decide which assignments count; without them nothing can be decided, and
         // a failure here (token, permission, wrong id) comes before anything was read.
         let roles = self
@@ -656,6 +660,7 @@ impl GraphSource {
         // complete. Assignments are read whole every time: what moved there is a change of
         // its principal (and, for a group, of its members).
         let mut changes = (want_changes
+            && in_step
             && !users.full
             && !groups.full
             && errors.is_empty()
