@@ -44,7 +44,7 @@ pub use daemon::{run as run_daemon, AdminHttpError, DaemonError};
 pub use cycle::ondemand::{OnDemandRequest, OnDemandResult};
 pub use cycle::{run_cycle, CycleOptions, CycleReport, JobSpec};
 pub use mapping::{MappingSpec, Mappings, PresetFile, GENERIC_SCIM_PRESET};
-pub use model::{Directory, ObjectType, SourceObject};
+pub use model::{Changes, Directory, ObjectType, SourceObject};
 pub use plan::NullPolicy;
 pub use scope::{evaluate as evaluate_scope, OutOfScope, ScopeMode, ScopeSettings};
 pub use summary::{

@@ -31,6 +31,11 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// How many links an index holds, users and groups.
+fn count_links(links: &LinkIndex) -> u64 {
+    (links.users.len() + links.groups.len()) as u64
+}
+
 /// Problems kept in a summary; the logs have them all.
 const SUMMARY_PROBLEMS: usize = 100;
 
@@ -247,12 +252,34 @@ async fn cycle_in_span(
         Ok(b) => b,
         Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
     };
-    let Imported {
-        dir,
-        scoped,
-        links,
-        watermark,
-    } = match cycle.import(&mut summary, meta.watermark.as_deref()).await {
+    // Read once: the objects it holds are never skipped, and the threshold starts from it.
+    let staged_before = match store.staged_deletes(&job.name) {
+        Ok(s) => s,
+        Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
+    };
+    // A delta cycle also plans every object with an escrow or a staged deletion: their
+    // actions are decided as a full cycle decides them.
+    let always: Vec<(ObjectType, String)> = book
+        .objects()
+        .into_iter()
+        .chain(
+            staged_before
+                .iter()
+                .map(|s| (s.object_type, s.source_id.clone())),
+        )
+        .collect();
+    let delta_linked = (summary.kind == CycleKind::Incremental)
+        .then_some(meta.linked)
+        .flatten();
+    let imported = match cycle
+        .import(
+            &mut summary,
+            meta.watermark.as_deref(),
+            delta_linked,
+            &always,
+        )
+        .await
+    {
         Ok(i) => i,
         Err(e) => {
             cycle.keep_quarantine(&mut meta);
@@ -269,13 +296,39 @@ async fn cycle_in_span(
         null_values: job.null_values,
         env: &env,
     };
-    // Read once: the objects it holds are never skipped, and the threshold starts from it.
-    let staged_before = match store.staged_deletes(&job.name) {
-        Ok(s) => s,
-        Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
-    };
     let skipping = cycle.skipping(summary.kind, &book, &staged_before);
-    let mut plan = cycle.plan_objects(&dir, &scoped, &links, &settings, &skipping);
+    let mut imported = imported;
+    let mut plan = cycle.plan_objects(
+        &imported.dir,
+        &imported.scoped,
+        &imported.links,
+        &settings,
+        &skipping,
+    );
+    if imported.delta.is_some() && plan.provisions() {
+        // A new object's matching values must be unique among every object in scope, which
+        // only the whole directory can tell: this cycle takes the full path.
+        tracing::info!(job = %job.name, "a new object to provision: planning the whole directory");
+        imported = match cycle.widen(&mut summary, imported).await {
+            Ok(i) => i,
+            Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
+        };
+        plan = cycle.plan_objects(
+            &imported.dir,
+            &imported.scoped,
+            &imported.links,
+            &settings,
+            &skipping,
+        );
+    }
+    let Imported {
+        dir,
+        scoped,
+        links,
+        watermark,
+        delta,
+    } = imported;
+    let duplicates = plan.problems.iter().any(|p| p.code == plan::DUPLICATE);
     let mut links = links;
     cycle.record_digests(&mut links, &mut plan);
     let skips = if opts.record_actions {
@@ -284,10 +337,12 @@ async fn cycle_in_span(
         Vec::new()
     };
     let mut problems: Vec<Problem> = plan.problems.clone();
-    let linked = [ObjectType::User, ObjectType::Group]
-        .iter()
-        .map(|t| links.of(*t).len() as u64)
-        .sum();
+    let view_linked = count_links(&links);
+    // A delta cycle holds the links of its view only: the threshold counts from the job's.
+    let linked = match &delta {
+        Some(d) => d.linked,
+        None => view_linked,
+    };
     let quarantine_before = meta.quarantine.clone();
     let held = match cycle.hold_deletions(
         &mut plan,
@@ -326,6 +381,7 @@ async fn cycle_in_span(
             &mut problems,
             &book,
             &held.staged,
+            delta.as_ref().map(|d| &d.membership_groups),
         )
         .await;
     let tally = book.tally();
@@ -336,6 +392,16 @@ async fn cycle_in_span(
     summary.escrow_retried = tally.retried;
     summary.staged_deletes = held.staged.len() as u64;
     cycle.bind(&mut meta, &links);
+    // Recorded with whatever record of this cycle is kept (failed ones too): the links the
+    // export made or removed are in the store already.
+    if !opts.dry_run {
+        // Objects left unprovisioned for a shared matching value may become provisionable
+        // by a change to another object: no count, so the next cycle is a full one.
+        meta.linked = (!duplicates).then(|| match &delta {
+            Some(d) => (d.linked + count_links(&links)).saturating_sub(view_linked),
+            None => count_links(&links),
+        });
+    }
 
     if let Some(abort) = aborted {
         let error = format!("cycle stopped: {}: {}", abort.code, abort.reason);
@@ -585,6 +651,9 @@ enum ImportError {
     Links(#[from] StateError),
     #[error("loading the links failed: {0}")]
     Loading(tokio::task::JoinError),
+    /// A source said what changed but then had no directory to give (a bug of the source).
+    #[error("the source gave changes but no directory; nothing was changed")]
+    NoView,
 }
 
 /// What the import phase produced: the directory read, its scope, and the links loaded
@@ -595,6 +664,17 @@ struct Imported {
     links: LinkIndex,
     /// The source's position after this read: stored only once the cycle is flushed.
     watermark: Option<String>,
+    /// Set when this is a delta cycle: `dir` is a view of the changes
+    /// (`crate::model::view`) and `links` are the view's.
+    delta: Option<Delta>,
+}
+
+/// What a delta cycle knows beyond its view.
+struct Delta {
+    /// The job's links before the cycle (`JobMeta::linked`).
+    linked: u64,
+    /// The groups whose memberships are planned (`model::view::membership_groups`).
+    membership_groups: std::collections::BTreeSet<String>,
 }
 
 impl<'c> Cycle<'c> {
@@ -720,20 +800,33 @@ impl<'c> Cycle<'c> {
 
     /// Read the source and decide the scope, while the links load. The error is the
     /// summary's: nothing was changed.
+    ///
+    /// With `delta_linked` (an incremental cycle of a job whose link count is known) and a
+    /// read that says what changed, this is a delta cycle: the directory is the source's view
+    /// of the changes and of `always` (`crate::model::view`), and only the view's links are
+    /// loaded, by id.
     async fn import(
         &self,
         summary: &mut CycleSummary,
         watermark: Option<&str>,
+        delta_linked: Option<u64>,
+        always: &[(ObjectType, String)],
     ) -> Result<Imported, ImportError> {
         // The links load on the blocking pool (a second for 100k from sled) while this task
-        // reads the source and decides the scope.
-        let loading = tokio::task::spawn_blocking(self.store.links_loader(&self.job.name));
+        // reads the source and decides the scope; not when the cycle may need only a few.
+        let may_delta = delta_linked.is_some() && self.job.source.reads_changes();
+        let loading = (!may_delta)
+            .then(|| tokio::task::spawn_blocking(self.store.links_loader(&self.job.name)));
         let reading = Instant::now();
         // An initial cycle (new mappings or scope) reads everything, as before.
         if watermark.is_some() && summary.kind == CycleKind::Incremental {
             self.restore_source_snapshot().await;
         }
-        let read = self.job.source.read(watermark).await;
+        let read = if may_delta {
+            self.job.source.read_changes(watermark).await
+        } else {
+            self.job.source.read(watermark).await
+        };
         let micros = u64::try_from(reading.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
         self.source_read.store(micros, Ordering::Relaxed);
         let read = match read {
@@ -742,11 +835,39 @@ impl<'c> Cycle<'c> {
                 // The loader holds a handle on the store (a sled tree): joined before the
                 // cycle returns, so that no task of this cycle still holds the store when the
                 // caller closes or reopens it. Its result is of no use now.
-                drop(loading.await);
+                if let Some(loading) = loading {
+                    drop(loading.await);
+                }
                 return Err(ImportError::Source(e));
             }
         };
         let mut dir = read.directory;
+        if let (Some(changes), Some(linked), true) =
+            (read.changes.as_ref(), delta_linked, dir.complete)
+        {
+            if let Some(imported) = self
+                .import_delta(summary, changes, linked, always, read.watermark.clone())
+                .await?
+            {
+                if let Some(loading) = loading {
+                    drop(loading.await);
+                }
+                return Ok(imported);
+            }
+        }
+        if read.changes.is_some() {
+            // The read handed over no objects: the whole directory as of it.
+            dir = self
+                .job
+                .source
+                .view(None)
+                .await
+                .ok_or(ImportError::NoView)?;
+        }
+        let loading = match loading {
+            Some(l) => l,
+            None => tokio::task::spawn_blocking(self.store.links_loader(&self.job.name)),
+        };
         let (scoped, links) = if dir.complete && self.job.source.checks_deleted_items().await {
             // The links say which users the read should have found; deciding the scope
             // waits for them.
@@ -765,6 +886,100 @@ impl<'c> Cycle<'c> {
             scoped,
             links,
             watermark: read.watermark,
+            delta: None,
+        })
+    }
+
+    /// The delta path of [`Cycle::import`]: the view of `changes` and `always`, its scope and
+    /// its links. `None` when the source has no view to give (the full path then runs).
+    async fn import_delta(
+        &self,
+        summary: &mut CycleSummary,
+        changes: &crate::model::Changes,
+        linked: u64,
+        always: &[(ObjectType, String)],
+        watermark: Option<String>,
+    ) -> Result<Option<Imported>, ImportError> {
+        let mut focus = changes.clone();
+        for (ty, id) in always {
+            match ty {
+                ObjectType::User => focus.users.insert(id.clone()),
+                ObjectType::Group => focus.groups.insert(id.clone()),
+            };
+        }
+        let references: Vec<String> = self
+            .job
+            .mappings
+            .users
+            .iter()
+            .filter(|m| m.is_reference())
+            .filter_map(|m| match &m.source {
+                crate::mapping::MappingSource::Attribute(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        let Some(dir) = self.job.source.view(Some((&focus, &references))).await else {
+            return Ok(None);
+        };
+        let (user_ids, group_ids) = crate::model::view::link_ids(&dir, &focus);
+        let user_ids: Vec<&str> = user_ids.into_iter().collect();
+        let group_ids: Vec<&str> = group_ids.into_iter().collect();
+        let job = &self.job.name;
+        let mut links = self.store.links_for(job, ObjectType::User, &user_ids)?;
+        links.extend(self.store.links_for(job, ObjectType::Group, &group_ids)?);
+        let links = LinkIndex::new(links);
+        let scoped = scope::evaluate(&dir, &self.job.scope);
+        let membership_groups = crate::model::view::membership_groups(&dir, &focus);
+        summary.source_complete = dir.complete;
+        tracing::info!(
+            job = %job,
+            changed_users = changes.users.len(),
+            changed_groups = changes.groups.len(),
+            view_users = dir.users.len(),
+            view_groups = dir.groups.len(),
+            links = links.users.len() + links.groups.len(),
+            "delta cycle: planning the changed objects only"
+        );
+        self.phase("source read and scope decided");
+        Ok(Some(Imported {
+            dir,
+            scoped,
+            links,
+            watermark,
+            delta: Some(Delta {
+                linked,
+                membership_groups,
+            }),
+        }))
+    }
+
+    /// A delta cycle that must plan the whole directory after all: the source's whole
+    /// directory as of the same read, every link, the scope of everything.
+    async fn widen(
+        &self,
+        summary: &mut CycleSummary,
+        imported: Imported,
+    ) -> Result<Imported, ImportError> {
+        let watermark = imported.watermark;
+        drop((imported.dir, imported.scoped, imported.links));
+        let loading = tokio::task::spawn_blocking(self.store.links_loader(&self.job.name));
+        let dir = match self.job.source.view(None).await {
+            Some(d) => d,
+            None => {
+                drop(loading.await);
+                return Err(ImportError::NoView);
+            }
+        };
+        let scoped = scope::evaluate(&dir, &self.job.scope);
+        let links = LinkIndex::new(loading.await.map_err(ImportError::Loading)??);
+        summary.source_complete = dir.complete;
+        self.phase("widened to the whole directory");
+        Ok(Imported {
+            dir,
+            scoped,
+            links,
+            watermark,
+            delta: None,
         })
     }
 
@@ -1048,12 +1263,19 @@ impl<'c> Cycle<'c> {
         problems: &mut Vec<Problem>,
         book: &Book<'_>,
         held: &[crate::state::StagedDelete],
+        membership_groups: Option<&std::collections::BTreeSet<String>>,
     ) {
         if exporter.aborted().is_some() || self.stop.is_cancelled() {
             return;
         }
-        let mut refs =
-            plan::plan_references(dir, scoped, &self.job.mappings, &exporter.links(), settings);
+        let mut refs = plan::plan_references_for(
+            dir,
+            scoped,
+            &self.job.mappings,
+            &exporter.links(),
+            settings,
+            membership_groups,
+        );
         keep_held_members(&mut refs.memberships, held);
         refs.updates.retain(|u| {
             let key = (u.object_type, u.source_id.clone(), true);

@@ -412,6 +412,21 @@ impl Run {
             exporter.settle().await;
         }
         let aborted = exporter.aborted();
+        // The job's link count (`JobMeta::linked`, what a delta cycle's deletion threshold
+        // counts from) follows the links this run made.
+        let linked = {
+            let links = exporter.links();
+            (links.users.len() + links.groups.len()) as u64
+        };
+        match store.meta(&job.name) {
+            Ok(mut m) if m.linked.is_some_and(|n| n != linked) => {
+                m.linked = Some(linked);
+                if let Err(e) = store.put_meta(&job.name, &m) {
+                    tracing::warn!(job = %job.name, error = %e, "on-demand run: the job's link count was not updated (the next full cycle repairs it)");
+                }
+            }
+            _ => {}
+        }
         if let Err(e) = store.flush() {
             tracing::warn!(job = %job.name, error = %e, "on-demand run: flushing the store failed");
         }

@@ -3,12 +3,14 @@
 //! knows whether a user came from a file, LDAP or Microsoft Graph.
 
 mod link;
+pub(crate) mod view;
 
 pub(crate) use crate::attrs::map::AttrMap;
 pub(crate) use link::{Link, LinkIndex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+pub use view::Changes;
 
 pub(crate) use crate::attrs::compact::CompactMap;
 

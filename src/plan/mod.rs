@@ -16,7 +16,7 @@ mod tests;
 pub use diff::NullPolicy;
 pub(crate) use diff::{describe_changes, diff, record_changes, Change};
 pub(crate) use objects::{match_hash, plan_objects, plan_objects_skipping};
-pub(crate) use references::plan_references;
+pub(crate) use references::{plan_references, plan_references_for};
 pub(crate) use skip::Skipping;
 
 use crate::mapping::expr::EvalEnv;
@@ -112,11 +112,25 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// Whether the plan has an object to provision, or found one unprovisionable for a
+    /// matching value it shares: whether its matching values are unique can only be told
+    /// against every object in scope, so a delta cycle (`crate::model::view`) plans the
+    /// whole directory instead.
+    pub(crate) fn provisions(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Provision(_)))
+            || self.problems.iter().any(|p| p.code == DUPLICATE)
+    }
+
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
 }
+
+/// The problem code of an object not provisioned for a matching value it shares.
+pub(crate) const DUPLICATE: &str = "DuplicateSourceEntries";
 
 /// Settings the planner needs from the job.
 pub(crate) struct PlanSettings<'a> {

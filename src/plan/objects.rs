@@ -287,7 +287,7 @@ fn plan_type(
                         Some(ty),
                         id,
                         Some(obj.display_name()),
-                        "DuplicateSourceEntries",
+                        super::DUPLICATE,
                         format!("{path} {v} is also the value of {others}"),
                     ));
                     continue;

@@ -8,7 +8,7 @@ use crate::model::{Directory, ObjectType, SourceObject};
 use crate::model::{Link, LinkIndex};
 use crate::scope::{OutOfScope, Scoped};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Phase two: resolve references (managers, members) to target ids now that objects exist.
 pub(crate) fn plan_references(
@@ -17,6 +17,20 @@ pub(crate) fn plan_references(
     mappings: &Mappings,
     links: &LinkIndex,
     settings: &PlanSettings<'_>,
+) -> ReferencePlan {
+    plan_references_for(dir, scoped, mappings, links, settings, None)
+}
+
+/// [`plan_references`], planning the memberships of `groups` only when given: a delta cycle's
+/// directory is a view (`crate::model::view`) whose other groups are there for scope, without
+/// all their members.
+pub(crate) fn plan_references_for(
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &LinkIndex,
+    settings: &PlanSettings<'_>,
+    groups: Option<&BTreeSet<String>>,
 ) -> ReferencePlan {
     let mut out = ReferencePlan::default();
     // Looked up three times per user (own link, manager's, memberships): hashing an id once
@@ -139,6 +153,9 @@ pub(crate) fn plan_references(
 
     if mappings.sync_members() {
         for (id, group) in &dir.groups {
+            if groups.is_some_and(|only| !only.contains(id)) {
+                continue;
+            }
             let Some(link) = links.groups.get(id) else {
                 continue;
             };

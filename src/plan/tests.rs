@@ -675,3 +675,139 @@ fn a_no_change_cycle_maps_nothing_and_a_change_is_still_seen() {
         "{back:#?}"
     );
 }
+
+/// What changed between two directories, as a delta source reports it: the users and groups
+/// that differ, and the members a changed group gained or lost.
+fn changes_between(a: &Directory, b: &Directory) -> crate::model::Changes {
+    let mut c = crate::model::Changes::default();
+    for id in a.users.keys().chain(b.users.keys()) {
+        if a.users.get(id) != b.users.get(id) {
+            c.users.insert(id.clone());
+        }
+    }
+    for id in a.groups.keys().chain(b.groups.keys()) {
+        let (ga, gb) = (a.groups.get(id), b.groups.get(id));
+        if ga != gb {
+            c.groups.insert(id.clone());
+            let ma: BTreeSet<&String> = ga.map(|g| g.members.iter().collect()).unwrap_or_default();
+            let mb: BTreeSet<&String> = gb.map(|g| g.members.iter().collect()).unwrap_or_default();
+            c.users
+                .extend(ma.symmetric_difference(&mb).map(|m| (*m).clone()));
+        }
+    }
+    c
+}
+
+/// The links of `dir`'s view that a delta cycle loads (`model::view::link_ids`).
+fn links_of_view(links: &LinkIndex, dir: &Directory, focus: &crate::model::Changes) -> LinkIndex {
+    let (users, groups) = crate::model::view::link_ids(dir, focus);
+    let mut out = LinkIndex::default();
+    for id in users {
+        if let Some(l) = links.users.get(id) {
+            out.users.insert(id.to_string(), l.clone());
+        }
+    }
+    for id in groups {
+        if let Some(l) = links.groups.get(id) {
+            out.groups.insert(id.to_string(), l.clone());
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The delta path plans what the full path plans (issue 12): from links in step with a
+    /// directory, for any next directory with the same assignments, planning the view of the
+    /// changes (`model::view`) with the view's links gives the full plan's actions, and then
+    /// the full plan's manager updates and membership changes. When the view has an object to
+    /// provision the cycle plans the whole directory instead.
+    #[test]
+    fn the_delta_path_plans_what_the_full_path_plans(
+        before in arb_directory(),
+        after in arb_directory(),
+        keep in proptest::collection::vec(any::<bool>(), 14),
+    ) {
+        let mappings = Mappings::generic_scim().unwrap();
+        let env = env();
+        let ps = PlanSettings { null_values: NullPolicy::Leave, env: &env };
+        let settings = ScopeSettings {
+            mode: if before["_all"] == json!(true) { ScopeMode::All } else { ScopeMode::Assigned },
+            ..ScopeSettings::default()
+        };
+        let mut d1 = parse(before);
+        let mut d2 = parse(after);
+        // Rejected objects (duplicate ids, no id) are the full path's concern: left out of
+        // both. The assignments move one time in four.
+        if !keep[12] || !keep[13] {
+            d2.assignments = d1.assignments.clone();
+        }
+        d1.rejected.clear();
+        d2.rejected.clear();
+        // Few changes, as a delta brings: most objects stay as they were.
+        for (i, kept) in keep.iter().enumerate().take(8) {
+            let id = format!("u{i}");
+            if *kept {
+                match d1.users.get(&id) {
+                    Some(u) => d2.users.insert(id, u.clone()),
+                    None => d2.users.remove(&id),
+                };
+            }
+        }
+        for (i, kept) in keep[8..12].iter().enumerate() {
+            let id = format!("g{i}");
+            if *kept {
+                match d1.groups.get(&id) {
+                    Some(g) => d2.groups.insert(id, g.clone()),
+                    None => d2.groups.remove(&id),
+                };
+            }
+        }
+        // Links in step with d1; a cycle that finds duplicates makes the next one full.
+        let mut links = LinkIndex::default();
+        let mut last = Plan::default();
+        for _ in 0..3 {
+            last = run(&d1, &settings, &mut links).0;
+        }
+        prop_assume!(!last.problems.iter().any(|p| p.code == "DuplicateSourceEntries"));
+
+        let mut focus = changes_between(&d1, &d2);
+        let sorted = |d: &Directory| {
+            let mut a = d.assignments.clone();
+            a.sort_by(|x, y| (&x.principal_id, &x.role).cmp(&(&y.principal_id, &y.role)));
+            a
+        };
+        crate::model::view::assignment_changes(
+            &sorted(&d1), &sorted(&d2), &d1.groups, &d2.groups, &mut focus,
+        );
+        let references = vec!["manager".to_string()];
+        let view = crate::model::view::view(
+            &d2.users, &d2.groups, &d2.assignments, &d2.rejected, true, &focus, &references,
+        );
+        let mut view_links = links_of_view(&links, &view, &focus);
+        let full_scope = scope::evaluate(&d2, &settings);
+        let view_scope = scope::evaluate(&view, &settings);
+        let full = plan_objects(&d2, &full_scope, &mappings, &links, &ps);
+        let delta = plan_objects(&view, &view_scope, &mappings, &view_links, &ps);
+        if delta.provisions() {
+            // The cycle plans the whole directory: its plan is `full` by construction (a new
+            // object may share a matching value with one outside the view).
+            return Ok(());
+        }
+        prop_assert_eq!(&delta.actions, &full.actions);
+        for p in &delta.problems {
+            prop_assert!(full.problems.contains(p), "{:?} not in {:#?}", p, full.problems);
+        }
+        prop_assert_eq!(delta.withheld_deprovisions, full.withheld_deprovisions);
+        let mut full_links = links.clone();
+        simulate(&full, &mut full_links);
+        simulate(&delta, &mut view_links);
+        let groups = crate::model::view::membership_groups(&view, &focus);
+        let full_refs = plan_references(&d2, &full_scope, &mappings, &full_links, &ps);
+        let delta_refs =
+            plan_references_for(&view, &view_scope, &mappings, &view_links, &ps, Some(&groups));
+        prop_assert_eq!(&delta_refs.updates, &full_refs.updates);
+        prop_assert_eq!(&delta_refs.memberships, &full_refs.memberships);
+    }
+}

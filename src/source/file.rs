@@ -261,6 +261,7 @@ impl Source for FileSource {
             Ok(SourceRead {
                 directory,
                 watermark: Some(watermark),
+                changes: None,
             })
         })
         .await

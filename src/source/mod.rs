@@ -10,7 +10,7 @@ pub(crate) mod graph;
 pub(crate) mod ldap;
 pub(crate) mod one;
 
-use crate::model::{Directory, SourceObject};
+use crate::model::{Changes, Directory, SourceObject};
 use async_trait::async_trait;
 pub use one::{OneQuery, OneRead};
 use std::path::PathBuf;
@@ -22,6 +22,12 @@ pub struct SourceRead {
     /// Opaque position to hand back next time (a content hash for files, a delta link for
     /// Graph). Stored only after the cycle that used it has been flushed.
     pub watermark: Option<String>,
+    /// What this read changed, when the source can say (a delta read from a snapshot whose
+    /// assignments did not change) and was asked ([`Source::read_changes`]); `None`: a full
+    /// read, or the source cannot tell. With
+    /// `Some`, `directory` holds no users and no groups (its assignments, rejected objects and
+    /// `complete` are the read's): the cycle asks [`Source::view`] for the objects it plans.
+    pub changes: Option<Changes>,
 }
 
 /// A directory provisiond reads from.
@@ -51,6 +57,28 @@ pub trait Source: Send + Sync {
     async fn read_one(&self, query: &OneQuery) -> Result<Option<OneRead>, SourceError> {
         let read = self.read(None).await?;
         Ok(one::pick_one(read.directory, query))
+    }
+
+    /// Whether [`Source::read_changes`] may say what changed: the cycle then waits for the
+    /// read before loading any link, since a delta cycle loads only a few.
+    fn reads_changes(&self) -> bool {
+        false
+    }
+
+    /// [`Source::read`] for a cycle that can plan from what changed: a source that can tell
+    /// answers with [`SourceRead::changes`] and no objects (the cycle asks
+    /// [`Source::view`] for them). The default reads the whole directory.
+    async fn read_changes(&self, watermark: Option<&str>) -> Result<SourceRead, SourceError> {
+        self.read(watermark).await
+    }
+
+    /// After a read that returned [`SourceRead::changes`]: the directory as of that read,
+    /// restricted to `focus` and what their scope and references need
+    /// (`crate::model::view`; `references` names the source attributes holding references to
+    /// users), or whole with no `focus`. `None` when the source keeps no such directory (the
+    /// cycle then fails rather than plan from nothing).
+    async fn view(&self, _focus: Option<(&Changes, &[String])>) -> Option<Directory> {
+        None
     }
 
     /// Whether the source reads incrementally from a snapshot it keeps and has none in

@@ -71,6 +71,13 @@ pub struct JobMeta {
     /// another (the links would be wrong there).
     #[serde(default)]
     pub binding: Option<Binding>,
+    /// How many links (users and groups) the job has, as of its last committed cycle: the
+    /// deletion threshold of a delta cycle, which loads only the links it concerns, counts
+    /// from it. Set by every full cycle (the count of the links it loaded), moved by each
+    /// delta cycle by the links it created and removed; `None` (an older record) makes the
+    /// next cycle a full one.
+    #[serde(default)]
+    pub linked: Option<u64>,
 }
 
 /// The target and source a job's links were made against.
@@ -112,6 +119,17 @@ pub trait StateStore: Send + Sync {
     fn links_loader(&self, job: &str) -> LinksLoader {
         let links = self.links(job);
         Box::new(move || links)
+    }
+    /// The links of `ids` of type `ty` that exist, looked up by key: a delta cycle loads
+    /// only the links of the objects it concerns, not every link of the job. The default
+    /// filters [`StateStore::links`] (stores where that is cheap).
+    fn links_for(&self, job: &str, ty: ObjectType, ids: &[&str]) -> Result<Vec<Link>, StateError> {
+        let wanted: std::collections::HashSet<&str> = ids.iter().copied().collect();
+        Ok(self
+            .links(job)?
+            .into_iter()
+            .filter(|l| l.object_type == ty && wanted.contains(l.source_id.as_str()))
+            .collect())
     }
     fn put_link(&self, job: &str, link: &Link) -> Result<(), StateError>;
     fn remove_link(&self, job: &str, ty: ObjectType, source_id: &str) -> Result<(), StateError>;

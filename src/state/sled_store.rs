@@ -557,6 +557,21 @@ impl StateStore for SledStore {
         }
     }
 
+    fn links_for(&self, job: &str, ty: ObjectType, ids: &[&str]) -> Result<Vec<Link>, StateError> {
+        let tree = self.links_tree(job)?;
+        let names = self.with_dict(job, &tree, |d| Ok(d.names.clone()))?;
+        let local: Vec<LocalName> = names.iter().map(|n| local_name(n)).collect();
+        let mut name = |id: u32| local.get(id as usize).cloned();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let key = link_key(ty, id);
+            if let Some(v) = tree.get(key.as_bytes()).map_err(|e| self.err(e))? {
+                out.push(decode_link(&self.path, key.as_bytes(), &v, &mut name)?);
+            }
+        }
+        Ok(out)
+    }
+
     fn put_link(&self, job: &str, link: &Link) -> Result<(), StateError> {
         let key = link_key(link.object_type, &link.source_id);
         let tree = self.links_tree(job)?;

@@ -1089,6 +1089,7 @@ impl Source for Partial {
         Ok(SourceRead {
             directory,
             watermark: Some("partial".into()),
+            changes: None,
         })
     }
     async fn test_connection(&self) -> Result<String, SourceError> {

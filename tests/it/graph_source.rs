@@ -17,12 +17,12 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-const ROLE_USER: &str = "18d14569-c3bd-439b-9a66-3a2aee01d14f";
+pub(crate) const ROLE_USER: &str = "18d14569-c3bd-439b-9a66-3a2aee01d14f";
 const ROLE_ADMIN: &str = "7b5a1c3e-7f0e-4b4b-9a58-27bcd5a0a6a1";
 const DEFAULT_ACCESS: &str = "00000000-0000-0000-0000-000000000000";
 
 /// A Graph user with the default-mapped attributes, under Graph's property names.
-fn graph_user(id: &str, first: &str, last: &str, extra: Value) -> Value {
+pub(crate) fn graph_user(id: &str, first: &str, last: &str, extra: Value) -> Value {
     let nick = first.to_lowercase();
     let mut u = json!({
         "id": id,

@@ -19,6 +19,7 @@ mod cli_conventions;
 mod cycle_faults;
 mod cycle_sandbox;
 mod daemon;
+mod delta_cycles;
 mod dry_run;
 mod email;
 mod graph_source;

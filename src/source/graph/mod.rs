@@ -37,7 +37,7 @@ pub use credential::ClientCertificate;
 pub use credential::GraphCredential;
 
 use super::{OneQuery, OneRead, SnapshotError, Source, SourceError, SourceRead};
-use crate::model::{Assignment, Directory, ObjectType, Rejected, SourceObject};
+use crate::model::{Assignment, Changes, Directory, ObjectType, Rejected, SourceObject};
 use async_trait::async_trait;
 use client::{Deadline, GraphClient};
 use futures::StreamExt;
@@ -173,11 +173,29 @@ struct Snapshot {
     /// The last read of users was from scratch: a user it did not find may be soft-deleted
     /// (in Entra's recycle bin) rather than gone, which only deleted items can tell.
     users_read_whole: bool,
+    /// What the last read had besides the objects, for [`Source::view`]; in memory only (a
+    /// restored snapshot has none, so the first read after a restart gives no changes).
+    last: Option<LastRead>,
+}
+
+/// The parts of the last read's directory that are not in the collections.
+#[derive(Debug, Default)]
+struct LastRead {
+    /// Sorted by principal and role: compared with the next read's to tell whether the
+    /// scope of many objects may have changed.
+    assignments: Vec<Assignment>,
+    rejected: Vec<Rejected>,
+    complete: bool,
 }
 
 /// What one delta round produced.
 struct Round {
+    /// A round from scratch: every object read. An incremental round leaves it empty and
+    /// keeps its changes in `overlay` over the snapshot's collection (copying a million
+    /// objects each round to change a hundred was most of a delta cycle).
     objects: BTreeMap<String, SourceObject>,
+    /// Incremental rounds: each object an entry changed, as it is now (`None`: gone).
+    overlay: BTreeMap<String, Option<SourceObject>>,
     /// Set when the round reached its `@odata.deltaLink`.
     delta_link: Option<Url>,
     full: bool,
@@ -375,6 +393,7 @@ impl GraphSource {
     ) -> Round {
         let mut round = Round {
             objects: BTreeMap::new(),
+            overlay: BTreeMap::new(),
             delta_link: None,
             full: base.is_none(),
             entries: 0,
@@ -393,7 +412,6 @@ impl GraphSource {
         };
         let mut url = match base {
             Some(c) => {
-                round.objects = c.objects.clone();
                 round.invalid = c.invalid.clone();
                 c.delta_link.clone()
             }
@@ -411,6 +429,7 @@ impl GraphSource {
                 Err(GraphError::DeltaExpired { code, status, .. }) if !round.full => {
                     tracing::warn!(object_type = %ty, status, code = %code, "delta token no longer valid; reading everything");
                     round.objects.clear();
+                    round.overlay.clear();
                     round.invalid.clear();
                     round.full = true;
                     round.pages = 0;
@@ -442,7 +461,11 @@ impl GraphSource {
                 match item {
                     Value::Object(entry) => {
                         round.entries += 1;
-                        match apply_entry(&mut round.objects, ty, entry) {
+                        let applied = match base.filter(|_| !round.full) {
+                            Some(c) => apply_over(&c.objects, &mut round.overlay, ty, entry),
+                            None => apply_entry(&mut round.objects, ty, entry),
+                        };
+                        match applied {
                             Ok(id) => {
                                 round.invalid.remove(&id);
                             }
@@ -461,6 +484,9 @@ impl GraphSource {
                                         // memberships kept).
                                         tracing::warn!(object_type = %ty, id = %id, reason = %reason, "Graph entry skipped");
                                         round.objects.remove(&id);
+                                        if !round.full {
+                                            round.overlay.insert(id.clone(), None);
+                                        }
                                         let rejected = Rejected {
                                             object_type: Some(ty),
                                             id: Some(id.clone()),
@@ -514,6 +540,272 @@ impl GraphSource {
                 }
             }
         }
+    }
+
+    /// A read; with `changes`, one that continued from the snapshot answers with what
+    /// changed and no objects ([`Source::read_changes`]).
+    async fn read_as(
+        &self,
+        watermark_in: Option<&str>,
+        want_changes: bool,
+    ) -> Result<SourceRead, SourceError> {
+        let client = self.client()?;
+
+        let started = Instant::now();
+        let requests_before = self.request_counts();
+        let deadline = Deadline::after(self.settings.read_timeout);
+        // One read at a time: the snapshot is read and replaced as a whole.
+        let mut snapshot = self.snapshot.lock().await;
+        if watermark_in.is_none() && (snapshot.users.is_some() || snapshot.groups.is_some()) {
+            // No watermark: the cycle is an initial one (a new or reset store); read it all
+            // rather than trust a snapshot the store knows nothing about.
+            tracing::info!("no watermark stored: reading the whole directory, not only changes");
+            *snapshot = Snapshot::default();
+        }
+        let now = chrono::Utc::now();
+        if snapshot.users.is_some() || snapshot.groups.is_some() {
+            let age = snapshot
+                .full_at
+                .and_then(|t| (now - t).to_std().ok())
+                .unwrap_or(Duration::MAX);
+            if age >= self.settings.full_read_interval {
+                tracing::info!(
+                    full_read_interval_s = self.settings.full_read_interval.as_secs(),
+                    snapshot_age_s = age.as_secs(),
+                    "snapshot older than full_read_interval: reading the whole directory"
+                );
+                *snapshot = Snapshot::default();
+            }
+        }
+
+        // Changes can be told only from the position the last committed cycle stored: when
+        // a cycle failed or was stopped after its read, what that read brought was never
+        // planned to the end, and only the whole directory has it.
+        let in_step = watermark(&snapshot).as_deref() == watermark_in;
+        // The roles decide which assignments count; without them nothing can be decided, and
+        // a failure here (token, permission, wrong id) comes before anything was read.
+        let roles = self
+            .app_roles(client, deadline)
+            .await
+            .map_err(|e| self.first_call_error(e))?;
+
+        let (users, groups, (assignments, assignment_rejects, assignment_error)) = tokio::join!(
+            self.delta(client, ObjectType::User, snapshot.users.as_ref(), deadline),
+            self.delta(
+                client,
+                ObjectType::Group,
+                snapshot.groups.as_ref(),
+                deadline
+            ),
+            self.assignments(client, &roles, deadline),
+        );
+        let mut groups = groups;
+        let mut errors: Vec<(String, GraphError)> = Vec::new();
+
+        // A full read of groups takes assigned groups' direct members from the list endpoint,
+        // as Entra does for a group assignment; later rounds follow members@delta.
+        let mut members_read = 0usize;
+        if groups.full && assignment_error.is_none() {
+            let assigned: BTreeSet<String> = assignments
+                .iter()
+                .filter(|a| groups.objects.contains_key(&a.principal_id))
+                .map(|a| a.principal_id.clone())
+                .collect();
+            let mut results = futures::stream::iter(assigned)
+                .map(|g: String| async move {
+                    let members = self.group_members(client, &g, deadline).await;
+                    (g, members)
+                })
+                .buffer_unordered(MEMBER_READS_IN_FLIGHT);
+            while let Some((g, result)) = results.next().await {
+                match result {
+                    Ok(members) => {
+                        members_read += 1;
+                        if let Some(obj) = groups.objects.get_mut(&g) {
+                            obj.members = members;
+                        }
+                    }
+                    Err(e) => errors.push((format!("members of group {g}"), e)),
+                }
+            }
+        }
+
+        let mut dir = Directory {
+            complete: false,
+            ..Directory::default()
+        };
+        dir.rejected.extend(assignment_rejects);
+        dir.rejected.extend(users.rejected.iter().cloned());
+        dir.rejected.extend(groups.rejected.iter().cloned());
+        dir.rejected.extend(users.invalid.values().cloned());
+        dir.rejected.extend(groups.invalid.values().cloned());
+        if let Some(e) = assignment_error {
+            errors.push(("app role assignments".into(), e));
+        }
+        let summary = |r: &Round| {
+            format!(
+                "{} ({} entries in {} pages)",
+                if r.full { "full" } else { "incremental" },
+                r.entries,
+                r.pages
+            )
+        };
+        let users_mode = summary(&users);
+        let groups_mode = summary(&groups);
+        let both_whole = users.full && groups.full;
+        snapshot.users_read_whole = false;
+        let mut assignments = assignments;
+        assignments.sort_by(|a, b| (&a.principal_id, &a.role).cmp(&(&b.principal_id, &b.role)));
+        // Changes can be told when both rounds continued from a snapshot whose last read was
+        // complete. Assignments are read whole every time: what moved there is a change of
+        // its principal (and, for a group, of its members).
+        let mut changes = (want_changes
+            && in_step
+            && !users.full
+            && !groups.full
+            && errors.is_empty()
+            && users.error.is_none()
+            && groups.error.is_none()
+            && users.delta_link.is_some()
+            && groups.delta_link.is_some()
+            && snapshot.last.as_ref().is_some_and(|l| l.complete))
+        .then(Changes::default);
+        if let (Some(c), Some(kept_users), Some(kept_groups), Some(last)) = (
+            changes.as_mut(),
+            snapshot.users.as_ref(),
+            snapshot.groups.as_ref(),
+            snapshot.last.as_ref(),
+        ) {
+            round_changes(&kept_users.objects, &users.overlay, ObjectType::User, c);
+            round_changes(&kept_groups.objects, &groups.overlay, ObjectType::Group, c);
+            if last.assignments != assignments {
+                // The groups after this read: the snapshot's with this round's changes.
+                let mut groups_after: BTreeMap<String, SourceObject> = BTreeMap::new();
+                for a in last.assignments.iter().chain(&assignments) {
+                    let id = &a.principal_id;
+                    let now = match groups.overlay.get(id) {
+                        Some(o) => o.clone(),
+                        None => kept_groups.objects.get(id).cloned(),
+                    };
+                    if let Some(g) = now {
+                        groups_after.insert(id.clone(), g);
+                    }
+                }
+                crate::model::view::assignment_changes(
+                    &last.assignments,
+                    &assignments,
+                    &kept_groups.objects,
+                    &groups_after,
+                    c,
+                );
+            }
+        }
+        // A collection's snapshot moves only with a round that reached its delta link.
+        for (ty, round) in [(ObjectType::User, users), (ObjectType::Group, groups)] {
+            let Round {
+                objects,
+                overlay,
+                delta_link,
+                error,
+                invalid,
+                full,
+                entries,
+                ..
+            } = round;
+            let snapshot = &mut *snapshot;
+            let (out, kept) = match ty {
+                ObjectType::User => (&mut dir.users, &mut snapshot.users),
+                ObjectType::Group => (&mut dir.groups, &mut snapshot.groups),
+            };
+            match (delta_link, error) {
+                (Some(link), None) => {
+                    if full || entries > 0 {
+                        snapshot.dirty = true;
+                    }
+                    if ty == ObjectType::User {
+                        snapshot.users_read_whole = full;
+                    }
+                    let objects = match (full, kept.take()) {
+                        (false, Some(mut c)) => {
+                            // In place: O(changes), not a copy of the collection.
+                            for (id, now) in overlay {
+                                match now {
+                                    Some(o) => c.objects.insert(id, o),
+                                    None => c.objects.remove(&id),
+                                };
+                            }
+                            c.objects
+                        }
+                        _ => objects,
+                    };
+                    if changes.is_none() {
+                        *out = objects.clone();
+                    }
+                    *kept = Some(Collection {
+                        objects,
+                        delta_link: link,
+                        invalid,
+                    });
+                }
+                (_, error) => {
+                    // What was read is returned; the stored snapshot stays as it was.
+                    *out = match (full, kept.as_ref()) {
+                        (false, Some(c)) => {
+                            let mut all = c.objects.clone();
+                            for (id, now) in overlay {
+                                match now {
+                                    Some(o) => all.insert(id, o),
+                                    None => all.remove(&id),
+                                };
+                            }
+                            all
+                        }
+                        _ => objects,
+                    };
+                    let e = error.unwrap_or_else(|| GraphError::Invalid {
+                        path: format!("/{}/delta", ty.endpoint().to_ascii_lowercase()),
+                        reason: "the round ended without a delta link".into(),
+                    });
+                    errors.push((format!("{}/delta", ty.endpoint()), e));
+                }
+            }
+        }
+        dir.assignments = assignments;
+        dir.complete = errors.is_empty();
+        if dir.complete && both_whole {
+            snapshot.full_at = Some(now);
+        }
+        snapshot.last = Some(LastRead {
+            assignments: dir.assignments.clone(),
+            rejected: dir.rejected.clone(),
+            complete: dir.complete,
+        });
+        for (what, e) in &errors {
+            tracing::warn!(what = %what, error = %e, "Graph read incomplete");
+        }
+        let after = self.request_counts();
+        tracing::info!(
+            users = dir.users.len(),
+            groups = dir.groups.len(),
+            changed_users = changes.as_ref().map(|c| c.users.len()),
+            changed_groups = changes.as_ref().map(|c| c.groups.len()),
+            assignments = dir.assignments.len(),
+            rejected = dir.rejected.len(),
+            users_read = %users_mode,
+            groups_read = %groups_mode,
+            assigned_groups_members_read = members_read,
+            complete = dir.complete,
+            token_requests = after.0 - requests_before.0,
+            graph_requests = after.1 - requests_before.1,
+            retries = after.2 - requests_before.2,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "Graph read"
+        );
+        Ok(SourceRead {
+            directory: dir,
+            watermark: watermark(&snapshot).or_else(|| watermark_in.map(str::to_string)),
+            changes,
+        })
     }
 
     /// The direct members of one group (`GET /groups/{id}/members?$select=id`), paged.
@@ -909,6 +1201,62 @@ fn apply_entry(
     Ok(id.to_string())
 }
 
+/// [`apply_entry`] for an incremental round: the entry applies to the object as the overlay
+/// has it, or else as the snapshot's collection has it, and the result goes to the overlay.
+fn apply_over(
+    base: &BTreeMap<String, SourceObject>,
+    overlay: &mut BTreeMap<String, Option<SourceObject>>,
+    ty: ObjectType,
+    entry: &Map<String, Value>,
+) -> Result<String, EntryError> {
+    let id = entry
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or(EntryError::NoId)?;
+    let current = match overlay.get_mut(id) {
+        Some(o) => o.take(),
+        None => base.get(id).cloned(),
+    };
+    let mut one: BTreeMap<String, SourceObject> =
+        current.map(|o| (id.to_string(), o)).into_iter().collect();
+    let result = apply_entry(&mut one, ty, entry);
+    // Also on an error: the object as it was stays in the overlay (nothing applied).
+    overlay.insert(id.to_string(), one.remove(id));
+    result
+}
+
+/// What an incremental round changed, as [`Changes`] ids: every object an entry named and,
+/// for a group, the members it gained or lost.
+fn round_changes(
+    base: &BTreeMap<String, SourceObject>,
+    overlay: &BTreeMap<String, Option<SourceObject>>,
+    ty: ObjectType,
+    changes: &mut Changes,
+) {
+    for (id, now) in overlay {
+        match ty {
+            ObjectType::User => {
+                changes.users.insert(id.clone());
+            }
+            ObjectType::Group => {
+                changes.groups.insert(id.clone());
+                let before: BTreeSet<&String> = base
+                    .get(id)
+                    .map(|g| g.members.iter().collect())
+                    .unwrap_or_default();
+                let after: BTreeSet<&String> = now
+                    .as_ref()
+                    .map(|g| g.members.iter().collect())
+                    .unwrap_or_default();
+                for m in before.symmetric_difference(&after) {
+                    changes.users.insert((*m).clone());
+                }
+            }
+        }
+    }
+}
+
 /// Entra refuses an expired certificate: say so ahead of time (30 days).
 fn warn_if_expiring(c: &ClientCertificate, now: i64) {
     const SOON: i64 = 30 * 24 * 3600;
@@ -951,176 +1299,11 @@ impl Source for GraphSource {
     }
 
     async fn read(&self, watermark_in: Option<&str>) -> Result<SourceRead, SourceError> {
-        let client = self.client()?;
-        let started = Instant::now();
-        let requests_before = self.request_counts();
-        let deadline = Deadline::after(self.settings.read_timeout);
-        // One read at a time: the snapshot is read and replaced as a whole.
-        let mut snapshot = self.snapshot.lock().await;
-        if watermark_in.is_none() && (snapshot.users.is_some() || snapshot.groups.is_some()) {
-            // No watermark: the cycle is an initial one (a new or reset store); read it all
-            // rather than trust a snapshot the store knows nothing about.
-            tracing::info!("no watermark stored: reading the whole directory, not only changes");
-            *snapshot = Snapshot::default();
-        }
-        let now = chrono::Utc::now();
-        if snapshot.users.is_some() || snapshot.groups.is_some() {
-            let age = snapshot
-                .full_at
-                .and_then(|t| (now - t).to_std().ok())
-                .unwrap_or(Duration::MAX);
-            if age >= self.settings.full_read_interval {
-                tracing::info!(
-                    full_read_interval_s = self.settings.full_read_interval.as_secs(),
-                    snapshot_age_s = age.as_secs(),
-                    "snapshot older than full_read_interval: reading the whole directory"
-                );
-                *snapshot = Snapshot::default();
-            }
-        }
+        self.read_as(watermark_in, false).await
+    }
 
-        // The roles decide which assignments count; without them nothing can be decided, and
-        // a failure here (token, permission, wrong id) comes before anything was read.
-        let roles = self
-            .app_roles(client, deadline)
-            .await
-            .map_err(|e| self.first_call_error(e))?;
-
-        let (users, groups, (assignments, assignment_rejects, assignment_error)) = tokio::join!(
-            self.delta(client, ObjectType::User, snapshot.users.as_ref(), deadline),
-            self.delta(
-                client,
-                ObjectType::Group,
-                snapshot.groups.as_ref(),
-                deadline
-            ),
-            self.assignments(client, &roles, deadline),
-        );
-        let mut groups = groups;
-        let mut errors: Vec<(String, GraphError)> = Vec::new();
-
-        // A full read of groups takes assigned groups' direct members from the list endpoint,
-        // as Entra does for a group assignment; later rounds follow members@delta.
-        let mut members_read = 0usize;
-        if groups.full && assignment_error.is_none() {
-            let assigned: BTreeSet<String> = assignments
-                .iter()
-                .filter(|a| groups.objects.contains_key(&a.principal_id))
-                .map(|a| a.principal_id.clone())
-                .collect();
-            let mut results = futures::stream::iter(assigned)
-                .map(|g: String| async move {
-                    let members = self.group_members(client, &g, deadline).await;
-                    (g, members)
-                })
-                .buffer_unordered(MEMBER_READS_IN_FLIGHT);
-            while let Some((g, result)) = results.next().await {
-                match result {
-                    Ok(members) => {
-                        members_read += 1;
-                        if let Some(obj) = groups.objects.get_mut(&g) {
-                            obj.members = members;
-                        }
-                    }
-                    Err(e) => errors.push((format!("members of group {g}"), e)),
-                }
-            }
-        }
-
-        let mut dir = Directory {
-            complete: false,
-            ..Directory::default()
-        };
-        dir.rejected.extend(assignment_rejects);
-        dir.rejected.extend(users.rejected.iter().cloned());
-        dir.rejected.extend(groups.rejected.iter().cloned());
-        dir.rejected.extend(users.invalid.values().cloned());
-        dir.rejected.extend(groups.invalid.values().cloned());
-        if let Some(e) = assignment_error {
-            errors.push(("app role assignments".into(), e));
-        }
-        let summary = |r: &Round| {
-            format!(
-                "{} ({} entries in {} pages)",
-                if r.full { "full" } else { "incremental" },
-                r.entries,
-                r.pages
-            )
-        };
-        let users_mode = summary(&users);
-        let groups_mode = summary(&groups);
-        let both_whole = users.full && groups.full;
-        snapshot.users_read_whole = false;
-        // A collection's snapshot moves only with a round that reached its delta link.
-        for (ty, round) in [(ObjectType::User, users), (ObjectType::Group, groups)] {
-            let Round {
-                objects,
-                delta_link,
-                error,
-                invalid,
-                full,
-                entries,
-                ..
-            } = round;
-            let snapshot = &mut *snapshot;
-            let (out, kept) = match ty {
-                ObjectType::User => (&mut dir.users, &mut snapshot.users),
-                ObjectType::Group => (&mut dir.groups, &mut snapshot.groups),
-            };
-            match (delta_link, error) {
-                (Some(link), None) => {
-                    if full || entries > 0 {
-                        snapshot.dirty = true;
-                    }
-                    if ty == ObjectType::User {
-                        snapshot.users_read_whole = full;
-                    }
-                    *out = objects.clone();
-                    *kept = Some(Collection {
-                        objects,
-                        delta_link: link,
-                        invalid,
-                    });
-                }
-                (_, error) => {
-                    // What was read is returned; the stored snapshot stays as it was.
-                    *out = objects;
-                    let e = error.unwrap_or_else(|| GraphError::Invalid {
-                        path: format!("/{}/delta", ty.endpoint().to_ascii_lowercase()),
-                        reason: "the round ended without a delta link".into(),
-                    });
-                    errors.push((format!("{}/delta", ty.endpoint()), e));
-                }
-            }
-        }
-        dir.assignments = assignments;
-        dir.complete = errors.is_empty();
-        if dir.complete && both_whole {
-            snapshot.full_at = Some(now);
-        }
-        for (what, e) in &errors {
-            tracing::warn!(what = %what, error = %e, "Graph read incomplete");
-        }
-        let after = self.request_counts();
-        tracing::info!(
-            users = dir.users.len(),
-            groups = dir.groups.len(),
-            assignments = dir.assignments.len(),
-            rejected = dir.rejected.len(),
-            users_read = %users_mode,
-            groups_read = %groups_mode,
-            assigned_groups_members_read = members_read,
-            complete = dir.complete,
-            token_requests = after.0 - requests_before.0,
-            graph_requests = after.1 - requests_before.1,
-            retries = after.2 - requests_before.2,
-            duration_ms = started.elapsed().as_millis() as u64,
-            "Graph read"
-        );
-        Ok(SourceRead {
-            directory: dir,
-            watermark: watermark(&snapshot).or_else(|| watermark_in.map(str::to_string)),
-        })
+    async fn read_changes(&self, watermark: Option<&str>) -> Result<SourceRead, SourceError> {
+        self.read_as(watermark, true).await
     }
 
     /// A few GETs for the object, its groups or members and their assignments, never a
@@ -1130,6 +1313,33 @@ impl Source for GraphSource {
         let deadline = Deadline::after(self.settings.read_timeout);
         let dir = self.read_one_dir(client, query, deadline).await?;
         Ok(dir.and_then(|d| super::one::pick_one(d, query)))
+    }
+
+    fn reads_changes(&self) -> bool {
+        true
+    }
+
+    async fn view(&self, focus: Option<(&Changes, &[String])>) -> Option<Directory> {
+        let s = self.snapshot.lock().await;
+        let (users, groups, last) = (s.users.as_ref()?, s.groups.as_ref()?, s.last.as_ref()?);
+        Some(match focus {
+            Some((changes, references)) => crate::model::view::view(
+                &users.objects,
+                &groups.objects,
+                &last.assignments,
+                &last.rejected,
+                last.complete,
+                changes,
+                references,
+            ),
+            None => Directory {
+                users: users.objects.clone(),
+                groups: groups.objects.clone(),
+                assignments: last.assignments.clone(),
+                rejected: last.rejected.clone(),
+                complete: last.complete,
+            },
+        })
     }
 
     async fn wants_snapshot(&self) -> bool {

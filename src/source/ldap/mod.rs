@@ -802,6 +802,7 @@ impl Source for LdapSource {
         Ok(SourceRead {
             directory,
             watermark: newest.or_else(|| watermark.map(str::to_string)),
+            changes: None,
         })
     }
 
