@@ -316,7 +316,9 @@ async fn cycle_in_span(
         );
     }
     let exporter = cycle.exporter(links, &book);
-    cycle.export_objects(&exporter, &mut plan).await;
+    cycle
+        .export_objects(&exporter, &mut plan, &dir, &scoped, &settings, &book)
+        .await;
     cycle
         .export_references(
             &exporter,
@@ -835,15 +837,17 @@ impl<'c> Cycle<'c> {
         skipping: &plan::Skipping,
     ) -> Plan {
         let job = self.job;
+        // Provisions are mapped again a chunk at a time by the export (`export_deferred`):
+        // an initial cycle's mapped values are never all held at once.
         let plan =
-            plan::plan_objects_skipping(dir, scoped, &job.mappings, links, settings, skipping);
+            plan::plan_objects_deferring(dir, scoped, &job.mappings, links, settings, skipping);
         self.phase("planned");
         if !dir.complete {
             tracing::warn!(job = %job.name, withheld = plan.withheld_deprovisions, "source read incomplete: no disable and no delete this cycle");
         }
         tracing::info!(
             job = %job.name,
-            actions = plan.actions.len(),
+            actions = plan.actions.len() + plan.deferred.len(),
             unchanged_users = plan.unchanged_users,
             unchanged_groups = plan.unchanged_groups,
             unmapped = plan.unmapped,
@@ -851,7 +855,7 @@ impl<'c> Cycle<'c> {
             "planned"
         );
         if let Some(p) = self.opts.progress {
-            p.set_length(plan.actions.len() as u64);
+            p.set_length((plan.actions.len() + plan.deferred.len()) as u64);
         }
         plan
     }
@@ -1025,15 +1029,61 @@ impl<'c> Cycle<'c> {
     }
 
     /// Export phase one: users first, then groups (group members and managers need user ids).
-    async fn export_objects(&self, exporter: &Exporter<'_>, plan: &mut Plan) {
+    /// Of each type, the planned actions, then the deferred provisions.
+    #[allow(clippy::too_many_arguments)]
+    async fn export_objects(
+        &self,
+        exporter: &Exporter<'_>,
+        plan: &mut Plan,
+        dir: &Directory,
+        scoped: &Scoped,
+        settings: &PlanSettings<'_>,
+        book: &Book<'_>,
+    ) {
         // The actions are moved, not cloned: each carries its object's mapped values.
         let (users, groups): (Vec<Action>, Vec<Action>) = std::mem::take(&mut plan.actions)
             .into_iter()
-            .partition(|a| a.object_type() == crate::model::ObjectType::User);
+            .partition(|a| a.object_type() == ObjectType::User);
+        let (new_users, new_groups): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.deferred)
+            .into_iter()
+            .partition(|(ty, _)| *ty == ObjectType::User);
         run_in_chunks(exporter, users).await;
+        self.export_deferred(exporter, new_users, dir, scoped, settings, book)
+            .await;
         run_in_chunks(exporter, groups).await;
+        self.export_deferred(exporter, new_groups, dir, scoped, settings, book)
+            .await;
         exporter.settle().await;
         self.phase("users and groups exported");
+    }
+
+    /// The deferred provisions, mapped and sent a chunk at a time: memory is set by the chunk,
+    /// not by the directory. Escrowed ones whose retry is not due are left out, as
+    /// [`Cycle::defer_escrowed`] does for the planned actions.
+    async fn export_deferred(
+        &self,
+        exporter: &Exporter<'_>,
+        ids: Vec<(ObjectType, String)>,
+        dir: &Directory,
+        scoped: &Scoped,
+        settings: &PlanSettings<'_>,
+        book: &Book<'_>,
+    ) {
+        let mappings = &self.job.mappings;
+        for (n, chunk) in ids.chunks(EXPORT_CHUNK).enumerate() {
+            if exporter.aborted().is_some() || self.stop.is_cancelled() {
+                // Planned all the same: their escrows are not taken for done.
+                for (ty, id) in &ids[n * EXPORT_CHUNK..] {
+                    book.planned((*ty, id.clone(), false));
+                }
+                return;
+            }
+            let mut actions = plan::provisions(dir, scoped, mappings, settings, chunk);
+            actions.retain(|a| {
+                book.verdict(escrow::key_of(a, false), || escrow::fingerprint(a)) != Verdict::Wait
+            });
+            exporter.run(&actions).await;
+        }
     }
 
     /// Plan and export phase two (managers, memberships), unless the export gave up or a

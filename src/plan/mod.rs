@@ -15,7 +15,9 @@ mod tests;
 
 pub use diff::NullPolicy;
 pub(crate) use diff::{describe_changes, diff, record_changes, Change};
-pub(crate) use objects::{match_hash, plan_objects, plan_objects_skipping};
+#[cfg(test)]
+pub(crate) use objects::plan_objects_skipping;
+pub(crate) use objects::{match_hash, plan_objects, plan_objects_deferring, provisions};
 pub(crate) use references::plan_references;
 pub(crate) use skip::Skipping;
 
@@ -109,6 +111,9 @@ pub(crate) struct Plan {
     /// Unchanged objects whose link has no digest of their current inputs yet: recorded in
     /// the link, so the next cycle need not map them.
     pub digests: Vec<(ObjectType, String, crate::attrs::InputDigest)>,
+    /// Provisions planned but not mapped yet ([`plan_objects_deferring`]), in plan order:
+    /// [`provisions`] makes their actions, a chunk at a time.
+    pub deferred: Vec<(ObjectType, String)>,
 }
 
 impl Plan {
