@@ -1078,29 +1078,18 @@ impl<'a> Exporter<'a> {
     }
 
     /// Phase two: reference updates (managers) and membership deltas.
-    pub(crate) async fn run_references(
-        &self,
-        updates: &[Update],
-        memberships: &[MembershipChange],
-    ) {
+    /// Reference updates (managers), moved into actions rather than cloned.
+    pub(crate) async fn run_reference_updates(&self, updates: Vec<Update>) {
         self.in_references.store(true, Ordering::SeqCst);
-        let actions: Vec<Action> = updates.iter().cloned().map(Action::Update).collect();
-        // Reference updates of users (managers) and memberships (of groups) touch different
-        // objects and links, so they run side by side. A reference update of a group would
-        // write back that group's link while its members are being recorded: then one
-        // after the other, as before.
-        if updates.iter().all(|u| u.object_type == ObjectType::User) {
-            futures::join!(self.run(&actions), self.run_memberships(memberships));
-        } else {
-            self.run(&actions).await;
-            self.run_memberships(memberships).await;
-        }
+        let actions: Vec<Action> = updates.into_iter().map(Action::Update).collect();
+        self.run(&actions).await;
     }
 
     /// Membership deltas, with twice the client's concurrency in flight like [`Exporter::run`],
     /// so that a permit freed while a group's link is being recorded finds the next request
     /// waiting.
-    async fn run_memberships(&self, memberships: &[MembershipChange]) {
+    pub(crate) async fn run_memberships(&self, memberships: &[MembershipChange]) {
+        self.in_references.store(true, Ordering::SeqCst);
         futures::stream::iter(memberships)
             .for_each_concurrent(self.concurrency * 2, |m| async move {
                 if self.halted() {

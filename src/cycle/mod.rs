@@ -1102,27 +1102,65 @@ impl<'c> Cycle<'c> {
         if exporter.aborted().is_some() || self.stop.is_cancelled() {
             return;
         }
-        let mut refs =
-            plan::plan_references(dir, scoped, &self.job.mappings, &exporter.links(), settings);
+        let mut refs = plan::plan_memberships(dir, scoped, &self.job.mappings, &exporter.links());
         keep_held_members(&mut refs.memberships, held);
-        refs.updates.retain(|u| {
-            let key = (u.object_type, u.source_id.clone(), true);
-            book.verdict(key, || escrow::update_fingerprint(u)) != Verdict::Wait
-        });
         refs.memberships.retain(|m| {
             let key = (ObjectType::Group, m.group_source_id.clone(), true);
             book.verdict(key, || escrow::membership_fingerprint(m)) != Verdict::Wait
         });
         if let Some(p) = self.opts.progress {
-            p.inc_length((refs.updates.len() + refs.memberships.len()) as u64);
+            p.inc_length(refs.memberships.len() as u64);
         }
         problems.extend(refs.problems.iter().cloned());
-        self.phase("references planned");
-        exporter
-            .run_references(&refs.updates, &refs.memberships)
-            .await;
+        self.phase("memberships planned");
+        // The memberships go while the reference updates are planned and sent a chunk at a
+        // time (each chunk planned on the links as the export left them): they touch group
+        // links, the updates user links.
+        futures::join!(
+            exporter.run_memberships(&refs.memberships),
+            self.export_reference_updates(exporter, dir, scoped, settings, book),
+        );
         exporter.settle().await;
         self.phase("references exported");
+    }
+
+    /// Reference (manager) updates, planned and sent [`EXPORT_CHUNK`] users at a time: an
+    /// initial cycle's are one per user with a manager, too many to hold at once.
+    async fn export_reference_updates(
+        &self,
+        exporter: &Exporter<'_>,
+        dir: &Directory,
+        scoped: &Scoped,
+        settings: &PlanSettings<'_>,
+        book: &Book<'_>,
+    ) {
+        let mut after: Option<String> = None;
+        loop {
+            if exporter.aborted().is_some() || self.stop.is_cancelled() {
+                return;
+            }
+            let (mut updates, next) = plan::plan_reference_updates(
+                dir,
+                scoped,
+                &self.job.mappings,
+                &exporter.links(),
+                settings,
+                after.as_deref(),
+                EXPORT_CHUNK,
+            );
+            updates.retain(|u| {
+                let key = (u.object_type, u.source_id.clone(), true);
+                book.verdict(key, || escrow::update_fingerprint(u)) != Verdict::Wait
+            });
+            if let Some(p) = self.opts.progress {
+                p.inc_length(updates.len() as u64);
+            }
+            exporter.run_reference_updates(updates).await;
+            match next {
+                Some(n) => after = Some(n),
+                None => return,
+            }
+        }
     }
 
     /// Count what the plan and the export did into `summary`; hand back why the export gave

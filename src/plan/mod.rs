@@ -18,7 +18,7 @@ pub(crate) use diff::{describe_changes, diff, record_changes, Change};
 #[cfg(test)]
 pub(crate) use objects::plan_objects_skipping;
 pub(crate) use objects::{match_hash, plan_objects, plan_objects_deferring, provisions};
-pub(crate) use references::plan_references;
+pub(crate) use references::{plan_memberships, plan_reference_updates, plan_references};
 pub(crate) use skip::Skipping;
 
 use crate::mapping::expr::EvalEnv;
@@ -184,7 +184,19 @@ pub(super) fn map_all<'a, T: Send>(
     if objects.len() < PARALLEL_FROM || threads < 2 {
         return objects.iter().map(|(id, o)| f(id, o)).collect();
     }
-    let items: Vec<(&'a String, &'a SourceObject)> = objects.iter().collect();
+    map_items(objects.iter().collect(), f)
+}
+
+/// [`map_all`] over some of the objects, in their order.
+pub(super) fn map_items<'a, T: Send>(
+    items: Vec<(&'a String, &'a SourceObject)>,
+    f: impl Fn(&'a String, &'a SourceObject) -> T + Sync,
+) -> Vec<T> {
+    const PARALLEL_FROM: usize = 4096;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if items.len() < PARALLEL_FROM || threads < 2 {
+        return items.iter().map(|(id, o)| f(id, o)).collect();
+    }
     let size = items.len().div_ceil(threads);
     let run = |part: &[(&'a String, &'a SourceObject)]| -> Vec<T> {
         part.iter().map(|(id, o)| f(id, o)).collect()

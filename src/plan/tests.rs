@@ -626,7 +626,9 @@ proptest! {
 
     /// Deferring the provisions (planning keeps only their matching hashes, the export maps
     /// them a chunk at a time) gives the plan that mapping them at once gives: the same
-    /// actions, each type's provisions in the same order, the same problems and counts.
+    /// actions, each type's provisions in the same order, the same problems and counts; and
+    /// the references planned in pieces (memberships, then updates a chunk of users at a
+    /// time) are the references planned whole.
     #[test]
     fn deferring_provisions_keeps_the_plan(
         seq in proptest::collection::vec((arb_directory(), any::<bool>()), 1..4),
@@ -670,6 +672,24 @@ proptest! {
             let made_plan = Plan { actions: made, ..Plan::default() };
             simulate(&made_plan, &mut links);
             let refs = plan_references(&dir, &scoped, &mappings, &links, &ps);
+            // The references in pieces: the memberships alone, the updates a chunk at a time.
+            let members = plan_memberships(&dir, &scoped, &mappings, &links);
+            prop_assert!(members.updates.is_empty());
+            prop_assert_eq!(&members.memberships, &refs.memberships);
+            prop_assert_eq!(&members.problems, &refs.problems);
+            let mut updates = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let (mut some, next) = plan_reference_updates(
+                    &dir, &scoped, &mappings, &links, &ps, after.as_deref(), chunk,
+                );
+                updates.append(&mut some);
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            prop_assert_eq!(&updates, &refs.updates);
             simulate_refs(&refs, &mut links);
         }
     }
