@@ -423,7 +423,7 @@ impl Sandbox {
         let addr = self.url.trim_start_matches("http://");
         let mut s =
             std::net::TcpStream::connect(addr).map_err(|e| format!("sandbox {path}: {e}"))?;
-        let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+        let _ = s.set_read_timeout(Some(Duration::from_secs(300)));
         write!(
             s,
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
@@ -447,20 +447,38 @@ impl Sandbox {
             .ok_or_else(|| format!("sandbox {collection}: no totalResults in {v}"))
     }
 
-    /// Every resource of a collection with the given attributes (and `id`), page by page.
-    fn all(&self, collection: &str, attributes: &str) -> Result<Vec<Value>> {
-        let mut out = Vec::new();
+    /// `each` over every resource of a collection with the given attributes (and `id`), page
+    /// by page. A page that times out (a loaded machine: the sandbox walks to `startIndex`
+    /// for every page) is asked again, up to three times.
+    fn each(
+        &self,
+        collection: &str,
+        attributes: &str,
+        mut each: impl FnMut(&Value),
+    ) -> Result<usize> {
+        let mut seen = 0;
         loop {
-            let page = self.get(&format!(
+            let path = format!(
                 "/{collection}?startIndex={}&count=1000&attributes={attributes}",
-                out.len() + 1
-            ))?;
-            let resources = page["Resources"].as_array().cloned().unwrap_or_default();
+                seen + 1
+            );
+            let mut tries = 0;
+            let page = loop {
+                match self.get(&path) {
+                    Ok(p) => break p,
+                    Err(e) if tries < 3 => {
+                        tries += 1;
+                        eprintln!("crash: {e}; asking again");
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let resources = page["Resources"].as_array().map_or(&[][..], Vec::as_slice);
             let total = page["totalResults"].as_u64().unwrap_or(0) as usize;
-            let empty = resources.is_empty();
-            out.extend(resources);
-            if empty || out.len() >= total {
-                return Ok(out);
+            resources.iter().for_each(&mut each);
+            seen += resources.len();
+            if resources.is_empty() || seen >= total {
+                return Ok(seen);
             }
         }
     }
@@ -1283,18 +1301,17 @@ fn killed_sync(a: &Args, sandbox: &Sandbox, config: &Path, log: &Path, at: usize
 /// every group exactly once with exactly its members, read from the sandbox page by page.
 fn check_sandbox(sandbox: &Sandbox, shape: &Shape, per_group: usize) -> Result<Value> {
     use std::collections::{BTreeSet, HashMap};
-    let users = sandbox.all("Users", "userName,externalId")?;
     let mut by_name: HashMap<String, u32> = HashMap::new();
     let mut by_external: HashMap<String, u32> = HashMap::new();
     let mut name_of: HashMap<String, String> = HashMap::new();
-    for u in &users {
+    let users = sandbox.each("Users", "userName,externalId", |u| {
         let name = u["userName"].as_str().unwrap_or("").to_lowercase();
         *by_name.entry(name.clone()).or_default() += 1;
         *by_external
             .entry(u["externalId"].as_str().unwrap_or("").to_string())
             .or_default() += 1;
         name_of.insert(u["id"].as_str().unwrap_or("").to_string(), name);
-    }
+    })?;
     let user_name = |i: usize| format!("user{i:06}@contoso.com");
     let mut missing = 0u64;
     for i in 0..shape.users {
@@ -1304,10 +1321,9 @@ fn check_sandbox(sandbox: &Sandbox, shape: &Shape, per_group: usize) -> Result<V
     }
     let duplicate_names = by_name.values().filter(|c| **c > 1).count();
     let duplicate_external = by_external.values().filter(|c| **c > 1).count();
-    let groups = sandbox.all("Groups", "displayName,members")?;
     let mut group_count: HashMap<String, u32> = HashMap::new();
     let mut members_of: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for g in &groups {
+    let groups = sandbox.each("Groups", "displayName,members", |g| {
         let name = g["displayName"].as_str().unwrap_or("").to_string();
         *group_count.entry(name.clone()).or_default() += 1;
         let members = g["members"]
@@ -1322,7 +1338,7 @@ fn check_sandbox(sandbox: &Sandbox, shape: &Shape, per_group: usize) -> Result<V
             })
             .unwrap_or_default();
         members_of.insert(name, members);
-    }
+    })?;
     // The generator's memberships (`write_directory`), by userName.
     let per_group = per_group.min(shape.users);
     let step = coprime_step(shape.users);
@@ -1339,22 +1355,22 @@ fn check_sandbox(sandbox: &Sandbox, shape: &Shape, per_group: usize) -> Result<V
         }
     }
     let duplicate_groups = group_count.values().filter(|c| **c > 1).count();
-    let ok = users.len() == shape.users
+    let ok = users == shape.users
         && missing == 0
         && duplicate_names == 0
         && duplicate_external == 0
-        && groups.len() == shape.groups
+        && groups == shape.groups
         && groups_missing == 0
         && wrong_members == 0
         && duplicate_groups == 0;
     Ok(json!({
         "users_expected": shape.users,
-        "users_in_sandbox": users.len(),
+        "users_in_sandbox": users,
         "users_missing": missing,
         "duplicate_userNames": duplicate_names,
         "duplicate_externalIds": duplicate_external,
         "groups_expected": shape.groups,
-        "groups_in_sandbox": groups.len(),
+        "groups_in_sandbox": groups,
         "groups_missing": groups_missing,
         "groups_with_wrong_members": wrong_members,
         "duplicate_groups": duplicate_groups,
