@@ -12,7 +12,16 @@
 //!              [--bin PATH] [--work DIR]
 //! bench/run.sh --only soak [--soak-jobs 3] [--soak-users 10000] [--soak-minutes 8]
 //!              [--soak-interval-s 5] [--soak-change-every-s 60]
+//! bench/run.sh --only crash [--crash-users 1000000] [--crash-groups 2000]
 //! ```
+//!
+//! The crash scenario (`--only crash`): an initial cycle of `--crash-users` users against a
+//! sandbox (a separate process, so it outlives the daemon), `kill -9` of `provisiond sync`
+//! once the sandbox holds about half the users (its `GET /Users?count=0`, whose
+//! `totalResults` costs the sandbox a length and no resource, polled twice a second), then
+//! `sync` again until one succeeds, then checks against the sandbox: every directory user
+//! exists exactly once (by `userName` and by `externalId`), every group once with exactly its
+//! members, and a last `sync` sends no write.
 //!
 //! The soak (`--only soak`) runs `provisiond run` with `--soak-jobs` file-source jobs of
 //! `--soak-users` users each against one sandbox, rewrites one job's directory with a changed
@@ -62,13 +71,16 @@ struct Args {
     soak_minutes: f64,
     soak_interval_s: u64,
     soak_change_every_s: u64,
+    crash_users: usize,
+    crash_groups: usize,
 }
 
 fn usage() -> String {
     "usage: bench [--users N] [--groups N] [--members-per-group N] [--incremental-users N] \
      [--incremental-groups N] [--only initial|floor|incremental] [--concurrency N] \
      [--log info|warn|FILTER] [--repeat N] [--bin PATH] [--work DIR]\n       bench --only soak [--soak-jobs N] \
-     [--soak-users N] [--soak-minutes M] [--soak-interval-s S] [--soak-change-every-s S]"
+     [--soak-users N] [--soak-minutes M] [--soak-interval-s S] [--soak-change-every-s S]\n       \
+     bench --only crash [--crash-users N] [--crash-groups N] [--members-per-group N]"
         .to_string()
 }
 
@@ -96,6 +108,8 @@ fn parse_args() -> Result<Args> {
         soak_minutes: 8.0,
         soak_interval_s: 5,
         soak_change_every_s: 60,
+        crash_users: 1_000_000,
+        crash_groups: 2_000,
     };
     let mut incremental_groups = None;
     let mut it = std::env::args().skip(1);
@@ -120,9 +134,14 @@ fn parse_args() -> Result<Args> {
             "--incremental-groups" => incremental_groups = Some(num()?),
             "--repeat" => a.repeat = num()?.max(1),
             "--concurrency" => a.concurrency = num()?.max(1),
-            "--only" if ["initial", "floor", "incremental", "soak"].contains(&value.as_str()) => {
+            "--only"
+                if ["initial", "floor", "incremental", "soak", "crash"]
+                    .contains(&value.as_str()) =>
+            {
                 a.only = Some(value)
             }
+            "--crash-users" => a.crash_users = num()?.max(2),
+            "--crash-groups" => a.crash_groups = num()?,
             "--soak-jobs" => a.soak_jobs = num()?.max(1),
             "--soak-users" => a.soak_users = num()?.max(1),
             "--soak-minutes" => {
@@ -397,6 +416,71 @@ impl Sandbox {
             .map_err(|e| format!("sandbox stats: {e}"))?;
         let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
         serde_json::from_str(body).map_err(|e| format!("sandbox stats: {e}: {resp}"))
+    }
+
+    /// `GET path` (with its query) from the sandbox, as JSON.
+    fn get(&self, path: &str) -> Result<Value> {
+        let addr = self.url.trim_start_matches("http://");
+        let mut s =
+            std::net::TcpStream::connect(addr).map_err(|e| format!("sandbox {path}: {e}"))?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(300)));
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .map_err(|e| format!("sandbox {path}: {e}"))?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)
+            .map_err(|e| format!("sandbox {path}: {e}"))?;
+        let resp = String::from_utf8_lossy(&resp);
+        let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).map_err(|e| format!("sandbox {path}: {e}"))
+    }
+
+    /// How many resources a collection (`Users`, `Groups`) holds: `count=0` asks for the total
+    /// alone, which the sandbox answers without reading a resource.
+    fn count(&self, collection: &str) -> Result<u64> {
+        let v = self.get(&format!("/{collection}?count=0"))?;
+        v["totalResults"]
+            .as_u64()
+            .ok_or_else(|| format!("sandbox {collection}: no totalResults in {v}"))
+    }
+
+    /// `each` over every resource of a collection with the given attributes (and `id`), page
+    /// by page. A page that times out (a loaded machine: the sandbox walks to `startIndex`
+    /// for every page) is asked again, up to three times.
+    fn each(
+        &self,
+        collection: &str,
+        attributes: &str,
+        mut each: impl FnMut(&Value),
+    ) -> Result<usize> {
+        let mut seen = 0;
+        loop {
+            let path = format!(
+                "/{collection}?startIndex={}&count=1000&attributes={attributes}",
+                seen + 1
+            );
+            let mut tries = 0;
+            let page = loop {
+                match self.get(&path) {
+                    Ok(p) => break p,
+                    Err(e) if tries < 3 => {
+                        tries += 1;
+                        eprintln!("crash: {e}; asking again");
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let resources = page["Resources"].as_array().map_or(&[][..], Vec::as_slice);
+            let total = page["totalResults"].as_u64().unwrap_or(0) as usize;
+            resources.iter().for_each(&mut each);
+            seen += resources.len();
+            if resources.is_empty() || seen >= total {
+                return Ok(seen);
+            }
+        }
     }
 
     fn stop(mut self) -> Result<()> {
@@ -1101,6 +1185,251 @@ fn floor(a: &Args, daemon: &Value, per_group: usize) -> Result<Value> {
     }))
 }
 
+// ---------------------------------------------------------------------------------------------
+// The crash: kill -9 during an initial cycle, then convergence
+
+/// `--only crash`: an initial cycle killed (SIGKILL) half-way, `sync` again until one
+/// succeeds, then the sandbox checked object by object and a last `sync` that must send no
+/// write.
+fn crash(a: &Args) -> Result<Value> {
+    let dir = scenario_dir(&a.work, "crash")?;
+    let directory = dir.join("directory.json");
+    let shape = write_directory(
+        &directory,
+        a.crash_users,
+        a.crash_groups,
+        a.members_per_group,
+        0,
+    )?;
+    let sandbox = Sandbox::start(&a.bin, &dir.join("sandbox.log"))?;
+    let config = write_config(&dir, &sandbox.url, &directory, a.concurrency)?;
+    eprintln!(
+        "crash: initial cycle of {} users, {} groups, {} memberships, killed (SIGKILL) at {} \
+         users in the sandbox…",
+        shape.users,
+        shape.groups,
+        shape.memberships,
+        shape.users / 2
+    );
+    let killed = killed_sync(
+        a,
+        &sandbox,
+        &config,
+        &dir.join("killed.log"),
+        shape.users / 2,
+    )?;
+    let mut resumed = Vec::new();
+    for i in 0..5 {
+        eprintln!("crash: sync after the kill, attempt {}…", i + 1);
+        match measured_sync(a, &a.log, &sandbox, &config, &dir, &format!("resume-{i}")) {
+            Ok(r) => {
+                let done = r["status"] == "succeeded";
+                resumed.push(r);
+                if done {
+                    break;
+                }
+            }
+            Err(e) => resumed.push(json!({ "error": e })),
+        }
+    }
+    eprintln!("crash: checking the sandbox…");
+    let checks = check_sandbox(&sandbox, &shape, a.members_per_group)?;
+    eprintln!("crash: a last sync, which must send nothing…");
+    let last = measured_sync(a, &a.log, &sandbox, &config, &dir, "final")?;
+    let writes = ["POST", "PATCH", "PUT", "DELETE"]
+        .iter()
+        .map(|m| n(&last, &format!("/requests_received_by_sandbox/{m}")))
+        .sum::<u64>();
+    sandbox.stop()?;
+    let converged = resumed.last().is_some_and(|r| r["status"] == "succeeded");
+    let ok = converged && checks["ok"] == true && writes == 0;
+    Ok(json!({
+        "directory": {"users": shape.users, "groups": shape.groups,
+                      "memberships": shape.memberships, "users_with_manager": shape.managers},
+        "killed": killed,
+        "resumed": resumed,
+        "checks": checks,
+        "final": last,
+        "final_writes": writes,
+        "ok": ok,
+    }))
+}
+
+/// `provisiond sync` of `config`, killed with SIGKILL once the sandbox holds `at` users.
+/// Its peak RSS is polled (VmHWM) until the kill.
+fn killed_sync(a: &Args, sandbox: &Sandbox, config: &Path, log: &Path, at: usize) -> Result<Value> {
+    let stderr = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let started = Instant::now();
+    let mut child = Command::new(&a.bin)
+        .arg("--config")
+        .arg(config)
+        .args(["--log-format", "json", "sync", "--json"])
+        .env("RUST_LOG", &a.log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", a.bin.display()))?;
+    let pid = child.id();
+    let mut peak_kb = 0;
+    let mut polls = 0u64;
+    let users = loop {
+        if let Some(hwm) = proc_status_kb(pid, "VmHWM:") {
+            peak_kb = peak_kb.max(hwm);
+        }
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!(
+                "provisiond sync ended ({status}) before the sandbox held {at} users: \
+                 use more --crash-users; see {}",
+                log.display()
+            ));
+        }
+        let held = sandbox.count("Users")?;
+        polls += 1;
+        if held >= at as u64 {
+            break held;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // `Child::kill` is SIGKILL on Unix: no handler runs, nothing is flushed.
+    child
+        .kill()
+        .map_err(|e| format!("cannot kill provisiond (pid {pid}): {e}"))?;
+    let _ = child.wait();
+    Ok(json!({
+        "killed_after_s": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        "users_in_sandbox_at_kill": users,
+        "users_in_sandbox_after_kill": sandbox.count("Users")?,
+        "peak_rss_mb": (peak_kb as f64 / 1024.0 * 10.0).round() / 10.0,
+        "peak_rss_method": "polled /proc/<pid>/status VmHWM until the kill",
+        "count_polls": polls,
+    }))
+}
+
+/// Every directory user exactly once (by `userName`, and by `externalId`), no other user,
+/// every group exactly once with exactly its members, read from the sandbox page by page.
+fn check_sandbox(sandbox: &Sandbox, shape: &Shape, per_group: usize) -> Result<Value> {
+    use std::collections::{BTreeSet, HashMap};
+    let mut by_name: HashMap<String, u32> = HashMap::new();
+    let mut by_external: HashMap<String, u32> = HashMap::new();
+    let mut name_of: HashMap<String, String> = HashMap::new();
+    let users = sandbox.each("Users", "userName,externalId", |u| {
+        let name = u["userName"].as_str().unwrap_or("").to_lowercase();
+        *by_name.entry(name.clone()).or_default() += 1;
+        *by_external
+            .entry(u["externalId"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+        name_of.insert(u["id"].as_str().unwrap_or("").to_string(), name);
+    })?;
+    let user_name = |i: usize| format!("user{i:06}@contoso.com");
+    let mut missing = 0u64;
+    for i in 0..shape.users {
+        if !by_name.contains_key(&user_name(i)) {
+            missing += 1;
+        }
+    }
+    let duplicate_names = by_name.values().filter(|c| **c > 1).count();
+    let duplicate_external = by_external.values().filter(|c| **c > 1).count();
+    let mut group_count: HashMap<String, u32> = HashMap::new();
+    let mut members_of: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let groups = sandbox.each("Groups", "displayName,members", |g| {
+        let name = g["displayName"].as_str().unwrap_or("").to_string();
+        *group_count.entry(name.clone()).or_default() += 1;
+        let members = g["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|v| {
+                        let id = v["value"].as_str().unwrap_or("");
+                        name_of.get(id).cloned().unwrap_or_else(|| format!("?{id}"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        members_of.insert(name, members);
+    })?;
+    // The generator's memberships (`write_directory`), by userName.
+    let per_group = per_group.min(shape.users);
+    let step = coprime_step(shape.users);
+    let (mut groups_missing, mut wrong_members) = (0u64, 0u64);
+    for g in 0..shape.groups {
+        let name = format!("{} team {g:05}", DEPARTMENTS[g % DEPARTMENTS.len()]);
+        let want: BTreeSet<String> = (0..per_group)
+            .map(|k| user_name((g * per_group + k * step) % shape.users))
+            .collect();
+        match members_of.get(&name) {
+            None => groups_missing += 1,
+            Some(have) if *have != want => wrong_members += 1,
+            Some(_) => {}
+        }
+    }
+    let duplicate_groups = group_count.values().filter(|c| **c > 1).count();
+    let ok = users == shape.users
+        && missing == 0
+        && duplicate_names == 0
+        && duplicate_external == 0
+        && groups == shape.groups
+        && groups_missing == 0
+        && wrong_members == 0
+        && duplicate_groups == 0;
+    Ok(json!({
+        "users_expected": shape.users,
+        "users_in_sandbox": users,
+        "users_missing": missing,
+        "duplicate_userNames": duplicate_names,
+        "duplicate_externalIds": duplicate_external,
+        "groups_expected": shape.groups,
+        "groups_in_sandbox": groups,
+        "groups_missing": groups_missing,
+        "groups_with_wrong_members": wrong_members,
+        "duplicate_groups": duplicate_groups,
+        "ok": ok,
+    }))
+}
+
+fn print_crash(r: &Value) {
+    let k = &r["killed"];
+    println!();
+    println!(
+        "crash: {} users, {} groups, {} memberships",
+        n(r, "/directory/users"),
+        n(r, "/directory/groups"),
+        n(r, "/directory/memberships")
+    );
+    println!(
+        "  killed (SIGKILL) after {} s with {} users in the sandbox ({} after); peak RSS {} MB",
+        k["killed_after_s"],
+        k["users_in_sandbox_at_kill"],
+        k["users_in_sandbox_after_kill"],
+        k["peak_rss_mb"]
+    );
+    for (i, s) in r["resumed"].as_array().into_iter().flatten().enumerate() {
+        println!(
+            "  sync {}: {} {} in {} s, peak RSS {} MB; users {}, groups {}, memberships {}; \
+             requests {}{}",
+            i + 1,
+            s["kind"],
+            s["status"],
+            s["wall_s"],
+            s["peak_rss_mb"],
+            s["users"],
+            s["groups"],
+            s["memberships"],
+            s["requests_received_by_sandbox"],
+            s.get("error")
+                .map(|e| format!("; error {e}"))
+                .unwrap_or_default()
+        );
+    }
+    println!("  checks: {}", r["checks"]);
+    let f = &r["final"];
+    println!(
+        "  last sync: {} {} in {} s, peak RSS {} MB, {} writes",
+        f["kind"], f["status"], f["wall_s"], f["peak_rss_mb"], r["final_writes"]
+    );
+    println!("  converged with no duplicate: {}", r["ok"]);
+}
+
 /// `--only floor`: scenario (a) and its floor, `--repeat` times; the run with the median
 /// ratio is reported, with every ratio.
 fn floor_runs(a: &Args) -> Result<Value> {
@@ -1380,6 +1709,11 @@ fn real_main() -> Result<()> {
     if a.only.as_deref() == Some("soak") {
         results["soak"] = soak(&a)?;
         print_soak(&results["soak"]);
+        return write_results(&results);
+    }
+    if a.only.as_deref() == Some("crash") {
+        results["crash"] = crash(&a)?;
+        print_crash(&results["crash"]);
         return write_results(&results);
     }
     let with_floor = wrk_available();

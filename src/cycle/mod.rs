@@ -371,7 +371,9 @@ async fn cycle_in_span(
         );
     }
     let exporter = cycle.exporter(links, &book);
-    cycle.export_objects(&exporter, &mut plan).await;
+    cycle
+        .export_objects(&exporter, &mut plan, &dir, &scoped, &settings, &book)
+        .await;
     cycle
         .export_references(
             &exporter,
@@ -1050,15 +1052,17 @@ impl<'c> Cycle<'c> {
         skipping: &plan::Skipping,
     ) -> Plan {
         let job = self.job;
+        // Provisions are mapped again a chunk at a time by the export (`export_deferred`):
+        // an initial cycle's mapped values are never all held at once.
         let plan =
-            plan::plan_objects_skipping(dir, scoped, &job.mappings, links, settings, skipping);
+            plan::plan_objects_deferring(dir, scoped, &job.mappings, links, settings, skipping);
         self.phase("planned");
         if !dir.complete {
             tracing::warn!(job = %job.name, withheld = plan.withheld_deprovisions, "source read incomplete: no disable and no delete this cycle");
         }
         tracing::info!(
             job = %job.name,
-            actions = plan.actions.len(),
+            actions = plan.actions.len() + plan.deferred.len(),
             unchanged_users = plan.unchanged_users,
             unchanged_groups = plan.unchanged_groups,
             unmapped = plan.unmapped,
@@ -1066,7 +1070,7 @@ impl<'c> Cycle<'c> {
             "planned"
         );
         if let Some(p) = self.opts.progress {
-            p.set_length(plan.actions.len() as u64);
+            p.set_length((plan.actions.len() + plan.deferred.len()) as u64);
         }
         plan
     }
@@ -1240,15 +1244,61 @@ impl<'c> Cycle<'c> {
     }
 
     /// Export phase one: users first, then groups (group members and managers need user ids).
-    async fn export_objects(&self, exporter: &Exporter<'_>, plan: &mut Plan) {
+    /// Of each type, the planned actions, then the deferred provisions.
+    #[allow(clippy::too_many_arguments)]
+    async fn export_objects(
+        &self,
+        exporter: &Exporter<'_>,
+        plan: &mut Plan,
+        dir: &Directory,
+        scoped: &Scoped,
+        settings: &PlanSettings<'_>,
+        book: &Book<'_>,
+    ) {
         // The actions are moved, not cloned: each carries its object's mapped values.
         let (users, groups): (Vec<Action>, Vec<Action>) = std::mem::take(&mut plan.actions)
             .into_iter()
-            .partition(|a| a.object_type() == crate::model::ObjectType::User);
+            .partition(|a| a.object_type() == ObjectType::User);
+        let (new_users, new_groups): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.deferred)
+            .into_iter()
+            .partition(|(ty, _)| *ty == ObjectType::User);
         run_in_chunks(exporter, users).await;
+        self.export_deferred(exporter, new_users, dir, scoped, settings, book)
+            .await;
         run_in_chunks(exporter, groups).await;
+        self.export_deferred(exporter, new_groups, dir, scoped, settings, book)
+            .await;
         exporter.settle().await;
         self.phase("users and groups exported");
+    }
+
+    /// The deferred provisions, mapped and sent a chunk at a time: memory is set by the chunk,
+    /// not by the directory. Escrowed ones whose retry is not due are left out, as
+    /// [`Cycle::defer_escrowed`] does for the planned actions.
+    async fn export_deferred(
+        &self,
+        exporter: &Exporter<'_>,
+        ids: Vec<(ObjectType, String)>,
+        dir: &Directory,
+        scoped: &Scoped,
+        settings: &PlanSettings<'_>,
+        book: &Book<'_>,
+    ) {
+        let mappings = &self.job.mappings;
+        for (n, chunk) in ids.chunks(EXPORT_CHUNK).enumerate() {
+            if exporter.aborted().is_some() || self.stop.is_cancelled() {
+                // Planned all the same: their escrows are not taken for done.
+                for (ty, id) in &ids[n * EXPORT_CHUNK..] {
+                    book.planned((*ty, id.clone(), false));
+                }
+                return;
+            }
+            let mut actions = plan::provisions(dir, scoped, mappings, settings, chunk);
+            actions.retain(|a| {
+                book.verdict(escrow::key_of(a, false), || escrow::fingerprint(a)) != Verdict::Wait
+            });
+            exporter.run(&actions).await;
+        }
     }
 
     /// Plan and export phase two (managers, memberships), unless the export gave up or a
@@ -1268,33 +1318,71 @@ impl<'c> Cycle<'c> {
         if exporter.aborted().is_some() || self.stop.is_cancelled() {
             return;
         }
-        let mut refs = plan::plan_references_for(
+        let mut refs = plan::plan_memberships(
             dir,
             scoped,
             &self.job.mappings,
             &exporter.links(),
-            settings,
             membership_groups,
         );
         keep_held_members(&mut refs.memberships, held);
-        refs.updates.retain(|u| {
-            let key = (u.object_type, u.source_id.clone(), true);
-            book.verdict(key, || escrow::update_fingerprint(u)) != Verdict::Wait
-        });
         refs.memberships.retain(|m| {
             let key = (ObjectType::Group, m.group_source_id.clone(), true);
             book.verdict(key, || escrow::membership_fingerprint(m)) != Verdict::Wait
         });
         if let Some(p) = self.opts.progress {
-            p.inc_length((refs.updates.len() + refs.memberships.len()) as u64);
+            p.inc_length(refs.memberships.len() as u64);
         }
         problems.extend(refs.problems.iter().cloned());
-        self.phase("references planned");
-        exporter
-            .run_references(&refs.updates, &refs.memberships)
-            .await;
+        self.phase("memberships planned");
+        // The memberships go while the reference updates are planned and sent a chunk at a
+        // time (each chunk planned on the links as the export left them): they touch group
+        // links, the updates user links.
+        futures::join!(
+            exporter.run_memberships(&refs.memberships),
+            self.export_reference_updates(exporter, dir, scoped, settings, book),
+        );
         exporter.settle().await;
         self.phase("references exported");
+    }
+
+    /// Reference (manager) updates, planned and sent [`EXPORT_CHUNK`] users at a time: an
+    /// initial cycle's are one per user with a manager, too many to hold at once.
+    async fn export_reference_updates(
+        &self,
+        exporter: &Exporter<'_>,
+        dir: &Directory,
+        scoped: &Scoped,
+        settings: &PlanSettings<'_>,
+        book: &Book<'_>,
+    ) {
+        let mut after: Option<String> = None;
+        loop {
+            if exporter.aborted().is_some() || self.stop.is_cancelled() {
+                return;
+            }
+            let (mut updates, next) = plan::plan_reference_updates(
+                dir,
+                scoped,
+                &self.job.mappings,
+                &exporter.links(),
+                settings,
+                after.as_deref(),
+                EXPORT_CHUNK,
+            );
+            updates.retain(|u| {
+                let key = (u.object_type, u.source_id.clone(), true);
+                book.verdict(key, || escrow::update_fingerprint(u)) != Verdict::Wait
+            });
+            if let Some(p) = self.opts.progress {
+                p.inc_length(updates.len() as u64);
+            }
+            exporter.run_reference_updates(updates).await;
+            match next {
+                Some(n) => after = Some(n),
+                None => return,
+            }
+        }
     }
 
     /// Count what the plan and the export did into `summary`; hand back why the export gave

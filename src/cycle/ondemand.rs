@@ -408,7 +408,7 @@ impl Run {
                     .filter(|m| !m.add.is_empty() || !m.remove.is_empty())
                     .collect::<Vec<_>>()
             };
-            exporter.run_references(&[], &memberships).await;
+            exporter.run_memberships(&memberships).await;
             exporter.settle().await;
         }
         let aborted = exporter.aborted();

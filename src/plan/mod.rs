@@ -15,8 +15,12 @@ mod tests;
 
 pub use diff::NullPolicy;
 pub(crate) use diff::{describe_changes, diff, record_changes, Change};
-pub(crate) use objects::{match_hash, plan_objects, plan_objects_skipping};
-pub(crate) use references::{plan_references, plan_references_for};
+#[cfg(test)]
+pub(crate) use objects::plan_objects_skipping;
+pub(crate) use objects::{match_hash, plan_objects, plan_objects_deferring, provisions};
+#[cfg(test)]
+pub(crate) use references::plan_references_for;
+pub(crate) use references::{plan_memberships, plan_reference_updates, plan_references};
 pub(crate) use skip::Skipping;
 
 use crate::mapping::expr::EvalEnv;
@@ -109,6 +113,9 @@ pub(crate) struct Plan {
     /// Unchanged objects whose link has no digest of their current inputs yet: recorded in
     /// the link, so the next cycle need not map them.
     pub digests: Vec<(ObjectType, String, crate::attrs::InputDigest)>,
+    /// Provisions planned but not mapped yet ([`plan_objects_deferring`]), in plan order:
+    /// [`provisions`] makes their actions, a chunk at a time.
+    pub deferred: Vec<(ObjectType, String)>,
 }
 
 impl Plan {
@@ -193,7 +200,19 @@ pub(super) fn map_all<'a, T: Send>(
     if objects.len() < PARALLEL_FROM || threads < 2 {
         return objects.iter().map(|(id, o)| f(id, o)).collect();
     }
-    let items: Vec<(&'a String, &'a SourceObject)> = objects.iter().collect();
+    map_items(objects.iter().collect(), f)
+}
+
+/// [`map_all`] over some of the objects, in their order.
+pub(super) fn map_items<'a, T: Send>(
+    items: Vec<(&'a String, &'a SourceObject)>,
+    f: impl Fn(&'a String, &'a SourceObject) -> T + Sync,
+) -> Vec<T> {
+    const PARALLEL_FROM: usize = 4096;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if items.len() < PARALLEL_FROM || threads < 2 {
+        return items.iter().map(|(id, o)| f(id, o)).collect();
+    }
     let size = items.len().div_ceil(threads);
     let run = |part: &[(&'a String, &'a SourceObject)]| -> Vec<T> {
         part.iter().map(|(id, o)| f(id, o)).collect()

@@ -66,6 +66,76 @@ pub(crate) fn plan_objects_skipping(
     settings: &PlanSettings<'_>,
     skip: &Skipping,
 ) -> Plan {
+    plan_all(dir, scoped, mappings, links, settings, skip, false)
+}
+
+/// [`plan_objects_skipping`] with the provisions left unmapped: `Plan::deferred` names them,
+/// in plan order, and [`provisions`] makes their actions a chunk at a time. The mapped values
+/// of an initial cycle's million objects are never all held at once (gigabytes): planning
+/// keeps only the hashes of their matching values, for duplicate detection. The same plan:
+/// the actions [`plan_objects_skipping`] gives are `actions` with [`provisions`] of
+/// `deferred`, each type's provisions in the same order.
+pub(crate) fn plan_objects_deferring(
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &LinkIndex,
+    settings: &PlanSettings<'_>,
+    skip: &Skipping,
+) -> Plan {
+    plan_all(dir, scoped, mappings, links, settings, skip, true)
+}
+
+/// The provision actions of `ids` (from `Plan::deferred`), in order: each object mapped again,
+/// as planning mapped it. An object that no longer maps (its source object gone, a mapping
+/// error, which a pure mapping of the same inputs cannot give) is left out.
+pub(crate) fn provisions(
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    settings: &PlanSettings<'_>,
+    ids: &[(ObjectType, String)],
+) -> Vec<Action> {
+    ids.iter()
+        .filter_map(|(ty, id)| {
+            let obj = dir.objects(*ty).get(id)?;
+            let mapped = map_one(*ty, id, obj, scoped, mappings, settings).ok()?;
+            Some(Action::Provision(Provision {
+                object_type: *ty,
+                source_id: id.clone(),
+                display_name: obj.display_name().to_string(),
+                mapped,
+            }))
+        })
+        .collect()
+}
+
+/// One in-scope object's mapped values.
+fn map_one(
+    ty: ObjectType,
+    id: &str,
+    obj: &SourceObject,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    settings: &PlanSettings<'_>,
+) -> Result<Mapped, crate::mapping::MapObjectError> {
+    let ctx = MapContext {
+        soft_deleted: false,
+        roles: scoped.roles.get(id).map(|r| &**r),
+        env: settings.env,
+    };
+    map_object(obj, mappings.of(ty), &ctx)
+}
+
+fn plan_all(
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &LinkIndex,
+    settings: &PlanSettings<'_>,
+    skip: &Skipping,
+    defer: bool,
+) -> Plan {
     let mut plan = Plan::default();
     let rejected: HashSet<&str> = dir
         .rejected
@@ -84,7 +154,7 @@ pub(crate) fn plan_objects_skipping(
     }
     for ty in [ObjectType::User, ObjectType::Group] {
         plan_type(
-            ty, dir, scoped, mappings, links, settings, skip, &rejected, &mut plan,
+            ty, dir, scoped, mappings, links, settings, skip, &rejected, defer, &mut plan,
         );
     }
     plan
@@ -100,6 +170,7 @@ fn plan_type(
     settings: &PlanSettings<'_>,
     skip: &Skipping,
     rejected: &HashSet<&str>,
+    defer: bool,
     plan: &mut Plan,
 ) {
     let objects = dir.objects(ty);
@@ -153,7 +224,7 @@ fn plan_type(
             env: settings.env,
         };
         Some(map_object(obj, maps, &ctx).map(|m| {
-            let wanted = Wanted::new(link, m, settings);
+            let wanted = Wanted::new(link, m, settings, defer);
             let digest = match (&wanted, inputs) {
                 (Wanted::Unchanged { matching }, Some(inputs)) => Some(InputDigest {
                     inputs,
@@ -258,8 +329,8 @@ fn plan_type(
                 matching: mapped.matching.first().cloned(),
                 mapped: *mapped,
             })),
-            Wanted::Unlinked { mapped } => {
-                if mapped.matching.is_empty() {
+            Wanted::Unlinked { matching, mapped } => {
+                if matching.is_empty() {
                     plan.problems.push(problem(
                         Some(ty),
                         id,
@@ -269,20 +340,30 @@ fn plan_type(
                     ));
                     continue;
                 }
-                let clash = mapped.matching.iter().find_map(|(path, v)| {
+                let clash = matching.iter().enumerate().find_map(|(i, h)| {
                     let others: Vec<&str> = by_value
-                        .get(&match_hash(path, v))
+                        .get(h)
                         .map(|ids| ids.iter().copied().filter(|o| o != id).collect())
                         .unwrap_or_default();
-                    (!others.is_empty()).then(|| {
-                        (
-                            path.clone(),
-                            v.clone(),
-                            crate::util::text::bounded_list(&others),
-                        )
-                    })
+                    (!others.is_empty()).then(|| (i, crate::util::text::bounded_list(&others)))
                 });
-                if let Some((path, v, others)) = clash {
+                if let Some((i, others)) = clash {
+                    // The value itself, for the message: a deferred object is mapped again
+                    // (rare: only objects that clash).
+                    let again;
+                    let values = match &mapped {
+                        Some(m) => &m.matching,
+                        None => {
+                            again = map_one(ty, id, obj, scoped, mappings, settings)
+                                .map(|m| m.matching)
+                                .unwrap_or_default();
+                            &again
+                        }
+                    };
+                    let (path, v) = values
+                        .get(i)
+                        .map(|(p, v)| (p.clone(), v.clone()))
+                        .unwrap_or_default();
                     plan.problems.push(problem(
                         Some(ty),
                         id,
@@ -292,12 +373,15 @@ fn plan_type(
                     ));
                     continue;
                 }
-                plan.actions.push(Action::Provision(Provision {
-                    object_type: ty,
-                    source_id: id.clone(),
-                    display_name: obj.display_name().to_string(),
-                    mapped: *mapped,
-                }));
+                match mapped {
+                    Some(mapped) => plan.actions.push(Action::Provision(Provision {
+                        object_type: ty,
+                        source_id: id.clone(),
+                        display_name: obj.display_name().to_string(),
+                        mapped: *mapped,
+                    })),
+                    None => plan.deferred.push((ty, id.clone())),
+                }
             }
         }
     }
@@ -346,15 +430,29 @@ enum Wanted<'l> {
         changes: Vec<Change>,
         mapped: Box<Mapped>,
     },
-    /// Not linked yet: to match, then adopt or create.
-    Unlinked { mapped: Box<Mapped> },
+    /// Not linked yet: to match, then adopt or create. The hashes of its matching values,
+    /// in precedence order; its mapped values unless its provision is deferred.
+    Unlinked {
+        matching: Box<[u64]>,
+        mapped: Option<Box<Mapped>>,
+    },
 }
 
 impl<'l> Wanted<'l> {
-    fn new(link: Option<&'l Link>, mapped: Mapped, settings: &PlanSettings<'_>) -> Self {
+    fn new(
+        link: Option<&'l Link>,
+        mapped: Mapped,
+        settings: &PlanSettings<'_>,
+        defer: bool,
+    ) -> Self {
         let Some(link) = link else {
             return Wanted::Unlinked {
-                mapped: Box::new(mapped),
+                matching: mapped
+                    .matching
+                    .iter()
+                    .map(|(p, v)| match_hash(p, v))
+                    .collect(),
+                mapped: (!defer).then(|| Box::new(mapped)),
             };
         };
         let changes = diff(link, &mapped, settings.null_values);
@@ -377,8 +475,8 @@ impl<'l> Wanted<'l> {
 
     fn matching_hashes(&self) -> Vec<u64> {
         match self {
-            Wanted::Unchanged { matching } => matching.to_vec(),
-            Wanted::Changed { mapped, .. } | Wanted::Unlinked { mapped } => mapped
+            Wanted::Unchanged { matching } | Wanted::Unlinked { matching, .. } => matching.to_vec(),
+            Wanted::Changed { mapped, .. } => mapped
                 .matching
                 .iter()
                 .map(|(p, v)| match_hash(p, v))

@@ -2,7 +2,9 @@
 //! resolved to the target ids phase one produced.
 
 use super::Update;
-use super::{map_all, problem, Change, MembershipChange, NullPolicy, PlanSettings, ReferencePlan};
+use super::{
+    map_items, problem, Change, MembershipChange, NullPolicy, PlanSettings, ReferencePlan,
+};
 use crate::mapping::{map_object, MapContext, Mappings};
 use crate::model::{Directory, ObjectType, SourceObject};
 use crate::model::{Link, LinkIndex};
@@ -32,57 +34,96 @@ pub(crate) fn plan_references_for(
     settings: &PlanSettings<'_>,
     groups: Option<&BTreeSet<String>>,
 ) -> ReferencePlan {
-    let mut out = ReferencePlan::default();
     // Looked up three times per user (own link, manager's, memberships): hashing an id once
     // beats a dozen comparisons of long ids in the B-tree.
     let user_links: HashMap<&str, &Link> =
         links.users.iter().map(|(id, l)| (id.as_str(), l)).collect();
-    let user_target = |source_id: &str| -> Option<&str> {
-        user_links
-            .get(source_id)
+    let lookup = |id: &str| user_links.get(id).copied();
+    let mut out = memberships_with(dir, scoped, mappings, links, &lookup, groups);
+    out.updates = updates_with(
+        dir.users.iter().collect(),
+        scoped,
+        mappings,
+        settings,
+        &lookup,
+    );
+    out
+}
+
+/// Phase two's group memberships alone (`updates` left empty): with
+/// [`plan_reference_updates`] over every user, [`plan_references`]. `groups` as in
+/// [`plan_references_for`].
+pub(crate) fn plan_memberships(
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &LinkIndex,
+    groups: Option<&BTreeSet<String>>,
+) -> ReferencePlan {
+    let lookup = |id: &str| links.users.get(id);
+    memberships_with(dir, scoped, mappings, links, &lookup, groups)
+}
+
+/// Phase two's reference updates of at most `limit` users, from the first user after `after`
+/// in id order, and the last user looked at when there may be more. Over consecutive calls
+/// (each from the last one's end), the updates [`plan_references`] gives: a cycle plans and
+/// sends them a chunk at a time instead of holding every user's (an initial cycle of a
+/// million users with managers: hundreds of megabytes).
+pub(crate) fn plan_reference_updates(
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &LinkIndex,
+    settings: &PlanSettings<'_>,
+    after: Option<&str>,
+    limit: usize,
+) -> (Vec<Update>, Option<String>) {
+    use std::ops::Bound;
+    let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_string()));
+    let users: Vec<(&String, &SourceObject)> = dir
+        .users
+        .range((start, Bound::Unbounded))
+        .take(limit.max(1))
+        .collect();
+    let next = (users.len() == limit.max(1))
+        .then(|| users.last().map(|(id, _)| (*id).clone()))
+        .flatten();
+    let lookup = |id: &str| links.users.get(id);
+    let updates = updates_with(users, scoped, mappings, settings, &lookup);
+    (updates, next)
+}
+
+/// How a user's link is found: a hash map over every link (a whole plan) or the index itself
+/// (a chunk, which can't afford to build one).
+type UserLink<'l, 'f> = dyn Fn(&str) -> Option<&'l Link> + Sync + 'f;
+
+/// The reference (manager) updates of `users`, in their order.
+fn updates_with<'a, 'l>(
+    users: Vec<(&'a String, &'a SourceObject)>,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    settings: &PlanSettings<'_>,
+    user_links: &UserLink<'l, '_>,
+) -> Vec<Update> {
+    let user_target = |source_id: &str| -> Option<&'l str> {
+        user_links(source_id)
             .filter(|l| !l.disabled() && scoped.in_scope(ObjectType::User, source_id))
             .map(|l| l.target_id.as_str())
     };
-
-    let rejected: HashSet<&str> = dir
-        .rejected
-        .iter()
-        .filter_map(|r| r.id.as_deref())
-        .collect();
-    let assignment_is_known = !dir
-        .rejected
-        .iter()
-        .any(|r| r.object_type != Some(ObjectType::User));
-    // A user rejected without a readable id may be any linked user missing from the
-    // directory: like her account (kept, see `plan_type`), her memberships stay.
-    let idless_user = dir
-        .rejected
-        .iter()
-        .any(|r| r.id.is_none() && r.object_type.is_none_or(|t| t == ObjectType::User));
-    // A linked user whose membership can't be judged this cycle (see `plan_type`).
-    let undecided = |source_id: &str| -> Option<&str> {
-        let link = user_links.get(source_id)?;
-        let unknown_scope = !assignment_is_known
-            && matches!(
-                scoped.decision(ObjectType::User, source_id),
-                Some(Err(OutOfScope::NotAssigned | OutOfScope::ExcludedRole(_)))
-            );
-        let maybe_unreadable = idless_user && !dir.users.contains_key(source_id);
-        (rejected.contains(source_id) || unknown_scope || maybe_unreadable)
-            .then_some(link.target_id.as_str())
-    };
-
     let reference_maps: Vec<crate::mapping::Mapping> = mappings
         .users
         .iter()
         .filter(|m| m.is_reference())
         .cloned()
         .collect();
-    if !reference_maps.is_empty() {
+    if reference_maps.is_empty() {
+        return Vec::new();
+    }
+    {
         // One user's reference changes; on several threads for large directories (a manager
         // lookup per user), in directory order either way.
         let update_of = |id: &String, user: &SourceObject| -> Option<Box<Update>> {
-            let link = *user_links.get(id.as_str())?;
+            let link = user_links(id.as_str())?;
             if !scoped.in_scope(ObjectType::User, id) || link.disabled() {
                 return None;
             }
@@ -144,12 +185,56 @@ pub(crate) fn plan_references_for(
                 mapped,
             }))
         };
-        out.updates = map_all(&dir.users, update_of)
+        map_items(users, update_of)
             .into_iter()
             .flatten()
             .map(|u| *u)
-            .collect();
+            .collect()
     }
+}
+
+/// The membership deltas (and their problems) of every group, or of `groups` when given.
+fn memberships_with<'l>(
+    dir: &Directory,
+    scoped: &Scoped,
+    mappings: &Mappings,
+    links: &'l LinkIndex,
+    user_links: &UserLink<'l, '_>,
+    groups: Option<&BTreeSet<String>>,
+) -> ReferencePlan {
+    let mut out = ReferencePlan::default();
+    let user_target = |source_id: &str| -> Option<&'l str> {
+        user_links(source_id)
+            .filter(|l| !l.disabled() && scoped.in_scope(ObjectType::User, source_id))
+            .map(|l| l.target_id.as_str())
+    };
+    let rejected: HashSet<&str> = dir
+        .rejected
+        .iter()
+        .filter_map(|r| r.id.as_deref())
+        .collect();
+    let assignment_is_known = !dir
+        .rejected
+        .iter()
+        .any(|r| r.object_type != Some(ObjectType::User));
+    // A user rejected without a readable id may be any linked user missing from the
+    // directory: like her account (kept, see `plan_type`), her memberships stay.
+    let idless_user = dir
+        .rejected
+        .iter()
+        .any(|r| r.id.is_none() && r.object_type.is_none_or(|t| t == ObjectType::User));
+    // A linked user whose membership can't be judged this cycle (see `plan_type`).
+    let undecided = |source_id: &str| -> Option<&str> {
+        let link = user_links(source_id)?;
+        let unknown_scope = !assignment_is_known
+            && matches!(
+                scoped.decision(ObjectType::User, source_id),
+                Some(Err(OutOfScope::NotAssigned | OutOfScope::ExcludedRole(_)))
+            );
+        let maybe_unreadable = idless_user && !dir.users.contains_key(source_id);
+        (rejected.contains(source_id) || unknown_scope || maybe_unreadable)
+            .then_some(link.target_id.as_str())
+    };
 
     if mappings.sync_members() {
         for (id, group) in &dir.groups {

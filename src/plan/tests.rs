@@ -621,6 +621,118 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Deferring the provisions (planning keeps only their matching hashes, the export maps
+    /// them a chunk at a time) gives the plan that mapping them at once gives: the same
+    /// actions, each type's provisions in the same order, the same problems and counts; and
+    /// the references planned in pieces (memberships, then updates a chunk of users at a
+    /// time) are the references planned whole.
+    #[test]
+    fn deferring_provisions_keeps_the_plan(
+        seq in proptest::collection::vec((arb_directory(), any::<bool>()), 1..4),
+        chunk in 1..4usize,
+    ) {
+        let mappings = Mappings::generic_scim().unwrap();
+        let mut links = LinkIndex::default();
+        let env = env();
+        for (raw, remove_nulls) in seq {
+            let settings = ScopeSettings {
+                mode: if raw["_all"] == json!(true) { ScopeMode::All } else { ScopeMode::Assigned },
+                ..ScopeSettings::default()
+            };
+            let partial = raw["_partial"] == json!(true);
+            let mut dir = parse(raw);
+            dir.complete = !partial;
+            let nulls = if remove_nulls { NullPolicy::Remove } else { NullPolicy::Leave };
+            let ps = PlanSettings { null_values: nulls, env: &env };
+            let scoped = scope::evaluate(&dir, &settings);
+            let skip = Skipping::new(&mappings, nulls, []);
+            let whole = plan_objects_skipping(&dir, &scoped, &mappings, &links, &ps, &skip);
+            let mut deferring = plan_objects_deferring(&dir, &scoped, &mappings, &links, &ps, &skip);
+            prop_assert!(deferring.actions.iter().all(|a| !matches!(a, Action::Provision(_))));
+            let deferred = std::mem::take(&mut deferring.deferred);
+            let made: Vec<Action> = deferred
+                .chunks(chunk)
+                .flat_map(|c| provisions(&dir, &scoped, &mappings, &ps, c))
+                .collect();
+            prop_assert_eq!(made.len(), deferred.len());
+            let (provisions_whole, rest): (Vec<Action>, Vec<Action>) = whole
+                .actions
+                .iter()
+                .cloned()
+                .partition(|a| matches!(a, Action::Provision(_)));
+            prop_assert_eq!(&made, &provisions_whole);
+            prop_assert_eq!(&deferring.actions, &rest);
+            let mut whole = whole;
+            whole.actions = rest;
+            prop_assert_eq!(&deferring, &whole);
+            simulate(&whole, &mut links);
+            let made_plan = Plan { actions: made, ..Plan::default() };
+            simulate(&made_plan, &mut links);
+            let refs = plan_references(&dir, &scoped, &mappings, &links, &ps);
+            // The references in pieces: the memberships alone, the updates a chunk at a time.
+            let members = plan_memberships(&dir, &scoped, &mappings, &links, None);
+            prop_assert!(members.updates.is_empty());
+            prop_assert_eq!(&members.memberships, &refs.memberships);
+            prop_assert_eq!(&members.problems, &refs.problems);
+            let mut updates = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let (mut some, next) = plan_reference_updates(
+                    &dir, &scoped, &mappings, &links, &ps, after.as_deref(), chunk,
+                );
+                updates.append(&mut some);
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            prop_assert_eq!(&updates, &refs.updates);
+            simulate_refs(&refs, &mut links);
+        }
+    }
+}
+
+/// A clash between a deferred provision and another object names the value, as when the
+/// provision is mapped at once.
+#[test]
+fn a_deferred_duplicate_names_its_value() {
+    let dir = parse(json!({
+        "users": [
+            {"id": "a", "userPrincipalName": "same@x", "accountEnabled": true},
+            {"id": "b", "userPrincipalName": "SAME@x", "accountEnabled": true},
+            {"id": "c", "userPrincipalName": "other@x", "accountEnabled": true},
+        ],
+    }));
+    let settings = ScopeSettings {
+        mode: ScopeMode::All,
+        ..ScopeSettings::default()
+    };
+    let scoped = scope::evaluate(&dir, &settings);
+    let mappings = Mappings::generic_scim().unwrap();
+    let env = env();
+    let ps = PlanSettings {
+        null_values: NullPolicy::Leave,
+        env: &env,
+    };
+    let links = LinkIndex::default();
+    let whole = plan_objects(&dir, &scoped, &mappings, &links, &ps);
+    let deferring = plan_objects_deferring(&dir, &scoped, &mappings, &links, &ps, &Skipping::off());
+    assert_eq!(deferring.problems, whole.problems);
+    assert_eq!(deferring.problems.len(), 2, "{:#?}", deferring.problems);
+    assert!(
+        deferring.problems[0].reason.contains("same@x"),
+        "{:#?}",
+        deferring.problems
+    );
+    assert_eq!(
+        deferring.deferred,
+        vec![(ObjectType::User, "c".to_string())]
+    );
+}
+
 #[test]
 fn a_no_change_cycle_maps_nothing_and_a_change_is_still_seen() {
     let mappings = Mappings::generic_scim().unwrap();

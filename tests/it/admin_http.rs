@@ -28,7 +28,9 @@ fn start(fixture: &Fixture, url: &str) -> (Proc, String) {
             panic!("the daemon exited early ({s}); {}", daemon.output());
         }
         let jobs = fixture.daemon_status()?;
-        jobs[0]["last_cycle"].is_object().then_some(())
+        // Recorded *and* over: a cycle records its summary before it returns, and a status
+        // read in between says `running` where the next read says not (and names a next run).
+        (jobs[0]["last_cycle"].is_object() && jobs[0]["running"] == false).then_some(())
     });
     (daemon, addr)
 }
