@@ -525,10 +525,8 @@ impl<R: std::io::Read> Blocks<R> {
         let Some(first) = self.next_token()? else {
             return Ok(None);
         };
-        let mut depth = 0usize;
-        let mut in_string = false;
-        let mut len = 0;
         if !matches!(first, b'{' | b'[' | b'"') {
+            let mut len = 0;
             while let Some(b) = self.peek(len)? {
                 if matches!(b, b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t') {
                     break;
@@ -537,46 +535,50 @@ impl<R: std::io::Read> Blocks<R> {
             }
             return Ok((len > 0).then_some(len));
         }
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        let mut len = 0;
+        // A tight loop over what the buffer holds, then a refill: a call per byte cost
+        // about as much as parsing.
         loop {
-            let Some(b) = self.peek(len)? else {
+            if self.peek(len)?.is_none() {
                 return Ok(None);
-            };
-            len += 1;
-            if in_string {
-                match b {
-                    b'\\' => {
-                        // The escaped byte cannot end the string.
-                        if self.peek(len)?.is_none() {
-                            return Ok(None);
-                        }
-                        len += 1;
-                    }
-                    b'"' => {
-                        in_string = false;
-                        if depth == 0 {
-                            return Ok(Some(len));
-                        }
-                    }
-                    _ => {}
-                }
-                continue;
             }
-            match b {
-                b'"' => in_string = true,
-                b'{' | b'[' => {
-                    depth += 1;
-                    if depth > MAX_ELEMENT_DEPTH {
-                        return Ok(None);
+            let start = self.pos + len;
+            for (i, &b) in self.buf[start..].iter().enumerate() {
+                if escaped {
+                    // The escaped byte cannot end the string.
+                    escaped = false;
+                } else if in_string {
+                    match b {
+                        b'\\' => escaped = true,
+                        b'"' => {
+                            in_string = false;
+                            if depth == 0 {
+                                return Ok(Some(len + i + 1));
+                            }
+                        }
+                        _ => {}
+                    }
+                } else {
+                    match b {
+                        b'"' => in_string = true,
+                        b'{' | b'[' => {
+                            depth += 1;
+                            if depth > MAX_ELEMENT_DEPTH {
+                                return Ok(None);
+                            }
+                        }
+                        b'}' | b']' => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                return Ok(Some(len + i + 1));
+                            }
+                        }
+                        _ => {}
                     }
                 }
-                b'}' | b']' => {
-                    depth = depth.saturating_sub(1);
-                    if depth == 0 {
-                        return Ok(Some(len));
-                    }
-                }
-                _ => {}
             }
+            len = self.buf.len() - self.pos;
         }
     }
 }
