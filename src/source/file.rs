@@ -252,12 +252,7 @@ impl Source for FileSource {
         // Reading, hashing and parsing 100k users takes about a second: all of it runs on the
         // blocking pool, starting at the first poll, so the cycle can load its links meanwhile.
         tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path).map_err(|source| SourceError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let watermark = hex(&Sha256::digest(&bytes));
-            let directory = parse_export(&bytes, &path)?;
+            let (directory, watermark) = read_export(&path)?;
             Ok(SourceRead {
                 directory,
                 watermark: Some(watermark),
@@ -294,12 +289,321 @@ fn hex(bytes: &[u8]) -> String {
 /// Parse an export document. Whole-document problems are errors; problems with one object
 /// reject that object only.
 pub fn parse_export(bytes: &[u8], path: &std::path::Path) -> Result<Directory, SourceError> {
-    let export: Export = serde_json::from_slice(bytes).map_err(|e| SourceError::Parse {
+    let export: Export = serde_json::from_slice(bytes).map_err(|e| parse_error(path, &e))?;
+    Ok(build_directory(export))
+}
+
+/// How much of the file is read at a time.
+const READ_BLOCK: usize = 1 << 20;
+
+/// Read and parse the export at `path`, with the SHA-256 of its bytes (the watermark).
+///
+/// The whole file is never in memory at once (at 1M users it is about 450 MB, which sat
+/// beside the parsed directory and the links loading meanwhile): [`Blocks`] reads it a block
+/// at a time and hands each element of the three arrays to the parser on its own, with the
+/// same types as the whole-document parse. A document that is anything but plainly
+/// well-formed (a wrong or repeated key, escapes in a key, an element that does not parse,
+/// deep nesting) is read again whole and parsed by [`parse_export`], which finds the same
+/// directory or names the problem with its line and column as before.
+fn read_export(path: &std::path::Path) -> Result<(Directory, String), SourceError> {
+    let read_error = |source| SourceError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    if let Some((export, digest)) = stream_export(file, READ_BLOCK).map_err(read_error)? {
+        return Ok((build_directory(export), hex(&digest)));
+    }
+    let bytes = std::fs::read(path).map_err(read_error)?;
+    let watermark = hex(&Sha256::digest(&bytes));
+    Ok((parse_export(&bytes, path)?, watermark))
+}
+
+/// The export read `block` bytes at a time, element by element, with the SHA-256 of every
+/// byte; `None` when the document is not plainly well-formed (see [`read_export`]).
+fn stream_export<R: std::io::Read>(
+    reader: R,
+    block: usize,
+) -> std::io::Result<Option<(Export, [u8; 32])>> {
+    let mut blocks = Blocks {
+        file: Hashing {
+            inner: reader,
+            hash: Sha256::new(),
+        },
+        block: block.max(1),
+        buf: Vec::new(),
+        pos: 0,
+        eof: false,
+    };
+    let export = blocks.export()?;
+    Ok(export.map(|e| (e, blocks.file.hash.finalize().into())))
+}
+
+/// A reader hashing the bytes it passes on.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Nesting deeper than this inside an element leaves the element to the whole-document
+/// parse, whose recursion limit (128, counting the document's own two levels) then decides.
+const MAX_ELEMENT_DEPTH: usize = 100;
+
+/// The export's top level, scanned from a file read block by block. `None` from a method: not
+/// plainly well-formed, left to the whole-document parse.
+struct Blocks<R> {
+    file: R,
+    /// How much to read at a time.
+    block: usize,
+    /// Unparsed bytes from `pos` on; the bytes before `pos` are done with.
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl<R: std::io::Read> Blocks<R> {
+    /// The byte at `pos + ahead`, reading on when needed; `None` at the end of the file.
+    fn peek(&mut self, ahead: usize) -> std::io::Result<Option<u8>> {
+        while self.pos + ahead >= self.buf.len() && !self.eof {
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            let len = self.buf.len();
+            self.buf.resize(len + self.block, 0);
+            let n = loop {
+                match self.file.read(&mut self.buf[len..]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            self.buf.truncate(len + n.as_ref().copied().unwrap_or(0));
+            if n? == 0 {
+                self.eof = true;
+            }
+        }
+        Ok(self.buf.get(self.pos + ahead).copied())
+    }
+
+    /// The next byte that is not JSON whitespace, not consumed.
+    fn next_token(&mut self) -> std::io::Result<Option<u8>> {
+        loop {
+            match self.peek(0)? {
+                Some(b' ' | b'\n' | b'\r' | b'\t') => self.pos += 1,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn export(&mut self) -> std::io::Result<Option<Export>> {
+        if self.next_token()? != Some(b'{') {
+            return Ok(None);
+        }
+        self.pos += 1;
+        let (mut users, mut groups, mut assignments) = (None, None, None);
+        let mut first = true;
+        loop {
+            match self.next_token()? {
+                Some(b'}') => {
+                    self.pos += 1;
+                    break;
+                }
+                Some(b',') if !first => self.pos += 1,
+                Some(b'"') if first => {}
+                _ => return Ok(None),
+            }
+            first = false;
+            let Some(key) = self.key()? else {
+                return Ok(None);
+            };
+            if self.next_token()? != Some(b':') {
+                return Ok(None);
+            }
+            self.pos += 1;
+            let fresh = match key {
+                0 => {
+                    users.is_none() && {
+                        users = self.list::<ObjectItem>()?;
+                        users.is_some()
+                    }
+                }
+                1 => {
+                    groups.is_none() && {
+                        groups = self.list::<ObjectItem>()?;
+                        groups.is_some()
+                    }
+                }
+                _ => {
+                    assignments.is_none() && {
+                        assignments = self.list::<Item>()?;
+                        assignments.is_some()
+                    }
+                }
+            };
+            if !fresh {
+                return Ok(None);
+            }
+        }
+        // Only whitespace may follow the document.
+        if self.next_token()?.is_some() {
+            return Ok(None);
+        }
+        Ok(match (users, groups, assignments) {
+            (Some(users), Some(groups), Some(assignments)) => Some(Export {
+                users,
+                groups,
+                assignments,
+            }),
+            _ => None,
+        })
+    }
+
+    /// A top-level key (the index of one of [`EXPORT_KEYS`]), its quotes consumed.
+    fn key(&mut self) -> std::io::Result<Option<usize>> {
+        if self.next_token()? != Some(b'"') {
+            return Ok(None);
+        }
+        let mut len = 1;
+        loop {
+            match self.peek(len)? {
+                Some(b'"') => break,
+                // Escapes, control characters and long keys are the whole parse's to judge.
+                Some(b'\\' | 0..=0x1f) | None => return Ok(None),
+                Some(_) if len > 16 => return Ok(None),
+                Some(_) => len += 1,
+            }
+        }
+        let key = EXPORT_KEYS
+            .iter()
+            .position(|k| k.as_bytes() == &self.buf[self.pos + 1..self.pos + len]);
+        self.pos += len + 1;
+        Ok(key)
+    }
+
+    /// An array, each element parsed on its own.
+    fn list<T: serde::de::DeserializeOwned>(&mut self) -> std::io::Result<Option<Vec<T>>> {
+        if self.next_token()? != Some(b'[') {
+            return Ok(None);
+        }
+        self.pos += 1;
+        let mut out = Vec::new();
+        if self.next_token()? == Some(b']') {
+            self.pos += 1;
+            return Ok(Some(out));
+        }
+        loop {
+            let Some(len) = self.element()? else {
+                return Ok(None);
+            };
+            let Ok(item) = serde_json::from_slice(&self.buf[self.pos..self.pos + len]) else {
+                return Ok(None);
+            };
+            out.push(item);
+            self.pos += len;
+            match self.next_token()? {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Some(out));
+                }
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// The length of the element at `pos` (after whitespace, which is skipped): a string,
+    /// an object or an array up to its closing bracket, anything else up to the next comma,
+    /// bracket or whitespace. Whether it is valid JSON is the parser's to say.
+    fn element(&mut self) -> std::io::Result<Option<usize>> {
+        let Some(first) = self.next_token()? else {
+            return Ok(None);
+        };
+        if !matches!(first, b'{' | b'[' | b'"') {
+            let mut len = 0;
+            while let Some(b) = self.peek(len)? {
+                if matches!(b, b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t') {
+                    break;
+                }
+                len += 1;
+            }
+            return Ok((len > 0).then_some(len));
+        }
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        let mut len = 0;
+        // A tight loop over what the buffer holds, then a refill: a call per byte cost
+        // about as much as parsing.
+        loop {
+            if self.peek(len)?.is_none() {
+                return Ok(None);
+            }
+            let end = self.buf.len();
+            let mut i = self.pos + len;
+            while i < end {
+                if escaped {
+                    // The escaped byte cannot end the string.
+                    escaped = false;
+                    i += 1;
+                    continue;
+                }
+                if in_string {
+                    // Strings are most of an export: jump to their next quote or backslash.
+                    let Some(k) = memchr::memchr2(b'"', b'\\', &self.buf[i..end]) else {
+                        break;
+                    };
+                    i += k;
+                    if self.buf[i] == b'\\' {
+                        escaped = true;
+                    } else {
+                        in_string = false;
+                        if depth == 0 {
+                            return Ok(Some(i + 1 - self.pos));
+                        }
+                    }
+                    i += 1;
+                    continue;
+                }
+                match self.buf[i] {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        if depth > MAX_ELEMENT_DEPTH {
+                            return Ok(None);
+                        }
+                    }
+                    b'}' | b']' => {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            return Ok(Some(i + 1 - self.pos));
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            len = self.buf.len() - self.pos;
+        }
+    }
+}
+
+fn parse_error(path: &std::path::Path, e: &serde_json::Error) -> SourceError {
+    SourceError::Parse {
         path: path.to_path_buf(),
         line: e.line(),
         column: e.column(),
         message: e.to_string(),
-    })?;
+    }
+}
+
+/// The directory of a parsed export: objects checked one by one, the rejected ones listed.
+fn build_directory(export: Export) -> Directory {
     let mut dir = Directory {
         complete: true,
         ..Directory::default()
@@ -334,7 +638,7 @@ pub fn parse_export(bytes: &[u8], path: &std::path::Path) -> Result<Directory, S
             }),
         }
     }
-    Ok(dir)
+    dir
 }
 
 fn collect_objects(
@@ -702,13 +1006,61 @@ mod tests {
         assert_eq!(d.users["a"].attr("Whatever"), Some(Value::from(1)));
     }
 
+    /// Misshaped documents are left to the whole parse, which names the problem: the file
+    /// read gives its error, line and column.
+    #[test]
+    fn a_misshaped_file_is_reported_as_the_whole_parse_reports_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for doc in [
+            r#"{"users":[],"groups":[],"assignments":[],}"#,
+            r#"{"users":[],"groups":[],"users":[],"assignments":[]}"#,
+            r#"{"users":[{"id":"a",}],"groups":[],"assignments":[]}"#,
+            r#"{"users":[],"groups":{},"assignments":[]}"#,
+            r#"{"users":[],"groups":[]}"#,
+            r#"{"Users":[],"groups":[],"assignments":[]}"#,
+            r#"{"users":[],"groups":[],"assignments":[]} x"#,
+            r#"{"users":[1 2],"groups":[],"assignments":[]}"#,
+            "[]",
+            "",
+        ] {
+            let path = dir.path().join("d.json");
+            std::fs::write(&path, doc).unwrap();
+            let streamed = read_export(&path).map(|(d, _)| d).unwrap_err().to_string();
+            let whole = parse_export(doc.as_bytes(), &path).unwrap_err().to_string();
+            assert_eq!(streamed, whole, "{doc}");
+        }
+    }
+
+    /// The file is read element by element, not whole: a well-formed export with escapes,
+    /// brackets in strings and nested values streams (and so is not read a second time).
+    #[test]
+    fn a_well_formed_export_streams() {
+        let doc = br#" { "users" : [ {"id":"u\"1]}","a":{"b":[1,{"c":"]"}]}} , {"id":"u2"} ] ,
+            "groups":[{"id":"g","members":["u2"]}], "assignments":[{"principalId":"u2"}, 7] }
+        "#;
+        let (export, _) = stream_export(&doc[..], 3).unwrap().expect("streamed");
+        let d = build_directory(export);
+        let whole = parse_export(doc, Path::new("d.json")).unwrap();
+        assert_eq!(format!("{d:?}"), format!("{whole:?}"));
+        assert_eq!(d.users.len(), 2);
+        assert_eq!(d.rejected.len(), 1, "the assignment 7");
+        let path = tempfile::tempdir().unwrap();
+        let file = path.path().join("d.json");
+        std::fs::write(&file, doc).unwrap();
+        let (read, watermark) = read_export(&file).unwrap();
+        assert_eq!(format!("{read:?}"), format!("{whole:?}"));
+        assert_eq!(watermark, hex(&Sha256::digest(doc)));
+    }
+
     fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
         use proptest::prelude::*;
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::from),
-            "[a-z0-9@. ]{0,8}".prop_map(Value::String),
+            // Quotes, backslashes and brackets inside strings: the streamed read must not
+            // take them for the document's own.
+            r#"[a-z0-9@. "\\\[\]{},]{0,8}"#.prop_map(Value::String),
             Just(Value::String("id".into())),
         ];
         leaf.prop_recursive(4, 64, 8, |inner| {
@@ -750,6 +1102,33 @@ mod tests {
                 if let Some(id) = u.get("id").and_then(Value::as_str).filter(|s| !s.trim().is_empty()) {
                     proptest::prop_assert!(d.users.contains_key(id) || reported.contains(id), "user {} lost", id);
                 }
+            }
+        }
+
+        /// Read block by block, element by element, an export gives the directory and the
+        /// digest the whole-document parse gives, wherever the blocks end.
+        #[test]
+        fn the_streamed_read_is_the_whole_parse(users in proptest::collection::vec(arb_json(), 0..6),
+                                                 groups in proptest::collection::vec(arb_json(), 0..6),
+                                                 assignments in proptest::collection::vec(arb_json(), 0..6),
+                                                 pretty in proptest::prelude::any::<bool>(),
+                                                 block in 1usize..40) {
+            let doc = serde_json::json!({"assignments": assignments, "users": users, "groups": groups});
+            let text = if pretty { serde_json::to_string_pretty(&doc).unwrap() } else { doc.to_string() };
+            let whole = parse_export(text.as_bytes(), Path::new("d.json")).unwrap();
+            let (export, digest) = stream_export(text.as_bytes(), block).unwrap().expect("streamed");
+            proptest::prop_assert_eq!(format!("{:?}", build_directory(export)), format!("{whole:?}"));
+            proptest::prop_assert_eq!(digest.to_vec(), Sha256::digest(text.as_bytes()).to_vec());
+        }
+
+        /// Whatever the bytes, the streamed read gives what the whole parse gives, or leaves
+        /// the document to it.
+        #[test]
+        fn arbitrary_bytes_stream_as_they_parse(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256), block in 1usize..16) {
+            let whole = parse_export(&bytes, Path::new("d.json"));
+            if let Some((export, _)) = stream_export(&bytes[..], block).unwrap() {
+                let whole = whole.expect("the whole parse accepts what streams");
+                proptest::prop_assert_eq!(format!("{:?}", build_directory(export)), format!("{whole:?}"));
             }
         }
 
