@@ -123,10 +123,14 @@ impl Plan {
     /// matching value it shares: whether its matching values are unique can only be told
     /// against every object in scope, so a delta cycle (`crate::model::view`) plans the
     /// whole directory instead.
+    ///
+    /// A deferred provision ([`plan_objects_deferring`]) is one as much as a planned one.
     pub(crate) fn provisions(&self) -> bool {
-        self.actions
-            .iter()
-            .any(|a| matches!(a, Action::Provision(_)))
+        !self.deferred.is_empty()
+            || self
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Provision(_)))
             || self.problems.iter().any(|p| p.code == DUPLICATE)
     }
 

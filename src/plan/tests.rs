@@ -733,6 +733,34 @@ fn a_deferred_duplicate_names_its_value() {
     );
 }
 
+/// A delta cycle plans the whole directory when its plan provisions (`Plan::provisions`): a
+/// provision the cycle's planner defers is one all the same, or a new user sharing a matching
+/// value with a linked user outside the view would be created (or adopt her account) instead
+/// of being reported as a duplicate.
+#[test]
+fn a_deferred_provision_counts_as_one() {
+    let dir = parse(json!({
+        "users": [{"id": "new", "userPrincipalName": "new@x", "accountEnabled": true}],
+    }));
+    let settings = ScopeSettings {
+        mode: ScopeMode::All,
+        ..ScopeSettings::default()
+    };
+    let scoped = scope::evaluate(&dir, &settings);
+    let mappings = Mappings::generic_scim().unwrap();
+    let env = env();
+    let ps = PlanSettings {
+        null_values: NullPolicy::Leave,
+        env: &env,
+    };
+    let links = LinkIndex::default();
+    let whole = plan_objects(&dir, &scoped, &mappings, &links, &ps);
+    let deferring = plan_objects_deferring(&dir, &scoped, &mappings, &links, &ps, &Skipping::off());
+    assert!(whole.provisions());
+    assert_eq!(deferring.deferred.len(), 1);
+    assert!(deferring.provisions(), "{deferring:#?}");
+}
+
 #[test]
 fn a_no_change_cycle_maps_nothing_and_a_change_is_still_seen() {
     let mappings = Mappings::generic_scim().unwrap();

@@ -223,3 +223,29 @@ async fn after_a_failed_cycle_the_changes_it_read_are_still_sent() {
     assert_eq!(s.users.updated, 1, "{s:#?}");
     assert_eq!(user(&h, "fill005@contoso.com")["title"], "Lead");
 }
+
+/// A new user whose matching value (userName, from the UPN) is a linked user's, who is not in
+/// the delta's view: the cycle plans the whole directory, which reports the duplicate, and
+/// neither creates a second account nor links the new user to the other's.
+#[tokio::test]
+async fn a_new_user_sharing_a_linked_users_matching_value_is_a_duplicate() {
+    let g = big_tenant().await;
+    let h = sandbox(vec![]).await;
+    let clock = ManualClock::new(t0());
+    let (job, store, _dir) = started(&g, &h, &clock).await;
+    let client = client(&h.base_url());
+    let links_before = store.link_counts("test").unwrap();
+
+    g.put_user(graph_user("u-twin", "Fill007", "Twin", json!({})));
+    g.assign("u-twin", ROLE_USER);
+    let s = cycle(&job, &store, &client, &clock).await;
+    assert_eq!(s.users.created, 0, "{s:#?}");
+    assert!(
+        s.problems
+            .iter()
+            .any(|p| p.code == "DuplicateSourceEntries" && p.id.as_deref() == Some("u-twin")),
+        "{s:#?}"
+    );
+    assert_eq!(store.link_counts("test").unwrap(), links_before);
+    assert_eq!(users_named(&h, "fill007@contoso.com").len(), 1);
+}
