@@ -1164,20 +1164,91 @@ fn snippet(body: &[u8]) -> String {
 /// holding exactly one `id`; `None` for anything else (not JSON, not an object, no `id`, a
 /// non-string or empty one, a repeated key), which the caller parses in full to report.
 fn created_id(body: &[u8]) -> Option<String> {
-    /// Only `id`; every other member is skipped without being built.
-    #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: Option<String>,
-    }
-    // A derived struct also accepts a JSON array (its fields in order): objects only.
-    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'{' {
-        return None;
-    }
     serde_json::from_slice::<IdOnly>(body)
         .ok()?
-        .id
+        .0
         .filter(|id| !id.is_empty())
+}
+
+/// A JSON object's `id` (if any): every other member is checked as `Value` would check it
+/// ([`Checked`]) but not built. A repeated `id` is an error.
+struct IdOnly(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for IdOnly {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(IdOnlyVisitor)
+    }
+}
+
+struct IdOnlyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for IdOnlyVisitor {
+    type Value = IdOnly;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<IdOnly, A::Error> {
+        let mut id: Option<Option<String>> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "id" {
+                if id.is_some() {
+                    return Err(serde::de::Error::duplicate_field("id"));
+                }
+                id = Some(map.next_value()?);
+            } else {
+                map.next_value::<Checked>()?;
+            }
+        }
+        Ok(IdOnly(id.flatten()))
+    }
+}
+
+/// Any JSON value, parsed as `serde_json::Value` parses it (strings decoded, so invalid
+/// UTF-8 and lone surrogates are errors, as they are to `create`) and dropped. Skipping with
+/// `IgnoredAny` would not decode strings: `create_id` would take bodies `create` rejects.
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
 }
 
 pub(crate) fn resource_id(resource: &Value) -> Option<&str> {

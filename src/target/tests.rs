@@ -223,26 +223,33 @@ async fn create_returns_resource_with_id_from_body() {
 }
 
 /// The export's `create_id` parses only the id, yet answers every body as `create` does: the
-/// same id, or an error with the same code and text.
+/// same id, or an error with the same code and text (strings it skips are decoded all the
+/// same: invalid UTF-8 and lone surrogates are errors to both).
 #[tokio::test]
 async fn create_id_answers_every_body_as_create_does() {
-    let bodies: [&str; 11] = [
-        r#"{"id": "u1", "userName": "alice", "emails": [{"value": "a@x"}], "meta": {}}"#,
-        r#"  {"userName": "alice", "id": "u2"}"#,
-        r#"{"userName": "alice"}"#,
-        r#"{"id": ""}"#,
-        r#"{"id": 7}"#,
-        r#"{"id": null}"#,
-        r#"{"id": "a/b"}"#,
-        r#"{"id": "first", "id": "second"}"#,
-        r#"["u1"]"#,
-        r#"{"id": "u1", "userName": "#,
-        "",
+    let bodies: [&[u8]; 16] = [
+        b"{\"id\": \"u1\", \"userName\": \"\xff\"}",
+        b"{\"id\": \"u1\", \"emails\": [\"\xc3\"]}",
+        b"{\"id\": \"u1\", \"\xe2\x82\": 1}",
+        br#"{"id": "u1", "userName": "alice", "emails": [{"value": "a@x"}], "meta": {}}"#,
+        br#"{"id": "u1", "userName": "\ud800"}"#,
+        br#"{"id": "u1", "meta": {"version": "W/\"\udfff\""}}"#,
+        br#"  {"userName": "alice", "id": "u2"}"#,
+        br#"{"userName": "alice"}"#,
+        br#"{"id": ""}"#,
+        br#"{"id": 7}"#,
+        br#"{"id": null}"#,
+        br#"{"id": "a/b"}"#,
+        br#"{"id": "first", "id": "second"}"#,
+        br#"["u1"]"#,
+        br#"{"id": "u1", "userName": "#,
+        b"",
     ];
-    for body in bodies {
+    for raw in bodies {
+        let body = String::from_utf8_lossy(raw);
         let server = MockServer::start().await;
         Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(201).set_body_raw(body, "application/scim+json"))
+            .respond_with(ResponseTemplate::new(201).set_body_raw(raw, "application/scim+json"))
             .mount(&server)
             .await;
         let c = client(&server);
