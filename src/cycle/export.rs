@@ -93,21 +93,31 @@ struct Tally {
     problems: Vec<Problem>,
     records: Vec<ActionRecord>,
     /// Objects already counted this cycle: each is counted once (see `finish`). By a 64-bit
-    /// hash of the id ([`counted_key`]), not the id: an initial cycle counts every object, and
-    /// a million ids as strings weigh about 80 MB. Two ids colliding (odds of about 3 in 10^8
-    /// for a million objects) would only leave one object out of the counts.
+    /// hash of the id ([`Tally::counted_key`]), not the id: an initial cycle counts every
+    /// object, and a million ids as strings weigh about 80 MB. Two ids colliding (odds of
+    /// about 3 in 10^8 for a million objects) would only leave one object out of the counts.
     counted: HashSet<(ObjectType, u64)>,
+    /// The hash of `counted`, with keys of this process's own: a fixed one would let a
+    /// directory hold ids made to collide, each pair leaving an object out of the counts.
+    ids: std::collections::hash_map::RandomState,
     /// Objects the planner counted unchanged that phase two updated (or failed on) after all.
     unchanged_then_changed: u64,
     /// Groups planned as unchanged whose membership export then failed.
     groups_unchanged_then_failed: u64,
 }
 
-/// The key of an object in `Tally::counted`: its type and a hash of its id.
-fn counted_key(ty: ObjectType, source_id: &str) -> (ObjectType, u64) {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    let hasher = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
-    (ty, hasher.hash_one(source_id))
+impl Tally {
+    /// Counts the object once: whether it had not been counted yet this cycle.
+    fn count_once(&mut self, ty: ObjectType, source_id: &str) -> bool {
+        let key = self.counted_key(ty, source_id);
+        self.counted.insert(key)
+    }
+
+    /// The key of an object in `counted`: its type and a hash of its id.
+    fn counted_key(&self, ty: ObjectType, source_id: &str) -> (ObjectType, u64) {
+        use std::hash::BuildHasher;
+        (ty, self.ids.hash_one(source_id))
+    }
 }
 
 /// Why the export gave up on the whole cycle: the failure's Entra-style code and reason.
@@ -655,7 +665,7 @@ impl<'a> Exporter<'a> {
                 // of an object created, adopted or updated in phase one is part of that
                 // action, not a second update; without this an initial cycle reported every
                 // user with a manager as both created and updated.
-                let first = t.counted.insert(counted_key(ty, source_id));
+                let first = t.count_once(ty, source_id);
                 if first && ty == ObjectType::User && self.in_references.load(Ordering::SeqCst) {
                     t.unchanged_then_changed += 1;
                 }
@@ -714,7 +724,7 @@ impl<'a> Exporter<'a> {
             Err(f) => {
                 // A failure always counts; one in phase two of an object the plan counted
                 // unchanged is no longer unchanged.
-                if t.counted.insert(counted_key(ty, source_id))
+                if t.count_once(ty, source_id)
                     && ty == ObjectType::User
                     && self.in_references.load(Ordering::SeqCst)
                 {
@@ -1226,9 +1236,7 @@ impl<'a> Exporter<'a> {
                 Err(f) => {
                     // Once per group: a group created this cycle whose members then failed is
                     // one object, counted as created, with the failure in `problems`.
-                    if t.counted
-                        .insert(counted_key(ObjectType::Group, &m.group_source_id))
-                    {
+                    if t.count_once(ObjectType::Group, &m.group_source_id) {
                         t.groups.failed += 1;
                         t.groups_unchanged_then_failed += 1;
                     }
@@ -1319,5 +1327,26 @@ fn store_failure(e: crate::state::StateError) -> Failure {
         reach: Reach::Cycle,
         never_reached: false,
         quarantine_exception: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The count's id hash is keyed by the process, not the fixed key of `DefaultHasher`
+    /// (with which ids can be made to collide offline), and counts an object once.
+    #[test]
+    fn objects_are_counted_once_by_a_hash_with_keys_of_its_own() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let fixed = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        let mut t = Tally::default();
+        let ids: Vec<String> = (0..8).map(|i| format!("user-{i}")).collect();
+        assert!(ids
+            .iter()
+            .any(|id| t.counted_key(ObjectType::User, id).1 != fixed.hash_one(id.as_str())));
+        assert!(t.count_once(ObjectType::User, "a"));
+        assert!(!t.count_once(ObjectType::User, "a"));
+        assert!(t.count_once(ObjectType::Group, "a"));
     }
 }
