@@ -199,20 +199,20 @@ pub(super) fn map_all<'a, T: Send>(
     objects: &'a BTreeMap<String, SourceObject>,
     f: impl Fn(&'a String, &'a SourceObject) -> T + Sync,
 ) -> Vec<T> {
-    const PARALLEL_FROM: usize = 4096;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    if objects.len() < PARALLEL_FROM || threads < 2 {
+    if objects.len() < PARALLEL_FROM {
         return objects.iter().map(|(id, o)| f(id, o)).collect();
     }
     map_items(objects.iter().collect(), f)
 }
+
+/// From how many objects [`map_items`] splits the work over threads.
+const PARALLEL_FROM: usize = 4096;
 
 /// [`map_all`] over some of the objects, in their order.
 pub(super) fn map_items<'a, T: Send>(
     items: Vec<(&'a String, &'a SourceObject)>,
     f: impl Fn(&'a String, &'a SourceObject) -> T + Sync,
 ) -> Vec<T> {
-    const PARALLEL_FROM: usize = 4096;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     if items.len() < PARALLEL_FROM || threads < 2 {
         return items.iter().map(|(id, o)| f(id, o)).collect();
