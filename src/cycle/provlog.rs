@@ -227,23 +227,25 @@ impl Drop for LogSink {
 }
 
 /// The writer thread: builds and appends the entries it is sent; the first write error stops
-/// the writing (one warning, not one per entry), never the cycle.
+/// the writing (one warning, not one per entry), never the cycle. Entries not written are
+/// still tracing events: with a provisioning log the export logs each object at `debug`
+/// only, counting on this event at `info`.
 fn write_loop(mut writer: Writer, ctx: &Context, rx: std::sync::mpsc::Receiver<Msg>) {
     let job = ctx.job.as_str();
     let mut failed = false;
     for msg in rx {
         match msg {
-            Msg::Records(batch) if !failed => {
+            Msg::Records(batch) => {
                 for r in batch {
                     let e = ctx.build(r);
-                    if let Err(err) = writer.append(&e) {
+                    if failed {
+                        crate::provlog::trace_entry(&e);
+                    } else if let Err(err) = writer.append(&e) {
                         tracing::warn!(job, error = %err, "provisioning log write failed; no further entries this run");
                         failed = true;
-                        break;
                     }
                 }
             }
-            Msg::Records(_) => {}
             Msg::Flush(ack) => {
                 sync(&mut writer, job, failed);
                 let _ = ack.send(());

@@ -17,5 +17,5 @@ pub use entry::{
     StatusInfo, Step, StepType, SystemInfo,
 };
 pub use query::{query, Found, Query};
-pub(crate) use store::{parse_size, LogTarget};
+pub(crate) use store::{parse_size, trace_entry, LogTarget};
 pub use store::{prune, LogError, LogSettings, Pruned, Writer};

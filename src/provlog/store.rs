@@ -291,8 +291,9 @@ fn open_segment(path: &Path) -> Result<File, LogError> {
     Ok(file)
 }
 
-/// The entry as a tracing event, with the fields a log shipper filters on.
-fn trace_entry(e: &Entry) {
+/// The entry as a tracing event, with the fields a log shipper filters on. Also for entries
+/// no longer written after a write error: the journal still names every object exported.
+pub(crate) fn trace_entry(e: &Entry) {
     let info = &e.provisioning_status_info;
     let error_code = info
         .error_information

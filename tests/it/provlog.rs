@@ -297,3 +297,34 @@ fn duplicate_and_invalid_source_objects_are_logged_as_skipped() {
     assert!(codes.contains(&"DuplicateSourceEntries"), "{es:#?}");
     assert!(codes.contains(&"InvalidSourceObject"), "{es:#?}");
 }
+
+/// A provisioning log that cannot be written (here its segment's path is a directory) stops
+/// being written with one warning, never the cycle; every object exported is still named in
+/// the journal by the entry's tracing event (the export's own per-object line is at `debug`
+/// when a provisioning log is on).
+#[test]
+fn a_log_that_cannot_be_written_still_names_every_entry_in_the_journal() {
+    let sandbox = Sandbox::start();
+    let f = Fixture::new(&sandbox.url());
+    f.write_directory(&directory(5));
+    let dir = f.state_dir().join("logs/robin");
+    let now = chrono::Utc::now();
+    for t in [now, now + chrono::Duration::hours(1)] {
+        std::fs::create_dir_all(dir.join(format!("{}.jsonl", t.format("%Y-%m-%dT%H")))).unwrap();
+    }
+    // `sync` logs at `warn` unless told: `-v` is the service's `info`.
+    let out = f.run(&["-v", "sync", "--json"]);
+    out.assert_code(0);
+    let all = out.all();
+    assert_eq!(
+        all.matches("provisioning log write failed").count(),
+        1,
+        "{out}"
+    );
+    let traced = all.matches("provisioning log entry").count();
+    assert!(
+        traced >= 5,
+        "{traced} entries traced for 5 users created: {out}"
+    );
+    assert_eq!(sandbox.users().len(), 5);
+}
