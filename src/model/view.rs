@@ -10,9 +10,9 @@
 //! - the changed users and groups that still exist (a removed one is absent, and its link,
 //!   loaded by id, plans its deletion);
 //! - every group with a changed user among its direct members (their memberships change), and
-//!   every user among the direct members of those groups and of the changed groups (the
-//!   membership planned is the whole member list, and a member missing from the directory
-//!   would read as invalid);
+//!   every direct member of those groups and of the changed groups (the membership planned is
+//!   the whole member list, and a member missing from the directory, a group too, would read
+//!   as invalid);
 //! - every group holding an app role assignment, whole (scope and roles come from them: a
 //!   member of a planned group may be in scope through another group);
 //! - the users a changed user references (her manager: resolved to its target id).
@@ -20,7 +20,6 @@
 //! Not needed, so not there (each was taken out with the property test
 //! `plan::tests::the_delta_path_plans_what_the_full_path_plans` still green; the parts above
 //! each fail it when taken out):
-//! - groups among a planned group's members: a membership holds the users in scope only;
 //! - the users whose manager is a changed user: their manager attribute changes only when
 //!   her target id does, which takes her being provisioned (and a cycle that provisions
 //!   plans the whole directory), and a manager removed or out of scope leaves it as it is.
@@ -74,6 +73,8 @@ pub(crate) fn view(
             for m in &g.members {
                 if let Some((k, _)) = users.get_key_value(m) {
                     user_ids.insert(k);
+                } else if let Some((k, _)) = groups.get_key_value(m) {
+                    group_ids.insert(k);
                 }
             }
         }

@@ -801,6 +801,14 @@ fn delta_plans_the_full_plan(
     );
     prop_assert_eq!(&delta_refs.updates, &full_refs.updates);
     prop_assert_eq!(&delta_refs.memberships, &full_refs.memberships);
+    for p in &delta_refs.problems {
+        prop_assert!(
+            full_refs.problems.contains(p),
+            "{:?} not in {:#?}",
+            p,
+            full_refs.problems
+        );
+    }
     Ok(true)
 }
 
@@ -883,9 +891,9 @@ proptest! {
     }
 }
 
-/// The cases that decide what the view holds (`model::view`), named: an assigned group that
-/// the view needs, a changed user's new manager it needs, and two parts it does without (a
-/// planned group's member groups, the users a removed manager managed).
+/// The cases that decide what the view holds (`model::view`), named: an assigned group, a
+/// planned group's member groups and a changed user's new manager, which the view needs, and
+/// the users a removed manager managed, which it does without.
 #[test]
 fn each_part_of_the_view_is_needed() {
     let assigned = ScopeSettings::default();
@@ -913,8 +921,8 @@ fn each_part_of_the_view_is_needed() {
                                    {"principalId": "g1", "role": "User"}]}),
             json!({"users": [user("u0", "b", None), user("u1", "a", None)]}),
         ),
-        // g0 holds the changed u0 and the group g1: a membership holds users only, so the
-        // view does without g1.
+        // g0 holds the changed u0 and the group g1: without g1, g0's member list would name
+        // a member that does not exist (InvalidMember).
         (
             "a planned group's member groups",
             &all,
