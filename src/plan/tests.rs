@@ -841,7 +841,7 @@ proptest! {
                     let (Some(id), Some(upn)) = (u["id"].as_str(), u["userPrincipalName"].as_str()) else {
                         continue;
                     };
-                    let spelling = upn.bytes().nth(4).map_or(0, |b| b % 2);
+                    let spelling = upn.as_bytes().get(4).map_or(0, |b| b % 2);
                     u["userPrincipalName"] = json!(format!("user{id}{spelling}@x"));
                 }
             }
