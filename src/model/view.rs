@@ -11,10 +11,18 @@
 //!   loaded by id, plans its deletion);
 //! - every group with a changed user among its direct members (their memberships change), and
 //!   every direct member of those groups and of the changed groups (the membership planned is
-//!   the whole member list, and a member missing from the directory would read as invalid);
-//! - every group holding an app role assignment, whole (scope and roles come from them);
-//! - the users a changed user references (her manager) and the users that reference a changed
-//!   user (their manager attribute resolves to her new target id, or to none).
+//!   the whole member list, and a member missing from the directory, a group too, would read
+//!   as invalid);
+//! - every group holding an app role assignment, whole (scope and roles come from them: a
+//!   member of a planned group may be in scope through another group);
+//! - the users a changed user references (her manager: resolved to its target id).
+//!
+//! Not needed, so not there (each was taken out with the property test
+//! `plan::tests::the_delta_path_plans_what_the_full_path_plans` still green; the parts above
+//! each fail it when taken out):
+//! - the users whose manager is a changed user: their manager attribute changes only when
+//!   her target id does, which takes her being provisioned (and a cycle that provisions
+//!   plans the whole directory), and a manager removed or out of scope leaves it as it is.
 
 use super::{Assignment, Directory, Rejected, SourceObject};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -81,19 +89,6 @@ pub(crate) fn view(
                         user_ids.insert(mk);
                     }
                 }
-            }
-        }
-    }
-    if !references.is_empty() && !focus.users.is_empty() {
-        // Users whose manager changed: one pass over the users' reference attributes.
-        for (id, u) in users {
-            let points_at_focus = references.iter().any(|r| {
-                u.attributes
-                    .get_str_any_case(r)
-                    .is_some_and(|m| focus.users.contains(m))
-            });
-            if points_at_focus {
-                user_ids.insert(id);
             }
         }
     }

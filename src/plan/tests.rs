@@ -855,6 +855,103 @@ fn links_of_view(links: &LinkIndex, dir: &Directory, focus: &crate::model::Chang
     out
 }
 
+/// The check of `the_delta_path_plans_what_the_full_path_plans` for one pair of directories
+/// (`d2` after a few changes to `d1`): whether the delta path was compared (`false`: the
+/// cycle would plan the whole directory, a duplicate or an object to provision).
+fn delta_plans_the_full_plan(
+    d1: &Directory,
+    d2: &Directory,
+    settings: &ScopeSettings,
+) -> Result<bool, TestCaseError> {
+    let mappings = Mappings::generic_scim().unwrap();
+    let env = env();
+    let ps = PlanSettings {
+        null_values: NullPolicy::Leave,
+        env: &env,
+    };
+    // Links in step with d1; a cycle that finds duplicates makes the next one full.
+    let mut links = LinkIndex::default();
+    let mut last = Plan::default();
+    for _ in 0..3 {
+        last = run(d1, settings, &mut links).0;
+    }
+    if last
+        .problems
+        .iter()
+        .any(|p| p.code == "DuplicateSourceEntries")
+    {
+        return Ok(false);
+    }
+
+    let mut focus = changes_between(d1, d2);
+    let sorted = |d: &Directory| {
+        let mut a = d.assignments.clone();
+        a.sort_by(|x, y| (&x.principal_id, &x.role).cmp(&(&y.principal_id, &y.role)));
+        a
+    };
+    crate::model::view::assignment_changes(
+        &sorted(d1),
+        &sorted(d2),
+        &d1.groups,
+        &d2.groups,
+        &mut focus,
+    );
+    let references = vec!["manager".to_string()];
+    let view = crate::model::view::view(
+        &d2.users,
+        &d2.groups,
+        &d2.assignments,
+        &d2.rejected,
+        true,
+        &focus,
+        &references,
+    );
+    let mut view_links = links_of_view(&links, &view, &focus);
+    let full_scope = scope::evaluate(d2, settings);
+    let view_scope = scope::evaluate(&view, settings);
+    let full = plan_objects(d2, &full_scope, &mappings, &links, &ps);
+    let delta = plan_objects(&view, &view_scope, &mappings, &view_links, &ps);
+    if delta.provisions() {
+        // The cycle plans the whole directory: its plan is `full` by construction (a new
+        // object may share a matching value with one outside the view).
+        return Ok(false);
+    }
+    prop_assert_eq!(&delta.actions, &full.actions);
+    for p in &delta.problems {
+        prop_assert!(
+            full.problems.contains(p),
+            "{:?} not in {:#?}",
+            p,
+            full.problems
+        );
+    }
+    prop_assert_eq!(delta.withheld_deprovisions, full.withheld_deprovisions);
+    let mut full_links = links.clone();
+    simulate(&full, &mut full_links);
+    simulate(&delta, &mut view_links);
+    let groups = crate::model::view::membership_groups(&view, &focus);
+    let full_refs = plan_references(d2, &full_scope, &mappings, &full_links, &ps);
+    let delta_refs = plan_references_for(
+        &view,
+        &view_scope,
+        &mappings,
+        &view_links,
+        &ps,
+        Some(&groups),
+    );
+    prop_assert_eq!(&delta_refs.updates, &full_refs.updates);
+    prop_assert_eq!(&delta_refs.memberships, &full_refs.memberships);
+    for p in &delta_refs.problems {
+        prop_assert!(
+            full_refs.problems.contains(p),
+            "{:?} not in {:#?}",
+            p,
+            full_refs.problems
+        );
+    }
+    Ok(true)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
@@ -867,28 +964,54 @@ proptest! {
     fn the_delta_path_plans_what_the_full_path_plans(
         before in arb_directory(),
         after in arb_directory(),
-        keep in proptest::collection::vec(any::<bool>(), 14),
+        keep in proptest::collection::vec(proptest::bool::weighted(0.75), 12),
+        moves in 0..4usize,
+        adds in 0..4usize,
+        assigned_group in 0..4usize,
     ) {
-        let mappings = Mappings::generic_scim().unwrap();
-        let env = env();
-        let ps = PlanSettings { null_values: NullPolicy::Leave, env: &env };
         let settings = ScopeSettings {
             mode: if before["_all"] == json!(true) { ScopeMode::All } else { ScopeMode::Assigned },
             ..ScopeSettings::default()
         };
-        let mut d1 = parse(before);
-        let mut d2 = parse(after);
+        // Matching values shared by two users make the cycle after them full (and nearly every
+        // generated pair of users would share one): one UPN per id, in two spellings.
+        let unique = |mut v: Value| {
+            if let Some(users) = v["users"].as_array_mut() {
+                for u in users {
+                    let (Some(id), Some(upn)) = (u["id"].as_str(), u["userPrincipalName"].as_str()) else {
+                        continue;
+                    };
+                    let spelling = upn.as_bytes().get(4).map_or(0, |b| b % 2);
+                    u["userPrincipalName"] = json!(format!("user{id}{spelling}@x"));
+                }
+            }
+            v
+        };
+        // One group assigned at least, so that users are in scope through groups (a member
+        // of a planned group may be in scope through another one).
+        let assign = |mut v: Value| {
+            if let Some(a) = v["assignments"].as_array_mut() {
+                a.push(json!({"principalId": format!("g{assigned_group}"), "role": "User"}));
+            }
+            v
+        };
+        let mut d1 = parse(assign(unique(before)));
+        let mut d2 = parse(assign(unique(after)));
         // Rejected objects (duplicate ids, no id) are the full path's concern: left out of
         // both. The assignments move one time in four.
-        if !keep[12] || !keep[13] {
+        if moves != 0 {
             d2.assignments = d1.assignments.clone();
         }
         d1.rejected.clear();
         d2.rejected.clear();
-        // Few changes, as a delta brings: most objects stay as they were.
+        // Few changes, as a delta brings: most objects stay as they were (a changed one takes
+        // `after`'s attributes: title, name, state, manager, or is gone). A new user makes
+        // the cycle take the full path (nothing to compare), so one appears one time in four
+        // only: the cases that need the view's parts are those that plan no provisioning.
         for (i, kept) in keep.iter().enumerate().take(8) {
             let id = format!("u{i}");
-            if *kept {
+            let new = !d1.users.contains_key(&id) && d2.users.contains_key(&id);
+            if *kept || (new && adds != 0) {
                 match d1.users.get(&id) {
                     Some(u) => d2.users.insert(id, u.clone()),
                     None => d2.users.remove(&id),
@@ -904,50 +1027,78 @@ proptest! {
                 };
             }
         }
-        // Links in step with d1; a cycle that finds duplicates makes the next one full.
-        let mut links = LinkIndex::default();
-        let mut last = Plan::default();
-        for _ in 0..3 {
-            last = run(&d1, &settings, &mut links).0;
-        }
-        prop_assume!(!last.problems.iter().any(|p| p.code == "DuplicateSourceEntries"));
+        delta_plans_the_full_plan(&d1, &d2, &settings)?;
+    }
+}
 
-        let mut focus = changes_between(&d1, &d2);
-        let sorted = |d: &Directory| {
-            let mut a = d.assignments.clone();
-            a.sort_by(|x, y| (&x.principal_id, &x.role).cmp(&(&y.principal_id, &y.role)));
-            a
-        };
-        crate::model::view::assignment_changes(
-            &sorted(&d1), &sorted(&d2), &d1.groups, &d2.groups, &mut focus,
-        );
-        let references = vec!["manager".to_string()];
-        let view = crate::model::view::view(
-            &d2.users, &d2.groups, &d2.assignments, &d2.rejected, true, &focus, &references,
-        );
-        let mut view_links = links_of_view(&links, &view, &focus);
-        let full_scope = scope::evaluate(&d2, &settings);
-        let view_scope = scope::evaluate(&view, &settings);
-        let full = plan_objects(&d2, &full_scope, &mappings, &links, &ps);
-        let delta = plan_objects(&view, &view_scope, &mappings, &view_links, &ps);
-        if delta.provisions() {
-            // The cycle plans the whole directory: its plan is `full` by construction (a new
-            // object may share a matching value with one outside the view).
-            return Ok(());
+/// The cases that decide what the view holds (`model::view`), named: an assigned group, a
+/// planned group's member groups and a changed user's new manager, which the view needs, and
+/// the users a removed manager managed, which it does without.
+#[test]
+fn each_part_of_the_view_is_needed() {
+    let assigned = ScopeSettings::default();
+    let all = ScopeSettings {
+        mode: ScopeMode::All,
+        ..ScopeSettings::default()
+    };
+    let user = |id: &str, title: &str, manager: Option<&str>| {
+        let mut u = json!({"id": id, "userPrincipalName": format!("{id}@x"), "jobTitle": title});
+        if let Some(m) = manager {
+            u["manager"] = json!(m);
         }
-        prop_assert_eq!(&delta.actions, &full.actions);
-        for p in &delta.problems {
-            prop_assert!(full.problems.contains(p), "{:?} not in {:#?}", p, full.problems);
+        u
+    };
+    let cases: Vec<(&str, &ScopeSettings, Value, Value)> = vec![
+        // u1 is in the view as a member of g0 (which holds the changed u0), and in scope only
+        // through the assigned g1: without every assigned group, u1 reads as out of scope.
+        (
+            "every assigned group",
+            &assigned,
+            json!({"users": [user("u0", "a", None), user("u1", "a", None)],
+                   "groups": [{"id": "g0", "displayName": "G0", "members": ["u0", "u1"]},
+                              {"id": "g1", "displayName": "G1", "members": ["u1"]}],
+                   "assignments": [{"principalId": "u0", "role": "User"},
+                                   {"principalId": "g1", "role": "User"}]}),
+            json!({"users": [user("u0", "b", None), user("u1", "a", None)]}),
+        ),
+        // g0 holds the changed u0 and the group g1: without g1, g0's member list would name
+        // a member that does not exist (InvalidMember).
+        (
+            "a planned group's member groups",
+            &all,
+            json!({"users": [user("u0", "a", None)],
+                   "groups": [{"id": "g0", "displayName": "G0", "members": ["u0", "g1"]},
+                              {"id": "g1", "displayName": "G1", "members": []}]}),
+            json!({"users": [user("u0", "b", None)]}),
+        ),
+        // u1's manager u0 is deleted: u1's manager attribute is left as it is (an
+        // unprovisioned manager is not cleared), so the view does without u1.
+        (
+            "the users a removed user managed",
+            &all,
+            json!({"users": [user("u0", "a", None), user("u1", "a", Some("u0"))]}),
+            json!({"users": [user("u1", "a", Some("u0"))]}),
+        ),
+        // u0's new manager u1 did not change: without her, u0's manager resolves to none.
+        (
+            "the user a changed user references",
+            &all,
+            json!({"users": [user("u0", "a", None), user("u1", "a", None)]}),
+            json!({"users": [user("u0", "a", Some("u1")), user("u1", "a", None)]}),
+        ),
+    ];
+    for (part, settings, before, after) in cases {
+        let d1 = parse(before.clone());
+        let mut after = after;
+        for key in ["groups", "assignments"] {
+            if after.get(key).is_none() {
+                after[key] = before.get(key).cloned().unwrap_or_else(|| json!([]));
+            }
         }
-        prop_assert_eq!(delta.withheld_deprovisions, full.withheld_deprovisions);
-        let mut full_links = links.clone();
-        simulate(&full, &mut full_links);
-        simulate(&delta, &mut view_links);
-        let groups = crate::model::view::membership_groups(&view, &focus);
-        let full_refs = plan_references(&d2, &full_scope, &mappings, &full_links, &ps);
-        let delta_refs =
-            plan_references_for(&view, &view_scope, &mappings, &view_links, &ps, Some(&groups));
-        prop_assert_eq!(&delta_refs.updates, &full_refs.updates);
-        prop_assert_eq!(&delta_refs.memberships, &full_refs.memberships);
+        let d2 = parse(after);
+        match delta_plans_the_full_plan(&d1, &d2, settings) {
+            Ok(compared) => assert!(compared, "{part}: the delta path was not compared"),
+            Err(e) => panic!("{part}: {e}"),
+        }
     }
 }
