@@ -984,7 +984,7 @@ impl<'a> Exporter<'a> {
             source_id: p.source_id.clone(),
             target_id,
             display_name: p.display_name.clone(),
-            matching: p.mapped.matching.first().cloned(),
+            matching: p.mapped.matching.first().cloned().into(),
             exported: (&p.mapped.values).into(),
             members: Default::default(),
             created,
@@ -1045,7 +1045,7 @@ impl<'a> Exporter<'a> {
                 crate::plan::record_changes(&mut link, &u.changes);
                 link.display_name = u.display_name.clone();
                 if u.matching.is_some() {
-                    link.matching = u.matching.clone();
+                    link.matching = u.matching.clone().into();
                 }
                 Ok(Outcome::Updated(link))
             }

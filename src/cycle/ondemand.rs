@@ -754,7 +754,7 @@ async fn matching_step(
             "the link kept from an earlier run".into(),
         );
         details.insert("Target id".into(), l.target_id.clone());
-        if let Some((path, v)) = &l.matching {
+        if let Some((path, v)) = &l.matching.get() {
             details.insert("Matching attribute".into(), format!("{path} = {}", text(v)));
         }
         details.insert("Matches".into(), "1".into());

@@ -343,7 +343,7 @@ mod tests {
                     source_id: "u1".into(),
                     target_id: "t1".into(),
                     display_name: "u1".into(),
-                    matching: None,
+                    matching: Default::default(),
                     exported: Default::default(),
                     members: Default::default(),
                     created: true,

@@ -141,7 +141,7 @@ mod tests {
                 source_id: "s".into(),
                 target_id: "t".into(),
                 display_name: "d".into(),
-                matching: None,
+                matching: Default::default(),
                 exported: AttrMap::from(exported).into(),
                 members: Default::default(),
                 created: true,

@@ -207,9 +207,15 @@ fn plan_type(
         // skipped, or else is taken for the next cycle if the mapping finds no change.
         let inputs = link.and_then(|_| skip.inputs(ty, obj, roles));
         if let (Some(l), Some(inputs)) = (link, &inputs) {
-            if let Some(d) = l.exported.digest().filter(|d| &d.inputs == inputs) {
+            // The 16 bytes compared in place: only a match decodes the digest's hashes.
+            if let Some(d) = l
+                .exported
+                .digest_is(inputs)
+                .then(|| l.exported.digest())
+                .flatten()
+            {
                 let w = Wanted::Unchanged {
-                    matching: d.matching.clone(),
+                    matching: d.matching,
                 };
                 return Some(Ok(Examined {
                     wanted: w,

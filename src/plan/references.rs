@@ -181,7 +181,7 @@ fn updates_with<'a, 'l>(
                 target_id: link.target_id.clone(),
                 display_name: link.display_name.clone(),
                 changes,
-                matching: link.matching.clone(),
+                matching: link.matching.get(),
                 mapped,
             }))
         };

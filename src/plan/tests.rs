@@ -32,7 +32,7 @@ fn simulate(plan: &Plan, links: &mut LinkIndex) {
                         source_id: p.source_id.clone(),
                         target_id: format!("t-{}", p.source_id),
                         display_name: p.display_name.clone(),
-                        matching: p.mapped.matching.first().cloned(),
+                        matching: p.mapped.matching.first().cloned().into(),
                         exported: (&p.mapped.values).into(),
                         members: BTreeSet::new(),
                         created: true,

@@ -374,7 +374,7 @@ fn write_link(link: &Link, number: &mut dyn FnMut(&str) -> Option<u32>) -> Vec<u
     put_bytes(&mut out, link.source_id.as_bytes());
     put_bytes(&mut out, link.target_id.as_bytes());
     put_bytes(&mut out, link.display_name.as_bytes());
-    match &link.matching {
+    match &link.matching.get() {
         None => out.push(NO_MATCHING),
         Some((p, Value::String(v))) => {
             out.push(MATCHING_STRING);
@@ -414,7 +414,8 @@ fn read_link(r: &mut Reader<'_>, name: &mut dyn FnMut(u32) -> Option<LocalName>)
         MATCHING_STRING => Some((r.str()?.to_string(), Value::String(r.str()?.to_string()))),
         MATCHING_JSON => Some((r.str()?.to_string(), serde_json::from_str(r.str()?).ok()?)),
         _ => return None,
-    };
+    }
+    .into();
     let count = r.varint()?;
     let mut members = BTreeSet::new();
     for _ in 0..count {
@@ -861,7 +862,7 @@ mod tests {
             source_id: id.into(),
             target_id: format!("t-{id}"),
             display_name: id.into(),
-            matching: Some(("userName".into(), json!("a@x"))),
+            matching: Some(("userName".into(), json!("a@x"))).into(),
             exported: [("active".to_string(), json!(false))].into_iter().collect(),
             members: Default::default(),
             created: true,
@@ -1009,7 +1010,7 @@ mod tests {
             source_id: id.into(),
             target_id: "d1ae5e04-5a64-464f-87a0-362ce3d305a7".into(),
             display_name: "Heidi Liddell 967".into(),
-            matching: Some(("userName".into(), json!("user000967@contoso.com"))),
+            matching: Some(("userName".into(), json!("user000967@contoso.com"))).into(),
             exported: exported.into(),
             members: Default::default(),
             created: true,
@@ -1024,13 +1025,13 @@ mod tests {
             source_id: "g1".into(),
             target_id: "tg".into(),
             display_name: "Ops ✓".into(),
-            matching: Some(("displayName".into(), json!(["odd", 1]))),
+            matching: Some(("displayName".into(), json!(["odd", 1]))).into(),
             exported: [("displayName", json!("Ops ✓"))].into_iter().collect(),
             members: ["t1".to_string(), "t2".to_string()].into_iter().collect(),
             created: false,
         };
         let unmatched = Link {
-            matching: None,
+            matching: Default::default(),
             exported: Default::default(),
             ..link("bare")
         };
