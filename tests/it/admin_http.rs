@@ -28,9 +28,13 @@ fn start(fixture: &Fixture, url: &str) -> (Proc, String) {
             panic!("the daemon exited early ({s}); {}", daemon.output());
         }
         let jobs = fixture.daemon_status()?;
-        // Recorded *and* over: a cycle records its summary before it returns, and a status
-        // read in between says `running` where the next read says not (and names a next run).
-        (jobs[0]["last_cycle"].is_object() && jobs[0]["running"] == false).then_some(())
+        // Recorded, over *and* rescheduled: a cycle records its summary before it returns,
+        // and the worker names the next run only after that, so a status read in between
+        // says `running`, or no `next_run`, where the next read says otherwise.
+        (jobs[0]["last_cycle"].is_object()
+            && jobs[0]["running"] == false
+            && !jobs[0]["next_run"].is_null())
+        .then_some(())
     });
     (daemon, addr)
 }
