@@ -15,21 +15,21 @@
 //! the users the cycle looked at (created + updated + unchanged + disabled + deleted) and the
 //! process's peak RSS so far. Set `RUST_LOG=info,provisiond::cycle=debug` for phase timings.
 
-use graph_emulator::{GraphEmulatorConfig, GraphHandle};
+use graph_emulator::GraphHandle;
 use provisiond::{
-    run_cycle, spawn_sandbox, CycleOptions, CycleSummary, GraphSettings, GraphSource, JobSpec,
-    Mappings, NullPolicy, SandboxConfig, ScimClient, ScopeMode, ScopeSettings, Selection,
-    SledStore, TargetSettings,
+    run_cycle, CycleOptions, CycleSummary, GraphSettings, GraphSource, JobSpec, Mappings,
+    NullPolicy, ScimClient, ScopeMode, ScopeSettings, Selection, SledStore, TargetSettings,
 };
 use secrecy::SecretString;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 type Result<T> = std::result::Result<T, String>;
 
-const TOKEN: &str = "bench-token";
+mod common;
+use common::graph::{user_id, TOKEN};
 
 struct Args {
     users: usize,
@@ -58,25 +58,6 @@ fn parse_args() -> Result<Args> {
         }
     }
     Ok(a)
-}
-
-fn user_id(i: usize) -> String {
-    format!("00000000-0000-4000-8000-{i:012}")
-}
-
-fn user(i: usize) -> Value {
-    json!({
-        "id": user_id(i),
-        "userPrincipalName": format!("user{i}@contoso.com"),
-        "mail": format!("user{i}@contoso.com"),
-        "givenName": format!("Given{i}"),
-        "surname": format!("Surname{i}"),
-        "displayName": format!("Given{i} Surname{i}"),
-        "accountEnabled": true,
-        "jobTitle": "Engineer",
-        "department": format!("Dept{}", i % 50),
-        "mailNickname": format!("user{i}"),
-    })
 }
 
 fn job(g: &GraphHandle) -> Result<JobSpec> {
@@ -147,25 +128,7 @@ async fn run() -> Result<()> {
         std::fs::remove_dir_all(&a.work).map_err(|e| e.to_string())?;
     }
     std::fs::create_dir_all(&a.work).map_err(|e| e.to_string())?;
-    let config = GraphEmulatorConfig {
-        page_size: 999,
-        ..GraphEmulatorConfig::default()
-    };
-    let g = graph_emulator::spawn("127.0.0.1:0".parse().map_err(|_| "addr")?, config)
-        .await
-        .map_err(|e| e.to_string())?;
-    for i in 0..a.users {
-        g.put_user(user(i));
-    }
-    let h = spawn_sandbox(
-        "127.0.0.1:0".parse().map_err(|_| "addr")?,
-        SandboxConfig {
-            token: Some(SecretString::from(TOKEN)),
-            ..SandboxConfig::default()
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let (g, h) = common::graph::start(a.users).await?;
     let url = url::Url::parse(&h.base_url()).map_err(|e| e.to_string())?;
     let mut target = TargetSettings::new(url, SecretString::from(TOKEN));
     target.concurrency = 8;

@@ -16,9 +16,8 @@
 //! and the tenant is read whole, which is what every restart cost before. For each: wall time,
 //! peak RSS (`/usr/bin/time %M`), Graph requests and the cycle's counts.
 
-use graph_emulator::{GraphEmulatorConfig, GraphHandle};
-use provisiond::{spawn_sandbox, SandboxConfig};
-use secrecy::{ExposeSecret, SecretString};
+use graph_emulator::GraphHandle;
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,7 +25,8 @@ use std::time::Instant;
 
 type Result<T> = std::result::Result<T, String>;
 
-const TOKEN: &str = "bench-token";
+mod common;
+use common::graph::TOKEN;
 
 struct Args {
     users: usize,
@@ -59,21 +59,6 @@ fn parse_args() -> Result<Args> {
         }
     }
     Ok(a)
-}
-
-fn user(i: usize) -> Value {
-    json!({
-        "id": format!("00000000-0000-4000-8000-{i:012}"),
-        "userPrincipalName": format!("user{i}@contoso.com"),
-        "mail": format!("user{i}@contoso.com"),
-        "givenName": format!("Given{i}"),
-        "surname": format!("Surname{i}"),
-        "displayName": format!("Given{i} Surname{i}"),
-        "accountEnabled": true,
-        "jobTitle": "Engineer",
-        "department": format!("Dept{}", i % 50),
-        "mailNickname": format!("user{i}"),
-    })
 }
 
 fn write_config(
@@ -162,26 +147,8 @@ async fn run() -> Result<()> {
         std::fs::remove_dir_all(&a.work).map_err(|e| e.to_string())?;
     }
     std::fs::create_dir_all(&a.work).map_err(|e| e.to_string())?;
-    let config = GraphEmulatorConfig {
-        page_size: 999,
-        ..GraphEmulatorConfig::default()
-    };
-    let secret = config.client_secret.expose_secret().to_string();
-    let g = graph_emulator::spawn("127.0.0.1:0".parse().map_err(|_| "addr")?, config)
-        .await
-        .map_err(|e| e.to_string())?;
-    for i in 0..a.users {
-        g.put_user(user(i));
-    }
-    let h = spawn_sandbox(
-        "127.0.0.1:0".parse().map_err(|_| "addr")?,
-        SandboxConfig {
-            token: Some(SecretString::from(TOKEN)),
-            ..SandboxConfig::default()
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let (g, h) = common::graph::start(a.users).await?;
+    let secret = g.config().client_secret.expose_secret().to_string();
     let resume = write_config(&a.work, &g, &h.base_url(), "7d")?;
     let expired = write_config(&a.work, &g, &h.base_url(), "1s")?;
 

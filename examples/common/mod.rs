@@ -1,0 +1,3 @@
+//! Code the examples share (not an example itself: no main.rs).
+
+pub mod graph;
