@@ -1101,17 +1101,22 @@ enum EntryError {
     InvalidEnabled { id: String, value: Value },
 }
 
+/// A delta entry's non-blank string `id`.
+fn entry_id(entry: &Map<String, Value>) -> Result<&str, EntryError> {
+    entry
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or(EntryError::NoId)
+}
+
 /// Apply one delta entry to the objects of its collection; its id.
 fn apply_entry(
     objects: &mut BTreeMap<String, SourceObject>,
     ty: ObjectType,
     entry: &Map<String, Value>,
 ) -> Result<String, EntryError> {
-    let id = entry
-        .get("id")
-        .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty())
-        .ok_or(EntryError::NoId)?;
+    let id = entry_id(entry)?;
     if let Some(removed) = entry.get("@removed") {
         let reason = removed.get("reason").and_then(Value::as_str);
         if reason == Some("deleted") {
@@ -1209,11 +1214,7 @@ fn apply_over(
     ty: ObjectType,
     entry: &Map<String, Value>,
 ) -> Result<String, EntryError> {
-    let id = entry
-        .get("id")
-        .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty())
-        .ok_or(EntryError::NoId)?;
+    let id = entry_id(entry)?;
     let current = match overlay.get_mut(id) {
         Some(o) => o.take(),
         None => base.get(id).cloned(),
