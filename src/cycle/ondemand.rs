@@ -414,10 +414,7 @@ impl Run {
         let aborted = exporter.aborted();
         // The job's link count (`JobMeta::linked`, what a delta cycle's deletion threshold
         // counts from) follows the links this run made.
-        let linked = {
-            let links = exporter.links();
-            (links.users.len() + links.groups.len()) as u64
-        };
+        let linked = super::count_links(&exporter.links());
         match store.meta(&job.name) {
             Ok(mut m) if m.linked.is_some_and(|n| n != linked) => {
                 m.linked = Some(linked);

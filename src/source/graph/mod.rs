@@ -728,12 +728,7 @@ impl GraphSource {
                     let objects = match (full, kept.take()) {
                         (false, Some(mut c)) => {
                             // In place: O(changes), not a copy of the collection.
-                            for (id, now) in overlay {
-                                match now {
-                                    Some(o) => c.objects.insert(id, o),
-                                    None => c.objects.remove(&id),
-                                };
-                            }
+                            apply_overlay(&mut c.objects, overlay);
                             c.objects
                         }
                         _ => objects,
@@ -752,12 +747,7 @@ impl GraphSource {
                     *out = match (full, kept.as_ref()) {
                         (false, Some(c)) => {
                             let mut all = c.objects.clone();
-                            for (id, now) in overlay {
-                                match now {
-                                    Some(o) => all.insert(id, o),
-                                    None => all.remove(&id),
-                                };
-                            }
+                            apply_overlay(&mut all, overlay);
                             all
                         }
                         _ => objects,
@@ -1099,6 +1089,20 @@ enum EntryError {
     /// active.
     #[error("accountEnabled is neither true nor false: {}", crate::source::file::bounded_key(&value.to_string()))]
     InvalidEnabled { id: String, value: Value },
+}
+
+/// An incremental round's overlay applied to a collection: each object as the round left it,
+/// or removed.
+fn apply_overlay(
+    objects: &mut BTreeMap<String, SourceObject>,
+    overlay: BTreeMap<String, Option<SourceObject>>,
+) {
+    for (id, now) in overlay {
+        match now {
+            Some(o) => objects.insert(id, o),
+            None => objects.remove(&id),
+        };
+    }
 }
 
 /// A delta entry's non-blank string `id`.
