@@ -1111,8 +1111,7 @@ impl<'a> Exporter<'a> {
         }
     }
 
-    /// Phase two: reference updates (managers) and membership deltas.
-    /// Reference updates (managers), moved into actions rather than cloned.
+    /// Phase two's reference updates (managers), moved into actions rather than cloned.
     pub(crate) async fn run_reference_updates(&self, updates: Vec<Update>) {
         self.in_references.store(true, Ordering::SeqCst);
         let actions: Vec<Action> = updates.into_iter().map(Action::Update).collect();

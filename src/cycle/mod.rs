@@ -36,6 +36,11 @@ fn count_links(links: &LinkIndex) -> u64 {
     (links.users.len() + links.groups.len()) as u64
 }
 
+/// Whether `a` goes this cycle: not when it is escrowed, unchanged and its retry not due.
+fn escrow_due(book: &Book<'_>, a: &Action) -> bool {
+    book.verdict(escrow::key_of(a, false), || escrow::fingerprint(a)) != Verdict::Wait
+}
+
 /// Problems kept in a summary; the logs have them all.
 const SUMMARY_PROBLEMS: usize = 100;
 
@@ -939,7 +944,7 @@ impl<'c> Cycle<'c> {
             changed_groups = changes.groups.len(),
             view_users = dir.users.len(),
             view_groups = dir.groups.len(),
-            links = links.users.len() + links.groups.len(),
+            links = count_links(&links),
             "delta cycle: planning the changed objects only"
         );
         self.phase("source read and scope decided");
@@ -1208,9 +1213,7 @@ impl<'c> Cycle<'c> {
 
     /// Escrowed actions whose retry is not due (and unchanged) are not sent this cycle.
     fn defer_escrowed(&self, plan: &mut Plan, book: &Book<'_>) {
-        plan.actions.retain(|a| {
-            book.verdict(escrow::key_of(a, false), || escrow::fingerprint(a)) != Verdict::Wait
-        });
+        plan.actions.retain(|a| escrow_due(book, a));
     }
 
     /// A cycle that failed without a quarantine condition of its own leaves a quarantine in
@@ -1294,9 +1297,7 @@ impl<'c> Cycle<'c> {
                 return;
             }
             let mut actions = plan::provisions(dir, scoped, mappings, settings, chunk);
-            actions.retain(|a| {
-                book.verdict(escrow::key_of(a, false), || escrow::fingerprint(a)) != Verdict::Wait
-            });
+            actions.retain(|a| escrow_due(book, a));
             exporter.run(&actions).await;
         }
     }
@@ -1356,6 +1357,10 @@ impl<'c> Cycle<'c> {
         settings: &PlanSettings<'_>,
         book: &Book<'_>,
     ) {
+        // No reference mapping, no reference update: no walk of the directory to find none.
+        if !self.job.mappings.users.iter().any(|m| m.is_reference()) {
+            return;
+        }
         let mut after: Option<String> = None;
         loop {
             if exporter.aborted().is_some() || self.stop.is_cancelled() {

@@ -177,7 +177,6 @@ fn plan_type(
     let type_links = links.of(ty);
     // One hash per object instead of a dozen comparisons of long ids in the B-tree.
     let link_of: HashMap<&str, &Link> = type_links.iter().map(|(id, l)| (id.as_str(), l)).collect();
-    let maps = mappings.of(ty);
     let deprovision_allowed = dir.complete;
     // An object rejected without a readable id might be any linked object: "gone from the
     // source" can't be told apart from "unreadable", so no delete-by-absence of this type.
@@ -224,12 +223,7 @@ fn plan_type(
                 }));
             }
         }
-        let ctx = MapContext {
-            soft_deleted: false,
-            roles,
-            env: settings.env,
-        };
-        Some(map_object(obj, maps, &ctx).map(|m| {
+        Some(map_one(ty, id, obj, scoped, mappings, settings).map(|m| {
             let wanted = Wanted::new(link, m, settings, defer);
             let digest = match (&wanted, inputs) {
                 (Wanted::Unchanged { matching }, Some(inputs)) => Some(InputDigest {
