@@ -390,9 +390,6 @@ impl Tenant {
             match kind {
                 Kind::User => {
                     let manager_changed = in_window(e.manager_changed) && e.manager_changed > 0;
-                    if !(since.is_none() || in_window(e.changed) || manager_changed) {
-                        continue;
-                    }
                     if selected("manager") {
                         let delta = match (&e.manager, since.is_none(), manager_changed) {
                             (Some(m), true, _) | (Some(m), false, true) => {
@@ -414,10 +411,8 @@ impl Tenant {
                     out.push(Value::Object(props));
                 }
                 Kind::Group => {
+                    // Objects outside the window gave `count == 0` above and were skipped.
                     let touched = touched_by.remove(id.as_str()).unwrap_or_default();
-                    if since.is_some() && !in_window(e.changed) && touched.is_empty() {
-                        continue;
-                    }
                     if !selected("members") {
                         out.push(Value::Object(props));
                         continue;
