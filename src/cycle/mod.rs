@@ -875,6 +875,27 @@ impl<'c> Cycle<'c> {
             Some(l) => l,
             None => tokio::task::spawn_blocking(self.store.links_loader(&self.job.name)),
         };
+        self.import_whole(
+            summary,
+            dir,
+            loading,
+            read.watermark,
+            "source read and scope decided",
+        )
+        .await
+    }
+
+    /// The whole directory's scope and every link (`loading`), for a full cycle: after a
+    /// complete read, linked users the read did not return are put to the source first
+    /// ([`Cycle::find_soft_deleted`]).
+    async fn import_whole(
+        &self,
+        summary: &mut CycleSummary,
+        mut dir: Directory,
+        loading: tokio::task::JoinHandle<Result<Vec<crate::model::Link>, StateError>>,
+        watermark: Option<String>,
+        phase: &'static str,
+    ) -> Result<Imported, ImportError> {
         let (scoped, links) = if dir.complete && self.job.source.checks_deleted_items().await {
             // The links say which users the read should have found; deciding the scope
             // waits for them.
@@ -887,12 +908,12 @@ impl<'c> Cycle<'c> {
             (scoped, LinkIndex::new(links))
         };
         summary.source_complete = dir.complete;
-        self.phase("source read and scope decided");
+        self.phase(phase);
         Ok(Imported {
             dir,
             scoped,
             links,
-            watermark: read.watermark,
+            watermark,
             delta: None,
         })
     }
@@ -977,17 +998,14 @@ impl<'c> Cycle<'c> {
                 return Err(ImportError::NoView);
             }
         };
-        let scoped = scope::evaluate(&dir, &self.job.scope);
-        let links = LinkIndex::new(loading.await.map_err(ImportError::Loading)??);
-        summary.source_complete = dir.complete;
-        self.phase("widened to the whole directory");
-        Ok(Imported {
+        self.import_whole(
+            summary,
             dir,
-            scoped,
-            links,
+            loading,
             watermark,
-            delta: None,
-        })
+            "widened to the whole directory",
+        )
+        .await
     }
 
     /// After a restart (or in a one-shot `sync`) the source has no snapshot in memory: hand it
