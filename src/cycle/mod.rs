@@ -940,11 +940,7 @@ impl<'c> Cycle<'c> {
             .mappings
             .users
             .iter()
-            .filter(|m| m.is_reference())
-            .filter_map(|m| match &m.source {
-                crate::mapping::MappingSource::Attribute(a) => Some(a.clone()),
-                _ => None,
-            })
+            .filter_map(|m| m.reference_attribute().map(str::to_string))
             .collect();
         let Some(dir) = self.job.source.view(Some((&focus, &references))).await else {
             return Ok(None);

@@ -128,7 +128,14 @@ pub struct Mapping {
 impl Mapping {
     /// A reference mapping exports another object's target id (e.g. the manager's).
     pub fn is_reference(&self) -> bool {
-        matches!(&self.source, MappingSource::Attribute(a) if REFERENCE_ATTRIBUTES.contains(&a.as_str()))
+        self.reference_attribute().is_some()
+    }
+    /// The source attribute of a reference mapping (see [`Mapping::is_reference`]).
+    pub fn reference_attribute(&self) -> Option<&str> {
+        match &self.source {
+            MappingSource::Attribute(a) if REFERENCE_ATTRIBUTES.contains(&a.as_str()) => Some(a),
+            _ => None,
+        }
     }
     /// Whether the mapped value is a function of the object alone (see
     /// [`Expression::is_pure`]).
@@ -415,10 +422,9 @@ pub(crate) fn reference_values<'a>(
 ) -> Vec<(&'a str, Option<&'a str>)> {
     let mut out: Vec<(&str, Option<&str>)> = mappings
         .iter()
-        .filter(|m| m.is_reference())
-        .filter_map(|m| match &m.source {
-            MappingSource::Attribute(a) => Some((&*m.key, obj.attributes.get_str_any_case(a))),
-            _ => None,
+        .filter_map(|m| {
+            let a = m.reference_attribute()?;
+            Some((&*m.key, obj.attributes.get_str_any_case(a)))
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(b.0));

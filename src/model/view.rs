@@ -55,11 +55,10 @@ pub(crate) fn view(
     focus: &Changes,
     references: &[String],
 ) -> Directory {
-    let touched = |m: &String| focus.users.contains(m);
     // Groups whose membership is planned, then every group whose data scope needs.
     let planned: BTreeSet<&String> = groups
         .iter()
-        .filter(|(id, g)| focus.groups.contains(*id) || g.members.iter().any(touched))
+        .filter(|(id, g)| plans_membership(id, g, focus))
         .map(|(id, _)| id)
         .collect();
     let assigned: HashSet<&str> = assignments
@@ -113,11 +112,15 @@ pub(crate) fn view(
 pub(crate) fn membership_groups(dir: &Directory, focus: &Changes) -> BTreeSet<String> {
     dir.groups
         .iter()
-        .filter(|(id, g)| {
-            focus.groups.contains(*id) || g.members.iter().any(|m| focus.users.contains(m))
-        })
+        .filter(|(id, g)| plans_membership(id, g, focus))
         .map(|(id, _)| id.clone())
         .collect()
+}
+
+/// Whether a delta cycle plans group `id`'s membership: it changed, or a changed user is
+/// among its direct members.
+fn plans_membership(id: &str, group: &SourceObject, focus: &Changes) -> bool {
+    focus.groups.contains(id) || group.members.iter().any(|m| focus.users.contains(m))
 }
 
 /// The ids whose links a delta cycle loads: every object of the view and every changed one
