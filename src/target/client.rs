@@ -469,24 +469,9 @@ impl ScimClient {
     /// from `Location`. On an error with [`TargetError::is_ambiguous`] the object may
     /// exist: match again before creating again.
     pub async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError> {
-        let req = Req {
-            method: Method::POST,
-            url: self.url(&Method::POST, &[ty.endpoint()])?,
-            query: Vec::new(),
-            body: Some(to_bytes(&body)),
-        };
+        let req = self.create_request(ty, &body)?;
         let raw = self.execute(&req, self.inner.max_retries).await?;
-        let status = raw.status;
-        let created = self.success_json(&req, raw)?;
-        if resource_id(&created).is_none() {
-            return Err(incompatible(
-                &req,
-                status,
-                "the created resource has no non-empty string \"id\"".into(),
-            ));
-        }
-        check_returned_id(&req, &created)?;
-        Ok(created)
+        Ok(self.created(&req, raw)?.1)
     }
 
     /// [`ScimClient::create`] for the export, which keeps nothing of the created resource but
@@ -499,34 +484,41 @@ impl ScimClient {
         ty: ObjectType,
         body: Value,
     ) -> Result<String, TargetError> {
-        let req = Req {
+        let req = self.create_request(ty, &body)?;
+        let raw = self.execute(&req, self.inner.max_retries).await?;
+        let raw = self.success(&req, raw)?;
+        if let Some(id) = created_id(&raw.body) {
+            check_target_id(&id)
+                .map_err(|reason| invalid_id(&req.method, req.path(), &id, reason))?;
+            return Ok(id);
+        }
+        Ok(self.created(&req, raw)?.0)
+    }
+
+    /// The `POST` that creates `body` in `ty`'s collection.
+    fn create_request(&self, ty: ObjectType, body: &Value) -> Result<Req, TargetError> {
+        Ok(Req {
             method: Method::POST,
             url: self.url(&Method::POST, &[ty.endpoint()])?,
             query: Vec::new(),
-            body: Some(to_bytes(&body)),
-        };
-        let raw = self.execute(&req, self.inner.max_retries).await?;
+            body: Some(to_bytes(body)),
+        })
+    }
+
+    /// The id and the resource a create's answer holds, both checked: a JSON resource with a
+    /// non-empty string `id` usable as one URL path segment.
+    fn created(&self, req: &Req, raw: Raw) -> Result<(String, Value), TargetError> {
         let status = raw.status;
-        let raw = self.success(&req, raw)?;
-        if let Some(id) = created_id(&raw.body) {
-            check_target_id(&id).map_err(|reason| TargetError::InvalidId {
-                method: req.method.clone(),
-                path: req.path(),
-                id: shown_id(&id),
-                reason,
-            })?;
-            return Ok(id);
-        }
-        let created = self.success_json(&req, raw)?;
-        let Some(id) = resource_id(&created) else {
+        let created = self.success_json(req, raw)?;
+        let Some(id) = resource_id(&created).map(str::to_owned) else {
             return Err(incompatible(
-                &req,
+                req,
                 status,
                 "the created resource has no non-empty string \"id\"".into(),
             ));
         };
-        check_returned_id(&req, &created)?;
-        Ok(id.to_owned())
+        check_returned_id(req, &created)?;
+        Ok((id, created))
     }
 
     /// `PATCH /{Users|Groups}/{id}` with `ops`, rendered in the configured [`PatchStyle`].
