@@ -4,22 +4,18 @@
 //! hard-deleted one, provisions a user newly assigned through a group, removes a member and
 //! retries an escrow that is due.
 
-use crate::graph_source::{graph_user, settings, tenant, ROLE_USER};
+use crate::graph_source::{graph_job, graph_user, tenant, ROLE_USER};
+use crate::safety::t0;
 use crate::support::common::*;
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use graph_emulator::{GraphEmulatorConfig, GraphHandle};
-use provisiond::{run_cycle, CycleOptions, CycleStatus, CycleSummary, JobSpec};
-use provisiond::{CycleKind, FaultAction, FaultRule, GraphSource, ManualClock, SledStore};
+use provisiond::{CycleKind, FaultAction, FaultRule, ManualClock, SledStore};
+use provisiond::{CycleStatus, CycleSummary, JobSpec};
 use provisiond::{StateStore, Target};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 /// Users in the tenant besides `tenant`'s own.
 const FILLERS: usize = 60;
-
-fn t0() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_900_000_000, 0).unwrap()
-}
 
 /// `tenant` with [`FILLERS`] more users, each assigned to the app.
 async fn big_tenant() -> GraphHandle {
@@ -32,17 +28,14 @@ async fn big_tenant() -> GraphHandle {
     g
 }
 
+/// A cycle at the clock's time (the safety tests' runner), its summary.
 async fn cycle(
     job: &JobSpec,
     store: &dyn StateStore,
     target: &dyn Target,
     clock: &ManualClock,
 ) -> CycleSummary {
-    let opts = CycleOptions {
-        clock: Some(clock),
-        ..CycleOptions::default()
-    };
-    run_cycle(job, store, target, &opts, &CancellationToken::new())
+    crate::safety::cycle(job, store, target, clock)
         .await
         .summary
 }
@@ -61,7 +54,7 @@ async fn started(
 ) -> (JobSpec, SledStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
-    let job = job_with_source(Box::new(GraphSource::new(settings(g))));
+    let job = graph_job(g);
     let client = client(&h.base_url());
     let s = cycle(&job, &store, &client, clock).await;
     assert_eq!(

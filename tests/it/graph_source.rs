@@ -836,7 +836,7 @@ async fn test_connection_checks_token_and_one_graph_call() {
 // ---------------------------------------------------------------------------------------------
 // End to end: cycles from the emulator into the SCIM sandbox.
 
-fn graph_job(g: &GraphHandle) -> provisiond::JobSpec {
+pub(crate) fn graph_job(g: &GraphHandle) -> provisiond::JobSpec {
     job_with_source(Box::new(GraphSource::new(settings(g))))
 }
 

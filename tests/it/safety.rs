@@ -30,11 +30,11 @@ fn since(h: &SandboxHandle, before: &SandboxCounts) -> RequestCounts {
     }
 }
 
-fn t0() -> DateTime<Utc> {
+pub(crate) fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_900_000_000, 0).unwrap()
 }
 
-async fn cycle(
+pub(crate) async fn cycle(
     job: &JobSpec,
     store: &dyn StateStore,
     target: &dyn Target,
