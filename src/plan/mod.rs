@@ -18,8 +18,6 @@ pub(crate) use diff::{describe_changes, diff, record_changes, Change};
 #[cfg(test)]
 pub(crate) use objects::plan_objects_skipping;
 pub(crate) use objects::{match_hash, plan_objects, plan_objects_deferring, provisions};
-#[cfg(test)]
-pub(crate) use references::plan_references_for;
 pub(crate) use references::{plan_memberships, plan_reference_updates, plan_references};
 pub(crate) use skip::Skipping;
 

@@ -20,26 +20,12 @@ pub(crate) fn plan_references(
     links: &LinkIndex,
     settings: &PlanSettings<'_>,
 ) -> ReferencePlan {
-    plan_references_for(dir, scoped, mappings, links, settings, None)
-}
-
-/// [`plan_references`], planning the memberships of `groups` only when given: a delta cycle's
-/// directory is a view (`crate::model::view`) whose other groups are there for scope, without
-/// all their members.
-pub(crate) fn plan_references_for(
-    dir: &Directory,
-    scoped: &Scoped,
-    mappings: &Mappings,
-    links: &LinkIndex,
-    settings: &PlanSettings<'_>,
-    groups: Option<&BTreeSet<String>>,
-) -> ReferencePlan {
     // Looked up three times per user (own link, manager's, memberships): hashing an id once
     // beats a dozen comparisons of long ids in the B-tree.
     let user_links: HashMap<&str, &Link> =
         links.users.iter().map(|(id, l)| (id.as_str(), l)).collect();
     let lookup = |id: &str| user_links.get(id).copied();
-    let mut out = memberships_with(dir, scoped, mappings, links, &lookup, groups);
+    let mut out = memberships_with(dir, scoped, mappings, links, &lookup, None);
     out.updates = updates_with(
         dir.users.iter().collect(),
         scoped,
@@ -51,8 +37,9 @@ pub(crate) fn plan_references_for(
 }
 
 /// Phase two's group memberships alone (`updates` left empty): with
-/// [`plan_reference_updates`] over every user, [`plan_references`]. `groups` as in
-/// [`plan_references_for`].
+/// [`plan_reference_updates`] over every user, [`plan_references`]. With `groups`, only
+/// those groups' memberships: a delta cycle's directory is a view (`crate::model::view`)
+/// whose other groups are there for scope, without all their members.
 pub(crate) fn plan_memberships(
     dir: &Directory,
     scoped: &Scoped,

@@ -931,14 +931,20 @@ fn delta_plans_the_full_plan(
     simulate(&delta, &mut view_links);
     let groups = crate::model::view::membership_groups(&view, &focus);
     let full_refs = plan_references(d2, &full_scope, &mappings, &full_links, &ps);
-    let delta_refs = plan_references_for(
+    // As the cycle plans them: the memberships of the view's membership groups, then the
+    // reference updates of the view's users.
+    let mut delta_refs =
+        plan_memberships(&view, &view_scope, &mappings, &view_links, Some(&groups));
+    delta_refs.updates = plan_reference_updates(
         &view,
         &view_scope,
         &mappings,
         &view_links,
         &ps,
-        Some(&groups),
-    );
+        None,
+        usize::MAX,
+    )
+    .0;
     prop_assert_eq!(&delta_refs.updates, &full_refs.updates);
     prop_assert_eq!(&delta_refs.memberships, &full_refs.memberships);
     for p in &delta_refs.problems {
