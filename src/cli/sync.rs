@@ -85,8 +85,12 @@ where
                 reports.push(report);
             }
             // The notices these cycles queued: one try now; what is left waits in the outbox.
-            let smtp = config.smtp.as_ref();
-            crate::notify::deliver_once(smtp, &*store, crate::notify::ONE_SHOT_DELIVERY).await;
+            // A dry run queues none and sends none: it changes nothing anywhere, and mail left
+            // by earlier cycles waits for a real one (or the daemon).
+            if !dry_run {
+                let smtp = config.smtp.as_ref();
+                crate::notify::deliver_once(smtp, &*store, crate::notify::ONE_SHOT_DELIVERY).await;
+            }
             reports
         }
     };

@@ -202,8 +202,12 @@ fn the_outbox_keeps_a_notice_through_an_outage_and_a_restart() {
     assert!(!out.all().contains(SMTP_PASSWORD), "{}", out.all());
     assert!(sink.messages().is_empty());
 
-    // Up again; the next run (a new process: the outbox outlived the last) delivers it once.
+    // Up again. A dry run sends nothing, not even what earlier cycles queued.
     sink.restart();
+    fixture.run(&["sync", "--dry-run"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(sink.messages().is_empty(), "a dry run delivered mail");
+    // The next real run (a new process: the outbox outlived the last) delivers it once.
     fixture.run(&["sync"]);
     let m = sink.wait_for(1, WAIT);
     assert_eq!(
