@@ -97,18 +97,7 @@ pub(crate) fn render_summary(s: &CycleSummary) -> String {
     if s.problem_count > 0 {
         let _ = writeln!(out, "  problems ({}):", s.problem_count);
         for p in &s.problems {
-            let _ = writeln!(
-                out,
-                "    {} {} {}: {}: {}",
-                p.object_type.as_deref().unwrap_or("object"),
-                p.id.as_deref().unwrap_or("-"),
-                p.name
-                    .as_deref()
-                    .map(|n| format!("{n:?}"))
-                    .unwrap_or_default(),
-                p.code,
-                p.reason
-            );
+            let _ = writeln!(out, "    {}", problem_line(p, &p.reason));
             if p.count > 1 {
                 let _ = writeln!(out, "      (and {} more object(s) alike)", p.count - 1);
             }
@@ -123,6 +112,24 @@ pub(crate) fn render_summary(s: &CycleSummary) -> String {
         }
     }
     out
+}
+
+/// One problem as `sync` and `status` list it: the object (type, id, name; none for a problem
+/// of the whole cycle, such as held deletions), the code, then `reason` (the caller may have
+/// shortened it).
+pub(crate) fn problem_line(p: &crate::summary::Problem, reason: &str) -> String {
+    let object = match (&p.object_type, &p.id, &p.name) {
+        (None, None, None) => String::new(),
+        (ty, id, name) => format!(
+            "{} {}{}: ",
+            ty.as_deref().unwrap_or("object"),
+            id.as_deref().unwrap_or("-"),
+            name.as_deref()
+                .map(|n| format!(" {n:?}"))
+                .unwrap_or_default()
+        ),
+    };
+    format!("{object}{}: {reason}", p.code)
 }
 
 /// A cycle report as an admin reads it: the summary, and a dry run's plan.
@@ -375,6 +382,27 @@ mod tests {
         assert_eq!(wrap(&items, 5), ["x, y,", "z"]);
         assert_eq!(clip("abcdef", 4), "abc…");
         assert_eq!(clip("abc", 4), "abc");
+    }
+
+    #[test]
+    fn a_problem_names_its_object_and_a_cycle_wide_one_none() {
+        let p = |ty: Option<&str>, id: Option<&str>, name: Option<&str>| crate::summary::Problem {
+            object_type: ty.map(str::to_string),
+            id: id.map(str::to_string),
+            name: name.map(str::to_string),
+            code: "C".into(),
+            reason: "r".into(),
+            count: 1,
+        };
+        assert_eq!(
+            problem_line(&p(Some("user"), Some("u1"), Some("Ann")), "why"),
+            "user u1 \"Ann\": C: why"
+        );
+        assert_eq!(
+            problem_line(&p(Some("group"), Some("g1"), None), "r"),
+            "group g1: C: r"
+        );
+        assert_eq!(problem_line(&p(None, None, None), "held"), "C: held");
     }
 
     #[test]

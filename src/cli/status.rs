@@ -139,22 +139,9 @@ fn problem_lines(c: &crate::summary::CycleSummary, job: &str, limit: usize) -> V
     out.push(format!("problems ({}):", c.problem_count));
     let mut listed = 0;
     for p in c.problems.iter().take(limit) {
-        // A problem of the whole cycle (held deletions, escrow) names no object.
-        let object = match (&p.object_type, &p.id, &p.name) {
-            (None, None, None) => String::new(),
-            (ty, id, name) => format!(
-                "{} {}{}: ",
-                ty.as_deref().unwrap_or("object"),
-                id.as_deref().unwrap_or("-"),
-                name.as_deref()
-                    .map(|n| format!(" {n:?}"))
-                    .unwrap_or_default()
-            ),
-        };
         out.push(format!(
-            "  {object}{}: {}",
-            p.code,
-            crate::util::text::bounded_text(&p.reason, 160)
+            "  {}",
+            super::render::problem_line(p, &crate::util::text::bounded_text(&p.reason, 160))
         ));
         if p.count > 1 {
             out.push(format!("    (and {} more object(s) alike)", p.count - 1));
