@@ -304,17 +304,27 @@ const READ_BLOCK: usize = 1 << 20;
 /// same types as the whole-document parse. A document that is anything but plainly
 /// well-formed (a wrong or repeated key, escapes in a key, an element that does not parse,
 /// deep nesting) is read again whole and parsed by [`parse_export`], which finds the same
-/// directory or names the problem with its line and column as before.
+/// directory or names the problem with its line and column as before. Anything but a regular
+/// file (a FIFO) is read whole once, as it cannot be read again.
 fn read_export(path: &std::path::Path) -> Result<(Directory, String), SourceError> {
     let read_error = |source| SourceError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_error)?;
-    if let Some((export, digest)) = stream_export(file, READ_BLOCK).map_err(read_error)? {
-        return Ok((build_directory(export), hex(&digest)));
-    }
-    let bytes = std::fs::read(path).map_err(read_error)?;
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    // Only a regular file can be read a second time: a pipe (a FIFO an exporter writes into)
+    // is read once, whole, and parsed whole.
+    let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+    let bytes = if regular {
+        if let Some((export, digest)) = stream_export(file, READ_BLOCK).map_err(read_error)? {
+            return Ok((build_directory(export), hex(&digest)));
+        }
+        std::fs::read(path).map_err(read_error)?
+    } else {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(read_error)?;
+        bytes
+    };
     let watermark = hex(&Sha256::digest(&bytes));
     Ok((parse_export(&bytes, path)?, watermark))
 }
@@ -1029,6 +1039,38 @@ mod tests {
             let whole = parse_export(doc.as_bytes(), &path).unwrap_err().to_string();
             assert_eq!(streamed, whole, "{doc}");
         }
+    }
+
+    /// A FIFO cannot be read twice: a misshaped document written into one is reported as
+    /// the whole parse reports it, where a second read waited for a writer forever.
+    #[test]
+    fn a_fifo_is_read_once_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("export.json");
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        if !made.map(|s| s.success()).unwrap_or(false) {
+            eprintln!("mkfifo unavailable: skipped");
+            return;
+        }
+        let doc = r#"{"users": [{"id": "u1"}], "users": []}"#;
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || std::fs::write(&path, doc).unwrap())
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(read_export(&path).map(|_| ()).map_err(|e| e.to_string()));
+            })
+        };
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the read of a FIFO returned");
+        writer.join().unwrap();
+        reader.join().unwrap();
+        let whole = parse_export(doc.as_bytes(), &path).unwrap_err().to_string();
+        assert_eq!(got.unwrap_err(), whole);
     }
 
     /// The file is read element by element, not whole: a well-formed export with escapes,
