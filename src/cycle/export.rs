@@ -167,7 +167,18 @@ pub(crate) struct Exporter<'a> {
     /// Hashed with the planner's duplicate key: a million users' values would weigh ~100 MB
     /// as strings; a collision only costs one search.
     matching_seen: Mutex<HashMap<u64, u32>>,
+    /// Links of confirmed writes not yet in the store: written [`LINK_BATCH`] at a time
+    /// (see [`Exporter::persist`]), and whatever is left at the end of every run.
+    pending: Mutex<Vec<Link>>,
 }
+
+/// Confirmed links written to the store together. A sled insert per confirmed write was a
+/// tenth of an initial cycle's CPU; one batch shares the store's locking and logging among
+/// them. What a crash loses is at most one batch of links whose objects exist in the target:
+/// the next cycle matches them again (a search, or a create's 409), as it does for a write
+/// confirmed just before a crash, since the store is flushed (made durable) only at the end
+/// of a cycle anyway.
+const LINK_BATCH: usize = 256;
 
 type Owners = HashMap<(ObjectType, String), String>;
 
@@ -333,6 +344,7 @@ impl<'a> Exporter<'a> {
             in_references: AtomicBool::new(false),
             empty_at_start: Mutex::new(HashMap::new()),
             matching_seen: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
         }
     }
 
@@ -398,6 +410,45 @@ impl<'a> Exporter<'a> {
         lock(&self.links)
             .of_mut(link.object_type)
             .insert(link.source_id.clone(), link);
+    }
+
+    /// Records `link` for the store once its write is confirmed (never before: the caller
+    /// holds the target's answer). It is written with the other confirmed links of its batch,
+    /// at once when the batch is full.
+    fn persist(&self, link: Link) {
+        let failed = {
+            let mut pending = lock(&self.pending);
+            pending.push(link);
+            if pending.len() < LINK_BATCH {
+                return;
+            }
+            // Written under the lock: batches reach the store in the order they filled.
+            let batch = std::mem::take(&mut *pending);
+            self.store.put_links(self.job, &batch).err()
+        };
+        self.links_not_written(failed);
+    }
+
+    /// Writes the confirmed links not yet written. Every run ends with it, and a link is
+    /// removed only after it (a pending write of the same key would bring the link back).
+    pub(crate) fn flush_links(&self) {
+        let failed = {
+            let mut pending = lock(&self.pending);
+            if pending.is_empty() {
+                return;
+            }
+            let batch = std::mem::take(&mut *pending);
+            self.store.put_links(self.job, &batch).err()
+        };
+        self.links_not_written(failed);
+    }
+
+    /// A batch the store refused stops the export, as a refused single link did: its objects
+    /// exist in the target unlinked, and the next cycle matches them again.
+    fn links_not_written(&self, failed: Option<crate::state::StateError>) {
+        if let Some(e) = failed {
+            self.classify(Some(&store_failure(e)));
+        }
     }
 
     /// Forget a link in memory (and in the owner index, once built).
@@ -475,13 +526,27 @@ impl<'a> Exporter<'a> {
         let unsearched = self.unsearched(actions).await;
         // Twice the client's concurrency keeps its pipe full while results are being recorded.
         futures::stream::iter(actions.iter().enumerate())
-            .for_each_concurrent(self.concurrency * 2, |(i, a)| {
+            .for_each_concurrent(self.in_flight(), |(i, a)| {
                 let search = !unsearched.contains(&i);
                 async move {
                     self.run_counted(a, search).await;
                 }
             })
             .await;
+        self.flush_links();
+    }
+
+    /// How many actions [`Exporter::run`] keeps going at once: twice the client's
+    /// concurrency, so that a permit freed while a result is being recorded finds the next
+    /// request waiting.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.concurrency * 2
+    }
+
+    /// One action, owned (see [`Exporter::run_counted`]): for a caller that maps actions as
+    /// it goes and keeps no slice of them.
+    pub(crate) async fn run_owned(&self, action: Action, search: bool) {
+        self.run_counted(&action, search).await;
     }
 
     /// The provisions (by index in `actions`) whose matching search can only come back empty,
@@ -493,7 +558,7 @@ impl<'a> Exporter<'a> {
     /// adopts as before, the same race a search-then-create always had. Only the export of
     /// objects does this; a cycle with fewer than [`PROBE_MIN_PROVISIONS`] provisions of a
     /// type searches as usual, since the probe would save too little.
-    async fn unsearched(&self, actions: &[Action]) -> HashSet<usize> {
+    pub(crate) async fn unsearched(&self, actions: &[Action]) -> HashSet<usize> {
         let mut skip = HashSet::new();
         if self.in_references.load(Ordering::SeqCst) {
             return skip;
@@ -596,17 +661,14 @@ impl<'a> Exporter<'a> {
         result: Result<Outcome, Failure>,
         started: std::time::Instant,
     ) {
-        let persist = |link: &Link| -> Result<(), Failure> {
-            self.store.put_link(self.job, link).map_err(store_failure)
-        };
         let result = result.and_then(|outcome| {
             match &outcome {
                 Outcome::Created(l)
                 | Outcome::Adopted(l)
                 | Outcome::Updated(l)
                 | Outcome::Disabled(l) => {
-                    persist(l)?;
                     self.insert_link(l.clone());
+                    self.persist(l.clone());
                 }
                 Outcome::Deleted | Outcome::Gone => self.forget(ty, source_id)?,
             }
@@ -829,6 +891,7 @@ impl<'a> Exporter<'a> {
     /// cycle stops as for a 401 (quarantine exception); if answered, the failures stay those
     /// objects'.
     pub(crate) async fn settle(&self) {
+        self.flush_links();
         if self.halted() || self.breaker.reached() {
             return;
         }
@@ -1071,6 +1134,7 @@ impl<'a> Exporter<'a> {
 
     /// Drop a link from the store and from memory.
     fn forget(&self, ty: ObjectType, source_id: &str) -> Result<(), Failure> {
+        self.flush_links();
         self.store
             .remove_link(self.job, ty, source_id)
             .map_err(store_failure)?;
@@ -1134,6 +1198,7 @@ impl<'a> Exporter<'a> {
                 }
             })
             .await;
+        self.flush_links();
     }
 
     async fn members(&self, m: &MembershipChange) {
@@ -1176,10 +1241,10 @@ impl<'a> Exporter<'a> {
                             l.clone()
                         })
                     };
-                    match updated {
-                        Some(l) => self.store.put_link(self.job, &l).map_err(store_failure),
-                        None => Ok(()),
+                    if let Some(l) = updated {
+                        self.persist(l);
                     }
+                    Ok(())
                 }
                 // The group is gone from the target: forget it; the next cycle recreates it.
                 Err(e) if e.is_not_found() => {

@@ -1291,7 +1291,9 @@ impl<'c> Cycle<'c> {
 
     /// The deferred provisions, mapped and sent a chunk at a time: memory is set by the chunk,
     /// not by the directory. Escrowed ones whose retry is not due are left out, as
-    /// [`Cycle::defer_escrowed`] does for the planned actions.
+    /// [`Cycle::defer_escrowed`] does for the planned actions. A chunk is mapped when the
+    /// last action of the one before has started, while its requests are still in flight:
+    /// the pipe does not drain at each chunk's end.
     async fn export_deferred(
         &self,
         exporter: &Exporter<'_>,
@@ -1301,19 +1303,30 @@ impl<'c> Cycle<'c> {
         settings: &PlanSettings<'_>,
         book: &Book<'_>,
     ) {
+        use futures::StreamExt;
         let mappings = &self.job.mappings;
+        let limit = exporter.in_flight();
+        let mut in_flight = futures::stream::FuturesUnordered::new();
         for (n, chunk) in ids.chunks(EXPORT_CHUNK).enumerate() {
             if exporter.aborted().is_some() || self.stop.is_cancelled() {
                 // Planned all the same: their escrows are not taken for done.
                 for (ty, id) in &ids[n * EXPORT_CHUNK..] {
                     book.planned((*ty, id.clone(), false));
                 }
-                return;
+                break;
             }
             let mut actions = plan::provisions(dir, scoped, mappings, settings, chunk);
             actions.retain(|a| escrow_due(book, a));
-            exporter.run(&actions).await;
+            let unsearched = exporter.unsearched(&actions).await;
+            for (i, action) in actions.into_iter().enumerate() {
+                while in_flight.len() >= limit {
+                    in_flight.next().await;
+                }
+                in_flight.push(exporter.run_owned(action, !unsearched.contains(&i)));
+            }
         }
+        while in_flight.next().await.is_some() {}
+        exporter.flush_links();
     }
 
     /// Plan and export phase two (managers, memberships), unless the export gave up or a

@@ -82,6 +82,16 @@ impl StateStore for MemoryStore {
         );
         Ok(())
     }
+    fn put_links(&self, job: &str, links: &[Link]) -> Result<(), StateError> {
+        let mut state = self.lock();
+        for link in links {
+            state.links.insert(
+                (job.to_string(), link.object_type, link.source_id.clone()),
+                link.clone(),
+            );
+        }
+        Ok(())
+    }
     fn remove_link(&self, job: &str, ty: ObjectType, source_id: &str) -> Result<(), StateError> {
         self.lock()
             .links

@@ -132,6 +132,12 @@ pub trait StateStore: Send + Sync {
             .collect())
     }
     fn put_link(&self, job: &str, link: &Link) -> Result<(), StateError>;
+    /// Several links written together, in order (a later link of the same key wins): the
+    /// export gathers the links of writes the target has confirmed and writes them a batch
+    /// at a time. The default writes them one by one.
+    fn put_links(&self, job: &str, links: &[Link]) -> Result<(), StateError> {
+        links.iter().try_for_each(|l| self.put_link(job, l))
+    }
     fn remove_link(&self, job: &str, ty: ObjectType, source_id: &str) -> Result<(), StateError>;
     fn meta(&self, job: &str) -> Result<JobMeta, StateError>;
     fn put_meta(&self, job: &str, meta: &JobMeta) -> Result<(), StateError>;

@@ -67,6 +67,22 @@ struct Dict {
 }
 
 impl Dict {
+    /// The number of `name`, given one if it has none (`None` once the dictionary is full:
+    /// the record then spells the name out).
+    fn number(&mut self, name: &str) -> Option<u32> {
+        if let Some(id) = self.ids.get(name) {
+            return Some(*id);
+        }
+        if self.names.len() >= MAX_DICT {
+            return None;
+        }
+        let id = self.names.len() as u32;
+        let k = intern(name);
+        self.names.push(k.clone());
+        self.ids.insert(k, id);
+        Some(id)
+    }
+
     fn load(tree: &sled::Tree, path: &Path) -> Result<Dict, StateError> {
         let mut entries: Vec<(u32, Key)> = Vec::new();
         for item in tree.scan_prefix(DICT_PREFIX) {
@@ -517,6 +533,27 @@ fn link_key(ty: ObjectType, source_id: &str) -> String {
 
 impl SledStore {
     /// Run `f` with the job's dictionary, loading it first if needed.
+    /// Applies `batch` with the names numbered since `before` (they land together with the
+    /// records that use them, or not at all); on failure the dictionary forgets them again.
+    fn apply_with_names(
+        &self,
+        tree: &sled::Tree,
+        dict: &mut Dict,
+        before: usize,
+        mut batch: sled::Batch,
+    ) -> Result<(), StateError> {
+        for (i, name) in dict.names.iter().enumerate().skip(before) {
+            batch.insert(dict_key(i as u32), name.as_bytes());
+        }
+        if let Err(e) = tree.apply_batch(batch) {
+            for name in dict.names.drain(before..) {
+                dict.ids.remove(&name);
+            }
+            return Err(self.err(e));
+        }
+        Ok(())
+    }
+
     fn with_dict<T>(
         &self,
         job: &str,
@@ -578,19 +615,7 @@ impl StateStore for SledStore {
         let tree = self.links_tree(job)?;
         self.with_dict(job, &tree, |dict| {
             let before = dict.names.len();
-            let bytes = write_link(link, &mut |name| {
-                if let Some(id) = dict.ids.get(name) {
-                    return Some(*id);
-                }
-                if dict.names.len() >= MAX_DICT {
-                    return None;
-                }
-                let id = dict.names.len() as u32;
-                let k = intern(name);
-                dict.names.push(k.clone());
-                dict.ids.insert(k, id);
-                Some(id)
-            });
+            let bytes = write_link(link, &mut |name| dict.number(name));
             if dict.names.len() == before {
                 // The common case; a sled batch costs several times a plain insert.
                 tree.insert(key.as_bytes(), bytes)
@@ -599,17 +624,31 @@ impl StateStore for SledStore {
             }
             // New names and the record that first uses them land together or not at all.
             let mut batch = sled::Batch::default();
-            for (i, name) in dict.names.iter().enumerate().skip(before) {
-                batch.insert(dict_key(i as u32), name.as_bytes());
-            }
             batch.insert(key.as_bytes(), bytes);
-            if let Err(e) = tree.apply_batch(batch) {
-                for name in dict.names.drain(before..) {
-                    dict.ids.remove(&name);
-                }
-                return Err(self.err(e));
+            self.apply_with_names(&tree, dict, before, batch)
+        })
+    }
+
+    fn put_links(&self, job: &str, links: &[Link]) -> Result<(), StateError> {
+        match links {
+            [] => return Ok(()),
+            [link] => return self.put_link(job, link),
+            _ => {}
+        }
+        let tree = self.links_tree(job)?;
+        self.with_dict(job, &tree, |dict| {
+            let before = dict.names.len();
+            // One batch: a later link of the same key replaces an earlier one, as a second
+            // insert would. One lock, one pin and one log reservation for them all.
+            let mut batch = sled::Batch::default();
+            for link in links {
+                let bytes = write_link(link, &mut |name| dict.number(name));
+                batch.insert(
+                    link_key(link.object_type, &link.source_id).as_bytes(),
+                    bytes,
+                );
             }
-            Ok(())
+            self.apply_with_names(&tree, dict, before, batch)
         })
     }
 
@@ -956,6 +995,31 @@ mod tests {
         // A link written after the reset gets a fresh dictionary and reads back whole.
         s.put_link("j", &full_user("u3")).unwrap();
         assert_eq!(s.links("j").unwrap(), vec![full_user("u3")]);
+    }
+
+    /// A batch of links lands whole, with the names it first uses, and a later link of
+    /// the same key replaces an earlier one, as a second `put_link` would.
+    #[test]
+    fn a_batch_of_links_reads_back_as_links_written_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut renamed = full_user("u1");
+        renamed.display_name = "renamed".into();
+        let batch = vec![
+            full_user("u1"),
+            link("u2"),
+            full_user("u3"),
+            renamed.clone(),
+        ];
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.put_links("j", &batch).unwrap();
+            s.put_links("j", &[]).unwrap();
+            s.flush().unwrap();
+        }
+        let s = reopen(dir.path()).unwrap();
+        let mut got = s.links("j").unwrap();
+        got.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+        assert_eq!(got, vec![renamed, link("u2"), full_user("u3")]);
     }
 
     #[test]

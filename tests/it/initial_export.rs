@@ -6,9 +6,11 @@
 use crate::support::common::*;
 use async_trait::async_trait;
 use provisiond::{
-    MemoryStore, ObjectType, PatchOp, RequestCounts, ScimClient, Target, TargetError,
+    MemoryStore, ObjectType, PatchOp, RequestCounts, ScimClient, StateStore, Target, TargetError,
 };
 use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 /// More users than the export's probe threshold (32).
 const USERS: usize = 40;
@@ -158,4 +160,152 @@ async fn a_user_that_appeared_after_the_probe_is_adopted_on_the_conflict() {
         .iter()
         .any(|a| a.action == "adopt" && a.source_id == "u3"));
     assert_converged(&job, &store, &target).await;
+}
+
+/// More users than one batch of links (256): the export writes links a batch at a time.
+const BATCHED: usize = 300;
+
+/// A client that remembers the target id of every create the target answered, and, before
+/// each create, checks the store: every link in it names an object whose create was
+/// answered (a link is never written before its write is confirmed).
+struct Confirming<'s> {
+    client: ScimClient,
+    store: &'s MemoryStore,
+    confirmed: Mutex<HashSet<String>>,
+    /// Creates seen while the store lagged behind the answered creates (links batched).
+    lagging: Mutex<usize>,
+    /// The answered creates after which the caller drops the cycle, as a crash would.
+    crash_after: Option<(usize, Arc<tokio::sync::Notify>)>,
+}
+
+impl<'s> Confirming<'s> {
+    fn new(client: ScimClient, store: &'s MemoryStore) -> Self {
+        Confirming {
+            client,
+            store,
+            confirmed: Mutex::new(HashSet::new()),
+            lagging: Mutex::new(0),
+            crash_after: None,
+        }
+    }
+
+    fn check_store(&self) {
+        let confirmed = self.confirmed.lock().unwrap();
+        let links = self.store.links("test").unwrap();
+        for l in &links {
+            assert!(
+                confirmed.contains(&l.target_id),
+                "link of {} stored before its create was answered",
+                l.source_id
+            );
+        }
+        if links.len() < confirmed.len() {
+            *self.lagging.lock().unwrap() += 1;
+        }
+    }
+}
+
+#[async_trait]
+impl Target for Confirming<'_> {
+    async fn find(
+        &self,
+        ty: ObjectType,
+        attr: &str,
+        value: &Value,
+    ) -> Result<Vec<Value>, TargetError> {
+        self.client.find(ty, attr, value).await
+    }
+    async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError> {
+        self.check_store();
+        let created = self.client.create(ty, body).await?;
+        let answered = {
+            let mut confirmed = self.confirmed.lock().unwrap();
+            confirmed.insert(id(&created));
+            confirmed.len()
+        };
+        if let Some((at, crash)) = &self.crash_after {
+            if answered >= *at {
+                crash.notify_one();
+            }
+        }
+        Ok(created)
+    }
+    async fn patch(&self, ty: ObjectType, id: &str, ops: &[PatchOp]) -> Result<(), TargetError> {
+        self.client.patch(ty, id, ops).await
+    }
+    async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError> {
+        self.client.delete(ty, id).await
+    }
+    async fn collection_empty(&self, ty: ObjectType) -> Result<bool, TargetError> {
+        self.client.collection_empty(ty).await
+    }
+    fn request_counts(&self) -> RequestCounts {
+        self.client.request_counts()
+    }
+}
+
+/// Links are written in batches, never before the target answered their object's create,
+/// and all of them by the end of the cycle.
+#[tokio::test]
+async fn batched_links_are_stored_only_after_their_creates_were_answered() {
+    let h = sandbox(vec![]).await;
+    let file = DirFile::new(&directory_of(BATCHED));
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let target = Confirming::new(client(&h.base_url()), &store);
+    let s = run_ok(&job, &store, &target).await;
+    assert_eq!(s.users.created, BATCHED as u64, "{s:#?}");
+    target.check_store();
+    assert!(
+        *target.lagging.lock().unwrap() > 0,
+        "the links were written one by one, not batched"
+    );
+    let links = store.links("test").unwrap();
+    assert_eq!(
+        links.len(),
+        BATCHED,
+        "every confirmed create is linked at the end"
+    );
+    assert_converged(&job, &store, &client(&h.base_url())).await;
+}
+
+/// A crash in the middle of a batch (the cycle's future dropped: no code of it runs again)
+/// loses only links not yet written, of objects the target holds; the next cycle matches
+/// them (a search each, the target no longer being empty) and adopts them: no duplicate.
+#[tokio::test]
+async fn a_crash_mid_batch_loses_only_unwritten_links_which_the_next_cycle_adopts() {
+    let h = sandbox(vec![]).await;
+    let file = DirFile::new(&directory_of(BATCHED));
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let crash = Arc::new(tokio::sync::Notify::new());
+    let mut target = Confirming::new(client(&h.base_url()), &store);
+    // Past the first batch, inside the second.
+    target.crash_after = Some((280, crash.clone()));
+    tokio::select! {
+        report = run(&job, &store, &target) => panic!("the cycle ended before the crash: {:#?}", report.summary),
+        () = crash.notified() => {}
+    }
+    // Requests already sent when the cycle died may still be answered.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    target.check_store();
+    let stored = store.links("test").unwrap().len();
+    let answered = target.confirmed.lock().unwrap().len();
+    assert!(
+        stored < answered,
+        "some confirmed links were still waiting for their batch ({stored} of {answered})"
+    );
+    let in_target = h.users().len();
+    let s = run_ok(&job, &store, &client(&h.base_url())).await;
+    assert_eq!(
+        s.users.updated,
+        (in_target - stored) as u64,
+        "every created but unlinked user adopted: {s:#?}"
+    );
+    assert_eq!(s.users.created, (BATCHED - in_target) as u64, "{s:#?}");
+    for name in names_of(BATCHED) {
+        assert_eq!(users_named(&h, &name).len(), 1, "{name} exactly once");
+    }
+    assert_eq!(store.links("test").unwrap().len(), BATCHED);
+    assert_converged(&job, &store, &client(&h.base_url())).await;
 }
