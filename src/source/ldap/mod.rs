@@ -14,6 +14,10 @@
 //! happens on the first read, every `full_read_interval`, when the caller has no watermark
 //! (a fresh state store), or on [`LdapSource::request_full_read`].
 //!
+//! **Delta reads.** [`Source::read_changes`] answers an incremental read with what it changed
+//! (`delta.rs`): the snapshot's DN and uid index and the built groups are kept and brought up
+//! to date entry by entry, and [`Source::view`] builds only the users a view holds.
+//!
 //! **Incomplete reads.** A failure after some entries were read (a dropped connection, a
 //! failed page, a timeout) returns what was read with `complete = false`, so the planner
 //! disables and deletes nothing; the snapshot is left as it was and the next read is full
