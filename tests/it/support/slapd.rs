@@ -191,7 +191,8 @@ impl Slapd {
              sizelimit size.soft={1} size.hard={1} size.prtotal=unlimited\n\
              database mdb\nmaxsize 1073741824\nsuffix \"{SUFFIX}\"\n\
              rootdn \"{ADMIN_DN}\"\nrootpw {ADMIN_PW}\ndirectory {0}/db\n\
-             index objectClass eq\nindex uid eq\nindex member eq\nindex entryUUID eq",
+             index objectClass eq\nindex uid eq\nindex member eq\nindex entryUUID eq\n\
+             index modifyTimestamp eq",
             d.display(),
             opts.size_limit
         )
