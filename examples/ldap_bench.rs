@@ -3,12 +3,21 @@
 //! ```sh
 //! cargo run --release --example ldap_bench            # 10,000 users in 10 groups
 //! cargo run --release --example ldap_bench -- 50000   # another size
+//! cargo run --release --example ldap_bench -- --delta --users 100000 --changes 100 --cycles 3 \
+//!     [--work DIR]                                      # delta cycles (issue 12)
 //! ```
 //!
 //! Loads the users into a local slapd (see `tests/it/support/slapd.rs`; needs Debian's `slapd`),
 //! then reports a full read (entries per second, this process's peak RSS), an incremental read
 //! after 10 users changed (entries read, wall time), and the same as provisioning cycles into
 //! the in-memory SCIM sandbox.
+//!
+//! `--delta` (issue 12, "Delta sources cost O(changes)"): `--users` users and one group of 100
+//! members per 500 users (the issue's 1,000,000 users / 2,000 groups / 200,000 memberships
+//! shape), `scope = "all"`, a sled store under `--work`; the initial cycle, a no-change
+//! cycle, then `--cycles` delta cycles each after `--changes` users changed (a new title): for
+//! each, the wall time, the entries the LDAP read fetched, the SCIM requests, the users the
+//! cycle looked at and the process's RSS (now and peak).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -105,6 +114,10 @@ async fn change_users(server: &Slapd, round: usize) {
 #[tokio::main]
 async fn main() {
     if !available() {
+        return;
+    }
+    if std::env::args().any(|a| a == "--delta") {
+        delta::run().await;
         return;
     }
     let users: usize = std::env::args()
@@ -204,4 +217,160 @@ async fn main() {
         second.status,
         second.source_complete
     );
+}
+
+/// `--delta`: LDAP delta cycles over a big snapshot.
+mod delta {
+    use super::*;
+    use provisiond::{CycleSummary, SledStore};
+    use std::path::PathBuf;
+
+    /// Members of each group; one group per [`USERS_PER_GROUP`] users.
+    const MEMBERS: usize = 100;
+    const USERS_PER_GROUP: usize = 500;
+
+    fn rss_mib(field: &str) -> f64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    }
+
+    fn ldif(users: usize) -> String {
+        let mut s = String::with_capacity(users * 400);
+        for i in 0..users {
+            let uid = format!("user{i:07}");
+            s += &ldif_person(
+                &uid,
+                "Bench",
+                &format!("User {i}"),
+                &format!("displayName: Bench User {i}\ntitle: Engineer\nemployeeNumber: {i}\n"),
+            );
+        }
+        for g in 0..(users / USERS_PER_GROUP).max(1) {
+            let members: Vec<String> = (0..MEMBERS)
+                .map(|k| g * USERS_PER_GROUP + k)
+                .filter(|i| *i < users)
+                .map(|i| user_dn(&format!("user{i:07}")))
+                .collect();
+            s += &ldif_group(&format!("Group {g}"), "groupOfNames", &members);
+        }
+        s
+    }
+
+    fn looked_at(s: &CycleSummary) -> u64 {
+        s.users.created + s.users.updated + s.users.unchanged + s.users.disabled + s.users.deleted
+    }
+
+    pub(super) async fn run() {
+        let mut users = 100_000usize;
+        let mut changes = 100usize;
+        let mut cycles = 3usize;
+        let mut work = PathBuf::from("target/bench-ldap-delta");
+        let mut it = std::env::args().skip(1).filter(|a| a != "--delta");
+        while let Some(flag) = it.next() {
+            let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+            match flag.as_str() {
+                "--users" => users = value.parse().unwrap(),
+                "--changes" => changes = value.parse().unwrap(),
+                "--cycles" => cycles = value.parse().unwrap(),
+                "--work" => work = PathBuf::from(value),
+                _ => panic!("unknown flag {flag}"),
+            }
+        }
+        if std::env::var_os("RUST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .init();
+        }
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        let t = Instant::now();
+        let text = ldif(users);
+        let server = Slapd::start(
+            &text,
+            &Options {
+                size_limit: 500,
+                ..Options::default()
+            },
+        );
+        drop(text);
+        let groups = (users / USERS_PER_GROUP).max(1);
+        println!(
+            "slapd loaded with {users} users in {groups} groups of {MEMBERS} in {:.1} s (LDIF and slapadd); load: {}",
+            t.elapsed().as_secs_f64(),
+            std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        );
+        let h = spawn_sandbox("127.0.0.1:0".parse().unwrap(), SandboxConfig::default())
+            .await
+            .unwrap();
+        let mut ts = TargetSettings::new(
+            url::Url::parse(&h.base_url()).unwrap(),
+            SecretString::from("bench"),
+        );
+        ts.request_timeout = Duration::from_secs(60);
+        ts.concurrency = 8;
+        let target = ScimClient::new(ts).unwrap();
+        let store = SledStore::open(&work.join("state")).unwrap();
+        let mut s = settings(&server);
+        s.timeout = Duration::from_secs(600);
+        let job = JobSpec {
+            name: "bench".into(),
+            source: Box::new(LdapSource::new(s)),
+            scope: ScopeSettings {
+                mode: ScopeMode::All,
+                ..ScopeSettings::default()
+            },
+            mappings: Mappings::generic_scim().unwrap(),
+            null_values: NullPolicy::Leave,
+            concurrency: 8,
+            member_batch: 100,
+            safety: Default::default(),
+        };
+        let stop = CancellationToken::new();
+        let opts = CycleOptions::default();
+        let step = |name: &str, s: &CycleSummary, wall: f64| {
+            let r = &s.requests;
+            println!(
+                "{name:<22} {wall:>8.3} s  scim GET {} POST {} PATCH {} DELETE {}  users looked at {:>8} (updated {}, created {})  kind {}  RSS {:.0} MiB, peak {:.0} MiB",
+                r.get, r.post, r.patch, r.delete, looked_at(s), s.users.updated, s.users.created, s.kind,
+                rss_mib("VmRSS:"), rss_mib("VmHWM:")
+            );
+        };
+        let t = Instant::now();
+        let s = run_cycle(&job, &store, &target, &opts, &stop).await.summary;
+        step("initial", &s, t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let s = run_cycle(&job, &store, &target, &opts, &stop).await.summary;
+        step("no change", &s, t.elapsed().as_secs_f64());
+        for c in 1..=cycles {
+            let mut admin = server.admin().await;
+            let title = format!("Engineer round {c}");
+            for i in 0..changes {
+                let uid = format!("user{:07}", (i * 7919 + c * 104_729) % users);
+                admin
+                    .modify(
+                        &user_dn(&uid),
+                        vec![ldap3::Mod::Replace(
+                            "title",
+                            HashSet::from([title.as_str()]),
+                        )],
+                    )
+                    .await
+                    .unwrap()
+                    .success()
+                    .unwrap();
+            }
+            let _ = admin.unbind().await;
+            let t = Instant::now();
+            let s = run_cycle(&job, &store, &target, &opts, &stop).await.summary;
+            step(&format!("delta cycle {c}"), &s, t.elapsed().as_secs_f64());
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(&work);
+    }
 }

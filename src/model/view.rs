@@ -118,8 +118,9 @@ pub(crate) fn membership_groups(dir: &Directory, focus: &Changes) -> BTreeSet<St
 }
 
 /// Whether a delta cycle plans group `id`'s membership: it changed, or a changed user is
-/// among its direct members.
-fn plans_membership(id: &str, group: &SourceObject, focus: &Changes) -> bool {
+/// among its direct members. (The LDAP source asks it too, to build only the users a view
+/// holds.)
+pub(crate) fn plans_membership(id: &str, group: &SourceObject, focus: &Changes) -> bool {
     focus.groups.contains(id) || group.members.iter().any(|m| focus.users.contains(m))
 }
 

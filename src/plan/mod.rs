@@ -11,7 +11,7 @@ mod objects;
 mod references;
 mod skip;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use diff::NullPolicy;
 pub(crate) use diff::{describe_changes, diff, record_changes, Change};

@@ -863,6 +863,17 @@ fn delta_plans_the_full_plan(
     d2: &Directory,
     settings: &ScopeSettings,
 ) -> Result<bool, TestCaseError> {
+    delta_plans_the_full_plan_given(d1, d2, settings, None)
+}
+
+/// [`delta_plans_the_full_plan`] with the focus and view a source gave (`given`: the LDAP
+/// source's delta tests) instead of those the changes between `d1` and `d2` make.
+pub(crate) fn delta_plans_the_full_plan_given(
+    d1: &Directory,
+    d2: &Directory,
+    settings: &ScopeSettings,
+    given: Option<(&crate::model::Changes, &Directory)>,
+) -> Result<bool, TestCaseError> {
     let mappings = Mappings::generic_scim().unwrap();
     let env = env();
     let ps = PlanSettings {
@@ -883,29 +894,35 @@ fn delta_plans_the_full_plan(
         return Ok(false);
     }
 
-    let mut focus = changes_between(d1, d2);
-    let sorted = |d: &Directory| {
-        let mut a = d.assignments.clone();
-        a.sort_by(|x, y| (&x.principal_id, &x.role).cmp(&(&y.principal_id, &y.role)));
-        a
+    let (focus, view) = match given {
+        Some((focus, view)) => (focus.clone(), view.clone()),
+        None => {
+            let mut focus = changes_between(d1, d2);
+            let sorted = |d: &Directory| {
+                let mut a = d.assignments.clone();
+                a.sort_by(|x, y| (&x.principal_id, &x.role).cmp(&(&y.principal_id, &y.role)));
+                a
+            };
+            crate::model::view::assignment_changes(
+                &sorted(d1),
+                &sorted(d2),
+                &d1.groups,
+                &d2.groups,
+                &mut focus,
+            );
+            let references = vec!["manager".to_string()];
+            let view = crate::model::view::view(
+                &d2.users,
+                &d2.groups,
+                &d2.assignments,
+                &d2.rejected,
+                true,
+                &focus,
+                &references,
+            );
+            (focus, view)
+        }
     };
-    crate::model::view::assignment_changes(
-        &sorted(d1),
-        &sorted(d2),
-        &d1.groups,
-        &d2.groups,
-        &mut focus,
-    );
-    let references = vec!["manager".to_string()];
-    let view = crate::model::view::view(
-        &d2.users,
-        &d2.groups,
-        &d2.assignments,
-        &d2.rejected,
-        true,
-        &focus,
-        &references,
-    );
     let mut view_links = links_of_view(&links, &view, &focus);
     let full_scope = scope::evaluate(d2, settings);
     let view_scope = scope::evaluate(&view, settings);

@@ -1,7 +1,7 @@
 //! The LDAP source against a real OpenLDAP server (Debian `slapd`, see `support/slapd.rs`):
 //! attribute maps, references, paging past the server's size limit, nested groups and cycles,
 //! disabled users, assignments, incremental and full reads, incomplete reads, bind and
-//! connection failures; then whole cycles into the SCIM sandbox.
+//! connection failures; then whole cycles into the SCIM sandbox, and delta cycles (issue 12).
 //!
 //! Each test starts its own slapd; without slapd installed they print why and pass.
 
@@ -1034,4 +1034,189 @@ async fn a_restored_snapshot_reads_only_changes_after_a_restart() {
 
 fn ids_of_users(d: &Directory) -> BTreeSet<String> {
     d.users.keys().cloned().collect()
+}
+
+/// Users the delta tests' directory holds besides `directory_ldif`'s.
+const FILLERS: usize = 30;
+
+/// `directory_ldif` with [`FILLERS`] more people titled `Filler`, in a group `Fillers` or not.
+fn delta_ldif(in_a_group: bool) -> String {
+    let mut s = directory_ldif();
+    let mut fillers = Vec::new();
+    for i in 0..FILLERS {
+        let uid = format!("fill{i:02}");
+        s += &ldif_person(&uid, "Fill", &format!("Er{i:02}"), "title: Filler\n");
+        fillers.push(user_dn(&uid));
+    }
+    if in_a_group {
+        s += &ldif_group("Fillers", "groupOfNames", &fillers);
+    }
+    s
+}
+
+/// Objects a cycle looked at: a delta cycle counts only those of its view.
+fn looked_at(s: &provisiond::CycleSummary) -> u64 {
+    s.users.created + s.users.updated + s.users.unchanged + s.users.disabled + s.users.deleted
+}
+
+async fn modify(server: &Slapd, dn: &str, mods: Vec<Mod<&str>>) {
+    let mut admin = server.admin().await;
+    admin.modify(dn, mods).await.unwrap().success().unwrap();
+}
+
+/// A delta cycle (issue 12) after a few changes plans and sends only them: a promotion, a
+/// user newly matching `disabled_filter` (disabled), a user taken out of a nested group (her
+/// flattened membership of the parent goes, and with it her scope: disabled) and one put into
+/// it (the parent gains her), a user no longer matching `assigned_users_filter` (disabled).
+/// The others are neither planned nor read at the target.
+#[tokio::test]
+async fn an_ldap_delta_cycle_sends_only_the_changes() {
+    if !available() {
+        return;
+    }
+    // The fillers are assigned by a filter: in a group, they would all be in the view of a
+    // change to one of them (a changed user's groups are planned with all their members).
+    let server = Slapd::start(&delta_ldif(false), &Options::default());
+    let mut s = settings(&server);
+    s.assigned_groups = vec![group_dn("Engineering"), group_dn("Ops")];
+    s.assigned_users_filter = Some("(title=Filler)".into());
+    s.nested = Nested::Flatten;
+    let h = sandbox(vec![]).await;
+    let target = client(&h.base_url());
+    let store = MemoryStore::new();
+    let job = job_with_source(Box::new(LdapSource::new(s)));
+    let first = run_ok(&job, &store, &target).await;
+    assert!(first.users.created > FILLERS as u64, "{first:#?}");
+    // A change moves the newest change time from the LDIF's old ones to now, so that the
+    // next reads' window (the newest time less the read's duration) holds only new changes.
+    modify(
+        &server,
+        &user_dn("fill29"),
+        vec![Mod::Replace(
+            "telephoneNumber",
+            HashSet::from(["+1 555 0199"]),
+        )],
+    )
+    .await;
+    let second = run_ok(&job, &store, &target).await;
+    assert_eq!(second.users.updated, 1, "{second:#?}");
+    assert_converged(&job, &store, &target).await;
+
+    modify(
+        &server,
+        &user_dn("alice"),
+        vec![Mod::Replace("title", HashSet::from(["Principal Engineer"]))],
+    )
+    .await;
+    modify(
+        &server,
+        &user_dn("bob"),
+        vec![Mod::Replace("employeeType", HashSet::from(["disabled"]))],
+    )
+    .await;
+    modify(
+        &server,
+        &group_dn("Platform"),
+        vec![Mod::Replace(
+            "member",
+            HashSet::from([user_dn("fill05").as_str()]),
+        )],
+    )
+    .await;
+    modify(
+        &server,
+        &user_dn("fill07"),
+        vec![Mod::Replace("title", HashSet::from(["Former"]))],
+    )
+    .await;
+    let s = run_ok(&job, &store, &target).await;
+    assert_eq!(s.kind, provisiond::CycleKind::Incremental);
+    assert_eq!(s.users.updated, 1, "alice: {s:#?}");
+    assert_eq!(
+        s.users.disabled, 3,
+        "bob (disabled_filter), dave (left Platform), fill07 (no longer assigned): {s:#?}"
+    );
+    assert_eq!(s.users.created, 0, "{s:#?}");
+    assert!(
+        looked_at(&s) < 10,
+        "only the view is planned, not {FILLERS}+ users: {s:#?}"
+    );
+    assert_eq!(
+        s.requests.get, 0,
+        "no search, no read of anyone else: {s:#?}"
+    );
+    assert_eq!(
+        user(&h, "alice@example.org")["title"],
+        json!("Principal Engineer")
+    );
+    assert_eq!(user(&h, "bob@example.org")["active"], json!(false));
+    assert_eq!(user(&h, "dave@example.org")["active"], json!(false));
+    assert_eq!(user(&h, "fill07@example.org")["active"], json!(false));
+    assert_eq!(
+        member_ids(&group(&h, "Engineering")),
+        ids_of(
+            &h,
+            &["alice@example.org", "zoe@example.org", "fill05@example.org"]
+        ),
+        "dave out of Engineering through Platform, fill05 in"
+    );
+    assert!(!member_ids(&group(&h, "Ops")).contains(&id(&user(&h, "bob@example.org"))));
+    // PATCHes: alice's update, 3 disables, Engineering's added and removed member, Ops'
+    // removed member; nothing for the 30 others.
+    assert_eq!(
+        (s.requests.post, s.requests.patch, s.requests.delete),
+        (0, 7, 0),
+        "{s:#?}"
+    );
+    assert_eq!(
+        (s.memberships.added, s.memberships.removed),
+        (1, 2),
+        "{s:#?}"
+    );
+    assert_converged(&job, &store, &target).await;
+}
+
+/// Incremental reads never see a deletion: the full read every `full_read_interval` does,
+/// and the cycle after it deletes the user.
+#[tokio::test]
+async fn a_full_read_every_full_read_interval_deletes_what_is_gone() {
+    if !available() {
+        return;
+    }
+    let server = Slapd::start(&delta_ldif(true), &Options::default());
+    let mut s = settings(&server);
+    s.assigned_groups = vec![group_dn("Fillers")];
+    s.full_read_interval = Duration::from_secs(6);
+    let h = sandbox(vec![]).await;
+    let target = client(&h.base_url());
+    let store = MemoryStore::new();
+    let job = job_with_source(Box::new(LdapSource::new(s)));
+    let started = std::time::Instant::now();
+    run_ok(&job, &store, &target).await;
+    let mut admin = server.admin().await;
+    admin
+        .delete(&user_dn("fill03"))
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    modify(
+        &server,
+        &user_dn("fill04"),
+        vec![Mod::Replace("title", HashSet::from(["Changed"]))],
+    )
+    .await;
+    let delta = run_ok(&job, &store, &target).await;
+    assert_eq!(delta.users.updated, 1, "{delta:#?}");
+    assert_eq!(
+        delta.users.deleted, 0,
+        "an incremental read cannot see it: {delta:#?}"
+    );
+    assert!(try_user(&h, "fill03@example.org").is_some());
+    if let Some(left) = Duration::from_secs(7).checked_sub(started.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    let full = run_ok(&job, &store, &target).await;
+    assert_eq!(full.users.deleted, 1, "{full:#?}");
+    assert!(try_user(&h, "fill03@example.org").is_none());
 }

@@ -14,6 +14,10 @@
 //! happens on the first read, every `full_read_interval`, when the caller has no watermark
 //! (a fresh state store), or on [`LdapSource::request_full_read`].
 //!
+//! **Delta reads.** [`Source::read_changes`] answers an incremental read with what it changed
+//! (`delta.rs`): the snapshot's DN and uid index and the built groups are kept and brought up
+//! to date entry by entry, and [`Source::view`] builds only the users a view holds.
+//!
 //! **Incomplete reads.** A failure after some entries were read (a dropped connection, a
 //! failed page, a timeout) returns what was read with `complete = false`, so the planner
 //! disables and deletes nothing; the snapshot is left as it was and the next read is full
@@ -22,6 +26,7 @@
 
 pub(crate) mod config;
 pub(crate) mod conn;
+mod delta;
 pub(crate) mod dn;
 mod error;
 mod persist;
@@ -29,7 +34,7 @@ mod snapshot;
 pub(crate) mod values;
 
 use super::{OneQuery, OneRead, SnapshotError, Source, SourceError, SourceRead};
-use crate::model::ObjectType;
+use crate::model::{Changes, Directory, ObjectType};
 use async_trait::async_trait;
 use chrono::Utc;
 use conn::{Conn, RawEntry};
@@ -290,6 +295,9 @@ struct State {
     dirty: bool,
     /// When [`Source::snapshot`] last handed it over.
     taken_at: Option<Instant>,
+    /// The directory built from `snapshot`, less its users, kept up to date by delta reads
+    /// ([`Source::read_changes`]); none after a restore until a read builds it.
+    built: Option<delta::Built>,
 }
 
 /// An LDAP or Active Directory source.
@@ -321,6 +329,7 @@ impl LdapSource {
                 last_duration: Duration::ZERO,
                 dirty: false,
                 taken_at: None,
+                built: None,
             }),
             force_full: AtomicBool::new(false),
             last: std::sync::Mutex::new(None),
@@ -460,6 +469,182 @@ impl LdapSource {
             into.add(ObjectType::Group, &entry, s);
         }
         Ok(found)
+    }
+
+    /// A read; with `want_changes`, an incremental one continuing from the directory the last
+    /// read built, in step with the caller's watermark, answers with what changed and no
+    /// objects ([`Source::read_changes`]).
+    async fn read_as(
+        &self,
+        watermark: Option<&str>,
+        want_changes: bool,
+    ) -> Result<SourceRead, SourceError> {
+        let s = &self.settings;
+        let mut state = self.state.lock().await;
+        let forced = self.force_full.swap(false, Ordering::SeqCst);
+        let full_reason = match (&state.snapshot, state.full_at) {
+            (None, _) | (_, None) => Some("first read"),
+            (Some(_), _) if watermark.is_none() => Some("no stored watermark"),
+            (Some(_), _) if forced => Some("requested"),
+            (Some(_), Some(at)) if at.elapsed() >= s.full_read_interval => {
+                Some("full_read_interval")
+            }
+            (Some(snap), _) if snap.newest.is_none() => Some("no change timestamps"),
+            _ => None,
+        };
+        let since = match (&full_reason, &state.snapshot) {
+            (None, Some(snap)) => snap.newest.map(|t| {
+                // Whole seconds: timestamps are truncated to the second.
+                t - chrono::Duration::from_std(state.last_duration).unwrap_or_default()
+                    - chrono::Duration::seconds(1)
+            }),
+            _ => None,
+        };
+        let full = since.is_none();
+        let started = Instant::now();
+        tracing::info!(
+            source = %self.describe(),
+            full,
+            reason = full_reason.unwrap_or("incremental"),
+            since = ?since.map(|t| values::format_generalized_time(t, s.flavour)),
+            "LDAP read started"
+        );
+        let mut conn = match self.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                if forced {
+                    self.force_full.store(true, Ordering::SeqCst);
+                }
+                return Err(e);
+            }
+        };
+        let mut fresh = Snapshot::default();
+        let mut entries_read = 0u64;
+        let outcome = self
+            .read_entries(&mut conn, &mut fresh, since, &mut entries_read)
+            .await;
+        conn.close().await;
+        let elapsed = started.elapsed();
+
+        let newest_of = |snap: &Snapshot| {
+            snap.newest
+                .map(|t| values::format_generalized_time(t, s.flavour))
+                .or_else(|| watermark.map(str::to_string))
+        };
+        let mut changes: Option<Changes> = None;
+        let (directory, complete) = match outcome {
+            Ok(()) => {
+                // A delta answer continues from the directory the last read built, when the
+                // caller's watermark is the one that read answered with (a failed cycle's
+                // read was never planned to the end) and the cycle that used it committed.
+                let in_step = want_changes
+                    && !full
+                    && state.built.as_ref().is_some_and(|b| b.in_step(watermark));
+                let (snap, before) = match (full, state.snapshot.take()) {
+                    (false, Some(mut snap)) => {
+                        let before =
+                            in_step.then(|| delta::presences(&snap, &delta::touched(&fresh)));
+                        snap.merge(fresh);
+                        (snap, before)
+                    }
+                    _ => {
+                        state.full_at = Some(Instant::now());
+                        (fresh, None)
+                    }
+                };
+                state.last_duration = elapsed;
+                if full || entries_read > 0 {
+                    state.dirty = true;
+                }
+                let now = newest_of(&snap);
+                if let (Some(before), Some(built)) = (before, state.built.as_mut()) {
+                    changes = built.advance(&snap, &before, s, now.clone());
+                }
+                let dir = match (&changes, state.built.as_ref()) {
+                    (Some(_), Some(built)) => Directory {
+                        assignments: built.assignments.clone(),
+                        rejected: built.rejected(&snap),
+                        complete: true,
+                        ..Directory::default()
+                    },
+                    _ => {
+                        changes = None;
+                        let (dir, index, group_rejects) = snapshot::build(&snap, s, true);
+                        if index.ambiguous {
+                            tracing::info!("two LDAP entries share a DN or a uid: cycles plan the whole directory until they no longer do");
+                        }
+                        state.built =
+                            Some(delta::Built::new(&dir, index, group_rejects, &snap, now));
+                        dir
+                    }
+                };
+                if snap.newest.is_none() && !snap.is_empty() {
+                    tracing::info!(attribute = %s.timestamp_attribute, "no change timestamps could be read: every read is a full read");
+                }
+                state.snapshot = Some(snap);
+                (dir, true)
+            }
+            Err(f) if fresh.is_empty() => {
+                if forced {
+                    self.force_full.store(true, Ordering::SeqCst);
+                }
+                tracing::warn!(error = %f, "LDAP read failed before any entry was read");
+                return Err(f.into());
+            }
+            Err(f) => {
+                // Keep what was read, on top of the previous snapshot when there is one; the
+                // snapshot itself stays as it was, so nothing unread is taken as read.
+                let partial = match &state.snapshot {
+                    Some(old) => {
+                        let mut m = old.clone();
+                        m.merge(fresh);
+                        m
+                    }
+                    None => fresh,
+                };
+                if forced {
+                    self.force_full.store(true, Ordering::SeqCst);
+                }
+                tracing::warn!(
+                    error = %f,
+                    entries_read,
+                    "LDAP read incomplete: what was read is used, nothing will be disabled or deleted"
+                );
+                if let Some(built) = state.built.as_mut() {
+                    built.answered_whole();
+                }
+                (snapshot::build_directory(&partial, s, false), false)
+            }
+        };
+        let stats = ReadStats {
+            full,
+            entries_read,
+            complete,
+            duration: elapsed,
+        };
+        tracing::info!(
+            full,
+            complete,
+            entries_read,
+            users = directory.users.len(),
+            groups = directory.groups.len(),
+            changed_users = changes.as_ref().map(|c| c.users.len()),
+            changed_groups = changes.as_ref().map(|c| c.groups.len()),
+            duration_ms = elapsed.as_millis() as u64,
+            "LDAP read finished"
+        );
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(stats);
+        }
+        Ok(SourceRead {
+            directory,
+            watermark: state
+                .snapshot
+                .as_ref()
+                .and_then(newest_of)
+                .or_else(|| watermark.map(str::to_string)),
+            changes,
+        })
     }
 
     /// A filter matching the objects of `ty` that answer to `key` as [`one::answers_to`]
@@ -645,14 +830,20 @@ impl Source for LdapSource {
             "LDAP snapshot restored from the state store: reading only changes"
         );
         state.snapshot = Some(p.snapshot);
+        // The first read after a restore answers with the whole directory (as Graph's).
+        state.built = None;
         state.full_at = full_at;
         state.last_duration = p.last_duration;
         state.dirty = false;
         Ok(())
     }
 
+    /// Called after every committed cycle: what the last read answered was planned.
     async fn snapshot(&self) -> Option<Vec<u8>> {
         let mut state = self.state.lock().await;
+        if let Some(built) = state.built.as_mut() {
+            built.confirm();
+        }
         let recent = state
             .taken_at
             .is_some_and(|t| t.elapsed() < super::SNAPSHOT_EVERY);
@@ -677,132 +868,23 @@ impl Source for LdapSource {
     }
 
     async fn read(&self, watermark: Option<&str>) -> Result<SourceRead, SourceError> {
-        let s = &self.settings;
-        let mut state = self.state.lock().await;
-        let forced = self.force_full.swap(false, Ordering::SeqCst);
-        let full_reason = match (&state.snapshot, state.full_at) {
-            (None, _) | (_, None) => Some("first read"),
-            (Some(_), _) if watermark.is_none() => Some("no stored watermark"),
-            (Some(_), _) if forced => Some("requested"),
-            (Some(_), Some(at)) if at.elapsed() >= s.full_read_interval => {
-                Some("full_read_interval")
-            }
-            (Some(snap), _) if snap.newest.is_none() => Some("no change timestamps"),
-            _ => None,
-        };
-        let since = match (&full_reason, &state.snapshot) {
-            (None, Some(snap)) => snap.newest.map(|t| {
-                // Whole seconds: timestamps are truncated to the second.
-                t - chrono::Duration::from_std(state.last_duration).unwrap_or_default()
-                    - chrono::Duration::seconds(1)
-            }),
-            _ => None,
-        };
-        let full = since.is_none();
-        let started = Instant::now();
-        tracing::info!(
-            source = %self.describe(),
-            full,
-            reason = full_reason.unwrap_or("incremental"),
-            since = ?since.map(|t| values::format_generalized_time(t, s.flavour)),
-            "LDAP read started"
-        );
-        let mut conn = match self.connect().await {
-            Ok(c) => c,
-            Err(e) => {
-                if forced {
-                    self.force_full.store(true, Ordering::SeqCst);
-                }
-                return Err(e);
-            }
-        };
-        let mut fresh = Snapshot::default();
-        let mut entries_read = 0u64;
-        let outcome = self
-            .read_entries(&mut conn, &mut fresh, since, &mut entries_read)
-            .await;
-        conn.close().await;
-        let elapsed = started.elapsed();
+        self.read_as(watermark, false).await
+    }
 
-        let (directory, complete) = match outcome {
-            Ok(()) => {
-                let snap = match (full, state.snapshot.take()) {
-                    (false, Some(mut snap)) => {
-                        snap.merge(fresh);
-                        snap
-                    }
-                    _ => {
-                        state.full_at = Some(Instant::now());
-                        fresh
-                    }
-                };
-                state.last_duration = elapsed;
-                if full || entries_read > 0 {
-                    state.dirty = true;
-                }
-                let dir = snapshot::build_directory(&snap, s, true);
-                if snap.newest.is_none() && !snap.is_empty() {
-                    tracing::info!(attribute = %s.timestamp_attribute, "no change timestamps could be read: every read is a full read");
-                }
-                state.snapshot = Some(snap);
-                (dir, true)
-            }
-            Err(f) if fresh.is_empty() => {
-                if forced {
-                    self.force_full.store(true, Ordering::SeqCst);
-                }
-                tracing::warn!(error = %f, "LDAP read failed before any entry was read");
-                return Err(f.into());
-            }
-            Err(f) => {
-                // Keep what was read, on top of the previous snapshot when there is one; the
-                // snapshot itself stays as it was, so nothing unread is taken as read.
-                let partial = match &state.snapshot {
-                    Some(old) => {
-                        let mut m = old.clone();
-                        m.merge(fresh);
-                        m
-                    }
-                    None => fresh,
-                };
-                if forced {
-                    self.force_full.store(true, Ordering::SeqCst);
-                }
-                tracing::warn!(
-                    error = %f,
-                    entries_read,
-                    "LDAP read incomplete: what was read is used, nothing will be disabled or deleted"
-                );
-                (snapshot::build_directory(&partial, s, false), false)
-            }
-        };
-        let stats = ReadStats {
-            full,
-            entries_read,
-            complete,
-            duration: elapsed,
-        };
-        tracing::info!(
-            full,
-            complete,
-            entries_read,
-            users = directory.users.len(),
-            groups = directory.groups.len(),
-            duration_ms = elapsed.as_millis() as u64,
-            "LDAP read finished"
-        );
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some(stats);
-        }
-        let newest = state
-            .snapshot
-            .as_ref()
-            .and_then(|snap| snap.newest)
-            .map(|t| values::format_generalized_time(t, s.flavour));
-        Ok(SourceRead {
-            directory,
-            watermark: newest.or_else(|| watermark.map(str::to_string)),
-            changes: None,
+    async fn read_changes(&self, watermark: Option<&str>) -> Result<SourceRead, SourceError> {
+        self.read_as(watermark, true).await
+    }
+
+    fn reads_changes(&self) -> bool {
+        true
+    }
+
+    async fn view(&self, focus: Option<(&Changes, &[String])>) -> Option<Directory> {
+        let state = self.state.lock().await;
+        let snap = state.snapshot.as_ref()?;
+        Some(match focus {
+            Some((changes, references)) => state.built.as_ref()?.view(snap, changes, references),
+            None => snapshot::build_directory(snap, &self.settings, true),
         })
     }
 

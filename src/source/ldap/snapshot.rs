@@ -272,81 +272,192 @@ fn convert(
     Ok((anchor, entry, invalid))
 }
 
+/// How references (manager and member DNs, `memberUid` names) resolve to anchors, as
+/// [`build_directory`] resolves them. Kept between incremental reads, so that a delta read
+/// resolves the changed entries' references without indexing the whole snapshot again.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Index {
+    /// Normalised DN → the entry's type and anchor (users, then groups, then rejected users).
+    pub by_dn: HashMap<String, (ObjectType, String)>,
+    /// `uid` → the anchor of the user (valid or rejected) with that login name.
+    pub by_uid: HashMap<String, String>,
+    /// Two entries share a DN or a `uid`: which one a reference means then depends on the
+    /// order of a whole build, which keeping the index up to date entry by entry cannot
+    /// follow (a delta read then answers with the whole directory).
+    pub ambiguous: bool,
+}
+
+impl Index {
+    /// The index of a whole snapshot.
+    pub(super) fn of(snap: &Snapshot) -> Index {
+        let mut ix = Index::default();
+        for (anchor, e) in &snap.users {
+            ix.put_dn(&e.dn, ObjectType::User, anchor, true);
+        }
+        for (anchor, e) in &snap.groups {
+            ix.put_dn(&e.dn, ObjectType::Group, anchor, true);
+        }
+        // Rejected users stay members (the planner leaves their memberships as they are).
+        for (anchor, e) in &snap.invalid_users {
+            ix.put_dn(&e.dn, ObjectType::User, anchor, false);
+        }
+        for (anchor, e) in snap.users.iter().chain(&snap.invalid_users) {
+            if let Some(uid) = &e.uid {
+                ix.put_uid(uid, anchor);
+            }
+        }
+        ix
+    }
+
+    /// Index `dn` as `anchor`'s; `overwrite` decides who wins a DN two entries share.
+    pub(super) fn put_dn(&mut self, dn: &str, ty: ObjectType, anchor: &str, overwrite: bool) {
+        match self.by_dn.entry(dn::normalize(dn)) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                if o.get().0 != ty || o.get().1 != anchor {
+                    self.ambiguous = true;
+                }
+                if overwrite {
+                    o.insert((ty, anchor.to_string()));
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((ty, anchor.to_string()));
+            }
+        }
+    }
+
+    /// Index login name `uid` as `anchor`'s (the last one wins, as in a whole build).
+    pub(super) fn put_uid(&mut self, uid: &str, anchor: &str) {
+        if let Some(old) = self.by_uid.insert(uid.to_string(), anchor.to_string()) {
+            if old != anchor {
+                self.ambiguous = true;
+            }
+        }
+    }
+
+    fn user_anchor(&self, normalized_dn: &str) -> Option<&str> {
+        match self.by_dn.get(normalized_dn) {
+            Some((ObjectType::User, id)) => Some(id.as_str()),
+            _ => None,
+        }
+    }
+}
+
 /// The [`Directory`] a snapshot stands for.
 pub(super) fn build_directory(
     snap: &Snapshot,
     settings: &LdapSettings,
     complete: bool,
 ) -> Directory {
+    build(snap, settings, complete).0
+}
+
+/// The [`Directory`] a snapshot stands for, with the index that resolved its references and
+/// the rejections the groups added (entries matching both filters).
+pub(super) fn build(
+    snap: &Snapshot,
+    settings: &LdapSettings,
+    complete: bool,
+) -> (Directory, Index, Vec<Rejected>) {
+    // References are DNs; the pipeline wants anchors.
+    let index = Index::of(snap);
     let mut dir = Directory {
         complete,
         rejected: snap.rejected.clone(),
         ..Directory::default()
     };
-    // References are DNs; the pipeline wants anchors.
-    let mut by_dn: HashMap<String, (ObjectType, &str)> = HashMap::new();
-    for (anchor, e) in &snap.users {
-        by_dn.insert(dn::normalize(&e.dn), (ObjectType::User, anchor));
-    }
-    for (anchor, e) in &snap.groups {
-        by_dn.insert(dn::normalize(&e.dn), (ObjectType::Group, anchor));
-    }
-    // Rejected users stay members (the planner leaves their memberships as they are).
-    for (anchor, e) in &snap.invalid_users {
-        by_dn
-            .entry(dn::normalize(&e.dn))
-            .or_insert((ObjectType::User, anchor));
-    }
-    let mut by_uid: HashMap<&str, &str> = HashMap::new();
-    for (anchor, e) in snap.users.iter().chain(&snap.invalid_users) {
-        if let Some(uid) = &e.uid {
-            by_uid.insert(uid.as_str(), anchor.as_str());
-        }
-    }
-
     for (anchor, e) in &snap.users {
         if snap.groups.contains_key(anchor) {
             continue;
         }
-        let mut attributes = e.attributes.clone();
-        if e.disabled_by_filter {
-            attributes.insert("accountEnabled".into(), Value::Bool(false));
-        }
-        if let Some(m) = &e.manager {
-            // A manager outside the user base or filter is not in the directory: left out,
-            // so the target's value is left alone rather than pointed at nothing.
-            if let Some((ObjectType::User, id)) = by_dn.get(m) {
-                attributes.insert("manager".into(), Value::String((*id).to_string()));
-            }
-        }
-        if e.assigned_by_filter {
-            dir.assignments.push(Assignment {
-                principal_id: anchor.clone(),
-                role: "User".into(),
-            });
-        }
-        dir.users.insert(
-            anchor.clone(),
-            SourceObject {
-                id: anchor.clone(),
-                object_type: ObjectType::User,
-                attributes: attributes.into(),
-                members: Vec::new(),
-            },
-        );
+        dir.users
+            .insert(anchor.clone(), build_user(anchor, e, &index));
     }
+    let assigned = snap
+        .users
+        .iter()
+        .filter(|(anchor, e)| e.assigned_by_filter && !snap.groups.contains_key(*anchor))
+        .map(|(anchor, _)| anchor);
+    dir.assignments = assignments(assigned, &index, settings, complete);
+    let (groups, group_rejects) = build_groups(snap, &index, settings);
+    dir.groups = groups;
+    dir.rejected.extend(group_rejects.iter().cloned());
+    (dir, index, group_rejects)
+}
 
+/// One user of the directory: her attributes, disabled by `disabled_filter`, her manager's
+/// DN resolved to its anchor.
+pub(super) fn build_user(anchor: &str, e: &Entry, index: &Index) -> SourceObject {
+    let mut attributes = e.attributes.clone();
+    if e.disabled_by_filter {
+        attributes.insert("accountEnabled".into(), Value::Bool(false));
+    }
+    if let Some(m) = &e.manager {
+        // A manager outside the user base or filter is not in the directory: left out,
+        // so the target's value is left alone rather than pointed at nothing.
+        if let Some(id) = index.user_anchor(m) {
+            attributes.insert("manager".into(), Value::String(id.to_string()));
+        }
+    }
+    SourceObject {
+        id: anchor.to_string(),
+        object_type: ObjectType::User,
+        attributes: attributes.into(),
+        members: Vec::new(),
+    }
+}
+
+/// The app role assignments: the users `assigned_users_filter` marked (in anchor order),
+/// then the `assigned_groups` found.
+pub(super) fn assignments<'a>(
+    assigned_users: impl Iterator<Item = &'a String>,
+    index: &Index,
+    settings: &LdapSettings,
+    complete: bool,
+) -> Vec<Assignment> {
+    let mut out: Vec<Assignment> = assigned_users
+        .map(|anchor| Assignment {
+            principal_id: anchor.clone(),
+            role: "User".into(),
+        })
+        .collect();
+    for g in &settings.assigned_groups {
+        match index.by_dn.get(&dn::normalize(g)) {
+            Some((ObjectType::Group, id)) => out.push(Assignment {
+                principal_id: id.clone(),
+                role: "User".into(),
+            }),
+            Some((ObjectType::User, _)) => {
+                tracing::warn!(dn = %g, "an assigned group is a user entry; ignored")
+            }
+            None if complete => tracing::warn!(
+                dn = %g,
+                "an assigned group was not found under group_base with group_filter"
+            ),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Every group of the directory with its members resolved (and flattened on request), and
+/// the entries rejected for matching both the user and the group filter.
+pub(super) fn build_groups(
+    snap: &Snapshot,
+    index: &Index,
+    settings: &LdapSettings,
+) -> (BTreeMap<String, SourceObject>, Vec<Rejected>) {
     // Direct members: users and groups, as Entra has them.
     let mut direct: BTreeMap<&str, Vec<(ObjectType, String)>> = BTreeMap::new();
     for (anchor, e) in &snap.groups {
         let mut members: Vec<(ObjectType, String)> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         let mut unknown = 0usize;
         for m in &e.member_dns {
-            match by_dn.get(m) {
-                Some((ty, id)) if *id != anchor.as_str() => {
-                    if seen.insert((*id).to_string()) {
-                        members.push((*ty, (*id).to_string()));
+            match index.by_dn.get(m) {
+                Some((ty, id)) if id != anchor => {
+                    if seen.insert(id.as_str()) {
+                        members.push((*ty, id.clone()));
                     }
                 }
                 // A group listing itself: a placeholder some tools add to keep
@@ -356,10 +467,10 @@ pub(super) fn build_directory(
             }
         }
         for uid in &e.member_uids {
-            match by_uid.get(uid.as_str()) {
+            match index.by_uid.get(uid.as_str()) {
                 Some(id) => {
-                    if seen.insert((*id).to_string()) {
-                        members.push((ObjectType::User, (*id).to_string()));
+                    if seen.insert(id.as_str()) {
+                        members.push((ObjectType::User, id.clone()));
                     }
                 }
                 None => unknown += 1,
@@ -372,9 +483,11 @@ pub(super) fn build_directory(
         direct.insert(anchor.as_str(), members);
     }
 
+    let mut groups = BTreeMap::new();
+    let mut rejected = Vec::new();
     for (anchor, e) in &snap.groups {
         if snap.users.contains_key(anchor) {
-            dir.rejected.push(Rejected {
+            rejected.push(Rejected {
                 object_type: None,
                 id: Some(anchor.clone()),
                 position: e.dn.clone(),
@@ -395,7 +508,7 @@ pub(super) fn build_directory(
                 users
             }
         };
-        dir.groups.insert(
+        groups.insert(
             anchor.clone(),
             SourceObject {
                 id: anchor.clone(),
@@ -405,24 +518,7 @@ pub(super) fn build_directory(
             },
         );
     }
-
-    for g in &settings.assigned_groups {
-        match by_dn.get(&dn::normalize(g)) {
-            Some((ObjectType::Group, id)) => dir.assignments.push(Assignment {
-                principal_id: (*id).to_string(),
-                role: "User".into(),
-            }),
-            Some((ObjectType::User, _)) => {
-                tracing::warn!(dn = %g, "an assigned group is a user entry; ignored")
-            }
-            None if complete => tracing::warn!(
-                dn = %g,
-                "an assigned group was not found under group_base with group_filter"
-            ),
-            None => {}
-        }
-    }
-    dir
+    (groups, rejected)
 }
 
 /// Every user under `start`, through nested groups, each group expanded once. Also the first

@@ -189,9 +189,10 @@ impl Slapd {
             conf,
             "pidfile {0}/slapd.pid\nargsfile {0}/slapd.args\n\
              sizelimit size.soft={1} size.hard={1} size.prtotal=unlimited\n\
-             database mdb\nmaxsize 1073741824\nsuffix \"{SUFFIX}\"\n\
+             database mdb\nmaxsize 4294967296\nsuffix \"{SUFFIX}\"\n\
              rootdn \"{ADMIN_DN}\"\nrootpw {ADMIN_PW}\ndirectory {0}/db\n\
-             index objectClass eq\nindex uid eq\nindex member eq\nindex entryUUID eq",
+             index objectClass eq\nindex uid eq\nindex member eq\nindex entryUUID eq\n\
+             index modifyTimestamp eq",
             d.display(),
             opts.size_limit
         )
