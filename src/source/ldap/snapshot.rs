@@ -325,15 +325,12 @@ pub(super) fn build_directory(
                 role: "User".into(),
             });
         }
-        dir.users.insert(
-            anchor.clone(),
-            SourceObject {
-                id: anchor.clone(),
-                object_type: ObjectType::User,
-                attributes: attributes.into(),
-                members: Vec::new(),
-            },
-        );
+        dir.users.insert(SourceObject {
+            id: anchor.clone(),
+            object_type: ObjectType::User,
+            attributes: attributes.into(),
+            members: Vec::new(),
+        });
     }
 
     // Direct members: users and groups, as Entra has them.
@@ -395,15 +392,12 @@ pub(super) fn build_directory(
                 users
             }
         };
-        dir.groups.insert(
-            anchor.clone(),
-            SourceObject {
-                id: anchor.clone(),
-                object_type: ObjectType::Group,
-                attributes: e.attributes.clone().into(),
-                members,
-            },
-        );
+        dir.groups.insert(SourceObject {
+            id: anchor.clone(),
+            object_type: ObjectType::Group,
+            attributes: e.attributes.clone().into(),
+            members,
+        });
     }
 
     for g in &settings.assigned_groups {
