@@ -1051,7 +1051,7 @@ impl<'c> Cycle<'c> {
         match self.job.source.soft_deleted(&missing).await {
             Ok(found) => {
                 for o in found {
-                    dir.users.insert(o.id.clone(), o);
+                    dir.users.insert(o);
                 }
             }
             Err(e) => {

@@ -3,13 +3,14 @@
 //! knows whether a user came from a file, LDAP or Microsoft Graph.
 
 mod link;
+mod objects;
 pub(crate) mod view;
 
 pub(crate) use crate::attrs::map::AttrMap;
 pub(crate) use link::{Link, LinkIndex};
+pub(crate) use objects::ObjectMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
 pub use view::Changes;
 
 pub(crate) use crate::attrs::compact::CompactMap;
@@ -107,8 +108,9 @@ pub struct Rejected {
 /// Everything one source read produced.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    pub users: BTreeMap<String, SourceObject>,
-    pub groups: BTreeMap<String, SourceObject>,
+    /// By id, each id held once (see [`ObjectMap`]).
+    pub users: ObjectMap,
+    pub groups: ObjectMap,
     pub assignments: Vec<Assignment>,
     pub rejected: Vec<Rejected>,
     /// False when the read stopped early (a page failed, a connection dropped). An incomplete
@@ -118,7 +120,7 @@ pub struct Directory {
 }
 
 impl Directory {
-    pub fn objects(&self, ty: ObjectType) -> &BTreeMap<String, SourceObject> {
+    pub fn objects(&self, ty: ObjectType) -> &ObjectMap {
         match ty {
             ObjectType::User => &self.users,
             ObjectType::Group => &self.groups,

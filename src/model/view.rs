@@ -94,11 +94,11 @@ pub(crate) fn view(
     Directory {
         users: user_ids
             .into_iter()
-            .filter_map(|id| users.get(id).map(|u| (id.clone(), u.clone())))
+            .filter_map(|id| users.get(id).cloned())
             .collect(),
         groups: group_ids
             .into_iter()
-            .filter_map(|id| groups.get(id).map(|g| (id.clone(), g.clone())))
+            .filter_map(|id| groups.get(id).cloned())
             .collect(),
         assignments: assignments.to_vec(),
         rejected: rejected.to_vec(),

@@ -26,7 +26,6 @@ use crate::mapping::Mapped;
 use crate::model::{ObjectType, SourceObject};
 use crate::summary::Problem;
 use serde_json::Value;
-use std::collections::BTreeMap;
 
 /// An in-scope object without a link: match it in the target, then adopt or create it.
 #[derive(Debug, Clone, PartialEq)]
@@ -194,7 +193,7 @@ pub(super) fn problem(
 /// directory (100k users: about a second of one core), so from `PARALLEL_FROM` objects on it
 /// is split over the available cores (at most 4). The result is the same either way.
 pub(super) fn map_all<'a, T: Send>(
-    objects: &'a BTreeMap<String, SourceObject>,
+    objects: &'a crate::model::ObjectMap,
     f: impl Fn(&'a String, &'a SourceObject) -> T + Sync,
 ) -> Vec<T> {
     if objects.len() < PARALLEL_FROM {

@@ -65,13 +65,7 @@ pub(crate) fn plan_reference_updates(
     after: Option<&str>,
     limit: usize,
 ) -> (Vec<Update>, Option<String>) {
-    use std::ops::Bound;
-    let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_string()));
-    let users: Vec<(&String, &SourceObject)> = dir
-        .users
-        .range((start, Bound::Unbounded))
-        .take(limit.max(1))
-        .collect();
+    let users: Vec<(&String, &SourceObject)> = dir.users.after(after).take(limit.max(1)).collect();
     let next = (users.len() == limit.max(1))
         .then(|| users.last().map(|(id, _)| (*id).clone()))
         .flatten();

@@ -9,8 +9,8 @@ use crate::scope::{self, ScopeMode, ScopeSettings};
 use crate::source::file::parse_export;
 use proptest::prelude::*;
 use serde_json::json;
-use std::collections::BTreeSet;
 use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 fn env() -> EvalEnv {
@@ -103,16 +103,12 @@ fn parse(mut v: Value) -> Directory {
 
 #[test]
 fn mapping_on_several_threads_keeps_the_order() {
-    let objects: BTreeMap<String, SourceObject> = (0..10_000)
-        .map(|i| {
-            let id = format!("u{i:05}");
-            let o = SourceObject {
-                id: id.clone(),
-                object_type: ObjectType::User,
-                attributes: Default::default(),
-                members: vec![],
-            };
-            (id, o)
+    let objects: crate::model::ObjectMap = (0..10_000)
+        .map(|i| SourceObject {
+            id: format!("u{i:05}"),
+            object_type: ObjectType::User,
+            attributes: Default::default(),
+            members: vec![],
         })
         .collect();
     let ids = map_all(&objects, |id, o| (id.clone(), o.id.len()));
@@ -564,7 +560,7 @@ proptest! {
                 // has no readable id, any linked user missing from the directory may be her.
                 let unreadable: BTreeSet<String> = links.users.iter()
                     .filter(|(id, _)| rejected.contains(id.as_str())
-                        || (idless && !dir.users.contains_key(*id)))
+                        || (idless && !dir.users.contains_key(id)))
                     .map(|(_, u)| u.target_id.clone())
                     .collect();
                 let members: BTreeSet<String> = l.members.difference(&unreadable).cloned().collect();
@@ -897,6 +893,10 @@ pub(crate) fn delta_plans_the_full_plan_given(
     let (focus, view) = match given {
         Some((focus, view)) => (focus.clone(), view.clone()),
         None => {
+            // The sources hand the view their snapshots' B-trees.
+            let tree = |m: &crate::model::ObjectMap| -> BTreeMap<String, SourceObject> {
+                m.iter().map(|(id, o)| (id.clone(), o.clone())).collect()
+            };
             let mut focus = changes_between(d1, d2);
             let sorted = |d: &Directory| {
                 let mut a = d.assignments.clone();
@@ -906,14 +906,14 @@ pub(crate) fn delta_plans_the_full_plan_given(
             crate::model::view::assignment_changes(
                 &sorted(d1),
                 &sorted(d2),
-                &d1.groups,
-                &d2.groups,
+                &tree(&d1.groups),
+                &tree(&d2.groups),
                 &mut focus,
             );
             let references = vec!["manager".to_string()];
             let view = crate::model::view::view(
-                &d2.users,
-                &d2.groups,
+                &tree(&d2.users),
+                &tree(&d2.groups),
                 &d2.assignments,
                 &d2.rejected,
                 true,
@@ -1036,7 +1036,7 @@ proptest! {
             let new = !d1.users.contains_key(&id) && d2.users.contains_key(&id);
             if *kept || (new && adds != 0) {
                 match d1.users.get(&id) {
-                    Some(u) => d2.users.insert(id, u.clone()),
+                    Some(u) => d2.users.insert(u.clone()),
                     None => d2.users.remove(&id),
                 };
             }
@@ -1045,7 +1045,7 @@ proptest! {
             let id = format!("g{i}");
             if *kept {
                 match d1.groups.get(&id) {
-                    Some(g) => d2.groups.insert(id, g.clone()),
+                    Some(g) => d2.groups.insert(g.clone()),
                     None => d2.groups.remove(&id),
                 };
             }

@@ -5,14 +5,13 @@ use super::{Source, SourceError, SourceRead};
 use crate::attrs::compact::visit_object;
 use crate::attrs::map::AttrMapVisitor;
 use crate::model::{
-    Assignment, AttrMap, CompactMap, Directory, ObjectType, Rejected, SourceObject,
+    Assignment, AttrMap, CompactMap, Directory, ObjectMap, ObjectType, Rejected, SourceObject,
 };
 use async_trait::async_trait;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Reads a directory export file on every cycle.
@@ -624,7 +623,7 @@ fn build_directory(export: Export) -> Directory {
     let clash: Vec<String> = dir
         .users
         .keys()
-        .filter(|id| dir.groups.contains_key(*id))
+        .filter(|id| dir.groups.contains_key(id))
         .cloned()
         .collect();
     for id in clash {
@@ -655,54 +654,62 @@ fn collect_objects(
     raw: Vec<ObjectItem>,
     ty: ObjectType,
     rejected: &mut Vec<Rejected>,
-) -> BTreeMap<String, SourceObject> {
+) -> ObjectMap {
     let list = match ty {
         ObjectType::User => "users",
         ObjectType::Group => "groups",
     };
     let mut problems: Vec<(usize, Rejected)> = Vec::new();
-    let mut parsed: Vec<(usize, SourceObject)> = Vec::with_capacity(raw.len());
-    for (i, value) in raw.into_iter().enumerate() {
-        match parse_object(value, ty) {
-            Ok(obj) => parsed.push((i, obj)),
-            Err(e) => problems.push((
-                i,
-                Rejected {
-                    object_type: Some(ty),
-                    reason: e.to_string(),
-                    id: e.into_id(),
-                    position: format!("{list}[{i}]"),
-                },
-            )),
-        }
-    }
-    // Sorted (stable: copies keep their order), then built in bulk: a B-tree filled in key
-    // order one insert at a time leaves its nodes half empty, a third more memory.
+    // Each step reuses the list's own buffer (in-place collection: an item and a parsed
+    // object are the same size), so a read of a million objects holds one vector of them,
+    // not three at once.
+    let mut parsed: Vec<(usize, SourceObject)> = raw
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, value)| match parse_object(value, ty) {
+            Ok(obj) => Some((i, obj)),
+            Err(e) => {
+                problems.push((
+                    i,
+                    Rejected {
+                        object_type: Some(ty),
+                        reason: e.to_string(),
+                        id: e.into_id(),
+                        position: format!("{list}[{i}]"),
+                    },
+                ));
+                None
+            }
+        })
+        .collect();
+    // Sorted (stable: copies keep their document order), then handed over as the map's own
+    // vector.
     parsed.sort_by(|a, b| a.1.id.cmp(&b.1.id));
-    let mut out = Vec::with_capacity(parsed.len());
-    let mut parsed = parsed.into_iter().peekable();
-    while let Some((_, obj)) = parsed.next() {
-        let mut duplicated = false;
-        while let Some((i, copy)) = parsed.next_if(|(_, next)| next.id == obj.id) {
-            duplicated = true;
+    // Which copy is right is unknown, so none is used: every copy goes, the later ones are
+    // reported.
+    let mut duplicated = vec![false; parsed.len()];
+    for k in 1..parsed.len() {
+        let ((_, before), (i, copy)) = (&parsed[k - 1], &parsed[k]);
+        if before.id == copy.id {
+            duplicated[k - 1] = true;
+            duplicated[k] = true;
             problems.push((
-                i,
+                *i,
                 Rejected {
                     object_type: Some(ty),
-                    id: Some(copy.id),
+                    id: Some(copy.id.clone()),
                     position: format!("{list}[{i}]"),
                     reason: "duplicate id: every object with this id is skipped".into(),
                 },
             ));
         }
-        // Which copy is right is unknown, so none is used; the first copy goes too.
-        if !duplicated {
-            out.push((obj.id.clone(), obj));
-        }
     }
+    // `retain` visits every element once, in order.
+    let mut duplicated = duplicated.into_iter();
+    parsed.retain(|_| !duplicated.next().unwrap_or(false));
     problems.sort_by_key(|(i, _)| *i);
     rejected.extend(problems.into_iter().map(|(_, r)| r));
-    out.into_iter().collect()
+    parsed.into_iter().map(|(_, obj)| obj).collect()
 }
 
 fn parse_object(item: ObjectItem, ty: ObjectType) -> Result<SourceObject, ObjectError> {

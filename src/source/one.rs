@@ -85,11 +85,11 @@ pub(crate) fn pick_one(dir: Directory, query: &OneQuery) -> Option<OneRead> {
                     let mut g = g.clone();
                     g.members = vec![id.clone()];
                     principals.insert(gid.clone());
-                    out.groups.insert(gid.clone(), g);
+                    out.groups.insert(g);
                 }
             }
             principals.insert(id.clone());
-            out.users.insert(id.clone(), user);
+            out.users.insert(user);
         }
         ObjectType::Group => {
             let mut group = dir.groups.get(&id)?.clone();
@@ -111,8 +111,8 @@ pub(crate) fn pick_one(dir: Directory, query: &OneQuery) -> Option<OneRead> {
             // is still read (its scope is shown) but not added to it.
             group.members.retain(|m| member_ids.contains(m));
             principals.insert(id.clone());
-            out.groups.insert(id.clone(), group);
-            out.users = users;
+            out.groups.insert(group);
+            out.users = users.into_values().collect();
         }
     }
     out.assignments = dir

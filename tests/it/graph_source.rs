@@ -144,8 +144,8 @@ pub(crate) fn settings(h: &GraphHandle) -> GraphSettings {
     s
 }
 
-fn ids<T>(m: &std::collections::BTreeMap<String, T>) -> BTreeSet<String> {
-    m.keys().cloned().collect()
+fn ids<'a, T>(m: impl IntoIterator<Item = (&'a String, T)>) -> BTreeSet<String> {
+    m.into_iter().map(|(id, _)| id.clone()).collect()
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
@@ -201,7 +201,7 @@ async fn a_full_read_pages_through_everything() {
     assert_eq!(ids(&d.groups), set(&["g-eng", "g-ops", "g-platform"]));
 
     // Attributes under the names the mappings use, Entra aliases included.
-    let alice = &d.users["u-alice"];
+    let alice = &d.users.get("u-alice").unwrap();
     assert_eq!(
         alice.attr("userPrincipalName"),
         Some(json!("alice@contoso.com"))
@@ -217,16 +217,19 @@ async fn a_full_read_pages_through_everything() {
         alice.attr("usageLocation").is_none(),
         "not mapped, so not selected"
     );
-    assert!(!d.users["u-carol"].enabled());
+    assert!(!d.users.get("u-carol").unwrap().enabled());
 
     // Groups with their direct members, devices and nesting as Graph lists them.
     assert_eq!(
-        d.groups["g-eng"].members,
+        d.groups.get("g-eng").unwrap().members,
         vec!["g-platform", "u-bob", "u-carol", "u-grace"]
     );
-    assert_eq!(d.groups["g-ops"].members, vec!["u-alice", "u-henry"]);
     assert_eq!(
-        d.groups["g-platform"].attr("displayName"),
+        d.groups.get("g-ops").unwrap().members,
+        vec!["u-alice", "u-henry"]
+    );
+    assert_eq!(
+        d.groups.get("g-platform").unwrap().attr("displayName"),
         Some(json!("Platform"))
     );
 
@@ -238,16 +241,26 @@ async fn a_full_read_pages_through_everything() {
 
     // Scope as Entra computes it from this.
     let s = evaluate_scope(d, &ScopeSettings::default());
-    assert_eq!(s.users["u-alice"], Ok(()));
-    assert_eq!(s.users["u-bob"], Ok(()), "member of an assigned group");
-    assert_eq!(s.users["u-grace"], Ok(()));
+    assert_eq!(*s.users.get("u-alice").unwrap(), Ok(()));
     assert_eq!(
-        s.users["u-erin"],
+        *s.users.get("u-bob").unwrap(),
+        Ok(()),
+        "member of an assigned group"
+    );
+    assert_eq!(*s.users.get("u-grace").unwrap(), Ok(()));
+    assert_eq!(
+        *s.users.get("u-erin").unwrap(),
         Err(OutOfScope::ExcludedRole("Default Access".into()))
     );
-    assert_eq!(s.users["u-frank"], Err(OutOfScope::NotAssigned));
-    assert_eq!(s.users["u-carol"], Err(OutOfScope::Disabled));
-    assert!(s.roles["u-alice"].contains("Admin"), "via Operations");
+    assert_eq!(
+        *s.users.get("u-frank").unwrap(),
+        Err(OutOfScope::NotAssigned)
+    );
+    assert_eq!(*s.users.get("u-carol").unwrap(), Err(OutOfScope::Disabled));
+    assert!(
+        s.roles.get("u-alice").unwrap().contains("Admin"),
+        "via Operations"
+    );
 
     // Paged (2 per page): 7 users, 3 groups in 4 entries (Engineering's 4 members in 2),
     // 6 assignments, and the assigned groups' members read from /members.
@@ -305,28 +318,34 @@ async fn an_incremental_read_applies_only_the_changes() {
     assert!(d.complete);
     assert_ne!(read.watermark, first.watermark);
     assert_eq!(
-        d.users["u-alice"].attr("jobTitle"),
+        d.users.get("u-alice").unwrap().attr("jobTitle"),
         Some(json!("Principal Engineer"))
     );
-    assert_eq!(d.users["u-alice"].attr("manager"), Some(json!("u-grace")));
+    assert_eq!(
+        d.users.get("u-alice").unwrap().attr("manager"),
+        Some(json!("u-grace"))
+    );
     assert!(!d.users.contains_key("u-henry"), "deleted for good: gone");
     assert!(
-        d.users["u-frank"].soft_deleted(),
+        d.users.get("u-frank").unwrap().soft_deleted(),
         "soft-deleted: kept, marked, so Entra's disable applies"
     );
     assert_eq!(
-        d.users["u-bob"].attr("department"),
+        d.users.get("u-bob").unwrap().attr("department"),
         Some(json!("Ops")),
         "unchanged users stay as they were"
     );
-    assert_eq!(d.users["u-bob"].attr("manager"), None);
+    assert_eq!(d.users.get("u-bob").unwrap().attr("manager"), None);
     assert_eq!(
-        d.groups["g-eng"].members,
+        d.groups.get("g-eng").unwrap().members,
         vec!["g-platform", "u-bob", "u-carol"]
     );
-    assert_eq!(d.groups["g-ops"].members, vec!["u-alice", "u-erin"]);
     assert_eq!(
-        d.groups["g-platform"].attr("displayName"),
+        d.groups.get("g-ops").unwrap().members,
+        vec!["u-alice", "u-erin"]
+    );
+    assert_eq!(
+        d.groups.get("g-platform").unwrap().attr("displayName"),
         Some(json!("Platform team"))
     );
     assert!(
@@ -347,8 +366,8 @@ async fn an_incremental_read_applies_only_the_changes() {
     assert!(again.directory.complete);
     assert_eq!(ids(&again.directory.users), ids(&d.users));
     assert_eq!(
-        again.directory.groups["g-eng"].members,
-        d.groups["g-eng"].members
+        again.directory.groups.get("g-eng").unwrap().members,
+        d.groups.get("g-eng").unwrap().members
     );
 }
 
@@ -366,7 +385,10 @@ async fn an_expired_delta_token_falls_back_to_a_full_read() {
     let d = &read.directory;
     assert!(d.complete);
     assert!(!d.users.contains_key("u-henry"));
-    assert_eq!(d.users["u-bob"].attr("jobTitle"), Some(json!("Builder")));
+    assert_eq!(
+        d.users.get("u-bob").unwrap().attr("jobTitle"),
+        Some(json!("Builder"))
+    );
     assert_eq!(d.users.len(), 6);
     let users = seen(&h, "GET /v1.0/users/delta");
     assert!(users[0].contains("$deltatoken"), "{users:?}");
@@ -1086,7 +1108,7 @@ async fn an_account_enabled_neither_true_nor_false_skips_the_graph_user() {
         .await
         .unwrap()
         .directory;
-    assert!(!d.users["u-alice"].enabled());
+    assert!(!d.users.get("u-alice").unwrap().enabled());
     for id in ["u-henry", "u-grace"] {
         assert!(!d.users.contains_key(id), "{id} taken as a user");
         let r = d
@@ -1144,10 +1166,10 @@ async fn on_demand_reads_one_user_or_group_without_a_delta_round() {
     let d = &one.directory;
     assert_eq!(ids(&d.users), set(&["u-grace"]));
     assert_eq!(ids(&d.groups), set(&["g-eng"]));
-    assert_eq!(d.groups["g-eng"].members, ["u-grace"]);
+    assert_eq!(d.groups.get("g-eng").unwrap().members, ["u-grace"]);
     assert_eq!(roles_of(d, "g-eng"), ["User"]);
     let scoped = evaluate_scope(d, &ScopeSettings::default());
-    assert_eq!(scoped.users["u-grace"], Ok(()));
+    assert_eq!(*scoped.users.get("u-grace").unwrap(), Ok(()));
 
     // Erin by id: only the excluded Default Access role.
     let q = OneQuery {
@@ -1158,7 +1180,7 @@ async fn on_demand_reads_one_user_or_group_without_a_delta_round() {
     let one = source.read_one(&q).await.unwrap().unwrap();
     let scoped = evaluate_scope(&one.directory, &ScopeSettings::default());
     assert!(matches!(
-        scoped.users["u-erin"],
+        *scoped.users.get("u-erin").unwrap(),
         Err(OutOfScope::ExcludedRole(_))
     ));
 
@@ -1172,7 +1194,10 @@ async fn on_demand_reads_one_user_or_group_without_a_delta_round() {
     assert_eq!(one.id, "g-ops");
     assert_eq!(one.member_ids, ["u-henry"]);
     assert_eq!(one.missing_members, ["nobody@contoso.com"]);
-    assert_eq!(one.directory.groups["g-ops"].members, ["u-henry"]);
+    assert_eq!(
+        one.directory.groups.get("g-ops").unwrap().members,
+        ["u-henry"]
+    );
     assert_eq!(roles_of(&one.directory, "g-ops"), ["Admin"]);
 
     let missing = OneQuery {

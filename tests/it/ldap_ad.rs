@@ -336,7 +336,7 @@ async fn active_directory_guids_account_control_and_member_ranges() {
     assert_eq!(d.users.len(), 2 + BIG);
     assert_eq!(read.watermark.as_deref(), Some("20260105101500.0Z"));
 
-    let ann = &d.users[&guid_string(1)];
+    let ann = &d.users.get(&guid_string(1)).unwrap();
     let ben = guid_string(2);
     assert_eq!(
         ann.attributes.get("userPrincipalName").unwrap_or_default(),
@@ -372,21 +372,26 @@ async fn active_directory_guids_account_control_and_member_ranges() {
         "the manager DN, as an anchor"
     );
     assert!(ann.enabled());
-    assert!(!d.users[&ben].enabled(), "ACCOUNTDISABLE (2) in 514");
     assert!(
-        d.users[&guid_string(1000)].enabled(),
+        !d.users.get(&ben).unwrap().enabled(),
+        "ACCOUNTDISABLE (2) in 514"
+    );
+    assert!(
+        d.users.get(&guid_string(1000)).unwrap().enabled(),
         "66048: DONT_EXPIRE_PASSWORD only"
     );
     // displayName falls back to cn.
     assert_eq!(
-        d.users[&ben]
+        d.users
+            .get(&ben)
+            .unwrap()
             .attributes
             .get("displayName")
             .unwrap_or_default(),
         json!("Ben Boss")
     );
 
-    let everyone = &d.groups[&guid_string(500)];
+    let everyone = &d.groups.get(&guid_string(500)).unwrap();
     assert_eq!(everyone.members.len(), BIG, "all ranges read");
     assert_eq!(
         ranges.load(std::sync::atomic::Ordering::SeqCst),
@@ -397,5 +402,8 @@ async fn active_directory_guids_account_control_and_member_ranges() {
         everyone.attributes.get("mailNickname").unwrap_or_default(),
         json!("everyone")
     );
-    assert_eq!(d.groups[&guid_string(501)].members, vec![guid_string(1)]);
+    assert_eq!(
+        d.groups.get(&guid_string(501)).unwrap().members,
+        vec![guid_string(1)]
+    );
 }

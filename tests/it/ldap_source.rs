@@ -294,12 +294,12 @@ async fn assigned_groups_bring_their_members_and_a_user_moved_out_leaves_scope()
     assert_eq!(got, [eng.clone(), erin.clone()].into());
     let scoped = evaluate_scope(&d, &ScopeSettings::default());
     let alice = by_mail(&d, "alice@example.org").id.clone();
-    assert_eq!(scoped.users[&alice], Ok(()));
-    assert_eq!(scoped.users[&erin], Ok(()));
-    assert_eq!(scoped.groups[&eng], Ok(()));
+    assert_eq!(*scoped.users.get(&alice).unwrap(), Ok(()));
+    assert_eq!(*scoped.users.get(&erin).unwrap(), Ok(()));
+    assert_eq!(*scoped.groups.get(&eng).unwrap(), Ok(()));
     let dave = by_mail(&d, "dave@example.org").id.clone();
     assert_eq!(
-        scoped.users[&dave],
+        *scoped.users.get(&dave).unwrap(),
         Err(OutOfScope::NotAssigned),
         "nested: not in scope by default"
     );
@@ -325,7 +325,10 @@ async fn assigned_groups_bring_their_members_and_a_user_moved_out_leaves_scope()
     // read window (newest change − previous read's duration − 1 s) always includes.
     assert!(stats.entries_read <= 2, "{stats:?}");
     let scoped = evaluate_scope(&d, &ScopeSettings::default());
-    assert_eq!(scoped.users[&alice], Err(OutOfScope::NotAssigned));
+    assert_eq!(
+        *scoped.users.get(&alice).unwrap(),
+        Err(OutOfScope::NotAssigned)
+    );
     assert!(
         d.users.contains_key(&alice),
         "still in the directory, just out of scope"
@@ -926,7 +929,11 @@ async fn on_demand_reads_one_user_or_group() {
     assert_eq!(names, BTreeSet::from(["CycleB", "Ops"]));
     assert!(d.groups.values().all(|g| g.members == [one.id.clone()]));
     let scoped = evaluate_scope(d, &ScopeSettings::default());
-    assert_eq!(scoped.users[&one.id], Ok(()), "assigned through Ops");
+    assert_eq!(
+        *scoped.users.get(&one.id).unwrap(),
+        Ok(()),
+        "assigned through Ops"
+    );
 
     // By the anchor too; carol is disabled by the disabled_filter; erin through memberUid.
     let again = source.read_one(&user(&one.id)).await.unwrap().unwrap();
@@ -937,7 +944,10 @@ async fn on_demand_reads_one_user_or_group() {
         .unwrap()
         .unwrap();
     let scoped = evaluate_scope(&carol.directory, &ScopeSettings::default());
-    assert_eq!(scoped.users[&carol.id], Err(OutOfScope::Disabled));
+    assert_eq!(
+        *scoped.users.get(&carol.id).unwrap(),
+        Err(OutOfScope::Disabled)
+    );
     let erin = source
         .read_one(&user("erin@example.org"))
         .await
@@ -968,7 +978,7 @@ async fn on_demand_reads_one_user_or_group() {
     assert_eq!(g.member_ids.len(), 2);
     assert_eq!(g.directory.users.len(), 2);
     let alice = by_mail(&g.directory, "alice@example.org").id.clone();
-    assert_eq!(g.directory.groups[&g.id].members, [alice]);
+    assert_eq!(g.directory.groups.get(&g.id).unwrap().members, [alice]);
 }
 
 /// A restarted process continues from the snapshot and watermark the state store kept

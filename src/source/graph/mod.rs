@@ -734,7 +734,7 @@ impl GraphSource {
                         _ => objects,
                     };
                     if changes.is_none() {
-                        *out = objects.clone();
+                        *out = objects.values().cloned().collect();
                     }
                     *kept = Some(Collection {
                         objects,
@@ -748,9 +748,9 @@ impl GraphSource {
                         (false, Some(c)) => {
                             let mut all = c.objects.clone();
                             apply_overlay(&mut all, overlay);
-                            all
+                            all.into_values().collect()
                         }
-                        _ => objects,
+                        _ => objects.into_values().collect(),
                     };
                     let e = error.unwrap_or_else(|| GraphError::Invalid {
                         path: format!("/{}/delta", ty.endpoint().to_ascii_lowercase()),
@@ -919,6 +919,9 @@ impl GraphSource {
             ..Directory::default()
         };
         let mut principals: Vec<(ObjectType, String)> = Vec::new();
+        // Read as the snapshot's collections are, then handed to the directory.
+        let mut one_users: BTreeMap<String, SourceObject> = BTreeMap::new();
+        let mut one_groups: BTreeMap<String, SourceObject> = BTreeMap::new();
         let keep = |objects: &mut BTreeMap<String, SourceObject>,
                     rejected: &mut Vec<Rejected>,
                     ty: ObjectType,
@@ -946,7 +949,7 @@ impl GraphSource {
         };
         match query.object_type {
             ObjectType::User => {
-                let Some(id) = keep(&mut dir.users, &mut dir.rejected, ObjectType::User, &found)
+                let Some(id) = keep(&mut one_users, &mut dir.rejected, ObjectType::User, &found)
                 else {
                     return Ok(None);
                 };
@@ -969,9 +972,9 @@ impl GraphSource {
                 .map_err(err(format!("groups of user {id}")))?;
                 for g in &groups {
                     if let Some(gid) =
-                        keep(&mut dir.groups, &mut dir.rejected, ObjectType::Group, g)
+                        keep(&mut one_groups, &mut dir.rejected, ObjectType::Group, g)
                     {
-                        if let Some(obj) = dir.groups.get_mut(&gid) {
+                        if let Some(obj) = one_groups.get_mut(&gid) {
                             obj.members = vec![id.clone()];
                         }
                         principals.push((ObjectType::Group, gid));
@@ -981,7 +984,7 @@ impl GraphSource {
             }
             ObjectType::Group => {
                 let Some(id) = keep(
-                    &mut dir.groups,
+                    &mut one_groups,
                     &mut dir.rejected,
                     ObjectType::Group,
                     &found,
@@ -992,7 +995,7 @@ impl GraphSource {
                     .group_members(client, &id, deadline)
                     .await
                     .map_err(err(format!("members of group {id}")))?;
-                if let Some(obj) = dir.groups.get_mut(&id) {
+                if let Some(obj) = one_groups.get_mut(&id) {
                     obj.members = members;
                 }
                 for key in &query.members {
@@ -1002,7 +1005,7 @@ impl GraphSource {
                         .map_err(err(format!("reading user {key}")))?;
                     if let Some(u) = user {
                         if let Some(uid) =
-                            keep(&mut dir.users, &mut dir.rejected, ObjectType::User, &u)
+                            keep(&mut one_users, &mut dir.rejected, ObjectType::User, &u)
                         {
                             principals.push((ObjectType::User, uid));
                         }
@@ -1011,6 +1014,8 @@ impl GraphSource {
                 principals.push((ObjectType::Group, id));
             }
         }
+        dir.users = one_users.into_values().collect();
+        dir.groups = one_groups.into_values().collect();
         for (ty, id) in principals {
             let mut a = self
                 .assignments_of(client, ty, &id, &roles, deadline)
@@ -1338,8 +1343,8 @@ impl Source for GraphSource {
                 references,
             ),
             None => Directory {
-                users: users.objects.clone(),
-                groups: groups.objects.clone(),
+                users: users.objects.values().cloned().collect(),
+                groups: groups.objects.values().cloned().collect(),
                 assignments: last.assignments.clone(),
                 rejected: last.rejected.clone(),
                 complete: last.complete,

@@ -370,8 +370,7 @@ pub(super) fn build(
         if snap.groups.contains_key(anchor) {
             continue;
         }
-        dir.users
-            .insert(anchor.clone(), build_user(anchor, e, &index));
+        dir.users.insert(build_user(anchor, e, &index));
     }
     let assigned = snap
         .users
@@ -380,7 +379,7 @@ pub(super) fn build(
         .map(|(anchor, _)| anchor);
     dir.assignments = assignments(assigned, &index, settings, complete);
     let (groups, group_rejects) = build_groups(snap, &index, settings);
-    dir.groups = groups;
+    dir.groups = groups.into_values().collect();
     dir.rejected.extend(group_rejects.iter().cloned());
     (dir, index, group_rejects)
 }
