@@ -6,7 +6,7 @@ mod link;
 pub(crate) mod view;
 
 pub(crate) use crate::attrs::map::AttrMap;
-pub(crate) use link::{Link, LinkIndex};
+pub(crate) use link::{Link, LinkIndex, LinkIndexBuilder, LinkRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;

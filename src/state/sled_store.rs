@@ -16,8 +16,8 @@
 //! first record that uses it, so a record never names a number the store doesn't have.
 
 use super::{
-    EscrowEntry, Exported, JobMeta, Link, OutboxMessage, ReportedFailures, StagedDelete,
-    StateError, StateStore, SCHEMA_VERSION,
+    EscrowEntry, Exported, JobMeta, Link, LinkIndexBuilder, OutboxMessage, ReportedFailures,
+    StagedDelete, StateError, StateStore, SCHEMA_VERSION,
 };
 use crate::attrs::codec::{put_bytes, put_varint, Reader};
 use crate::attrs::compact::{local_name, LocalName};
@@ -316,11 +316,13 @@ fn decode<T: DeserializeOwned>(path: &Path, key: &[u8], bytes: &[u8]) -> Result<
     Ok(env.d)
 }
 
-/// Every link of a links tree.
-fn load_links(tree: &sled::Tree, path: &Path, names: &[Key]) -> Result<Vec<Link>, StateError> {
-    // No `Vec::with_capacity(tree.len())`: sled's `len` walks the whole tree, which
-    // doubled the cost of loading 100k links.
-    let mut out = Vec::new();
+/// Every link of a links tree, handed to `out` in key order.
+fn load_links(
+    tree: &sled::Tree,
+    path: &Path,
+    names: &[Key],
+    out: &mut dyn FnMut(Link),
+) -> Result<(), StateError> {
     // What each dictionary number is in this process, worked out once.
     let local: Vec<LocalName> = names.iter().map(|n| local_name(n)).collect();
     let mut name = |id: u32| local.get(id as usize).cloned();
@@ -329,9 +331,9 @@ fn load_links(tree: &sled::Tree, path: &Path, names: &[Key]) -> Result<Vec<Link>
         if k.starts_with(DICT_PREFIX) {
             continue;
         }
-        out.push(decode_link(path, &k, &v, &mut name)?);
+        out(decode_link(path, &k, &v, &mut name)?);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A link record of either schema.
@@ -516,6 +518,14 @@ fn link_key(ty: ObjectType, source_id: &str) -> String {
 }
 
 impl SledStore {
+    /// The job's links tree and a copy of its dictionary. The dictionary is copied: a loader
+    /// runs on another thread while writes may extend it.
+    fn links_source(&self, job: &str) -> Result<(sled::Tree, Vec<Key>), StateError> {
+        let tree = self.links_tree(job)?;
+        let names = self.with_dict(job, &tree, |d| Ok(d.names.clone()))?;
+        Ok((tree, names))
+    }
+
     /// Run `f` with the job's dictionary, loading it first if needed.
     fn with_dict<T>(
         &self,
@@ -539,20 +549,25 @@ impl SledStore {
 
 impl StateStore for SledStore {
     fn links(&self, job: &str) -> Result<Vec<Link>, StateError> {
-        self.links_loader(job)()
+        let (tree, names) = self.links_source(job)?;
+        let mut out = Vec::new();
+        load_links(&tree, &self.path, &names, &mut |l| out.push(l))?;
+        Ok(out)
     }
 
+    #[allow(private_interfaces)]
     fn links_loader(&self, job: &str) -> super::LinksLoader {
-        // A tree handle is a cheap reference into the open database. The dictionary is
-        // copied: the loader runs on another thread while writes may extend it.
-        let loaded = self.links_tree(job).and_then(|tree| {
-            let names = self.with_dict(job, &tree, |d| Ok(d.names.clone()))?;
-            Ok((tree, names))
-        });
-        match loaded {
+        // A tree handle is a cheap reference into the open database.
+        match self.links_source(job) {
             Ok((tree, names)) => {
                 let path = self.path.clone();
-                Box::new(move || load_links(&tree, &path, &names))
+                Box::new(move || {
+                    // Each record goes straight into the index, encoded: no vector of every
+                    // link decoded on the way.
+                    let mut index = LinkIndexBuilder::default();
+                    load_links(&tree, &path, &names, &mut |l| index.push(&l))?;
+                    Ok(index.build())
+                })
             }
             Err(e) => Box::new(move || Err(e)),
         }
