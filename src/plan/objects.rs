@@ -176,7 +176,7 @@ fn plan_type(
     let objects = dir.objects(ty);
     let type_links = links.of(ty);
     // One hash per object instead of a dozen comparisons of long ids in the B-tree.
-    let link_of: HashMap<&str, LinkRef<'_>> = type_links.iter().collect();
+    let link_of = type_links.lookup();
     let deprovision_allowed = dir.complete;
     // An object rejected without a readable id might be any linked object: "gone from the
     // source" can't be told apart from "unreadable", so no delete-by-absence of this type.
@@ -201,7 +201,7 @@ fn plan_type(
             return None;
         }
         let roles = scoped.roles.get(id).map(|r| &**r);
-        let link = link_of.get(id.as_str()).copied();
+        let link = link_of.get(id.as_str());
         // Only a linked object can be unchanged; its digest says whether mapping can be
         // skipped, or else is taken for the next cycle if the mapping finds no change.
         let inputs = link.and_then(|_| skip.inputs(ty, obj, roles));

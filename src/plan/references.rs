@@ -10,7 +10,7 @@ use crate::model::{Directory, ObjectType, SourceObject};
 use crate::model::{LinkIndex, LinkRef};
 use crate::scope::{OutOfScope, Scoped};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 /// Phase two: resolve references (managers, members) to target ids now that objects exist.
 pub(crate) fn plan_references(
@@ -22,8 +22,8 @@ pub(crate) fn plan_references(
 ) -> ReferencePlan {
     // Looked up three times per user (own link, manager's, memberships): hashing an id once
     // beats a dozen comparisons of long ids in the B-tree.
-    let user_links: HashMap<&str, LinkRef<'_>> = links.users().iter().collect();
-    let lookup = |id: &str| user_links.get(id).copied();
+    let user_links = links.users().lookup();
+    let lookup = |id: &str| user_links.get(id);
     let mut out = memberships_with(dir, scoped, mappings, links, &lookup, None);
     out.updates = updates_with(
         dir.users.iter().collect(),
