@@ -712,6 +712,31 @@ impl<'de> Deserialize<'de> for CompactMap {
     }
 }
 
+/// A link holds its exported values' encoding inside its own record (`model::link`): these
+/// let it hand the bytes over and read them back, and answer the planner's per-object
+/// question without copying them.
+impl CompactMap {
+    /// The encoded entries, as [`CompactMap::from_bytes`] takes them back.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// A map of bytes [`CompactMap::as_bytes`] gave (in this process): damaged bytes read as
+    /// fewer entries, never a panic.
+    pub(crate) fn from_bytes(bytes: Box<[u8]>) -> Self {
+        CompactMap { bytes }
+    }
+
+    /// [`CompactMap::get_str`] over the bytes [`CompactMap::as_bytes`] gave, borrowed.
+    pub(crate) fn get_str_in<'a>(bytes: &'a [u8], name: &str) -> Option<&'a str> {
+        let id = known_id(name);
+        match Entries::new(bytes).find(|(n, _)| n.is(name, id))? {
+            (_, Raw::Str(s)) => std::str::from_utf8(s).ok(),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,8 +64,9 @@ impl Exported {
         self.digest.as_deref().and_then(decode_digest)
     }
 
-    /// Whether the inputs these values were last found to match have this digest: the
-    /// planner's question for every linked object, answered without decoding the rest.
+    /// Whether the inputs these values were last found to match have this digest (the
+    /// planner asks a link's [`ExportedRef::digest_is`]).
+    #[cfg(test)]
     pub(crate) fn digest_is(&self, inputs: &[u8; 16]) -> bool {
         self.digest
             .as_deref()
@@ -168,6 +169,91 @@ impl Exported {
             Some(_) => r.rest = &[],
         }
         Some(out)
+    }
+}
+
+impl Exported {
+    /// The parts a link record (`model::link`) holds: the values' encoding, the digest's
+    /// bytes and whether `active` was last exported as `false`.
+    pub(crate) fn parts(&self) -> (&[u8], Option<&[u8]>, bool) {
+        (self.map.as_bytes(), self.digest.as_deref(), self.disabled)
+    }
+
+    /// What [`Exported::parts`] gave, owned again.
+    pub(crate) fn from_parts(parts: ExportedRef<'_>) -> Self {
+        Exported {
+            map: CompactMap::from_bytes(parts.map.into()),
+            disabled: parts.disabled,
+            digest: parts.digest.map(Box::from),
+        }
+    }
+}
+
+/// A link record's exported values, borrowed from the record: the planner's questions of
+/// every linked object ([`ExportedRef::digest_is`], [`ExportedRef::get_str_is`]) are
+/// answered from the bytes; the rest decode on demand.
+#[derive(Clone, Copy)]
+pub(crate) struct ExportedRef<'a> {
+    map: &'a [u8],
+    digest: Option<&'a [u8]>,
+    disabled: bool,
+}
+
+impl<'a> ExportedRef<'a> {
+    /// The parts [`Exported::parts`] gave.
+    pub(crate) fn new(map: &'a [u8], digest: Option<&'a [u8]>, disabled: bool) -> Self {
+        ExportedRef {
+            map,
+            digest,
+            disabled,
+        }
+    }
+
+    fn owned_map(&self) -> CompactMap {
+        CompactMap::from_bytes(self.map.into())
+    }
+
+    /// See [`Exported::digest`].
+    pub(crate) fn digest(&self) -> Option<InputDigest> {
+        self.digest.and_then(decode_digest)
+    }
+
+    /// Whether the inputs these values were last found to match have this digest: the
+    /// planner's question for every linked object, answered without decoding the rest.
+    pub(crate) fn digest_is(&self, inputs: &[u8; 16]) -> bool {
+        self.digest
+            .is_some_and(|d| d.get(..16) == Some(&inputs[..]))
+    }
+
+    /// See [`Exported::get_str_is`]; no copy.
+    pub(crate) fn get_str_is(&self, path: &str, s: &str) -> bool {
+        CompactMap::get_str_in(self.map, path) == Some(s)
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Option<Value> {
+        self.owned_map().get(path)
+    }
+
+    pub(crate) fn contains_key(&self, path: &str) -> bool {
+        self.owned_map().contains_key(path)
+    }
+
+    pub(crate) fn keys(&self) -> Vec<Key> {
+        self.owned_map().keys()
+    }
+
+    pub(crate) fn to_map(self) -> AttrMap {
+        self.owned_map().to_map()
+    }
+
+    /// See [`Exported::covers`].
+    pub(crate) fn covers(&self, map: &AttrMap) -> bool {
+        self.owned_map().covers(map)
+    }
+
+    /// The values, owned.
+    pub(crate) fn to_owned(self) -> Exported {
+        Exported::from_parts(self)
     }
 }
 

@@ -190,7 +190,7 @@ fn owner_index(links: &LinkIndex) -> Owners {
             links
                 .of(ty)
                 .values()
-                .map(move |l| ((ty, l.target_id.clone()), l.source_id.clone()))
+                .map(move |l| ((ty, l.target_id().to_string()), l.source_id().to_string()))
         })
         .collect()
 }
@@ -407,9 +407,7 @@ impl<'a> Exporter<'a> {
                 link.source_id.clone(),
             );
         }
-        lock(&self.links)
-            .of_mut(link.object_type)
-            .insert(link.source_id.clone(), link);
+        lock(&self.links).insert(&link);
     }
 
     /// Records `link` for the store once its write is confirmed (never before: the caller
@@ -495,7 +493,9 @@ impl<'a> Exporter<'a> {
                     .into_iter()
                     .find_map(|ty| {
                         let source_id = o.get(&(ty, id.clone()))?;
-                        links.get(ty, source_id).map(|l| l.display_name.clone())
+                        links
+                            .get(ty, source_id)
+                            .map(|l| l.display_name().to_string())
                     })
                     .unwrap_or_else(|| id.clone())
             })
@@ -1085,7 +1085,7 @@ impl<'a> Exporter<'a> {
         let exported: Vec<String> = lock(&self.links)
             .get(u.object_type, &u.source_id)
             .map(|l| {
-                l.exported
+                l.exported()
                     .keys()
                     .iter()
                     .filter_map(|k| element_key(k))
@@ -1101,7 +1101,7 @@ impl<'a> Exporter<'a> {
             Ok(()) => {
                 let mut link = lock(&self.links)
                     .get(u.object_type, &u.source_id)
-                    .cloned()
+                    .map(|l| l.to_link())
                     .ok_or_else(|| {
                         Failure::object("InternalError", "link vanished during the cycle".into())
                     })?;
@@ -1153,7 +1153,7 @@ impl<'a> Exporter<'a> {
             Ok(()) => {
                 let mut link = lock(&self.links)
                     .get(ObjectType::User, &d.source_id)
-                    .cloned()
+                    .map(|l| l.to_link())
                     .ok_or_else(|| {
                         Failure::object("InternalError", "link vanished during the cycle".into())
                     })?;
@@ -1230,7 +1230,7 @@ impl<'a> Exporter<'a> {
                 Ok(()) => {
                     let updated = {
                         let mut links = lock(&self.links);
-                        links.groups.get_mut(&m.group_source_id).map(|l| {
+                        links.groups_mut().get_mut(&m.group_source_id).map(|mut l| {
                             for id in &ids {
                                 if adding {
                                     l.members.insert(id.clone());

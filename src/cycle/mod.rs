@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 /// How many links an index holds, users and groups.
 fn count_links(links: &LinkIndex) -> u64 {
-    (links.users.len() + links.groups.len()) as u64
+    links.len() as u64
 }
 
 /// Whether `a` goes this cycle: not when it is escrowed, unchanged and its retry not due.
@@ -791,10 +791,7 @@ impl<'c> Cycle<'c> {
     /// Remember which target and source the links belong to, once there are links (a first
     /// cycle that reached nothing binds nothing, so fixing a wrong URL is not refused).
     fn bind(&self, meta: &mut JobMeta, links: &LinkIndex) {
-        if meta.binding.is_some()
-            || self.opts.dry_run
-            || (links.users.is_empty() && links.groups.is_empty())
-        {
+        if meta.binding.is_some() || self.opts.dry_run || links.is_empty() {
             return;
         }
         if let Some(target_url) = self.target.base_url() {
@@ -892,20 +889,20 @@ impl<'c> Cycle<'c> {
         &self,
         summary: &mut CycleSummary,
         mut dir: Directory,
-        loading: tokio::task::JoinHandle<Result<Vec<crate::model::Link>, StateError>>,
+        loading: tokio::task::JoinHandle<Result<LinkIndex, StateError>>,
         watermark: Option<String>,
         phase: &'static str,
     ) -> Result<Imported, ImportError> {
         let (scoped, links) = if dir.complete && self.job.source.checks_deleted_items().await {
             // The links say which users the read should have found; deciding the scope
             // waits for them.
-            let links = LinkIndex::new(loading.await.map_err(ImportError::Loading)??);
+            let links = loading.await.map_err(ImportError::Loading)??;
             self.find_soft_deleted(&mut dir, &links).await;
             (scope::evaluate(&dir, &self.job.scope), links)
         } else {
             let scoped = scope::evaluate(&dir, &self.job.scope);
             let links = loading.await.map_err(ImportError::Loading)??;
-            (scoped, LinkIndex::new(links))
+            (scoped, links)
         };
         summary.source_complete = dir.complete;
         self.phase(phase);
@@ -1042,8 +1039,8 @@ impl<'c> Cycle<'c> {
         let missing: Vec<String> = links
             .of(ObjectType::User)
             .keys()
-            .filter(|id| !dir.users.contains_key(id.as_str()) && !rejected.contains(id.as_str()))
-            .cloned()
+            .filter(|id| !dir.users.contains_key(*id) && !rejected.contains(*id))
+            .map(str::to_string)
             .collect();
         if missing.is_empty() {
             return;
@@ -1132,11 +1129,11 @@ impl<'c> Cycle<'c> {
         let job = &self.job.name;
         let mut failed = 0u64;
         for (ty, id, digest) in digests {
-            let Some(link) = links.of_mut(ty).get_mut(&id) else {
+            let Some(mut link) = links.of_mut(ty).get_mut(&id) else {
                 continue;
             };
             link.exported.set_digest(digest);
-            if self.store.put_link(job, link).is_err() {
+            if self.store.put_link(job, &link).is_err() {
                 failed += 1;
             }
         }

@@ -356,7 +356,15 @@ impl Run {
                 .get(id)
                 .map(|o| o.display_name().to_string())
                 .unwrap_or_else(|| id.clone());
-            if let Some(s) = matching_step(target, links.get(*ty, id), action, *ty, &name).await {
+            if let Some(s) = matching_step(
+                target,
+                links.get(*ty, id).map(|l| l.to_link()).as_ref(),
+                action,
+                *ty,
+                &name,
+            )
+            .await
+            {
                 self.steps.push(s);
             }
         }
@@ -395,7 +403,7 @@ impl Run {
                 let member_targets: HashSet<String> = one
                     .member_ids
                     .iter()
-                    .filter_map(|m| Some(links.get(ObjectType::User, m)?.target_id.clone()))
+                    .filter_map(|m| Some(links.get(ObjectType::User, m)?.target_id().to_string()))
                     .collect();
                 refs.memberships
                     .into_iter()

@@ -7,7 +7,7 @@ mod objects;
 pub(crate) mod view;
 
 pub(crate) use crate::attrs::map::AttrMap;
-pub(crate) use link::{Link, LinkIndex};
+pub(crate) use link::{Link, LinkIndex, LinkIndexBuilder, LinkRef};
 pub(crate) use objects::ObjectMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

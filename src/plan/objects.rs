@@ -6,7 +6,7 @@ use super::{Provision, Skipping, Update};
 use crate::attrs::InputDigest;
 use crate::mapping::{map_object, MapContext, Mapped, Mappings};
 use crate::model::{Directory, ObjectType, SourceObject};
-use crate::model::{Link, LinkIndex};
+use crate::model::{LinkIndex, LinkRef};
 use crate::scope::{OutOfScope, Scoped};
 use crate::summary::Problem;
 use serde_json::Value;
@@ -176,7 +176,7 @@ fn plan_type(
     let objects = dir.objects(ty);
     let type_links = links.of(ty);
     // One hash per object instead of a dozen comparisons of long ids in the B-tree.
-    let link_of: HashMap<&str, &Link> = type_links.iter().map(|(id, l)| (id.as_str(), l)).collect();
+    let link_of = type_links.lookup();
     let deprovision_allowed = dir.complete;
     // An object rejected without a readable id might be any linked object: "gone from the
     // source" can't be told apart from "unreadable", so no delete-by-absence of this type.
@@ -201,16 +201,16 @@ fn plan_type(
             return None;
         }
         let roles = scoped.roles.get(id).map(|r| &**r);
-        let link = link_of.get(id.as_str()).copied();
+        let link = link_of.get(id.as_str());
         // Only a linked object can be unchanged; its digest says whether mapping can be
         // skipped, or else is taken for the next cycle if the mapping finds no change.
         let inputs = link.and_then(|_| skip.inputs(ty, obj, roles));
         if let (Some(l), Some(inputs)) = (link, &inputs) {
             // The 16 bytes compared in place: only a match decodes the digest's hashes.
             if let Some(d) = l
-                .exported
+                .exported()
                 .digest_is(inputs)
-                .then(|| l.exported.digest())
+                .then(|| l.exported().digest())
                 .flatten()
             {
                 let w = Wanted::Unchanged {
@@ -275,14 +275,14 @@ fn plan_type(
                 Some(l) => plan.actions.push(match ty {
                     ObjectType::User => Action::Disable(Disable {
                         source_id: id.clone(),
-                        target_id: l.target_id.clone(),
+                        target_id: l.target_id().to_string(),
                         display_name: obj.display_name().to_string(),
                         reason: why.to_string(),
                     }),
                     ObjectType::Group => Action::Delete(Delete {
                         object_type: ty,
                         source_id: id.clone(),
-                        target_id: l.target_id.clone(),
+                        target_id: l.target_id().to_string(),
                         display_name: obj.display_name().to_string(),
                         reason: why.to_string(),
                     }),
@@ -323,7 +323,7 @@ fn plan_type(
             } => plan.actions.push(Action::Update(Update {
                 object_type: ty,
                 source_id: id.clone(),
-                target_id: link.target_id.clone(),
+                target_id: link.target_id().to_string(),
                 display_name: obj.display_name().to_string(),
                 changes,
                 matching: mapped.matching.first().cloned(),
@@ -390,9 +390,9 @@ fn plan_type(
     // but unreadable, never gone.
     // Both maps are in id order: one merge instead of a lookup per link.
     let mut present = objects.keys().peekable();
-    for (id, link) in type_links {
-        while present.next_if(|o| *o < id).is_some() {}
-        if present.peek() == Some(&id) || rejected.contains(id.as_str()) {
+    for (id, link) in type_links.iter() {
+        while present.next_if(|o| o.as_str() < id).is_some() {}
+        if present.peek().map(|o| o.as_str()) == Some(id) || rejected.contains(id) {
             continue;
         }
         if !absence_is_deletion {
@@ -401,9 +401,9 @@ fn plan_type(
         }
         plan.actions.push(Action::Delete(Delete {
             object_type: ty,
-            source_id: id.clone(),
-            target_id: link.target_id.clone(),
-            display_name: link.display_name.clone(),
+            source_id: id.to_string(),
+            target_id: link.target_id().to_string(),
+            display_name: link.display_name().to_string(),
             reason: "deleted in the source".into(),
         }));
     }
@@ -426,7 +426,7 @@ enum Wanted<'l> {
     Unchanged { matching: Box<[u64]> },
     /// Linked, with attribute changes to export.
     Changed {
-        link: &'l Link,
+        link: LinkRef<'l>,
         changes: Vec<Change>,
         mapped: Box<Mapped>,
     },
@@ -440,7 +440,7 @@ enum Wanted<'l> {
 
 impl<'l> Wanted<'l> {
     fn new(
-        link: Option<&'l Link>,
+        link: Option<LinkRef<'l>>,
         mapped: Mapped,
         settings: &PlanSettings<'_>,
         defer: bool,

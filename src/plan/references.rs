@@ -7,10 +7,10 @@ use super::{
 };
 use crate::mapping::{map_object, MapContext, Mappings};
 use crate::model::{Directory, ObjectType, SourceObject};
-use crate::model::{Link, LinkIndex};
+use crate::model::{LinkIndex, LinkRef};
 use crate::scope::{OutOfScope, Scoped};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 /// Phase two: resolve references (managers, members) to target ids now that objects exist.
 pub(crate) fn plan_references(
@@ -22,9 +22,8 @@ pub(crate) fn plan_references(
 ) -> ReferencePlan {
     // Looked up three times per user (own link, manager's, memberships): hashing an id once
     // beats a dozen comparisons of long ids in the B-tree.
-    let user_links: HashMap<&str, &Link> =
-        links.users.iter().map(|(id, l)| (id.as_str(), l)).collect();
-    let lookup = |id: &str| user_links.get(id).copied();
+    let user_links = links.users().lookup();
+    let lookup = |id: &str| user_links.get(id);
     let mut out = memberships_with(dir, scoped, mappings, links, &lookup, None);
     out.updates = updates_with(
         dir.users.iter().collect(),
@@ -47,7 +46,7 @@ pub(crate) fn plan_memberships(
     links: &LinkIndex,
     groups: Option<&BTreeSet<String>>,
 ) -> ReferencePlan {
-    let lookup = |id: &str| links.users.get(id);
+    let lookup = |id: &str| links.users().get(id);
     memberships_with(dir, scoped, mappings, links, &lookup, groups)
 }
 
@@ -69,14 +68,14 @@ pub(crate) fn plan_reference_updates(
     let next = (users.len() == limit.max(1))
         .then(|| users.last().map(|(id, _)| (*id).clone()))
         .flatten();
-    let lookup = |id: &str| links.users.get(id);
+    let lookup = |id: &str| links.users().get(id);
     let updates = updates_with(users, scoped, mappings, settings, &lookup);
     (updates, next)
 }
 
 /// How a user's link is found: a hash map over every link (a whole plan) or the index itself
 /// (a chunk, which can't afford to build one).
-type UserLink<'l, 'f> = dyn Fn(&str) -> Option<&'l Link> + Sync + 'f;
+type UserLink<'l, 'f> = dyn Fn(&str) -> Option<LinkRef<'l>> + Sync + 'f;
 
 /// The reference (manager) updates of `users`, in their order.
 fn updates_with<'a, 'l>(
@@ -89,7 +88,7 @@ fn updates_with<'a, 'l>(
     let user_target = |source_id: &str| -> Option<&'l str> {
         user_links(source_id)
             .filter(|l| !l.disabled() && scoped.in_scope(ObjectType::User, source_id))
-            .map(|l| l.target_id.as_str())
+            .map(|l| l.target_id())
     };
     let reference_maps: Vec<crate::mapping::Mapping> = mappings
         .users
@@ -119,11 +118,11 @@ fn updates_with<'a, 'l>(
             for (path, referenced) in crate::mapping::reference_values(user, &reference_maps) {
                 // Unchanged, the common case: decided on the compact form.
                 if let Some(t) = referenced.and_then(user_target) {
-                    if link.exported.get_str_is(path, t) {
+                    if link.exported().get_str_is(path, t) {
                         continue;
                     }
                 }
-                let old = link.exported.get(path);
+                let old = link.exported().get(path);
                 let old = old.as_ref();
                 let new = match referenced {
                     None => None,
@@ -159,10 +158,10 @@ fn updates_with<'a, 'l>(
             Some(Box::new(Update {
                 object_type: ObjectType::User,
                 source_id: id.clone(),
-                target_id: link.target_id.clone(),
-                display_name: link.display_name.clone(),
+                target_id: link.target_id().to_string(),
+                display_name: link.display_name().to_string(),
                 changes,
-                matching: link.matching.get(),
+                matching: link.matching().get(),
                 mapped,
             }))
         };
@@ -187,7 +186,7 @@ fn memberships_with<'l>(
     let user_target = |source_id: &str| -> Option<&'l str> {
         user_links(source_id)
             .filter(|l| !l.disabled() && scoped.in_scope(ObjectType::User, source_id))
-            .map(|l| l.target_id.as_str())
+            .map(|l| l.target_id())
     };
     let rejected: HashSet<&str> = dir
         .rejected
@@ -214,7 +213,7 @@ fn memberships_with<'l>(
             );
         let maybe_unreadable = idless_user && !dir.users.contains_key(source_id);
         (rejected.contains(source_id) || unknown_scope || maybe_unreadable)
-            .then_some(link.target_id.as_str())
+            .then_some(link.target_id())
     };
 
     if mappings.sync_members() {
@@ -222,7 +221,7 @@ fn memberships_with<'l>(
             if groups.is_some_and(|only| !only.contains(id)) {
                 continue;
             }
-            let Some(link) = links.groups.get(id) else {
+            let Some(link) = links.groups().get(id) else {
                 continue;
             };
             if !scoped.in_scope(ObjectType::Group, id) {
@@ -238,7 +237,7 @@ fn memberships_with<'l>(
                 } else if let Some(t) = undecided(m) {
                     // Present but unreadable, or its scope is unknown this cycle: leave its
                     // membership as it is, neither added nor removed.
-                    if link.members.contains(t) {
+                    if link.members().any(|old| old == t) {
                         desired.push(t);
                     }
                 } else if !dir.users.contains_key(m) && !dir.groups.contains_key(m) {
@@ -260,7 +259,7 @@ fn memberships_with<'l>(
             desired.sort_unstable();
             desired.dedup();
             let (mut add, mut remove) = (Vec::new(), Vec::new());
-            let mut had = link.members.iter().map(String::as_str).peekable();
+            let mut had = link.members().peekable();
             for t in desired {
                 while let Some(old) = had.next_if(|old| *old < t) {
                     remove.push(old.to_string());
@@ -278,8 +277,8 @@ fn memberships_with<'l>(
             if !add.is_empty() || !remove.is_empty() {
                 out.memberships.push(MembershipChange {
                     group_source_id: id.clone(),
-                    group_target_id: link.target_id.clone(),
-                    display_name: link.display_name.clone(),
+                    group_target_id: link.target_id().to_string(),
+                    display_name: link.display_name().to_string(),
                     add,
                     remove,
                 });

@@ -25,27 +25,24 @@ fn simulate(plan: &Plan, links: &mut LinkIndex) {
     for a in &plan.actions {
         match a {
             Action::Provision(p) => {
-                links.of_mut(p.object_type).insert(
-                    p.source_id.clone(),
-                    Link {
-                        object_type: p.object_type,
-                        source_id: p.source_id.clone(),
-                        target_id: format!("t-{}", p.source_id),
-                        display_name: p.display_name.clone(),
-                        matching: p.mapped.matching.first().cloned().into(),
-                        exported: (&p.mapped.values).into(),
-                        members: BTreeSet::new(),
-                        created: true,
-                    },
-                );
+                links.of_mut(p.object_type).insert(&Link {
+                    object_type: p.object_type,
+                    source_id: p.source_id.clone(),
+                    target_id: format!("t-{}", p.source_id),
+                    display_name: p.display_name.clone(),
+                    matching: p.mapped.matching.first().cloned().into(),
+                    exported: (&p.mapped.values).into(),
+                    members: BTreeSet::new(),
+                    created: true,
+                });
             }
             Action::Update(u) => {
-                if let Some(l) = links.of_mut(u.object_type).get_mut(&u.source_id) {
-                    record_changes(l, &u.changes);
+                if let Some(mut l) = links.of_mut(u.object_type).get_mut(&u.source_id) {
+                    record_changes(&mut l, &u.changes);
                 }
             }
             Action::Disable(d) => {
-                if let Some(l) = links.users.get_mut(&d.source_id) {
+                if let Some(mut l) = links.of_mut(ObjectType::User).get_mut(&d.source_id) {
                     l.exported.insert("active", Value::Bool(false));
                 }
             }
@@ -58,12 +55,12 @@ fn simulate(plan: &Plan, links: &mut LinkIndex) {
 
 fn simulate_refs(plan: &ReferencePlan, links: &mut LinkIndex) {
     for u in &plan.updates {
-        if let Some(l) = links.users.get_mut(&u.source_id) {
-            record_changes(l, &u.changes);
+        if let Some(mut l) = links.of_mut(ObjectType::User).get_mut(&u.source_id) {
+            record_changes(&mut l, &u.changes);
         }
     }
     for m in &plan.memberships {
-        if let Some(l) = links.groups.get_mut(&m.group_source_id) {
+        if let Some(mut l) = links.of_mut(ObjectType::Group).get_mut(&m.group_source_id) {
             l.members.extend(m.add.iter().cloned());
             for r in &m.remove {
                 l.members.remove(r);
@@ -273,7 +270,7 @@ fn a_user_without_id_keeps_her_account_and_her_memberships() {
         "assignments":[{"principalId":"g"}]}),
     );
     run(&d1, &ScopeSettings::default(), &mut links);
-    assert_eq!(links.groups["g"].members.len(), 2);
+    assert_eq!(links.groups().get("g").unwrap().members().count(), 2);
     // b's id became unreadable: she arrives without one, still listed in g.
     let d2 = parse(
         json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"userPrincipalName":"b@x"}],
@@ -283,7 +280,7 @@ fn a_user_without_id_keeps_her_account_and_her_memberships() {
     let (p, r) = run(&d2, &ScopeSettings::default(), &mut links);
     assert!(p.actions.is_empty(), "{p:#?}");
     assert!(r.memberships.is_empty(), "{r:#?}");
-    assert_eq!(links.groups["g"].members.len(), 2);
+    assert_eq!(links.groups().get("g").unwrap().members().count(), 2);
     assert!(
         !r.problems.iter().any(|p| p.code == "InvalidMember"),
         "{r:#?}"
@@ -336,7 +333,7 @@ fn a_rejected_linked_user_keeps_its_group_memberships() {
         "assignments":[{"principalId":"g"}]}),
     );
     run(&d1, &ScopeSettings::default(), &mut links);
-    assert_eq!(links.groups["g"].members.len(), 2);
+    assert_eq!(links.groups().get("g").unwrap().members().count(), 2);
     // b is duplicated in this export: rejected, but still there.
     let d2 = parse(
         json!({"users":[{"id":"a","userPrincipalName":"a@x"},{"id":"b","userPrincipalName":"b@x"},{"id":"b"}],
@@ -526,7 +523,7 @@ proptest! {
             let troubled: HashSet<String> = again.problems.iter().filter_map(|p| p.id.clone()).collect();
             let assignment_known = !dir.rejected.iter().any(|r| r.object_type != Some(ObjectType::User));
             for id in dir.users.keys() {
-                let link = links.users.get(id);
+                let link = links.users().get(id);
                 if scoped.in_scope(ObjectType::User, id) {
                     if !troubled.contains(id) {
                         prop_assert!(link.is_some_and(|l| !l.disabled()), "user {id} should be active");
@@ -540,30 +537,31 @@ proptest! {
             }
             let rejected: HashSet<&str> = dir.rejected.iter().filter_map(|r| r.id.as_deref()).collect();
             let idless = dir.rejected.iter().any(|r| r.id.is_none() && r.object_type == Some(ObjectType::User));
-            for id in links.users.keys() {
-                prop_assert!(dir.users.contains_key(id) || rejected.contains(id.as_str()) || idless);
+            for id in links.users().keys() {
+                prop_assert!(dir.users.contains_key(id) || rejected.contains(id) || idless);
             }
             if !assignment_known {
                 // Group scope and membership are undecided while a group or assignment is unreadable.
                 continue;
             }
-            for (id, l) in &links.groups {
-                if rejected.contains(id.as_str()) {
+            for (id, l) in links.groups().iter() {
+                if rejected.contains(id) {
                     continue;
                 }
                 prop_assert!(scoped.in_scope(ObjectType::Group, id));
                 let desired: BTreeSet<String> = dir.groups[id].members.iter()
                     .filter(|m| scoped.in_scope(ObjectType::User, m))
-                    .filter_map(|m| links.users.get(m).map(|u| u.target_id.clone()))
+                    .filter_map(|m| links.users().get(m).map(|u| u.target_id().to_string()))
                     .collect();
                 // Rejected (unreadable) users keep whatever membership they had; while a user
                 // has no readable id, any linked user missing from the directory may be her.
-                let unreadable: BTreeSet<String> = links.users.iter()
-                    .filter(|(id, _)| rejected.contains(id.as_str())
-                        || (idless && !dir.users.contains_key(id)))
-                    .map(|(_, u)| u.target_id.clone())
+                let unreadable: BTreeSet<String> = links.users().iter()
+                    .filter(|(id, _)| rejected.contains(id)
+                        || (idless && !dir.users.contains_key(*id)))
+                    .map(|(_, u)| u.target_id().to_string())
                     .collect();
-                let members: BTreeSet<String> = l.members.difference(&unreadable).cloned().collect();
+                let members: BTreeSet<String> = l.members().map(str::to_string)
+                    .filter(|m| !unreadable.contains(m)).collect();
                 prop_assert_eq!(&members, &desired);
             }
         }
@@ -605,7 +603,7 @@ proptest! {
                 prop_assert_eq!(&plain, &skipping);
                 for (ty, id, d) in digests {
                     prop_assert!(links.get(ty, &id).is_some(), "a digest for an unlinked object");
-                    if let Some(l) = links.of_mut(ty).get_mut(&id) {
+                    if let Some(mut l) = links.of_mut(ty).get_mut(&id) {
                         l.exported.set_digest(d);
                     }
                 }
@@ -839,13 +837,13 @@ fn links_of_view(links: &LinkIndex, dir: &Directory, focus: &crate::model::Chang
     let (users, groups) = crate::model::view::link_ids(dir, focus);
     let mut out = LinkIndex::default();
     for id in users {
-        if let Some(l) = links.users.get(id) {
-            out.users.insert(id.to_string(), l.clone());
+        if let Some(l) = links.users().get(id) {
+            out.insert(&l.to_link());
         }
     }
     for id in groups {
-        if let Some(l) = links.groups.get(id) {
-            out.groups.insert(id.to_string(), l.clone());
+        if let Some(l) = links.groups().get(id) {
+            out.insert(&l.to_link());
         }
     }
     out

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 pub(crate) use crate::attrs::Exported;
 /// Links are domain types (the planner reads them); the store persists them.
-pub(crate) use crate::model::{Link, LinkIndex};
+pub(crate) use crate::model::{Link, LinkIndex, LinkIndexBuilder};
 pub use memory::MemoryStore;
 pub(crate) use outbox::{OutboxMessage, ReportedFailures, NOTIFY_RECORD_VERSION, OUTBOX_CAPACITY};
 pub use safety::{
@@ -108,16 +108,18 @@ pub enum StateError {
     TooNew { path: PathBuf, found: u32 },
 }
 
-/// A deferred [`StateStore::links`], to run on another thread.
-pub(crate) type LinksLoader = Box<dyn FnOnce() -> Result<Vec<Link>, StateError> + Send>;
+/// A deferred [`StateStore::links`], to run on another thread, indexed as it loads.
+pub(crate) type LinksLoader = Box<dyn FnOnce() -> Result<LinkIndex, StateError> + Send>;
 
 /// Persistence of links and job metadata.
 pub trait StateStore: Send + Sync {
     fn links(&self, job: &str) -> Result<Vec<Link>, StateError>;
     /// The job's links, loaded when the returned closure runs: a cycle loads them on the
     /// blocking pool while it reads the source. The default loads them here and now.
+    /// The index is the crate's own type: a store outside the crate keeps the default.
+    #[allow(private_interfaces)]
     fn links_loader(&self, job: &str) -> LinksLoader {
-        let links = self.links(job);
+        let links = self.links(job).map(LinkIndex::new);
         Box::new(move || links)
     }
     /// The links of `ids` of type `ty` that exist, looked up by key: a delta cycle loads
