@@ -1039,7 +1039,7 @@ impl<'c> Cycle<'c> {
         let missing: Vec<String> = links
             .of(ObjectType::User)
             .keys()
-            .filter(|id| !dir.users.contains_key(*id) && !rejected.contains(*id))
+            .filter(|id| !dir.users.contains_key(id) && !rejected.contains(*id))
             .map(str::to_string)
             .collect();
         if missing.is_empty() {

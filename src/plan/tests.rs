@@ -557,7 +557,7 @@ proptest! {
                 // has no readable id, any linked user missing from the directory may be her.
                 let unreadable: BTreeSet<String> = links.users().iter()
                     .filter(|(id, _)| rejected.contains(id)
-                        || (idless && !dir.users.contains_key(*id)))
+                        || (idless && !dir.users.contains_key(id)))
                     .map(|(_, u)| u.target_id().to_string())
                     .collect();
                 let members: BTreeSet<String> = l.members().map(str::to_string)
