@@ -229,12 +229,15 @@ pub(super) fn map_items<'a, T: Send>(
                 (part, worker)
             })
             .collect();
-        let mut out = run(first);
+        // Sized once and the first part mapped straight into it: extending the first part's
+        // own vector by the others' reallocated it, twice every result held at once.
+        let mut out = Vec::with_capacity(items.len());
+        out.extend(first.iter().map(|(id, o)| f(id, o)));
         for (part, worker) in others {
             // No thread (or, against the crate's rules, a panic in one): do that part here.
             match worker.map(|w| w.join()) {
                 Ok(Ok(done)) => out.extend(done),
-                _ => out.extend(run(part)),
+                _ => out.extend(part.iter().map(|(id, o)| f(id, o))),
             }
         }
         out
