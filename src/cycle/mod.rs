@@ -1069,9 +1069,16 @@ impl<'c> Cycle<'c> {
     ) -> Plan {
         let job = self.job;
         // Provisions are mapped again a chunk at a time by the export (`export_deferred`):
-        // an initial cycle's mapped values are never all held at once.
-        let plan =
-            plan::plan_objects_deferring(dir, scoped, &job.mappings, links, settings, skipping);
+        // an initial cycle's mapped values are never all held at once. A directory of at most
+        // `MAP_ONCE_MAX` objects keeps the values planning mapped (the same plan, see
+        // `plan_objects_deferring`): mapping each again cost a sixth of the export's CPU, and
+        // the memory it saves is bounded by that constant.
+        let objects = scoped.users.len() + scoped.groups.len();
+        let plan = if objects <= MAP_ONCE_MAX {
+            plan::plan_objects_skipping(dir, scoped, &job.mappings, links, settings, skipping)
+        } else {
+            plan::plan_objects_deferring(dir, scoped, &job.mappings, links, settings, skipping)
+        };
         self.phase("planned");
         if !dir.complete {
             tracing::warn!(job = %job.name, withheld = plan.withheld_deprovisions, "source read incomplete: no disable and no delete this cycle");
@@ -1577,12 +1584,20 @@ use export::Abort;
 /// Actions exported per chunk by [`run_in_chunks`].
 const EXPORT_CHUNK: usize = 4096;
 
-/// `exporter.run` over `actions` in order, a chunk at a time, each chunk dropped once sent:
+/// Users and groups up to which a cycle plans with every provision's mapped values kept,
+/// rather than mapping provisions again at export ([`Cycle::plan_objects`]): their values
+/// take a few tens of megabytes at most.
+const MAP_ONCE_MAX: usize = 16_384;
+
+/// `exporter.run` over `actions` in order, a chunk at a time, each action dropped once sent:
 /// an initial cycle's actions carry every object's mapped values (a million users:
 /// gigabytes), which are freed as the export goes instead of living beside the links it
-/// builds until the end. The pipe drains only at a chunk's end: a few requests' latency per
-/// 4096 actions.
+/// builds until the end. The next chunk starts while the last actions of the one before are
+/// in flight, as [`Cycle::export_deferred`] does: the pipe drains once, at the end.
 async fn run_in_chunks(exporter: &Exporter<'_>, mut actions: Vec<Action>) {
+    use futures::StreamExt;
+    let limit = exporter.in_flight();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
     // Reversed once, so that each chunk comes off the end (no shifting of the rest), and the
     // vector's own buffer shrinks with it.
     actions.reverse();
@@ -1592,8 +1607,16 @@ async fn run_in_chunks(exporter: &Exporter<'_>, mut actions: Vec<Action>) {
         if actions.capacity() > 2 * actions.len() + EXPORT_CHUNK {
             actions.shrink_to_fit();
         }
-        exporter.run(&chunk).await;
+        let unsearched = exporter.unsearched(&chunk).await;
+        for (i, action) in chunk.into_iter().enumerate() {
+            while in_flight.len() >= limit {
+                in_flight.next().await;
+            }
+            in_flight.push(exporter.run_owned(action, !unsearched.contains(&i)));
+        }
     }
+    while in_flight.next().await.is_some() {}
+    exporter.flush_links();
 }
 
 /// The process's peak resident memory so far (Linux; `None` elsewhere), for the phase log.

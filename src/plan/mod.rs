@@ -15,7 +15,6 @@ pub(crate) mod tests;
 
 pub use diff::NullPolicy;
 pub(crate) use diff::{describe_changes, diff, record_changes, Change};
-#[cfg(test)]
 pub(crate) use objects::plan_objects_skipping;
 pub(crate) use objects::{match_hash, plan_objects, plan_objects_deferring, provisions};
 pub(crate) use references::{plan_memberships, plan_reference_updates, plan_references};

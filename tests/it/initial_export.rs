@@ -76,6 +76,32 @@ async fn the_probe_holds_for_every_chunk_of_the_export() {
     assert_eq!(h.users().len(), MANY);
 }
 
+/// Past 16,384 users and groups the cycle no longer keeps each provision's mapped values from
+/// planning: it maps them again a chunk at a time as it sends them. The export is the same:
+/// every user created once, one probe, no search.
+#[tokio::test]
+async fn a_directory_too_large_to_map_once_is_mapped_again_a_chunk_at_a_time() {
+    const MANY: usize = 16_384 + 200;
+    let h = sandbox(vec![]).await;
+    let file = DirFile::new(&directory_of(MANY));
+    let job = job(&file.path);
+    let store = MemoryStore::new();
+    let client = client(&h.base_url());
+    let s = run_ok(&job, &store, &client).await;
+    assert_eq!(s.users.created, MANY as u64, "{s:#?}");
+    assert_eq!(
+        s.requests,
+        requests(1, MANY as u64, 0, 0),
+        "one probe of /Users for the whole export: {s:#?}"
+    );
+    assert_eq!(h.users().len(), MANY);
+    assert_eq!(
+        store.links("test").unwrap().len(),
+        MANY,
+        "every link stored"
+    );
+}
+
 #[tokio::test]
 async fn a_target_with_users_is_searched_and_they_are_adopted() {
     let h = sandbox(vec![]).await;
