@@ -116,8 +116,8 @@ impl ObjectMap {
         Iter(self.objects[start..].iter())
     }
 
-    /// Whether `other` is a handle on the same objects, not a copy.
-    #[cfg(test)]
+    /// Whether `other` is a handle on the same objects, not a copy (then an object's
+    /// position in one is its position in the other).
     pub(crate) fn shares_with(&self, other: &ObjectMap) -> bool {
         Arc::ptr_eq(&self.objects, &other.objects)
     }

@@ -188,17 +188,21 @@ pub(super) fn problem(
     }
 }
 
-/// `f` over every object, in order. Mapping and diffing is most of the planning of a large
+/// `f(position, id, object)` over every object, in order. Mapping and diffing is most of the planning of a large
 /// directory (100k users: about a second of one core), so from `PARALLEL_FROM` objects on it
 /// is split over the available cores (at most 4). The result is the same either way.
 pub(super) fn map_all<'a, T: Send>(
     objects: &'a crate::model::ObjectMap,
-    f: impl Fn(&'a String, &'a SourceObject) -> T + Sync,
+    f: impl Fn(usize, &'a String, &'a SourceObject) -> T + Sync,
 ) -> Vec<T> {
     if objects.len() < PARALLEL_FROM {
-        return objects.iter().map(|(id, o)| f(id, o)).collect();
+        return objects
+            .iter()
+            .enumerate()
+            .map(|(i, (id, o))| f(i, id, o))
+            .collect();
     }
-    map_items(objects.iter().collect(), f)
+    par_map(objects.iter().collect(), f)
 }
 
 /// From how many objects [`map_items`] splits the work over threads.
@@ -209,34 +213,51 @@ pub(super) fn map_items<'a, T: Send>(
     items: Vec<(&'a String, &'a SourceObject)>,
     f: impl Fn(&'a String, &'a SourceObject) -> T + Sync,
 ) -> Vec<T> {
+    par_map(items, |_, id, o| f(id, o))
+}
+
+/// `f(position, id, object)` over `items`, in their order, on up to 4 threads.
+fn par_map<'a, T: Send>(
+    items: Vec<(&'a String, &'a SourceObject)>,
+    f: impl Fn(usize, &'a String, &'a SourceObject) -> T + Sync,
+) -> Vec<T> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     if items.len() < PARALLEL_FROM || threads < 2 {
-        return items.iter().map(|(id, o)| f(id, o)).collect();
+        return items
+            .iter()
+            .enumerate()
+            .map(|(i, (id, o))| f(i, id, o))
+            .collect();
     }
     let size = items.len().div_ceil(threads);
-    let run = |part: &[(&'a String, &'a SourceObject)]| -> Vec<T> {
-        part.iter().map(|(id, o)| f(id, o)).collect()
+    let run = |start: usize, part: &[(&'a String, &'a SourceObject)]| -> Vec<T> {
+        part.iter()
+            .enumerate()
+            .map(|(k, (id, o))| f(start + k, id, o))
+            .collect()
     };
     std::thread::scope(|scope| {
         let mut parts = items.chunks(size);
         let first = parts.next().unwrap_or_default();
         let others: Vec<_> = parts
-            .map(|part| {
+            .enumerate()
+            .map(|(k, part)| {
+                let start = (k + 1) * size;
                 let worker = std::thread::Builder::new()
                     .name("provisiond-plan".into())
-                    .spawn_scoped(scope, move || run(part));
-                (part, worker)
+                    .spawn_scoped(scope, move || run(start, part));
+                (start, part, worker)
             })
             .collect();
         // Sized once and the first part mapped straight into it: extending the first part's
         // own vector by the others' reallocated it, twice every result held at once.
         let mut out = Vec::with_capacity(items.len());
-        out.extend(first.iter().map(|(id, o)| f(id, o)));
-        for (part, worker) in others {
+        out.extend(first.iter().enumerate().map(|(i, (id, o))| f(i, id, o)));
+        for (start, part, worker) in others {
             // No thread (or, against the crate's rules, a panic in one): do that part here.
             match worker.map(|w| w.join()) {
                 Ok(Ok(done)) => out.extend(done),
-                _ => out.extend(part.iter().map(|(id, o)| f(id, o))),
+                _ => out.extend(run(start, part)),
             }
         }
         out

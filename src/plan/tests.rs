@@ -108,8 +108,12 @@ fn mapping_on_several_threads_keeps_the_order() {
             members: vec![],
         })
         .collect();
-    let ids = map_all(&objects, |id, o| (id.clone(), o.id.len()));
-    let expected: Vec<(String, usize)> = objects.keys().map(|k| (k.clone(), 6)).collect();
+    let ids = map_all(&objects, |i, id, o| (i, id.clone(), o.id.len()));
+    let expected: Vec<(usize, String, usize)> = objects
+        .keys()
+        .enumerate()
+        .map(|(i, k)| (i, k.clone(), 6))
+        .collect();
     assert_eq!(ids, expected);
 }
 
@@ -467,6 +471,38 @@ fn arb_directory() -> impl Strategy<Value = Value> {
             json!({"users": users, "groups": groups, "assignments": assignments, "_all": all,
                    "_partial": partial == 0})
         })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The planner reads the scope's decisions and roles by position when the scope was
+    /// decided on the very objects it plans (a cycle), by id otherwise (a copy of them): the
+    /// two give the same plan.
+    #[test]
+    fn decisions_by_position_plan_as_decisions_by_id(
+        first in arb_directory(),
+        second in arb_directory(),
+    ) {
+        let settings = ScopeSettings::default();
+        let mut links = LinkIndex::default();
+        run(&parse(first), &settings, &mut links);
+        let dir = parse(second);
+        let scoped = scope::evaluate(&dir, &settings);
+        let mut copy = dir.clone();
+        copy.users = dir.users.values().cloned().collect();
+        copy.groups = dir.groups.values().cloned().collect();
+        prop_assert!(scoped.of(ObjectType::User).in_order_of(&dir.users).is_some());
+        prop_assert!(scoped.of(ObjectType::User).in_order_of(&copy.users).is_none());
+        prop_assert!(scoped.roles.in_order_of(&copy.users).is_none());
+        let mappings = Mappings::generic_scim().unwrap();
+        let env = env();
+        let ps = PlanSettings { null_values: NullPolicy::Leave, env: &env };
+        let by_position = plan_objects(&dir, &scoped, &mappings, &links, &ps);
+        let by_id = plan_objects(&copy, &scoped, &mappings, &links, &ps);
+        prop_assert_eq!(format!("{:?}", by_position.actions), format!("{:?}", by_id.actions));
+        prop_assert_eq!(&by_position.problems, &by_id.problems);
+    }
 }
 
 proptest! {

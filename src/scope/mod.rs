@@ -95,6 +95,14 @@ impl Scoped {
     pub fn in_scope(&self, ty: ObjectType, id: &str) -> bool {
         matches!(self.decision(ty, id), Some(Ok(())))
     }
+
+    /// The decisions on the objects of `ty`.
+    pub(crate) fn of(&self, ty: ObjectType) -> &Decisions {
+        match ty {
+            ObjectType::User => &self.users,
+            ObjectType::Group => &self.groups,
+        }
+    }
 }
 
 /// The decision on each object of one kind: `None` for an id the directory does not have.
@@ -115,6 +123,15 @@ impl Decisions {
     /// `(id, decision)` in id order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Result<(), OutOfScope>)> + '_ {
         self.objects.keys().zip(&self.decided)
+    }
+
+    /// The decisions by position in `objects`, when they are the objects these were decided
+    /// on (a handle on them, not a copy): the planner walks the directory in order and reads
+    /// the decision at each position rather than searching for each id.
+    pub(crate) fn in_order_of(&self, objects: &ObjectMap) -> Option<&[Result<(), OutOfScope>]> {
+        self.objects
+            .shares_with(objects)
+            .then_some(self.decided.as_slice())
     }
 
     /// How many objects were decided.
@@ -145,6 +162,15 @@ impl Roles {
             .position(id)
             .and_then(|i| self.of.get(i))
             .and_then(Option::as_ref)
+    }
+
+    /// The roles by position in `users`, when they are the users these were found for (see
+    /// [`Decisions::in_order_of`]).
+    pub(crate) fn in_order_of(
+        &self,
+        users: &ObjectMap,
+    ) -> Option<&[Option<Arc<BTreeSet<String>>>]> {
+        self.users.shares_with(users).then_some(self.of.as_slice())
     }
 }
 
