@@ -136,6 +136,14 @@ impl ObjectMap {
     pub fn into_values(self) -> std::vec::IntoIter<SourceObject> {
         Arc::unwrap_or_clone(self.objects).into_iter()
     }
+
+    /// A copy as the B-tree by id that the sources' snapshots and `model::view` work on.
+    pub(crate) fn to_tree(&self) -> std::collections::BTreeMap<String, SourceObject> {
+        self.objects
+            .iter()
+            .map(|o| (o.id.clone(), o.clone()))
+            .collect()
+    }
 }
 
 /// `(id, object)` pairs of an [`ObjectMap`], in id order.

@@ -9,8 +9,8 @@ use crate::scope::{self, ScopeMode, ScopeSettings};
 use crate::source::file::parse_export;
 use proptest::prelude::*;
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::collections::HashSet;
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 fn env() -> EvalEnv {
@@ -928,9 +928,6 @@ pub(crate) fn delta_plans_the_full_plan_given(
         Some((focus, view)) => (focus.clone(), view.clone()),
         None => {
             // The sources hand the view their snapshots' B-trees.
-            let tree = |m: &crate::model::ObjectMap| -> BTreeMap<String, SourceObject> {
-                m.iter().map(|(id, o)| (id.clone(), o.clone())).collect()
-            };
             let mut focus = changes_between(d1, d2);
             let sorted = |d: &Directory| {
                 let mut a = d.assignments.clone();
@@ -940,14 +937,14 @@ pub(crate) fn delta_plans_the_full_plan_given(
             crate::model::view::assignment_changes(
                 &sorted(d1),
                 &sorted(d2),
-                &tree(&d1.groups),
-                &tree(&d2.groups),
+                &d1.groups.to_tree(),
+                &d2.groups.to_tree(),
                 &mut focus,
             );
             let references = vec!["manager".to_string()];
             let view = crate::model::view::view(
-                &tree(&d2.users),
-                &tree(&d2.groups),
+                &d2.users.to_tree(),
+                &d2.groups.to_tree(),
                 &d2.assignments,
                 &d2.rejected,
                 true,

@@ -33,14 +33,6 @@ pub(super) struct Built {
     whole_pending: bool,
 }
 
-/// The B-tree the view is built from, of a directory's objects.
-fn tree(objects: &crate::model::ObjectMap) -> BTreeMap<String, SourceObject> {
-    objects
-        .iter()
-        .map(|(id, o)| (id.clone(), o.clone()))
-        .collect()
-}
-
 /// Where an anchor was in a snapshot: `(type, normalised DN, uid)` for each map holding it.
 pub(super) type Presence = Vec<(ObjectType, String, Option<String>)>;
 
@@ -93,7 +85,7 @@ impl Built {
             .collect();
         Built {
             index,
-            groups: tree(&directory.groups),
+            groups: directory.groups.to_tree(),
             group_rejects,
             assigned_users,
             assignments: directory.assignments.clone(),
@@ -471,13 +463,13 @@ mod tests {
         let Some(focus) = built.advance(&after, &was, s, Some("w".into())) else {
             return Ok(false);
         };
-        prop_assert_eq!(&built.groups, &tree(&d2.groups));
+        prop_assert_eq!(&built.groups, &d2.groups.to_tree());
         prop_assert_eq!(&built.assignments, &d2.assignments);
         let references = vec!["manager".to_string()];
         let view = built.view(&after, &focus, &references);
         let whole = crate::model::view::view(
-            &tree(&d2.users),
-            &tree(&d2.groups),
+            &d2.users.to_tree(),
+            &d2.groups.to_tree(),
             &d2.assignments,
             &d2.rejected,
             true,
