@@ -91,6 +91,23 @@ fn settings(server: &Slapd) -> LdapSettings {
     s
 }
 
+/// The benchmark's job: every entry in scope, the generic SCIM mappings, 8 requests at once.
+fn bench_job(settings: LdapSettings) -> JobSpec {
+    JobSpec {
+        name: "bench".into(),
+        source: Box::new(LdapSource::new(settings)),
+        scope: ScopeSettings {
+            mode: ScopeMode::All,
+            ..ScopeSettings::default()
+        },
+        mappings: Mappings::generic_scim().unwrap(),
+        null_values: NullPolicy::Leave,
+        concurrency: 8,
+        member_batch: 100,
+        safety: Default::default(),
+    }
+}
+
 async fn change_users(server: &Slapd, round: usize) {
     let mut admin = server.admin().await;
     for i in 0..CHANGED {
@@ -182,19 +199,7 @@ async fn main() {
     ts.request_timeout = Duration::from_secs(30);
     let target = ScimClient::new(ts).unwrap();
     let store = MemoryStore::new();
-    let job = JobSpec {
-        name: "bench".into(),
-        source: Box::new(LdapSource::new(settings(&server))),
-        scope: ScopeSettings {
-            mode: ScopeMode::All,
-            ..ScopeSettings::default()
-        },
-        mappings: Mappings::generic_scim().unwrap(),
-        null_values: NullPolicy::Leave,
-        concurrency: 8,
-        member_batch: 100,
-        safety: Default::default(),
-    };
+    let job = bench_job(settings(&server));
     let stop = CancellationToken::new();
     let opts = CycleOptions::default();
     let first = run_cycle(&job, &store, &target, &opts, &stop).await.summary;
@@ -318,19 +323,7 @@ mod delta {
         let store = SledStore::open(&work.join("state")).unwrap();
         let mut s = settings(&server);
         s.timeout = Duration::from_secs(600);
-        let job = JobSpec {
-            name: "bench".into(),
-            source: Box::new(LdapSource::new(s)),
-            scope: ScopeSettings {
-                mode: ScopeMode::All,
-                ..ScopeSettings::default()
-            },
-            mappings: Mappings::generic_scim().unwrap(),
-            null_values: NullPolicy::Leave,
-            concurrency: 8,
-            member_batch: 100,
-            safety: Default::default(),
-        };
+        let job = bench_job(s);
         let stop = CancellationToken::new();
         let opts = CycleOptions::default();
         let step = |name: &str, s: &CycleSummary, wall: f64| {
