@@ -48,6 +48,8 @@ const SNAPSHOT_CHUNK: usize = 4 * 1024 * 1024;
 /// at 100,000 links the no-change cycle's peak RSS was 6 MB lower (244 against 250 MB) and
 /// the initial cycle's (which writes every link) 49 MB lower (237 against 286 MB), neither
 /// slower; 8 MiB saved nothing more (README, "Links held compactly, and sled's share").
+/// Registry sled did not hold this cap (256 LRU shards whose access queues kept up to 16,384
+/// pages uncounted); the vendored sled gives 16 MiB 16 shards (vendor/sled/PATCHES.md).
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct SledStore {
