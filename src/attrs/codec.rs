@@ -19,6 +19,15 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// An optional time to the second, as a varint: Unix seconds + 1, 0 for none (a time before
+/// 1970 is written as 1970: nothing we persist is older).
+pub(crate) fn put_time(out: &mut Vec<u8>, t: Option<chrono::DateTime<chrono::Utc>>) {
+    put_varint(
+        out,
+        t.map_or(0, |t| u64::try_from(t.timestamp()).unwrap_or(0) + 1),
+    );
+}
+
 /// Reads what the `put_*` functions wrote.
 #[derive(Clone)]
 pub struct Reader<'a> {
@@ -65,12 +74,37 @@ impl<'a> Reader<'a> {
     pub fn str(&mut self) -> Option<&'a str> {
         std::str::from_utf8(self.bytes()?).ok()
     }
+
+    /// What [`put_time`] wrote: `Some(None)` for no time, `None` when damaged.
+    pub fn time(&mut self) -> Option<Option<chrono::DateTime<chrono::Utc>>> {
+        match self.varint()? {
+            0 => Some(None),
+            n => Some(Some(chrono::DateTime::from_timestamp(
+                i64::try_from(n - 1).ok()?,
+                0,
+            )?)),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn times_round_trip_to_the_second() {
+        let t = chrono::DateTime::from_timestamp(1_800_000_000, 0);
+        for t in [None, t, chrono::DateTime::from_timestamp(0, 0)] {
+            let mut out = Vec::new();
+            put_time(&mut out, t);
+            assert_eq!(Reader::new(&out).time(), Some(t));
+        }
+        // A varint past any representable time is damage, not a panic.
+        let mut out = Vec::new();
+        put_varint(&mut out, u64::MAX);
+        assert_eq!(Reader::new(&out).time(), None);
+    }
 
     proptest! {
         #[test]

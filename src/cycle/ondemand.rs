@@ -26,10 +26,10 @@ use crate::scope::{self, OutOfScope, ScopeMode, ScopeSettings, Scoped};
 use crate::source::{OneQuery, OneRead};
 use crate::state::StateStore;
 use crate::summary::Problem;
-use crate::target::Target;
+use crate::target::{PatchOp, RequestCounts, Target, TargetError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -93,7 +93,8 @@ pub(crate) async fn provision_on_demand(
     let mut run = Run::new(req);
     let span =
         tracing::info_span!("provision_on_demand", job = %job.name, cycle_id = %run.cycle_id);
-    tracing::Instrument::instrument(run.go(job, store, target, req, stop), span).await;
+    let remembered = Remembered::new(target);
+    tracing::Instrument::instrument(run.go(job, store, &remembered, req, stop), span).await;
     let entry = run.entry(job, target, started);
     let log_error = state_dir.and_then(|dir| write_log_entry(dir, &entry).err());
     if let Some(e) = &log_error {
@@ -112,6 +113,86 @@ pub(crate) async fn provision_on_demand(
         steps: entry.provisioning_steps.clone(),
         log_id: entry.id.clone(),
         log_error: log_error.map(|e| e.to_string()),
+    }
+}
+
+/// The run's target, answering the export's search with the matching step's answer: the step
+/// searches each matching attribute to report what it finds, and the export then searches
+/// the same attribute again before it creates; the target is asked once. Each answer the step
+/// got is given once, to the next identical search, and only the step's: a search after that
+/// (the export's after a 409, to adopt what appeared meanwhile) goes to the target.
+struct Remembered<'a> {
+    inner: &'a dyn Target,
+    /// The step's answers by type, attribute and value (rendered as JSON), not yet given.
+    found: std::sync::Mutex<HashMap<(ObjectType, String, String), Vec<Value>>>,
+}
+
+impl<'a> Remembered<'a> {
+    fn new(inner: &'a dyn Target) -> Self {
+        Remembered {
+            inner,
+            found: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn answers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(ObjectType, String, String), Vec<Value>>> {
+        // A panic while holding the lock cannot leave the map half-written (one insert or
+        // remove), so a poisoned lock's map is still sound.
+        self.found.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The matching step's search: asks the target and keeps the answer for the export.
+    async fn search(
+        &self,
+        ty: ObjectType,
+        attr: &str,
+        value: &Value,
+    ) -> Result<Vec<Value>, TargetError> {
+        let hits = self.inner.find(ty, attr, value).await?;
+        self.answers()
+            .insert((ty, attr.to_string(), value.to_string()), hits.clone());
+        Ok(hits)
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for Remembered<'_> {
+    async fn find(
+        &self,
+        ty: ObjectType,
+        attr: &str,
+        value: &Value,
+    ) -> Result<Vec<Value>, TargetError> {
+        let kept = self
+            .answers()
+            .remove(&(ty, attr.to_string(), value.to_string()));
+        match kept {
+            Some(hits) => Ok(hits),
+            None => self.inner.find(ty, attr, value).await,
+        }
+    }
+    async fn create(&self, ty: ObjectType, body: Value) -> Result<Value, TargetError> {
+        self.inner.create(ty, body).await
+    }
+    async fn patch(&self, ty: ObjectType, id: &str, ops: &[PatchOp]) -> Result<(), TargetError> {
+        self.inner.patch(ty, id, ops).await
+    }
+    async fn delete(&self, ty: ObjectType, id: &str) -> Result<(), TargetError> {
+        self.inner.delete(ty, id).await
+    }
+    async fn collection_empty(&self, ty: ObjectType) -> Result<bool, TargetError> {
+        self.inner.collection_empty(ty).await
+    }
+    fn request_counts(&self) -> RequestCounts {
+        self.inner.request_counts()
+    }
+    fn base_url(&self) -> Option<String> {
+        self.inner.base_url()
+    }
+    fn previous_url(&self) -> Option<String> {
+        self.inner.previous_url()
     }
 }
 
@@ -198,7 +279,7 @@ impl Run {
         &mut self,
         job: &JobSpec,
         store: &dyn StateStore,
-        target: &dyn Target,
+        target: &Remembered<'_>,
         req: &OnDemandRequest,
         stop: &CancellationToken,
     ) {
@@ -745,7 +826,7 @@ fn scoping_step(
 /// precedence order with its number of matches. `None` for an object out of scope that was
 /// never linked (nothing to match).
 async fn matching_step(
-    target: &dyn Target,
+    target: &Remembered<'_>,
     link: Option<&crate::model::Link>,
     action: Option<&Action>,
     ty: ObjectType,
@@ -776,7 +857,7 @@ async fn matching_step(
     };
     for (i, (path, value)) in p.mapped.matching.iter().enumerate() {
         let label = format!("Matching attribute {} ({path} eq {})", i + 1, text(value));
-        match target.find(ty, path, value).await {
+        match target.search(ty, path, value).await {
             Err(e) => {
                 details.insert(label, format!("search failed: {e}"));
                 return Some(step(
@@ -1072,6 +1153,52 @@ mod tests {
     use crate::source::file::parse_export;
     use crate::source::one::pick_one;
     use std::path::Path;
+
+    /// A target that answers every search with one hit and counts the searches it got.
+    struct Counting(std::sync::atomic::AtomicU64);
+
+    #[async_trait::async_trait]
+    impl Target for Counting {
+        async fn find(&self, _: ObjectType, _: &str, _: &Value) -> Result<Vec<Value>, TargetError> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(vec![serde_json::json!({ "id": format!("t{n}") })])
+        }
+        async fn create(&self, _: ObjectType, _: Value) -> Result<Value, TargetError> {
+            Ok(serde_json::json!({ "id": "new" }))
+        }
+        async fn patch(&self, _: ObjectType, _: &str, _: &[PatchOp]) -> Result<(), TargetError> {
+            Ok(())
+        }
+        async fn delete(&self, _: ObjectType, _: &str) -> Result<(), TargetError> {
+            Ok(())
+        }
+        fn request_counts(&self) -> RequestCounts {
+            RequestCounts::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_steps_answer_is_given_once_to_the_same_search_only() {
+        let target = Counting(std::sync::atomic::AtomicU64::new(0));
+        let r = Remembered::new(&target);
+        let v = Value::from("ann");
+        let step = r.search(ObjectType::User, "userName", &v).await.unwrap();
+        // The export's search: the step's answer, no request.
+        assert_eq!(
+            r.find(ObjectType::User, "userName", &v).await.unwrap(),
+            step
+        );
+        // Another type, attribute or value is asked.
+        r.find(ObjectType::Group, "userName", &v).await.unwrap();
+        r.find(ObjectType::User, "externalId", &v).await.unwrap();
+        r.find(ObjectType::User, "userName", &Value::from("bob"))
+            .await
+            .unwrap();
+        // The same search again (after a 409): asked, with the target's new answer.
+        let again = r.find(ObjectType::User, "userName", &v).await.unwrap();
+        assert_ne!(again, step);
+        assert_eq!(target.0.load(std::sync::atomic::Ordering::SeqCst), 5);
+    }
 
     fn dir() -> Directory {
         parse_export(

@@ -100,6 +100,16 @@ fn an_in_scope_user_is_created_then_updated_and_logged() {
     );
     let export = step(&first, "export", "Created User");
     assert_eq!(export["details"]["userName"], name.as_str(), "{first:#}");
+    // Each matching attribute the step reports was searched once: the export's search before
+    // its create is answered by the step's.
+    let searched = matching["details"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("Matching attribute"))
+        .count();
+    assert!(searched >= 1, "{first:#}");
+    assert_eq!(sandbox.counts().get, searched as u64, "{first:#}");
     // Exactly that user, nothing else of the directory.
     assert_eq!(sandbox.user_names(), std::slice::from_ref(&name));
     assert!(sandbox.groups().is_empty());
@@ -295,6 +305,23 @@ fn a_group_is_provisioned_with_the_asked_members_only() {
     let groups = sandbox.groups();
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0]["members"].as_array().map(Vec::len), Some(2));
+    // The group and each member were searched once per matching attribute their steps report.
+    let searched: usize = outcome["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["provisioningStepType"] == "matching")
+        .map(|s| {
+            s["details"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| k.starts_with("Matching attribute"))
+                .count()
+        })
+        .sum();
+    assert!(searched >= 3, "{outcome:#}");
+    assert_eq!(sandbox.counts().get, searched as u64, "{outcome:#}");
 
     // More than Entra's five members: a usage error naming the limit, nothing sent.
     let writes = sandbox.writes();

@@ -9,7 +9,7 @@
 //! objects with a known id. Integers are LEB128 varints, strings length-prefixed.
 
 use super::{Collection, Snapshot};
-use crate::attrs::codec::{put_bytes, put_varint, Reader};
+use crate::attrs::codec::{put_bytes, put_time, put_varint, Reader};
 use crate::attrs::compact::CompactMap;
 use crate::model::{ObjectType, Rejected, SourceObject};
 use crate::source::SnapshotError;
@@ -26,11 +26,7 @@ pub(super) fn encode(s: &Snapshot, identity: &str) -> Vec<u8> {
     out.extend_from_slice(MAGIC);
     out.push(FORMAT);
     put_bytes(&mut out, identity.as_bytes());
-    put_varint(
-        &mut out,
-        s.full_at
-            .map_or(0, |t| u64::try_from(t.timestamp()).unwrap_or(0) + 1),
-    );
+    put_time(&mut out, s.full_at);
     for c in [&s.users, &s.groups] {
         match c {
             None => out.push(0),
@@ -86,16 +82,7 @@ pub(super) fn decode(bytes: &[u8], identity: &str) -> Result<Snapshot, SnapshotE
     if r.str().ok_or_else(|| damaged("identity"))? != identity {
         return Err(SnapshotError::OtherSource);
     }
-    let full_at = match r.varint().ok_or_else(|| damaged("full read time"))? {
-        0 => None,
-        n => {
-            let secs = i64::try_from(n - 1).map_err(|_| damaged("full read time"))?;
-            Some(
-                chrono::DateTime::from_timestamp(secs, 0)
-                    .ok_or_else(|| damaged("full read time"))?,
-            )
-        }
-    };
+    let full_at = r.time().ok_or_else(|| damaged("full read time"))?;
     let mut s = Snapshot {
         full_at,
         ..Snapshot::default()

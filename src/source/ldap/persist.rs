@@ -11,7 +11,7 @@
 //! form of JSON values (no JSON text per entry).
 
 use super::snapshot::{Entry, Snapshot};
-use crate::attrs::codec::{put_bytes, put_varint, Reader};
+use crate::attrs::codec::{put_bytes, put_time, put_varint, Reader};
 use crate::model::{ObjectType, Rejected};
 use crate::source::SnapshotError;
 use chrono::{DateTime, Utc};
@@ -30,23 +30,6 @@ pub(super) struct Persisted {
     pub snapshot: Snapshot,
     pub full_at: Option<DateTime<Utc>>,
     pub last_duration: Duration,
-}
-
-fn put_time(out: &mut Vec<u8>, t: Option<DateTime<Utc>>) {
-    put_varint(
-        out,
-        t.map_or(0, |t| u64::try_from(t.timestamp()).unwrap_or(0) + 1),
-    );
-}
-
-fn read_time(r: &mut Reader<'_>) -> Option<Option<DateTime<Utc>>> {
-    match r.varint()? {
-        0 => Some(None),
-        n => Some(Some(DateTime::from_timestamp(
-            i64::try_from(n - 1).ok()?,
-            0,
-        )?)),
-    }
 }
 
 pub(super) fn encode(p: &Persisted, context: &str) -> Vec<u8> {
@@ -148,7 +131,7 @@ fn read_entry(r: &mut Reader<'_>) -> Option<Entry> {
     let member_dns = read_strs(r)?;
     let member_uids = read_strs(r)?;
     let uid = read_opt(r)?;
-    let changed = read_time(r)?;
+    let changed = r.time()?;
     let flags = r.byte()?;
     if flags > 3 {
         return None;
@@ -248,9 +231,9 @@ pub(super) fn decode(bytes: &[u8], context: &str) -> Result<Persisted, SnapshotE
 }
 
 fn body(r: &mut Reader<'_>) -> Option<Persisted> {
-    let full_at = read_time(r)?;
+    let full_at = r.time()?;
     let last_duration = Duration::from_millis(r.varint()?);
-    let newest = read_time(r)?;
+    let newest = r.time()?;
     let mut maps: [BTreeMap<String, Entry>; 3] = Default::default();
     for map in &mut maps {
         let n = r.varint()?;
