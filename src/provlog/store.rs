@@ -305,19 +305,21 @@ pub(crate) fn trace_entry(e: &Entry) {
     } else {
         e.source_identity.display_name.as_str()
     };
+    // Plain `&str` fields, not `%` (Display): a JSON log writes them straight in, where a
+    // Display field is first formatted into a `String` of its own, 8 of them per entry.
     tracing::info!(
         target: "provisiond::provlog",
-        job = %e.job_id,
-        cycle_id = %e.cycle_id,
-        change_id = %e.change_id,
+        job = e.job_id.as_str(),
+        cycle_id = e.cycle_id.as_str(),
+        change_id = e.change_id.as_str(),
         action = e.provisioning_action.as_str(),
         status = info.status.as_str(),
-        object = %object,
-        object_type = %e.source_identity.identity_type,
-        source_id = %e.source_identity.id,
-        target_id = %e.target_identity.id,
+        object,
+        object_type = e.source_identity.identity_type.as_str(),
+        source_id = e.source_identity.id.as_str(),
+        target_id = e.target_identity.id.as_str(),
         error_code,
-        log_id = %e.id,
+        log_id = e.id.as_str(),
         "provisioning log entry"
     );
 }

@@ -607,7 +607,10 @@ impl ScimClient {
             builder = builder.query(&req.query);
         }
         if let Some(body) = &req.body {
-            builder = builder.header(CONTENT_TYPE, SCIM_JSON).body(body.clone());
+            // A static value: `header(_, &str)` would check and copy the text every time.
+            builder = builder
+                .header(CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON))
+                .body(body.clone());
         }
         let mut response = match builder.send().await {
             Ok(r) => r,
@@ -1181,8 +1184,8 @@ impl<'de> serde::de::Visitor<'de> for IdOnlyVisitor {
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<IdOnly, A::Error> {
         let mut id: Option<Option<String>> = None;
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "id" {
+        while let Some(IsId(is_id)) = map.next_key::<IsId>()? {
+            if is_id {
                 if id.is_some() {
                     return Err(serde::de::Error::duplicate_field("id"));
                 }
@@ -1192,6 +1195,28 @@ impl<'de> serde::de::Visitor<'de> for IdOnlyVisitor {
             }
         }
         Ok(IdOnly(id.flatten()))
+    }
+}
+
+/// Whether an object's key is `id`, decoded as a `String` key would be (escapes included),
+/// without allocating one for every member of every created resource.
+struct IsId(bool);
+
+impl<'de> serde::Deserialize<'de> for IsId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(IsIdVisitor)
+    }
+}
+
+struct IsIdVisitor;
+
+impl<'de> serde::de::Visitor<'de> for IsIdVisitor {
+    type Value = IsId;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_str<E>(self, key: &str) -> Result<IsId, E> {
+        Ok(IsId(key == "id"))
     }
 }
 

@@ -227,8 +227,10 @@ async fn create_returns_resource_with_id_from_body() {
 /// same: invalid UTF-8 and lone surrogates are errors to both).
 #[tokio::test]
 async fn create_id_answers_every_body_as_create_does() {
-    let bodies: [&[u8]; 16] = [
+    let bodies: [&[u8]; 18] = [
         b"{\"id\": \"u1\", \"userName\": \"\xff\"}",
+        br#"{"userName": "alice", "\u0069d": "u3"}"#,
+        br#"{"\ud800": 1, "id": "u1"}"#,
         b"{\"id\": \"u1\", \"emails\": [\"\xc3\"]}",
         b"{\"id\": \"u1\", \"\xe2\x82\": 1}",
         br#"{"id": "u1", "userName": "alice", "emails": [{"value": "a@x"}], "meta": {}}"#,
