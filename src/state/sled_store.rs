@@ -48,7 +48,7 @@ const SNAPSHOT_CHUNK: usize = 4 * 1024 * 1024;
 /// at 100,000 links the no-change cycle's peak RSS was 6 MB lower (244 against 250 MB) and
 /// the initial cycle's (which writes every link) 49 MB lower (237 against 286 MB), neither
 /// slower; 8 MiB saved nothing more (README, "Links held compactly, and sled's share").
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct SledStore {
     db: sled::Db,
@@ -60,6 +60,8 @@ pub struct SledStore {
     /// Serialises the outbox's writers, so that a push's capacity check and the sender's
     /// update of an attempt see each other whole (a dropped message is not written back).
     outbox_lock: Mutex<()>,
+    /// The page-cache cap sled was opened with ([`SledStore::open_with_cache`]).
+    cache_bytes: u64,
 }
 
 /// A links tree's name dictionary.
@@ -183,6 +185,13 @@ impl SledStore {
     /// Open (or create) the store in `dir`. Fails at once, never waits, when another process
     /// holds it.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
+        Self::open_with_cache(dir, CACHE_BYTES)
+    }
+
+    /// [`SledStore::open`] with sled's page cache capped at `cache_bytes` instead of
+    /// [`CACHE_BYTES`]: the daemon reads every link of every job each cycle and needs them
+    /// all to stay cached (`daemon::lock`, `DAEMON_CACHE_BYTES`).
+    pub(crate) fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StateError> {
         let path = dir.to_path_buf();
         crate::util::create_private_dir_all(dir).map_err(|e| StateError::Storage {
             path: path.clone(),
@@ -190,7 +199,7 @@ impl SledStore {
         })?;
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .flush_every_ms(Some(500))
             .open()
             .map_err(|e| match e {
@@ -250,7 +259,13 @@ impl SledStore {
             path,
             dicts: Mutex::default(),
             outbox_lock: Mutex::default(),
+            cache_bytes,
         })
+    }
+
+    /// The cap on sled's page cache this store was opened with.
+    pub(crate) fn cache_bytes(&self) -> u64 {
+        self.cache_bytes
     }
 
     fn err(&self, e: sled::Error) -> StateError {
@@ -1285,6 +1300,7 @@ mod tests {
             path: s.path.clone(),
             dicts: Mutex::default(),
             outbox_lock: Mutex::default(),
+            cache_bytes: s.cache_bytes,
         };
         assert!(fresh.links("j").is_err());
     }
