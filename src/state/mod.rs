@@ -25,6 +25,8 @@ pub use safety::{
     StagedDelete,
 };
 pub use sled_store::SledStore;
+/// sled's page-cache cap for one-shot commands (the daemon opens the store with more).
+pub(crate) use sled_store::CACHE_BYTES as STORE_CACHE_BYTES;
 
 /// The version of the persisted records. Bump it with a migration in `sled_store`.
 ///

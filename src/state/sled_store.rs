@@ -50,7 +50,7 @@ const SNAPSHOT_CHUNK: usize = 4 * 1024 * 1024;
 /// slower; 8 MiB saved nothing more (README, "Links held compactly, and sled's share").
 /// Registry sled did not hold this cap (256 LRU shards whose access queues kept up to 16,384
 /// pages uncounted); the vendored sled gives 16 MiB 16 shards (vendor/sled/PATCHES.md).
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 pub struct SledStore {
     db: sled::Db,
@@ -62,6 +62,8 @@ pub struct SledStore {
     /// Serialises the outbox's writers, so that a push's capacity check and the sender's
     /// update of an attempt see each other whole (a dropped message is not written back).
     outbox_lock: Mutex<()>,
+    /// The page-cache cap sled was opened with ([`SledStore::open_with_cache`]).
+    cache_bytes: u64,
 }
 
 /// A links tree's name dictionary.
@@ -185,6 +187,13 @@ impl SledStore {
     /// Open (or create) the store in `dir`. Fails at once, never waits, when another process
     /// holds it.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
+        Self::open_with_cache(dir, CACHE_BYTES)
+    }
+
+    /// [`SledStore::open`] with sled's page cache capped at `cache_bytes` instead of
+    /// [`CACHE_BYTES`]: the daemon reads every link of every job each cycle and needs them
+    /// all to stay cached (`daemon::lock`, `DAEMON_CACHE_BYTES`).
+    pub(crate) fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StateError> {
         let path = dir.to_path_buf();
         crate::util::create_private_dir_all(dir).map_err(|e| StateError::Storage {
             path: path.clone(),
@@ -192,7 +201,7 @@ impl SledStore {
         })?;
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .flush_every_ms(Some(500))
             .open()
             .map_err(|e| match e {
@@ -252,7 +261,13 @@ impl SledStore {
             path,
             dicts: Mutex::default(),
             outbox_lock: Mutex::default(),
+            cache_bytes,
         })
+    }
+
+    /// The cap on sled's page cache this store was opened with.
+    pub(crate) fn cache_bytes(&self) -> u64 {
+        self.cache_bytes
     }
 
     fn err(&self, e: sled::Error) -> StateError {
@@ -1287,6 +1302,7 @@ mod tests {
             path: s.path.clone(),
             dicts: Mutex::default(),
             outbox_lock: Mutex::default(),
+            cache_bytes: s.cache_bytes,
         };
         assert!(fresh.links("j").is_err());
     }
