@@ -239,6 +239,15 @@ fn plan_type(
                 }));
             }
         }
+        // A slim link (see `LinkIndexBuilder::slim`) cannot be diffed: the cycle takes it
+        // whole from the store and plans again.
+        if link.is_some_and(|l| l.is_slim()) {
+            return Some(Ok(Examined {
+                wanted: Wanted::Whole,
+                digest: None,
+                unmapped: false,
+            }));
+        }
         Some(map_one(ty, id, obj, scoped, mappings, settings).map(|m| {
             let wanted = Wanted::new(link, m, settings, defer);
             let digest = match (&wanted, inputs) {
@@ -291,6 +300,7 @@ fn plan_type(
                 {
                     plan.withheld_deprovisions += 1
                 }
+                Some(l) if l.is_slim() => plan.whole.push((ty, id.clone())),
                 Some(l) => plan.actions.push(match ty {
                     ObjectType::User => Action::Disable(Disable {
                         source_id: id.clone(),
@@ -335,6 +345,7 @@ fn plan_type(
         let id = &obj.id;
         match w {
             Wanted::Unchanged { .. } => bump_unchanged(plan, ty),
+            Wanted::Whole => plan.whole.push((ty, id.clone())),
             Wanted::Changed {
                 link,
                 changes,
@@ -418,6 +429,10 @@ fn plan_type(
             plan.withheld_deprovisions += 1;
             continue;
         }
+        if link.is_slim() {
+            plan.whole.push((ty, id.to_string()));
+            continue;
+        }
         plan.actions.push(Action::Delete(Delete {
             object_type: ty,
             source_id: id.to_string(),
@@ -455,6 +470,8 @@ enum Wanted<'l> {
         matching: Box<[u64]>,
         mapped: Option<Box<Mapped>>,
     },
+    /// Linked, its digest not matching, and its link slim: to take whole and plan again.
+    Whole,
 }
 
 impl<'l> Wanted<'l> {
@@ -495,6 +512,7 @@ impl<'l> Wanted<'l> {
     fn matching_hashes(&self) -> Vec<u64> {
         match self {
             Wanted::Unchanged { matching } | Wanted::Unlinked { matching, .. } => matching.to_vec(),
+            Wanted::Whole => Vec::new(),
             Wanted::Changed { mapped, .. } => mapped
                 .matching
                 .iter()
