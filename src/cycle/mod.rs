@@ -1155,12 +1155,11 @@ impl<'c> Cycle<'c> {
         // `plan_objects_deferring`): mapping each again cost a sixth of the export's CPU, and
         // the memory it saves is bounded by that constant.
         let objects = scoped.users.len() + scoped.groups.len();
-        let plan = if objects <= MAP_ONCE_MAX {
+        if objects <= MAP_ONCE_MAX {
             plan::plan_objects_skipping(dir, scoped, &job.mappings, links, settings, skipping)
         } else {
             plan::plan_objects_deferring(dir, scoped, &job.mappings, links, settings, skipping)
-        };
-        plan
+        }
     }
 
     /// What a plan holds, in the log and the progress bar.
