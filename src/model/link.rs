@@ -515,8 +515,8 @@ pub(crate) struct LinkIndexBuilder {
 }
 
 impl LinkIndexBuilder {
-    /// A builder that keeps, of each user link's exported values, those of the `keep` paths
-    /// only (the reference paths, which the reference phase compares for every user), with
+    /// A builder that keeps, of each user link with an input digest, the exported values of
+    /// the `keep` paths only (the reference paths, which the reference phase compares for every user), with
     /// everything else of the link: an incremental cycle diffs only the users whose input
     /// digest changed, and takes those whole from the store (the planner names them:
     /// `Plan::whole`). At a million users the values left out were about a fifth of a
@@ -528,8 +528,12 @@ impl LinkIndexBuilder {
         }
     }
     pub(crate) fn push(&mut self, link: &Link) {
+        // A link without a digest is diffed whatever its object looks like: whole at once,
+        // rather than named by the plan and read again (after an initial cycle, every link).
         let rec = match (&self.keep, link.object_type) {
-            (Some(keep), ObjectType::User) => encode_slim(link, keep),
+            (Some(keep), ObjectType::User) if link.exported.parts().1.is_some() => {
+                encode_slim(link, keep)
+            }
             _ => encode(link),
         };
         let entry = (link.source_id.as_str().into(), rec);
@@ -575,7 +579,8 @@ mod tests {
 
     /// A slim user link keeps its ids, flags, matching value, digest and the kept paths'
     /// values, and nothing else of its exported values; it is never handed out for a change;
-    /// groups stay whole; the same link inserted whole replaces it.
+    /// a user link without a digest and groups stay whole; the same link inserted whole
+    /// replaces it.
     #[test]
     fn a_slim_link_keeps_what_a_no_change_cycle_reads() {
         let mut exported: Exported = [
@@ -605,10 +610,18 @@ mod tests {
             exported: [("displayName", json!("G"))].into_iter().collect(),
             ..user.clone()
         };
+        let undigested = Link {
+            source_id: "u2".into(),
+            exported: [("userName", json!("b@x"))].into_iter().collect(),
+            ..user.clone()
+        };
         let mut b = LinkIndexBuilder::slim(vec!["manager".into()]);
         b.push(&user);
+        b.push(&undigested);
         b.push(&group);
         let mut index = b.build();
+        // Without a digest it is diffed anyway: whole.
+        assert_eq!(index.users().get("u2").unwrap().to_link(), undigested);
         let l = index.users().get("u1").unwrap();
         assert!(l.is_slim());
         assert_eq!(l.target_id(), "t1");
@@ -619,7 +632,7 @@ mod tests {
         assert_eq!(l.exported().digest(), user.exported.digest());
         assert!(l.exported().get_str_is("manager", "t9"));
         assert_eq!(l.exported().get("userName"), None);
-        assert_eq!(index.slim_users(["u1", "u2"]), vec!["u1"]);
+        assert_eq!(index.slim_users(["u1", "u2", "u3"]), vec!["u1"]);
         assert!(index.of_mut(ObjectType::User).get_mut("u1").is_none());
         let g = index.groups().get("g1").unwrap();
         assert!(!g.is_slim());
