@@ -16,7 +16,9 @@ use crate::model::{Directory, ObjectType};
 use crate::plan::{self, Action, NullPolicy, Plan, PlanSettings};
 use crate::scope::{self, ScopeMode, ScopeSettings, Scoped, ScopingFilter};
 use crate::source::{Source, SourceError};
-use crate::state::{Binding, JobMeta, LinkIndex, QuarantineReason, StateError, StateStore};
+use crate::state::{
+    Binding, JobMeta, LinkIndex, LinkIndexBuilder, QuarantineReason, StateError, StateStore,
+};
 use crate::summary::{
     CycleKind, CycleStatus, CycleSummary, GroupCounts, MembershipCounts, Problem, UserCounts,
 };
@@ -303,13 +305,16 @@ async fn cycle_in_span(
     };
     let skipping = cycle.skipping(summary.kind, &book, &staged_before);
     let mut imported = imported;
-    let mut plan = cycle.plan_objects(
+    let mut plan = match cycle.plan_objects(
         &imported.dir,
         &imported.scoped,
-        &imported.links,
+        &mut imported.links,
         &settings,
         &skipping,
-    );
+    ) {
+        Ok(p) => p,
+        Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
+    };
     if imported.delta.is_some() && plan.provisions() {
         // A new object's matching values must be unique among every object in scope, which
         // only the whole directory can tell: this cycle takes the full path.
@@ -318,13 +323,16 @@ async fn cycle_in_span(
             Ok(i) => i,
             Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
         };
-        plan = cycle.plan_objects(
+        plan = match cycle.plan_objects(
             &imported.dir,
             &imported.scoped,
-            &imported.links,
+            &mut imported.links,
             &settings,
             &skipping,
-        );
+        ) {
+            Ok(p) => p,
+            Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
+        };
     }
     let Imported {
         dir,
@@ -819,8 +827,12 @@ impl<'c> Cycle<'c> {
         // The links load on the blocking pool (a second for 100k from sled) while this task
         // reads the source and decides the scope; not when the cycle may need only a few.
         let may_delta = delta_linked.is_some() && self.job.source.reads_changes();
-        let loading = (!may_delta)
-            .then(|| tokio::task::spawn_blocking(self.store.links_loader(&self.job.name)));
+        let loading = (!may_delta).then(|| {
+            tokio::task::spawn_blocking(
+                self.store
+                    .links_loader(&self.job.name, self.links_builder(summary.kind)),
+            )
+        });
         let reading = Instant::now();
         // An initial cycle (new mappings or scope) reads everything, as before.
         if watermark.is_some() && summary.kind == CycleKind::Incremental {
@@ -870,7 +882,10 @@ impl<'c> Cycle<'c> {
         }
         let loading = match loading {
             Some(l) => l,
-            None => tokio::task::spawn_blocking(self.store.links_loader(&self.job.name)),
+            None => tokio::task::spawn_blocking(
+                self.store
+                    .links_loader(&self.job.name, self.links_builder(summary.kind)),
+            ),
         };
         self.import_whole(
             summary,
@@ -983,7 +998,10 @@ impl<'c> Cycle<'c> {
     ) -> Result<Imported, ImportError> {
         let watermark = imported.watermark;
         drop((imported.dir, imported.scoped, imported.links));
-        let loading = tokio::task::spawn_blocking(self.store.links_loader(&self.job.name));
+        let loading = tokio::task::spawn_blocking(
+            self.store
+                .links_loader(&self.job.name, LinkIndexBuilder::default()),
+        );
         let dir = match self.job.source.view(None).await {
             Some(d) => d,
             None => {
@@ -1059,7 +1077,70 @@ impl<'c> Cycle<'c> {
     }
 
     /// Phase one of the plan: users and groups.
+    /// How the links of a whole-directory cycle are held: an incremental cycle whose user
+    /// mappings are all pure (so the planner finds unchanged users by their input digest,
+    /// without diffing) holds the user links slim, with only the exported values of the
+    /// reference paths ([`LinkIndexBuilder::slim`]); [`Cycle::plan_objects`] takes whole the
+    /// few the plan needs. Otherwise every link is whole, as every user is diffed.
+    fn links_builder(&self, kind: CycleKind) -> LinkIndexBuilder {
+        let users = &self.job.mappings.users;
+        if kind != CycleKind::Incremental || !users.iter().all(crate::mapping::Mapping::is_pure) {
+            return LinkIndexBuilder::default();
+        }
+        LinkIndexBuilder::slim(
+            users
+                .iter()
+                .filter(|m| m.is_reference())
+                .map(|m| m.key.to_string())
+                .collect(),
+        )
+    }
+
+    /// The plan of the objects, with every link it needs whole: when a plan names slim links
+    /// it would read or change (`Plan::whole`), they are taken whole from the store and the
+    /// objects planned again; should the store not have them all (it changed under the
+    /// cycle), every link is loaded whole.
     fn plan_objects(
+        &self,
+        dir: &Directory,
+        scoped: &Scoped,
+        links: &mut LinkIndex,
+        settings: &PlanSettings<'_>,
+        skipping: &plan::Skipping,
+    ) -> Result<Plan, StateError> {
+        let job = &self.job.name;
+        let mut plan = self.plan_once(dir, scoped, links, settings, skipping);
+        if !plan.whole.is_empty() {
+            let wanted = plan.whole.len();
+            for ty in [ObjectType::User, ObjectType::Group] {
+                let ids: Vec<&str> = plan
+                    .whole
+                    .iter()
+                    .filter(|(t, _)| *t == ty)
+                    .map(|(_, id)| id.as_str())
+                    .collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                for l in self.store.links_for(job, ty, &ids)? {
+                    links.insert(&l);
+                }
+            }
+            tracing::debug!(job = %job, links = wanted, "links taken whole from the store: planning again");
+            plan = self.plan_once(dir, scoped, links, settings, skipping);
+        }
+        if !plan.whole.is_empty() {
+            tracing::warn!(job = %job, links = plan.whole.len(), "links missing from the store while planning: loading every link whole");
+            *links = self.store.links_loader(job, LinkIndexBuilder::default())()?;
+            plan = self.plan_once(dir, scoped, links, settings, skipping);
+        }
+        self.phase("planned");
+        self.log_plan(&plan, dir.complete);
+        Ok(plan)
+    }
+
+    /// One planning of the objects (see [`Cycle::plan_objects`]).
+    fn plan_once(
         &self,
         dir: &Directory,
         scoped: &Scoped,
@@ -1074,13 +1155,17 @@ impl<'c> Cycle<'c> {
         // `plan_objects_deferring`): mapping each again cost a sixth of the export's CPU, and
         // the memory it saves is bounded by that constant.
         let objects = scoped.users.len() + scoped.groups.len();
-        let plan = if objects <= MAP_ONCE_MAX {
+        if objects <= MAP_ONCE_MAX {
             plan::plan_objects_skipping(dir, scoped, &job.mappings, links, settings, skipping)
         } else {
             plan::plan_objects_deferring(dir, scoped, &job.mappings, links, settings, skipping)
-        };
-        self.phase("planned");
-        if !dir.complete {
+        }
+    }
+
+    /// What a plan holds, in the log and the progress bar.
+    fn log_plan(&self, plan: &Plan, complete: bool) {
+        let job = self.job;
+        if !complete {
             tracing::warn!(job = %job.name, withheld = plan.withheld_deprovisions, "source read incomplete: no disable and no delete this cycle");
         }
         tracing::info!(
@@ -1095,7 +1180,6 @@ impl<'c> Cycle<'c> {
         if let Some(p) = self.opts.progress {
             p.set_length((plan.actions.len() + plan.deferred.len()) as u64);
         }
-        plan
     }
 
     /// Which objects the planner may find unchanged by their input digest, without mapping
@@ -1410,6 +1494,7 @@ impl<'c> Cycle<'c> {
                 let key = (u.object_type, u.source_id.clone(), true);
                 book.verdict(key, || escrow::update_fingerprint(u)) != Verdict::Wait
             });
+            self.take_whole(exporter, &mut updates);
             if let Some(p) = self.opts.progress {
                 p.inc_length(updates.len() as u64);
             }
@@ -1419,6 +1504,41 @@ impl<'c> Cycle<'c> {
                 None => return,
             }
         }
+    }
+
+    /// The reference updates' user links held slim ([`LinkIndexBuilder::slim`]) put whole
+    /// into the exporter's index from the store: the export writes a link back after its
+    /// update, with every exported value. An update whose link the store cannot give is
+    /// left to the next cycle.
+    fn take_whole(&self, exporter: &Exporter<'_>, updates: &mut Vec<plan::Update>) {
+        let slim: Vec<String> = exporter
+            .links()
+            .slim_users(updates.iter().map(|u| u.source_id.as_str()))
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if slim.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = slim.iter().map(String::as_str).collect();
+        let job = &self.job.name;
+        match self.store.links_for(job, ObjectType::User, &ids) {
+            Ok(whole) => {
+                let mut links = exporter.links();
+                for l in &whole {
+                    links.insert(l);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job = %job, error = %e, updates = slim.len(), "links not read from the store: those reference updates wait for the next cycle")
+            }
+        }
+        let links = exporter.links();
+        updates.retain(|u| {
+            !links
+                .get(ObjectType::User, &u.source_id)
+                .is_some_and(|l| l.is_slim())
+        });
     }
 
     /// Count what the plan and the export did into `summary`; hand back why the export gave

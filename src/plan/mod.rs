@@ -112,6 +112,12 @@ pub(crate) struct Plan {
     /// Provisions planned but not mapped yet ([`plan_objects_deferring`]), in plan order:
     /// [`provisions`] makes their actions, a chunk at a time.
     pub deferred: Vec<(ObjectType, String)>,
+    /// Links held slim (`crate::model::LinkIndexBuilder::slim`) this plan would have read or
+    /// changed beyond what a slim link holds: an object whose input digest did not match, a
+    /// disable or a delete. Not empty, the plan is not the one to carry out: the cycle puts
+    /// these links whole into the index and plans again, which gives the plan of the whole
+    /// links (a property test checks it).
+    pub whole: Vec<(ObjectType, String)>,
 }
 
 impl Plan {

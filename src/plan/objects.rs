@@ -222,30 +222,32 @@ fn plan_type(
         // skipped, or else is taken for the next cycle if the mapping finds no change.
         let inputs = link.and_then(|_| skip.inputs(ty, obj, roles));
         if let (Some(l), Some(inputs)) = (link, &inputs) {
-            // The 16 bytes compared in place: only a match decodes the digest's hashes.
-            if let Some(d) = l
-                .exported()
-                .digest_is(inputs)
-                .then(|| l.exported().digest())
-                .flatten()
-            {
-                let w = Wanted::Unchanged {
-                    matching: d.matching,
-                };
+            // The 16 bytes compared in place; the digest's hashes stay in the link.
+            if l.exported().digest_is(inputs) {
                 return Some(Ok(Examined {
-                    wanted: w,
+                    wanted: Wanted::Matched(l),
                     digest: None,
                     unmapped: true,
                 }));
             }
         }
-        Some(map_one(ty, id, obj, scoped, mappings, settings).map(|m| {
+        // A slim link (see `LinkIndexBuilder::slim`) cannot be diffed: the cycle takes it
+        // whole from the store and plans again.
+        if link.is_some_and(|l| l.is_slim()) {
+            return Some(Ok(Examined {
+                wanted: Wanted::Whole,
+                digest: None,
+                unmapped: false,
+            }));
+        }
+        let mapped = map_one(ty, id, obj, scoped, mappings, settings).map_err(Box::new);
+        Some(mapped.map(|m| {
             let wanted = Wanted::new(link, m, settings, defer);
             let digest = match (&wanted, inputs) {
-                (Wanted::Unchanged { matching }, Some(inputs)) => Some(InputDigest {
+                (Wanted::Unchanged { matching }, Some(inputs)) => Some(Box::new(InputDigest {
                     inputs,
                     matching: matching.clone(),
-                }),
+                })),
                 _ => None,
             };
             Examined {
@@ -266,7 +268,7 @@ fn plan_type(
                 Some(Ok(m)) => {
                     plan.unmapped += u64::from(m.unmapped);
                     if let Some(d) = m.digest {
-                        plan.digests.push((ty, id.clone(), d));
+                        plan.digests.push((ty, id.clone(), *d));
                     }
                     wanted.push((obj, m.wanted))
                 }
@@ -291,6 +293,7 @@ fn plan_type(
                 {
                     plan.withheld_deprovisions += 1
                 }
+                Some(l) if l.is_slim() => plan.whole.push((ty, id.clone())),
                 Some(l) => plan.actions.push(match ty {
                     ObjectType::User => Action::Disable(Disable {
                         source_id: id.clone(),
@@ -334,20 +337,24 @@ fn plan_type(
     for (obj, w) in wanted {
         let id = &obj.id;
         match w {
-            Wanted::Unchanged { .. } => bump_unchanged(plan, ty),
-            Wanted::Changed {
-                link,
-                changes,
-                mapped,
-            } => plan.actions.push(Action::Update(Update {
-                object_type: ty,
-                source_id: id.clone(),
-                target_id: link.target_id().to_string(),
-                display_name: obj.display_name().to_string(),
-                changes,
-                matching: mapped.matching.first().cloned(),
-                mapped: *mapped,
-            })),
+            Wanted::Unchanged { .. } | Wanted::Matched(_) => bump_unchanged(plan, ty),
+            Wanted::Whole => plan.whole.push((ty, id.clone())),
+            Wanted::Changed(c) => {
+                let Changed {
+                    link,
+                    changes,
+                    mapped,
+                } = *c;
+                plan.actions.push(Action::Update(Update {
+                    object_type: ty,
+                    source_id: id.clone(),
+                    target_id: link.target_id().to_string(),
+                    display_name: obj.display_name().to_string(),
+                    changes,
+                    matching: mapped.matching.first().cloned(),
+                    mapped,
+                }))
+            }
             Wanted::Unlinked { matching, mapped } => {
                 if matching.is_empty() {
                     plan.problems.push(problem(
@@ -418,6 +425,10 @@ fn plan_type(
             plan.withheld_deprovisions += 1;
             continue;
         }
+        if link.is_slim() {
+            plan.whole.push((ty, id.to_string()));
+            continue;
+        }
         plan.actions.push(Action::Delete(Delete {
             object_type: ty,
             source_id: id.to_string(),
@@ -428,11 +439,14 @@ fn plan_type(
     }
 }
 
-/// What the mapping of one in-scope object gave.
+/// What the mapping of one in-scope object gave. One is held for every object of the
+/// directory while planning, twice over for some of them as the planning threads hand
+/// theirs over: kept small (48 bytes; the rare parts boxed), as at a million objects each
+/// word of it weighs 12 MB.
 struct Examined<'l> {
     wanted: Wanted<'l>,
     /// Unchanged, with a digest the link lacks: to record.
-    digest: Option<InputDigest>,
+    digest: Option<Box<InputDigest>>,
     /// Found unchanged by its digest, not mapped.
     unmapped: bool,
 }
@@ -443,18 +457,20 @@ enum Wanted<'l> {
     /// Linked and up to date: only the hashes of its matching values are kept (for
     /// duplicate detection), not the values: 100k of them cost about 20 MB.
     Unchanged { matching: Box<[u64]> },
+    /// Linked and found unchanged by its input digest, without mapping: the hashes of its
+    /// matching values are the digest's, read from the link when needed (a cycle without
+    /// new objects never needs them; a million boxes of them weighed about 40 MB).
+    Matched(LinkRef<'l>),
     /// Linked, with attribute changes to export.
-    Changed {
-        link: LinkRef<'l>,
-        changes: Vec<Change>,
-        mapped: Box<Mapped>,
-    },
+    Changed(Box<Changed<'l>>),
     /// Not linked yet: to match, then adopt or create. The hashes of its matching values,
     /// in precedence order; its mapped values unless its provision is deferred.
     Unlinked {
         matching: Box<[u64]>,
         mapped: Option<Box<Mapped>>,
     },
+    /// Linked, its digest not matching, and its link slim: to take whole and plan again.
+    Whole,
 }
 
 impl<'l> Wanted<'l> {
@@ -484,24 +500,38 @@ impl<'l> Wanted<'l> {
                     .collect(),
             }
         } else {
-            Wanted::Changed {
+            Wanted::Changed(Box::new(Changed {
                 link,
                 changes,
-                mapped: Box::new(mapped),
-            }
+                mapped,
+            }))
         }
     }
 
     fn matching_hashes(&self) -> Vec<u64> {
         match self {
             Wanted::Unchanged { matching } | Wanted::Unlinked { matching, .. } => matching.to_vec(),
-            Wanted::Changed { mapped, .. } => mapped
+            Wanted::Whole => Vec::new(),
+            Wanted::Matched(l) => l
+                .exported()
+                .digest()
+                .map(|d| d.matching.to_vec())
+                .unwrap_or_default(),
+            Wanted::Changed(c) => c
+                .mapped
                 .matching
                 .iter()
                 .map(|(p, v)| match_hash(p, v))
                 .collect(),
         }
     }
+}
+
+/// A linked object whose mapped values differ from its link's exported ones.
+struct Changed<'l> {
+    link: LinkRef<'l>,
+    changes: Vec<Change>,
+    mapped: Mapped,
 }
 
 fn bump_skipped(plan: &mut Plan, ty: ObjectType) {
@@ -515,5 +545,18 @@ fn bump_unchanged(plan: &mut Plan, ty: ObjectType) {
     match ty {
         ObjectType::User => plan.unchanged_users += 1,
         ObjectType::Group => plan.unchanged_groups += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Planning holds one of these per object (see [`Examined`]).
+    #[test]
+    fn what_planning_holds_per_object_stays_small() {
+        type PerObject<'l> = Option<Result<Examined<'l>, Box<crate::mapping::MapObjectError>>>;
+        assert!(std::mem::size_of::<Wanted<'_>>() <= 32);
+        assert!(std::mem::size_of::<PerObject<'_>>() <= 48);
     }
 }

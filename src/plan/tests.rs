@@ -1156,3 +1156,75 @@ fn each_part_of_the_view_is_needed() {
         }
     }
 }
+
+/// `links` held as a cycle holds them when its user mappings are pure: user links slim.
+fn slim_index(links: &LinkIndex, mappings: &Mappings) -> LinkIndex {
+    let keep = mappings
+        .users
+        .iter()
+        .filter(|m| m.is_reference())
+        .map(|m| m.key.to_string())
+        .collect();
+    let mut b = crate::model::LinkIndexBuilder::slim(keep);
+    for ty in [ObjectType::User, ObjectType::Group] {
+        for l in links.of(ty).values() {
+            b.push(&l.to_link());
+        }
+    }
+    b.build()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Planning against slim user links, then again with the links the plan names whole
+    /// (`Plan::whole`) taken from the store, gives the plan of the whole links: the same
+    /// actions, problems, counts and digests, and no link named a second time; the
+    /// references, which read only the reference paths a slim link keeps, are the same too.
+    #[test]
+    fn slim_links_keep_the_plan(
+        seq in proptest::collection::vec((arb_directory(), any::<bool>()), 1..5),
+    ) {
+        let mappings = Mappings::generic_scim().unwrap();
+        let mut links = LinkIndex::default();
+        let env = env();
+        for (raw, remove_nulls) in seq {
+            let settings = ScopeSettings {
+                mode: if raw["_all"] == json!(true) { ScopeMode::All } else { ScopeMode::Assigned },
+                ..ScopeSettings::default()
+            };
+            let partial = raw["_partial"] == json!(true);
+            let mut dir = parse(raw);
+            dir.complete = !partial;
+            let nulls = if remove_nulls { NullPolicy::Remove } else { NullPolicy::Leave };
+            let ps = PlanSettings { null_values: nulls, env: &env };
+            for _ in 0..2 {
+                let scoped = scope::evaluate(&dir, &settings);
+                let skip = Skipping::new(&mappings, nulls, []);
+                let mut whole = plan_objects_skipping(&dir, &scoped, &mappings, &links, &ps, &skip);
+                let mut slim = slim_index(&links, &mappings);
+                prop_assert!(slim.users().values().all(|l| l.is_slim() == l.exported().digest().is_some()));
+                let first = plan_objects_skipping(&dir, &scoped, &mappings, &slim, &ps, &skip);
+                for (ty, id) in &first.whole {
+                    let l = links.get(*ty, id).map(|l| l.to_link());
+                    prop_assert!(l.is_some(), "a link named whole that does not exist");
+                    if let Some(l) = l {
+                        slim.insert(&l);
+                    }
+                }
+                let again = plan_objects_skipping(&dir, &scoped, &mappings, &slim, &ps, &skip);
+                prop_assert!(again.whole.is_empty());
+                prop_assert_eq!(&again, &whole);
+                let refs = plan_references(&dir, &scoped, &mappings, &links, &ps);
+                prop_assert_eq!(&plan_references(&dir, &scoped, &mappings, &slim, &ps), &refs);
+                for (ty, id, d) in std::mem::take(&mut whole.digests) {
+                    if let Some(mut l) = links.of_mut(ty).get_mut(&id) {
+                        l.exported.set_digest(d);
+                    }
+                }
+                simulate(&whole, &mut links);
+                simulate_refs(&refs, &mut links);
+            }
+        }
+    }
+}

@@ -116,12 +116,17 @@ pub(crate) type LinksLoader = Box<dyn FnOnce() -> Result<LinkIndex, StateError> 
 /// Persistence of links and job metadata.
 pub trait StateStore: Send + Sync {
     fn links(&self, job: &str) -> Result<Vec<Link>, StateError>;
-    /// The job's links, loaded when the returned closure runs: a cycle loads them on the
-    /// blocking pool while it reads the source. The default loads them here and now.
-    /// The index is the crate's own type: a store outside the crate keeps the default.
+    /// The job's links, loaded into `index` when the returned closure runs: a cycle loads
+    /// them on the blocking pool while it reads the source. The default loads them here and
+    /// now. The index is the crate's own type: a store outside the crate keeps the default.
     #[allow(private_interfaces)]
-    fn links_loader(&self, job: &str) -> LinksLoader {
-        let links = self.links(job).map(LinkIndex::new);
+    fn links_loader(&self, job: &str, mut index: LinkIndexBuilder) -> LinksLoader {
+        let links = self.links(job).map(|links| {
+            for l in &links {
+                index.push(l);
+            }
+            index.build()
+        });
         Box::new(move || links)
     }
     /// The links of `ids` of type `ty` that exist, looked up by key: a delta cycle loads

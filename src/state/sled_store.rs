@@ -613,7 +613,7 @@ impl StateStore for SledStore {
     }
 
     #[allow(private_interfaces)]
-    fn links_loader(&self, job: &str) -> super::LinksLoader {
+    fn links_loader(&self, job: &str, mut index: LinkIndexBuilder) -> super::LinksLoader {
         // A tree handle is a cheap reference into the open database.
         match self.links_source(job) {
             Ok((tree, names)) => {
@@ -621,7 +621,6 @@ impl StateStore for SledStore {
                 Box::new(move || {
                     // Each record goes straight into the index, encoded: no vector of every
                     // link decoded on the way.
-                    let mut index = LinkIndexBuilder::default();
                     load_links(&tree, &path, &names, &mut |l| index.push(&l))?;
                     Ok(index.build())
                 })
