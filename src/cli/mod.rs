@@ -110,6 +110,12 @@ impl Cli {
     pub fn runs_daemon(&self) -> bool {
         matches!(self.command, Command::Run)
     }
+
+    /// Whether the command is `sync` (cycles run once), for what `main` sets up before the
+    /// runtime.
+    pub fn runs_sync(&self) -> bool {
+        matches!(self.command, Command::Sync { .. })
+    }
 }
 
 #[derive(Debug, Subcommand)]
