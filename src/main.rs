@@ -176,8 +176,8 @@ const DAEMON_PURGE_DELAY: &str = "0";
 /// `sync`'s purge delay: a millisecond. Reading a large directory frees as much as it keeps
 /// (parse buffers, the store's pages) while the links load on another thread; at mimalloc's
 /// default that memory stayed committed through the read, the cycle's peak: the 1,000,000-user
-/// no-change cycle peaked at 1,044-1,073 MB, with 1 ms at 978-986 MB, in the same time
-/// (8.5-8.9 s either way; 0 ms cost it 0.4 s more system time). README, "Performance".
+/// no-change cycle peaked at 1,020-1,050 MiB, with 1 ms at 957-963 MiB, in the same time
+/// (8.2-9.3 s either way; 0 ms cost it 0.4 s more system time). README, "Performance".
 const SYNC_PURGE_DELAY: &str = "1";
 
 /// The purge delay `cli`'s command runs with when the environment does not choose one;
