@@ -84,6 +84,23 @@ fn run(dir: &Directory, settings: &ScopeSettings, links: &mut LinkIndex) -> (Pla
     (plan, refs)
 }
 
+/// A generated directory with the scope it asks for (`_all`) and whether its read was
+/// complete (`_partial`), as every cycle-shaped property test takes them.
+fn scoped_input(raw: Value) -> (ScopeSettings, Directory) {
+    let settings = ScopeSettings {
+        mode: if raw["_all"] == json!(true) {
+            ScopeMode::All
+        } else {
+            ScopeMode::Assigned
+        },
+        ..ScopeSettings::default()
+    };
+    let partial = raw["_partial"] == json!(true);
+    let mut dir = parse(raw);
+    dir.complete = !partial;
+    (settings, dir)
+}
+
 /// Tests write only the lists they need (an export has all three) and may carry their own
 /// settings in `_`-prefixed keys (an export has no other key).
 fn parse(mut v: Value) -> Directory {
@@ -514,13 +531,7 @@ proptest! {
     fn applying_a_plan_converges(seq in proptest::collection::vec(arb_directory(), 1..4)) {
         let mut links = LinkIndex::default();
         for raw in seq {
-            let settings = ScopeSettings {
-                mode: if raw["_all"] == json!(true) { ScopeMode::All } else { ScopeMode::Assigned },
-                ..ScopeSettings::default()
-            };
-            let partial = raw["_partial"] == json!(true);
-            let mut dir = parse(raw);
-            dir.complete = !partial;
+            let (settings, dir) = scoped_input(raw);
             let before = links.clone();
             let (plan, refs) = run(&dir, &settings, &mut links);
             // Only linked objects are ever changed or removed; only unlinked ones provisioned.
@@ -535,7 +546,7 @@ proptest! {
                 prop_assert_eq!(linked, !matches!(a, Action::Provision(_)), "{:?}", a);
             }
             // An incomplete read never deprovisions, and never removes a member.
-            if partial {
+            if !dir.complete {
                 prop_assert!(plan.actions.iter().all(|a| !a.is_deprovisioning()), "{:#?}", plan.actions);
                 prop_assert!(refs.memberships.iter().all(|m| m.remove.is_empty()));
             }
@@ -546,7 +557,7 @@ proptest! {
                     prop_assert!(!matches!(a, Action::Delete(d) if d.object_type == ObjectType::User), "{:?}", a);
                 }
             }
-            if partial {
+            if !dir.complete {
                 // Converging is for complete reads; the next iteration starts from here.
                 continue;
             }
@@ -619,13 +630,7 @@ proptest! {
         let mut links = LinkIndex::default();
         let env = env();
         for (raw, remove_nulls) in seq {
-            let settings = ScopeSettings {
-                mode: if raw["_all"] == json!(true) { ScopeMode::All } else { ScopeMode::Assigned },
-                ..ScopeSettings::default()
-            };
-            let partial = raw["_partial"] == json!(true);
-            let mut dir = parse(raw);
-            dir.complete = !partial;
+            let (settings, dir) = scoped_input(raw);
             let nulls = if remove_nulls { NullPolicy::Remove } else { NullPolicy::Leave };
             let ps = PlanSettings { null_values: nulls, env: &env };
             for _ in 0..2 {
@@ -668,13 +673,7 @@ proptest! {
         let mut links = LinkIndex::default();
         let env = env();
         for (raw, remove_nulls) in seq {
-            let settings = ScopeSettings {
-                mode: if raw["_all"] == json!(true) { ScopeMode::All } else { ScopeMode::Assigned },
-                ..ScopeSettings::default()
-            };
-            let partial = raw["_partial"] == json!(true);
-            let mut dir = parse(raw);
-            dir.complete = !partial;
+            let (settings, dir) = scoped_input(raw);
             let nulls = if remove_nulls { NullPolicy::Remove } else { NullPolicy::Leave };
             let ps = PlanSettings { null_values: nulls, env: &env };
             let scoped = scope::evaluate(&dir, &settings);
@@ -1189,13 +1188,7 @@ proptest! {
         let mut links = LinkIndex::default();
         let env = env();
         for (raw, remove_nulls) in seq {
-            let settings = ScopeSettings {
-                mode: if raw["_all"] == json!(true) { ScopeMode::All } else { ScopeMode::Assigned },
-                ..ScopeSettings::default()
-            };
-            let partial = raw["_partial"] == json!(true);
-            let mut dir = parse(raw);
-            dir.complete = !partial;
+            let (settings, dir) = scoped_input(raw);
             let nulls = if remove_nulls { NullPolicy::Remove } else { NullPolicy::Leave };
             let ps = PlanSettings { null_values: nulls, env: &env };
             for _ in 0..2 {
