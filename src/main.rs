@@ -177,7 +177,9 @@ const DAEMON_PURGE_DELAY: &str = "0";
 /// (parse buffers, the store's pages) while the links load on another thread; at mimalloc's
 /// default that memory stayed committed through the read, the cycle's peak: the 1,000,000-user
 /// no-change cycle peaked at 1,020-1,050 MiB, with 1 ms at 957-963 MiB, in the same time
-/// (8.2-9.3 s either way; 0 ms cost it 0.4 s more system time). README, "Performance".
+/// (8.2-9.3 s either way; 0 ms cost it 0.4 s more system time). An initial cycle pays a few
+/// percent of its time for it (14.1-14.8 s against 14.6-15.8 s at 100,000 users). README,
+/// "Performance".
 const SYNC_PURGE_DELAY: &str = "1";
 
 /// The purge delay `cli`'s command runs with when the environment does not choose one;
