@@ -42,9 +42,10 @@ pub(crate) enum StoreUser {
 
 /// sled's page-cache cap for `run`, where one-shot commands keep the store's 16 MiB
 /// (`state::sled_store::CACHE_BYTES`). A daemon's cycles read every link of every job
-/// (30,000 for 3 jobs of 10,000 users, about 10 MB of records) again and again; sled splits
-/// its cap over 256 shards, so at 16 MiB some shards overflow and every cycle evicts and
-/// re-reads their pages. The re-read pages are allocated in the middle of the cycle's own
+/// (30,000 for 3 jobs of 10,000 users, about 10 MB of records) again and again; at 16 MiB
+/// their pages do not all stay (registry sled split the cap over 256 shards, some of which
+/// overflowed; the vendored sled holds the cap itself), so every cycle evicts and re-reads
+/// some. The re-read pages are allocated in the middle of the cycle's own
 /// allocations, live on after the cycle and keep those allocator pages resident: the idle
 /// daemon grew from about 77 to 95 MB within its first minute (soak, README "The daemon
 /// between cycles, third step"). At 64 MiB, the cap before the `links` merge, it stays flat.
