@@ -112,20 +112,22 @@ async fn change_users(server: &Slapd, round: usize) {
     let mut admin = server.admin().await;
     for i in 0..CHANGED {
         let title = format!("Engineer round {round}");
-        admin
-            .modify(
-                &user_dn(&format!("user{:06}", i * 997)),
-                vec![ldap3::Mod::Replace(
-                    "title",
-                    HashSet::from([title.as_str()]),
-                )],
-            )
-            .await
-            .unwrap()
-            .success()
-            .unwrap();
+        set_title(&mut admin, &format!("user{:06}", i * 997), &title).await;
     }
     let _ = admin.unbind().await;
+}
+
+/// Replaces the `title` of the user `uid`: the change both benchmarks make.
+async fn set_title(admin: &mut ldap3::Ldap, uid: &str, title: &str) {
+    admin
+        .modify(
+            &user_dn(uid),
+            vec![ldap3::Mod::Replace("title", HashSet::from([title]))],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
 }
 
 #[tokio::main]
@@ -345,18 +347,7 @@ mod delta {
             let title = format!("Engineer round {c}");
             for i in 0..changes {
                 let uid = format!("user{:07}", (i * 7919 + c * 104_729) % users);
-                admin
-                    .modify(
-                        &user_dn(&uid),
-                        vec![ldap3::Mod::Replace(
-                            "title",
-                            HashSet::from([title.as_str()]),
-                        )],
-                    )
-                    .await
-                    .unwrap()
-                    .success()
-                    .unwrap();
+                set_title(&mut admin, &uid, &title).await;
             }
             let _ = admin.unbind().await;
             let t = Instant::now();

@@ -174,3 +174,18 @@ pub(crate) fn assignment_changes(
         }
     }
 }
+
+/// [`view`] of a whole directory taken as complete: what a source's own view is compared with
+/// in the delta property tests.
+#[cfg(test)]
+pub(crate) fn view_of(d: &Directory, focus: &Changes, references: &[String]) -> Directory {
+    view(
+        &d.users.to_tree(),
+        &d.groups.to_tree(),
+        &d.assignments,
+        &d.rejected,
+        true,
+        focus,
+        references,
+    )
+}

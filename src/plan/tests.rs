@@ -941,15 +941,7 @@ pub(crate) fn delta_plans_the_full_plan_given(
                 &mut focus,
             );
             let references = vec!["manager".to_string()];
-            let view = crate::model::view::view(
-                &d2.users.to_tree(),
-                &d2.groups.to_tree(),
-                &d2.assignments,
-                &d2.rejected,
-                true,
-                &focus,
-                &references,
-            );
+            let view = crate::model::view::view_of(d2, &focus, &references);
             (focus, view)
         }
     };

@@ -60,20 +60,26 @@ async fn an_empty_target_gets_creates_without_searches() {
 /// create without searches too.
 #[tokio::test]
 async fn the_probe_holds_for_every_chunk_of_the_export() {
-    const MANY: usize = 4096 + 300;
+    exported_without_searches(4096 + 300).await;
+}
+
+/// An initial export of `many` users into an empty sandbox, checked: every user created once,
+/// one probe of `/Users` and no search. The store is returned for more checks.
+async fn exported_without_searches(many: usize) -> MemoryStore {
     let h = sandbox(vec![]).await;
-    let file = DirFile::new(&directory_of(MANY));
+    let file = DirFile::new(&directory_of(many));
     let job = job(&file.path);
     let store = MemoryStore::new();
     let client = client(&h.base_url());
     let s = run_ok(&job, &store, &client).await;
-    assert_eq!(s.users.created, MANY as u64, "{s:#?}");
+    assert_eq!(s.users.created, many as u64, "{s:#?}");
     assert_eq!(
         s.requests,
-        requests(1, MANY as u64, 0, 0),
+        requests(1, many as u64, 0, 0),
         "one probe of /Users for the whole export: {s:#?}"
     );
-    assert_eq!(h.users().len(), MANY);
+    assert_eq!(h.users().len(), many);
+    store
 }
 
 /// Past 16,384 users and groups the cycle no longer keeps each provision's mapped values from
@@ -82,19 +88,7 @@ async fn the_probe_holds_for_every_chunk_of_the_export() {
 #[tokio::test]
 async fn a_directory_too_large_to_map_once_is_mapped_again_a_chunk_at_a_time() {
     const MANY: usize = 16_384 + 200;
-    let h = sandbox(vec![]).await;
-    let file = DirFile::new(&directory_of(MANY));
-    let job = job(&file.path);
-    let store = MemoryStore::new();
-    let client = client(&h.base_url());
-    let s = run_ok(&job, &store, &client).await;
-    assert_eq!(s.users.created, MANY as u64, "{s:#?}");
-    assert_eq!(
-        s.requests,
-        requests(1, MANY as u64, 0, 0),
-        "one probe of /Users for the whole export: {s:#?}"
-    );
-    assert_eq!(h.users().len(), MANY);
+    let store = exported_without_searches(MANY).await;
     assert_eq!(
         store.links("test").unwrap().len(),
         MANY,

@@ -467,15 +467,7 @@ mod tests {
         prop_assert_eq!(&built.assignments, &d2.assignments);
         let references = vec!["manager".to_string()];
         let view = built.view(&after, &focus, &references);
-        let whole = crate::model::view::view(
-            &d2.users.to_tree(),
-            &d2.groups.to_tree(),
-            &d2.assignments,
-            &d2.rejected,
-            true,
-            &focus,
-            &references,
-        );
+        let whole = crate::model::view::view_of(&d2, &focus, &references);
         prop_assert_eq!(&view.users, &whole.users);
         prop_assert_eq!(&view.groups, &whole.groups);
         prop_assert_eq!(&view.assignments, &whole.assignments);
@@ -542,19 +534,23 @@ mod tests {
         let s = settings(true, 0);
         let scope = ScopeSettings::default();
         let before = snapshot_of(&base_users, &[parent.clone(), child.clone()]);
+        // What a source that read `before` and committed reports once `fresh` is read.
+        let changes_after = |before: &Snapshot, fresh: &Snapshot| {
+            let (d1, index, rejects) = snapshot::build(before, &s, true);
+            let mut built = Built::new(&d1, index, rejects, before, None);
+            built.confirm();
+            let was = presences(before, &touched(fresh));
+            let mut after = before.clone();
+            after.merge(fresh.clone());
+            built.advance(&after, &was, &s, None).unwrap()
+        };
 
         // u1 joins the child group: g0 (the parent) gains her through flattening.
         let mut fresh = Snapshot::default();
         let mut joined = child.clone();
         joined.2.push((1, 0));
         fresh.groups.insert("g1".into(), group_entry(1, &joined));
-        let mut after = before.clone();
-        let (d1, index, rejects) = snapshot::build(&before, &s, true);
-        let mut built = Built::new(&d1, index, rejects, &before, None);
-        built.confirm();
-        let was = presences(&before, &touched(&fresh));
-        after.merge(fresh.clone());
-        let c = built.advance(&after, &was, &s, None).unwrap();
+        let c = changes_after(&before, &fresh);
         assert!(c.groups.contains("g0") && c.groups.contains("g1"), "{c:?}");
         assert!(c.users.contains("u1"), "{c:?}");
         assert!(check(&before, fresh, &s, &scope).unwrap());
@@ -575,13 +571,7 @@ mod tests {
             "u0".into(),
             user_entry(0, &(true, 1, 0, None, 0, false, true)),
         );
-        let (d1, index, rejects) = snapshot::build(&before, &s, true);
-        let mut built = Built::new(&d1, index, rejects, &before, None);
-        built.confirm();
-        let was = presences(&before, &touched(&fresh));
-        let mut after = before.clone();
-        after.merge(fresh.clone());
-        let c = built.advance(&after, &was, &s, None).unwrap();
+        let c = changes_after(&before, &fresh);
         assert!(c.users.contains("u1"), "u1's manager moved: {c:?}");
         assert!(c.groups.contains("g0"), "u0's DN left g0: {c:?}");
         check(&before, fresh, &s, &scope).unwrap();
@@ -592,13 +582,7 @@ mod tests {
             .users
             .insert("u2".into(), user_entry(2, &user(0, None, 1, false)));
         let before = snapshot_of(&base_users, &[parent, child]);
-        let (d1, index, rejects) = snapshot::build(&before, &s, true);
-        let mut built = Built::new(&d1, index, rejects, &before, None);
-        built.confirm();
-        let was = presences(&before, &touched(&fresh));
-        let mut after = before.clone();
-        after.merge(fresh.clone());
-        let c = built.advance(&after, &was, &s, None).unwrap();
+        let c = changes_after(&before, &fresh);
         assert!(c.groups.contains("g0") && c.groups.contains("g1"), "{c:?}");
         check(&before, fresh, &s, &scope).unwrap();
     }
