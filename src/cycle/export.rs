@@ -2,6 +2,7 @@
 //! concurrency, writing each link to the state store as soon as the target confirmed it.
 
 use super::escrow::{self, Book};
+use super::link_writer::LinkWriter;
 use crate::model::ObjectType;
 use crate::plan::{describe_changes, Action, Delete, Disable, MembershipChange, Provision, Update};
 use crate::state::{EscrowAction, Link, LinkIndex, StateStore};
@@ -170,6 +171,9 @@ pub(crate) struct Exporter<'a> {
     /// Links of confirmed writes not yet in the store: written [`LINK_BATCH`] at a time
     /// (see [`Exporter::persist`]), and whatever is left at the end of every run.
     pending: Mutex<Vec<Link>>,
+    /// Where full batches go when the store can write from another thread (see
+    /// [`LinkWriter`]); `None`: written in place.
+    writer: Option<LinkWriter>,
 }
 
 /// Confirmed links written to the store together. A sled insert per confirmed write was a
@@ -345,6 +349,7 @@ impl<'a> Exporter<'a> {
             empty_at_start: Mutex::new(HashMap::new()),
             matching_seen: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
+            writer: store.links_writer(job).and_then(LinkWriter::start),
         }
     }
 
@@ -412,7 +417,7 @@ impl<'a> Exporter<'a> {
 
     /// Records `link` for the store once its write is confirmed (never before: the caller
     /// holds the target's answer). It is written with the other confirmed links of its batch,
-    /// at once when the batch is full.
+    /// when the batch is full.
     fn persist(&self, link: Link) {
         let failed = {
             let mut pending = lock(&self.pending);
@@ -420,25 +425,58 @@ impl<'a> Exporter<'a> {
             if pending.len() < LINK_BATCH {
                 return;
             }
-            // Written under the lock: batches reach the store in the order they filled.
+            // Queued under the lock: batches reach the store in the order they filled.
             let batch = std::mem::take(&mut *pending);
-            self.store.put_links(self.job, &batch).err()
+            self.write_batch(batch)
         };
         self.links_not_written(failed);
     }
 
-    /// Writes the confirmed links not yet written. Every run ends with it, and a link is
-    /// removed only after it (a pending write of the same key would bring the link back).
+    /// Hands `batch` to the writer thread (its first refusal since the last batch comes
+    /// back), or writes it here when there is none.
+    fn write_batch(&self, batch: Vec<Link>) -> Option<crate::state::StateError> {
+        let batch = match &self.writer {
+            Some(w) => match w.send(batch) {
+                Ok(()) => return w.failure(),
+                Err(batch) => batch,
+            },
+            None => batch,
+        };
+        self.store.put_links(self.job, &batch).err()
+    }
+
+    /// Writes the confirmed links not yet written and waits until they are. Every run ends
+    /// with it, and a link is removed only after it (a pending write of the same key would
+    /// bring the link back).
     pub(crate) fn flush_links(&self) {
-        let failed = {
+        let (failed, gone) = {
             let mut pending = lock(&self.pending);
-            if pending.is_empty() {
-                return;
-            }
             let batch = std::mem::take(&mut *pending);
-            self.store.put_links(self.job, &batch).err()
+            let failed = if batch.is_empty() {
+                None
+            } else {
+                self.write_batch(batch)
+            };
+            match &self.writer {
+                Some(w) => {
+                    let gone = w.drain().is_err();
+                    (failed.or_else(|| w.failure()), gone)
+                }
+                None => (failed, false),
+            }
         };
         self.links_not_written(failed);
+        if gone {
+            self.classify(Some(&Failure {
+                code: "StateStoreError".into(),
+                reason:
+                    "the state store's link writer stopped: links of this export may not be stored"
+                        .into(),
+                reach: Reach::Cycle,
+                never_reached: false,
+                quarantine_exception: false,
+            }));
+        }
     }
 
     /// A batch the store refused stops the export, as a refused single link did: its objects

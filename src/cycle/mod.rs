@@ -6,6 +6,7 @@
 pub(crate) mod deletions;
 pub(crate) mod escrow;
 pub(crate) mod export;
+pub(crate) mod link_writer;
 pub(crate) mod ondemand;
 pub(crate) mod provlog;
 pub(crate) mod quarantine;

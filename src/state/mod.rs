@@ -113,6 +113,9 @@ pub enum StateError {
 /// A deferred [`StateStore::links`], to run on another thread, indexed as it loads.
 pub(crate) type LinksLoader = Box<dyn FnOnce() -> Result<LinkIndex, StateError> + Send>;
 
+/// Writes batches of one job's links (see [`StateStore::links_writer`]).
+pub(crate) type LinksWriter = Box<dyn FnMut(&[Link]) -> Result<(), StateError> + Send>;
+
 /// Persistence of links and job metadata.
 pub trait StateStore: Send + Sync {
     fn links(&self, job: &str) -> Result<Vec<Link>, StateError>;
@@ -128,6 +131,13 @@ pub trait StateStore: Send + Sync {
             index.build()
         });
         Box::new(move || links)
+    }
+    /// Writes the job's links as [`StateStore::put_links`] does, from a thread of its own:
+    /// the export hands its batches of confirmed links to one, so that storing them does not
+    /// hold up the task that sends the requests. `None` (the default): the caller writes them
+    /// with `put_links` itself.
+    fn links_writer(&self, _job: &str) -> Option<LinksWriter> {
+        None
     }
     /// The links of `ids` of type `ty` that exist, looked up by key: a delta cycle loads
     /// only the links of the objects it concerns, not every link of the job. The default

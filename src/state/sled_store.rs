@@ -16,8 +16,8 @@
 //! first record that uses it, so a record never names a number the store doesn't have.
 
 use super::{
-    EscrowEntry, Exported, JobMeta, Link, LinkIndexBuilder, OutboxMessage, ReportedFailures,
-    StagedDelete, StateError, StateStore, SCHEMA_VERSION,
+    EscrowEntry, Exported, JobMeta, Link, LinkIndexBuilder, LinksWriter, OutboxMessage,
+    ReportedFailures, StagedDelete, StateError, StateStore, SCHEMA_VERSION,
 };
 use crate::attrs::codec::{put_bytes, put_varint, Reader};
 use crate::attrs::compact::{local_name, LocalName};
@@ -27,7 +27,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The first byte of a schema 2 link record (schema 1 records are JSON and start with `{`).
 const LINK_FORMAT: u8 = 2;
@@ -58,7 +58,7 @@ pub struct SledStore {
     path: PathBuf,
     /// Each job's name dictionary, loaded on first use; writers of a job take turns here so
     /// two never give a name two numbers.
-    dicts: Mutex<HashMap<String, Dict>>,
+    dicts: Dicts,
     /// Serialises the outbox's writers, so that a push's capacity check and the sender's
     /// update of an attempt see each other whole (a dropped message is not written back).
     outbox_lock: Mutex<()>,
@@ -259,7 +259,7 @@ impl SledStore {
             db,
             jobs,
             path,
-            dicts: Mutex::default(),
+            dicts: Dicts::default(),
             outbox_lock: Mutex::default(),
             cache_bytes,
         })
@@ -570,18 +570,9 @@ impl SledStore {
         tree: &sled::Tree,
         dict: &mut Dict,
         before: usize,
-        mut batch: sled::Batch,
+        batch: sled::Batch,
     ) -> Result<(), StateError> {
-        for (i, name) in dict.names.iter().enumerate().skip(before) {
-            batch.insert(dict_key(i as u32), name.as_bytes());
-        }
-        if let Err(e) = tree.apply_batch(batch) {
-            for name in dict.names.drain(before..) {
-                dict.ids.remove(&name);
-            }
-            return Err(self.err(e));
-        }
-        Ok(())
+        apply_with_names(&self.path, tree, dict, before, batch)
     }
 
     fn with_dict<T>(
@@ -590,18 +581,89 @@ impl SledStore {
         tree: &sled::Tree,
         f: impl FnOnce(&mut Dict) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
-        let mut dicts = lock(&self.dicts);
-        if !dicts.contains_key(job) {
-            dicts.insert(job.to_string(), Dict::load(tree, &self.path)?);
-        }
-        match dicts.get_mut(job) {
-            Some(d) => f(d),
-            None => Err(StateError::Storage {
-                path: self.path.clone(),
-                message: "dictionary vanished".into(),
-            }),
-        }
+        with_dict(&self.dicts, &self.path, job, tree, f)
     }
+}
+
+/// Each job's name dictionary (see [`SledStore`]'s `dicts`), shared with the job's
+/// [`LinksWriter`]s.
+type Dicts = Arc<Mutex<HashMap<String, Dict>>>;
+
+/// Applies `batch` with the names `dict` gained since `before` (its length before the batch's
+/// records were encoded): new names and the records that first use them land together or not
+/// at all, and names of a batch that failed are forgotten.
+fn apply_with_names(
+    path: &Path,
+    tree: &sled::Tree,
+    dict: &mut Dict,
+    before: usize,
+    mut batch: sled::Batch,
+) -> Result<(), StateError> {
+    for (i, name) in dict.names.iter().enumerate().skip(before) {
+        batch.insert(dict_key(i as u32), name.as_bytes());
+    }
+    if let Err(e) = tree.apply_batch(batch) {
+        for name in dict.names.drain(before..) {
+            dict.ids.remove(&name);
+        }
+        return Err(storage_err(path, e));
+    }
+    Ok(())
+}
+
+/// `f` with the job's name dictionary, loaded on first use.
+fn with_dict<T>(
+    dicts: &Dicts,
+    path: &Path,
+    job: &str,
+    tree: &sled::Tree,
+    f: impl FnOnce(&mut Dict) -> Result<T, StateError>,
+) -> Result<T, StateError> {
+    let mut dicts = lock(dicts);
+    if !dicts.contains_key(job) {
+        dicts.insert(job.to_string(), Dict::load(tree, path)?);
+    }
+    match dicts.get_mut(job) {
+        Some(d) => f(d),
+        None => Err(StateError::Storage {
+            path: path.to_path_buf(),
+            message: "dictionary vanished".into(),
+        }),
+    }
+}
+
+fn storage_err(path: &Path, e: sled::Error) -> StateError {
+    StateError::Storage {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `links` of `job` to its tree as one batch (a later link of the same key replaces an
+/// earlier one, as a second insert would): one lock, one pin and one log reservation for them
+/// all, names first used by the batch included.
+fn put_links_in(
+    dicts: &Dicts,
+    path: &Path,
+    job: &str,
+    tree: &sled::Tree,
+    links: &[Link],
+) -> Result<(), StateError> {
+    if links.is_empty() {
+        return Ok(());
+    }
+    with_dict(dicts, path, job, tree, |dict| {
+        let before = dict.names.len();
+        let mut batch = sled::Batch::default();
+        for link in links {
+            let bytes = write_link(link, &mut |name| dict.number(name));
+            batch.insert(
+                link_key(link.object_type, &link.source_id).as_bytes(),
+                bytes,
+            );
+        }
+        apply_with_names(path, tree, dict, before, batch)
+    })
 }
 
 impl StateStore for SledStore {
@@ -670,20 +732,19 @@ impl StateStore for SledStore {
             _ => {}
         }
         let tree = self.links_tree(job)?;
-        self.with_dict(job, &tree, |dict| {
-            let before = dict.names.len();
-            // One batch: a later link of the same key replaces an earlier one, as a second
-            // insert would. One lock, one pin and one log reservation for them all.
-            let mut batch = sled::Batch::default();
-            for link in links {
-                let bytes = write_link(link, &mut |name| dict.number(name));
-                batch.insert(
-                    link_key(link.object_type, &link.source_id).as_bytes(),
-                    bytes,
-                );
-            }
-            self.apply_with_names(&tree, dict, before, batch)
-        })
+        put_links_in(&self.dicts, &self.path, job, &tree, links)
+    }
+
+    fn links_writer(&self, job: &str) -> Option<LinksWriter> {
+        // A tree handle and the shared dictionaries: the writer needs nothing else of the
+        // store, so another thread can own it.
+        let tree = self.links_tree(job).ok()?;
+        let dicts = Arc::clone(&self.dicts);
+        let path = self.path.clone();
+        let job = job.to_string();
+        Some(Box::new(move |links: &[Link]| {
+            put_links_in(&dicts, &path, &job, &tree, links)
+        }))
     }
 
     fn remove_link(&self, job: &str, ty: ObjectType, source_id: &str) -> Result<(), StateError> {
@@ -1056,6 +1117,35 @@ mod tests {
         assert_eq!(got, vec![renamed, link("u2"), full_user("u3")]);
     }
 
+    /// The writer another thread owns writes what `put_links` writes, into the same name
+    /// dictionary as the store's own writes (a name one of them added is not added twice).
+    #[test]
+    fn links_from_the_writer_thread_read_back_like_links_put_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.put_link("j", &full_user("u0")).unwrap();
+            let mut write = s.links_writer("j").unwrap();
+            std::thread::spawn(move || write(&[full_user("u1"), link("u2")]).unwrap())
+                .join()
+                .unwrap();
+            s.put_link("j", &full_user("u3")).unwrap();
+            s.flush().unwrap();
+        }
+        let s = reopen(dir.path()).unwrap();
+        let mut got = s.links("j").unwrap();
+        got.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+        assert_eq!(
+            got,
+            vec![
+                full_user("u0"),
+                full_user("u1"),
+                link("u2"),
+                full_user("u3")
+            ]
+        );
+    }
+
     #[test]
     fn links_and_meta_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -1299,7 +1389,7 @@ mod tests {
             db: s.db.clone(),
             jobs: s.jobs.clone(),
             path: s.path.clone(),
-            dicts: Mutex::default(),
+            dicts: Dicts::default(),
             outbox_lock: Mutex::default(),
             cache_bytes: s.cache_bytes,
         };
