@@ -219,13 +219,34 @@ fn reexec_with_purge_delay(cli: &Cli) {
     let _ = command.args(args).env(PURGE_DELAY_VAR, delay).exec();
 }
 
+/// tokio's own variable for the number of worker threads: when it is set, it decides.
+const WORKER_THREADS_VAR: &str = "TOKIO_WORKER_THREADS";
+
+/// The async worker threads of `cli`'s command; `None`: tokio's default, one per core.
+///
+/// `run` and `sync` drive each cycle's export from one task, and what is heavy besides
+/// (reading the source, loading links, planning, the provisioning log) runs on threads of its
+/// own. A second worker only moves the connections' tasks away from the export's, and every
+/// answer then crosses threads: against the benchmark's sandbox on 2 cores, the initial
+/// 10,000-user cycle took 1.49-1.58 s and 1.6 s of CPU with two workers, 1.24-1.34 s and
+/// 1.3 s with one (README, "Performance"). The sandbox keeps one worker per core.
+fn worker_threads_for(cli: &Cli) -> Option<usize> {
+    if std::env::var_os(WORKER_THREADS_VAR).is_some() {
+        return None;
+    }
+    (cli.runs_daemon() || cli.runs_sync()).then_some(1)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     reexec_with_purge_delay(&cli);
-    run(cli)
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads_for(&cli) {
+        runtime.worker_threads(n);
+    }
+    runtime.enable_all().build()?.block_on(run(cli))
 }
 
-#[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let code = provisiond::dispatch(cli, init_logging, shutdown_signal, reload_signal).await;
     std::process::exit(code);
@@ -233,7 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{log_filter, purge_delay_for, span_fields_not_in};
+    use super::{log_filter, purge_delay_for, span_fields_not_in, worker_threads_for};
     use clap::Parser;
 
     #[test]
@@ -247,6 +268,24 @@ mod tests {
         assert_eq!(delay(&["provisiond", "sync", "--dry-run"]), Some("1"));
         assert_eq!(delay(&["provisiond", "status"]), None);
         assert_eq!(delay(&["provisiond", "check-config"]), None);
+    }
+
+    #[test]
+    fn run_and_sync_get_one_async_worker_the_rest_one_per_core() {
+        let threads = |args: &[&str]| {
+            let cli = provisiond::Cli::try_parse_from(args).unwrap();
+            worker_threads_for(&cli)
+        };
+        // The test's environment must not choose for every command.
+        if std::env::var_os(super::WORKER_THREADS_VAR).is_some() {
+            assert_eq!(threads(&["provisiond", "run"]), None);
+            return;
+        }
+        assert_eq!(threads(&["provisiond", "run"]), Some(1));
+        assert_eq!(threads(&["provisiond", "sync"]), Some(1));
+        assert_eq!(threads(&["provisiond", "sync", "--dry-run"]), Some(1));
+        assert_eq!(threads(&["provisiond", "sandbox"]), None);
+        assert_eq!(threads(&["provisiond", "status"]), None);
     }
 
     #[test]

@@ -306,13 +306,15 @@ async fn cycle_in_span(
     };
     let skipping = cycle.skipping(summary.kind, &book, &staged_before);
     let mut imported = imported;
-    let mut plan = match cycle.plan_objects(
-        &imported.dir,
-        &imported.scoped,
-        &mut imported.links,
-        &settings,
-        &skipping,
-    ) {
+    let mut plan = match crate::util::off_worker(|| {
+        cycle.plan_objects(
+            &imported.dir,
+            &imported.scoped,
+            &mut imported.links,
+            &settings,
+            &skipping,
+        )
+    }) {
         Ok(p) => p,
         Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
     };
@@ -324,13 +326,15 @@ async fn cycle_in_span(
             Ok(i) => i,
             Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
         };
-        plan = match cycle.plan_objects(
-            &imported.dir,
-            &imported.scoped,
-            &mut imported.links,
-            &settings,
-            &skipping,
-        ) {
+        plan = match crate::util::off_worker(|| {
+            cycle.plan_objects(
+                &imported.dir,
+                &imported.scoped,
+                &mut imported.links,
+                &settings,
+                &skipping,
+            )
+        }) {
             Ok(p) => p,
             Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
         };
@@ -914,9 +918,12 @@ impl<'c> Cycle<'c> {
             // waits for them.
             let links = loading.await.map_err(ImportError::Loading)??;
             self.find_soft_deleted(&mut dir, &links).await;
-            (scope::evaluate(&dir, &self.job.scope), links)
+            (
+                crate::util::off_worker(|| scope::evaluate(&dir, &self.job.scope)),
+                links,
+            )
         } else {
-            let scoped = scope::evaluate(&dir, &self.job.scope);
+            let scoped = crate::util::off_worker(|| scope::evaluate(&dir, &self.job.scope));
             let links = loading.await.map_err(ImportError::Loading)??;
             (scoped, links)
         };
@@ -965,7 +972,7 @@ impl<'c> Cycle<'c> {
         let mut links = self.store.links_for(job, ObjectType::User, &user_ids)?;
         links.extend(self.store.links_for(job, ObjectType::Group, &group_ids)?);
         let links = LinkIndex::new(links);
-        let scoped = scope::evaluate(&dir, &self.job.scope);
+        let scoped = crate::util::off_worker(|| scope::evaluate(&dir, &self.job.scope));
         let membership_groups = crate::model::view::membership_groups(&dir, &focus);
         summary.source_complete = dir.complete;
         tracing::info!(
@@ -1435,13 +1442,15 @@ impl<'c> Cycle<'c> {
         if exporter.aborted().is_some() || self.stop.is_cancelled() {
             return;
         }
-        let mut refs = plan::plan_memberships(
-            dir,
-            scoped,
-            &self.job.mappings,
-            &exporter.links(),
-            membership_groups,
-        );
+        let mut refs = crate::util::off_worker(|| {
+            plan::plan_memberships(
+                dir,
+                scoped,
+                &self.job.mappings,
+                &exporter.links(),
+                membership_groups,
+            )
+        });
         keep_held_members(&mut refs.memberships, held);
         refs.memberships.retain(|m| {
             let key = (ObjectType::Group, m.group_source_id.clone(), true);

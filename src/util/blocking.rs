@@ -1,0 +1,53 @@
+//! Long stretches of CPU work inside async code.
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+/// Runs `f`, CPU work that takes a second or more on a large directory (deciding the scope,
+/// planning), without holding the async worker it is called on. `run` and `sync` have one
+/// worker (see `main.rs`): without this, the control socket, the signal handlers, the
+/// metrics endpoint and the other jobs' exports would all wait for it. On a multi-thread
+/// runtime the worker's other tasks move to a new thread meanwhile
+/// ([`tokio::task::block_in_place`]); elsewhere (a current-thread runtime, as in tests, or no
+/// runtime) `f` simply runs.
+pub(crate) fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::off_worker;
+    use std::time::Duration;
+
+    /// While `f` runs on a one-worker runtime, another task on that runtime still runs.
+    #[test]
+    fn another_task_runs_while_the_work_holds_the_only_worker_thread() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, rx) = std::sync::mpsc::channel();
+            // The other task answers while the work waits for its answer: with the worker
+            // held, it would never run and the work would time out.
+            let other = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let _ = tx.send(());
+            });
+            let worker = tokio::spawn(async move {
+                off_worker(|| rx.recv_timeout(Duration::from_secs(5)).is_ok())
+            });
+            assert!(worker.await.unwrap(), "the other task never ran");
+            other.await.unwrap();
+        });
+    }
+
+    /// On a current-thread runtime (where `block_in_place` would panic) it just runs.
+    #[tokio::test]
+    async fn on_a_current_thread_runtime_the_work_just_runs() {
+        assert_eq!(off_worker(|| 41 + 1), 42);
+    }
+}
