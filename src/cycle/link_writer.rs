@@ -14,6 +14,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+/// Batches queued at most: a store slower than the target holds the export up here (a full
+/// queue blocks the next batch's sender) instead of links piling up in memory.
+const QUEUED_BATCHES: usize = 16;
+
 enum Msg {
     Batch(Vec<Link>),
     /// Answered once every batch queued before it is written.
@@ -23,7 +27,7 @@ enum Msg {
 /// A thread writing one job's links (see the module).
 pub(crate) struct LinkWriter {
     /// `None` only while dropping.
-    queue: Option<mpsc::Sender<Msg>>,
+    queue: Option<mpsc::SyncSender<Msg>>,
     thread: Option<JoinHandle<()>>,
     /// The first refusal not yet reported.
     failed: Arc<Mutex<Option<StateError>>>,
@@ -36,7 +40,7 @@ pub(crate) struct WriterGone;
 impl LinkWriter {
     /// Starts the thread; `None` if it cannot be started (the caller writes in place).
     pub(crate) fn start(mut write: LinksWriter) -> Option<LinkWriter> {
-        let (queue, batches) = mpsc::channel::<Msg>();
+        let (queue, batches) = mpsc::sync_channel::<Msg>(QUEUED_BATCHES);
         let failed = Arc::new(Mutex::new(None));
         let report = Arc::clone(&failed);
         let thread = std::thread::Builder::new()
@@ -63,7 +67,8 @@ impl LinkWriter {
         })
     }
 
-    /// Queues `batch`; gives it back if the thread is gone.
+    /// Queues `batch` (waiting while [`QUEUED_BATCHES`] are queued); gives it back if the
+    /// thread is gone.
     pub(crate) fn send(&self, batch: Vec<Link>) -> Result<(), Vec<Link>> {
         let Some(queue) = &self.queue else {
             return Err(batch);
@@ -156,6 +161,37 @@ mod tests {
         assert_eq!(got, want);
         assert!(matches!(writer.failure(), Some(StateError::Storage { .. })));
         assert!(writer.failure().is_none());
+    }
+
+    /// A store that does not keep up holds the export up once [`QUEUED_BATCHES`] wait: the
+    /// queue never grows past them.
+    #[test]
+    fn a_slow_store_holds_the_sender_up_after_the_queued_batches() {
+        let (open, gate) = mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let writer = LinkWriter::start(Box::new(move |_: &[Link]| {
+            let _ = lock(&gate).recv();
+            Ok(())
+        }))
+        .unwrap();
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&sent);
+        let writer = Arc::new(writer);
+        let sender = Arc::clone(&writer);
+        let thread = std::thread::spawn(move || {
+            for i in 0..QUEUED_BATCHES + 4 {
+                sender.send(vec![link(&format!("u{i}"))]).unwrap();
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // One batch in the store's hands, the rest queued; the sender waits for room.
+        assert!(sent.load(std::sync::atomic::Ordering::SeqCst) <= QUEUED_BATCHES + 1);
+        for _ in 0..QUEUED_BATCHES + 4 {
+            open.send(()).unwrap();
+        }
+        thread.join().unwrap();
+        writer.drain().unwrap();
     }
 
     /// Dropping the writer writes what was queued.
