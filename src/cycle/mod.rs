@@ -306,15 +306,13 @@ async fn cycle_in_span(
     };
     let skipping = cycle.skipping(summary.kind, &book, &staged_before);
     let mut imported = imported;
-    let mut plan = match crate::util::off_worker(|| {
-        cycle.plan_objects(
-            &imported.dir,
-            &imported.scoped,
-            &mut imported.links,
-            &settings,
-            &skipping,
-        )
-    }) {
+    let mut plan = match cycle.plan_objects(
+        &imported.dir,
+        &imported.scoped,
+        &mut imported.links,
+        &settings,
+        &skipping,
+    ) {
         Ok(p) => p,
         Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
     };
@@ -326,15 +324,13 @@ async fn cycle_in_span(
             Ok(i) => i,
             Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
         };
-        plan = match crate::util::off_worker(|| {
-            cycle.plan_objects(
-                &imported.dir,
-                &imported.scoped,
-                &mut imported.links,
-                &settings,
-                &skipping,
-            )
-        }) {
+        plan = match cycle.plan_objects(
+            &imported.dir,
+            &imported.scoped,
+            &mut imported.links,
+            &settings,
+            &skipping,
+        ) {
             Ok(p) => p,
             Err(e) => return cycle.fail_and_record(summary, &mut meta, e.to_string(), vec![]),
         };
@@ -1107,7 +1103,7 @@ impl<'c> Cycle<'c> {
     /// The plan of the objects, with every link it needs whole: when a plan names slim links
     /// it would read or change (`Plan::whole`), they are taken whole from the store and the
     /// objects planned again; should the store not have them all (it changed under the
-    /// cycle), every link is loaded whole.
+    /// cycle), every link is loaded whole. Off the async worker: seconds at a million users.
     fn plan_objects(
         &self,
         dir: &Directory,
@@ -1116,35 +1112,37 @@ impl<'c> Cycle<'c> {
         settings: &PlanSettings<'_>,
         skipping: &plan::Skipping,
     ) -> Result<Plan, StateError> {
-        let job = &self.job.name;
-        let mut plan = self.plan_once(dir, scoped, links, settings, skipping);
-        if !plan.whole.is_empty() {
-            let wanted = plan.whole.len();
-            for ty in [ObjectType::User, ObjectType::Group] {
-                let ids: Vec<&str> = plan
-                    .whole
-                    .iter()
-                    .filter(|(t, _)| *t == ty)
-                    .map(|(_, id)| id.as_str())
-                    .collect();
-                if ids.is_empty() {
-                    continue;
+        crate::util::off_worker(|| {
+            let job = &self.job.name;
+            let mut plan = self.plan_once(dir, scoped, links, settings, skipping);
+            if !plan.whole.is_empty() {
+                let wanted = plan.whole.len();
+                for ty in [ObjectType::User, ObjectType::Group] {
+                    let ids: Vec<&str> = plan
+                        .whole
+                        .iter()
+                        .filter(|(t, _)| *t == ty)
+                        .map(|(_, id)| id.as_str())
+                        .collect();
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    for l in self.store.links_for(job, ty, &ids)? {
+                        links.insert(&l);
+                    }
                 }
-                for l in self.store.links_for(job, ty, &ids)? {
-                    links.insert(&l);
-                }
+                tracing::debug!(job = %job, links = wanted, "links taken whole from the store: planning again");
+                plan = self.plan_once(dir, scoped, links, settings, skipping);
             }
-            tracing::debug!(job = %job, links = wanted, "links taken whole from the store: planning again");
-            plan = self.plan_once(dir, scoped, links, settings, skipping);
-        }
-        if !plan.whole.is_empty() {
-            tracing::warn!(job = %job, links = plan.whole.len(), "links missing from the store while planning: loading every link whole");
-            *links = self.store.links_loader(job, LinkIndexBuilder::default())()?;
-            plan = self.plan_once(dir, scoped, links, settings, skipping);
-        }
-        self.phase("planned");
-        self.log_plan(&plan, dir.complete);
-        Ok(plan)
+            if !plan.whole.is_empty() {
+                tracing::warn!(job = %job, links = plan.whole.len(), "links missing from the store while planning: loading every link whole");
+                *links = self.store.links_loader(job, LinkIndexBuilder::default())()?;
+                plan = self.plan_once(dir, scoped, links, settings, skipping);
+            }
+            self.phase("planned");
+            self.log_plan(&plan, dir.complete);
+            Ok(plan)
+        })
     }
 
     /// One planning of the objects (see [`Cycle::plan_objects`]).
