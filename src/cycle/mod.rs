@@ -303,7 +303,18 @@ async fn cycle_in_span(
         null_values: job.null_values,
         env: &env,
     };
-    let skipping = cycle.skipping(summary.kind, &book, &staged_before);
+    // The digests the export records with the links it writes: in an initial cycle too, so
+    // that the next one need not map what this one created or updated.
+    // (A dry run writes no link: none.)
+    let digesting = cycle.digesting(&book, &staged_before);
+    let skipping = match summary.kind {
+        CycleKind::Incremental => digesting.clone(),
+        _ => plan::Skipping::off(),
+    };
+    let stamping = match opts.dry_run {
+        true => plan::Skipping::off(),
+        false => digesting,
+    };
     let mut imported = imported;
     let mut plan = match cycle.plan_objects(
         &imported.dir,
@@ -385,7 +396,9 @@ async fn cycle_in_span(
     }
     let exporter = cycle.exporter(links, &book);
     cycle
-        .export_objects(&exporter, &mut plan, &dir, &scoped, &settings, &book)
+        .export_objects(
+            &exporter, &mut plan, &dir, &scoped, &settings, &book, &stamping,
+        )
         .await;
     cycle
         .export_references(
@@ -1182,19 +1195,12 @@ impl<'c> Cycle<'c> {
         }
     }
 
-    /// Which objects the planner may find unchanged by their input digest, without mapping
-    /// them: in an incremental cycle only (an initial one re-evaluates everything), and never
-    /// an object with an escrowed action or a staged deletion. Unreadable records only mean
-    /// more mapping.
-    fn skipping(
-        &self,
-        kind: CycleKind,
-        book: &Book<'_>,
-        staged: &[crate::state::StagedDelete],
-    ) -> plan::Skipping {
-        if kind != CycleKind::Incremental {
-            return plan::Skipping::off();
-        }
+    /// Which objects have an input digest: the planner may find them unchanged by it,
+    /// without mapping them, in an incremental cycle (an initial one re-evaluates
+    /// everything), and the export records it with the links it writes (`Skipping::stamp`),
+    /// in every kind of cycle. Never an object with an escrowed action or a staged deletion.
+    /// Unreadable records only mean more mapping.
+    fn digesting(&self, book: &Book<'_>, staged: &[crate::state::StagedDelete]) -> plan::Skipping {
         let job = &self.job.name;
         let never = book
             .objects()
@@ -1359,7 +1365,9 @@ impl<'c> Cycle<'c> {
         scoped: &Scoped,
         settings: &PlanSettings<'_>,
         book: &Book<'_>,
+        stamp: &plan::Skipping,
     ) {
+        stamp.stamp(&mut plan.actions, dir, scoped);
         // The actions are moved, not cloned: each carries its object's mapped values.
         let (users, groups): (Vec<Action>, Vec<Action>) = std::mem::take(&mut plan.actions)
             .into_iter()
@@ -1368,10 +1376,10 @@ impl<'c> Cycle<'c> {
             .into_iter()
             .partition(|(ty, _)| *ty == ObjectType::User);
         run_in_chunks(exporter, users).await;
-        self.export_deferred(exporter, new_users, dir, scoped, settings, book)
+        self.export_deferred(exporter, new_users, dir, scoped, settings, book, stamp)
             .await;
         run_in_chunks(exporter, groups).await;
-        self.export_deferred(exporter, new_groups, dir, scoped, settings, book)
+        self.export_deferred(exporter, new_groups, dir, scoped, settings, book, stamp)
             .await;
         exporter.settle().await;
         self.phase("users and groups exported");
@@ -1382,6 +1390,7 @@ impl<'c> Cycle<'c> {
     /// [`Cycle::defer_escrowed`] does for the planned actions. A chunk is mapped when the
     /// last action of the one before has started, while its requests are still in flight:
     /// the pipe does not drain at each chunk's end.
+    #[allow(clippy::too_many_arguments)]
     async fn export_deferred(
         &self,
         exporter: &Exporter<'_>,
@@ -1390,6 +1399,7 @@ impl<'c> Cycle<'c> {
         scoped: &Scoped,
         settings: &PlanSettings<'_>,
         book: &Book<'_>,
+        stamp: &plan::Skipping,
     ) {
         use futures::StreamExt;
         let mappings = &self.job.mappings;
@@ -1405,6 +1415,7 @@ impl<'c> Cycle<'c> {
             }
             let mut actions = plan::provisions(dir, scoped, mappings, settings, chunk);
             actions.retain(|a| escrow_due(book, a));
+            stamp.stamp(&mut actions, dir, scoped);
             let unsearched = exporter.unsearched(&actions).await;
             for (i, action) in actions.into_iter().enumerate() {
                 while in_flight.len() >= limit {

@@ -100,6 +100,23 @@ pub(crate) fn record_changes(link: &mut Link, changes: &[Change]) {
     link.exported = exported.into();
 }
 
+/// Apply a confirmed update to its link: the changes, then what [`super::Update::digest`]
+/// says of the link's input digest (the changes alone drop it).
+pub(crate) fn record_update(link: &mut Link, u: &super::Update) {
+    let digest = match u.digest {
+        super::DigestAfter::Drop => None,
+        super::DigestAfter::Keep => link.exported.digest(),
+        super::DigestAfter::Record(inputs) => Some(crate::attrs::InputDigest {
+            inputs,
+            matching: super::objects::matching_hashes(&u.mapped),
+        }),
+    };
+    record_changes(link, &u.changes);
+    if let Some(d) = digest {
+        link.exported.set_digest(d);
+    }
+}
+
 /// The changes in words, for action records and logs (bounded: see
 /// [`bounded_list`](crate::util::text::bounded_list)).
 pub(crate) fn describe_changes(changes: &[Change]) -> String {

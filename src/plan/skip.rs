@@ -8,8 +8,9 @@
 //! plan with skipping is the plan without (`tests.rs` checks it on random directories).
 
 use crate::mapping::{Mapping, MappingSource, Mappings};
-use crate::model::{ObjectType, SourceObject};
-use crate::plan::NullPolicy;
+use crate::model::{Directory, ObjectType, SourceObject};
+use crate::plan::{Action, DigestAfter, NullPolicy};
+use crate::scope::Scoped;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashSet};
 
@@ -113,6 +114,38 @@ impl Skipping {
         let mut out = [0u8; 16];
         out.copy_from_slice(&full[..16]);
         Some(out)
+    }
+
+    /// Give phase one's provisions and updates their object's input digest, so that the
+    /// export records it in the link it writes anyway: a create leaves exactly the mapped
+    /// values in its link, and an update brings the link's values to exactly them (the plan's
+    /// changes are all that [`super::diff`] finds), so the next cycle need not map the object.
+    /// The planner's actions carry none (the plan is the same with skipping or without):
+    /// the cycle stamps them before the export. Not for phase two's reference updates, which
+    /// say themselves what becomes of a digest ([`DigestAfter::Keep`]). An object this would
+    /// not skip (an impure type, an escrowed action or a staged deletion) gets none.
+    pub(crate) fn stamp(&self, actions: &mut [Action], dir: &Directory, scoped: &Scoped) {
+        let inputs_of = |ty: ObjectType, id: &str| {
+            // Cheap before the lookups: an impure type never has a digest.
+            if !self.is_on(ty) {
+                return None;
+            }
+            let obj = dir.objects(ty).get(id)?;
+            // As the planner reads them (`plan_type`), whatever the type.
+            let roles = scoped.roles.get(id).map(|r| &**r);
+            self.inputs(ty, obj, roles)
+        };
+        for a in actions {
+            match a {
+                Action::Provision(p) => p.inputs = inputs_of(p.object_type, &p.source_id),
+                Action::Update(u) => {
+                    if let Some(inputs) = inputs_of(u.object_type, &u.source_id) {
+                        u.digest = DigestAfter::Record(inputs);
+                    }
+                }
+                Action::Disable(_) | Action::Delete(_) => {}
+            }
+        }
     }
 }
 
