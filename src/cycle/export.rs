@@ -398,7 +398,11 @@ impl<'a> Exporter<'a> {
         (t.users, t.groups, t.memberships, t.problems, t.records)
     }
 
-    /// Record a link in memory (and in the owner index, once built).
+    /// Record a link in memory (and in the owner index, once built). A user link's input
+    /// digest stays in the store only (`LinkIndex::insert_leaving_digest`): nothing plans
+    /// from this index again, and a reference update gives the digest back
+    /// (`Skipping::stamp_kept`). Group links keep theirs: a membership change writes the
+    /// link back as the index holds it.
     fn insert_link(&self, link: Link) {
         let mut owners = lock(&self.owners);
         if let Some(o) = owners.as_mut() {
@@ -407,7 +411,11 @@ impl<'a> Exporter<'a> {
                 link.source_id.clone(),
             );
         }
-        lock(&self.links).insert(&link);
+        let mut links = lock(&self.links);
+        match link.object_type {
+            ObjectType::User => links.insert_leaving_digest(&link),
+            ObjectType::Group => links.insert(&link),
+        }
     }
 
     /// Records `link` for the store once its write is confirmed (never before: the caller

@@ -410,6 +410,7 @@ async fn cycle_in_span(
             &book,
             &held.staged,
             delta.as_ref().map(|d| &d.membership_groups),
+            &stamping,
         )
         .await;
     let tally = book.tally();
@@ -1441,6 +1442,7 @@ impl<'c> Cycle<'c> {
         book: &Book<'_>,
         held: &[crate::state::StagedDelete],
         membership_groups: Option<&std::collections::BTreeSet<String>>,
+        stamp: &plan::Skipping,
     ) {
         if exporter.aborted().is_some() || self.stop.is_cancelled() {
             return;
@@ -1467,7 +1469,7 @@ impl<'c> Cycle<'c> {
         // links, the updates user links.
         futures::join!(
             exporter.run_memberships(&refs.memberships),
-            self.export_reference_updates(exporter, dir, scoped, settings, book),
+            self.export_reference_updates(exporter, dir, scoped, settings, book, stamp),
         );
         exporter.settle().await;
         self.phase("references exported");
@@ -1482,6 +1484,7 @@ impl<'c> Cycle<'c> {
         scoped: &Scoped,
         settings: &PlanSettings<'_>,
         book: &Book<'_>,
+        stamp: &plan::Skipping,
     ) {
         // No reference mapping, no reference update: no walk of the directory to find none.
         if !self.job.mappings.users.iter().any(|m| m.is_reference()) {
@@ -1506,6 +1509,15 @@ impl<'c> Cycle<'c> {
                 book.verdict(key, || escrow::update_fingerprint(u)) != Verdict::Wait
             });
             self.take_whole(exporter, &mut updates);
+            {
+                let links = exporter.links();
+                let stored = |id: &str| {
+                    links
+                        .get(ObjectType::User, id)
+                        .is_some_and(|l| l.digest_stored())
+                };
+                stamp.stamp_kept(&mut updates, stored, dir, scoped);
+            }
             if let Some(p) = self.opts.progress {
                 p.inc_length(updates.len() as u64);
             }

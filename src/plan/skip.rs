@@ -9,7 +9,7 @@
 
 use crate::mapping::{Mapping, MappingSource, Mappings};
 use crate::model::{Directory, ObjectType, SourceObject};
-use crate::plan::{Action, DigestAfter, NullPolicy};
+use crate::plan::{Action, DigestAfter, NullPolicy, Update};
 use crate::scope::Scoped;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashSet};
@@ -125,16 +125,7 @@ impl Skipping {
     /// say themselves what becomes of a digest ([`DigestAfter::Keep`]). An object this would
     /// not skip (an impure type, an escrowed action or a staged deletion) gets none.
     pub(crate) fn stamp(&self, actions: &mut [Action], dir: &Directory, scoped: &Scoped) {
-        let inputs_of = |ty: ObjectType, id: &str| {
-            // Cheap before the lookups: an impure type never has a digest.
-            if !self.is_on(ty) {
-                return None;
-            }
-            let obj = dir.objects(ty).get(id)?;
-            // As the planner reads them (`plan_type`), whatever the type.
-            let roles = scoped.roles.get(id).map(|r| &**r);
-            self.inputs(ty, obj, roles)
-        };
+        let inputs_of = |ty: ObjectType, id: &str| self.inputs_of(ty, id, dir, scoped);
         for a in actions {
             match a {
                 Action::Provision(p) => p.inputs = inputs_of(p.object_type, &p.source_id),
@@ -146,6 +137,47 @@ impl Skipping {
                 Action::Disable(_) | Action::Delete(_) => {}
             }
         }
+    }
+
+    /// Phase two's updates that would keep a digest the export's index left in the store
+    /// (`stored`: `crate::model::LinkRef::digest_stored`), which the link they write back
+    /// would lose: they record the digest of the object's inputs instead. It is the one
+    /// kept: only phase one's writes leave a digest in the store, each stamped this cycle
+    /// ([`Skipping::stamp`]) from the same directory, and no user has two reference updates
+    /// in a cycle.
+    pub(crate) fn stamp_kept(
+        &self,
+        updates: &mut [Update],
+        stored: impl Fn(&str) -> bool,
+        dir: &Directory,
+        scoped: &Scoped,
+    ) {
+        for u in updates {
+            if u.digest == DigestAfter::Keep && stored(&u.source_id) {
+                u.digest = match self.inputs_of(u.object_type, &u.source_id, dir, scoped) {
+                    Some(inputs) => DigestAfter::Record(inputs),
+                    None => DigestAfter::Drop,
+                };
+            }
+        }
+    }
+
+    /// [`Skipping::inputs`] of the object `id` of `dir`, with its roles as the planner reads
+    /// them (`plan_type`), whatever the type.
+    fn inputs_of(
+        &self,
+        ty: ObjectType,
+        id: &str,
+        dir: &Directory,
+        scoped: &Scoped,
+    ) -> Option<[u8; 16]> {
+        // Cheap before the lookups: an impure type never has a digest.
+        if !self.is_on(ty) {
+            return None;
+        }
+        let obj = dir.objects(ty).get(id)?;
+        let roles = scoped.roles.get(id).map(|r| &**r);
+        self.inputs(ty, obj, roles)
     }
 }
 
