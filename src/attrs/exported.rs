@@ -78,6 +78,15 @@ impl Exported {
         self.digest = Some(encode_digest(&digest));
     }
 
+    /// New values the digest still vouches for: the caller knows the change touches no value
+    /// a diff of the object's mapped values reads (phase two's reference paths). The digest
+    /// is kept as it is held, not decoded and built again.
+    pub(crate) fn replace_keeping_digest(&mut self, map: &AttrMap) {
+        let digest = self.digest.take();
+        *self = Exported::from_map(map);
+        self.digest = digest;
+    }
+
     pub fn from_map(map: &AttrMap) -> Self {
         Exported::of(CompactMap::from_map(map))
     }

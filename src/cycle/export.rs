@@ -403,7 +403,11 @@ impl<'a> Exporter<'a> {
         (t.users, t.groups, t.memberships, t.problems, t.records)
     }
 
-    /// Record a link in memory (and in the owner index, once built).
+    /// Record a link in memory (and in the owner index, once built). A user link's input
+    /// digest stays in the store only (`LinkIndex::insert_leaving_digest`): nothing plans
+    /// from this index again, and a reference update gives the digest back
+    /// (`Skipping::stamp_kept`). Group links keep theirs: a membership change writes the
+    /// link back as the index holds it.
     fn insert_link(&self, link: Link) {
         let mut owners = lock(&self.owners);
         if let Some(o) = owners.as_mut() {
@@ -412,7 +416,11 @@ impl<'a> Exporter<'a> {
                 link.source_id.clone(),
             );
         }
-        lock(&self.links).insert(&link);
+        let mut links = lock(&self.links);
+        match link.object_type {
+            ObjectType::User => links.insert_leaving_digest(&link),
+            ObjectType::Group => links.insert(&link),
+        }
     }
 
     /// Records `link` for the store once its write is confirmed (never before: the caller
@@ -1017,7 +1025,7 @@ impl<'a> Exporter<'a> {
             )
         };
         match self.target.create(p.object_type, body()).await {
-            Ok(resource) => Ok(Outcome::Created(self.new_link(p, &resource, true)?)),
+            Ok(resource) => Ok(Outcome::Created(self.created_link(p, &resource)?)),
             // Someone (or a lost response of ours) created it meanwhile: match and adopt.
             Err(e) if e.is_conflict() || e.is_ambiguous() => {
                 let ambiguous = e.is_ambiguous();
@@ -1035,7 +1043,7 @@ impl<'a> Exporter<'a> {
                     None if ambiguous => {
                         self.before_write()?;
                         let resource = self.target.create(p.object_type, body()).await?;
-                        Ok(Outcome::Created(self.new_link(p, &resource, true)?))
+                        Ok(Outcome::Created(self.created_link(p, &resource)?))
                     }
                     None => Err(e.into()),
                 }
@@ -1092,6 +1100,34 @@ impl<'a> Exporter<'a> {
         })
     }
 
+    /// The link of an object this cycle created, with the object's input digest when `p`
+    /// carries one and the target's answer holds no other value than the one sent at a
+    /// mapped path: a target that changed a value (normalised it, say) has an object the
+    /// mapping does not describe exactly, and the next cycle maps it again rather than vouch
+    /// for it. An answer of its `id` alone (the SCIM client's: the export keeps nothing
+    /// else) says nothing against the values sent, which the link holds either way.
+    fn created_link(&self, p: &Provision, resource: &Value) -> Result<Link, Failure> {
+        let mut link = self.new_link(p, resource, true)?;
+        if let Some(d) = crate::plan::created_digest(p) {
+            let only_id = resource.as_object().is_some_and(|o| o.len() <= 1);
+            let other = (!only_id)
+                .then(|| {
+                    p.mapped
+                        .values
+                        .iter()
+                        .find(|(path, v)| answers_other(resource, path, v))
+                })
+                .flatten();
+            match other {
+                None => link.exported.set_digest(d),
+                Some((path, _)) => {
+                    tracing::debug!(object_type = %p.object_type, source_id = %p.source_id, path = %path, "the target answered another value than the one sent: no input digest")
+                }
+            }
+        }
+        Ok(link)
+    }
+
     /// Link an existing target object and bring its mapped attributes up to date, sending only
     /// the attributes whose value differs.
     async fn adopt(&self, p: &Provision, resource: Value) -> Result<Outcome, Failure> {
@@ -1143,7 +1179,7 @@ impl<'a> Exporter<'a> {
                     .ok_or_else(|| {
                         Failure::object("InternalError", "link vanished during the cycle".into())
                     })?;
-                crate::plan::record_changes(&mut link, &u.changes);
+                crate::plan::record_update(&mut link, u);
                 link.display_name = u.display_name.clone();
                 if u.matching.is_some() {
                     link.matching = u.matching.clone().into();
@@ -1163,6 +1199,10 @@ impl<'a> Exporter<'a> {
                     source_id: u.source_id.clone(),
                     display_name: u.display_name.clone(),
                     mapped: u.mapped.clone(),
+                    inputs: match u.digest {
+                        crate::plan::DigestAfter::Record(inputs) => Some(inputs),
+                        _ => None,
+                    },
                 };
                 Box::pin(self.provision(&p)).await
             }
@@ -1422,6 +1462,15 @@ fn log_outcome(
 }
 
 /// The store failing is fatal for the cycle: nothing done after it could be remembered.
+/// Whether `resource` holds another value than `sent` at `path` (a path that does not parse
+/// holds nothing; nothing at the path is no other value).
+fn answers_other(resource: &Value, path: &str, sent: &Value) -> bool {
+    ScimPath::parse(path)
+        .ok()
+        .and_then(|sp| sp.get(resource))
+        .is_some_and(|v| v != sent)
+}
+
 fn store_failure(e: crate::state::StateError) -> Failure {
     Failure {
         code: "StateStoreError".into(),
@@ -1450,5 +1499,34 @@ mod tests {
         assert!(t.count_once(ObjectType::User, "a"));
         assert!(!t.count_once(ObjectType::User, "a"));
         assert!(t.count_once(ObjectType::Group, "a"));
+    }
+
+    /// A create's answer stands against the values sent only where it holds another value:
+    /// an answer of the `id` alone, or without the path, does not.
+    #[test]
+    fn only_another_value_in_the_answer_differs_from_the_one_sent() {
+        let answer = serde_json::json!({
+            "id": "1",
+            "userName": "alice@x",
+            "emails": [{"type": "work", "value": "Alice@X"}],
+        });
+        let sent = |v: &str| Value::String(v.into());
+        assert!(!answers_other(&answer, "userName", &sent("alice@x")));
+        assert!(answers_other(&answer, "userName", &sent("bob@x")));
+        let email = "emails[type eq \"work\"].value";
+        assert!(
+            answers_other(&answer, email, &sent("alice@x")),
+            "normalised"
+        );
+        assert!(!answers_other(&answer, email, &sent("Alice@X")));
+        assert!(
+            !answers_other(&answer, "title", &sent("Engineer")),
+            "absent"
+        );
+        assert!(!answers_other(
+            &serde_json::json!({"id": "1"}),
+            "userName",
+            &sent("a")
+        ));
     }
 }

@@ -304,7 +304,18 @@ async fn cycle_in_span(
         null_values: job.null_values,
         env: &env,
     };
-    let skipping = cycle.skipping(summary.kind, &book, &staged_before);
+    // The digests the export records with the links it writes: in an initial cycle too, so
+    // that the next one need not map what this one created or updated.
+    // (A dry run writes no link: none.)
+    let digesting = cycle.digesting(&book, &staged_before);
+    let skipping = match summary.kind {
+        CycleKind::Incremental => digesting.clone(),
+        _ => plan::Skipping::off(),
+    };
+    let stamping = match opts.dry_run {
+        true => plan::Skipping::off(),
+        false => digesting,
+    };
     let mut imported = imported;
     let mut plan = match cycle.plan_objects(
         &imported.dir,
@@ -386,7 +397,9 @@ async fn cycle_in_span(
     }
     let exporter = cycle.exporter(links, &book);
     cycle
-        .export_objects(&exporter, &mut plan, &dir, &scoped, &settings, &book)
+        .export_objects(
+            &exporter, &mut plan, &dir, &scoped, &settings, &book, &stamping,
+        )
         .await;
     cycle
         .export_references(
@@ -398,6 +411,7 @@ async fn cycle_in_span(
             &book,
             &held.staged,
             delta.as_ref().map(|d| &d.membership_groups),
+            &stamping,
         )
         .await;
     let tally = book.tally();
@@ -1188,19 +1202,12 @@ impl<'c> Cycle<'c> {
         }
     }
 
-    /// Which objects the planner may find unchanged by their input digest, without mapping
-    /// them: in an incremental cycle only (an initial one re-evaluates everything), and never
-    /// an object with an escrowed action or a staged deletion. Unreadable records only mean
-    /// more mapping.
-    fn skipping(
-        &self,
-        kind: CycleKind,
-        book: &Book<'_>,
-        staged: &[crate::state::StagedDelete],
-    ) -> plan::Skipping {
-        if kind != CycleKind::Incremental {
-            return plan::Skipping::off();
-        }
+    /// Which objects have an input digest: the planner may find them unchanged by it,
+    /// without mapping them, in an incremental cycle (an initial one re-evaluates
+    /// everything), and the export records it with the links it writes (`Skipping::stamp`),
+    /// in every kind of cycle. Never an object with an escrowed action or a staged deletion.
+    /// Unreadable records only mean more mapping.
+    fn digesting(&self, book: &Book<'_>, staged: &[crate::state::StagedDelete]) -> plan::Skipping {
         let job = &self.job.name;
         let never = book
             .objects()
@@ -1365,7 +1372,9 @@ impl<'c> Cycle<'c> {
         scoped: &Scoped,
         settings: &PlanSettings<'_>,
         book: &Book<'_>,
+        stamp: &plan::Skipping,
     ) {
+        stamp.stamp(&mut plan.actions, dir, scoped);
         // The actions are moved, not cloned: each carries its object's mapped values.
         let (users, groups): (Vec<Action>, Vec<Action>) = std::mem::take(&mut plan.actions)
             .into_iter()
@@ -1374,10 +1383,10 @@ impl<'c> Cycle<'c> {
             .into_iter()
             .partition(|(ty, _)| *ty == ObjectType::User);
         run_in_chunks(exporter, users).await;
-        self.export_deferred(exporter, new_users, dir, scoped, settings, book)
+        self.export_deferred(exporter, new_users, dir, scoped, settings, book, stamp)
             .await;
         run_in_chunks(exporter, groups).await;
-        self.export_deferred(exporter, new_groups, dir, scoped, settings, book)
+        self.export_deferred(exporter, new_groups, dir, scoped, settings, book, stamp)
             .await;
         exporter.settle().await;
         self.phase("users and groups exported");
@@ -1388,6 +1397,7 @@ impl<'c> Cycle<'c> {
     /// [`Cycle::defer_escrowed`] does for the planned actions. A chunk is mapped when the
     /// last action of the one before has started, while its requests are still in flight:
     /// the pipe does not drain at each chunk's end.
+    #[allow(clippy::too_many_arguments)]
     async fn export_deferred(
         &self,
         exporter: &Exporter<'_>,
@@ -1396,21 +1406,31 @@ impl<'c> Cycle<'c> {
         scoped: &Scoped,
         settings: &PlanSettings<'_>,
         book: &Book<'_>,
+        stamp: &plan::Skipping,
     ) {
         use futures::StreamExt;
         let mappings = &self.job.mappings;
         let limit = exporter.in_flight();
         let mut in_flight = futures::stream::FuturesUnordered::new();
-        for (n, chunk) in ids.chunks(EXPORT_CHUNK).enumerate() {
+        // Taken off the list a chunk at a time (from its end, the list reversed once: in
+        // plan order, with no shifting), so each chunk's ids are freed once its actions are
+        // made: held to the end, an initial cycle's million ids were ~50 MB of its peak.
+        let mut rest = ids;
+        rest.reverse();
+        while !rest.is_empty() {
             if exporter.aborted().is_some() || self.stop.is_cancelled() {
                 // Planned all the same: their escrows are not taken for done.
-                for (ty, id) in &ids[n * EXPORT_CHUNK..] {
-                    book.planned((*ty, id.clone(), false));
+                for (ty, id) in rest.drain(..) {
+                    book.planned((ty, id, false));
                 }
                 break;
             }
-            let mut actions = plan::provisions(dir, scoped, mappings, settings, chunk);
+            let mut chunk = rest.split_off(rest.len().saturating_sub(EXPORT_CHUNK));
+            chunk.reverse();
+            let mut actions = plan::provisions(dir, scoped, mappings, settings, &chunk);
+            drop(chunk);
             actions.retain(|a| escrow_due(book, a));
+            stamp.stamp(&mut actions, dir, scoped);
             let unsearched = exporter.unsearched(&actions).await;
             for (i, action) in actions.into_iter().enumerate() {
                 while in_flight.len() >= limit {
@@ -1436,6 +1456,7 @@ impl<'c> Cycle<'c> {
         book: &Book<'_>,
         held: &[crate::state::StagedDelete],
         membership_groups: Option<&std::collections::BTreeSet<String>>,
+        stamp: &plan::Skipping,
     ) {
         if exporter.aborted().is_some() || self.stop.is_cancelled() {
             return;
@@ -1464,7 +1485,7 @@ impl<'c> Cycle<'c> {
         // links, the updates user links.
         futures::join!(
             exporter.run_memberships(&refs.memberships),
-            self.export_reference_updates(exporter, dir, scoped, settings, book),
+            self.export_reference_updates(exporter, dir, scoped, settings, book, stamp),
         );
         exporter.settle().await;
         self.phase("references exported");
@@ -1479,6 +1500,7 @@ impl<'c> Cycle<'c> {
         scoped: &Scoped,
         settings: &PlanSettings<'_>,
         book: &Book<'_>,
+        stamp: &plan::Skipping,
     ) {
         // No reference mapping, no reference update: no walk of the directory to find none.
         if !self.job.mappings.users.iter().any(|m| m.is_reference()) {
@@ -1503,6 +1525,15 @@ impl<'c> Cycle<'c> {
                 book.verdict(key, || escrow::update_fingerprint(u)) != Verdict::Wait
             });
             self.take_whole(exporter, &mut updates);
+            {
+                let links = exporter.links();
+                let stored = |id: &str| {
+                    links
+                        .get(ObjectType::User, id)
+                        .is_some_and(|l| l.digest_stored())
+                };
+                stamp.stamp_kept(&mut updates, stored, dir, scoped);
+            }
             if let Some(p) = self.opts.progress {
                 p.inc_length(updates.len() as u64);
             }

@@ -116,6 +116,8 @@ const DISABLED: u8 = 2;
 /// The record holds the exported values of some paths only (see [`LinkIndexBuilder::slim`]):
 /// the rest stayed in the store.
 const SLIM: u8 = 4;
+/// The link has an input digest, left in the store (see [`Links::insert_leaving_digest`]).
+const DIGEST_STORED: u8 = 8;
 
 /// A link's record, without its type and source id (the index's keys): flags; target id,
 /// display name, matching bytes, digest bytes (empty: none; neither is ever empty when
@@ -135,11 +137,15 @@ fn encode_slim(link: &Link, keep: &[String]) -> Record {
     encode_with(link, kept.as_bytes(), SLIM)
 }
 
-/// A record of `link` with `map` as its exported values' bytes and `extra` flags.
+/// A record of `link` with `map` as its exported values' bytes and `extra` flags (with
+/// [`DIGEST_STORED`], without the digest's bytes).
 fn encode_with(link: &Link, map: &[u8], extra: u8) -> Record {
     let (_, digest, disabled) = link.exported.parts();
     let matching = link.matching.0.as_deref().unwrap_or_default();
-    let digest = digest.unwrap_or_default();
+    let digest = match extra & DIGEST_STORED {
+        0 => digest.unwrap_or_default(),
+        _ => &[],
+    };
     let members_len: usize = link.members.iter().map(|m| m.len() + 2).sum();
     let mut members = Vec::with_capacity(members_len);
     for m in &link.members {
@@ -242,6 +248,12 @@ impl<'a> LinkRef<'a> {
     /// store first.
     pub(crate) fn is_slim(&self) -> bool {
         self.parts().flags & SLIM != 0
+    }
+    /// Whether the link has an input digest that the index does not hold, only the store
+    /// ([`Links::insert_leaving_digest`]): decoded, it has none, so whoever writes it back
+    /// gives it its digest again.
+    pub(crate) fn digest_stored(&self) -> bool {
+        self.parts().flags & DIGEST_STORED != 0
     }
     pub(crate) fn matching(&self) -> Matching {
         let m = self.parts().matching;
@@ -487,6 +499,20 @@ impl LinkIndex {
     pub(crate) fn insert(&mut self, link: &Link) {
         self.of_mut(link.object_type).insert(link);
     }
+    /// [`LinkIndex::insert`], without the bytes of the link's input digest, if it has one:
+    /// flagged instead ([`LinkRef::digest_stored`]). For the links an export writes (the
+    /// store has them whole): nothing plans from them again, and held, an initial cycle's
+    /// digests weighed several times their bytes at its peak (see README, "Performance").
+    pub(crate) fn insert_leaving_digest(&mut self, link: &Link) {
+        let links = self.of_mut(link.object_type);
+        match link.exported.parts().1 {
+            None => links.insert(link),
+            Some(_) => {
+                let rec = encode_with(link, link.exported.parts().0, DIGEST_STORED);
+                links.map.insert(link.source_id.as_str().into(), rec);
+            }
+        }
+    }
     /// Users and groups.
     pub(crate) fn len(&self) -> usize {
         self.users.len() + self.groups.len()
@@ -575,6 +601,47 @@ mod tests {
             prop::collection::vec(".{0,8}", 0..4).prop_map(|v| json!(v)),
             (".{0,8}", any::<u32>()).prop_map(|(k, n)| json!({ k: n })),
         ]
+    }
+
+    /// A link inserted leaving its digest in the store is the link without its digest,
+    /// flagged as having one; a link without a digest is inserted as it is.
+    #[test]
+    fn a_link_inserted_leaving_its_digest_is_flagged_and_otherwise_whole() {
+        let mut exported: Exported = [("userName", json!("a@x")), ("active", json!(false))]
+            .into_iter()
+            .collect();
+        exported.set_digest(crate::attrs::InputDigest {
+            inputs: [7; 16],
+            matching: vec![42].into(),
+        });
+        let user = Link {
+            object_type: ObjectType::User,
+            source_id: "u1".into(),
+            target_id: "t1".into(),
+            display_name: "A".into(),
+            matching: Matching::new(Some(("userName".into(), json!("a@x")))),
+            exported,
+            members: BTreeSet::new(),
+            created: true,
+        };
+        let mut index = LinkIndex::default();
+        index.insert_leaving_digest(&user);
+        let held = index.users().get("u1").unwrap();
+        assert!(held.digest_stored() && held.disabled() && !held.is_slim());
+        assert!(held.exported().digest().is_none());
+        let back = held.to_link();
+        assert!(back.exported.digest().is_none());
+        assert_eq!(back, user, "equal but for the digest");
+        let plain = Link {
+            source_id: "u2".into(),
+            exported: user.exported.to_map().into(),
+            ..user.clone()
+        };
+        index.insert_leaving_digest(&plain);
+        assert!(!index.users().get("u2").unwrap().digest_stored());
+        index.insert(&user);
+        let whole = index.users().get("u1").unwrap();
+        assert!(!whole.digest_stored() && whole.exported().digest().is_some());
     }
 
     /// A slim user link keeps its ids, flags, matching value, digest and the kept paths'

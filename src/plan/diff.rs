@@ -81,10 +81,17 @@ fn diff_decoded(link: LinkRef<'_>, mapped: &Mapped, nulls: NullPolicy) -> Vec<Ch
     changes
 }
 
-/// Apply a change set to a link's memory of exported values.
+/// Apply a change set to a link's memory of exported values (which drops its input digest).
 pub(crate) fn record_changes(link: &mut Link, changes: &[Change]) {
+    if let Some(changed) = changed_values(link, changes) {
+        link.exported = changed.into();
+    }
+}
+
+/// The link's exported values with `changes` applied; `None` when there is none.
+fn changed_values(link: &Link, changes: &[Change]) -> Option<crate::attrs::map::AttrMap> {
     if changes.is_empty() {
-        return;
+        return None;
     }
     let mut exported = link.exported.to_map();
     for c in changes {
@@ -97,7 +104,27 @@ pub(crate) fn record_changes(link: &mut Link, changes: &[Change]) {
             }
         }
     }
-    link.exported = exported.into();
+    Some(exported)
+}
+
+/// Apply a confirmed update to its link: the changes, then what [`super::Update::digest`]
+/// says of the link's input digest (the changes alone drop it).
+pub(crate) fn record_update(link: &mut Link, u: &super::Update) {
+    match u.digest {
+        super::DigestAfter::Drop => record_changes(link, &u.changes),
+        super::DigestAfter::Keep => {
+            if let Some(changed) = changed_values(link, &u.changes) {
+                link.exported.replace_keeping_digest(&changed);
+            }
+        }
+        super::DigestAfter::Record(inputs) => {
+            record_changes(link, &u.changes);
+            link.exported.set_digest(crate::attrs::InputDigest {
+                inputs,
+                matching: super::objects::matching_hashes(&u.mapped),
+            });
+        }
+    }
 }
 
 /// The changes in words, for action records and logs (bounded: see

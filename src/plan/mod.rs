@@ -14,7 +14,8 @@ mod skip;
 pub(crate) mod tests;
 
 pub use diff::NullPolicy;
-pub(crate) use diff::{describe_changes, diff, record_changes, Change};
+pub(crate) use diff::{describe_changes, diff, record_update, Change};
+pub(crate) use objects::created_digest;
 pub(crate) use objects::plan_objects_skipping;
 pub(crate) use objects::{match_hash, plan_objects, plan_objects_deferring, provisions};
 pub(crate) use references::{plan_memberships, plan_reference_updates, plan_references};
@@ -33,6 +34,23 @@ pub(crate) struct Provision {
     pub source_id: String,
     pub display_name: String,
     pub mapped: Mapped,
+    /// The object's input digest ([`Skipping::stamp`]; the planner leaves it `None`): a
+    /// create recorded with these values keeps it in its link, so the next cycle need not
+    /// map the object.
+    pub inputs: Option<[u8; 16]>,
+}
+
+/// What a confirmed update does with its link's input digest (see `skip.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DigestAfter {
+    /// Drop it: the values it vouched for change.
+    Drop,
+    /// Keep it: only reference paths change, which phase two decides for every object each
+    /// cycle and no diff of the object's own values reads (see [`diff`]).
+    Keep,
+    /// Record this one: the update brings the values to exactly the mapping of the inputs
+    /// with this digest ([`Skipping::stamp`]).
+    Record([u8; 16]),
 }
 
 /// A linked object whose mapped values changed since they were last exported.
@@ -47,6 +65,8 @@ pub(crate) struct Update {
     pub matching: Option<(String, Value)>,
     /// What to do on 404: provision again with these values.
     pub mapped: Mapped,
+    /// What becomes of the link's input digest once the target confirmed.
+    pub digest: DigestAfter,
 }
 
 /// A linked user to set `active=false`.

@@ -45,6 +45,26 @@ pub(crate) fn match_hash(path: &str, v: &Value) -> u64 {
     h
 }
 
+/// The duplicate-detection hashes of an object's matching values, in precedence order: what
+/// an input digest keeps beside its inputs.
+pub(crate) fn matching_hashes(mapped: &Mapped) -> Box<[u64]> {
+    mapped
+        .matching
+        .iter()
+        .map(|(p, v)| match_hash(p, v))
+        .collect()
+}
+
+/// The input digest a create of `p` leaves in its link, when `p` carries its object's inputs
+/// ([`Skipping::stamp`]): the link then holds exactly `p`'s mapped values, which is what
+/// the digest vouches for.
+pub(crate) fn created_digest(p: &Provision) -> Option<InputDigest> {
+    p.inputs.map(|inputs| InputDigest {
+        inputs,
+        matching: matching_hashes(&p.mapped),
+    })
+}
+
 /// Phase one: users and groups, every in-scope object mapped.
 pub(crate) fn plan_objects(
     dir: &Directory,
@@ -105,6 +125,7 @@ pub(crate) fn provisions(
                 source_id: id.clone(),
                 display_name: obj.display_name().to_string(),
                 mapped,
+                inputs: None,
             }))
         })
         .collect()
@@ -353,6 +374,7 @@ fn plan_type(
                     changes,
                     matching: mapped.matching.first().cloned(),
                     mapped,
+                    digest: super::DigestAfter::Drop,
                 }))
             }
             Wanted::Unlinked { matching, mapped } => {
@@ -405,6 +427,7 @@ fn plan_type(
                         source_id: id.clone(),
                         display_name: obj.display_name().to_string(),
                         mapped: *mapped,
+                        inputs: None,
                     })),
                     None => plan.deferred.push((ty, id.clone())),
                 }
@@ -482,22 +505,14 @@ impl<'l> Wanted<'l> {
     ) -> Self {
         let Some(link) = link else {
             return Wanted::Unlinked {
-                matching: mapped
-                    .matching
-                    .iter()
-                    .map(|(p, v)| match_hash(p, v))
-                    .collect(),
+                matching: matching_hashes(&mapped),
                 mapped: (!defer).then(|| Box::new(mapped)),
             };
         };
         let changes = diff(link, &mapped, settings.null_values);
         if changes.is_empty() {
             Wanted::Unchanged {
-                matching: mapped
-                    .matching
-                    .iter()
-                    .map(|(p, v)| match_hash(p, v))
-                    .collect(),
+                matching: matching_hashes(&mapped),
             }
         } else {
             Wanted::Changed(Box::new(Changed {
@@ -517,12 +532,7 @@ impl<'l> Wanted<'l> {
                 .digest()
                 .map(|d| d.matching.to_vec())
                 .unwrap_or_default(),
-            Wanted::Changed(c) => c
-                .mapped
-                .matching
-                .iter()
-                .map(|(p, v)| match_hash(p, v))
-                .collect(),
+            Wanted::Changed(c) => matching_hashes(&c.mapped).into_vec(),
         }
     }
 }

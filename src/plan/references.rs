@@ -1,10 +1,10 @@
 //! Phase two, after the objects are exported: references (managers) and group memberships,
 //! resolved to the target ids phase one produced.
 
-use super::Update;
 use super::{
     map_items, problem, Change, MembershipChange, NullPolicy, PlanSettings, ReferencePlan,
 };
+use super::{DigestAfter, Update};
 use crate::mapping::{map_object, MapContext, Mappings};
 use crate::model::{Directory, ObjectType, SourceObject};
 use crate::model::{LinkIndex, LinkRef};
@@ -99,6 +99,15 @@ fn updates_with<'a, 'l>(
     if reference_maps.is_empty() {
         return Vec::new();
     }
+    // The paths a user's own values are mapped to: a reference update that changes none of
+    // them (nor `active`) leaves what a diff of those values finds as it was, so the link's
+    // input digest still holds.
+    let own_paths: HashSet<&str> = mappings
+        .users
+        .iter()
+        .filter(|m| !m.is_reference() && !m.is_members())
+        .map(|m| &*m.key)
+        .collect();
     {
         // One user's reference changes; on several threads for large directories (a manager
         // lookup per user), in directory order either way.
@@ -155,6 +164,9 @@ fn updates_with<'a, 'l>(
                 return None;
             }
             let mapped = map_object(user, &reference_maps, &ctx).ok()?;
+            let keeps = changes
+                .iter()
+                .all(|c| c.path != "active" && !own_paths.contains(c.path.as_str()));
             Some(Box::new(Update {
                 object_type: ObjectType::User,
                 source_id: id.clone(),
@@ -163,6 +175,11 @@ fn updates_with<'a, 'l>(
                 changes,
                 matching: link.matching().get(),
                 mapped,
+                digest: if keeps {
+                    DigestAfter::Keep
+                } else {
+                    DigestAfter::Drop
+                },
             }))
         };
         map_items(users, update_of)

@@ -8,8 +8,9 @@
 //! plan with skipping is the plan without (`tests.rs` checks it on random directories).
 
 use crate::mapping::{Mapping, MappingSource, Mappings};
-use crate::model::{ObjectType, SourceObject};
-use crate::plan::NullPolicy;
+use crate::model::{Directory, ObjectType, SourceObject};
+use crate::plan::{Action, DigestAfter, NullPolicy, Update};
+use crate::scope::Scoped;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashSet};
 
@@ -113,6 +114,70 @@ impl Skipping {
         let mut out = [0u8; 16];
         out.copy_from_slice(&full[..16]);
         Some(out)
+    }
+
+    /// Give phase one's provisions and updates their object's input digest, so that the
+    /// export records it in the link it writes anyway: a create leaves exactly the mapped
+    /// values in its link, and an update brings the link's values to exactly them (the plan's
+    /// changes are all that [`super::diff`] finds), so the next cycle need not map the object.
+    /// The planner's actions carry none (the plan is the same with skipping or without):
+    /// the cycle stamps them before the export. Not for phase two's reference updates, which
+    /// say themselves what becomes of a digest ([`DigestAfter::Keep`]). An object this would
+    /// not skip (an impure type, an escrowed action or a staged deletion) gets none.
+    pub(crate) fn stamp(&self, actions: &mut [Action], dir: &Directory, scoped: &Scoped) {
+        let inputs_of = |ty: ObjectType, id: &str| self.inputs_of(ty, id, dir, scoped);
+        for a in actions {
+            match a {
+                Action::Provision(p) => p.inputs = inputs_of(p.object_type, &p.source_id),
+                Action::Update(u) => {
+                    if let Some(inputs) = inputs_of(u.object_type, &u.source_id) {
+                        u.digest = DigestAfter::Record(inputs);
+                    }
+                }
+                Action::Disable(_) | Action::Delete(_) => {}
+            }
+        }
+    }
+
+    /// Phase two's updates that would keep a digest the export's index left in the store
+    /// (`stored`: `crate::model::LinkRef::digest_stored`), which the link they write back
+    /// would lose: they record the digest of the object's inputs instead. It is the one
+    /// kept: only phase one's writes leave a digest in the store, each stamped this cycle
+    /// ([`Skipping::stamp`]) from the same directory, and no user has two reference updates
+    /// in a cycle.
+    pub(crate) fn stamp_kept(
+        &self,
+        updates: &mut [Update],
+        stored: impl Fn(&str) -> bool,
+        dir: &Directory,
+        scoped: &Scoped,
+    ) {
+        for u in updates {
+            if u.digest == DigestAfter::Keep && stored(&u.source_id) {
+                u.digest = match self.inputs_of(u.object_type, &u.source_id, dir, scoped) {
+                    Some(inputs) => DigestAfter::Record(inputs),
+                    None => DigestAfter::Drop,
+                };
+            }
+        }
+    }
+
+    /// [`Skipping::inputs`] of the object `id` of `dir`, with its roles as the planner reads
+    /// them (`plan_type`), whatever the type.
+    fn inputs_of(
+        &self,
+        ty: ObjectType,
+        id: &str,
+        dir: &Directory,
+        scoped: &Scoped,
+    ) -> Option<[u8; 16]> {
+        // Cheap before the lookups: an impure type never has a digest.
+        if !self.is_on(ty) {
+            return None;
+        }
+        let obj = dir.objects(ty).get(id)?;
+        let roles = scoped.roles.get(id).map(|r| &**r);
+        self.inputs(ty, obj, roles)
     }
 }
 
