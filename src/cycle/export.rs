@@ -1461,7 +1461,6 @@ fn log_outcome(
     log.exported(cycle_id, ty, source_id, name, action, done, ms);
 }
 
-/// The store failing is fatal for the cycle: nothing done after it could be remembered.
 /// Whether `resource` holds another value than `sent` at `path` (a path that does not parse
 /// holds nothing; nothing at the path is no other value).
 fn answers_other(resource: &Value, path: &str, sent: &Value) -> bool {
@@ -1471,6 +1470,7 @@ fn answers_other(resource: &Value, path: &str, sent: &Value) -> bool {
         .is_some_and(|v| v != sent)
 }
 
+/// The store failing is fatal for the cycle: nothing done after it could be remembered.
 fn store_failure(e: crate::state::StateError) -> Failure {
     Failure {
         code: "StateStoreError".into(),

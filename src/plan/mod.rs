@@ -228,7 +228,7 @@ pub(super) fn map_all<'a, T: Send>(
             .map(|(i, (id, o))| f(i, id, o))
             .collect();
     }
-    par_map(objects.iter().collect(), f)
+    par_map(objects.iter().collect(), PARALLEL_FROM, f)
 }
 
 /// From how many objects [`map_items`] splits the work over threads.
@@ -239,16 +239,28 @@ pub(super) fn map_items<'a, T: Send>(
     items: Vec<(&'a String, &'a SourceObject)>,
     f: impl Fn(&'a String, &'a SourceObject) -> T + Sync,
 ) -> Vec<T> {
-    par_map(items, |_, id, o| f(id, o))
+    par_map(items, PARALLEL_FROM, |_, id, o| f(id, o))
 }
 
-/// `f(position, id, object)` over `items`, in their order, on up to 4 threads.
+/// [`map_items`] for items that are each much work (a group and its members): split over
+/// threads from `from` items.
+pub(super) fn map_items_from<'a, T: Send>(
+    items: Vec<(&'a String, &'a SourceObject)>,
+    from: usize,
+    f: impl Fn(&'a String, &'a SourceObject) -> T + Sync,
+) -> Vec<T> {
+    par_map(items, from, |_, id, o| f(id, o))
+}
+
+/// `f(position, id, object)` over `items`, in their order, on up to 4 threads once there
+/// are `from` of them.
 fn par_map<'a, T: Send>(
     items: Vec<(&'a String, &'a SourceObject)>,
+    from: usize,
     f: impl Fn(usize, &'a String, &'a SourceObject) -> T + Sync,
 ) -> Vec<T> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    if items.len() < PARALLEL_FROM || threads < 2 {
+    if items.len() < from.max(2) || threads < 2 {
         return items
             .iter()
             .enumerate()

@@ -2,7 +2,8 @@
 //! resolved to the target ids phase one produced.
 
 use super::{
-    map_items, problem, Change, MembershipChange, NullPolicy, PlanSettings, ReferencePlan,
+    map_items, map_items_from, problem, Change, MembershipChange, NullPolicy, PlanSettings,
+    ReferencePlan,
 };
 use super::{DigestAfter, Update};
 use crate::mapping::{map_object, MapContext, Mappings};
@@ -190,6 +191,10 @@ fn updates_with<'a, 'l>(
     }
 }
 
+/// Members in all, of the groups planned, from which their memberships are planned on
+/// several threads.
+const MEMBERS_PARALLEL_FROM: usize = 20_000;
+
 /// The membership deltas (and their problems) of every group, or of `groups` when given.
 fn memberships_with<'l>(
     dir: &Directory,
@@ -234,72 +239,89 @@ fn memberships_with<'l>(
     };
 
     if mappings.sync_members() {
-        for (id, group) in &dir.groups {
-            if groups.is_some_and(|only| !only.contains(id)) {
-                continue;
-            }
-            let Some(link) = links.groups().get(id) else {
-                continue;
-            };
-            if !scoped.in_scope(ObjectType::Group, id) {
-                continue;
-            }
-            // Borrowed target ids: only the delta is copied, not every member of every group.
-            // A sorted list, compared with the (sorted) last exported members in one merge.
-            let mut desired: Vec<&str> = Vec::with_capacity(group.members.len());
-            let mut missing: Vec<&str> = Vec::new();
-            for m in &group.members {
-                if let Some(t) = user_target(m) {
-                    desired.push(t);
-                } else if let Some(t) = undecided(m) {
-                    // Present but unreadable, or its scope is unknown this cycle: leave its
-                    // membership as it is, neither added nor removed.
-                    if link.members().any(|old| old == t) {
+        let chosen: Vec<(&String, &SourceObject)> = dir
+            .groups
+            .iter()
+            .filter(|(id, _)| groups.is_none_or(|only| only.contains(*id)))
+            .collect();
+        // Each group is one lookup of every member: split over threads once there are
+        // enough members in all (a million users in 2,000 groups of 100: 0.9 s on one).
+        let members: usize = chosen.iter().map(|(_, g)| g.members.len()).sum();
+        let from = if members >= MEMBERS_PARALLEL_FROM {
+            2
+        } else {
+            usize::MAX
+        };
+        let one_group =
+            |id: &String,
+             group: &SourceObject|
+             -> Option<(Option<crate::summary::Problem>, Option<MembershipChange>)> {
+                let link = links.groups().get(id)?;
+                if !scoped.in_scope(ObjectType::Group, id) {
+                    return None;
+                }
+                // Borrowed target ids: only the delta is copied, not every member of every group.
+                // A sorted list, compared with the (sorted) last exported members in one merge.
+                let mut desired: Vec<&str> = Vec::with_capacity(group.members.len());
+                let mut missing: Vec<&str> = Vec::new();
+                for m in &group.members {
+                    if let Some(t) = user_target(m) {
                         desired.push(t);
+                    } else if let Some(t) = undecided(m) {
+                        // Present but unreadable, or its scope is unknown this cycle: leave its
+                        // membership as it is, neither added nor removed.
+                        if link.members().any(|old| old == t) {
+                            desired.push(t);
+                        }
+                    } else if !dir.users.contains_key(m) && !dir.groups.contains_key(m) {
+                        missing.push(m);
                     }
-                } else if !dir.users.contains_key(m) && !dir.groups.contains_key(m) {
-                    missing.push(m);
                 }
-            }
-            if !missing.is_empty() {
-                out.problems.push(problem(
-                    Some(ObjectType::Group),
-                    id,
-                    Some(group.display_name()),
-                    "InvalidMember",
-                    format!(
-                        "members that do not exist in the source were skipped: {}",
-                        crate::util::text::bounded_list(&missing)
-                    ),
-                ));
-            }
-            desired.sort_unstable();
-            desired.dedup();
-            let (mut add, mut remove) = (Vec::new(), Vec::new());
-            let mut had = link.members().peekable();
-            for t in desired {
-                while let Some(old) = had.next_if(|old| *old < t) {
-                    remove.push(old.to_string());
+                let invalid = (!missing.is_empty()).then(|| {
+                    problem(
+                        Some(ObjectType::Group),
+                        id,
+                        Some(group.display_name()),
+                        "InvalidMember",
+                        format!(
+                            "members that do not exist in the source were skipped: {}",
+                            crate::util::text::bounded_list(&missing)
+                        ),
+                    )
+                });
+                desired.sort_unstable();
+                desired.dedup();
+                let (mut add, mut remove) = (Vec::new(), Vec::new());
+                let mut had = link.members().peekable();
+                for t in desired {
+                    while let Some(old) = had.next_if(|old| *old < t) {
+                        remove.push(old.to_string());
+                    }
+                    if had.next_if_eq(&t).is_none() {
+                        add.push(t.to_string());
+                    }
                 }
-                if had.next_if_eq(&t).is_none() {
-                    add.push(t.to_string());
+                remove.extend(had.map(str::to_string));
+                // Only remove members provisiond added; and never on an incomplete read, where a
+                // missing member may just be unread.
+                if !dir.complete {
+                    remove.clear();
                 }
-            }
-            remove.extend(had.map(str::to_string));
-            // Only remove members provisiond added; and never on an incomplete read, where a
-            // missing member may just be unread.
-            if !dir.complete {
-                remove.clear();
-            }
-            if !add.is_empty() || !remove.is_empty() {
-                out.memberships.push(MembershipChange {
+                let change = (!add.is_empty() || !remove.is_empty()).then(|| MembershipChange {
                     group_source_id: id.clone(),
                     group_target_id: link.target_id().to_string(),
                     display_name: link.display_name().to_string(),
                     add,
                     remove,
                 });
-            }
+                Some((invalid, change))
+            };
+        for (invalid, change) in map_items_from(chosen, from, one_group)
+            .into_iter()
+            .flatten()
+        {
+            out.problems.extend(invalid);
+            out.memberships.extend(change);
         }
     }
     out

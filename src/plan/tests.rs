@@ -138,6 +138,63 @@ fn mapping_on_several_threads_keeps_the_order() {
     assert_eq!(ids, expected);
 }
 
+/// Enough members in all to plan memberships on several threads: the same changes and
+/// problems, in the same order, as each group planned alone (one group is few members,
+/// planned on the calling thread).
+#[test]
+fn memberships_planned_on_several_threads_are_each_groups_own_in_order() {
+    let users: Vec<Value> = (0..1_500)
+        .map(|i| json!({"id": format!("u{i:04}"), "userPrincipalName": format!("u{i}@x")}))
+        .collect();
+    let groups: Vec<Value> = (0..300)
+        .map(|g| {
+            let mut members: Vec<String> = (0..80)
+                .map(|k| format!("u{:04}", (g * 7 + k * 13) % 1_500))
+                .collect();
+            if g % 17 == 0 {
+                members.push(format!("ghost{g}"));
+            }
+            json!({"id": format!("g{g:03}"), "displayName": format!("G{g}"), "members": members})
+        })
+        .collect();
+    let dir = parse(json!({"users": users, "groups": groups, "assignments": [], "_all": true}));
+    let settings = ScopeSettings {
+        mode: ScopeMode::All,
+        ..ScopeSettings::default()
+    };
+    let mut links = LinkIndex::default();
+    let (plan, _) = run(&dir, &settings, &mut links);
+    assert!(!plan.actions.is_empty());
+    // A second directory drops some members and adds others: removals and additions.
+    let mut raw = json!({"users": (0..1_500).map(|i| json!({"id": format!("u{i:04}"), "userPrincipalName": format!("u{i}@x")})).collect::<Vec<_>>(), "assignments": []});
+    raw["groups"] = (0..300)
+        .map(|g| {
+            let mut members: Vec<String> = (0..80)
+                .map(|k| format!("u{:04}", (g * 11 + k * 3) % 1_500))
+                .collect();
+            if g % 13 == 0 {
+                members.push(format!("ghost{g}"));
+            }
+            json!({"id": format!("g{g:03}"), "displayName": format!("G{g}"), "members": members})
+        })
+        .collect();
+    let dir = parse(raw);
+    let mappings = Mappings::generic_scim().unwrap();
+    let scoped = scope::evaluate(&dir, &settings);
+    let all = plan_memberships(&dir, &scoped, &mappings, &links, None);
+    assert_eq!(all.memberships.len(), 300);
+    let (mut one_by_one, mut problems) = (Vec::new(), Vec::new());
+    for id in dir.groups.keys() {
+        let only: std::collections::BTreeSet<String> = [id.clone()].into();
+        let one = plan_memberships(&dir, &scoped, &mappings, &links, Some(&only));
+        one_by_one.extend(one.memberships);
+        problems.extend(one.problems);
+    }
+    assert_eq!(all.memberships, one_by_one);
+    assert_eq!(all.problems.len(), 24, "{:?}", all.problems);
+    assert_eq!(all.problems, problems);
+}
+
 #[test]
 fn lifecycle_create_update_disable_delete() {
     let settings = ScopeSettings::default();
