@@ -603,18 +603,15 @@ mod tests {
         ]
     }
 
-    /// A link inserted leaving its digest in the store is the link without its digest,
-    /// flagged as having one; a link without a digest is inserted as it is.
-    #[test]
-    fn a_link_inserted_leaving_its_digest_is_flagged_and_otherwise_whole() {
-        let mut exported: Exported = [("userName", json!("a@x")), ("active", json!(false))]
-            .into_iter()
-            .collect();
+    /// User `u1` (target `t1`, matched by `userName`) with `values` exported and an input
+    /// digest.
+    fn digested_user(values: &[(&str, Value)]) -> Link {
+        let mut exported: Exported = values.iter().cloned().collect();
         exported.set_digest(crate::attrs::InputDigest {
             inputs: [7; 16],
             matching: vec![42].into(),
         });
-        let user = Link {
+        Link {
             object_type: ObjectType::User,
             source_id: "u1".into(),
             target_id: "t1".into(),
@@ -623,7 +620,14 @@ mod tests {
             exported,
             members: BTreeSet::new(),
             created: true,
-        };
+        }
+    }
+
+    /// A link inserted leaving its digest in the store is the link without its digest,
+    /// flagged as having one; a link without a digest is inserted as it is.
+    #[test]
+    fn a_link_inserted_leaving_its_digest_is_flagged_and_otherwise_whole() {
+        let user = digested_user(&[("userName", json!("a@x")), ("active", json!(false))]);
         let mut index = LinkIndex::default();
         index.insert_leaving_digest(&user);
         let held = index.users().get("u1").unwrap();
@@ -650,27 +654,11 @@ mod tests {
     /// replaces it.
     #[test]
     fn a_slim_link_keeps_what_a_no_change_cycle_reads() {
-        let mut exported: Exported = [
+        let user = digested_user(&[
             ("userName", json!("a@x")),
             ("manager", json!("t9")),
             ("active", json!(false)),
-        ]
-        .into_iter()
-        .collect();
-        exported.set_digest(crate::attrs::InputDigest {
-            inputs: [7; 16],
-            matching: vec![42].into(),
-        });
-        let user = Link {
-            object_type: ObjectType::User,
-            source_id: "u1".into(),
-            target_id: "t1".into(),
-            display_name: "A".into(),
-            matching: Matching::new(Some(("userName".into(), json!("a@x")))),
-            exported,
-            members: BTreeSet::new(),
-            created: true,
-        };
+        ]);
         let group = Link {
             object_type: ObjectType::Group,
             source_id: "g1".into(),

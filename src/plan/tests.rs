@@ -143,42 +143,34 @@ fn mapping_on_several_threads_keeps_the_order() {
 /// planned on the calling thread).
 #[test]
 fn memberships_planned_on_several_threads_are_each_groups_own_in_order() {
-    let users: Vec<Value> = (0..1_500)
-        .map(|i| json!({"id": format!("u{i:04}"), "userPrincipalName": format!("u{i}@x")}))
-        .collect();
-    let groups: Vec<Value> = (0..300)
-        .map(|g| {
-            let mut members: Vec<String> = (0..80)
-                .map(|k| format!("u{:04}", (g * 7 + k * 13) % 1_500))
-                .collect();
-            if g % 17 == 0 {
-                members.push(format!("ghost{g}"));
-            }
-            json!({"id": format!("g{g:03}"), "displayName": format!("G{g}"), "members": members})
-        })
-        .collect();
-    let dir = parse(json!({"users": users, "groups": groups, "assignments": [], "_all": true}));
+    // 300 groups of 80 members (24,000 in all), their members picked by `step`, and a member
+    // that does not exist in every `ghosts`-th group.
+    let directory = |step: usize, ghosts: usize| -> Value {
+        let users: Vec<Value> = (0..1_500)
+            .map(|i| json!({"id": format!("u{i:04}"), "userPrincipalName": format!("u{i}@x")}))
+            .collect();
+        let groups: Vec<Value> = (0..300)
+            .map(|g| {
+                let mut members: Vec<String> = (0..80)
+                    .map(|k| format!("u{:04}", (g * step + k * (step + 2)) % 1_500))
+                    .collect();
+                if g % ghosts == 0 {
+                    members.push(format!("ghost{g}"));
+                }
+                json!({"id": format!("g{g:03}"), "displayName": format!("G{g}"), "members": members})
+            })
+            .collect();
+        json!({"users": users, "groups": groups, "assignments": []})
+    };
     let settings = ScopeSettings {
         mode: ScopeMode::All,
         ..ScopeSettings::default()
     };
     let mut links = LinkIndex::default();
-    let (plan, _) = run(&dir, &settings, &mut links);
+    let (plan, _) = run(&parse(directory(7, 17)), &settings, &mut links);
     assert!(!plan.actions.is_empty());
-    // A second directory drops some members and adds others: removals and additions.
-    let mut raw = json!({"users": (0..1_500).map(|i| json!({"id": format!("u{i:04}"), "userPrincipalName": format!("u{i}@x")})).collect::<Vec<_>>(), "assignments": []});
-    raw["groups"] = (0..300)
-        .map(|g| {
-            let mut members: Vec<String> = (0..80)
-                .map(|k| format!("u{:04}", (g * 11 + k * 3) % 1_500))
-                .collect();
-            if g % 13 == 0 {
-                members.push(format!("ghost{g}"));
-            }
-            json!({"id": format!("g{g:03}"), "displayName": format!("G{g}"), "members": members})
-        })
-        .collect();
-    let dir = parse(raw);
+    // Other members in every group: removals and additions.
+    let dir = parse(directory(11, 13));
     let mappings = Mappings::generic_scim().unwrap();
     let scoped = scope::evaluate(&dir, &settings);
     let all = plan_memberships(&dir, &scoped, &mappings, &links, None);
