@@ -475,15 +475,10 @@ impl<'a> Exporter<'a> {
         };
         self.links_not_written(failed);
         if gone {
-            self.classify(Some(&Failure {
-                code: "StateStoreError".into(),
-                reason:
-                    "the state store's link writer stopped: links of this export may not be stored"
-                        .into(),
-                reach: Reach::Cycle,
-                never_reached: false,
-                quarantine_exception: false,
-            }));
+            self.classify(Some(&store_failure_because(
+                "the state store's link writer stopped: links of this export may not be stored"
+                    .into(),
+            )));
         }
     }
 
@@ -1472,9 +1467,14 @@ fn answers_other(resource: &Value, path: &str, sent: &Value) -> bool {
 
 /// The store failing is fatal for the cycle: nothing done after it could be remembered.
 fn store_failure(e: crate::state::StateError) -> Failure {
+    store_failure_because(e.to_string())
+}
+
+/// A store failure for `reason`.
+fn store_failure_because(reason: String) -> Failure {
     Failure {
         code: "StateStoreError".into(),
-        reason: e.to_string(),
+        reason,
         reach: Reach::Cycle,
         never_reached: false,
         quarantine_exception: false,

@@ -312,9 +312,10 @@ async fn cycle_in_span(
         CycleKind::Incremental => digesting.clone(),
         _ => plan::Skipping::off(),
     };
-    let stamping = match opts.dry_run {
-        true => plan::Skipping::off(),
-        false => digesting,
+    let stamping = if opts.dry_run {
+        plan::Skipping::off()
+    } else {
+        digesting
     };
     let mut imported = imported;
     let mut plan = match cycle.plan_objects(
@@ -928,12 +929,9 @@ impl<'c> Cycle<'c> {
             // waits for them.
             let links = loading.await.map_err(ImportError::Loading)??;
             self.find_soft_deleted(&mut dir, &links).await;
-            (
-                crate::util::off_worker(|| scope::evaluate(&dir, &self.job.scope)),
-                links,
-            )
+            (self.decide_scope(&dir), links)
         } else {
-            let scoped = crate::util::off_worker(|| scope::evaluate(&dir, &self.job.scope));
+            let scoped = self.decide_scope(&dir);
             let links = loading.await.map_err(ImportError::Loading)??;
             (scoped, links)
         };
@@ -982,7 +980,7 @@ impl<'c> Cycle<'c> {
         let mut links = self.store.links_for(job, ObjectType::User, &user_ids)?;
         links.extend(self.store.links_for(job, ObjectType::Group, &group_ids)?);
         let links = LinkIndex::new(links);
-        let scoped = crate::util::off_worker(|| scope::evaluate(&dir, &self.job.scope));
+        let scoped = self.decide_scope(&dir);
         let membership_groups = crate::model::view::membership_groups(&dir, &focus);
         summary.source_complete = dir.complete;
         tracing::info!(
@@ -1112,6 +1110,11 @@ impl<'c> Cycle<'c> {
                 .map(|m| m.key.to_string())
                 .collect(),
         )
+    }
+
+    /// The scope of `dir`, off the async worker: seconds at a million users.
+    fn decide_scope(&self, dir: &Directory) -> Scoped {
+        crate::util::off_worker(|| scope::evaluate(dir, &self.job.scope))
     }
 
     /// The plan of the objects, with every link it needs whole: when a plan names slim links
