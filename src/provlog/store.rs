@@ -196,6 +196,8 @@ pub struct Writer {
     current: Option<(i64, PathBuf, BufWriter<File>)>,
     /// The line being encoded, reused: one allocation per writer, not per entry.
     line: Vec<u8>,
+    /// Bytes appended since the last [`Writer::sync`].
+    unsynced: u64,
 }
 
 /// The hour (since the epoch) a segment of `t` holds.
@@ -212,6 +214,7 @@ impl Writer {
             dir,
             current: None,
             line: Vec::new(),
+            unsynced: 0,
         })
     }
 
@@ -221,7 +224,12 @@ impl Writer {
         trace_entry(entry);
         let hour = hour_of(entry.activity_date_time);
         if self.current.as_ref().map(|c| c.0) != Some(hour) {
-            self.flush()?;
+            // The segment left behind is synced as it is closed: `sync` reaches the open one
+            // only, so a cycle across the hour would otherwise commit with the last hour's
+            // tail written but not durable.
+            if self.current.is_some() {
+                self.sync()?;
+            }
             let path = self.dir.join(segment_name(entry.activity_date_time));
             let file = open_segment(&path)?;
             self.current = Some((hour, path, BufWriter::with_capacity(1 << 16, file)));
@@ -236,7 +244,16 @@ impl Writer {
             source,
         })?;
         self.line.push(b'\n');
-        w.write_all(&self.line).map_err(io(path))
+        w.write_all(&self.line).map_err(io(path))?;
+        self.unsynced += self.line.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes appended since the last [`Writer::sync`]: a caller that syncs every few
+    /// megabytes keeps the disk writing while it appends, and the sync that ends a cycle
+    /// waits for the last few only.
+    pub fn unsynced(&self) -> u64 {
+        self.unsynced
     }
 
     fn flush(&mut self) -> Result<(), LogError> {
@@ -257,6 +274,7 @@ impl Writer {
         if let Ok(d) = File::open(&self.dir) {
             let _ = d.sync_all();
         }
+        self.unsynced = 0;
         Ok(())
     }
 }

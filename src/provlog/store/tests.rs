@@ -337,3 +337,42 @@ fn a_limit_takes_the_newest_of_a_segment_and_needles_hit_steps_too() {
         ["e1"]
     );
 }
+
+#[test]
+fn unsynced_counts_the_bytes_appended_since_the_last_sync_and_a_closed_segment_is_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Writer::open(dir.path(), "robin").unwrap();
+    assert_eq!(w.unsynced(), 0);
+    let a = entry("a", at(10, 1), ProvisioningAction::Create, Status::Success);
+    w.append(&a).unwrap();
+    let line = serde_json::to_vec(&a).unwrap().len() as u64 + 1;
+    assert_eq!(w.unsynced(), line);
+    w.append(&entry(
+        "b",
+        at(10, 2),
+        ProvisioningAction::Create,
+        Status::Success,
+    ))
+    .unwrap();
+    assert!(w.unsynced() > line);
+    w.sync().unwrap();
+    assert_eq!(w.unsynced(), 0);
+    w.append(&entry(
+        "c",
+        at(10, 3),
+        ProvisioningAction::Create,
+        Status::Success,
+    ))
+    .unwrap();
+    // The next hour's entry closes the 10:00 segment, synced with it: only the new line is
+    // left unsynced, and the closed segment holds its three whole lines.
+    let d = entry("d", at(11, 0), ProvisioningAction::Create, Status::Success);
+    w.append(&d).unwrap();
+    assert_eq!(
+        w.unsynced(),
+        serde_json::to_vec(&d).unwrap().len() as u64 + 1
+    );
+    let ten = std::fs::read_to_string(dir.path().join("logs/robin/2026-12-05T10.jsonl")).unwrap();
+    assert_eq!(ten.lines().count(), 3);
+    assert!(ten.ends_with('\n'));
+}
