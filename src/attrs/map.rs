@@ -215,6 +215,12 @@ impl AttrMap {
         self.entries.iter().map(|(k, v)| (&**k, v))
     }
 
+    /// Entries in key order, with the shared keys themselves: a caller that keeps a key
+    /// clones an `Arc`, not the text.
+    pub(crate) fn shared(&self) -> impl Iterator<Item = (&Key, &Value)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
         self.entries.iter().map(|(k, _)| &**k)
     }

@@ -408,7 +408,7 @@ impl<'a> Exporter<'a> {
     /// from this index again, and a reference update gives the digest back
     /// (`Skipping::stamp_kept`). Group links keep theirs: a membership change writes the
     /// link back as the index holds it.
-    fn insert_link(&self, link: Link) {
+    fn insert_link(&self, link: &Link) {
         let mut owners = lock(&self.owners);
         if let Some(o) = owners.as_mut() {
             o.insert(
@@ -418,8 +418,8 @@ impl<'a> Exporter<'a> {
         }
         let mut links = lock(&self.links);
         match link.object_type {
-            ObjectType::User => links.insert_leaving_digest(&link),
-            ObjectType::Group => links.insert(&link),
+            ObjectType::User => links.insert_leaving_digest(link),
+            ObjectType::Group => links.insert(link),
         }
     }
 
@@ -708,7 +708,7 @@ impl<'a> Exporter<'a> {
                 | Outcome::Adopted(l)
                 | Outcome::Updated(l)
                 | Outcome::Disabled(l) => {
-                    self.insert_link(l.clone());
+                    self.insert_link(l);
                     self.persist(l.clone());
                 }
                 Outcome::Deleted | Outcome::Gone => self.forget(ty, source_id)?,

@@ -111,9 +111,11 @@ struct Prop {
     new: Option<Value>,
 }
 
-/// An attribute's name: owned (a mapping's target path, a diff's path) or fixed.
+/// An attribute's name: owned (a diff's path), a mapping's interned target path (shared:
+/// the export's task clones an `Arc`, the writer thread copies the text) or fixed.
 enum PropName {
     Owned(String),
+    Shared(crate::attrs::map::Key),
     Static(&'static str),
 }
 
@@ -121,6 +123,7 @@ impl PropName {
     fn into_string(self) -> String {
         match self {
             PropName::Owned(s) => s,
+            PropName::Shared(s) => s.to_string(),
             PropName::Static(s) => s.to_string(),
         }
     }
@@ -407,10 +410,10 @@ impl LogSink {
                 p.mapped.matching.clone(),
                 p.mapped
                     .values
-                    .iter()
-                    .chain(p.mapped.create_only.iter())
+                    .shared()
+                    .chain(p.mapped.create_only.shared())
                     .map(|(k, v)| Prop {
-                        name: PropName::Owned(k.to_string()),
+                        name: PropName::Shared(k.clone()),
                         old: None,
                         new: Some(v.clone()),
                     })
