@@ -242,6 +242,9 @@ impl Drop for LogSink {
 fn write_loop(mut writer: Writer, ctx: &Context, rx: std::sync::mpsc::Receiver<Msg>) {
     let job = ctx.job.as_str();
     let mut failed = false;
+    // A sync on the way that failed is not tried again before the next flush: one warning,
+    // not one every few megabytes of a failing disk.
+    let mut sync_failed = false;
     for msg in rx {
         match msg {
             Msg::Records(batch) => {
@@ -254,12 +257,12 @@ fn write_loop(mut writer: Writer, ctx: &Context, rx: std::sync::mpsc::Receiver<M
                         failed = true;
                     }
                 }
-                if writer.unsynced() >= SYNC_EVERY {
-                    sync(&mut writer, job, failed);
+                if !sync_failed && writer.unsynced() >= SYNC_EVERY {
+                    sync_failed = !sync(&mut writer, job, failed);
                 }
             }
             Msg::Flush(ack) => {
-                sync(&mut writer, job, failed);
+                sync_failed = !sync(&mut writer, job, failed);
                 let _ = ack.send(());
             }
         }
@@ -268,10 +271,17 @@ fn write_loop(mut writer: Writer, ctx: &Context, rx: std::sync::mpsc::Receiver<M
     sync(&mut writer, job, failed);
 }
 
-fn sync(writer: &mut Writer, job: &str, failed: bool) {
-    if !failed {
-        if let Err(err) = writer.sync() {
+/// Syncs the writer (unless its writing failed already); false, with a warning, when the
+/// sync failed.
+fn sync(writer: &mut Writer, job: &str, failed: bool) -> bool {
+    if failed {
+        return true;
+    }
+    match writer.sync() {
+        Ok(()) => true,
+        Err(err) => {
             tracing::warn!(job, error = %err, "provisioning log sync failed");
+            false
         }
     }
 }
