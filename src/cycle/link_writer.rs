@@ -10,6 +10,8 @@
 //! being filled: the next cycle matches those objects again.
 
 use crate::state::{Link, LinksWriter, StateError};
+use crate::util::off_worker;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -31,6 +33,9 @@ pub(crate) struct LinkWriter {
     thread: Option<JoinHandle<()>>,
     /// The first refusal not yet reported.
     failed: Arc<Mutex<Option<StateError>>>,
+    /// Batches queued and not yet written (refused ones count as written): none means
+    /// [`LinkWriter::drain`] has nothing to wait for.
+    unwritten: Arc<AtomicUsize>,
 }
 
 /// Why the writer could not be waited for: its thread ended (a panic inside the store).
@@ -43,6 +48,8 @@ impl LinkWriter {
         let (queue, batches) = mpsc::sync_channel::<Msg>(QUEUED_BATCHES);
         let failed = Arc::new(Mutex::new(None));
         let report = Arc::clone(&failed);
+        let unwritten = Arc::new(AtomicUsize::new(0));
+        let written = Arc::clone(&unwritten);
         let thread = std::thread::Builder::new()
             .name("provisiond-links".into())
             .spawn(move || {
@@ -52,6 +59,9 @@ impl LinkWriter {
                             if let Err(e) = write(&links) {
                                 lock(&report).get_or_insert(e);
                             }
+                            // After the refusal is recorded: a drain that sees none
+                            // unwritten sees the refusal too.
+                            written.fetch_sub(1, Ordering::AcqRel);
                         }
                         Msg::Drained(done) => {
                             let _ = done.send(());
@@ -64,28 +74,49 @@ impl LinkWriter {
             queue: Some(queue),
             thread: Some(thread),
             failed,
+            unwritten,
         })
     }
 
     /// Queues `batch` (waiting while [`QUEUED_BATCHES`] are queued); gives it back if the
-    /// thread is gone.
+    /// thread is gone. The wait for room (a store slower than the target, a stalled disk)
+    /// runs off the async worker ([`off_worker`]): the daemon's other tasks (its control
+    /// socket, its signal handlers) go on meanwhile.
     pub(crate) fn send(&self, batch: Vec<Link>) -> Result<(), Vec<Link>> {
         let Some(queue) = &self.queue else {
             return Err(batch);
         };
-        queue.send(Msg::Batch(batch)).map_err(|e| match e.0 {
+        let given_back = |msg| match msg {
             Msg::Batch(batch) => batch,
             Msg::Drained(_) => Vec::new(),
-        })
+        };
+        self.unwritten.fetch_add(1, Ordering::AcqRel);
+        let sent = match queue.try_send(Msg::Batch(batch)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(msg)) => {
+                off_worker(|| queue.send(msg)).map_err(|e| given_back(e.0))
+            }
+            Err(mpsc::TrySendError::Disconnected(msg)) => Err(given_back(msg)),
+        };
+        if sent.is_err() {
+            self.unwritten.fetch_sub(1, Ordering::AcqRel);
+        }
+        sent
     }
 
-    /// Blocks until every batch queued so far is written (a channel round trip when none
-    /// is waiting; at most a batch's write otherwise).
+    /// Returns once every batch queued so far is written: at once when none is left
+    /// unwritten (the export drains before each link it removes), else after a round trip
+    /// through the queue, waited for off the async worker.
     pub(crate) fn drain(&self) -> Result<(), WriterGone> {
-        let (done, drained) = mpsc::sync_channel(1);
         let queue = self.queue.as_ref().ok_or(WriterGone)?;
-        queue.send(Msg::Drained(done)).map_err(|_| WriterGone)?;
-        drained.recv().map_err(|_| WriterGone)
+        if self.unwritten.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        off_worker(|| {
+            let (done, drained) = mpsc::sync_channel(1);
+            queue.send(Msg::Drained(done)).map_err(|_| WriterGone)?;
+            drained.recv().map_err(|_| WriterGone)
+        })
     }
 
     /// The first write the store refused since the last call.
@@ -192,6 +223,61 @@ mod tests {
         }
         thread.join().unwrap();
         writer.drain().unwrap();
+    }
+
+    /// The wait for room (a stalled store) leaves the async worker to the daemon's other
+    /// tasks: on a one-worker runtime, as `run` and `sync` build, a timer task still fires
+    /// while the export waits; a send that held the worker would starve it.
+    #[test]
+    fn waiting_for_room_leaves_the_only_async_worker_to_other_tasks() {
+        use std::sync::atomic::AtomicUsize;
+        use std::time::Duration;
+        let (open, gate) = mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let writer = Arc::new(
+            LinkWriter::start(Box::new(move |_: &[Link]| {
+                let _ = lock(&gate).recv();
+                Ok(())
+            }))
+            .unwrap(),
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let batches = QUEUED_BATCHES + 3;
+        rt.block_on(async {
+            let ticks = Arc::new(AtomicUsize::new(0));
+            let counted = Arc::clone(&ticks);
+            let other = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            let sender = Arc::clone(&writer);
+            let export = tokio::spawn(async move {
+                for i in 0..batches {
+                    sender.send(vec![link(&format!("u{i}"))]).unwrap();
+                }
+            });
+            // `block_on`'s own thread is not the worker: it sleeps while the two tasks
+            // share the one worker, the export waiting for room all along.
+            std::thread::sleep(Duration::from_millis(200));
+            let (waiting, ticked) = (!export.is_finished(), ticks.load(Ordering::SeqCst));
+            // Opened before asserting: a failed assertion must not leave the export blocked
+            // (the runtime's drop would wait for it).
+            for _ in 0..batches {
+                open.send(()).unwrap();
+            }
+            export.await.unwrap();
+            other.abort();
+            assert!(waiting, "the export did not wait for room");
+            assert!(ticked >= 5, "the other task was starved: {ticked} ticks");
+        });
+        writer.drain().unwrap();
+        assert_eq!(writer.unwritten.load(Ordering::SeqCst), 0);
     }
 
     /// Dropping the writer writes what was queued.

@@ -1684,19 +1684,22 @@ impl<'c> Cycle<'c> {
         }
         let store = self.store;
         let job = &self.job.name;
-        let done = store.flush().and_then(|()| {
-            // An allowance is used up by the cycle that sent the allowed deletions: what it
-            // held instead (new ones, past the threshold again) is the staged set now.
-            if meta.allow_deletes {
-                store.set_staged_deletes(job, &held.staged)?;
-                meta.allow_deletes = false;
-            }
-            meta.watermark = watermark;
-            meta.fingerprint = Some(fingerprint);
-            meta.last_success = Some(self.now);
-            meta.last_cycle = Some(summary.clone());
-            store.put_meta(&self.job.name, meta)?;
-            store.flush()
+        // Two fsyncs: off the async worker, which a stalled disk would otherwise hold.
+        let done = crate::util::off_worker(|| {
+            store.flush().and_then(|()| {
+                // An allowance is used up by the cycle that sent the allowed deletions: what it
+                // held instead (new ones, past the threshold again) is the staged set now.
+                if meta.allow_deletes {
+                    store.set_staged_deletes(job, &held.staged)?;
+                    meta.allow_deletes = false;
+                }
+                meta.watermark = watermark;
+                meta.fingerprint = Some(fingerprint);
+                meta.last_success = Some(self.now);
+                meta.last_cycle = Some(summary.clone());
+                store.put_meta(&self.job.name, meta)?;
+                store.flush()
+            })
         });
         self.phase("state flushed");
         if done.is_ok() {
@@ -1712,7 +1715,9 @@ impl<'c> Cycle<'c> {
         let Some(bytes) = self.job.source.snapshot().await else {
             return;
         };
-        match self.store.put_source_snapshot(&self.job.name, &bytes) {
+        let stored =
+            crate::util::off_worker(|| self.store.put_source_snapshot(&self.job.name, &bytes));
+        match stored {
             Ok(()) => {
                 tracing::debug!(job = %self.job.name, bytes = bytes.len(), "source snapshot stored")
             }

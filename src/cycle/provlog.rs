@@ -271,6 +271,15 @@ fn write_loop(mut writer: Writer, ctx: &Context, rx: std::sync::mpsc::Receiver<M
     sync(&mut writer, job, failed);
 }
 
+/// Hands `msg` to the writer thread. A full queue (a disk slower than the cycle, or stalled)
+/// is waited for off the async worker: the daemon's other tasks (its control socket, its
+/// signal handlers) go on meanwhile.
+fn queue(tx: &std::sync::mpsc::SyncSender<Msg>, msg: Msg) {
+    if let Err(std::sync::mpsc::TrySendError::Full(msg)) = tx.try_send(msg) {
+        let _ = crate::util::off_worker(|| tx.send(msg));
+    }
+}
+
 /// Syncs the writer (unless its writing failed already); false, with a warning, when the
 /// sync failed.
 fn sync(writer: &mut Writer, job: &str, failed: bool) -> bool {
@@ -369,7 +378,7 @@ impl LogSink {
             let batch = std::mem::replace(&mut pending.records, Vec::with_capacity(BATCH));
             // Sent under the lock, for the order. The thread ends only when this sink is
             // dropped: a send cannot fail before.
-            let _ = tx.send(Msg::Records(batch));
+            queue(tx, Msg::Records(batch));
         }
     }
 
@@ -382,19 +391,19 @@ impl LogSink {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !pending.records.is_empty() {
             let batch = std::mem::take(&mut pending.records);
-            let _ = tx.send(Msg::Records(batch));
+            queue(tx, Msg::Records(batch));
         }
     }
 
-    /// [`LogSink::sync`] for async code: the cycle calls it before it commits, so its entries
-    /// are durable before its watermark moves.
+    /// Makes every entry so far durable: the cycle calls it before it commits, so its
+    /// entries are durable before its watermark moves.
     pub(crate) async fn flush(&self) {
         self.hand_over();
         let Some(tx) = &self.tx else { return };
         let (ack, done) = tokio::sync::oneshot::channel();
-        if tx.send(Msg::Flush(ack)).is_ok() {
-            let _ = done.await;
-        }
+        // A thread gone drops the message with its `ack`: `done` then ends at once.
+        queue(tx, Msg::Flush(ack));
+        let _ = done.await;
     }
 
     /// One exported action (phase one, or a reference update of phase two).
@@ -963,5 +972,48 @@ fn ok(status: Status) -> StatusInfo {
     StatusInfo {
         status,
         error_information: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{queue, Msg};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    /// A full queue (a stalled disk behind the writer thread) is waited for off the async
+    /// worker: on a one-worker runtime, as `run` and `sync` build, a timer task still fires
+    /// while a record waits for room, and the record arrives once there is room.
+    #[test]
+    fn a_full_queue_leaves_the_only_async_worker_to_other_tasks() {
+        let (tx, rx) = mpsc::sync_channel::<Msg>(1);
+        queue(&tx, Msg::Records(Vec::new()));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ticks = Arc::new(AtomicUsize::new(0));
+            let counted = Arc::clone(&ticks);
+            let other = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            let sending = tokio::spawn(async move { queue(&tx, Msg::Records(Vec::new())) });
+            // `block_on`'s own thread is not the worker.
+            std::thread::sleep(Duration::from_millis(200));
+            let (waiting, ticked) = (!sending.is_finished(), ticks.load(Ordering::SeqCst));
+            // Room made before asserting, so that a failure cannot leave the sender blocked.
+            assert!(matches!(rx.recv(), Ok(Msg::Records(_))));
+            sending.await.unwrap();
+            other.abort();
+            assert!(waiting, "the record did not wait for room");
+            assert!(ticked >= 5, "the other task was starved: {ticked} ticks");
+            assert!(matches!(rx.recv(), Ok(Msg::Records(_))));
+        });
     }
 }
