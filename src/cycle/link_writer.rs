@@ -230,7 +230,6 @@ mod tests {
     /// while the export waits; a send that held the worker would starve it.
     #[test]
     fn waiting_for_room_leaves_the_only_async_worker_to_other_tasks() {
-        use std::sync::atomic::AtomicUsize;
         use std::time::Duration;
         let (open, gate) = mpsc::channel::<()>();
         let gate = Mutex::new(gate);
@@ -241,21 +240,10 @@ mod tests {
             }))
             .unwrap(),
         );
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::util::blocking::test_support::one_worker_runtime();
         let batches = QUEUED_BATCHES + 3;
         rt.block_on(async {
-            let ticks = Arc::new(AtomicUsize::new(0));
-            let counted = Arc::clone(&ticks);
-            let other = tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    counted.fetch_add(1, Ordering::SeqCst);
-                }
-            });
+            let (other, ticks) = crate::util::blocking::test_support::ticker();
             let sender = Arc::clone(&writer);
             let export = tokio::spawn(async move {
                 for i in 0..batches {

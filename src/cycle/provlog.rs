@@ -978,8 +978,8 @@ fn ok(status: Status) -> StatusInfo {
 #[cfg(test)]
 mod tests {
     use super::{queue, Msg};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{mpsc, Arc};
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
     use std::time::Duration;
 
     /// A full queue (a stalled disk behind the writer thread) is waited for off the async
@@ -989,20 +989,9 @@ mod tests {
     fn a_full_queue_leaves_the_only_async_worker_to_other_tasks() {
         let (tx, rx) = mpsc::sync_channel::<Msg>(1);
         queue(&tx, Msg::Records(Vec::new()));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::util::blocking::test_support::one_worker_runtime();
         rt.block_on(async {
-            let ticks = Arc::new(AtomicUsize::new(0));
-            let counted = Arc::clone(&ticks);
-            let other = tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    counted.fetch_add(1, Ordering::SeqCst);
-                }
-            });
+            let (other, ticks) = crate::util::blocking::test_support::ticker();
             let sending = tokio::spawn(async move { queue(&tx, Msg::Records(Vec::new())) });
             // `block_on`'s own thread is not the worker.
             std::thread::sleep(Duration::from_millis(200));

@@ -16,6 +16,36 @@ pub(crate) fn off_worker<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// For tests of code that must leave the async worker free.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A multi-thread runtime with one worker, as `run` and `sync` build theirs.
+    pub(crate) fn one_worker_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A task on the current runtime counting 5 ms ticks: a starved worker counts none.
+    pub(crate) fn ticker() -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&ticks);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        (task, ticks)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::off_worker;
@@ -24,11 +54,7 @@ mod tests {
     /// While `f` runs on a one-worker runtime, another task on that runtime still runs.
     #[test]
     fn another_task_runs_while_the_work_holds_the_only_worker_thread() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = super::test_support::one_worker_runtime();
         rt.block_on(async {
             let (tx, rx) = std::sync::mpsc::channel();
             // The other task answers while the work waits for its answer: with the worker
