@@ -1100,7 +1100,7 @@ fn percent_decode(text: &str) -> String {
 /// `id` and a 4xx/5xx `status`), and with which status. Bodies that cannot be one are not
 /// parsed twice.
 fn scim_error_status(body: &[u8]) -> BodyError {
-    if !mentions(body, &ERROR_SCHEMA) && !mentions(body, &STATUS_KEY) {
+    if !names_error_schema(body) && !mentions(body, &STATUS_KEY) {
         return BodyError::None;
     }
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
@@ -1131,10 +1131,22 @@ fn scim_error_status(body: &[u8]) -> BodyError {
 
 /// The two texts every 2xx body is searched for, each searcher built once: `memmem::find`
 /// builds one per call, about 1% of an initial cycle's export CPU.
-static ERROR_SCHEMA: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(SCIM_ERROR_SCHEMA.as_bytes()));
+static SCHEMA_VERSION: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b":2.0:"));
 static STATUS_KEY: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"status\""));
+
+/// Whether `body` may name the SCIM Error schema, in any case (`schemas` is compared
+/// case-insensitively, as URNs are): a `:2.0:` followed by `error`. A resource's own schema
+/// URNs go on with `User` or `Group`, so they pass.
+fn names_error_schema(body: &[u8]) -> bool {
+    const TAIL: &[u8] = b"error";
+    SCHEMA_VERSION.find_iter(body).any(|at| {
+        let from = at + b":2.0:".len();
+        body.get(from..from + TAIL.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(TAIL))
+    })
+}
 
 /// Whether `needle` occurs in `haystack` (every 2xx body is checked twice: memchr's
 /// substring search, as the provisioning-log queries use).
@@ -1360,7 +1372,7 @@ pub(crate) fn parse_list(body: Value) -> Result<Vec<Value>, ListError> {
 
 #[cfg(test)]
 mod mentions_tests {
-    use super::{mentions, ERROR_SCHEMA, STATUS_KEY};
+    use super::{mentions, names_error_schema, STATUS_KEY};
     use memchr::memmem::Finder;
 
     #[test]
@@ -1372,13 +1384,20 @@ mod mentions_tests {
         assert!(!mentions(b"\"stat", &STATUS_KEY));
         assert!(!mentions(b"", &STATUS_KEY));
         assert!(mentions(b"ssstatus", &Finder::new(b"sstatus")));
-        assert!(mentions(
-            br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"]}"#,
-            &ERROR_SCHEMA
+    }
+
+    #[test]
+    fn the_error_schema_is_found_in_any_case_and_a_resource_schema_is_not() {
+        assert!(names_error_schema(
+            br#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"]}"#
         ));
-        assert!(!mentions(
-            br#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"]}"#,
-            &ERROR_SCHEMA
+        assert!(names_error_schema(
+            br#"{"schemas":["URN:IETF:PARAMS:SCIM:API:MESSAGES:2.0:ERROR"]}"#
         ));
+        assert!(!names_error_schema(
+            br#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"id":"1"}"#
+        ));
+        assert!(!names_error_schema(b"ends with :2.0:err"));
+        assert!(!names_error_schema(b""));
     }
 }

@@ -1084,6 +1084,26 @@ async fn a_2xx_carrying_a_scim_error_is_that_error() {
     let err = c.get(ObjectType::User, "u1").await.unwrap_err();
     assert_eq!(err.code(), "ServiceIncompatible", "{err}");
 
+    // Nor is one whose schema URN is in capitals (URNs compare case-insensitively), on a
+    // PATCH, whose answer is otherwise not read at all.
+    let caps = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .respond_with(scim(
+            200,
+            json!({"schemas": ["URN:IETF:PARAMS:SCIM:API:MESSAGES:2.0:ERROR"], "detail": "?"}),
+        ))
+        .mount(&caps)
+        .await;
+    let err = client(&caps)
+        .patch(
+            ObjectType::User,
+            "u1",
+            &[PatchOp::replace("active", json!(false))],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ServiceIncompatible", "{err}");
+
     // A resource with an attribute called status is not an error.
     let ok = MockServer::start().await;
     Mock::given(method("GET"))
