@@ -1036,6 +1036,21 @@ async fn ids_a_target_returns_are_checked_before_they_are_used() {
     }
 }
 
+/// A SCIM Error body with `urn` as its schema and no status.
+fn error_without_status(urn: &str) -> Value {
+    json!({"schemas": [urn], "detail": "?"})
+}
+
+/// `PATCH` user `u1` inactive.
+async fn deactivate(c: &ScimClient) -> Result<(), TargetError> {
+    c.patch(
+        ObjectType::User,
+        "u1",
+        &[PatchOp::replace("active", json!(false))],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_2xx_carrying_a_scim_error_is_that_error() {
     let server = MockServer::start().await;
@@ -1054,19 +1069,12 @@ async fn a_2xx_carrying_a_scim_error_is_that_error() {
     Mock::given(method("GET"))
         .respond_with(scim(
             200,
-            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "detail": "?"}),
+            error_without_status("urn:ietf:params:scim:api:messages:2.0:Error"),
         ))
         .mount(&server)
         .await;
     let c = client(&server);
-    let err = c
-        .patch(
-            ObjectType::User,
-            "u1",
-            &[PatchOp::replace("active", json!(false))],
-        )
-        .await
-        .unwrap_err();
+    let err = deactivate(&c).await.unwrap_err();
     assert!(err.is_not_found(), "{err}");
     assert_eq!(err.code(), "InvalidAnchor");
     assert!(err.to_string().contains("HTTP 200"), "{err}");
@@ -1090,18 +1098,11 @@ async fn a_2xx_carrying_a_scim_error_is_that_error() {
     Mock::given(method("PATCH"))
         .respond_with(scim(
             200,
-            json!({"schemas": ["URN:IETF:PARAMS:SCIM:API:MESSAGES:2.0:ERROR"], "detail": "?"}),
+            error_without_status("URN:IETF:PARAMS:SCIM:API:MESSAGES:2.0:ERROR"),
         ))
         .mount(&caps)
         .await;
-    let err = client(&caps)
-        .patch(
-            ObjectType::User,
-            "u1",
-            &[PatchOp::replace("active", json!(false))],
-        )
-        .await
-        .unwrap_err();
+    let err = deactivate(&client(&caps)).await.unwrap_err();
     assert_eq!(err.code(), "ServiceIncompatible", "{err}");
 
     // A resource with an attribute called status is not an error.
