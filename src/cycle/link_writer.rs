@@ -144,20 +144,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ObjectType;
-
-    fn link(id: &str) -> Link {
-        Link {
-            object_type: ObjectType::User,
-            source_id: id.into(),
-            target_id: format!("t-{id}"),
-            display_name: id.into(),
-            matching: Default::default(),
-            exported: Default::default(),
-            members: Default::default(),
-            created: true,
-        }
-    }
+    use crate::state::sled_store::tests::link;
 
     /// Batches arrive in the order they were queued, all of them by the time `drain`
     /// returns; a refusal is reported once, and later batches are still written.

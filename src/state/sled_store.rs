@@ -986,11 +986,13 @@ impl StateStore for SledStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn link(id: &str) -> Link {
+    /// A user link with a matching value and one exported value (also the link writer's
+    /// tests' link).
+    pub(crate) fn link(id: &str) -> Link {
         Link {
             object_type: ObjectType::User,
             source_id: id.into(),

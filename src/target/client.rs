@@ -1132,7 +1132,9 @@ fn scim_error_status(body: &[u8]) -> BodyError {
 /// The two texts every 2xx body is searched for, each searcher built once: `memmem::find`
 /// builds one per call, about 1% of an initial cycle's export CPU.
 static SCHEMA_VERSION: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b":2.0:"));
+    LazyLock::new(|| memmem::Finder::new(VERSION));
+/// What precedes the last part of every SCIM schema URN (`…:2.0:User`, `…:2.0:Error`).
+const VERSION: &[u8] = b":2.0:";
 static STATUS_KEY: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"status\""));
 
@@ -1142,7 +1144,7 @@ static STATUS_KEY: LazyLock<memmem::Finder<'static>> =
 fn names_error_schema(body: &[u8]) -> bool {
     const TAIL: &[u8] = b"error";
     SCHEMA_VERSION.find_iter(body).any(|at| {
-        let from = at + b":2.0:".len();
+        let from = at + VERSION.len();
         body.get(from..from + TAIL.len())
             .is_some_and(|w| w.eq_ignore_ascii_case(TAIL))
     })
