@@ -39,7 +39,10 @@
 //! daemon's concurrency, replays the request mix the daemon's initial cycle just sent (its
 //! searches, then its creates with unique bodies, then its membership and manager patches)
 //! against a fresh sandbox. Floor seconds are the three phases' sum; the ratio is the
-//! daemon's wall time (process start to exit) over the floor.
+//! daemon's wall time (process start to exit) over the floor. The same creates are then sent
+//! by HTTP clients alone (provisiond's SCIM client, reqwest, hyper's bare connections) on one
+//! async worker, for their wall time and CPU per request: how much of the daemon's distance
+//! from the floor is its client.
 
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -1162,6 +1165,9 @@ fn floor(a: &Args, daemon: &Value, per_group: usize) -> Result<Value> {
         group_patches,
         Some(&ids_file),
     )?;
+    // The same creates again from HTTP clients alone, once wrk is done (their objects change
+    // none of its figures): what the daemon's client costs, apart from its bookkeeping.
+    let clients = client_posts(a, &sandbox, post_users, groups)?;
     sandbox.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
     let secs = |v: &Value| v["seconds"].as_f64().unwrap_or(f64::NAN);
@@ -1175,6 +1181,7 @@ fn floor(a: &Args, daemon: &Value, per_group: usize) -> Result<Value> {
         "get": get,
         "post": post,
         "patch": patch,
+        "clients": clients,
         "floor_s": round(floor_s),
         "daemon_s": round(daemon_s),
         "ratio": (daemon_s / floor_s * 100.0).round() / 100.0,
@@ -1183,6 +1190,239 @@ fn floor(a: &Args, daemon: &Value, per_group: usize) -> Result<Value> {
         "daemon_export_s": round(export_s),
         "ratio_export": (export_s / floor_s * 100.0).round() / 100.0,
     }))
+}
+
+/// The create phase's POSTs (`users` user and `groups` group bodies, interleaved as wrk's)
+/// sent by HTTP clients alone on one async worker, as `sync` runs, with the daemon's
+/// concurrency: provisiond's SCIM client (`ScimClient::create`: its checks, counting and
+/// parsing of the answer), reqwest configured as that client configures it, and hyper's HTTP/1
+/// connections with no pool, redirect policy or timeout layer. Each variant's wall time and
+/// this process's CPU per request (nothing else runs in it meanwhile): how far a client alone
+/// is from wrk, and what a leaner one than reqwest would save.
+fn client_posts(a: &Args, sandbox: &Sandbox, users: u64, groups: u64) -> Result<Value> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("client floor: runtime: {e}"))?;
+    let total = (users + groups) as usize;
+    let mut out = serde_json::Map::new();
+    for variant in ["scim", "reqwest", "hyper"] {
+        let cpu0 = cpu_seconds(std::process::id());
+        let t0 = Instant::now();
+        rt.block_on(client_variant(
+            variant,
+            a.concurrency,
+            &sandbox.url,
+            users,
+            groups,
+        ))?;
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(std::process::id())
+            .zip(cpu0)
+            .map(|(after, before)| after - before);
+        out.insert(
+            variant.to_string(),
+            json!({
+                "requests": total,
+                "seconds": (wall * 1000.0).round() / 1000.0,
+                "cpu_us_per_request": cpu.map(|c| (c / total.max(1) as f64 * 1e7).round() / 10.0),
+            }),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+/// Request number `i` of a client variant: a user or a group body (as wrk's, names unique
+/// to the variant), built as a JSON value as the export builds its bodies.
+fn client_body(variant: &str, i: usize, users: u64, groups: u64) -> (bool, Value) {
+    let user = (i as u64 % (users + groups).max(1)) < users;
+    if user {
+        let name = format!("{variant}{i}@contoso.com");
+        (
+            true,
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
+                            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+                "userName": name, "active": true, "displayName": format!("Client User {i}"),
+                "title": "Engineer",
+                "emails": [{"type": "work", "value": name, "primary": true}],
+                "name": {"givenName": "Client", "familyName": format!("User {i}")},
+                "addresses": [{"type": "work", "locality": "Oxford", "country": "GB"}],
+                "externalId": format!("{variant}{i}"),
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":
+                    {"department": "R&D", "employeeNumber": (100000 + i).to_string()},
+            }),
+        )
+    } else {
+        (
+            false,
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "displayName": format!("{variant} team {i}"),
+                "externalId": format!("{variant}group{i}"),
+            }),
+        )
+    }
+}
+
+async fn client_variant(
+    variant: &'static str,
+    concurrency: usize,
+    base: &str,
+    users: u64,
+    groups: u64,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let total = (users + groups) as usize;
+    let next = Arc::new(AtomicUsize::new(0));
+    let url = url::Url::parse(&format!("{}/", base.trim_end_matches('/')))
+        .map_err(|e| format!("client floor: {base}: {e}"))?;
+    let scim = provisiond::ScimClient::new(provisiond::TargetSettings::new(
+        url.clone(),
+        TOKEN.to_string().into(),
+    ))
+    .map_err(|e| format!("client floor: {e}"))?;
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .default_headers(reqwest::header::HeaderMap::from_iter([
+            (
+                reqwest::header::AUTHORIZATION,
+                reqwest::header::HeaderValue::from_static(concat!("Bearer ", "bench-token")),
+            ),
+            (
+                reqwest::header::ACCEPT,
+                reqwest::header::HeaderValue::from_static(
+                    "application/scim+json, application/json",
+                ),
+            ),
+        ]))
+        .user_agent("provisiond-bench")
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(concurrency)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("client floor: reqwest: {e}"))?;
+    let addr = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port_or_known_default().unwrap_or(80)
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (next, url, scim, http, addr) = (
+            next.clone(),
+            url.clone(),
+            scim.clone(),
+            http.clone(),
+            addr.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            // hyper: one connection per task, kept for every request of the task.
+            let mut conn = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<(), String>(());
+                }
+                let (user, body) = client_body(variant, i, users, groups);
+                let (ty, endpoint) = if user {
+                    (provisiond::ObjectType::User, "Users")
+                } else {
+                    (provisiond::ObjectType::Group, "Groups")
+                };
+                match variant {
+                    "scim" => {
+                        scim.create(ty, body)
+                            .await
+                            .map_err(|e| format!("client floor: {e}"))?;
+                    }
+                    "reqwest" => {
+                        let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+                        let url = url.join(endpoint).map_err(|e| e.to_string())?;
+                        let mut r = http
+                            .post(url)
+                            .header(
+                                reqwest::header::CONTENT_TYPE,
+                                reqwest::header::HeaderValue::from_static("application/scim+json"),
+                            )
+                            .body(bytes)
+                            .send()
+                            .await
+                            .map_err(|e| format!("client floor: reqwest: {e}"))?;
+                        if !r.status().is_success() {
+                            return Err(format!("client floor: reqwest: HTTP {}", r.status()));
+                        }
+                        while r.chunk().await.map_err(|e| e.to_string())?.is_some() {}
+                    }
+                    _ => {
+                        let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+                        hyper_post(&mut conn, &addr, url.path(), endpoint, bytes).await?;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| format!("client floor: {e}"))??;
+    }
+    Ok(())
+}
+
+type HyperSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// One POST on the task's hyper connection (opened on first use).
+async fn hyper_post(
+    conn: &mut Option<HyperSender>,
+    addr: &str,
+    base_path: &str,
+    endpoint: &str,
+    body: Vec<u8>,
+) -> Result<()> {
+    use http_body_util::BodyExt;
+    let err = |e: &dyn std::fmt::Display| format!("client floor: hyper: {e}");
+    if conn.is_none() {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| err(&e))?;
+        stream.set_nodelay(true).map_err(|e| err(&e))?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| err(&e))?;
+        tokio::spawn(connection);
+        *conn = Some(sender);
+    }
+    let Some(sender) = conn.as_mut() else {
+        return Err("client floor: hyper: no connection".into());
+    };
+    sender.ready().await.map_err(|e| err(&e))?;
+    let request = hyper::Request::post(format!("{base_path}{endpoint}"))
+        .header(hyper::header::HOST, addr)
+        .header(
+            hyper::header::AUTHORIZATION,
+            concat!("Bearer ", "bench-token"),
+        )
+        .header(
+            hyper::header::ACCEPT,
+            "application/scim+json, application/json",
+        )
+        .header(hyper::header::USER_AGENT, "provisiond-bench")
+        .header(hyper::header::CONTENT_TYPE, "application/scim+json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| err(&e))?;
+    let response = tokio::time::timeout(Duration::from_secs(60), sender.send_request(request))
+        .await
+        .map_err(|e| err(&e))?
+        .map_err(|e| err(&e))?;
+    if !response.status().is_success() {
+        return Err(format!("client floor: hyper: HTTP {}", response.status()));
+    }
+    response.into_body().collect().await.map_err(|e| err(&e))?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1605,6 +1845,24 @@ fn print_table(results: &Value) {
                 "    floor (wrk)".into(),
                 format!("{}; {}; {}", phase("get"), phase("post"), phase("patch")),
             ));
+            if let Some(c) = f.get("clients") {
+                let client = |v: &str| {
+                    format!(
+                        "{v} {:.3} s, {} µs CPU a request",
+                        c[v]["seconds"].as_f64().unwrap_or(0.0),
+                        c[v]["cpu_us_per_request"]
+                    )
+                };
+                rows.push((
+                    "    POSTs, client alone".into(),
+                    format!(
+                        "{}; {}; {}",
+                        client("scim"),
+                        client("reqwest"),
+                        client("hyper")
+                    ),
+                ));
+            }
             rows.push((
                 "    daemon / floor".into(),
                 format!(
