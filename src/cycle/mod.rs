@@ -1299,12 +1299,7 @@ impl<'c> Cycle<'c> {
         if self.opts.dry_run {
             return Ok(held);
         }
-        // An allowed set stays recorded until the cycle that sends it is committed: a crash
-        // half-way leaves it for the next cycle.
-        if !allow && !deletions::same_set(&staged_before, &held.staged) {
-            self.store.set_staged_deletes(job, &held.staged)?;
-        }
-        if !held.staged.is_empty() {
+        let imposed = (!held.staged.is_empty()).then(|| {
             let error = crate::state::QuarantineError {
                 code: "TooManyDeletes".into(),
                 message: format!(
@@ -1321,11 +1316,26 @@ impl<'c> Cycle<'c> {
                 error,
                 self.now,
             );
-            self.store.put_meta(job, &imposed)?;
+            imposed
+        });
+        let store = self.store;
+        // Every cycle ends this step with an fsync: off the async worker, which a stalled
+        // disk would otherwise hold before the export even began.
+        crate::util::off_worker(|| {
+            // An allowed set stays recorded until the cycle that sends it is committed: a
+            // crash half-way leaves it for the next cycle.
+            if !allow && !deletions::same_set(&staged_before, &held.staged) {
+                store.set_staged_deletes(job, &held.staged)?;
+            }
+            if let Some(imposed) = &imposed {
+                store.put_meta(job, imposed)?;
+            }
+            store.flush()
+        })?;
+        if let Some(imposed) = imposed {
             meta.quarantine = imposed.quarantine;
             meta.disabled = imposed.disabled;
         }
-        self.store.flush()?;
         Ok(held)
     }
 
@@ -1817,7 +1827,10 @@ fn record_failure(
         return;
     }
     meta.last_cycle = Some(summary.clone());
-    if let Err(e) = store.put_meta(job, meta).and_then(|()| store.flush()) {
+    // An fsync: off the async worker, as the commit's.
+    let recorded =
+        crate::util::off_worker(|| store.put_meta(job, meta).and_then(|()| store.flush()));
+    if let Err(e) = recorded {
         tracing::error!(job, error = %e, "could not record the failed cycle");
     }
 }
@@ -1874,6 +1887,109 @@ mod tests {
                 serde_json::to_string(&(&scope, nulls)).unwrap()
             );
         }
+    }
+
+    /// A target that takes every write: searches find nothing, creates get the next id.
+    struct Accepting(AtomicU64);
+
+    #[async_trait::async_trait]
+    impl Target for Accepting {
+        async fn find(
+            &self,
+            _: ObjectType,
+            _: &str,
+            _: &serde_json::Value,
+        ) -> Result<Vec<serde_json::Value>, crate::target::TargetError> {
+            Ok(Vec::new())
+        }
+        async fn create(
+            &self,
+            _: ObjectType,
+            _: serde_json::Value,
+        ) -> Result<serde_json::Value, crate::target::TargetError> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(json!({ "id": format!("t{n}") }))
+        }
+        async fn patch(
+            &self,
+            _: ObjectType,
+            _: &str,
+            _: &[crate::target::PatchOp],
+        ) -> Result<(), crate::target::TargetError> {
+            Ok(())
+        }
+        async fn delete(&self, _: ObjectType, _: &str) -> Result<(), crate::target::TargetError> {
+            Ok(())
+        }
+        fn request_counts(&self) -> RequestCounts {
+            RequestCounts::default()
+        }
+    }
+
+    /// A stalled disk holds a cycle, not the daemon: on a one-worker runtime, as `run` and
+    /// `sync` build theirs, a timer task still fires while the state store's flushes wait.
+    /// A cycle that succeeds flushes in the deletion threshold's step and in its commit; one
+    /// whose source is misshaped flushes once, recording the failure.
+    #[test]
+    fn a_stalled_store_flush_leaves_the_only_async_worker_to_other_tasks() {
+        let users: Vec<_> = (0..3)
+            .map(|i| {
+                json!({"id": format!("u{i}"), "userPrincipalName": format!("u{i}@x.test"),
+                            "displayName": format!("User {i}"), "accountEnabled": true})
+            })
+            .collect();
+        let good = json!({ "users": users, "groups": [], "assignments": [] });
+        stalled_flush_case(&good, CycleStatus::Succeeded, 3);
+        stalled_flush_case(&json!({ "users": users }), CycleStatus::Failed, 0);
+    }
+
+    fn stalled_flush_case(directory: &serde_json::Value, status: CycleStatus, created: u64) {
+        use crate::util::blocking::test_support::{one_worker_runtime, ticker};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.json");
+        std::fs::write(&path, directory.to_string()).unwrap();
+        let job = Arc::new(JobSpec {
+            name: "stalled".into(),
+            source: Box::new(FileSource::new(path)),
+            scope: ScopeSettings {
+                mode: ScopeMode::All,
+                ..ScopeSettings::default()
+            },
+            mappings: Mappings::generic_scim().unwrap(),
+            null_values: NullPolicy::Leave,
+            concurrency: 1,
+            member_batch: 1,
+            safety: Default::default(),
+        });
+        let store = Arc::new(crate::state::MemoryStore::new());
+        let rt = one_worker_runtime();
+        rt.block_on(async {
+            let stalled = store.flush_gate.write().unwrap();
+            let (other, ticks) = ticker();
+            let (job2, store2) = (Arc::clone(&job), Arc::clone(&store));
+            let cycle = tokio::spawn(async move {
+                let target = Accepting(AtomicU64::new(0));
+                let opts = CycleOptions::default();
+                run_cycle(&job2, &*store2, &target, &opts, &CancellationToken::new()).await
+            });
+            // `block_on`'s own thread is not the worker: it sleeps while the two tasks share
+            // the one worker, the cycle waiting for its flush all along.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let (waiting, ticked) = (!cycle.is_finished(), ticks.load(Ordering::SeqCst));
+            // Released before asserting: a failed assertion must not leave the cycle blocked
+            // (the runtime's drop would wait for it).
+            drop(stalled);
+            let report = cycle.await.unwrap();
+            other.abort();
+            assert!(waiting, "{status:?}: the cycle did not wait for its flush");
+            assert!(
+                ticked >= 5,
+                "{status:?}: the other task was starved: {ticked} ticks"
+            );
+            let s = &report.summary;
+            assert_eq!((s.status, s.users.created), (status, created), "{s:#?}");
+        });
     }
 
     /// A change here makes every job run one initial cycle after an upgrade: only on purpose.

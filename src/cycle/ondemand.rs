@@ -513,7 +513,8 @@ impl Run {
             }
             _ => {}
         }
-        if let Err(e) = store.flush() {
+        // An fsync: off the async worker, which the control socket's other requests share.
+        if let Err(e) = crate::util::off_worker(|| store.flush()) {
             tracing::warn!(job = %job.name, error = %e, "on-demand run: flushing the store failed");
         }
         let (_, _, _, export_problems, records) = exporter.into_results();

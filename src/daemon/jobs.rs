@@ -613,7 +613,8 @@ impl Daemon {
             .ok_or_else(|| RequestError::NoSuchJob(job.to_string()))?;
         let applied = {
             let _guard = j.running.lock().await;
-            admin::apply(self.store.as_ref(), job, cmd)?
+            // Its writes end with an fsync: off the async worker, like a cycle's commit.
+            crate::util::off_worker(|| admin::apply(self.store.as_ref(), job, cmd))?
         };
         if applied.wake {
             j.wake.notify_one();
@@ -626,6 +627,47 @@ impl Daemon {
 mod tests {
     use super::*;
     use crate::state::{QuarantineError, QuarantineReason};
+
+    /// An admin command's writes end with a flush: on a stalled disk it waits off the async
+    /// worker, so that on a one-worker runtime, as `run` builds, the daemon's other tasks
+    /// (the control socket's other requests, the signal handlers) go on meanwhile.
+    #[test]
+    fn a_stalled_flush_under_an_admin_command_leaves_the_only_async_worker_free() {
+        use crate::util::blocking::test_support::{one_worker_runtime, ticker};
+        let store = Arc::new(MemoryStore::new());
+        let daemon = Arc::new(
+            Daemon::new(
+                crate::daemon::test_support::config(),
+                store.clone(),
+                CancellationToken::new(),
+            )
+            .unwrap(),
+        );
+        let rt = one_worker_runtime();
+        rt.block_on(async {
+            let stalled = store.flush_gate.write().unwrap();
+            let (other, ticks) = ticker();
+            let d = Arc::clone(&daemon);
+            let command = tokio::spawn(async move {
+                d.admin("robin", &super::super::admin::AdminCommand::Pause)
+                    .await
+            });
+            // `block_on`'s thread is not the worker: it sleeps while the two tasks share it.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let (waiting, ticked) = (
+                !command.is_finished(),
+                ticks.load(std::sync::atomic::Ordering::SeqCst),
+            );
+            // Released before asserting: a failed assertion must not leave the task blocked.
+            drop(stalled);
+            let answer = command.await.unwrap();
+            other.abort();
+            assert!(waiting, "the command did not wait for its flush");
+            assert!(ticked >= 5, "the other task was starved: {ticked} ticks");
+            assert!(answer.is_ok(), "{:?}", answer.err());
+        });
+        assert!(store.meta("robin").unwrap().paused);
+    }
 
     fn quarantined(next_attempt: DateTime<Utc>) -> JobMeta {
         JobMeta {

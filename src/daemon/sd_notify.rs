@@ -127,24 +127,10 @@ fn clock(at: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::state::{JobMeta, MemoryStore, Quarantine, QuarantineError, QuarantineReason};
 
     fn job() -> Arc<JobRuntime> {
-        let text = r#"
-[[jobs]]
-name = "robin"
-interval = "40m"
-[jobs.source]
-kind = "file"
-path = "directory.json"
-[jobs.target]
-url = "http://127.0.0.1:1/scim/v2"
-token_env = "TOKEN"
-"#;
-        // Relative paths resolve beside the config: the example directory file.
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/p.toml");
-        let config = Config::parse(text, &path, &|_| Some("t".into())).unwrap();
+        let config = crate::daemon::test_support::config();
         Arc::new(JobRuntime::new(config.jobs[0].clone()).unwrap())
     }
 

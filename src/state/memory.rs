@@ -11,6 +11,9 @@ use std::sync::Mutex;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Tests: every flush waits while a test holds this for writing (a stalled disk).
+    #[cfg(test)]
+    pub(crate) flush_gate: std::sync::RwLock<()>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -106,6 +109,8 @@ impl StateStore for MemoryStore {
         Ok(())
     }
     fn flush(&self) -> Result<(), StateError> {
+        #[cfg(test)]
+        drop(self.flush_gate.read().unwrap_or_else(|e| e.into_inner()));
         Ok(())
     }
     fn clear_links(&self, job: &str) -> Result<(), StateError> {
