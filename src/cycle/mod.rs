@@ -1890,7 +1890,7 @@ mod tests {
     }
 
     /// A target that takes every write: searches find nothing, creates get the next id.
-    struct Accepting(AtomicU64);
+    pub(super) struct Accepting(pub(super) AtomicU64);
 
     #[async_trait::async_trait]
     impl Target for Accepting {
@@ -1944,12 +1944,29 @@ mod tests {
     }
 
     fn stalled_flush_case(directory: &serde_json::Value, status: CycleStatus, created: u64) {
-        use crate::util::blocking::test_support::{one_worker_runtime, ticker};
         use std::sync::Arc;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("directory.json");
         std::fs::write(&path, directory.to_string()).unwrap();
-        let job = Arc::new(JobSpec {
+        let job = stalled_job(path);
+        let store = Arc::new(crate::state::MemoryStore::new());
+        let store2 = Arc::clone(&store);
+        let report = crate::state::memory::test_support::with_stalled_flushes(
+            &store,
+            &format!("a cycle ending {status:?}"),
+            async move {
+                let target = Accepting(AtomicU64::new(0));
+                let opts = CycleOptions::default();
+                run_cycle(&job, &*store2, &target, &opts, &CancellationToken::new()).await
+            },
+        );
+        let s = &report.summary;
+        assert_eq!((s.status, s.users.created), (status, created), "{s:#?}");
+    }
+
+    /// A job of every user in `path`, the generic SCIM mappings.
+    pub(super) fn stalled_job(path: std::path::PathBuf) -> JobSpec {
+        JobSpec {
             name: "stalled".into(),
             source: Box::new(FileSource::new(path)),
             scope: ScopeSettings {
@@ -1961,35 +1978,7 @@ mod tests {
             concurrency: 1,
             member_batch: 1,
             safety: Default::default(),
-        });
-        let store = Arc::new(crate::state::MemoryStore::new());
-        let rt = one_worker_runtime();
-        rt.block_on(async {
-            let stalled = store.flush_gate.write().unwrap();
-            let (other, ticks) = ticker();
-            let (job2, store2) = (Arc::clone(&job), Arc::clone(&store));
-            let cycle = tokio::spawn(async move {
-                let target = Accepting(AtomicU64::new(0));
-                let opts = CycleOptions::default();
-                run_cycle(&job2, &*store2, &target, &opts, &CancellationToken::new()).await
-            });
-            // `block_on`'s own thread is not the worker: it sleeps while the two tasks share
-            // the one worker, the cycle waiting for its flush all along.
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            let (waiting, ticked) = (!cycle.is_finished(), ticks.load(Ordering::SeqCst));
-            // Released before asserting: a failed assertion must not leave the cycle blocked
-            // (the runtime's drop would wait for it).
-            drop(stalled);
-            let report = cycle.await.unwrap();
-            other.abort();
-            assert!(waiting, "{status:?}: the cycle did not wait for its flush");
-            assert!(
-                ticked >= 5,
-                "{status:?}: the other task was starved: {ticked} ticks"
-            );
-            let s = &report.summary;
-            assert_eq!((s.status, s.users.created), (status, created), "{s:#?}");
-        });
+        }
     }
 
     /// A change here makes every job run one initial cycle after an upgrade: only on purpose.

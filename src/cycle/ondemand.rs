@@ -1319,4 +1319,39 @@ mod tests {
             .collect();
         assert_eq!(lines, vec![e.clone(), e]);
     }
+
+    /// An on-demand run ends with a flush of the store: on a stalled disk it waits off the
+    /// async worker, which the control socket's other requests share.
+    #[test]
+    fn a_stalled_flush_leaves_the_only_async_worker_to_other_tasks() {
+        use std::sync::Arc;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("directory.json");
+        let directory = serde_json::json!({"users": [{"id": "u1", "userPrincipalName": "ann@x",
+            "displayName": "Ann", "accountEnabled": true}], "groups": [], "assignments": []});
+        std::fs::write(&path, directory.to_string()).unwrap();
+        let job = super::super::tests::stalled_job(path);
+        let store = Arc::new(crate::state::MemoryStore::new());
+        let store2 = Arc::clone(&store);
+        let result = crate::state::memory::test_support::with_stalled_flushes(
+            &store,
+            "provision on demand",
+            async move {
+                let target = super::super::tests::Accepting(std::sync::atomic::AtomicU64::new(0));
+                let req = OnDemandRequest {
+                    object_type: ObjectType::User,
+                    key: "ann@x".into(),
+                    members: Vec::new(),
+                    initiated_by: "test".into(),
+                };
+                let stop = CancellationToken::new();
+                provision_on_demand(&job, &*store2, &target, &req, None, &stop).await
+            },
+        );
+        assert_eq!(
+            (result.action.as_str(), result.status),
+            ("create", Status::Success),
+            "{result:#?}"
+        );
+    }
 }

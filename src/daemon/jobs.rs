@@ -633,39 +633,20 @@ mod tests {
     /// (the control socket's other requests, the signal handlers) go on meanwhile.
     #[test]
     fn a_stalled_flush_under_an_admin_command_leaves_the_only_async_worker_free() {
-        use crate::util::blocking::test_support::{one_worker_runtime, ticker};
         let store = Arc::new(MemoryStore::new());
-        let daemon = Arc::new(
-            Daemon::new(
-                crate::daemon::test_support::config(),
-                store.clone(),
-                CancellationToken::new(),
-            )
-            .unwrap(),
-        );
-        let rt = one_worker_runtime();
-        rt.block_on(async {
-            let stalled = store.flush_gate.write().unwrap();
-            let (other, ticks) = ticker();
-            let d = Arc::clone(&daemon);
-            let command = tokio::spawn(async move {
-                d.admin("robin", &super::super::admin::AdminCommand::Pause)
+        let daemon = Daemon::new(
+            crate::daemon::test_support::config(),
+            store.clone(),
+            CancellationToken::new(),
+        )
+        .unwrap();
+        let answer =
+            crate::state::memory::test_support::with_stalled_flushes(&store, "pause", async move {
+                daemon
+                    .admin("robin", &super::super::admin::AdminCommand::Pause)
                     .await
             });
-            // `block_on`'s thread is not the worker: it sleeps while the two tasks share it.
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            let (waiting, ticked) = (
-                !command.is_finished(),
-                ticks.load(std::sync::atomic::Ordering::SeqCst),
-            );
-            // Released before asserting: a failed assertion must not leave the task blocked.
-            drop(stalled);
-            let answer = command.await.unwrap();
-            other.abort();
-            assert!(waiting, "the command did not wait for its flush");
-            assert!(ticked >= 5, "the other task was starved: {ticked} ticks");
-            assert!(answer.is_ok(), "{:?}", answer.err());
-        });
+        assert!(answer.is_ok(), "{:?}", answer.err());
         assert!(store.meta("robin").unwrap().paused);
     }
 
