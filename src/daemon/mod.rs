@@ -13,30 +13,6 @@ mod metrics;
 mod schedule;
 mod sd_notify;
 
-/// For the daemon's tests.
-#[cfg(test)]
-pub(crate) mod test_support {
-    use crate::config::Config;
-
-    /// One file-source job, `robin`, whose target is never reached.
-    pub(crate) fn config() -> Config {
-        let text = r#"
-[[jobs]]
-name = "robin"
-interval = "40m"
-[jobs.source]
-kind = "file"
-path = "directory.json"
-[jobs.target]
-url = "http://127.0.0.1:1/scim/v2"
-token_env = "TOKEN"
-"#;
-        // Relative paths resolve beside the config: the example directory file.
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/p.toml");
-        Config::parse(text, &path, &|_| Some("t".into())).unwrap()
-    }
-}
-
 use crate::config::Config;
 use crate::state::{StateError, StateStore};
 use crate::target::TargetError;
@@ -203,4 +179,28 @@ pub(crate) async fn run_reloadable(
     flushed.map_err(DaemonError::Persist)?;
     tracing::info!("provisiond stopped");
     Ok(())
+}
+
+/// For the daemon's tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::config::Config;
+
+    /// One file-source job, `robin`, whose target is never reached.
+    pub(crate) fn config() -> Config {
+        let text = r#"
+[[jobs]]
+name = "robin"
+interval = "40m"
+[jobs.source]
+kind = "file"
+path = "directory.json"
+[jobs.target]
+url = "http://127.0.0.1:1/scim/v2"
+token_env = "TOKEN"
+"#;
+        // Relative paths resolve beside the config: the example directory file.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/p.toml");
+        Config::parse(text, &path, &|_| Some("t".into())).unwrap()
+    }
 }
