@@ -1330,7 +1330,7 @@ mod tests {
         let directory = serde_json::json!({"users": [{"id": "u1", "userPrincipalName": "ann@x",
             "displayName": "Ann", "accountEnabled": true}], "groups": [], "assignments": []});
         std::fs::write(&path, directory.to_string()).unwrap();
-        let job = super::super::tests::stalled_job(path);
+        let job = super::super::tests::all_users_job(path);
         let store = Arc::new(crate::state::MemoryStore::new());
         let store2 = Arc::clone(&store);
         let result = crate::state::memory::test_support::with_stalled_flushes(
