@@ -1284,13 +1284,13 @@ async fn client_variant(
         TOKEN.to_string().into(),
     ))
     .map_err(|e| format!("client floor: {e}"))?;
+    // The sandbox's token, as the SCIM client sends it (made once: not part of a request).
+    let auth = reqwest::header::HeaderValue::try_from(format!("Bearer {TOKEN}"))
+        .map_err(|e| format!("client floor: {e}"))?;
     let http = reqwest::Client::builder()
         .use_rustls_tls()
         .default_headers(reqwest::header::HeaderMap::from_iter([
-            (
-                reqwest::header::AUTHORIZATION,
-                reqwest::header::HeaderValue::from_static(concat!("Bearer ", "bench-token")),
-            ),
+            (reqwest::header::AUTHORIZATION, auth.clone()),
             (
                 reqwest::header::ACCEPT,
                 reqwest::header::HeaderValue::from_static(
@@ -1313,12 +1313,13 @@ async fn client_variant(
     );
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
-        let (next, url, scim, http, addr) = (
+        let (next, url, scim, http, addr, auth) = (
             next.clone(),
             url.clone(),
             scim.clone(),
             http.clone(),
             addr.clone(),
+            auth.clone(),
         );
         tasks.push(tokio::spawn(async move {
             // hyper: one connection per task, kept for every request of the task.
@@ -1360,7 +1361,7 @@ async fn client_variant(
                     }
                     _ => {
                         let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-                        hyper_post(&mut conn, &addr, url.path(), endpoint, bytes).await?;
+                        hyper_post(&mut conn, &addr, &auth, url.path(), endpoint, bytes).await?;
                     }
                 }
             }
@@ -1378,6 +1379,7 @@ type HyperSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<
 async fn hyper_post(
     conn: &mut Option<HyperSender>,
     addr: &str,
+    auth: &hyper::header::HeaderValue,
     base_path: &str,
     endpoint: &str,
     body: Vec<u8>,
@@ -1402,10 +1404,7 @@ async fn hyper_post(
     sender.ready().await.map_err(|e| err(&e))?;
     let request = hyper::Request::post(format!("{base_path}{endpoint}"))
         .header(hyper::header::HOST, addr)
-        .header(
-            hyper::header::AUTHORIZATION,
-            concat!("Bearer ", "bench-token"),
-        )
+        .header(hyper::header::AUTHORIZATION, auth.clone())
         .header(
             hyper::header::ACCEPT,
             "application/scim+json, application/json",

@@ -217,7 +217,6 @@ mod tests {
     /// while the export waits; a send that held the worker would starve it.
     #[test]
     fn waiting_for_room_leaves_the_only_async_worker_to_other_tasks() {
-        use std::time::Duration;
         let (open, gate) = mpsc::channel::<()>();
         let gate = Mutex::new(gate);
         let writer = Arc::new(
@@ -227,30 +226,21 @@ mod tests {
             }))
             .unwrap(),
         );
-        let rt = crate::util::blocking::test_support::one_worker_runtime();
         let batches = QUEUED_BATCHES + 3;
-        rt.block_on(async {
-            let (other, ticks) = crate::util::blocking::test_support::ticker();
-            let sender = Arc::clone(&writer);
-            let export = tokio::spawn(async move {
+        let sender = Arc::clone(&writer);
+        crate::util::blocking::test_support::assert_worker_free_while(
+            "the export waiting for room",
+            async move {
                 for i in 0..batches {
                     sender.send(vec![link(&format!("u{i}"))]).unwrap();
                 }
-            });
-            // `block_on`'s own thread is not the worker: it sleeps while the two tasks
-            // share the one worker, the export waiting for room all along.
-            std::thread::sleep(Duration::from_millis(200));
-            let (waiting, ticked) = (!export.is_finished(), ticks.load(Ordering::SeqCst));
-            // Opened before asserting: a failed assertion must not leave the export blocked
-            // (the runtime's drop would wait for it).
-            for _ in 0..batches {
-                open.send(()).unwrap();
-            }
-            export.await.unwrap();
-            other.abort();
-            assert!(waiting, "the export did not wait for room");
-            assert!(ticked >= 5, "the other task was starved: {ticked} ticks");
-        });
+            },
+            || {
+                for _ in 0..batches {
+                    open.send(()).unwrap();
+                }
+            },
+        );
         writer.drain().unwrap();
         assert_eq!(writer.unwritten.load(Ordering::SeqCst), 0);
     }

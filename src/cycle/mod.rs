@@ -1948,10 +1948,7 @@ mod tests {
 
     fn stalled_flush_case(directory: &serde_json::Value, status: CycleStatus, created: u64) {
         use std::sync::Arc;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("directory.json");
-        std::fs::write(&path, directory.to_string()).unwrap();
-        let job = all_users_job(path);
+        let (_dir, job) = all_users_job(directory);
         let store = Arc::new(crate::state::MemoryStore::new());
         let store2 = Arc::clone(&store);
         let report = crate::state::memory::test_support::with_stalled_flushes(
@@ -1984,10 +1981,7 @@ mod tests {
             })
             .collect();
         let directory = json!({ "users": users, "groups": [], "assignments": [] });
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("directory.json");
-        std::fs::write(&path, directory.to_string()).unwrap();
-        let job = all_users_job(path);
+        let (_dir, job) = all_users_job(&directory);
         let store = crate::state::MemoryStore::new();
         let target = Accepting(AtomicU64::new(0));
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -2066,9 +2060,13 @@ mod tests {
         );
     }
 
-    /// A job of every user in `path`, the generic SCIM mappings.
-    pub(super) fn all_users_job(path: std::path::PathBuf) -> JobSpec {
-        JobSpec {
+    /// A job of every user of `directory` (an export, written to the temporary directory
+    /// returned with the job), the generic SCIM mappings.
+    pub(super) fn all_users_job(directory: &serde_json::Value) -> (tempfile::TempDir, JobSpec) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("directory.json");
+        std::fs::write(&path, directory.to_string()).unwrap();
+        let job = JobSpec {
             name: "all".into(),
             source: Box::new(FileSource::new(path)),
             scope: ScopeSettings {
@@ -2080,7 +2078,8 @@ mod tests {
             concurrency: 1,
             member_batch: 1,
             safety: Default::default(),
-        }
+        };
+        (dir, job)
     }
 
     /// A change here makes every job run one initial cycle after an upgrade: only on purpose.

@@ -1325,12 +1325,9 @@ mod tests {
     #[test]
     fn a_stalled_flush_leaves_the_only_async_worker_to_other_tasks() {
         use std::sync::Arc;
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("directory.json");
         let directory = serde_json::json!({"users": [{"id": "u1", "userPrincipalName": "ann@x",
             "displayName": "Ann", "accountEnabled": true}], "groups": [], "assignments": []});
-        std::fs::write(&path, directory.to_string()).unwrap();
-        let job = super::super::tests::all_users_job(path);
+        let (_dir, job) = super::super::tests::all_users_job(&directory);
         let store = Arc::new(crate::state::MemoryStore::new());
         let store2 = Arc::clone(&store);
         let result = crate::state::memory::test_support::with_stalled_flushes(

@@ -978,9 +978,7 @@ fn ok(status: Status) -> StatusInfo {
 #[cfg(test)]
 mod tests {
     use super::{queue, Msg};
-    use std::sync::atomic::Ordering;
     use std::sync::mpsc;
-    use std::time::Duration;
 
     /// A full queue (a stalled disk behind the writer thread) is waited for off the async
     /// worker: on a one-worker runtime, as `run` and `sync` build, a timer task still fires
@@ -989,20 +987,12 @@ mod tests {
     fn a_full_queue_leaves_the_only_async_worker_to_other_tasks() {
         let (tx, rx) = mpsc::sync_channel::<Msg>(1);
         queue(&tx, Msg::Records(Vec::new()));
-        let rt = crate::util::blocking::test_support::one_worker_runtime();
-        rt.block_on(async {
-            let (other, ticks) = crate::util::blocking::test_support::ticker();
-            let sending = tokio::spawn(async move { queue(&tx, Msg::Records(Vec::new())) });
-            // `block_on`'s own thread is not the worker.
-            std::thread::sleep(Duration::from_millis(200));
-            let (waiting, ticked) = (!sending.is_finished(), ticks.load(Ordering::SeqCst));
-            // Room made before asserting, so that a failure cannot leave the sender blocked.
-            assert!(matches!(rx.recv(), Ok(Msg::Records(_))));
-            sending.await.unwrap();
-            other.abort();
-            assert!(waiting, "the record did not wait for room");
-            assert!(ticked >= 5, "the other task was starved: {ticked} ticks");
-            assert!(matches!(rx.recv(), Ok(Msg::Records(_))));
-        });
+        crate::util::blocking::test_support::assert_worker_free_while(
+            "a record waiting for room",
+            async move { queue(&tx, Msg::Records(Vec::new())) },
+            // Room made.
+            || assert!(matches!(rx.recv(), Ok(Msg::Records(_)))),
+        );
+        assert!(matches!(rx.recv(), Ok(Msg::Records(_))));
     }
 }

@@ -201,39 +201,17 @@ impl StateStore for MemoryStore {
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::MemoryStore;
-    use std::sync::atomic::Ordering;
-    use std::sync::Arc;
 
-    /// Runs `task` on a one-worker runtime, as `run` and `sync` build theirs, while every
-    /// flush of `store` waits (a stalled disk); asserts that the task waited and that another
-    /// task on the runtime kept running meanwhile; then lets the flushes through and returns
-    /// what the task returned.
+    /// Runs `task` on a one-worker runtime while every flush of `store` waits (a stalled
+    /// disk), asserting that it waited and that the runtime's other tasks went on (see
+    /// [`crate::util::blocking::test_support::assert_worker_free_while`]); then lets the
+    /// flushes through and returns what the task returned.
     pub(crate) fn with_stalled_flushes<T: Send + 'static>(
-        store: &Arc<MemoryStore>,
+        store: &MemoryStore,
         what: &str,
         task: impl std::future::Future<Output = T> + Send + 'static,
     ) -> T {
-        use crate::util::blocking::test_support::{one_worker_runtime, ticker};
-        let rt = one_worker_runtime();
-        rt.block_on(async {
-            let stalled = store.flush_gate.write().unwrap();
-            let (other, ticks) = ticker();
-            let task = tokio::spawn(task);
-            // `block_on`'s own thread is not the worker: it sleeps while the two tasks share
-            // the one worker, the task waiting for its flush all along.
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            let (waiting, ticked) = (!task.is_finished(), ticks.load(Ordering::SeqCst));
-            // Released before asserting: a failed assertion must not leave the task blocked
-            // (the runtime's drop would wait for it).
-            drop(stalled);
-            let out = task.await.unwrap();
-            other.abort();
-            assert!(waiting, "{what}: did not wait for the flush");
-            assert!(
-                ticked >= 5,
-                "{what}: the other task was starved: {ticked} ticks"
-            );
-            out
-        })
+        let stalled = store.flush_gate.write().unwrap();
+        crate::util::blocking::test_support::assert_worker_free_while(what, task, || drop(stalled))
     }
 }

@@ -32,8 +32,39 @@ pub(crate) mod test_support {
             .unwrap()
     }
 
+    /// Runs `task` on a one-worker runtime, as `run` and `sync` build theirs, while
+    /// something that `release` ends holds it up (a stalled disk, a full queue); asserts
+    /// that the task was still waiting after 300 ms and that another task on the runtime
+    /// kept running meanwhile (a task that held the worker would starve it). `release` runs
+    /// before the assertions, so that a failure cannot leave the task blocked (the
+    /// runtime's drop would wait for it). Returns what the task returned.
+    pub(crate) fn assert_worker_free_while<T: Send + 'static>(
+        what: &str,
+        task: impl std::future::Future<Output = T> + Send + 'static,
+        release: impl FnOnce(),
+    ) -> T {
+        let rt = one_worker_runtime();
+        rt.block_on(async {
+            let (other, ticks) = ticker();
+            let task = tokio::spawn(task);
+            // `block_on`'s own thread is not the worker: it sleeps while the two tasks share
+            // the one worker, the task held up all along.
+            std::thread::sleep(Duration::from_millis(300));
+            let (waiting, ticked) = (!task.is_finished(), ticks.load(Ordering::SeqCst));
+            release();
+            let out = task.await.unwrap();
+            other.abort();
+            assert!(waiting, "{what}: did not wait");
+            assert!(
+                ticked >= 5,
+                "{what}: the other task was starved: {ticked} ticks"
+            );
+            out
+        })
+    }
+
     /// A task on the current runtime counting 5 ms ticks: a starved worker counts none.
-    pub(crate) fn ticker() -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
+    fn ticker() -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
         let ticks = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&ticks);
         let task = tokio::spawn(async move {
